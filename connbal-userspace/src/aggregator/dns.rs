@@ -1,0 +1,432 @@
+//! DNS message decoding for the aggregator.
+//!
+//! hickory-proto decodes every domain name, because that is where the danger
+//! is: it bounds labels and names, and only follows compression pointers
+//! that point strictly backwards, so loops are impossible. The fixed-size
+//! fields around the names are read here instead of through hickory's
+//! `Record::read`, for two reasons: we need only A, AAAA, SRV and CNAME, and
+//! `Record::read` fully parses every other RDATA type too, so a record we
+//! would have skipped (an odd SVCB, say) could reject a message whose backends
+//! are perfectly readable.
+
+use super::name::presentation;
+use hickory_proto::rr::Name;
+use hickory_proto::serialize::binary::{BinDecodable, BinDecoder, DecodeError};
+use std::net::{Ipv4Addr, Ipv6Addr};
+
+pub const TYPE_A: u16 = 1;
+pub const TYPE_CNAME: u16 = 5;
+pub const TYPE_AAAA: u16 = 28;
+pub const TYPE_SRV: u16 = 33;
+pub const TYPE_OPT: u16 = 41;
+pub const CLASS_IN: u16 = 1;
+
+const HEADER_LEN: usize = 12;
+/// Smallest possible resource record: a root owner name (1 byte) plus type,
+/// class, TTL and RDLENGTH (10 bytes). Used to reject lying counts before
+/// any allocation is sized by them.
+const MIN_RECORD_LEN: usize = 11;
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum DnsError {
+    #[error("message shorter than the 12-byte header")]
+    ShortHeader,
+    #[error("bad name: {0}")]
+    Name(String),
+    #[error("record counts claim more records than the message can hold")]
+    CountsTooLarge,
+    #[error("message ends inside a record")]
+    RecordPastEnd,
+    #[error("RDATA runs past the end of the message")]
+    RdataPastEnd,
+    #[error("RDATA length {len} is wrong for type {rtype}")]
+    RdataLength { rtype: u16, len: u16 },
+}
+
+impl From<DecodeError> for DnsError {
+    fn from(error: DecodeError) -> Self {
+        match error {
+            DecodeError::InsufficientBytes { .. } => DnsError::RecordPastEnd,
+            other => DnsError::Name(other.to_string()),
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Header {
+    pub id: u16,
+    pub is_response: bool,
+    pub questions: u16,
+    pub answers: u16,
+    pub authorities: u16,
+    pub additionals: u16,
+}
+
+impl Header {
+    pub fn parse(message: &[u8]) -> Result<Self, DnsError> {
+        let h: &[u8; HEADER_LEN] = message
+            .get(..HEADER_LEN)
+            .and_then(|s| s.try_into().ok())
+            .ok_or(DnsError::ShortHeader)?;
+        let word = |i: usize| u16::from_be_bytes([h[i], h[i + 1]]);
+        Ok(Self {
+            id: word(0),
+            is_response: h[2] & 0x80 != 0,
+            questions: word(4),
+            answers: word(6),
+            authorities: word(8),
+            additionals: word(10),
+        })
+    }
+
+    fn record_count(&self) -> usize {
+        usize::from(self.answers) + usize::from(self.authorities) + usize::from(self.additionals)
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Question {
+    pub name: String,
+    pub qtype: u16,
+    pub qclass: u16,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Section {
+    Answer,
+    Authority,
+    Additional,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RecordData {
+    A(Ipv4Addr),
+    Aaaa(Ipv6Addr),
+    Srv { priority: u16, weight: u16, port: u16, target: String },
+    Cname,
+    Opt,
+    Other,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Record {
+    pub section: Section,
+    /// Presentation form; empty for types whose owner the aggregator never
+    /// looks at, to save formatting it.
+    pub owner: String,
+    pub class: u16,
+    pub ttl: u32,
+    pub data: RecordData,
+}
+
+/// A decoded message: the one question and every record, in wire order.
+#[derive(Debug)]
+pub struct Message {
+    pub header: Header,
+    pub question: Question,
+    pub records: Vec<Record>,
+}
+
+/// Reads the header and the first question only: enough to start or match a
+/// pending query without decoding any records.
+pub fn parse_question(message: &[u8]) -> Result<(Header, Question, usize), DnsError> {
+    let header = Header::parse(message)?;
+    let mut decoder = BinDecoder::new(message);
+    decoder.read_slice(HEADER_LEN)?;
+    let name = Name::read(&mut decoder)?;
+    let qtype = decoder.read_u16()?.unverified(/* any type is representable */);
+    let qclass = decoder.read_u16()?.unverified(/* any class is representable */);
+    let question = Question { name: presentation(&name), qtype, qclass };
+    Ok((header, question, decoder.index()))
+}
+
+/// Decodes every record after a single question. Fails as a whole on the
+/// first malformed record, so a damaged message is skipped, never half-counted.
+pub fn parse_records(message: &[u8], header: &Header, after_question: usize) -> Result<Vec<Record>, DnsError> {
+    let count = header.record_count();
+    let room = message.len().saturating_sub(after_question);
+    if count.saturating_mul(MIN_RECORD_LEN) > room {
+        return Err(DnsError::CountsTooLarge);
+    }
+    let mut decoder = BinDecoder::new(message);
+    decoder.read_slice(after_question)?;
+    let mut records = Vec::with_capacity(count);
+    let sections = [
+        (Section::Answer, header.answers),
+        (Section::Authority, header.authorities),
+        (Section::Additional, header.additionals),
+    ];
+    for (section, n) in sections {
+        for _ in 0..n {
+            records.push(read_record(&mut decoder, message.len(), section)?);
+        }
+    }
+    Ok(records)
+}
+
+fn read_record(decoder: &mut BinDecoder<'_>, message_len: usize, section: Section) -> Result<Record, DnsError> {
+    let owner_name = Name::read(decoder)?;
+    let rtype = decoder.read_u16()?.unverified(/* any type */);
+    let class = decoder.read_u16()?.unverified(/* checked by the aggregator */);
+    let ttl = decoder.read_u32()?.unverified(/* any TTL */);
+    let rdlength = decoder.read_u16()?.unverified(/* bounded just below */);
+    let rdata_start = decoder.index();
+    let rdata_end = rdata_start + usize::from(rdlength);
+    if rdata_end > message_len {
+        return Err(DnsError::RdataPastEnd);
+    }
+    let fixed = |want: u16| -> Result<(), DnsError> {
+        if rdlength == want {
+            Ok(())
+        } else {
+            Err(DnsError::RdataLength { rtype, len: rdlength })
+        }
+    };
+    let wants_owner;
+    let data = match rtype {
+        TYPE_A => {
+            fixed(4)?;
+            let b = decoder.read_slice(4)?.unverified(/* length checked */);
+            wants_owner = true;
+            RecordData::A(Ipv4Addr::new(b[0], b[1], b[2], b[3]))
+        }
+        TYPE_AAAA => {
+            fixed(16)?;
+            let b: [u8; 16] = decoder
+                .read_slice(16)?
+                .unverified(/* length checked */)
+                .try_into()
+                .map_err(|_| DnsError::RecordPastEnd)?;
+            wants_owner = true;
+            RecordData::Aaaa(Ipv6Addr::from(b))
+        }
+        TYPE_SRV => {
+            if rdlength < 7 {
+                return Err(DnsError::RdataLength { rtype, len: rdlength });
+            }
+            let priority = decoder.read_u16()?.unverified(/* any */);
+            let weight = decoder.read_u16()?.unverified(/* any */);
+            let port = decoder.read_u16()?.unverified(/* any */);
+            let target = Name::read(decoder)?;
+            if decoder.index() != rdata_end {
+                return Err(DnsError::RdataPastEnd);
+            }
+            wants_owner = true;
+            RecordData::Srv { priority, weight, port, target: presentation(&target) }
+        }
+        TYPE_CNAME => {
+            // Decoded although only its presence matters: a CNAME whose
+            // target is garbage marks the message as malformed.
+            Name::read(decoder)?;
+            if decoder.index() != rdata_end {
+                return Err(DnsError::RdataPastEnd);
+            }
+            wants_owner = false;
+            RecordData::Cname
+        }
+        TYPE_OPT => {
+            decoder.read_slice(usize::from(rdlength))?;
+            wants_owner = false;
+            RecordData::Opt
+        }
+        _ => {
+            decoder.read_slice(usize::from(rdlength))?;
+            wants_owner = false;
+            RecordData::Other
+        }
+    };
+    let owner = if wants_owner { presentation(&owner_name) } else { String::new() };
+    Ok(Record { section, owner, class, ttl, data })
+}
+
+#[cfg(test)]
+pub(crate) mod build {
+    //! A tiny DNS message writer for tests: enough to express every case the
+    //! spec and the malformed-input list talk about, including broken ones.
+
+    pub struct MessageBuilder {
+        pub bytes: Vec<u8>,
+    }
+
+    impl MessageBuilder {
+        pub fn new(id: u16, response: bool, counts: [u16; 4]) -> Self {
+            let mut bytes = Vec::new();
+            bytes.extend_from_slice(&id.to_be_bytes());
+            bytes.extend_from_slice(&[if response { 0x81 } else { 0x01 }, if response { 0x80 } else { 0 }]);
+            for c in counts {
+                bytes.extend_from_slice(&c.to_be_bytes());
+            }
+            Self { bytes }
+        }
+
+        pub fn name(&mut self, name: &str) -> &mut Self {
+            for label in name.trim_end_matches('.').split('.').filter(|l| !l.is_empty()) {
+                self.bytes.push(label.len() as u8);
+                self.bytes.extend_from_slice(label.as_bytes());
+            }
+            self.bytes.push(0);
+            self
+        }
+
+        pub fn raw(&mut self, raw: &[u8]) -> &mut Self {
+            self.bytes.extend_from_slice(raw);
+            self
+        }
+
+        pub fn u16(&mut self, v: u16) -> &mut Self {
+            self.raw(&v.to_be_bytes())
+        }
+
+        pub fn question(&mut self, name: &str, qtype: u16) -> &mut Self {
+            self.name(name).u16(qtype).u16(super::CLASS_IN)
+        }
+
+        pub fn record(&mut self, owner: &str, rtype: u16, class: u16, rdata: &[u8]) -> &mut Self {
+            self.name(owner).u16(rtype).u16(class).raw(&300u32.to_be_bytes());
+            self.u16(rdata.len() as u16).raw(rdata)
+        }
+
+        pub fn a(&mut self, owner: &str, addr: [u8; 4]) -> &mut Self {
+            self.record(owner, super::TYPE_A, super::CLASS_IN, &addr)
+        }
+
+        pub fn aaaa(&mut self, owner: &str, addr: std::net::Ipv6Addr) -> &mut Self {
+            self.record(owner, super::TYPE_AAAA, super::CLASS_IN, &addr.octets())
+        }
+
+        pub fn srv(&mut self, owner: &str, port: u16, target: &str) -> &mut Self {
+            let mut rdata = Vec::new();
+            rdata.extend_from_slice(&[0, 10, 0, 5]);
+            rdata.extend_from_slice(&port.to_be_bytes());
+            let mut t = MessageBuilder { bytes: Vec::new() };
+            t.name(target);
+            rdata.extend_from_slice(&t.bytes);
+            self.record(owner, super::TYPE_SRV, super::CLASS_IN, &rdata)
+        }
+
+        pub fn cname(&mut self, owner: &str, target: &str) -> &mut Self {
+            let mut t = MessageBuilder { bytes: Vec::new() };
+            t.name(target);
+            self.record(owner, super::TYPE_CNAME, super::CLASS_IN, &t.bytes)
+        }
+
+        pub fn opt(&mut self) -> &mut Self {
+            self.raw(&[0]).u16(super::TYPE_OPT).u16(1232).raw(&[0, 0, 0, 0]).u16(0)
+        }
+
+        pub fn build(&self) -> Vec<u8> {
+            self.bytes.clone()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::build::MessageBuilder;
+    use super::*;
+
+    fn decode(message: &[u8]) -> Result<Message, DnsError> {
+        let (header, question, at) = parse_question(message)?;
+        let records = parse_records(message, &header, at)?;
+        Ok(Message { header, question, records })
+    }
+
+    #[test]
+    fn decodes_answers_srv_and_opt() {
+        let msg = MessageBuilder::new(7, true, [1, 2, 0, 2])
+            .question("_x._tcp.example.com", TYPE_SRV)
+            .srv("_x._tcp.example.com", 5222, "a.example.com")
+            .srv("_x._tcp.example.com", 5223, "b.example.com")
+            .a("a.example.com", [192, 0, 2, 1])
+            .opt()
+            .build();
+        let m = decode(&msg).unwrap();
+        assert_eq!(m.header.id, 7);
+        assert!(m.header.is_response);
+        assert_eq!(m.question.name, "_x._tcp.example.com.");
+        assert_eq!(m.records.len(), 4);
+        assert_eq!(
+            m.records[1].data,
+            RecordData::Srv { priority: 10, weight: 5, port: 5223, target: "b.example.com.".into() }
+        );
+        assert_eq!(m.records[2].section, Section::Additional);
+        assert_eq!(m.records[3].data, RecordData::Opt);
+    }
+
+    #[test]
+    fn compression_loop_is_rejected() {
+        // The answer's owner is a pointer to itself.
+        let mut b = MessageBuilder::new(1, true, [1, 1, 0, 0]);
+        b.question("x.example", TYPE_A);
+        let at = b.bytes.len() as u16;
+        b.raw(&(0xc000 | at).to_be_bytes()).u16(TYPE_A).u16(CLASS_IN).raw(&[0; 4]).u16(4).raw(&[1, 2, 3, 4]);
+        assert!(matches!(decode(&b.build()), Err(DnsError::Name(_))));
+    }
+
+    #[test]
+    fn forward_pointer_is_rejected() {
+        let mut b = MessageBuilder::new(1, true, [1, 1, 0, 0]);
+        b.question("x.example", TYPE_A);
+        let at = b.bytes.len() as u16 + 20;
+        b.raw(&(0xc000 | at).to_be_bytes()).u16(TYPE_A).u16(CLASS_IN).raw(&[0; 4]).u16(4).raw(&[1, 2, 3, 4]);
+        b.raw(&[0; 8]);
+        assert!(matches!(decode(&b.build()), Err(DnsError::Name(_))));
+    }
+
+    #[test]
+    fn label_past_the_end_is_rejected() {
+        let mut b = MessageBuilder::new(1, false, [1, 0, 0, 0]);
+        b.raw(&[40, b'a', b'b']);
+        assert!(parse_question(&b.build()).is_err());
+    }
+
+    #[test]
+    fn name_over_255_bytes_is_rejected() {
+        let long = vec!["a".repeat(63); 5].join(".");
+        let msg = MessageBuilder::new(1, false, [1, 0, 0, 0]).question(&long, TYPE_A).build();
+        assert!(matches!(parse_question(&msg), Err(DnsError::Name(_))));
+    }
+
+    #[test]
+    fn rdata_past_the_end_is_rejected() {
+        let mut b = MessageBuilder::new(1, true, [1, 1, 0, 0]);
+        b.question("x.example", TYPE_A).name("x.example").u16(TYPE_A).u16(CLASS_IN).raw(&[0; 4]).u16(4).raw(&[1, 2]);
+        assert_eq!(decode(&b.build()).unwrap_err(), DnsError::RdataPastEnd);
+    }
+
+    #[test]
+    fn srv_rdata_cut_short_is_rejected() {
+        let mut b = MessageBuilder::new(1, true, [1, 1, 0, 0]);
+        b.question("_s._tcp.x", TYPE_SRV).record("_s._tcp.x", TYPE_SRV, CLASS_IN, &[0, 1, 0, 1, 0x14]);
+        assert!(decode(&b.build()).is_err());
+    }
+
+    #[test]
+    fn srv_target_running_past_its_rdata_is_rejected() {
+        let mut b = MessageBuilder::new(1, true, [1, 1, 0, 0]);
+        // RDLENGTH 8 covers the fixed part and 2 bytes of a longer target.
+        b.question("_s._tcp.x", TYPE_SRV).name("_s._tcp.x").u16(TYPE_SRV).u16(CLASS_IN).raw(&[0; 4]).u16(8);
+        b.raw(&[0, 1, 0, 1, 0, 80]).name("target.example");
+        assert!(decode(&b.build()).is_err());
+    }
+
+    #[test]
+    fn lying_answer_count_is_rejected_without_allocating_for_it() {
+        let msg = MessageBuilder::new(1, true, [1, 65535, 65535, 65535]).question("x.example", TYPE_A).build();
+        assert_eq!(decode(&msg).unwrap_err(), DnsError::CountsTooLarge);
+    }
+
+    #[test]
+    fn wrong_a_length_is_rejected() {
+        let msg = MessageBuilder::new(1, true, [1, 1, 0, 0])
+            .question("x.example", TYPE_A)
+            .record("x.example", TYPE_A, CLASS_IN, &[1, 2, 3])
+            .build();
+        assert!(matches!(decode(&msg), Err(DnsError::RdataLength { .. })));
+    }
+
+    #[test]
+    fn short_header_is_rejected() {
+        assert_eq!(Header::parse(&[0; 11]).unwrap_err(), DnsError::ShortHeader);
+    }
+}

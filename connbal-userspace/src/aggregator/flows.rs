@@ -1,0 +1,108 @@
+//! `--all-tcp` flow bookkeeping (spec section 4): which flows have been seen,
+//! so that the first segment of a flow already open when the capture started
+//! counts once, and closed flows are remembered for a while (as TIME_WAIT
+//! does) so the final ACK of a close does not look like a new flow.
+
+use super::event::Timestamp;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+
+/// How long a closed flow is remembered: 2 × MSL as Linux uses (60 s).
+pub const TIME_WAIT_NANOS: u64 = 60 * 1_000_000_000;
+/// An open flow with no segment for this long is forgotten. Longer than the
+/// 2-hour default TCP keepalive, so idle keepalive connections are not
+/// counted again.
+pub const IDLE_NANOS: u64 = 3 * 3600 * 1_000_000_000;
+
+/// A flow's key regardless of direction.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct FlowKey(SocketAddr, SocketAddr);
+
+impl FlowKey {
+    pub fn new(a: SocketAddr, b: SocketAddr) -> Self {
+        if (a.ip(), a.port()) <= (b.ip(), b.port()) { Self(a, b) } else { Self(b, a) }
+    }
+}
+
+#[derive(Clone, Copy, Debug)]
+struct FlowState {
+    last_seen: Timestamp,
+    closed: bool,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum Seen {
+    /// First segment of a flow not seen before (or forgotten since).
+    New,
+    Known,
+}
+
+#[derive(Debug, Default)]
+pub struct FlowTable {
+    flows: HashMap<FlowKey, FlowState, foldhash::fast::RandomState>,
+}
+
+impl FlowTable {
+    /// Records one segment. A SYN always (re)opens the flow: port reuse
+    /// after TIME_WAIT is a new connection.
+    pub fn observe(&mut self, key: FlowKey, ts: Timestamp, syn: bool, closes: bool) -> Seen {
+        let seen = match self.flows.get_mut(&key) {
+            Some(state) => {
+                if syn {
+                    state.closed = false;
+                }
+                state.last_seen = ts;
+                state.closed |= closes;
+                Seen::Known
+            }
+            None => {
+                self.flows.insert(key, FlowState { last_seen: ts, closed: closes });
+                Seen::New
+            }
+        };
+        seen
+    }
+
+    pub fn expire(&mut self, now: Timestamp) {
+        self.flows.retain(|_, state| {
+            let age = now.nanos_since(state.last_seen);
+            age < if state.closed { TIME_WAIT_NANOS } else { IDLE_NANOS }
+        });
+    }
+
+    pub fn len(&self) -> usize {
+        self.flows.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.flows.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key() -> FlowKey {
+        FlowKey::new("192.0.2.1:40000".parse().unwrap(), "192.0.2.9:80".parse().unwrap())
+    }
+
+    #[test]
+    fn key_is_direction_independent() {
+        let a = "192.0.2.1:40000".parse().unwrap();
+        let b = "192.0.2.9:80".parse().unwrap();
+        assert_eq!(FlowKey::new(a, b), FlowKey::new(b, a));
+    }
+
+    #[test]
+    fn the_ack_after_a_close_is_not_a_new_flow() {
+        let mut t = FlowTable::default();
+        assert_eq!(t.observe(key(), Timestamp::from_secs(1), false, false), Seen::New);
+        assert_eq!(t.observe(key(), Timestamp::from_secs(2), false, true), Seen::Known);
+        assert_eq!(t.observe(key(), Timestamp::from_secs(2), false, false), Seen::Known);
+        t.expire(Timestamp::from_secs(30));
+        assert_eq!(t.len(), 1, "closed flows are remembered through TIME_WAIT");
+        t.expire(Timestamp::from_secs(63));
+        assert!(t.is_empty());
+    }
+}

@@ -1,0 +1,370 @@
+//! The aggregator: DNS messages and TCP segments in, balance report out.
+//!
+//! Pure by design (no I/O, no clock, no OS calls): live tracing and replay
+//! both feed it [`Event`]s and tests drive it directly. Every clause of
+//! `shared/spec/connbal-semantics.md` that concerns counting lives here.
+
+mod backends;
+pub mod dns;
+mod event;
+mod flows;
+pub mod name;
+mod tcp_stream;
+
+pub use backends::Row;
+pub use event::{Datagram, Event, Segment, Timestamp};
+
+use backends::{rows_for, Backend};
+use connbal_common::{closes_flow, is_connection_attempt, is_dns_port, tcp_flags, DNS_PORT};
+use dns::{Header, Record, RecordData, Section};
+use flows::{FlowKey, FlowTable, Seen};
+use serde::Serialize;
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use tcp_stream::Stream;
+
+type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+
+const NANOS: u64 = 1_000_000_000;
+/// Spec 2: pending queries expire after 10 s, swept when the capture clock
+/// has moved on more than 10 s since the last sweep.
+const PENDING_TTL_NANOS: u64 = 10 * NANOS;
+const SWEEP_INTERVAL_NANOS: u64 = 10 * NANOS;
+/// Spec 2: a message with more than this many answers is ignored.
+const MAX_ANSWERS: u16 = 1000;
+const DNS_STREAM_IDLE_NANOS: u64 = 60 * NANOS;
+/// Hard caps so a flood of queries or port-53 flows cannot grow memory
+/// without bound; what they refuse is counted.
+const MAX_PENDING_QUERIES: usize = 1 << 18;
+const MAX_DNS_STREAMS: usize = 1 << 14;
+
+#[derive(Clone, Debug, Default)]
+pub struct Config {
+    /// `-a`: also count flows already open when the capture started.
+    pub all_tcp: bool,
+    /// `-F`: only track queries whose name contains this.
+    pub filter: Option<String>,
+}
+
+/// What the aggregator saw and skipped; printed with `-v` and in JSON.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Counters {
+    pub dns_messages: u64,
+    pub queries_tracked: u64,
+    pub responses_matched: u64,
+    pub unmatched_responses: u64,
+    pub malformed_dns_skipped: u64,
+    /// Messages cut short by the snap length that could not be decoded.
+    pub truncated_dns_skipped: u64,
+    pub ignored_multiple_questions: u64,
+    pub ignored_too_many_answers: u64,
+    pub pending_expired: u64,
+    pub pending_dropped_table_full: u64,
+    pub tcp_dns_unplaced_segments: u64,
+    pub connection_attempts: u64,
+    pub connections_to_backends: u64,
+    /// `-a`: flows first seen after their SYN (already open at the start).
+    pub flows_seen_midstream: u64,
+}
+
+#[derive(Debug)]
+struct PendingQuery {
+    seen: Timestamp,
+    server: IpAddr,
+    client_port: u16,
+    name: String,
+}
+
+#[derive(Debug)]
+struct SrvTarget {
+    /// The SRV owner (service) name that first named this target.
+    service: Arc<str>,
+    ports: Vec<u16>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Report {
+    pub rows: Vec<Row>,
+    pub counters: Counters,
+}
+
+#[derive(Debug, Default)]
+pub struct Aggregator {
+    config: Config,
+    /// Keyed by (client address, query id), spec 2.
+    pending: FastMap<(IpAddr, u16), PendingQuery>,
+    /// Keyed by the lower-cased target name; remembered for the whole run.
+    srv_targets: FastMap<String, SrvTarget>,
+    /// Keyed by (client address, backend address), spec 4.
+    backends: FastMap<(IpAddr, IpAddr), Backend>,
+    /// One per direction of a port-53 TCP flow.
+    dns_streams: FastMap<(SocketAddr, SocketAddr), (Timestamp, Stream)>,
+    flows: FlowTable,
+    counters: Counters,
+    last_sweep: Option<Timestamp>,
+    reassembled: Vec<Vec<u8>>,
+}
+
+impl Aggregator {
+    pub fn new(config: Config) -> Self {
+        Self { config, ..Self::default() }
+    }
+
+    pub fn process(&mut self, event: &Event<'_>) {
+        self.maybe_sweep(event.timestamp());
+        match event {
+            Event::Udp(d) => {
+                if is_dns_port(d.src.port(), d.dst.port()) {
+                    self.dns_message(d.ts, d.src, d.dst, d.payload, d.truncated);
+                }
+            }
+            Event::Tcp(s) => {
+                if is_dns_port(s.src.port(), s.dst.port()) {
+                    self.dns_segment(s);
+                }
+                self.tcp_segment(s);
+            }
+        }
+    }
+
+    pub fn counters(&self) -> &Counters {
+        &self.counters
+    }
+
+    pub fn report(&self) -> Report {
+        let mut rows = Vec::with_capacity(self.backends.len());
+        for (&(client, backend), b) in &self.backends {
+            rows_for(client, backend, b, &mut rows);
+        }
+        rows.sort_by(Row::report_order);
+        Report { rows, counters: self.counters.clone() }
+    }
+
+    fn maybe_sweep(&mut self, now: Timestamp) {
+        let Some(last) = self.last_sweep else {
+            self.last_sweep = Some(now);
+            return;
+        };
+        if now.nanos_since(last) <= SWEEP_INTERVAL_NANOS {
+            return;
+        }
+        self.last_sweep = Some(now);
+        let before = self.pending.len();
+        self.pending.retain(|_, q| now.nanos_since(q.seen) < PENDING_TTL_NANOS);
+        self.counters.pending_expired += (before - self.pending.len()) as u64;
+        self.flows.expire(now);
+        self.dns_streams.retain(|_, (last_seen, _)| now.nanos_since(*last_seen) < DNS_STREAM_IDLE_NANOS);
+    }
+
+    fn dns_message(&mut self, ts: Timestamp, src: SocketAddr, dst: SocketAddr, message: &[u8], truncated: bool) {
+        self.counters.dns_messages += 1;
+        let header = match Header::parse(message) {
+            Ok(h) => h,
+            Err(_) => return self.count_undecodable(truncated),
+        };
+        if header.questions != 1 {
+            if header.questions > 1 {
+                self.counters.ignored_multiple_questions += 1;
+            }
+            return;
+        }
+        // Direction decides (spec 2, 3); only port-53-to-port-53 traffic
+        // between servers needs the QR bit to tell.
+        let is_query = if src.port() == DNS_PORT && dst.port() == DNS_PORT {
+            !header.is_response
+        } else {
+            dst.port() == DNS_PORT
+        };
+        if is_query {
+            self.query(ts, src, dst, message, header, truncated);
+        } else {
+            self.response(src, dst, message, header, truncated);
+        }
+    }
+
+    fn count_undecodable(&mut self, truncated: bool) {
+        if truncated {
+            self.counters.truncated_dns_skipped += 1;
+        } else {
+            self.counters.malformed_dns_skipped += 1;
+        }
+    }
+
+    fn query(&mut self, ts: Timestamp, src: SocketAddr, dst: SocketAddr, message: &[u8], header: Header, truncated: bool) {
+        let question = match dns::parse_question(message) {
+            Ok((_, q, _)) => q,
+            Err(_) => return self.count_undecodable(truncated),
+        };
+        let tracked_type = matches!(question.qtype, dns::TYPE_A | dns::TYPE_AAAA | dns::TYPE_SRV);
+        if question.qclass != dns::CLASS_IN || !tracked_type {
+            return;
+        }
+        if let Some(filter) = &self.config.filter {
+            if !question.name.contains(filter.as_str()) {
+                return;
+            }
+        }
+        let key = (src.ip(), header.id);
+        if self.pending.len() >= MAX_PENDING_QUERIES && !self.pending.contains_key(&key) {
+            self.counters.pending_dropped_table_full += 1;
+            return;
+        }
+        self.counters.queries_tracked += 1;
+        let query = PendingQuery { seen: ts, server: dst.ip(), client_port: src.port(), name: question.name };
+        self.pending.insert(key, query);
+    }
+
+    fn response(&mut self, src: SocketAddr, dst: SocketAddr, message: &[u8], header: Header, truncated: bool) {
+        if header.answers == 0 {
+            return;
+        }
+        if header.answers > MAX_ANSWERS {
+            self.counters.ignored_too_many_answers += 1;
+            return;
+        }
+        // Cheap checks first: most responses on a busy resolver are not ours.
+        let key = (dst.ip(), header.id);
+        let matches_endpoints =
+            self.pending.get(&key).is_some_and(|q| q.server == src.ip() && q.client_port == dst.port());
+        if !matches_endpoints {
+            self.counters.unmatched_responses += 1;
+            return;
+        }
+        let (question, records) = match dns::parse_question(message)
+            .and_then(|(_, q, at)| dns::parse_records(message, &header, at).map(|r| (q, r)))
+        {
+            Ok(decoded) => decoded,
+            Err(_) => return self.count_undecodable(truncated),
+        };
+        if !self.pending[&key].name.eq_ignore_ascii_case(&question.name) {
+            self.counters.unmatched_responses += 1;
+            return;
+        }
+        // Consumed: a duplicate response counts nothing.
+        self.pending.remove(&key);
+        self.counters.responses_matched += 1;
+        self.apply_answer(dst.ip(), &question.name, &records);
+    }
+
+    /// Spec 3: walk answer, authority and additional records in order.
+    fn apply_answer(&mut self, client: IpAddr, question: &str, records: &[Record]) {
+        let answer_count = records.iter().filter(|r| r.section == Section::Answer).count();
+        for record in records {
+            if record.data == RecordData::Opt {
+                continue;
+            }
+            if record.class != dns::CLASS_IN {
+                break;
+            }
+            if record.section == Section::Authority {
+                continue;
+            }
+            // Answers are about the question; additional records about
+            // their own owner.
+            let checked_name = match record.section {
+                Section::Answer => question,
+                _ => record.owner.as_str(),
+            };
+            match &record.data {
+                RecordData::Srv { port, target, .. } => self.register_srv_target(&record.owner, *port, target),
+                RecordData::A(addr) => self.credit_address(client, IpAddr::V4(*addr), record, checked_name, answer_count),
+                RecordData::Aaaa(addr) => {
+                    self.credit_address(client, IpAddr::V6(*addr), record, checked_name, answer_count)
+                }
+                RecordData::Cname => {
+                    if answer_count <= 2 && !self.srv_targets.contains_key(&checked_name.to_ascii_lowercase()) {
+                        // A single name behind an alias is not a service.
+                        break;
+                    }
+                }
+                RecordData::Opt | RecordData::Other => {}
+            }
+        }
+    }
+
+    fn register_srv_target(&mut self, service: &str, port: u16, target: &str) {
+        let entry = self
+            .srv_targets
+            .entry(target.to_ascii_lowercase())
+            .or_insert_with(|| SrvTarget { service: Arc::from(service), ports: Vec::new() });
+        if !entry.ports.contains(&port) {
+            entry.ports.push(port);
+        }
+    }
+
+    fn credit_address(&mut self, client: IpAddr, addr: IpAddr, record: &Record, checked_name: &str, answer_count: usize) {
+        if let Some(target) = self.srv_targets.get(&checked_name.to_ascii_lowercase()) {
+            let backend = self.backends.entry((client, addr)).or_insert_with(|| Backend::new(target.service.clone()));
+            for &port in &target.ports {
+                backend.port_mut(port).srv_dns += 1;
+            }
+        } else if record.section == Section::Answer && answer_count > 1 {
+            let backend = self.backends.entry((client, addr)).or_insert_with(|| Backend::new(Arc::from(record.owner.as_str())));
+            backend.address_dns += 1;
+        }
+    }
+
+    fn dns_segment(&mut self, s: &Segment<'_>) {
+        let key = (s.src, s.dst);
+        if s.flags & tcp_flags::SYN != 0 {
+            self.dns_streams.remove(&key);
+            if self.dns_streams.len() < MAX_DNS_STREAMS {
+                self.dns_streams.insert(key, (s.ts, Stream::new(s.seq.wrapping_add(1))));
+            }
+        }
+        if !s.payload.is_empty() || s.truncated {
+            if !self.dns_streams.contains_key(&key) && self.dns_streams.len() >= MAX_DNS_STREAMS {
+                self.counters.tcp_dns_unplaced_segments += 1;
+            } else {
+                let (last_seen, stream) = self.dns_streams.entry(key).or_insert_with(|| (s.ts, Stream::new(s.seq)));
+                *last_seen = s.ts;
+                let mut messages = std::mem::take(&mut self.reassembled);
+                // Data carried on a SYN (TCP Fast Open) starts after the SYN's
+                // own sequence number.
+                let data_seq = if s.flags & tcp_flags::SYN != 0 { s.seq.wrapping_add(1) } else { s.seq };
+                let outcome = stream.push(data_seq, s.payload, s.truncated, &mut messages);
+                self.counters.tcp_dns_unplaced_segments += outcome.unplaced_segments;
+                for message in messages.drain(..) {
+                    self.dns_message(s.ts, s.src, s.dst, &message, false);
+                }
+                self.reassembled = messages;
+            }
+        }
+        // FIN ends only the sender's direction: the peer may still answer.
+        if s.flags & tcp_flags::RST != 0 {
+            self.dns_streams.remove(&(s.dst, s.src));
+        }
+        if closes_flow(s.flags) {
+            self.dns_streams.remove(&key);
+        }
+    }
+
+    fn tcp_segment(&mut self, s: &Segment<'_>) {
+        let attempt = is_connection_attempt(s.flags);
+        if attempt {
+            self.counters.connection_attempts += 1;
+            self.count_connection(s.src.ip(), s.dst.ip(), s.dst.port());
+        }
+        if !self.config.all_tcp {
+            return;
+        }
+        let seen = self.flows.observe(FlowKey::new(s.src, s.dst), s.ts, attempt, closes_flow(s.flags));
+        if seen == Seen::New && !attempt {
+            // Spec 4: counted both ways, whichever side is the backend.
+            self.counters.flows_seen_midstream += 1;
+            self.count_connection(s.src.ip(), s.dst.ip(), s.dst.port());
+            self.count_connection(s.dst.ip(), s.src.ip(), s.src.port());
+        }
+    }
+
+    fn count_connection(&mut self, client: IpAddr, backend: IpAddr, port: u16) {
+        if let Some(b) = self.backends.get_mut(&(client, backend)) {
+            b.port_mut(port).connections += 1;
+            self.counters.connections_to_backends += 1;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,506 @@
+//! One test (at least) per clause of shared/spec/connbal-semantics.md. Each
+//! drives the aggregator with hand-built events and checks the report.
+
+use super::dns::build::MessageBuilder;
+use super::dns::{CLASS_IN, TYPE_A, TYPE_AAAA, TYPE_SRV};
+use super::*;
+use crate::report::render;
+use connbal_common::tcp_flags::{ACK, FIN, PSH, SYN};
+
+const SERVER: &str = "192.0.2.53";
+const CLIENT: &str = "172.16.101.190";
+const CLIENT_PORT: u16 = 40000;
+
+struct Harness {
+    agg: Aggregator,
+    now_ms: u64,
+}
+
+fn sock(ip: &str, port: u16) -> SocketAddr {
+    SocketAddr::new(ip.parse().unwrap(), port)
+}
+
+impl Harness {
+    fn new() -> Self {
+        Self::with(Config::default())
+    }
+
+    fn with(config: Config) -> Self {
+        Self { agg: Aggregator::new(config), now_ms: 1_000_000 }
+    }
+
+    fn ts(&self) -> Timestamp {
+        Timestamp(self.now_ms * 1_000_000)
+    }
+
+    fn advance_ms(&mut self, ms: u64) {
+        self.now_ms += ms;
+    }
+
+    fn udp(&mut self, src: SocketAddr, dst: SocketAddr, payload: &[u8]) {
+        let event = Event::Udp(Datagram { ts: self.ts(), src, dst, payload, truncated: false });
+        self.agg.process(&event);
+        self.advance_ms(1);
+    }
+
+    fn query_from(&mut self, client: &str, id: u16, name: &str, qtype: u16) {
+        let msg = MessageBuilder::new(id, false, [1, 0, 0, 0]).question(name, qtype).build();
+        self.udp(sock(client, CLIENT_PORT), sock(SERVER, 53), &msg);
+    }
+
+    fn query(&mut self, id: u16, name: &str, qtype: u16) {
+        self.query_from(CLIENT, id, name, qtype);
+    }
+
+    fn respond_to(&mut self, client: &str, msg: Vec<u8>) {
+        self.udp(sock(SERVER, 53), sock(client, CLIENT_PORT), &msg);
+    }
+
+    fn respond(&mut self, msg: Vec<u8>) {
+        self.respond_to(CLIENT, msg);
+    }
+
+    fn segment(&mut self, src: SocketAddr, dst: SocketAddr, flags: u8, seq: u32, payload: &[u8]) {
+        let event = Event::Tcp(Segment { ts: self.ts(), src, dst, flags, seq, payload, truncated: false });
+        self.agg.process(&event);
+        self.advance_ms(1);
+    }
+
+    fn syn_from(&mut self, client: &str, backend: &str, port: u16) {
+        self.segment(sock(client, 50000), sock(backend, port), SYN, 1, &[]);
+    }
+
+    fn syn(&mut self, backend: &str, port: u16) {
+        self.syn_from(CLIENT, backend, port);
+    }
+
+    fn tsv(&self) -> String {
+        render(&self.agg.report())
+    }
+
+    fn counters(&self) -> Counters {
+        self.agg.counters().clone()
+    }
+}
+
+fn four_a_answer(id: u16, name: &str) -> Vec<u8> {
+    MessageBuilder::new(id, true, [1, 4, 0, 0])
+        .question(name, TYPE_A)
+        .a(name, [172, 16, 100, 149])
+        .a(name, [172, 16, 100, 219])
+        .a(name, [172, 16, 100, 245])
+        .a(name, [172, 16, 101, 21])
+        .build()
+}
+
+/// Spec 5's worked example, rebuilt from the story it tells: 16 lookups of a
+/// 4-address name, 16 connections spread 5/3/2/6, and one SRV lookup of 3
+/// XMPP servers of which one got a connection.
+#[test]
+fn spec_worked_example() {
+    let mut h = Harness::new();
+    let web = "web.svc.acct.us-west-1.cns.joyent.com";
+    let spread = [("172.16.100.149", 5), ("172.16.100.219", 3), ("172.16.100.245", 2), ("172.16.101.21", 6)];
+    let mut plan: Vec<&str> = spread.iter().flat_map(|&(addr, n)| std::iter::repeat_n(addr, n)).collect();
+    plan.rotate_left(3);
+    for (i, backend) in plan.iter().enumerate() {
+        h.query(i as u16, web, TYPE_A);
+        h.respond(four_a_answer(i as u16, web));
+        h.syn(backend, 80);
+    }
+    let xmpp = "_xmpp-client._tcp.example.com";
+    h.query(100, xmpp, TYPE_SRV);
+    let mut b = MessageBuilder::new(100, true, [1, 3, 0, 3]);
+    b.question(xmpp, TYPE_SRV);
+    for t in ["x1", "x2", "x3"] {
+        b.srv(xmpp, 5222, &format!("{t}.example.com"));
+    }
+    for (t, last) in [("x1", 123), ("x2", 124), ("x3", 125)] {
+        b.a(&format!("{t}.example.com"), [165, 225, 123, last]);
+    }
+    h.respond(b.build());
+    h.syn("165.225.123.124", 5222);
+
+    assert_eq!(
+        h.tsv(),
+        "172.016.101.190\t165.225.123.123:5222\t0\t1\t_xmpp-client._tcp.example.com.\n\
+         172.016.101.190\t165.225.123.124:5222\t1\t1\t_xmpp-client._tcp.example.com.\n\
+         172.016.101.190\t165.225.123.125:5222\t0\t1\t_xmpp-client._tcp.example.com.\n\
+         172.016.101.190\t172.016.100.149:80\t5\t16\tweb.svc.acct.us-west-1.cns.joyent.com.\n\
+         172.016.101.190\t172.016.100.219:80\t3\t16\tweb.svc.acct.us-west-1.cns.joyent.com.\n\
+         172.016.101.190\t172.016.100.245:80\t2\t16\tweb.svc.acct.us-west-1.cns.joyent.com.\n\
+         172.016.101.190\t172.016.101.021:80\t6\t16\tweb.svc.acct.us-west-1.cns.joyent.com.\n"
+    );
+    let c = h.counters();
+    assert_eq!((c.queries_tracked, c.responses_matched, c.connection_attempts), (17, 17, 17));
+}
+
+// --- Section 2: tracking queries -------------------------------------------
+
+#[test]
+fn only_single_question_in_class_a_aaaa_srv_queries_are_tracked() {
+    let mut h = Harness::new();
+    h.query(1, "mx.example", 15); // MX: not tracked
+    let two_questions = MessageBuilder::new(2, false, [2, 0, 0, 0]).question("a.example", TYPE_A).question("b.example", TYPE_A).build();
+    h.udp(sock(CLIENT, CLIENT_PORT), sock(SERVER, 53), &two_questions);
+    let chaos = MessageBuilder::new(3, false, [1, 0, 0, 0]).name("c.example").u16(TYPE_A).u16(3).build();
+    h.udp(sock(CLIENT, CLIENT_PORT), sock(SERVER, 53), &chaos);
+    h.query(4, "v6.example", TYPE_AAAA);
+    let c = h.counters();
+    assert_eq!(c.queries_tracked, 1, "only the AAAA query");
+    assert_eq!(c.ignored_multiple_questions, 1);
+    // The untracked MX query means its multi-answer response matches nothing.
+    h.respond(MessageBuilder::new(1, true, [1, 2, 0, 0]).question("mx.example", 15).a("mx.example", [1, 1, 1, 1]).a("mx.example", [1, 1, 1, 2]).build());
+    assert_eq!(h.counters().unmatched_responses, 1);
+    assert_eq!(h.tsv(), "");
+}
+
+#[test]
+fn filter_skips_queries_whose_name_lacks_the_substring() {
+    let mut h = Harness::with(Config { filter: Some("svc".into()), ..Config::default() });
+    h.query(1, "web.svc.example", TYPE_A);
+    h.query(2, "other.example", TYPE_A);
+    h.respond(four_a_answer(1, "web.svc.example"));
+    h.respond(four_a_answer(2, "other.example"));
+    assert_eq!(h.tsv().lines().count(), 4);
+    assert!(h.tsv().lines().all(|l| l.ends_with("web.svc.example.")));
+    assert_eq!(h.counters().unmatched_responses, 1);
+}
+
+#[test]
+fn pending_queries_expire_on_the_originals_sweep_schedule() {
+    // Sweeps run when the capture clock has moved more than 10 s since the
+    // last sweep, and remove queries at least 10 s old.
+    let mut h = Harness::new();
+    h.query(1, "late.example", TYPE_A); // t=0: first event, sweep clock starts
+    h.advance_ms(10_500);
+    h.respond(four_a_answer(1, "late.example")); // sweep at 10.5 s removes it
+    assert_eq!(h.counters().pending_expired, 1);
+    assert_eq!(h.counters().unmatched_responses, 1);
+
+    h.advance_ms(4_000); // t≈14.5 s
+    h.query(2, "slow.example", TYPE_A);
+    h.advance_ms(8_000); // t≈22.5 s: only 12 s since the last sweep...
+    h.query(3, "other.example", TYPE_A); // ...so this event sweeps (slow is 8 s old, kept)
+    h.advance_ms(3_000); // slow is now 11 s old, but no sweep is due
+    h.respond(four_a_answer(2, "slow.example"));
+    assert_eq!(h.counters().responses_matched, 1, "matched between sweeps, as the original did");
+}
+
+// --- Section 3: matching responses ----------------------------------------
+
+#[test]
+fn a_response_must_match_id_endpoints_port_and_name() {
+    let mut h = Harness::new();
+    h.query(7, "web.example", TYPE_A);
+    h.respond(four_a_answer(8, "web.example")); // wrong id
+    h.respond(four_a_answer(7, "other.example")); // wrong name
+    h.respond_to("172.16.101.191", four_a_answer(7, "web.example")); // wrong client
+    h.udp(sock("192.0.2.54", 53), sock(CLIENT, CLIENT_PORT), &four_a_answer(7, "web.example")); // wrong server
+    h.udp(sock(SERVER, 53), sock(CLIENT, CLIENT_PORT + 1), &four_a_answer(7, "web.example")); // wrong port
+    assert_eq!(h.counters().unmatched_responses, 5);
+    assert_eq!(h.tsv(), "");
+    h.respond(four_a_answer(7, "WEB.example")); // DNS names compare case-insensitively
+    assert_eq!(h.tsv().lines().count(), 4);
+}
+
+#[test]
+fn a_duplicate_response_counts_nothing() {
+    let mut h = Harness::new();
+    h.query(1, "web.example", TYPE_A);
+    h.respond(four_a_answer(1, "web.example"));
+    h.respond(four_a_answer(1, "web.example"));
+    assert!(h.tsv().lines().all(|l| l.contains("\t0\t1\t")), "{}", h.tsv());
+    assert_eq!(h.counters().unmatched_responses, 1);
+}
+
+#[test]
+fn a_single_a_answer_is_not_a_backend_set() {
+    let mut h = Harness::new();
+    h.query(1, "one.example", TYPE_A);
+    h.respond(MessageBuilder::new(1, true, [1, 1, 0, 0]).question("one.example", TYPE_A).a("one.example", [192, 0, 2, 1]).build());
+    h.syn("192.0.2.1", 80);
+    assert_eq!(h.tsv(), "");
+    assert_eq!(h.counters().responses_matched, 1);
+}
+
+#[test]
+fn opt_and_authority_records_are_skipped() {
+    let mut h = Harness::new();
+    h.query(1, "web.example", TYPE_A);
+    let msg = MessageBuilder::new(1, true, [1, 2, 1, 1])
+        .question("web.example", TYPE_A)
+        .a("web.example", [192, 0, 2, 1])
+        .a("web.example", [192, 0, 2, 2])
+        .a("ns.example", [192, 0, 2, 99]) // authority section: skipped
+        .opt()
+        .build();
+    h.respond(msg);
+    assert_eq!(h.tsv(), "172.016.101.190\t192.000.002.001:?\t0\t1\tweb.example.\n172.016.101.190\t192.000.002.002:?\t0\t1\tweb.example.\n");
+}
+
+#[test]
+fn a_record_of_another_class_abandons_the_rest() {
+    let mut h = Harness::new();
+    h.query(1, "web.example", TYPE_A);
+    let msg = MessageBuilder::new(1, true, [1, 3, 0, 0])
+        .question("web.example", TYPE_A)
+        .a("web.example", [192, 0, 2, 1])
+        .record("web.example", TYPE_A, 3, &[192, 0, 2, 2])
+        .a("web.example", [192, 0, 2, 3])
+        .build();
+    h.respond(msg);
+    assert_eq!(h.tsv(), "172.016.101.190\t192.000.002.001:?\t0\t1\tweb.example.\n");
+}
+
+#[test]
+fn cname_with_at_most_two_answers_abandons_the_message() {
+    let mut h = Harness::new();
+    h.query(1, "alias.example", TYPE_A);
+    let msg = MessageBuilder::new(1, true, [1, 2, 0, 0])
+        .question("alias.example", TYPE_A)
+        .cname("alias.example", "real.example")
+        .a("real.example", [192, 0, 2, 1])
+        .build();
+    h.respond(msg);
+    assert_eq!(h.tsv(), "");
+}
+
+#[test]
+fn cname_to_a_multi_address_name_credits_the_canonical_name() {
+    let mut h = Harness::new();
+    h.query(1, "alias.example", TYPE_A);
+    let msg = MessageBuilder::new(1, true, [1, 3, 0, 0])
+        .question("alias.example", TYPE_A)
+        .cname("alias.example", "real.example")
+        .a("real.example", [192, 0, 2, 1])
+        .a("real.example", [192, 0, 2, 2])
+        .build();
+    h.respond(msg);
+    h.syn("192.0.2.2", 443);
+    assert_eq!(
+        h.tsv(),
+        "172.016.101.190\t192.000.002.001:?\t0\t1\treal.example.\n172.016.101.190\t192.000.002.002:443\t1\t1\treal.example.\n"
+    );
+}
+
+fn srv_answer(id: u16, service: &str, targets: &[(&str, u16)], additional: &[(&str, [u8; 4])]) -> Vec<u8> {
+    let mut b = MessageBuilder::new(id, true, [1, targets.len() as u16, 0, additional.len() as u16]);
+    b.question(service, TYPE_SRV);
+    for (target, port) in targets {
+        b.srv(service, *port, target);
+    }
+    for (owner, addr) in additional {
+        b.a(owner, *addr);
+    }
+    b.build()
+}
+
+#[test]
+fn srv_target_looked_up_separately_counts_even_with_one_address() {
+    let mut h = Harness::new();
+    h.query(1, "_db._tcp.example", TYPE_SRV);
+    h.respond(srv_answer(1, "_db._tcp.example", &[("db1.example", 5432), ("db2.example", 5433)], &[]));
+    assert_eq!(h.tsv(), "", "SRV registration alone counts nothing");
+    h.query(2, "db1.example", TYPE_A);
+    h.respond(MessageBuilder::new(2, true, [1, 1, 0, 0]).question("db1.example", TYPE_A).a("db1.example", [192, 0, 2, 11]).build());
+    h.syn("192.0.2.11", 5432);
+    h.syn("192.0.2.11", 5432);
+    // Named after the service, port from the SRV record, dns = SRV count.
+    assert_eq!(h.tsv(), "172.016.101.190\t192.000.002.011:5432\t2\t1\t_db._tcp.example.\n");
+}
+
+#[test]
+fn additional_records_count_only_for_known_srv_targets() {
+    let mut h = Harness::new();
+    h.query(1, "_s._tcp.example", TYPE_SRV);
+    h.respond(srv_answer(1, "_s._tcp.example", &[("t1.example", 8080)], &[("t1.example", [192, 0, 2, 1]), ("stray.example", [192, 0, 2, 2])]));
+    assert_eq!(h.tsv(), "172.016.101.190\t192.000.002.001:8080\t0\t1\t_s._tcp.example.\n");
+}
+
+#[test]
+fn srv_counts_stay_on_real_ports() {
+    // The original could credit SRV counts to a port never in any SRV answer
+    // once a backend had been seen through SRV twice and connected to on
+    // another port. Here SRV counts stay on 5222 and the extra port shows
+    // its connection with a DNS count of 0.
+    let mut h = Harness::new();
+    for id in 1..=2 {
+        h.query(id, "_x._tcp.example", TYPE_SRV);
+        h.respond(srv_answer(id, "_x._tcp.example", &[("t.example", 5222)], &[("t.example", [192, 0, 2, 7])]));
+    }
+    h.syn("192.0.2.7", 5269);
+    assert_eq!(
+        h.tsv(),
+        "172.016.101.190\t192.000.002.007:5222\t0\t2\t_x._tcp.example.\n172.016.101.190\t192.000.002.007:5269\t1\t0\t_x._tcp.example.\n"
+    );
+}
+
+#[test]
+fn a_target_with_several_srv_ports_gets_a_row_per_port() {
+    let mut h = Harness::new();
+    h.query(1, "_x._tcp.example", TYPE_SRV);
+    h.respond(srv_answer(1, "_x._tcp.example", &[("t.example", 5222), ("t.example", 5223)], &[("t.example", [192, 0, 2, 7])]));
+    assert_eq!(
+        h.tsv(),
+        "172.016.101.190\t192.000.002.007:5222\t0\t1\t_x._tcp.example.\n172.016.101.190\t192.000.002.007:5223\t0\t1\t_x._tcp.example.\n"
+    );
+}
+
+#[test]
+fn aaaa_sets_count_like_a_sets() {
+    let mut h = Harness::new();
+    let client = "2001:db8::2";
+    h.query_from(client, 1, "v6.example", TYPE_AAAA);
+    let msg = MessageBuilder::new(1, true, [1, 2, 0, 0])
+        .question("v6.example", TYPE_AAAA)
+        .aaaa("v6.example", "2001:db8::10".parse().unwrap())
+        .aaaa("v6.example", "2001:db8::11".parse().unwrap())
+        .build();
+    h.respond_to(client, msg);
+    h.syn_from(client, "2001:db8::11", 443);
+    assert_eq!(h.tsv(), "2001:db8::2\t[2001:db8::10]:?\t0\t1\tv6.example.\n2001:db8::2\t[2001:db8::11]:443\t1\t1\tv6.example.\n");
+}
+
+#[test]
+fn messages_with_over_1000_answers_are_ignored() {
+    let mut h = Harness::new();
+    h.query(1, "big.example", TYPE_A);
+    let mut b = MessageBuilder::new(1, true, [1, 1001, 0, 0]);
+    b.question("big.example", TYPE_A);
+    for i in 0..1001u32 {
+        b.a("big.example", (0xc0000200 + i).to_be_bytes());
+    }
+    h.respond(b.build());
+    assert_eq!(h.counters().ignored_too_many_answers, 1);
+    assert_eq!(h.tsv(), "");
+}
+
+// --- Section 4: backends and connections ----------------------------------
+
+#[test]
+fn connections_to_addresses_never_in_dns_are_not_reported() {
+    let mut h = Harness::new();
+    h.syn("198.51.100.1", 80);
+    h.query(1, "web.example", TYPE_A);
+    h.respond(four_a_answer(1, "web.example"));
+    h.syn_from("172.16.101.191", "172.16.100.149", 80); // another client's backend set
+    assert!(!h.tsv().contains("198.051"));
+    assert!(h.tsv().lines().all(|l| l.contains(":?\t0\t1\t")));
+    assert_eq!(h.counters().connection_attempts, 2);
+    assert_eq!(h.counters().connections_to_backends, 0);
+}
+
+#[test]
+fn only_a_bare_syn_counts_without_all_tcp() {
+    let mut h = Harness::new();
+    h.query(1, "web.example", TYPE_A);
+    h.respond(four_a_answer(1, "web.example"));
+    let (c, b) = (sock(CLIENT, 50000), sock("172.16.100.149", 80));
+    h.segment(c, b, ACK | PSH, 5, b"GET /");
+    h.segment(b, c, SYN | ACK, 9, &[]);
+    assert!(h.tsv().lines().all(|l| l.contains(":?\t0\t")));
+}
+
+#[test]
+fn all_tcp_counts_a_flow_open_before_the_capture_once_either_way() {
+    let mut h = Harness::with(Config { all_tcp: true, ..Config::default() });
+    h.query(1, "web.example", TYPE_A);
+    h.respond(four_a_answer(1, "web.example"));
+    let (c, b) = (sock(CLIENT, 50000), sock("172.16.100.149", 80));
+    // Mid-flow: first segment is from the backend to the client.
+    h.segment(b, c, ACK | PSH, 100, b"data");
+    h.segment(c, b, ACK, 7, &[]);
+    h.segment(c, b, FIN | ACK, 7, &[]);
+    h.segment(b, c, FIN | ACK, 104, &[]);
+    h.segment(c, b, ACK, 8, &[]); // the final ACK of the close: not a new flow
+    assert_eq!(h.tsv().lines().find(|l| l.contains("100.149")).unwrap(), "172.016.101.190\t172.016.100.149:80\t1\t1\tweb.example.");
+    assert_eq!(h.counters().flows_seen_midstream, 1);
+}
+
+#[test]
+fn all_tcp_matches_default_mode_when_every_connection_starts_inside() {
+    let run = |all_tcp| {
+        let mut h = Harness::with(Config { all_tcp, ..Config::default() });
+        h.query(1, "web.example", TYPE_A);
+        h.respond(four_a_answer(1, "web.example"));
+        for (i, backend) in ["172.16.100.149", "172.16.100.149", "172.16.100.219"].iter().enumerate() {
+            let (c, b) = (sock(CLIENT, 50000 + i as u16), sock(backend, 80));
+            h.segment(c, b, SYN, 1, &[]);
+            h.segment(b, c, SYN | ACK, 1, &[]);
+            h.segment(c, b, ACK, 2, &[]);
+            h.segment(c, b, FIN | ACK, 2, &[]);
+            h.segment(b, c, FIN | ACK, 2, &[]);
+            h.segment(c, b, ACK, 3, &[]);
+        }
+        h.tsv()
+    };
+    assert_eq!(run(true), run(false));
+    assert!(run(false).contains("172.016.100.149:80\t2\t1\t"));
+}
+
+// --- DNS over TCP (Extension) ---------------------------------------------
+
+#[test]
+fn dns_over_tcp_is_reassembled_per_flow() {
+    let mut h = Harness::new();
+    let (c, s) = (sock(CLIENT, 41000), sock(SERVER, 53));
+    let query = MessageBuilder::new(9, false, [1, 0, 0, 0]).question("tcp.example", TYPE_A).build();
+    let answer = four_a_answer(9, "tcp.example");
+    let frame = |m: &[u8]| [&(m.len() as u16).to_be_bytes()[..], m].concat();
+    h.segment(c, s, SYN, 1000, &[]);
+    h.segment(s, c, SYN | ACK, 5000, &[]);
+    h.segment(c, s, ACK | PSH, 1001, &frame(&query));
+    let a = frame(&answer);
+    // The answer arrives in two segments, the second first.
+    h.segment(s, c, ACK | PSH, 5001 + 10, &a[10..]);
+    assert_eq!(h.tsv(), "");
+    h.segment(s, c, ACK, 5001, &a[..10]);
+    assert_eq!(h.tsv().lines().count(), 4, "{}", h.tsv());
+    assert_eq!(h.counters().dns_messages, 2);
+}
+
+// --- Section 6: what the original got wrong --------------------------------
+
+#[test]
+fn malformed_answers_are_skipped_and_counted_and_the_query_stays_pending() {
+    let mut h = Harness::new();
+    h.query(1, "web.example", TYPE_A);
+    let mut bad = four_a_answer(1, "web.example");
+    let len = bad.len();
+    bad[len - 5] = 200; // last RDLENGTH now points past the end
+    h.respond(bad);
+    assert_eq!(h.counters().malformed_dns_skipped, 1);
+    assert_eq!(h.tsv(), "");
+    h.respond(four_a_answer(1, "web.example"));
+    assert_eq!(h.tsv().lines().count(), 4);
+}
+
+#[test]
+fn a_backend_keeps_any_number_of_ports() {
+    let mut h = Harness::new();
+    h.query(1, "web.example", TYPE_A);
+    h.respond(four_a_answer(1, "web.example"));
+    for port in 8000..8040 {
+        h.syn("172.16.100.149", port);
+    }
+    assert_eq!(h.tsv().lines().filter(|l| l.contains("100.149")).count(), 40);
+}
+
+#[test]
+fn names_longer_than_255_presentation_bytes_are_kept_whole() {
+    // 4 labels of 60 bytes with escapes: over 255 bytes once presented.
+    let label = "\u{1}".repeat(60);
+    let name = [label.as_str(); 4].join(".");
+    let mut h = Harness::new();
+    h.query(1, &name, TYPE_A);
+    h.respond(four_a_answer(1, &name));
+    let shown = h.tsv().lines().next().unwrap().rsplit('\t').next().unwrap().to_string();
+    assert_eq!(shown.len(), 4 * 60 * 4 + 4);
+    assert!(shown.starts_with("\\001\\001"));
+}
+
+#[test]
+fn class_in_constant_matches_the_wire_value() {
+    assert_eq!(CLASS_IN, 1);
+}
