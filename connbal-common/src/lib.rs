@@ -95,15 +95,27 @@ mod tests {
     #[test]
     fn bulk_data_is_dropped_unless_all_tcp() {
         let flags = tcp_flags::ACK | tcp_flags::PSH;
-        assert_eq!(classify_tcp(flags, 443, 50000, 1400, false), TcpVerdict::Drop);
-        assert_eq!(classify_tcp(flags, 443, 50000, 1400, true), TcpVerdict::Segment);
+        assert_eq!(
+            classify_tcp(flags, 443, 50000, 1400, false),
+            TcpVerdict::Drop
+        );
+        assert_eq!(
+            classify_tcp(flags, 443, 50000, 1400, true),
+            TcpVerdict::Segment
+        );
     }
 
     #[test]
     fn dns_over_tcp_payload_is_kept() {
         let flags = tcp_flags::ACK | tcp_flags::PSH;
-        assert_eq!(classify_tcp(flags, 53, 50000, 90, false), TcpVerdict::DnsPayload);
-        assert_eq!(classify_tcp(tcp_flags::ACK, 50000, 53, 0, false), TcpVerdict::Drop);
+        assert_eq!(
+            classify_tcp(flags, 53, 50000, 90, false),
+            TcpVerdict::DnsPayload
+        );
+        assert_eq!(
+            classify_tcp(tcp_flags::ACK, 50000, 53, 0, false),
+            TcpVerdict::Drop
+        );
         assert_eq!(
             classify_tcp(tcp_flags::SYN | tcp_flags::ACK, 53, 50000, 0, false),
             TcpVerdict::Segment

@@ -1,6 +1,12 @@
 //! connbal: how evenly does a client spread its TCP connections across the
 //! backends DNS gives it?
-#![forbid(unsafe_code)]
+// Denied, not forbidden: `signals` needs one audited exception.
+#![deny(unsafe_code)]
 
 pub mod aggregator;
+pub mod capture;
+pub mod cli;
+pub mod decode;
+pub mod replay;
 pub mod report;
+pub mod signals;

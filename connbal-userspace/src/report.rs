@@ -68,14 +68,24 @@ pub struct JsonReport<'a, I: Serialize> {
     pub interrupted: bool,
 }
 
-pub fn write_json<I: Serialize>(out: &mut impl Write, report: &JsonReport<'_, I>) -> io::Result<()> {
+pub fn write_json<I: Serialize>(
+    out: &mut impl Write,
+    report: &JsonReport<'_, I>,
+) -> io::Result<()> {
     serde_json::to_writer_pretty(&mut *out, report)?;
     writeln!(out)
 }
 
 /// `-v`: one counter per line on stderr, `name: value`.
-pub fn write_counters(out: &mut impl Write, input: &impl Serialize, counters: &Counters) -> io::Result<()> {
-    for section in [serde_json::to_value(input)?, serde_json::to_value(counters)?] {
+pub fn write_counters(
+    out: &mut impl Write,
+    input: &impl Serialize,
+    counters: &Counters,
+) -> io::Result<()> {
+    for section in [
+        serde_json::to_value(input)?,
+        serde_json::to_value(counters)?,
+    ] {
         if let serde_json::Value::Object(fields) = section {
             for (name, value) in fields {
                 writeln!(out, "{name}: {value}")?;

@@ -27,14 +27,22 @@ pub struct PortCount {
 
 impl Backend {
     pub fn new(name: Arc<str>) -> Self {
-        Self { name, address_dns: 0, ports: Vec::new() }
+        Self {
+            name,
+            address_dns: 0,
+            ports: Vec::new(),
+        }
     }
 
     pub fn port_mut(&mut self, port: u16) -> &mut PortCount {
         let index = match self.ports.iter().position(|p| p.port == port) {
             Some(i) => i,
             None => {
-                self.ports.push(PortCount { port, connections: 0, srv_dns: 0 });
+                self.ports.push(PortCount {
+                    port,
+                    connections: 0,
+                    srv_dns: 0,
+                });
                 self.ports.len() - 1
             }
         };
@@ -59,12 +67,24 @@ impl Row {
     /// Client, then name, then backend address, then port: rows for one
     /// service stay together, as in the spec's worked example.
     pub fn report_order(&self, other: &Self) -> Ordering {
-        (self.client, &*self.name, self.backend, self.port).cmp(&(other.client, &*other.name, other.backend, other.port))
+        (self.client, &*self.name, self.backend, self.port).cmp(&(
+            other.client,
+            &*other.name,
+            other.backend,
+            other.port,
+        ))
     }
 }
 
 pub fn rows_for(client: IpAddr, backend: IpAddr, b: &Backend, out: &mut Vec<Row>) {
-    let row = |port, conns, dns| Row { client, backend, port, conns, dns, name: b.name.clone() };
+    let row = |port, conns, dns| Row {
+        client,
+        backend,
+        port,
+        conns,
+        dns,
+        name: b.name.clone(),
+    };
     if b.ports.is_empty() {
         out.push(row(None, 0, b.address_dns));
         return;
@@ -72,7 +92,11 @@ pub fn rows_for(client: IpAddr, backend: IpAddr, b: &Backend, out: &mut Vec<Row>
     for p in &b.ports {
         // "dns is the backend's A/AAAA count if it has one, otherwise the SRV
         // count of that port."
-        let dns = if b.address_dns > 0 { b.address_dns } else { p.srv_dns };
+        let dns = if b.address_dns > 0 {
+            b.address_dns
+        } else {
+            p.srv_dns
+        };
         out.push(row(Some(p.port), p.connections, dns));
     }
 }

@@ -46,7 +46,7 @@ pub enum DnsError {
 impl From<DecodeError> for DnsError {
     fn from(error: DecodeError) -> Self {
         match error {
-            DecodeError::InsufficientBytes { .. } => DnsError::RecordPastEnd,
+            DecodeError::InsufficientBytes => DnsError::RecordPastEnd,
             other => DnsError::Name(other.to_string()),
         }
     }
@@ -102,7 +102,12 @@ pub enum Section {
 pub enum RecordData {
     A(Ipv4Addr),
     Aaaa(Ipv6Addr),
-    Srv { priority: u16, weight: u16, port: u16, target: String },
+    Srv {
+        priority: u16,
+        weight: u16,
+        port: u16,
+        target: String,
+    },
     Cname,
     Opt,
     Other,
@@ -136,13 +141,21 @@ pub fn parse_question(message: &[u8]) -> Result<(Header, Question, usize), DnsEr
     let name = Name::read(&mut decoder)?;
     let qtype = decoder.read_u16()?.unverified(/* any type is representable */);
     let qclass = decoder.read_u16()?.unverified(/* any class is representable */);
-    let question = Question { name: presentation(&name), qtype, qclass };
+    let question = Question {
+        name: presentation(&name),
+        qtype,
+        qclass,
+    };
     Ok((header, question, decoder.index()))
 }
 
 /// Decodes every record after a single question. Fails as a whole on the
 /// first malformed record, so a damaged message is skipped, never half-counted.
-pub fn parse_records(message: &[u8], header: &Header, after_question: usize) -> Result<Vec<Record>, DnsError> {
+pub fn parse_records(
+    message: &[u8],
+    header: &Header,
+    after_question: usize,
+) -> Result<Vec<Record>, DnsError> {
     let count = header.record_count();
     let room = message.len().saturating_sub(after_question);
     if count.saturating_mul(MIN_RECORD_LEN) > room {
@@ -164,7 +177,11 @@ pub fn parse_records(message: &[u8], header: &Header, after_question: usize) -> 
     Ok(records)
 }
 
-fn read_record(decoder: &mut BinDecoder<'_>, message_len: usize, section: Section) -> Result<Record, DnsError> {
+fn read_record(
+    decoder: &mut BinDecoder<'_>,
+    message_len: usize,
+    section: Section,
+) -> Result<Record, DnsError> {
     let owner_name = Name::read(decoder)?;
     let rtype = decoder.read_u16()?.unverified(/* any type */);
     let class = decoder.read_u16()?.unverified(/* checked by the aggregator */);
@@ -179,7 +196,10 @@ fn read_record(decoder: &mut BinDecoder<'_>, message_len: usize, section: Sectio
         if rdlength == want {
             Ok(())
         } else {
-            Err(DnsError::RdataLength { rtype, len: rdlength })
+            Err(DnsError::RdataLength {
+                rtype,
+                len: rdlength,
+            })
         }
     };
     let wants_owner;
@@ -202,7 +222,10 @@ fn read_record(decoder: &mut BinDecoder<'_>, message_len: usize, section: Sectio
         }
         TYPE_SRV => {
             if rdlength < 7 {
-                return Err(DnsError::RdataLength { rtype, len: rdlength });
+                return Err(DnsError::RdataLength {
+                    rtype,
+                    len: rdlength,
+                });
             }
             let priority = decoder.read_u16()?.unverified(/* any */);
             let weight = decoder.read_u16()?.unverified(/* any */);
@@ -212,7 +235,12 @@ fn read_record(decoder: &mut BinDecoder<'_>, message_len: usize, section: Sectio
                 return Err(DnsError::RdataPastEnd);
             }
             wants_owner = true;
-            RecordData::Srv { priority, weight, port, target: presentation(&target) }
+            RecordData::Srv {
+                priority,
+                weight,
+                port,
+                target: presentation(&target),
+            }
         }
         TYPE_CNAME => {
             // Decoded although only its presence matters: a CNAME whose
@@ -235,8 +263,18 @@ fn read_record(decoder: &mut BinDecoder<'_>, message_len: usize, section: Sectio
             RecordData::Other
         }
     };
-    let owner = if wants_owner { presentation(&owner_name) } else { String::new() };
-    Ok(Record { section, owner, class, ttl, data })
+    let owner = if wants_owner {
+        presentation(&owner_name)
+    } else {
+        String::new()
+    };
+    Ok(Record {
+        section,
+        owner,
+        class,
+        ttl,
+        data,
+    })
 }
 
 #[cfg(test)]
@@ -252,7 +290,10 @@ pub(crate) mod build {
         pub fn new(id: u16, response: bool, counts: [u16; 4]) -> Self {
             let mut bytes = Vec::new();
             bytes.extend_from_slice(&id.to_be_bytes());
-            bytes.extend_from_slice(&[if response { 0x81 } else { 0x01 }, if response { 0x80 } else { 0 }]);
+            bytes.extend_from_slice(&[
+                if response { 0x81 } else { 0x01 },
+                if response { 0x80 } else { 0 },
+            ]);
             for c in counts {
                 bytes.extend_from_slice(&c.to_be_bytes());
             }
@@ -260,7 +301,11 @@ pub(crate) mod build {
         }
 
         pub fn name(&mut self, name: &str) -> &mut Self {
-            for label in name.trim_end_matches('.').split('.').filter(|l| !l.is_empty()) {
+            for label in name
+                .trim_end_matches('.')
+                .split('.')
+                .filter(|l| !l.is_empty())
+            {
                 self.bytes.push(label.len() as u8);
                 self.bytes.extend_from_slice(label.as_bytes());
             }
@@ -282,7 +327,10 @@ pub(crate) mod build {
         }
 
         pub fn record(&mut self, owner: &str, rtype: u16, class: u16, rdata: &[u8]) -> &mut Self {
-            self.name(owner).u16(rtype).u16(class).raw(&300u32.to_be_bytes());
+            self.name(owner)
+                .u16(rtype)
+                .u16(class)
+                .raw(&300u32.to_be_bytes());
             self.u16(rdata.len() as u16).raw(rdata)
         }
 
@@ -311,7 +359,11 @@ pub(crate) mod build {
         }
 
         pub fn opt(&mut self) -> &mut Self {
-            self.raw(&[0]).u16(super::TYPE_OPT).u16(1232).raw(&[0, 0, 0, 0]).u16(0)
+            self.raw(&[0])
+                .u16(super::TYPE_OPT)
+                .u16(1232)
+                .raw(&[0, 0, 0, 0])
+                .u16(0)
         }
 
         pub fn build(&self) -> Vec<u8> {
@@ -328,7 +380,11 @@ mod tests {
     fn decode(message: &[u8]) -> Result<Message, DnsError> {
         let (header, question, at) = parse_question(message)?;
         let records = parse_records(message, &header, at)?;
-        Ok(Message { header, question, records })
+        Ok(Message {
+            header,
+            question,
+            records,
+        })
     }
 
     #[test]
@@ -347,7 +403,12 @@ mod tests {
         assert_eq!(m.records.len(), 4);
         assert_eq!(
             m.records[1].data,
-            RecordData::Srv { priority: 10, weight: 5, port: 5223, target: "b.example.com.".into() }
+            RecordData::Srv {
+                priority: 10,
+                weight: 5,
+                port: 5223,
+                target: "b.example.com.".into()
+            }
         );
         assert_eq!(m.records[2].section, Section::Additional);
         assert_eq!(m.records[3].data, RecordData::Opt);
@@ -359,7 +420,12 @@ mod tests {
         let mut b = MessageBuilder::new(1, true, [1, 1, 0, 0]);
         b.question("x.example", TYPE_A);
         let at = b.bytes.len() as u16;
-        b.raw(&(0xc000 | at).to_be_bytes()).u16(TYPE_A).u16(CLASS_IN).raw(&[0; 4]).u16(4).raw(&[1, 2, 3, 4]);
+        b.raw(&(0xc000 | at).to_be_bytes())
+            .u16(TYPE_A)
+            .u16(CLASS_IN)
+            .raw(&[0; 4])
+            .u16(4)
+            .raw(&[1, 2, 3, 4]);
         assert!(matches!(decode(&b.build()), Err(DnsError::Name(_))));
     }
 
@@ -368,7 +434,12 @@ mod tests {
         let mut b = MessageBuilder::new(1, true, [1, 1, 0, 0]);
         b.question("x.example", TYPE_A);
         let at = b.bytes.len() as u16 + 20;
-        b.raw(&(0xc000 | at).to_be_bytes()).u16(TYPE_A).u16(CLASS_IN).raw(&[0; 4]).u16(4).raw(&[1, 2, 3, 4]);
+        b.raw(&(0xc000 | at).to_be_bytes())
+            .u16(TYPE_A)
+            .u16(CLASS_IN)
+            .raw(&[0; 4])
+            .u16(4)
+            .raw(&[1, 2, 3, 4]);
         b.raw(&[0; 8]);
         assert!(matches!(decode(&b.build()), Err(DnsError::Name(_))));
     }
@@ -383,21 +454,34 @@ mod tests {
     #[test]
     fn name_over_255_bytes_is_rejected() {
         let long = vec!["a".repeat(63); 5].join(".");
-        let msg = MessageBuilder::new(1, false, [1, 0, 0, 0]).question(&long, TYPE_A).build();
+        let msg = MessageBuilder::new(1, false, [1, 0, 0, 0])
+            .question(&long, TYPE_A)
+            .build();
         assert!(matches!(parse_question(&msg), Err(DnsError::Name(_))));
     }
 
     #[test]
     fn rdata_past_the_end_is_rejected() {
         let mut b = MessageBuilder::new(1, true, [1, 1, 0, 0]);
-        b.question("x.example", TYPE_A).name("x.example").u16(TYPE_A).u16(CLASS_IN).raw(&[0; 4]).u16(4).raw(&[1, 2]);
+        b.question("x.example", TYPE_A)
+            .name("x.example")
+            .u16(TYPE_A)
+            .u16(CLASS_IN)
+            .raw(&[0; 4])
+            .u16(4)
+            .raw(&[1, 2]);
         assert_eq!(decode(&b.build()).unwrap_err(), DnsError::RdataPastEnd);
     }
 
     #[test]
     fn srv_rdata_cut_short_is_rejected() {
         let mut b = MessageBuilder::new(1, true, [1, 1, 0, 0]);
-        b.question("_s._tcp.x", TYPE_SRV).record("_s._tcp.x", TYPE_SRV, CLASS_IN, &[0, 1, 0, 1, 0x14]);
+        b.question("_s._tcp.x", TYPE_SRV).record(
+            "_s._tcp.x",
+            TYPE_SRV,
+            CLASS_IN,
+            &[0, 1, 0, 1, 0x14],
+        );
         assert!(decode(&b.build()).is_err());
     }
 
@@ -405,14 +489,21 @@ mod tests {
     fn srv_target_running_past_its_rdata_is_rejected() {
         let mut b = MessageBuilder::new(1, true, [1, 1, 0, 0]);
         // RDLENGTH 8 covers the fixed part and 2 bytes of a longer target.
-        b.question("_s._tcp.x", TYPE_SRV).name("_s._tcp.x").u16(TYPE_SRV).u16(CLASS_IN).raw(&[0; 4]).u16(8);
+        b.question("_s._tcp.x", TYPE_SRV)
+            .name("_s._tcp.x")
+            .u16(TYPE_SRV)
+            .u16(CLASS_IN)
+            .raw(&[0; 4])
+            .u16(8);
         b.raw(&[0, 1, 0, 1, 0, 80]).name("target.example");
         assert!(decode(&b.build()).is_err());
     }
 
     #[test]
     fn lying_answer_count_is_rejected_without_allocating_for_it() {
-        let msg = MessageBuilder::new(1, true, [1, 65535, 65535, 65535]).question("x.example", TYPE_A).build();
+        let msg = MessageBuilder::new(1, true, [1, 65535, 65535, 65535])
+            .question("x.example", TYPE_A)
+            .build();
         assert_eq!(decode(&msg).unwrap_err(), DnsError::CountsTooLarge);
     }
 

@@ -20,7 +20,11 @@ pub struct FlowKey(SocketAddr, SocketAddr);
 
 impl FlowKey {
     pub fn new(a: SocketAddr, b: SocketAddr) -> Self {
-        if (a.ip(), a.port()) <= (b.ip(), b.port()) { Self(a, b) } else { Self(b, a) }
+        if (a.ip(), a.port()) <= (b.ip(), b.port()) {
+            Self(a, b)
+        } else {
+            Self(b, a)
+        }
     }
 }
 
@@ -56,7 +60,13 @@ impl FlowTable {
                 Seen::Known
             }
             None => {
-                self.flows.insert(key, FlowState { last_seen: ts, closed: closes });
+                self.flows.insert(
+                    key,
+                    FlowState {
+                        last_seen: ts,
+                        closed: closes,
+                    },
+                );
                 Seen::New
             }
         };
@@ -66,14 +76,20 @@ impl FlowTable {
     pub fn expire(&mut self, now: Timestamp) {
         self.flows.retain(|_, state| {
             let age = now.nanos_since(state.last_seen);
-            age < if state.closed { TIME_WAIT_NANOS } else { IDLE_NANOS }
+            age < if state.closed {
+                TIME_WAIT_NANOS
+            } else {
+                IDLE_NANOS
+            }
         });
     }
 
+    #[cfg(test)]
     pub fn len(&self) -> usize {
         self.flows.len()
     }
 
+    #[cfg(test)]
     pub fn is_empty(&self) -> bool {
         self.flows.is_empty()
     }
@@ -84,7 +100,10 @@ mod tests {
     use super::*;
 
     fn key() -> FlowKey {
-        FlowKey::new("192.0.2.1:40000".parse().unwrap(), "192.0.2.9:80".parse().unwrap())
+        FlowKey::new(
+            "192.0.2.1:40000".parse().unwrap(),
+            "192.0.2.9:80".parse().unwrap(),
+        )
     }
 
     #[test]
@@ -97,9 +116,18 @@ mod tests {
     #[test]
     fn the_ack_after_a_close_is_not_a_new_flow() {
         let mut t = FlowTable::default();
-        assert_eq!(t.observe(key(), Timestamp::from_secs(1), false, false), Seen::New);
-        assert_eq!(t.observe(key(), Timestamp::from_secs(2), false, true), Seen::Known);
-        assert_eq!(t.observe(key(), Timestamp::from_secs(2), false, false), Seen::Known);
+        assert_eq!(
+            t.observe(key(), Timestamp::from_secs(1), false, false),
+            Seen::New
+        );
+        assert_eq!(
+            t.observe(key(), Timestamp::from_secs(2), false, true),
+            Seen::Known
+        );
+        assert_eq!(
+            t.observe(key(), Timestamp::from_secs(2), false, false),
+            Seen::Known
+        );
         t.expire(Timestamp::from_secs(30));
         assert_eq!(t.len(), 1, "closed flows are remembered through TIME_WAIT");
         t.expire(Timestamp::from_secs(63));

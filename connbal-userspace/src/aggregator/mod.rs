@@ -108,7 +108,10 @@ pub struct Aggregator {
 
 impl Aggregator {
     pub fn new(config: Config) -> Self {
-        Self { config, ..Self::default() }
+        Self {
+            config,
+            ..Self::default()
+        }
     }
 
     pub fn process(&mut self, event: &Event<'_>) {
@@ -138,7 +141,10 @@ impl Aggregator {
             rows_for(client, backend, b, &mut rows);
         }
         rows.sort_by(Row::report_order);
-        Report { rows, counters: self.counters.clone() }
+        Report {
+            rows,
+            counters: self.counters.clone(),
+        }
     }
 
     fn maybe_sweep(&mut self, now: Timestamp) {
@@ -151,13 +157,22 @@ impl Aggregator {
         }
         self.last_sweep = Some(now);
         let before = self.pending.len();
-        self.pending.retain(|_, q| now.nanos_since(q.seen) < PENDING_TTL_NANOS);
+        self.pending
+            .retain(|_, q| now.nanos_since(q.seen) < PENDING_TTL_NANOS);
         self.counters.pending_expired += (before - self.pending.len()) as u64;
         self.flows.expire(now);
-        self.dns_streams.retain(|_, (last_seen, _)| now.nanos_since(*last_seen) < DNS_STREAM_IDLE_NANOS);
+        self.dns_streams
+            .retain(|_, (last_seen, _)| now.nanos_since(*last_seen) < DNS_STREAM_IDLE_NANOS);
     }
 
-    fn dns_message(&mut self, ts: Timestamp, src: SocketAddr, dst: SocketAddr, message: &[u8], truncated: bool) {
+    fn dns_message(
+        &mut self,
+        ts: Timestamp,
+        src: SocketAddr,
+        dst: SocketAddr,
+        message: &[u8],
+        truncated: bool,
+    ) {
         self.counters.dns_messages += 1;
         let header = match Header::parse(message) {
             Ok(h) => h,
@@ -191,7 +206,15 @@ impl Aggregator {
         }
     }
 
-    fn query(&mut self, ts: Timestamp, src: SocketAddr, dst: SocketAddr, message: &[u8], header: Header, truncated: bool) {
+    fn query(
+        &mut self,
+        ts: Timestamp,
+        src: SocketAddr,
+        dst: SocketAddr,
+        message: &[u8],
+        header: Header,
+        truncated: bool,
+    ) {
         let question = match dns::parse_question(message) {
             Ok((_, q, _)) => q,
             Err(_) => return self.count_undecodable(truncated),
@@ -211,11 +234,23 @@ impl Aggregator {
             return;
         }
         self.counters.queries_tracked += 1;
-        let query = PendingQuery { seen: ts, server: dst.ip(), client_port: src.port(), name: question.name };
+        let query = PendingQuery {
+            seen: ts,
+            server: dst.ip(),
+            client_port: src.port(),
+            name: question.name,
+        };
         self.pending.insert(key, query);
     }
 
-    fn response(&mut self, src: SocketAddr, dst: SocketAddr, message: &[u8], header: Header, truncated: bool) {
+    fn response(
+        &mut self,
+        src: SocketAddr,
+        dst: SocketAddr,
+        message: &[u8],
+        header: Header,
+        truncated: bool,
+    ) {
         if header.answers == 0 {
             return;
         }
@@ -225,8 +260,10 @@ impl Aggregator {
         }
         // Cheap checks first: most responses on a busy resolver are not ours.
         let key = (dst.ip(), header.id);
-        let matches_endpoints =
-            self.pending.get(&key).is_some_and(|q| q.server == src.ip() && q.client_port == dst.port());
+        let matches_endpoints = self
+            .pending
+            .get(&key)
+            .is_some_and(|q| q.server == src.ip() && q.client_port == dst.port());
         if !matches_endpoints {
             self.counters.unmatched_responses += 1;
             return;
@@ -249,7 +286,10 @@ impl Aggregator {
 
     /// Spec 3: walk answer, authority and additional records in order.
     fn apply_answer(&mut self, client: IpAddr, question: &str, records: &[Record]) {
-        let answer_count = records.iter().filter(|r| r.section == Section::Answer).count();
+        let answer_count = records
+            .iter()
+            .filter(|r| r.section == Section::Answer)
+            .count();
         for record in records {
             if record.data == RecordData::Opt {
                 continue;
@@ -267,13 +307,29 @@ impl Aggregator {
                 _ => record.owner.as_str(),
             };
             match &record.data {
-                RecordData::Srv { port, target, .. } => self.register_srv_target(&record.owner, *port, target),
-                RecordData::A(addr) => self.credit_address(client, IpAddr::V4(*addr), record, checked_name, answer_count),
-                RecordData::Aaaa(addr) => {
-                    self.credit_address(client, IpAddr::V6(*addr), record, checked_name, answer_count)
+                RecordData::Srv { port, target, .. } => {
+                    self.register_srv_target(&record.owner, *port, target)
                 }
+                RecordData::A(addr) => self.credit_address(
+                    client,
+                    IpAddr::V4(*addr),
+                    record,
+                    checked_name,
+                    answer_count,
+                ),
+                RecordData::Aaaa(addr) => self.credit_address(
+                    client,
+                    IpAddr::V6(*addr),
+                    record,
+                    checked_name,
+                    answer_count,
+                ),
                 RecordData::Cname => {
-                    if answer_count <= 2 && !self.srv_targets.contains_key(&checked_name.to_ascii_lowercase()) {
+                    if answer_count <= 2
+                        && !self
+                            .srv_targets
+                            .contains_key(&checked_name.to_ascii_lowercase())
+                    {
                         // A single name behind an alias is not a service.
                         break;
                     }
@@ -287,20 +343,36 @@ impl Aggregator {
         let entry = self
             .srv_targets
             .entry(target.to_ascii_lowercase())
-            .or_insert_with(|| SrvTarget { service: Arc::from(service), ports: Vec::new() });
+            .or_insert_with(|| SrvTarget {
+                service: Arc::from(service),
+                ports: Vec::new(),
+            });
         if !entry.ports.contains(&port) {
             entry.ports.push(port);
         }
     }
 
-    fn credit_address(&mut self, client: IpAddr, addr: IpAddr, record: &Record, checked_name: &str, answer_count: usize) {
+    fn credit_address(
+        &mut self,
+        client: IpAddr,
+        addr: IpAddr,
+        record: &Record,
+        checked_name: &str,
+        answer_count: usize,
+    ) {
         if let Some(target) = self.srv_targets.get(&checked_name.to_ascii_lowercase()) {
-            let backend = self.backends.entry((client, addr)).or_insert_with(|| Backend::new(target.service.clone()));
+            let backend = self
+                .backends
+                .entry((client, addr))
+                .or_insert_with(|| Backend::new(target.service.clone()));
             for &port in &target.ports {
                 backend.port_mut(port).srv_dns += 1;
             }
         } else if record.section == Section::Answer && answer_count > 1 {
-            let backend = self.backends.entry((client, addr)).or_insert_with(|| Backend::new(Arc::from(record.owner.as_str())));
+            let backend = self
+                .backends
+                .entry((client, addr))
+                .or_insert_with(|| Backend::new(Arc::from(record.owner.as_str())));
             backend.address_dns += 1;
         }
     }
@@ -310,19 +382,27 @@ impl Aggregator {
         if s.flags & tcp_flags::SYN != 0 {
             self.dns_streams.remove(&key);
             if self.dns_streams.len() < MAX_DNS_STREAMS {
-                self.dns_streams.insert(key, (s.ts, Stream::new(s.seq.wrapping_add(1))));
+                self.dns_streams
+                    .insert(key, (s.ts, Stream::new(s.seq.wrapping_add(1))));
             }
         }
         if !s.payload.is_empty() || s.truncated {
             if !self.dns_streams.contains_key(&key) && self.dns_streams.len() >= MAX_DNS_STREAMS {
                 self.counters.tcp_dns_unplaced_segments += 1;
             } else {
-                let (last_seen, stream) = self.dns_streams.entry(key).or_insert_with(|| (s.ts, Stream::new(s.seq)));
+                let (last_seen, stream) = self
+                    .dns_streams
+                    .entry(key)
+                    .or_insert_with(|| (s.ts, Stream::new(s.seq)));
                 *last_seen = s.ts;
                 let mut messages = std::mem::take(&mut self.reassembled);
                 // Data carried on a SYN (TCP Fast Open) starts after the SYN's
                 // own sequence number.
-                let data_seq = if s.flags & tcp_flags::SYN != 0 { s.seq.wrapping_add(1) } else { s.seq };
+                let data_seq = if s.flags & tcp_flags::SYN != 0 {
+                    s.seq.wrapping_add(1)
+                } else {
+                    s.seq
+                };
                 let outcome = stream.push(data_seq, s.payload, s.truncated, &mut messages);
                 self.counters.tcp_dns_unplaced_segments += outcome.unplaced_segments;
                 for message in messages.drain(..) {
@@ -349,7 +429,12 @@ impl Aggregator {
         if !self.config.all_tcp {
             return;
         }
-        let seen = self.flows.observe(FlowKey::new(s.src, s.dst), s.ts, attempt, closes_flow(s.flags));
+        let seen = self.flows.observe(
+            FlowKey::new(s.src, s.dst),
+            s.ts,
+            attempt,
+            closes_flow(s.flags),
+        );
         if seen == Seen::New && !attempt {
             // Spec 4: counted both ways, whichever side is the backend.
             self.counters.flows_seen_midstream += 1;

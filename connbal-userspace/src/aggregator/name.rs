@@ -42,7 +42,10 @@ mod tests {
 
     #[test]
     fn plain_names_get_a_trailing_dot() {
-        assert_eq!(presentation(&name_of(&[b"web", b"svc", b"example", b"com"])), "web.svc.example.com.");
+        assert_eq!(
+            presentation(&name_of(&[b"web", b"svc", b"example", b"com"])),
+            "web.svc.example.com."
+        );
         assert_eq!(presentation(&Name::root()), ".");
     }
 

@@ -28,20 +28,35 @@ impl Stream {
     /// `next_seq` is the sequence number of the first payload byte: SYN's
     /// sequence plus one, or the first data segment seen mid-flow.
     pub fn new(next_seq: u32) -> Self {
-        Self { next_seq, pending: Vec::new(), held: Vec::new(), held_bytes: 0, broken: false }
+        Self {
+            next_seq,
+            pending: Vec::new(),
+            held: Vec::new(),
+            held_bytes: 0,
+            broken: false,
+        }
     }
 
     /// Adds one segment's payload and appends every message it completes to
     /// `messages`.
-    pub fn push(&mut self, seq: u32, data: &[u8], truncated: bool, messages: &mut Vec<Vec<u8>>) -> PushOutcome {
+    pub fn push(
+        &mut self,
+        seq: u32,
+        data: &[u8],
+        truncated: bool,
+        messages: &mut Vec<Vec<u8>>,
+    ) -> PushOutcome {
         if self.broken || truncated {
             self.abandon();
-            return PushOutcome { unplaced_segments: 1 };
+            return PushOutcome {
+                unplaced_segments: 1,
+            };
         }
         // Sequence arithmetic is modulo 2^32 (RFC 9293 3.4).
         let offset = seq.wrapping_sub(self.next_seq) as i32;
         if offset > 0 {
-            if self.held.len() < MAX_HELD_SEGMENTS && self.held_bytes + data.len() <= MAX_HELD_BYTES {
+            if self.held.len() < MAX_HELD_SEGMENTS && self.held_bytes + data.len() <= MAX_HELD_BYTES
+            {
                 self.held_bytes += data.len();
                 self.held.push((seq, data.to_vec()));
                 return PushOutcome::default();
@@ -51,7 +66,11 @@ impl Stream {
             return PushOutcome { unplaced_segments };
         }
         self.append_from(seq, data);
-        while let Some(i) = self.held.iter().position(|(s, _)| s.wrapping_sub(self.next_seq) as i32 <= 0) {
+        while let Some(i) = self
+            .held
+            .iter()
+            .position(|(s, _)| s.wrapping_sub(self.next_seq) as i32 <= 0)
+        {
             let (s, bytes) = self.held.swap_remove(i);
             self.held_bytes -= bytes.len();
             self.append_from(s, &bytes);
@@ -74,7 +93,9 @@ impl Stream {
         let mut start = 0;
         while let Some(prefix) = self.pending.get(start..start + 2) {
             let len = usize::from(u16::from_be_bytes([prefix[0], prefix[1]]));
-            let Some(message) = self.pending.get(start + 2..start + 2 + len) else { break };
+            let Some(message) = self.pending.get(start + 2..start + 2 + len) else {
+                break;
+            };
             messages.push(message.to_vec());
             start += 2 + len;
         }
@@ -88,7 +109,7 @@ impl Stream {
         self.held_bytes = 0;
     }
 
-    /// Bytes this stream holds, for memory accounting.
+    #[cfg(test)]
     pub fn buffered_bytes(&self) -> usize {
         self.pending.len() + self.held_bytes
     }
@@ -117,7 +138,10 @@ mod tests {
         s.push(1004, &bytes[4..20], false, &mut out);
         assert_eq!(out, vec![b"first".to_vec()]);
         s.push(1020, &bytes[20..], false, &mut out);
-        assert_eq!(out, vec![b"first".to_vec(), b"second message".to_vec(), b"3".to_vec()]);
+        assert_eq!(
+            out,
+            vec![b"first".to_vec(), b"second message".to_vec(), b"3".to_vec()]
+        );
         assert_eq!(s.buffered_bytes(), 0);
     }
 
@@ -126,7 +150,10 @@ mod tests {
         let bytes = framed(&[b"abcdefgh"]);
         let mut s = Stream::new(u32::MAX - 2); // also crosses the wrap
         let mut out = Vec::new();
-        assert_eq!(s.push((u32::MAX - 2).wrapping_add(5), &bytes[5..], false, &mut out), PushOutcome::default());
+        assert_eq!(
+            s.push((u32::MAX - 2).wrapping_add(5), &bytes[5..], false, &mut out),
+            PushOutcome::default()
+        );
         s.push(u32::MAX - 2, &bytes[..3], false, &mut out);
         s.push(u32::MAX - 2, &bytes[..5], false, &mut out);
         assert_eq!(out, vec![b"abcdefgh".to_vec()]);
@@ -138,11 +165,17 @@ mod tests {
         let mut out = Vec::new();
         let mut unplaced = 0;
         for i in 0..=MAX_HELD_SEGMENTS as u32 {
-            unplaced += s.push(100 + i * 10, &[0; 10], false, &mut out).unplaced_segments;
+            unplaced += s
+                .push(100 + i * 10, &[0; 10], false, &mut out)
+                .unplaced_segments;
         }
         assert_eq!(unplaced, MAX_HELD_SEGMENTS as u64 + 1);
         // Once abandoned, even an in-order segment is not placed.
-        assert_eq!(s.push(0, &framed(&[b"x"]), false, &mut out).unplaced_segments, 1);
+        assert_eq!(
+            s.push(0, &framed(&[b"x"]), false, &mut out)
+                .unplaced_segments,
+            1
+        );
         assert!(out.is_empty());
     }
 
@@ -150,7 +183,10 @@ mod tests {
     fn a_truncated_segment_abandons_the_stream() {
         let mut s = Stream::new(0);
         let mut out = Vec::new();
-        assert_eq!(s.push(0, &[0, 50, 1, 2], true, &mut out).unplaced_segments, 1);
+        assert_eq!(
+            s.push(0, &[0, 50, 1, 2], true, &mut out).unplaced_segments,
+            1
+        );
         assert!(out.is_empty());
     }
 }

@@ -26,7 +26,10 @@ impl Harness {
     }
 
     fn with(config: Config) -> Self {
-        Self { agg: Aggregator::new(config), now_ms: 1_000_000 }
+        Self {
+            agg: Aggregator::new(config),
+            now_ms: 1_000_000,
+        }
     }
 
     fn ts(&self) -> Timestamp {
@@ -38,13 +41,21 @@ impl Harness {
     }
 
     fn udp(&mut self, src: SocketAddr, dst: SocketAddr, payload: &[u8]) {
-        let event = Event::Udp(Datagram { ts: self.ts(), src, dst, payload, truncated: false });
+        let event = Event::Udp(Datagram {
+            ts: self.ts(),
+            src,
+            dst,
+            payload,
+            truncated: false,
+        });
         self.agg.process(&event);
         self.advance_ms(1);
     }
 
     fn query_from(&mut self, client: &str, id: u16, name: &str, qtype: u16) {
-        let msg = MessageBuilder::new(id, false, [1, 0, 0, 0]).question(name, qtype).build();
+        let msg = MessageBuilder::new(id, false, [1, 0, 0, 0])
+            .question(name, qtype)
+            .build();
         self.udp(sock(client, CLIENT_PORT), sock(SERVER, 53), &msg);
     }
 
@@ -61,7 +72,15 @@ impl Harness {
     }
 
     fn segment(&mut self, src: SocketAddr, dst: SocketAddr, flags: u8, seq: u32, payload: &[u8]) {
-        let event = Event::Tcp(Segment { ts: self.ts(), src, dst, flags, seq, payload, truncated: false });
+        let event = Event::Tcp(Segment {
+            ts: self.ts(),
+            src,
+            dst,
+            flags,
+            seq,
+            payload,
+            truncated: false,
+        });
         self.agg.process(&event);
         self.advance_ms(1);
     }
@@ -100,8 +119,16 @@ fn four_a_answer(id: u16, name: &str) -> Vec<u8> {
 fn spec_worked_example() {
     let mut h = Harness::new();
     let web = "web.svc.acct.us-west-1.cns.joyent.com";
-    let spread = [("172.16.100.149", 5), ("172.16.100.219", 3), ("172.16.100.245", 2), ("172.16.101.21", 6)];
-    let mut plan: Vec<&str> = spread.iter().flat_map(|&(addr, n)| std::iter::repeat_n(addr, n)).collect();
+    let spread = [
+        ("172.16.100.149", 5),
+        ("172.16.100.219", 3),
+        ("172.16.100.245", 2),
+        ("172.16.101.21", 6),
+    ];
+    let mut plan: Vec<&str> = spread
+        .iter()
+        .flat_map(|&(addr, n)| std::iter::repeat_n(addr, n))
+        .collect();
     plan.rotate_left(3);
     for (i, backend) in plan.iter().enumerate() {
         h.query(i as u16, web, TYPE_A);
@@ -132,7 +159,14 @@ fn spec_worked_example() {
          172.016.101.190\t172.016.101.021:80\t6\t16\tweb.svc.acct.us-west-1.cns.joyent.com.\n"
     );
     let c = h.counters();
-    assert_eq!((c.queries_tracked, c.responses_matched, c.connection_attempts), (17, 17, 17));
+    assert_eq!(
+        (
+            c.queries_tracked,
+            c.responses_matched,
+            c.connection_attempts
+        ),
+        (17, 17, 17)
+    );
 }
 
 // --- Section 2: tracking queries -------------------------------------------
@@ -141,23 +175,39 @@ fn spec_worked_example() {
 fn only_single_question_in_class_a_aaaa_srv_queries_are_tracked() {
     let mut h = Harness::new();
     h.query(1, "mx.example", 15); // MX: not tracked
-    let two_questions = MessageBuilder::new(2, false, [2, 0, 0, 0]).question("a.example", TYPE_A).question("b.example", TYPE_A).build();
+    let two_questions = MessageBuilder::new(2, false, [2, 0, 0, 0])
+        .question("a.example", TYPE_A)
+        .question("b.example", TYPE_A)
+        .build();
     h.udp(sock(CLIENT, CLIENT_PORT), sock(SERVER, 53), &two_questions);
-    let chaos = MessageBuilder::new(3, false, [1, 0, 0, 0]).name("c.example").u16(TYPE_A).u16(3).build();
+    let chaos = MessageBuilder::new(3, false, [1, 0, 0, 0])
+        .name("c.example")
+        .u16(TYPE_A)
+        .u16(3)
+        .build();
     h.udp(sock(CLIENT, CLIENT_PORT), sock(SERVER, 53), &chaos);
     h.query(4, "v6.example", TYPE_AAAA);
     let c = h.counters();
     assert_eq!(c.queries_tracked, 1, "only the AAAA query");
     assert_eq!(c.ignored_multiple_questions, 1);
     // The untracked MX query means its multi-answer response matches nothing.
-    h.respond(MessageBuilder::new(1, true, [1, 2, 0, 0]).question("mx.example", 15).a("mx.example", [1, 1, 1, 1]).a("mx.example", [1, 1, 1, 2]).build());
+    h.respond(
+        MessageBuilder::new(1, true, [1, 2, 0, 0])
+            .question("mx.example", 15)
+            .a("mx.example", [1, 1, 1, 1])
+            .a("mx.example", [1, 1, 1, 2])
+            .build(),
+    );
     assert_eq!(h.counters().unmatched_responses, 1);
     assert_eq!(h.tsv(), "");
 }
 
 #[test]
 fn filter_skips_queries_whose_name_lacks_the_substring() {
-    let mut h = Harness::with(Config { filter: Some("svc".into()), ..Config::default() });
+    let mut h = Harness::with(Config {
+        filter: Some("svc".into()),
+        ..Config::default()
+    });
     h.query(1, "web.svc.example", TYPE_A);
     h.query(2, "other.example", TYPE_A);
     h.respond(four_a_answer(1, "web.svc.example"));
@@ -184,7 +234,11 @@ fn pending_queries_expire_on_the_originals_sweep_schedule() {
     h.query(3, "other.example", TYPE_A); // ...so this event sweeps (slow is 8 s old, kept)
     h.advance_ms(3_000); // slow is now 11 s old, but no sweep is due
     h.respond(four_a_answer(2, "slow.example"));
-    assert_eq!(h.counters().responses_matched, 1, "matched between sweeps, as the original did");
+    assert_eq!(
+        h.counters().responses_matched,
+        1,
+        "matched between sweeps, as the original did"
+    );
 }
 
 // --- Section 3: matching responses ----------------------------------------
@@ -196,8 +250,16 @@ fn a_response_must_match_id_endpoints_port_and_name() {
     h.respond(four_a_answer(8, "web.example")); // wrong id
     h.respond(four_a_answer(7, "other.example")); // wrong name
     h.respond_to("172.16.101.191", four_a_answer(7, "web.example")); // wrong client
-    h.udp(sock("192.0.2.54", 53), sock(CLIENT, CLIENT_PORT), &four_a_answer(7, "web.example")); // wrong server
-    h.udp(sock(SERVER, 53), sock(CLIENT, CLIENT_PORT + 1), &four_a_answer(7, "web.example")); // wrong port
+    h.udp(
+        sock("192.0.2.54", 53),
+        sock(CLIENT, CLIENT_PORT),
+        &four_a_answer(7, "web.example"),
+    ); // wrong server
+    h.udp(
+        sock(SERVER, 53),
+        sock(CLIENT, CLIENT_PORT + 1),
+        &four_a_answer(7, "web.example"),
+    ); // wrong port
     assert_eq!(h.counters().unmatched_responses, 5);
     assert_eq!(h.tsv(), "");
     h.respond(four_a_answer(7, "WEB.example")); // DNS names compare case-insensitively
@@ -210,7 +272,11 @@ fn a_duplicate_response_counts_nothing() {
     h.query(1, "web.example", TYPE_A);
     h.respond(four_a_answer(1, "web.example"));
     h.respond(four_a_answer(1, "web.example"));
-    assert!(h.tsv().lines().all(|l| l.contains("\t0\t1\t")), "{}", h.tsv());
+    assert!(
+        h.tsv().lines().all(|l| l.contains("\t0\t1\t")),
+        "{}",
+        h.tsv()
+    );
     assert_eq!(h.counters().unmatched_responses, 1);
 }
 
@@ -218,7 +284,12 @@ fn a_duplicate_response_counts_nothing() {
 fn a_single_a_answer_is_not_a_backend_set() {
     let mut h = Harness::new();
     h.query(1, "one.example", TYPE_A);
-    h.respond(MessageBuilder::new(1, true, [1, 1, 0, 0]).question("one.example", TYPE_A).a("one.example", [192, 0, 2, 1]).build());
+    h.respond(
+        MessageBuilder::new(1, true, [1, 1, 0, 0])
+            .question("one.example", TYPE_A)
+            .a("one.example", [192, 0, 2, 1])
+            .build(),
+    );
     h.syn("192.0.2.1", 80);
     assert_eq!(h.tsv(), "");
     assert_eq!(h.counters().responses_matched, 1);
@@ -250,7 +321,10 @@ fn a_record_of_another_class_abandons_the_rest() {
         .a("web.example", [192, 0, 2, 3])
         .build();
     h.respond(msg);
-    assert_eq!(h.tsv(), "172.016.101.190\t192.000.002.001:?\t0\t1\tweb.example.\n");
+    assert_eq!(
+        h.tsv(),
+        "172.016.101.190\t192.000.002.001:?\t0\t1\tweb.example.\n"
+    );
 }
 
 #[test]
@@ -284,8 +358,17 @@ fn cname_to_a_multi_address_name_credits_the_canonical_name() {
     );
 }
 
-fn srv_answer(id: u16, service: &str, targets: &[(&str, u16)], additional: &[(&str, [u8; 4])]) -> Vec<u8> {
-    let mut b = MessageBuilder::new(id, true, [1, targets.len() as u16, 0, additional.len() as u16]);
+fn srv_answer(
+    id: u16,
+    service: &str,
+    targets: &[(&str, u16)],
+    additional: &[(&str, [u8; 4])],
+) -> Vec<u8> {
+    let mut b = MessageBuilder::new(
+        id,
+        true,
+        [1, targets.len() as u16, 0, additional.len() as u16],
+    );
     b.question(service, TYPE_SRV);
     for (target, port) in targets {
         b.srv(service, *port, target);
@@ -300,22 +383,46 @@ fn srv_answer(id: u16, service: &str, targets: &[(&str, u16)], additional: &[(&s
 fn srv_target_looked_up_separately_counts_even_with_one_address() {
     let mut h = Harness::new();
     h.query(1, "_db._tcp.example", TYPE_SRV);
-    h.respond(srv_answer(1, "_db._tcp.example", &[("db1.example", 5432), ("db2.example", 5433)], &[]));
+    h.respond(srv_answer(
+        1,
+        "_db._tcp.example",
+        &[("db1.example", 5432), ("db2.example", 5433)],
+        &[],
+    ));
     assert_eq!(h.tsv(), "", "SRV registration alone counts nothing");
     h.query(2, "db1.example", TYPE_A);
-    h.respond(MessageBuilder::new(2, true, [1, 1, 0, 0]).question("db1.example", TYPE_A).a("db1.example", [192, 0, 2, 11]).build());
+    h.respond(
+        MessageBuilder::new(2, true, [1, 1, 0, 0])
+            .question("db1.example", TYPE_A)
+            .a("db1.example", [192, 0, 2, 11])
+            .build(),
+    );
     h.syn("192.0.2.11", 5432);
     h.syn("192.0.2.11", 5432);
     // Named after the service, port from the SRV record, dns = SRV count.
-    assert_eq!(h.tsv(), "172.016.101.190\t192.000.002.011:5432\t2\t1\t_db._tcp.example.\n");
+    assert_eq!(
+        h.tsv(),
+        "172.016.101.190\t192.000.002.011:5432\t2\t1\t_db._tcp.example.\n"
+    );
 }
 
 #[test]
 fn additional_records_count_only_for_known_srv_targets() {
     let mut h = Harness::new();
     h.query(1, "_s._tcp.example", TYPE_SRV);
-    h.respond(srv_answer(1, "_s._tcp.example", &[("t1.example", 8080)], &[("t1.example", [192, 0, 2, 1]), ("stray.example", [192, 0, 2, 2])]));
-    assert_eq!(h.tsv(), "172.016.101.190\t192.000.002.001:8080\t0\t1\t_s._tcp.example.\n");
+    h.respond(srv_answer(
+        1,
+        "_s._tcp.example",
+        &[("t1.example", 8080)],
+        &[
+            ("t1.example", [192, 0, 2, 1]),
+            ("stray.example", [192, 0, 2, 2]),
+        ],
+    ));
+    assert_eq!(
+        h.tsv(),
+        "172.016.101.190\t192.000.002.001:8080\t0\t1\t_s._tcp.example.\n"
+    );
 }
 
 #[test]
@@ -327,7 +434,12 @@ fn srv_counts_stay_on_real_ports() {
     let mut h = Harness::new();
     for id in 1..=2 {
         h.query(id, "_x._tcp.example", TYPE_SRV);
-        h.respond(srv_answer(id, "_x._tcp.example", &[("t.example", 5222)], &[("t.example", [192, 0, 2, 7])]));
+        h.respond(srv_answer(
+            id,
+            "_x._tcp.example",
+            &[("t.example", 5222)],
+            &[("t.example", [192, 0, 2, 7])],
+        ));
     }
     h.syn("192.0.2.7", 5269);
     assert_eq!(
@@ -340,7 +452,12 @@ fn srv_counts_stay_on_real_ports() {
 fn a_target_with_several_srv_ports_gets_a_row_per_port() {
     let mut h = Harness::new();
     h.query(1, "_x._tcp.example", TYPE_SRV);
-    h.respond(srv_answer(1, "_x._tcp.example", &[("t.example", 5222), ("t.example", 5223)], &[("t.example", [192, 0, 2, 7])]));
+    h.respond(srv_answer(
+        1,
+        "_x._tcp.example",
+        &[("t.example", 5222), ("t.example", 5223)],
+        &[("t.example", [192, 0, 2, 7])],
+    ));
     assert_eq!(
         h.tsv(),
         "172.016.101.190\t192.000.002.007:5222\t0\t1\t_x._tcp.example.\n172.016.101.190\t192.000.002.007:5223\t0\t1\t_x._tcp.example.\n"
@@ -404,7 +521,10 @@ fn only_a_bare_syn_counts_without_all_tcp() {
 
 #[test]
 fn all_tcp_counts_a_flow_open_before_the_capture_once_either_way() {
-    let mut h = Harness::with(Config { all_tcp: true, ..Config::default() });
+    let mut h = Harness::with(Config {
+        all_tcp: true,
+        ..Config::default()
+    });
     h.query(1, "web.example", TYPE_A);
     h.respond(four_a_answer(1, "web.example"));
     let (c, b) = (sock(CLIENT, 50000), sock("172.16.100.149", 80));
@@ -414,17 +534,26 @@ fn all_tcp_counts_a_flow_open_before_the_capture_once_either_way() {
     h.segment(c, b, FIN | ACK, 7, &[]);
     h.segment(b, c, FIN | ACK, 104, &[]);
     h.segment(c, b, ACK, 8, &[]); // the final ACK of the close: not a new flow
-    assert_eq!(h.tsv().lines().find(|l| l.contains("100.149")).unwrap(), "172.016.101.190\t172.016.100.149:80\t1\t1\tweb.example.");
+    assert_eq!(
+        h.tsv().lines().find(|l| l.contains("100.149")).unwrap(),
+        "172.016.101.190\t172.016.100.149:80\t1\t1\tweb.example."
+    );
     assert_eq!(h.counters().flows_seen_midstream, 1);
 }
 
 #[test]
 fn all_tcp_matches_default_mode_when_every_connection_starts_inside() {
     let run = |all_tcp| {
-        let mut h = Harness::with(Config { all_tcp, ..Config::default() });
+        let mut h = Harness::with(Config {
+            all_tcp,
+            ..Config::default()
+        });
         h.query(1, "web.example", TYPE_A);
         h.respond(four_a_answer(1, "web.example"));
-        for (i, backend) in ["172.16.100.149", "172.16.100.149", "172.16.100.219"].iter().enumerate() {
+        for (i, backend) in ["172.16.100.149", "172.16.100.149", "172.16.100.219"]
+            .iter()
+            .enumerate()
+        {
             let (c, b) = (sock(CLIENT, 50000 + i as u16), sock(backend, 80));
             h.segment(c, b, SYN, 1, &[]);
             h.segment(b, c, SYN | ACK, 1, &[]);
@@ -445,7 +574,9 @@ fn all_tcp_matches_default_mode_when_every_connection_starts_inside() {
 fn dns_over_tcp_is_reassembled_per_flow() {
     let mut h = Harness::new();
     let (c, s) = (sock(CLIENT, 41000), sock(SERVER, 53));
-    let query = MessageBuilder::new(9, false, [1, 0, 0, 0]).question("tcp.example", TYPE_A).build();
+    let query = MessageBuilder::new(9, false, [1, 0, 0, 0])
+        .question("tcp.example", TYPE_A)
+        .build();
     let answer = four_a_answer(9, "tcp.example");
     let frame = |m: &[u8]| [&(m.len() as u16).to_be_bytes()[..], m].concat();
     h.segment(c, s, SYN, 1000, &[]);
@@ -484,7 +615,10 @@ fn a_backend_keeps_any_number_of_ports() {
     for port in 8000..8040 {
         h.syn("172.16.100.149", port);
     }
-    assert_eq!(h.tsv().lines().filter(|l| l.contains("100.149")).count(), 40);
+    assert_eq!(
+        h.tsv().lines().filter(|l| l.contains("100.149")).count(),
+        40
+    );
 }
 
 #[test]
@@ -495,7 +629,15 @@ fn names_longer_than_255_presentation_bytes_are_kept_whole() {
     let mut h = Harness::new();
     h.query(1, &name, TYPE_A);
     h.respond(four_a_answer(1, &name));
-    let shown = h.tsv().lines().next().unwrap().rsplit('\t').next().unwrap().to_string();
+    let shown = h
+        .tsv()
+        .lines()
+        .next()
+        .unwrap()
+        .rsplit('\t')
+        .next()
+        .unwrap()
+        .to_string();
     assert_eq!(shown.len(), 4 * 60 * 4 + 4);
     assert!(shown.starts_with("\\001\\001"));
 }

@@ -1,0 +1,82 @@
+//! `connbal replay`: a capture file or pipe through the decoder into the
+//! aggregator.
+
+use crate::aggregator::Aggregator;
+use crate::capture::stream::ByteStream;
+use crate::capture::{CaptureError, CaptureReader, Problem};
+use crate::decode::{decode, InputStats};
+use std::fs::File;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+pub const STDIN_NAME: &str = "<stdin>";
+
+/// Opens a file, or stdin for `None` or `-`. Returns the name errors use.
+pub fn open_input(
+    path: Option<&Path>,
+    stop: Arc<AtomicBool>,
+) -> Result<(ByteStream, String), CaptureError> {
+    match path {
+        None => Ok((
+            ByteStream::new(Box::new(std::io::stdin()), stop),
+            STDIN_NAME.to_string(),
+        )),
+        Some(p) if p.as_os_str() == "-" => Ok((
+            ByteStream::new(Box::new(std::io::stdin()), stop),
+            STDIN_NAME.to_string(),
+        )),
+        Some(p) => {
+            let name = p.display().to_string();
+            let file = File::open(p).map_err(|e| CaptureError {
+                path: name.clone(),
+                offset: 0,
+                problem: Problem::Io(e),
+            })?;
+            Ok((ByteStream::new(Box::new(file), stop), name))
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+pub struct ReplayOutcome {
+    pub input: InputStats,
+    /// Container damage that ended the read; the report covers what came
+    /// before it.
+    pub error: Option<CaptureError>,
+    pub interrupted: bool,
+}
+
+pub fn run(
+    reader: &mut CaptureReader,
+    aggregator: &mut Aggregator,
+    all_tcp: bool,
+    stop: &AtomicBool,
+) -> ReplayOutcome {
+    let mut outcome = ReplayOutcome::default();
+    loop {
+        if stop.load(Ordering::Relaxed) {
+            outcome.interrupted = true;
+            break;
+        }
+        match reader.next_frame() {
+            Ok(Some(frame)) => {
+                outcome.input.packets += 1;
+                outcome.input.bytes += frame.data.len() as u64;
+                if let Some(event) = decode(&frame, all_tcp, &mut outcome.input) {
+                    aggregator.process(&event);
+                }
+            }
+            Ok(None) => break,
+            Err(e) if e.is_interrupted() => {
+                outcome.interrupted = true;
+                break;
+            }
+            Err(e) => {
+                outcome.error = Some(e);
+                break;
+            }
+        }
+    }
+    outcome
+}
