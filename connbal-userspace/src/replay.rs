@@ -31,7 +31,7 @@ pub fn open_input(
             let file = File::open(p).map_err(|e| CaptureError {
                 path: name.clone(),
                 offset: 0,
-                problem: Problem::Io(e),
+                problem: Problem::Open(e),
             })?;
             Ok((ByteStream::new(Box::new(file), stop), name))
         }
