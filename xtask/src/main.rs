@@ -1,1 +1,53 @@
-fn main() {}
+use anyhow::{bail, Result};
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+
+#[derive(Parser)]
+#[command(name = "cargo xtask", about = "connbal developer tasks")]
+struct Cli {
+    #[command(subcommand)]
+    task: Task,
+}
+
+#[derive(Subcommand)]
+enum Task {
+    /// Record real DNS + TCP traffic in network namespaces (root; needs
+    /// dnsmasq, dig, curl, tcpdump, editcap) into tests/data/recorded.
+    RecordCaptures {
+        #[arg(long, default_value = "tests/data/recorded")]
+        out: PathBuf,
+    },
+    /// Install what the tests need (apt packages, as root) and run every
+    /// test in the workspace. Extra arguments go to `cargo test`.
+    Test {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        cargo_args: Vec<String>,
+    },
+}
+
+fn main() -> Result<()> {
+    match Cli::parse().task {
+        Task::RecordCaptures { out } => {
+            if !xtask::lab::is_root() {
+                bail!("record-captures makes network namespaces: run it as root");
+            }
+            let missing =
+                xtask::lab::missing_tools(&["ip", "dnsmasq", "dig", "curl", "tcpdump", "editcap"]);
+            if !missing.is_empty() {
+                bail!("missing tools: {} (apt-get install iproute2 dnsmasq-base bind9-dnsutils curl tcpdump wireshark-common)", missing.join(", "));
+            }
+            xtask::record::record(&out)
+        }
+        Task::Test { cargo_args } => {
+            xtask::setup::install_test_packages()?;
+            let status = std::process::Command::new(env!("CARGO"))
+                .args(["test", "--workspace"])
+                .args(&cargo_args)
+                .status()?;
+            if !status.success() {
+                bail!("cargo test failed ({status})");
+            }
+            Ok(())
+        }
+    }
+}

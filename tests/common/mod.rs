@@ -1,0 +1,132 @@
+//! Helpers shared by the integration tests.
+#![allow(dead_code, reason = "each test binary uses a different subset")]
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+pub fn data(rel: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../tests/data")
+        .join(rel)
+}
+
+pub fn connbal() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_connbal"))
+}
+
+pub fn replay(args: &[&str]) -> Output {
+    connbal()
+        .arg("replay")
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run connbal")
+}
+
+/// Runs `connbal replay ARGS` with `input` on stdin.
+pub fn replay_stdin(args: &[&str], input: &[u8]) -> Output {
+    let mut child = connbal()
+        .arg("replay")
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run connbal");
+    let mut stdin = child.stdin.take().unwrap();
+    let input = input.to_vec();
+    let writer = std::thread::spawn(move || {
+        let _ = stdin.write_all(&input);
+    });
+    let out = child.wait_with_output().unwrap();
+    writer.join().unwrap();
+    out
+}
+
+pub fn stdout(out: &Output) -> String {
+    String::from_utf8(out.stdout.clone()).expect("utf-8 report")
+}
+
+pub fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// Byte offsets where each record of a little-endian pcap file starts,
+/// plus the file length: for cutting captures at record boundaries.
+pub fn pcap_record_starts(bytes: &[u8]) -> Vec<usize> {
+    let mut starts = Vec::new();
+    let mut at = 24;
+    while at + 16 <= bytes.len() {
+        starts.push(at);
+        let caplen = u32::from_le_bytes(bytes[at + 8..at + 12].try_into().unwrap()) as usize;
+        at += 16 + caplen;
+    }
+    starts.push(bytes.len());
+    starts
+}
+
+/// The report for the plan, line by line. Rows are sorted by client, then
+/// name, then backend (spec 5: stable sorted order); `_` sorts before
+/// letters, and IPv4 clients before IPv6 ones.
+pub fn expected_default() -> String {
+    [
+        // SRV lookup of _xmpp-client._tcp: 3 targets with their A records in
+        // the additional section, each counted once through the SRV target
+        // (spec 3), under the service name, per SRV port 5222 (spec 4)...
+        "198.051.100.010\t203.000.113.021:5222\t0\t1\t_xmpp-client._tcp.connbal.test.",
+        // ...plus the client's own A lookup of xmpp2: a single answer, but for
+        // a known SRV target, so it counts (dns 2); 2 connections to it.
+        "198.051.100.010\t203.000.113.022:5222\t2\t2\t_xmpp-client._tcp.connbal.test.",
+        "198.051.100.010\t203.000.113.023:5222\t0\t1\t_xmpp-client._tcp.connbal.test.",
+        // alias -> CNAME -> pool (3 A records, 4 answers > 2, so the CNAME does
+        // not abandon the message); credited to the canonical name, twice.
+        // One connection each to .31 and .33; .32 never: port `?`, conns 0.
+        "198.051.100.010\t203.000.113.031:80\t1\t2\tpool.connbal.test.",
+        "198.051.100.010\t203.000.113.032:?\t0\t2\tpool.connbal.test.",
+        "198.051.100.010\t203.000.113.033:80\t1\t2\tpool.connbal.test.",
+        // One lookup over TCP (reassembled from the stream), 4 addresses, one
+        // connection.
+        "198.051.100.010\t203.000.113.041:80\t1\t1\ttcp.connbal.test.",
+        "198.051.100.010\t203.000.113.042:?\t0\t1\ttcp.connbal.test.",
+        "198.051.100.010\t203.000.113.043:?\t0\t1\ttcp.connbal.test.",
+        "198.051.100.010\t203.000.113.044:?\t0\t1\ttcp.connbal.test.",
+        // 10 lookups of a 4-address name, one before each of 10 connections,
+        // spread 4/3/0/3: the app resolves before every connect.
+        "198.051.100.010\t203.000.113.011:80\t4\t10\tweb.connbal.test.",
+        "198.051.100.010\t203.000.113.012:80\t3\t10\tweb.connbal.test.",
+        "198.051.100.010\t203.000.113.013:?\t0\t10\tweb.connbal.test.",
+        "198.051.100.010\t203.000.113.014:80\t3\t10\tweb.connbal.test.",
+        // The AAAA set (Extension), asked and used over IPv6: 3 lookups,
+        // connections 2/1/0. IPv6 backends print as [addr]:port, the client
+        // in compressed form.
+        "2001:db8:100::10\t[2001:db8:200::1]:443\t2\t3\tv6.connbal.test.",
+        "2001:db8:100::10\t[2001:db8:200::2]:443\t1\t3\tv6.connbal.test.",
+        "2001:db8:100::10\t[2001:db8:200::3]:?\t0\t3\tv6.connbal.test.",
+        // Not here: one.connbal.test (a single A answer is not a backend set)
+        // and 203.0.113.99 (never in DNS), though both got connections.
+    ]
+    .map(|line| format!("{line}\n"))
+    .concat()
+}
+
+/// Whether root-only tests should run here. Off root they skip with a
+/// printed reason, except under CI=true, where skipping is a failure.
+pub fn root_tests_enabled(tools: &[&str]) -> bool {
+    let in_ci = std::env::var("CI").is_ok_and(|v| v == "true");
+    let mut reasons = Vec::new();
+    if !xtask::lab::is_root() {
+        reasons.push("not running as root".to_string());
+    }
+    let missing = xtask::lab::missing_tools(tools);
+    if !missing.is_empty() {
+        reasons.push(format!("missing tools: {}", missing.join(", ")));
+    }
+    if reasons.is_empty() {
+        return true;
+    }
+    let reason = reasons.join("; ");
+    assert!(!in_ci, "CI=true but this root test cannot run: {reason}");
+    eprintln!("skipped: {reason}");
+    false
+}

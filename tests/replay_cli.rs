@@ -1,0 +1,150 @@
+//! The replay command's contract on damaged input, signals and usage.
+
+mod common;
+use common::*;
+use std::io::Write;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+fn recorded_pcap() -> Vec<u8> {
+    std::fs::read(data("recorded/veth.pcap")).unwrap()
+}
+
+fn write_temp(name: &str, bytes: &[u8]) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("connbal-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join(name);
+    std::fs::write(&path, bytes).unwrap();
+    path
+}
+
+#[test]
+fn a_capture_cut_mid_record_reports_what_came_before_and_exits_2() {
+    let bytes = recorded_pcap();
+    let starts = pcap_record_starts(&bytes);
+    // Cut inside the data of a record about two thirds in, and compare with
+    // the same capture cut cleanly just before that record.
+    let record = starts[starts.len() * 2 / 3];
+    let clean = write_temp("clean.pcap", &bytes[..record]);
+    let cut = write_temp("cut.pcap", &bytes[..record + 20]);
+    let clean_out = replay(&[clean.to_str().unwrap()]);
+    let cut_out = replay(&[cut.to_str().unwrap()]);
+    assert!(clean_out.status.success());
+    assert_eq!(cut_out.status.code(), Some(2));
+    assert!(!stdout(&clean_out).is_empty(), "the prefix holds lookups");
+    assert_eq!(
+        stdout(&cut_out),
+        stdout(&clean_out),
+        "what was read before the damage is reported"
+    );
+    let err = stderr(&cut_out);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert_eq!(err.trim_end(), format!("connbal: {}: byte {record}: truncated pcap record data: needs {} bytes, input ends after 20", cut.display(), 16 + u32::from_le_bytes(bytes[record + 8..record + 12].try_into().unwrap())));
+}
+
+#[test]
+fn an_impossible_length_in_a_real_capture_is_named_with_its_offset() {
+    let mut bytes = recorded_pcap();
+    let starts = pcap_record_starts(&bytes);
+    let record = starts[10];
+    bytes[record + 8..record + 12].copy_from_slice(&0xffff_fff0u32.to_le_bytes());
+    let out = replay_stdin(&["--format", "json"], &bytes);
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(stderr(&out).trim_end(), format!("connbal: <stdin>: byte {record}: impossible pcap captured length: 4294967280 exceeds the 262144-byte limit"));
+    let json: serde_json::Value =
+        serde_json::from_slice(&out.stdout).expect("JSON report still printed");
+    assert_eq!(json["input"]["packets"], 10);
+    assert!(json["error"].as_str().unwrap().contains("byte"));
+}
+
+#[test]
+fn unknown_input_and_missing_files_exit_2_with_one_line() {
+    let out = replay_stdin(&[], b"this is not a capture file at all");
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(
+        stderr(&out),
+        "connbal: <stdin>: byte 0: not a snoop, pcap or pcapng capture (starts with 74 68 69 73)\n"
+    );
+    assert_eq!(stdout(&out), "");
+
+    let out = replay(&["/nonexistent/capture.pcap"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(stderr(&out).lines().count(), 1);
+    assert!(stderr(&out).starts_with("connbal: /nonexistent/capture.pcap: cannot open: "));
+}
+
+#[test]
+fn bad_usage_exits_2() {
+    let out = connbal()
+        .args(["replay", "--format", "xml"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn help_has_examples_and_exit_codes() {
+    let out = connbal().args(["replay", "--help"]).output().unwrap();
+    let help = stdout(&out);
+    assert!(
+        help.contains("Examples:") && help.contains("| connbal replay -"),
+        "{help}"
+    );
+    assert!(help.contains("Exit status:"));
+}
+
+#[test]
+fn sigint_on_an_idle_pipe_prints_the_report_so_far() {
+    // The writer sends part of a capture, then stays open and silent, as a
+    // tcpdump on a quiet interface would. SIGINT must not wait for it.
+    let bytes = recorded_pcap();
+    let starts = pcap_record_starts(&bytes);
+    let prefix = &bytes[..starts[starts.len() / 2]];
+    let expected = stdout(&replay_stdin(&[], prefix));
+    assert!(!expected.is_empty());
+
+    let mut child = connbal()
+        .arg("replay")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(prefix).unwrap();
+    stdin.flush().unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let status = std::process::Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while child.try_wait().unwrap().is_none() {
+        assert!(Instant::now() < deadline, "connbal did not stop on SIGINT");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let out = child.wait_with_output().unwrap();
+    drop(stdin);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(stdout(&out), expected);
+}
+
+#[test]
+fn a_terminal_on_stdin_is_refused_with_a_hint() {
+    // Only checkable where a terminal exists; `script` gives one.
+    let Ok(out) = std::process::Command::new("script")
+        .args([
+            "-qec",
+            &format!("{} replay", env!("CARGO_BIN_EXE_connbal")),
+            "/dev/null",
+        ])
+        .stdin(Stdio::null())
+        .output()
+    else {
+        eprintln!("skipped: `script` (util-linux) is not installed");
+        return;
+    };
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("standard input is a terminal"), "{text}");
+}

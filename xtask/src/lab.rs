@@ -1,0 +1,455 @@
+//! A two-namespace test network: a client and a server joined by a veth
+//! pair, with dnsmasq, TCP listeners and capture tools running inside.
+//!
+//! All traffic stays inside namespaces this lab made, on documentation
+//! address ranges (RFC 5737, RFC 3849). Every wait is bounded, and `Drop`
+//! stops what the lab started and deletes its namespaces, also when a test
+//! panics. A lab killed outright leaves namespaces named after its pid; the
+//! next lab removes those whose process is gone.
+
+use anyhow::{bail, Context, Result};
+use std::fs::{self, File};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{mpsc, Arc};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+pub const CLIENT_V4: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 10);
+pub const SERVER_V4: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 53);
+pub const CLIENT_V6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0x100, 0, 0, 0, 0, 0x10);
+pub const SERVER_V6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0x100, 0, 0, 0, 0, 0x53);
+/// Backends live on the server's loopback, in these ranges.
+pub const BACKEND_NET_V4: &str = "203.0.113.0/24";
+pub const BACKEND_NET_V6: &str = "2001:db8:200::/64";
+
+const PREFIX: &str = "cbl";
+/// Upper bound on any single lab operation that waits.
+const STEP_TIMEOUT: Duration = Duration::from_secs(10);
+/// Listeners stop by themselves after this, whatever happens to the lab.
+const SERVER_LIFETIME: Duration = Duration::from_secs(600);
+
+static LAB_COUNTER: AtomicUsize = AtomicUsize::new(0);
+
+pub fn run(cmd: &mut Command) -> Result<Output> {
+    let shown = format!("{cmd:?}");
+    let out = cmd.output().with_context(|| format!("running {shown}"))?;
+    if !out.status.success() {
+        bail!(
+            "{shown} failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(out)
+}
+
+fn ip(args: &[&str]) -> Result<()> {
+    run(Command::new("ip").args(args)).map(|_| ())
+}
+
+pub fn is_root() -> bool {
+    nix::unistd::Uid::effective().is_root()
+}
+
+/// Which of the tools a lab needs are missing from PATH.
+pub fn missing_tools(tools: &[&str]) -> Vec<String> {
+    tools
+        .iter()
+        .filter(|t| {
+            !Command::new("sh")
+                .args(["-c", &format!("command -v {t}")])
+                .output()
+                .is_ok_and(|o| o.status.success())
+        })
+        .map(|t| t.to_string())
+        .collect()
+}
+
+pub struct Lab {
+    pub client_ns: String,
+    pub server_ns: String,
+    pub client_if: String,
+    pub server_if: String,
+    pub dir: PathBuf,
+    children: Vec<(String, Child)>,
+    stop_servers: Arc<AtomicBool>,
+    servers: Vec<JoinHandle<()>>,
+}
+
+impl Lab {
+    pub fn new() -> Result<Self> {
+        remove_stale_labs();
+        let n = LAB_COUNTER.fetch_add(1, Ordering::Relaxed);
+        let tag = format!("{PREFIX}{}x{n}", std::process::id());
+        let dir = std::env::temp_dir().join(format!("connbal-{tag}"));
+        fs::create_dir_all(&dir)?;
+        let mut lab = Lab {
+            client_ns: format!("{tag}c"),
+            server_ns: format!("{tag}s"),
+            client_if: format!("{tag}c0"),
+            server_if: format!("{tag}s0"),
+            dir,
+            children: Vec::new(),
+            stop_servers: Arc::new(AtomicBool::new(false)),
+            servers: Vec::new(),
+        };
+        if lab.client_if.len() > 15 {
+            bail!("interface name {} too long", lab.client_if);
+        }
+        lab.build_network()
+            .context("building the namespace network")?;
+        Ok(lab)
+    }
+
+    fn build_network(&mut self) -> Result<()> {
+        let (c, s) = (self.client_ns.clone(), self.server_ns.clone());
+        ip(&["netns", "add", &c])?;
+        ip(&["netns", "add", &s])?;
+        ip(&[
+            "link",
+            "add",
+            &self.client_if,
+            "netns",
+            &c,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            &self.server_if,
+            "netns",
+            &s,
+        ])?;
+        for (ns, dev, v4, v6) in [
+            (&c, &self.client_if, CLIENT_V4, CLIENT_V6),
+            (&s, &self.server_if, SERVER_V4, SERVER_V6),
+        ] {
+            ip(&["-n", ns, "link", "set", "lo", "up"])?;
+            ip(&["-n", ns, "addr", "add", &format!("{v4}/24"), "dev", dev])?;
+            ip(&[
+                "-n",
+                ns,
+                "addr",
+                "add",
+                &format!("{v6}/64"),
+                "dev",
+                dev,
+                "nodad",
+            ])?;
+            ip(&["-n", ns, "link", "set", dev, "up"])?;
+        }
+        ip(&[
+            "-n",
+            &c,
+            "route",
+            "add",
+            BACKEND_NET_V4,
+            "via",
+            &SERVER_V4.to_string(),
+        ])?;
+        ip(&[
+            "-n",
+            &c,
+            "-6",
+            "route",
+            "add",
+            BACKEND_NET_V6,
+            "via",
+            &SERVER_V6.to_string(),
+        ])?;
+        Ok(())
+    }
+
+    /// Puts a backend address on the server's loopback.
+    pub fn add_backend(&self, addr: IpAddr) -> Result<()> {
+        let prefix = if addr.is_ipv4() { 32 } else { 128 };
+        ip(&[
+            "-n",
+            &self.server_ns,
+            "addr",
+            "add",
+            &format!("{addr}/{prefix}"),
+            "dev",
+            "lo",
+        ])
+    }
+
+    pub fn command_in(&self, ns: &str, program: &str) -> Command {
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", ns, program]);
+        cmd
+    }
+
+    pub fn client(&self, program: &str) -> Command {
+        self.command_in(&self.client_ns, program)
+    }
+
+    pub fn server(&self, program: &str) -> Command {
+        self.command_in(&self.server_ns, program)
+    }
+
+    /// Starts a long-running process that `Drop` will stop.
+    pub fn spawn(&mut self, name: &str, mut cmd: Command) -> Result<u32> {
+        let child = cmd.spawn().with_context(|| format!("starting {name}"))?;
+        let pid = child.id();
+        self.children.push((name.to_string(), child));
+        Ok(pid)
+    }
+
+    /// Starts dnsmasq on the server with the given extra options, and waits
+    /// until it answers.
+    pub fn start_dnsmasq(&mut self, hosts: &str, options: &[String]) -> Result<()> {
+        let hosts_file = self.dir.join("hosts");
+        fs::write(&hosts_file, hosts)?;
+        let mut cmd = self.server("dnsmasq");
+        cmd.args([
+            "--conf-file=/dev/null",
+            "--keep-in-foreground",
+            "--no-resolv",
+            "--no-hosts",
+            "--bind-interfaces",
+        ])
+        .arg(format!("--addn-hosts={}", hosts_file.display()))
+        .arg(format!("--listen-address={SERVER_V4}"))
+        .arg(format!("--listen-address={SERVER_V6}"))
+        .args([
+            "--user=root",
+            "--local=/connbal.test/",
+            "--local-ttl=300",
+            "--log-facility=-",
+        ])
+        .arg(format!(
+            "--pid-file={}",
+            self.dir.join("dnsmasq.pid").display()
+        ))
+        .args(options)
+        .stdout(Stdio::null())
+        .stderr(File::create(self.dir.join("dnsmasq.log"))?);
+        self.spawn("dnsmasq", cmd)?;
+        let deadline = Instant::now() + STEP_TIMEOUT;
+        loop {
+            let probe = self
+                .client("dig")
+                .args([
+                    &format!("@{SERVER_V4}"),
+                    "+time=1",
+                    "+tries=1",
+                    "+short",
+                    "connbal.test",
+                    "SOA",
+                ])
+                .output();
+            if probe.is_ok_and(|o| o.status.success()) {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "dnsmasq did not answer within {STEP_TIMEOUT:?}; see {}",
+                    self.dir.join("dnsmasq.log").display()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Starts tcpdump in the client namespace writing `file`, and returns
+    /// once it is capturing.
+    pub fn start_tcpdump(&mut self, iface: &str, file: &Path, extra: &[&str]) -> Result<u32> {
+        let mut cmd = self.client("tcpdump");
+        cmd.args(["-i", iface, "-U", "-n", "--immediate-mode", "-w"])
+            .arg(file)
+            .args(extra);
+        cmd.stdout(Stdio::null()).stderr(Stdio::piped());
+        let mut child = cmd.spawn().context("starting tcpdump")?;
+        let stderr = child.stderr.take().expect("piped");
+        let pid = child.id();
+        self.children.push((format!("tcpdump {iface}"), child));
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if line.contains("listening on") {
+                    let _ = tx.send(());
+                }
+            }
+        });
+        rx.recv_timeout(STEP_TIMEOUT)
+            .context("tcpdump did not start listening")?;
+        Ok(pid)
+    }
+
+    /// Stops a child with SIGINT (tcpdump flushes its file on it) and
+    /// waits for it, bounded.
+    pub fn interrupt(&mut self, pid: u32) -> Result<()> {
+        let Some(i) = self.children.iter().position(|(_, c)| c.id() == pid) else {
+            bail!("no child {pid}")
+        };
+        let (name, mut child) = self.children.remove(i);
+        signal(pid, nix::sys::signal::Signal::SIGINT);
+        wait_bounded(&mut child, STEP_TIMEOUT)
+            .with_context(|| format!("{name} did not stop on SIGINT"))
+    }
+
+    /// Listens on every port given, on all server addresses, answering each
+    /// connection with a minimal HTTP response.
+    pub fn serve_tcp(&mut self, ports: &[u16]) -> Result<()> {
+        let netns = File::open(format!("/var/run/netns/{}", self.server_ns))?;
+        let ports = ports.to_vec();
+        let stop = Arc::clone(&self.stop_servers);
+        let (ready_tx, ready_rx) = mpsc::channel();
+        let handle = std::thread::spawn(move || {
+            let listeners = (|| -> Result<Vec<TcpListener>> {
+                nix::sched::setns(&netns, nix::sched::CloneFlags::CLONE_NEWNET)?;
+                let mut listeners = Vec::new();
+                for port in &ports {
+                    let l = TcpListener::bind(SocketAddr::from((Ipv6Addr::UNSPECIFIED, *port)))?;
+                    l.set_nonblocking(true)?;
+                    listeners.push(l);
+                }
+                Ok(listeners)
+            })();
+            let listeners = match listeners {
+                Ok(l) => {
+                    let _ = ready_tx.send(Ok(()));
+                    l
+                }
+                Err(e) => {
+                    let _ = ready_tx.send(Err(e));
+                    return;
+                }
+            };
+            let end = Instant::now() + SERVER_LIFETIME;
+            while !stop.load(Ordering::Relaxed) && Instant::now() < end {
+                let mut idle = true;
+                for l in &listeners {
+                    if let Ok((conn, _)) = l.accept() {
+                        idle = false;
+                        std::thread::spawn(move || answer_http(conn));
+                    }
+                }
+                if idle {
+                    std::thread::sleep(Duration::from_millis(2));
+                }
+            }
+        });
+        self.servers.push(handle);
+        ready_rx
+            .recv_timeout(STEP_TIMEOUT)
+            .context("listener thread did not start")??;
+        Ok(())
+    }
+
+    /// Opens a TCP connection from the client namespace and keeps it open
+    /// until the returned handle is released.
+    pub fn hold_connection(&self, to: SocketAddr) -> Result<HeldConnection> {
+        let netns = File::open(format!("/var/run/netns/{}", self.client_ns))?;
+        let (connected_tx, connected_rx) = mpsc::channel();
+        let (release_tx, release_rx) = mpsc::channel::<()>();
+        let handle = std::thread::spawn(move || -> Result<()> {
+            nix::sched::setns(&netns, nix::sched::CloneFlags::CLONE_NEWNET)?;
+            let mut stream = TcpStream::connect_timeout(&to, STEP_TIMEOUT)?;
+            let _ = connected_tx.send(());
+            // Held until released, at most the server lifetime.
+            let _ = release_rx.recv_timeout(SERVER_LIFETIME);
+            stream.set_read_timeout(Some(STEP_TIMEOUT))?;
+            stream.write_all(b"GET /held HTTP/1.0\r\n\r\n")?;
+            let mut sink = Vec::new();
+            let _ = stream.read_to_end(&mut sink);
+            Ok(())
+        });
+        connected_rx
+            .recv_timeout(STEP_TIMEOUT)
+            .context("held connection did not connect")?;
+        Ok(HeldConnection {
+            release: release_tx,
+            handle,
+        })
+    }
+}
+
+pub struct HeldConnection {
+    release: mpsc::Sender<()>,
+    handle: JoinHandle<Result<()>>,
+}
+
+impl HeldConnection {
+    /// Sends a request over the connection, reads the answer, closes it.
+    pub fn release(self) -> Result<()> {
+        let _ = self.release.send(());
+        self.handle
+            .join()
+            .map_err(|_| anyhow::anyhow!("held connection thread panicked"))?
+    }
+}
+
+fn answer_http(mut conn: TcpStream) {
+    let _ = conn.set_nonblocking(false);
+    let _ = conn.set_read_timeout(Some(Duration::from_secs(2)));
+    let mut request = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !request.windows(4).any(|w| w == b"\r\n\r\n") && request.len() < 16 * 1024 {
+        match conn.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => request.extend_from_slice(&buf[..n]),
+        }
+    }
+    let _ =
+        conn.write_all(b"HTTP/1.0 200 OK\r\nContent-Length: 3\r\nConnection: close\r\n\r\nok\n");
+}
+
+fn signal(pid: u32, sig: nix::sys::signal::Signal) {
+    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), sig);
+}
+
+fn wait_bounded(child: &mut Child, limit: Duration) -> Result<()> {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        if child.try_wait()?.is_some() {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    bail!("killed after {limit:?}")
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        for (_, child) in &mut self.children {
+            signal(child.id(), nix::sys::signal::Signal::SIGTERM);
+        }
+        for (_, child) in &mut self.children {
+            let _ = wait_bounded(child, Duration::from_secs(3));
+        }
+        self.stop_servers.store(true, Ordering::Relaxed);
+        for handle in self.servers.drain(..) {
+            let _ = handle.join();
+        }
+        let _ = ip(&["netns", "del", &self.client_ns]);
+        let _ = ip(&["netns", "del", &self.server_ns]);
+        let _ = fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Deletes namespaces of labs whose process no longer exists.
+fn remove_stale_labs() {
+    let Ok(entries) = fs::read_dir("/var/run/netns") else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().to_string();
+        let Some(pid) = name
+            .strip_prefix(PREFIX)
+            .and_then(|rest| rest.split('x').next())
+            .and_then(|p| p.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if !Path::new(&format!("/proc/{pid}")).exists() {
+            let _ = ip(&["netns", "del", &name]);
+        }
+    }
+}

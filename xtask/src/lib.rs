@@ -1,0 +1,7 @@
+//! Developer tooling for connbal, also used by the root-only tests: the
+//! network-namespace lab that real traffic runs in.
+#![forbid(unsafe_code)]
+
+pub mod lab;
+pub mod record;
+pub mod setup;

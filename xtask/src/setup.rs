@@ -1,0 +1,49 @@
+//! Installing what the tests and the eBPF build need on a fresh machine.
+
+use anyhow::{Context, Result};
+use std::process::Command;
+
+/// Tools the root-only tests run, and the Debian package providing each.
+pub const TEST_TOOLS: &[(&str, &str)] = &[
+    ("ip", "iproute2"),
+    ("dnsmasq", "dnsmasq-base"),
+    ("dig", "bind9-dnsutils"),
+    ("curl", "curl"),
+    ("tcpdump", "tcpdump"),
+    ("editcap", "wireshark-common"),
+    ("script", "bsdutils"),
+];
+
+pub fn install_test_packages() -> Result<()> {
+    let tools: Vec<&str> = TEST_TOOLS.iter().map(|(t, _)| *t).collect();
+    let missing = crate::lab::missing_tools(&tools);
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let packages: Vec<&str> = TEST_TOOLS
+        .iter()
+        .filter(|(t, _)| missing.iter().any(|m| m == t))
+        .map(|(_, p)| *p)
+        .collect();
+    if !crate::lab::is_root() {
+        eprintln!(
+            "xtask: not root, so not installing {} (needed for the root-only tests, which will skip)",
+            packages.join(" ")
+        );
+        return Ok(());
+    }
+    eprintln!("xtask: installing {}", packages.join(" "));
+    apt_install(&packages)
+}
+
+pub fn apt_install(packages: &[&str]) -> Result<()> {
+    crate::lab::run(Command::new("apt-get").args(["update", "-qq"])).context("apt-get update")?;
+    crate::lab::run(
+        Command::new("apt-get")
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .args(["install", "-y", "-qq", "--no-install-recommends"])
+            .args(packages),
+    )
+    .context("apt-get install")?;
+    Ok(())
+}
