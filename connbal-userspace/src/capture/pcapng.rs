@@ -10,9 +10,16 @@ use pcap_parser::pcapng::{parse_block_be, parse_block_le, Block};
 use pcap_parser::traits::PcapNGPacketBlock;
 
 const SHB_TYPE: u32 = 0x0A0D_0D0A;
+const IDB_TYPE: u32 = 1;
+const SPB_TYPE: u32 = 3;
+const EPB_TYPE: u32 = 6;
 const BYTE_ORDER_MAGIC: u32 = 0x1A2B_3C4D;
-/// Wireshark's limit for one block; far above any packet we accept, and an
-/// upper bound on what one read can ask the buffer for.
+/// Blocks we parse (section, interface, packet) are held whole and parsed
+/// by pcap-parser, which builds a vector of their options: bounding them
+/// bounds that allocation. Far above a 256 KiB packet plus options.
+const MAX_PARSED_BLOCK: u32 = 1024 * 1024;
+/// Other blocks (name resolution, statistics, ...) are skipped unparsed, in
+/// chunks, so they may be as large as Wireshark allows.
 const MAX_BLOCK: u32 = 16 * 1024 * 1024;
 /// Interfaces per section; real captures have a handful.
 const MAX_INTERFACES: usize = 4096;
@@ -52,7 +59,19 @@ impl Pcapng {
             if at_end(stream)? {
                 return Ok(None);
             }
-            let block_len = self.block_len(stream)?;
+            let (block_type, block_len) = self.block_header(stream)?;
+            if !matches!(block_type, SHB_TYPE | IDB_TYPE | SPB_TYPE | EPB_TYPE) {
+                let skipped = stream.skip(block_len)?;
+                if skipped < block_len {
+                    return Err(Problem::Truncated {
+                        what: "pcapng block",
+                        need: block_len as u64,
+                        have: skipped as u64,
+                    });
+                }
+                self.skipped_this_call += block_len as u64;
+                continue;
+            }
             let bytes = need(stream, block_len, "pcapng block")?;
             if let Some(packet) = self.read_block(bytes)? {
                 break (block_len, packet);
@@ -161,8 +180,9 @@ impl Pcapng {
         Ok(None)
     }
 
-    /// Reads and checks the length of the block at the stream's position.
-    fn block_len(&self, stream: &mut ByteStream) -> Result<usize, Problem> {
+    /// Reads the type and checked length of the block at the stream's
+    /// position.
+    fn block_header(&self, stream: &mut ByteStream) -> Result<(u32, usize), Problem> {
         let head = need(stream, 8, "pcapng block header")?;
         let block_type = u32::from_le_bytes([head[0], head[1], head[2], head[3]]);
         // A section header's own byte-order magic says how to read its
@@ -189,18 +209,26 @@ impl Pcapng {
             }
         };
         let head = stream.fill(8)?;
-        let raw = [head[4], head[5], head[6], head[7]];
-        let len = if big_endian {
-            u32::from_be_bytes(raw)
-        } else {
-            u32::from_le_bytes(raw)
+        let word = |at: usize| {
+            let raw = [head[at], head[at + 1], head[at + 2], head[at + 3]];
+            if big_endian {
+                u32::from_be_bytes(raw)
+            } else {
+                u32::from_le_bytes(raw)
+            }
         };
-        if len < 12 || len % 4 != 0 || len > MAX_BLOCK {
+        let (block_type, len) = (word(0), word(4));
+        let limit = if matches!(block_type, SHB_TYPE | IDB_TYPE | SPB_TYPE | EPB_TYPE) {
+            MAX_PARSED_BLOCK
+        } else {
+            MAX_BLOCK
+        };
+        if len < 12 || len % 4 != 0 || len > limit {
             return Err(Problem::BadLength {
                 what: "pcapng block length",
-                detail: format!("{len} (must be a multiple of 4 between 12 and {MAX_BLOCK})"),
+                detail: format!("{len} (must be a multiple of 4 between 12 and {limit})"),
             });
         }
-        Ok(len as usize)
+        Ok((block_type, len as usize))
     }
 }

@@ -82,6 +82,22 @@ impl ByteStream {
         self.offset += n as u64;
     }
 
+    /// Skips `n` bytes without holding them all; returns how many were
+    /// there (fewer only at end of input).
+    pub fn skip(&mut self, n: usize) -> io::Result<usize> {
+        let mut skipped = 0;
+        while skipped < n {
+            let step = (n - skipped).min(CHUNK);
+            let available = self.fill(step)?.len().min(step);
+            if available == 0 {
+                break;
+            }
+            self.consume(available);
+            skipped += available;
+        }
+        Ok(skipped)
+    }
+
     pub fn offset(&self) -> u64 {
         self.offset
     }

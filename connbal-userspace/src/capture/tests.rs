@@ -284,3 +284,31 @@ fn zero_length_frames_are_read() {
         assert!(read[0].1.is_empty());
     }
 }
+
+#[test]
+fn unknown_pcapng_blocks_are_skipped_even_when_large() {
+    let s = sample();
+    let mut bytes = pcapng_bytes(LinkType::Ethernet, &s[..1], false);
+    // A 2 MiB custom block (type 0x00000BAD) between two packets.
+    let len = 2 * 1024 * 1024u32;
+    bytes.extend_from_slice(&0xBADu32.to_le_bytes());
+    bytes.extend_from_slice(&len.to_le_bytes());
+    bytes.extend(std::iter::repeat_n(0u8, len as usize - 12));
+    bytes.extend_from_slice(&len.to_le_bytes());
+    pcapng_packet(&mut bytes, 0, &s[1], false).unwrap();
+    let (frames, error) = read_all(bytes);
+    assert!(error.is_none(), "{error:?}");
+    assert_eq!(frames.len(), 2);
+}
+
+#[test]
+fn a_packet_block_larger_than_the_parse_limit_is_refused() {
+    let mut bytes = pcapng_bytes(LinkType::Ethernet, &[], false);
+    bytes.extend_from_slice(&6u32.to_le_bytes());
+    bytes.extend_from_slice(&(2 * 1024 * 1024u32).to_le_bytes());
+    let (_, _, message) = damage(bytes);
+    assert!(
+        message.contains("impossible pcapng block length: 2097152"),
+        "{message}"
+    );
+}
