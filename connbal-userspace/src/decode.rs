@@ -105,6 +105,7 @@ pub fn decode<'a>(frame: &Frame<'a>, all_tcp: bool, stats: &mut InputStats) -> O
                 seq: tcp.sequence_number(),
                 payload,
                 truncated: truncated && !payload.is_empty(),
+                first_of_flow: None,
             }))
         }
         Some(_) => None,

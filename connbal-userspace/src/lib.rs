@@ -7,6 +7,8 @@ pub mod aggregator;
 pub mod capture;
 pub mod cli;
 pub mod decode;
+pub mod output;
 pub mod replay;
 pub mod report;
 pub mod signals;
+pub mod trace;

@@ -1,12 +1,11 @@
 use anyhow::Context as _;
 use clap::Parser as _;
-use connbal::aggregator::{Aggregator, Config, Counters, Report};
+use connbal::aggregator::{Aggregator, Config};
 use connbal::capture::CaptureReader;
-use connbal::cli::{Cli, Command, ReplayArgs};
-use connbal::decode::InputStats;
-use connbal::replay::{self, ReplayOutcome};
-use connbal::report::{self, Format, JsonReport};
-use connbal::signals;
+use connbal::cli::{Cli, Command, ReplayArgs, TraceArgs};
+use connbal::replay;
+use connbal::trace::{self, TraceOptions};
+use connbal::{output, report, signals};
 use std::io::{self, IsTerminal, Write};
 use std::process::ExitCode;
 
@@ -16,6 +15,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Replay(args) => replay_command(args),
+        Command::Trace(args) => trace_command(args),
     };
     match result {
         Ok(code) => code,
@@ -24,6 +24,23 @@ fn main() -> ExitCode {
             ExitCode::from(EXIT_BAD_INPUT)
         }
     }
+}
+
+fn trace_command(args: TraceArgs) -> anyhow::Result<ExitCode> {
+    trace::run(TraceOptions {
+        interfaces: args.interfaces,
+        duration: args.duration,
+        interval: args.interval,
+        config: Config {
+            all_tcp: args.report.all_tcp,
+            filter: args.report.filter,
+        },
+        format: args.report.format,
+        ring_size: args.ring_size,
+        verbose: args.report.verbose,
+        attach: args.attach,
+        kernel_debug: args.kernel_debug,
+    })
 }
 
 fn replay_command(args: ReplayArgs) -> anyhow::Result<ExitCode> {
@@ -35,14 +52,21 @@ fn replay_command(args: ReplayArgs) -> anyhow::Result<ExitCode> {
     let (stream, name) = replay::open_input(args.input.as_deref(), stop.clone())?;
     let mut reader = CaptureReader::open(stream, name)?;
     let mut aggregator = Aggregator::new(Config {
-        all_tcp: args.all_tcp,
-        filter: args.filter.clone(),
+        all_tcp: args.report.all_tcp,
+        filter: args.report.filter.clone(),
     });
-    let outcome = replay::run(&mut reader, &mut aggregator, args.all_tcp, &stop);
+    let outcome = replay::run(&mut reader, &mut aggregator, args.report.all_tcp, &stop);
     let report = aggregator.report();
-    print_report(&args, &report, &outcome)?;
-    print_warnings(&report.counters);
-    if args.verbose {
+    output::print_report(&output::Printed {
+        format: args.report.format,
+        report: &report,
+        input: &outcome.input,
+        error: outcome.error.as_ref().map(ToString::to_string),
+        interrupted: outcome.interrupted,
+        compact: false,
+    })?;
+    output::print_warnings(&report.counters);
+    if args.report.verbose {
         let mut err = io::stderr().lock();
         report::write_counters(&mut err, &outcome.input, &report.counters)?;
         if outcome.interrupted {
@@ -55,52 +79,5 @@ fn replay_command(args: ReplayArgs) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::from(EXIT_BAD_INPUT))
         }
         None => Ok(ExitCode::SUCCESS),
-    }
-}
-
-fn print_report(args: &ReplayArgs, report: &Report, outcome: &ReplayOutcome) -> anyhow::Result<()> {
-    let mut out = io::BufWriter::new(io::stdout().lock());
-    let written = match args.format {
-        Format::Tsv => report::write_tsv(&mut out, &report.rows),
-        Format::Json => {
-            let error = outcome.error.as_ref().map(ToString::to_string);
-            let json = JsonReport::<InputStats> {
-                rows: &report.rows,
-                input: &outcome.input,
-                counters: &report.counters,
-                error: error.as_deref(),
-                interrupted: outcome.interrupted,
-            };
-            report::write_json(&mut out, &json)
-        }
-    };
-    match written.and_then(|()| out.flush()) {
-        // A reader that went away (`| head`) has all it wanted.
-        Err(e) if e.kind() == io::ErrorKind::BrokenPipe => Ok(()),
-        other => other.context("writing the report to stdout"),
-    }
-}
-
-/// Spec 2: ignored messages come "with a warning"; one line per kind, with
-/// a count, instead of one per message.
-fn print_warnings(counters: &Counters) {
-    let warnings = [
-        (
-            counters.ignored_multiple_questions,
-            "DNS messages with more than one question were ignored",
-        ),
-        (
-            counters.ignored_too_many_answers,
-            "DNS responses with more than 1000 answers were ignored",
-        ),
-        (
-            counters.pending_dropped_table_full,
-            "DNS queries were not tracked: too many pending at once",
-        ),
-    ];
-    for (count, what) in warnings {
-        if count > 0 {
-            eprintln!("connbal: warning: {count} {what}");
-        }
     }
 }

@@ -2,6 +2,7 @@
 //! network-namespace lab that real traffic runs in.
 #![forbid(unsafe_code)]
 
+pub mod ebpf;
 pub mod lab;
 pub mod record;
 pub mod setup;

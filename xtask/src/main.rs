@@ -17,6 +17,11 @@ enum Task {
         #[arg(long, default_value = "tests/data/recorded")]
         out: PathBuf,
     },
+    /// Build the eBPF object (nightly + rust-src + bpf-linker) into
+    /// connbal-userspace/ebpf/, with the hash of its sources.
+    BuildEbpf,
+    /// Install nightly's rust-src and bpf-linker (against nightly's LLVM 22).
+    Setup,
     /// Install what the tests need (apt packages, as root) and run every
     /// test in the workspace. Extra arguments go to `cargo test`.
     Test {
@@ -38,6 +43,8 @@ fn main() -> Result<()> {
             }
             xtask::record::record(&out)
         }
+        Task::BuildEbpf => xtask::ebpf::build(),
+        Task::Setup => xtask::ebpf::setup(),
         Task::Test { cargo_args } => {
             xtask::setup::install_test_packages()?;
             let status = std::process::Command::new(env!("CARGO"))

@@ -64,4 +64,8 @@ pub struct Segment<'a> {
     /// Only kept for DNS-over-TCP; empty otherwise.
     pub payload: &'a [u8],
     pub truncated: bool,
+    /// `--all-tcp`: whether this segment starts a flow, when the source
+    /// already knows (the kernel's flow table in live mode). `None` lets the
+    /// aggregator's own table decide (replay, which sees every segment).
+    pub first_of_flow: Option<bool>,
 }

@@ -7,12 +7,7 @@ use super::event::Timestamp;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 
-/// How long a closed flow is remembered: 2 × MSL as Linux uses (60 s).
-pub const TIME_WAIT_NANOS: u64 = 60 * 1_000_000_000;
-/// An open flow with no segment for this long is forgotten. Longer than the
-/// 2-hour default TCP keepalive, so idle keepalive connections are not
-/// counted again.
-pub const IDLE_NANOS: u64 = 3 * 3600 * 1_000_000_000;
+pub use connbal_common::flow_timing::{IDLE_NANOS, TIME_WAIT_NANOS};
 
 /// A flow's key regardless of direction.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

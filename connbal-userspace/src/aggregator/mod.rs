@@ -429,13 +429,14 @@ impl Aggregator {
         if !self.config.all_tcp {
             return;
         }
-        let seen = self.flows.observe(
-            FlowKey::new(s.src, s.dst),
-            s.ts,
-            attempt,
-            closes_flow(s.flags),
-        );
-        if seen == Seen::New && !attempt {
+        let new_flow = match s.first_of_flow {
+            Some(new_flow) => new_flow,
+            None => {
+                let key = FlowKey::new(s.src, s.dst);
+                self.flows.observe(key, s.ts, attempt, closes_flow(s.flags)) == Seen::New
+            }
+        };
+        if new_flow && !attempt {
             // Spec 4: counted both ways, whichever side is the backend.
             self.counters.flows_seen_midstream += 1;
             self.count_connection(s.src.ip(), s.dst.ip(), s.dst.port());

@@ -80,6 +80,7 @@ impl Harness {
             seq,
             payload,
             truncated: false,
+            first_of_flow: None,
         });
         self.agg.process(&event);
         self.advance_ms(1);
@@ -645,4 +646,36 @@ fn names_longer_than_255_presentation_bytes_are_kept_whole() {
 #[test]
 fn class_in_constant_matches_the_wire_value() {
     assert_eq!(CLASS_IN, 1);
+}
+
+#[test]
+fn all_tcp_trusts_a_flow_verdict_from_the_source() {
+    // Live mode: the kernel's flow table says which segment starts a flow
+    // and sends only those (and closes); the aggregator must not second-guess.
+    let mut h = Harness::with(Config {
+        all_tcp: true,
+        ..Config::default()
+    });
+    h.query(1, "web.example", TYPE_A);
+    h.respond(four_a_answer(1, "web.example"));
+    let (c, b) = (sock(CLIENT, 50000), sock("172.16.100.149", 80));
+    for first_of_flow in [Some(true), Some(false), Some(false)] {
+        let event = Event::Tcp(Segment {
+            ts: h.ts(),
+            src: c,
+            dst: b,
+            flags: ACK,
+            seq: 1,
+            payload: &[],
+            truncated: false,
+            first_of_flow,
+        });
+        h.agg.process(&event);
+        h.advance_ms(4 * 3600 * 1000); // longer than the aggregator's own idle limit
+    }
+    assert!(
+        h.tsv().contains("172.016.100.149:80\t1\t1\t"),
+        "{}",
+        h.tsv()
+    );
 }

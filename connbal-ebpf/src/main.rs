@@ -1,0 +1,427 @@
+//! connbal's in-kernel pre-filter: a TC classifier on ingress and egress.
+//!
+//! It keeps only what the aggregator needs (spec section 1): DNS messages
+//! (UDP port 53 either way, and TCP port-53 segments that carry payload),
+//! TCP connection attempts, and with `--all-tcp` one record when a flow is
+//! first seen and one when it closes. Everything else returns after parsing
+//! the Ethernet, IP and TCP headers' first bytes: bulk TCP data, the common
+//! case, costs a few bounds checks and compares.
+//!
+//! It always returns TC_ACT_UNSPEC: connbal observes and never changes
+//! traffic, and lets any other program or filter on the hook run.
+//!
+//! Minimum kernel: 5.8 (BPF ring buffer); TCX attachment needs 6.6, older
+//! kernels get a clsact qdisc filter from the loader.
+#![no_std]
+#![no_main]
+
+use aya_ebpf::{
+    bindings::TC_ACT_UNSPEC,
+    helpers::{bpf_ktime_get_ns, generated::bpf_skb_load_bytes},
+    macros::{classifier, map},
+    maps::{LruHashMap, PerCpuArray, RingBuf},
+    programs::TcContext,
+};
+use aya_log_ebpf::debug;
+use connbal_common::flow_timing::{IDLE_NANOS, TIME_WAIT_NANOS};
+use connbal_common::record::{
+    counter, DnsRecord, FlowKey, FlowState, RecordHeader, BIT_FLOW_NEW, BIT_TCP, BIT_TRUNCATED,
+    KIND_DNS, KIND_TCP, MAX_DNS_PAYLOAD,
+};
+use connbal_common::{classify_tcp, closes_flow, is_dns_port, tcp_flags, TcpVerdict};
+use core::mem::size_of;
+
+/// Set by the loader before load (read-only data, so the verifier prunes
+/// the branches that depend on it).
+#[no_mangle]
+static ALL_TCP: u8 = 0;
+#[no_mangle]
+static DEBUG_LOG: u8 = 0;
+
+/// Sized by the loader from `--ring-size`.
+#[map]
+static EVENTS: RingBuf = RingBuf::with_byte_size(1 << 22, 0);
+
+#[map]
+static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(counter::COUNT, 0);
+
+/// `--all-tcp` flows. LRU, so a flood of new flows evicts old entries
+/// instead of failing; an evicted flow seen again counts again.
+#[map]
+static FLOWS: LruHashMap<FlowKey, FlowState> = LruHashMap::with_max_entries(1 << 16, 0);
+
+const ETH_P_IP: u16 = 0x0800;
+const ETH_P_IPV6: u16 = 0x86dd;
+const ETH_P_8021Q: u16 = 0x8100;
+const ETH_P_8021AD: u16 = 0x88a8;
+const IPPROTO_TCP: u8 = 6;
+const IPPROTO_UDP: u8 = 17;
+/// IPv6 extension headers walked, at most.
+const MAX_IPV6_EXTENSIONS: usize = 4;
+
+#[classifier]
+pub fn connbal_tc(ctx: TcContext) -> i32 {
+    bump(counter::PACKETS_SEEN);
+    let _ = inspect(&ctx);
+    TC_ACT_UNSPEC
+}
+
+#[inline(always)]
+fn flag(global: &u8) -> bool {
+    // SAFETY: a plain read of a static the loader may have rewritten
+    // before load; volatile so the compiler does not fold the default.
+    unsafe { core::ptr::read_volatile(global) != 0 }
+}
+
+#[inline(always)]
+fn bump(slot: u32) {
+    if let Some(value) = COUNTERS.get_ptr_mut(slot) {
+        // SAFETY: per-CPU slot, only this CPU writes it while we run.
+        unsafe { *value += 1 };
+    }
+}
+
+/// A copy of `N` bytes of linear packet data at `offset`, if present.
+#[inline(always)]
+fn bytes<const N: usize>(ctx: &TcContext, offset: usize) -> Option<[u8; N]> {
+    let start = ctx.data();
+    if start + offset + N > ctx.data_end() {
+        return None;
+    }
+    // SAFETY: bounds checked against data_end just above; unaligned read
+    // because packet headers have no alignment guarantee.
+    Some(unsafe { ((start + offset) as *const [u8; N]).read_unaligned() })
+}
+
+#[inline(always)]
+fn be16(b: [u8; 2]) -> u16 {
+    u16::from_be_bytes(b)
+}
+
+/// What the IP layer tells the transport parser.
+struct Ip {
+    version: u8,
+    protocol: u8,
+    l4: usize,
+    /// End of the IP payload (excludes link-layer padding).
+    end: usize,
+    src: [u8; 16],
+    dst: [u8; 16],
+}
+
+#[inline(always)]
+fn inspect(ctx: &TcContext) -> Option<()> {
+    let eth: [u8; 14] = bytes(ctx, 0)?;
+    let mut proto = be16([eth[12], eth[13]]);
+    let mut offset = 14;
+    // Up to two in-band VLAN tags (802.1Q, QinQ); offloaded tags are not
+    // in the packet data at all.
+    for _ in 0..2 {
+        if proto != ETH_P_8021Q && proto != ETH_P_8021AD {
+            break;
+        }
+        let tag: [u8; 4] = bytes(ctx, offset)?;
+        proto = be16([tag[2], tag[3]]);
+        offset += 4;
+    }
+    let ip = match proto {
+        ETH_P_IP => ipv4(ctx, offset)?,
+        ETH_P_IPV6 => ipv6(ctx, offset)?,
+        _ => return None,
+    };
+    match ip.protocol {
+        IPPROTO_TCP => tcp(ctx, &ip),
+        IPPROTO_UDP => udp(ctx, &ip),
+        _ => None,
+    }
+}
+
+#[inline(always)]
+fn ipv4(ctx: &TcContext, offset: usize) -> Option<Ip> {
+    let h: [u8; 20] = bytes(ctx, offset)?;
+    let header_len = usize::from(h[0] & 0x0f) * 4;
+    if h[0] >> 4 != 4 || header_len < 20 {
+        return None;
+    }
+    // Non-first fragments carry no transport header.
+    if be16([h[6], h[7]]) & 0x1fff != 0 {
+        return None;
+    }
+    let mut src = [0u8; 16];
+    let mut dst = [0u8; 16];
+    src[..4].copy_from_slice(&h[12..16]);
+    dst[..4].copy_from_slice(&h[16..20]);
+    Some(Ip {
+        version: 4,
+        protocol: h[9],
+        l4: offset + header_len,
+        end: offset + usize::from(be16([h[2], h[3]])),
+        src,
+        dst,
+    })
+}
+
+#[inline(always)]
+fn ipv6(ctx: &TcContext, offset: usize) -> Option<Ip> {
+    let h: [u8; 40] = bytes(ctx, offset)?;
+    let mut next = h[6];
+    let mut l4 = offset + 40;
+    for _ in 0..MAX_IPV6_EXTENSIONS {
+        match next {
+            // Hop-by-hop, routing, destination options: length in 8-byte
+            // units, not counting the first 8.
+            0 | 43 | 60 => {
+                let e: [u8; 2] = bytes(ctx, l4)?;
+                next = e[0];
+                l4 += (usize::from(e[1]) + 1) * 8;
+            }
+            // Fragment: only the first fragment has the transport header.
+            44 => {
+                let e: [u8; 4] = bytes(ctx, l4)?;
+                if be16([e[2], e[3]]) >> 3 != 0 {
+                    return None;
+                }
+                next = e[0];
+                l4 += 8;
+            }
+            // Authentication header: length in 4-byte units, minus 2.
+            51 => {
+                let e: [u8; 2] = bytes(ctx, l4)?;
+                next = e[0];
+                l4 += (usize::from(e[1]) + 2) * 4;
+            }
+            _ => break,
+        }
+    }
+    let mut src = [0u8; 16];
+    let mut dst = [0u8; 16];
+    src.copy_from_slice(&h[8..24]);
+    dst.copy_from_slice(&h[24..40]);
+    Some(Ip {
+        version: 6,
+        protocol: next,
+        l4,
+        end: offset + 40 + usize::from(be16([h[4], h[5]])),
+        src,
+        dst,
+    })
+}
+
+#[inline(always)]
+fn tcp(ctx: &TcContext, ip: &Ip) -> Option<()> {
+    // Ports, sequence number, data offset and flags: the first 14 bytes.
+    let t: [u8; 14] = bytes(ctx, ip.l4)?;
+    let flags = t[13];
+    let (src_port, dst_port) = (be16([t[0], t[1]]), be16([t[2], t[3]]));
+    let payload = ip.l4 + usize::from(t[12] >> 4) * 4;
+    let payload_len = ip.end.saturating_sub(payload);
+    // What the default mode keeps; bulk data stops here unless -a.
+    let verdict = classify_tcp(flags, src_port, dst_port, payload_len, false);
+    let mut bits = BIT_TCP;
+    if flag(&ALL_TCP) {
+        match track_flow(ip, src_port, dst_port, flags) {
+            FlowEvent::New => bits |= BIT_FLOW_NEW,
+            FlowEvent::Closed => {}
+            FlowEvent::Nothing if verdict == TcpVerdict::Drop => return None,
+            FlowEvent::Nothing => {}
+        }
+    } else if verdict == TcpVerdict::Drop {
+        return None;
+    }
+    let seq = u32::from_be_bytes([t[4], t[5], t[6], t[7]]);
+    let header = header(ctx, ip, src_port, dst_port, flags, seq, bits);
+    match verdict {
+        TcpVerdict::DnsPayload => emit_dns(ctx, header, payload, payload_len),
+        _ => emit_tcp(header),
+    }
+    Some(())
+}
+
+#[inline(always)]
+fn udp(ctx: &TcContext, ip: &Ip) -> Option<()> {
+    let u: [u8; 8] = bytes(ctx, ip.l4)?;
+    let (src_port, dst_port) = (be16([u[0], u[1]]), be16([u[2], u[3]]));
+    if !is_dns_port(src_port, dst_port) {
+        return None;
+    }
+    let payload = ip.l4 + 8;
+    // The UDP length, not the frame, bounds the payload, so Ethernet
+    // padding is never taken for DNS bytes.
+    let udp_payload = usize::from(be16([u[4], u[5]])).saturating_sub(8);
+    let payload_len = udp_payload.min(ip.end.saturating_sub(payload));
+    let header = header(ctx, ip, src_port, dst_port, 0, 0, 0);
+    emit_dns(ctx, header, payload, payload_len);
+    Some(())
+}
+
+enum FlowEvent {
+    New,
+    Closed,
+    Nothing,
+}
+
+/// The kernel side of spec 4's `-a` rule: a flow yields a record when first
+/// seen (or seen again after it was forgotten) and when it closes.
+#[inline(always)]
+fn track_flow(ip: &Ip, src_port: u16, dst_port: u16, flags: u8) -> FlowEvent {
+    let forward = (ip.src, src_port) <= (ip.dst, dst_port);
+    let key = if forward {
+        FlowKey {
+            addr_a: ip.src,
+            addr_b: ip.dst,
+            port_a: src_port,
+            port_b: dst_port,
+            ip_version: u32::from(ip.version),
+        }
+    } else {
+        FlowKey {
+            addr_a: ip.dst,
+            addr_b: ip.src,
+            port_a: dst_port,
+            port_b: src_port,
+            ip_version: u32::from(ip.version),
+        }
+    };
+    // SAFETY: helper call; no memory is passed but the key.
+    let now = unsafe { bpf_ktime_get_ns() };
+    let closes = u32::from(closes_flow(flags));
+    let syn = flags & tcp_flags::SYN != 0;
+    if let Some(state) = FLOWS.get_ptr_mut(&key) {
+        // SAFETY: the pointer is to this map's value, valid while we run;
+        // concurrent updates from another CPU can only make the decision
+        // stale, not unsafe.
+        let state = unsafe { &mut *state };
+        let limit = if state.closed != 0 {
+            TIME_WAIT_NANOS
+        } else {
+            IDLE_NANOS
+        };
+        let forgotten = now.saturating_sub(state.last_seen_ns) >= limit;
+        state.last_seen_ns = now;
+        if forgotten {
+            state.closed = closes;
+            return FlowEvent::New;
+        }
+        if syn {
+            state.closed = 0;
+        }
+        if closes != 0 && state.closed == 0 {
+            state.closed = 1;
+            return FlowEvent::Closed;
+        }
+        return FlowEvent::Nothing;
+    }
+    let _ = FLOWS.insert(
+        &key,
+        &FlowState {
+            last_seen_ns: now,
+            closed: closes,
+            _reserved: 0,
+        },
+        0,
+    );
+    FlowEvent::New
+}
+
+#[inline(always)]
+fn header(
+    ctx: &TcContext,
+    ip: &Ip,
+    src_port: u16,
+    dst_port: u16,
+    flags: u8,
+    seq: u32,
+    bits: u8,
+) -> RecordHeader {
+    RecordHeader {
+        kind: KIND_TCP,
+        ip_version: ip.version,
+        tcp_flags: flags,
+        bits,
+        // SAFETY: reading a field of the context the kernel handed us.
+        ifindex: unsafe { (*ctx.skb.skb).ifindex },
+        // SAFETY: helper call without arguments.
+        ktime_ns: unsafe { bpf_ktime_get_ns() },
+        src_addr: ip.src,
+        dst_addr: ip.dst,
+        src_port,
+        dst_port,
+        tcp_seq: seq,
+        copied_len: 0,
+        wire_len: 0,
+        _reserved: 0,
+    }
+}
+
+#[inline(always)]
+fn emit_tcp(header: RecordHeader) {
+    match EVENTS.reserve::<RecordHeader>(0) {
+        Some(mut entry) => {
+            entry.write(header);
+            entry.submit(0);
+            bump(counter::RECORDS_EMITTED);
+        }
+        None => bump(counter::RECORDS_LOST),
+    }
+}
+
+/// Copies the DNS payload straight from the skb into the reserved ring slot.
+#[inline(always)]
+fn emit_dns(ctx: &TcContext, mut header: RecordHeader, payload: usize, payload_len: usize) {
+    let Some(mut entry) = EVENTS.reserve::<DnsRecord>(0) else {
+        bump(counter::RECORDS_LOST);
+        if flag(&DEBUG_LOG) {
+            debug!(ctx, "ring buffer full: DNS record lost");
+        }
+        return;
+    };
+    // The skb length covers paged data too, which bpf_skb_load_bytes reads.
+    let available = payload_len.min((ctx.len() as usize).saturating_sub(payload));
+    let copy = available.min(MAX_DNS_PAYLOAD);
+    let record = entry.as_mut_ptr();
+    if copy > 0 {
+        // The verifier must see a length in [1, MAX]: hide `copy - 1` from
+        // the optimiser (which would otherwise reorder the checks) and mask
+        // it; MAX is a power of two.
+        let masked = (core::hint::black_box(copy - 1) & (MAX_DNS_PAYLOAD - 1)) + 1;
+        // SAFETY: `record` points to a reserved DnsRecord; the destination
+        // is its payload array of MAX_DNS_PAYLOAD bytes and `masked` is at
+        // most that; the helper checks the source range in the skb.
+        let loaded = unsafe {
+            bpf_skb_load_bytes(
+                ctx.skb.skb as *const _,
+                payload as u32,
+                core::ptr::addr_of_mut!((*record).payload) as *mut _,
+                masked as u32,
+            )
+        };
+        if loaded != 0 {
+            entry.discard(0);
+            bump(counter::RECORDS_LOST);
+            return;
+        }
+    }
+    header.kind = KIND_DNS;
+    header.copied_len = copy as u16;
+    header.wire_len = payload_len.min(usize::from(u16::MAX)) as u16;
+    if copy < payload_len {
+        header.bits |= BIT_TRUNCATED;
+        bump(counter::DNS_TRUNCATED);
+    }
+    // SAFETY: writing the header field of the reserved record.
+    unsafe { core::ptr::addr_of_mut!((*record).header).write(header) };
+    entry.submit(0);
+    bump(counter::RECORDS_EMITTED);
+}
+
+const _: () = assert!(size_of::<RecordHeader>() % 8 == 0);
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    loop {}
+}
+
+#[link_section = "license"]
+#[no_mangle]
+static LICENSE: [u8; 4] = *b"GPL\0";

@@ -1,0 +1,70 @@
+//! Printing a finished report, the same way for replay and trace.
+
+use crate::aggregator::{Counters, Report};
+use crate::report::{self, Format, JsonReport};
+use anyhow::Context as _;
+use serde::Serialize;
+use std::io::{self, Write};
+
+pub struct Printed<'a, I: Serialize> {
+    pub format: Format,
+    pub report: &'a Report,
+    pub input: &'a I,
+    pub error: Option<String>,
+    pub interrupted: bool,
+    /// One JSON document per line instead of pretty-printed (for reports
+    /// printed every interval).
+    pub compact: bool,
+}
+
+pub fn print_report<I: Serialize>(p: &Printed<'_, I>) -> anyhow::Result<()> {
+    let mut out = io::BufWriter::new(io::stdout().lock());
+    let written = match p.format {
+        Format::Tsv => report::write_tsv(&mut out, &p.report.rows),
+        Format::Json => {
+            let json = JsonReport {
+                rows: &p.report.rows,
+                input: p.input,
+                counters: &p.report.counters,
+                error: p.error.as_deref(),
+                interrupted: p.interrupted,
+            };
+            if p.compact {
+                serde_json::to_writer(&mut out, &json)
+                    .map_err(io::Error::from)
+                    .and_then(|()| writeln!(out))
+            } else {
+                report::write_json(&mut out, &json)
+            }
+        }
+    };
+    match written.and_then(|()| out.flush()) {
+        // A reader that went away (`| head`) has all it wanted.
+        Err(e) if e.kind() == io::ErrorKind::BrokenPipe => Ok(()),
+        other => other.context("writing the report to stdout"),
+    }
+}
+
+/// Spec 2: ignored messages come "with a warning"; one line per kind, with
+/// a count, instead of one per message.
+pub fn print_warnings(counters: &Counters) {
+    let warnings = [
+        (
+            counters.ignored_multiple_questions,
+            "DNS messages with more than one question were ignored",
+        ),
+        (
+            counters.ignored_too_many_answers,
+            "DNS responses with more than 1000 answers were ignored",
+        ),
+        (
+            counters.pending_dropped_table_full,
+            "DNS queries were not tracked: too many pending at once",
+        ),
+    ];
+    for (count, what) in warnings {
+        if count > 0 {
+            eprintln!("connbal: warning: {count} {what}");
+        }
+    }
+}

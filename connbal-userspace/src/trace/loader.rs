@@ -1,0 +1,293 @@
+//! Loading the committed eBPF object and attaching it to interfaces.
+//!
+//! Attachment: TCX links on Linux 6.6+ (they vanish with the process, even
+//! on SIGKILL), otherwise a filter on a clsact qdisc over netlink (Linux
+//! 4.5+). Netlink filters survive SIGKILL, so before attaching, filters of
+//! ours that no live connbal owns are removed. Ownership is a shared flock
+//! per interface held for the whole run: whoever can take it exclusively
+//! knows no other connbal is tracing that interface.
+
+use aya::maps::{MapData, PerCpuArray, RingBuf};
+use aya::programs::tc::{self, NlOptions, SchedClassifier, TcAttachOptions, TcAttachType};
+use aya::programs::{LinkOrder, ProgramError};
+use aya::util::KernelVersion;
+use aya::{Ebpf, EbpfError, EbpfLoader};
+use connbal_common::record::counter;
+use nix::fcntl::{Flock, FlockArg};
+use serde::Serialize;
+use std::fs::{self, File, OpenOptions};
+use std::io;
+use std::path::PathBuf;
+
+/// Built by `cargo xtask build-ebpf`; see `ebpf/*.sources.sha256`.
+static OBJECT: &[u8] = aya::include_bytes_aligned!("../../ebpf/connbal.bpf.o");
+const PROGRAM: &str = "connbal_tc";
+const LOCK_DIR: &str = "/run/connbal";
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AttachMode {
+    /// TCX on Linux 6.6 and later, netlink (clsact) before.
+    Auto,
+    Tcx,
+    Netlink,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LoaderError {
+    #[error("no such interface: {0}")]
+    NoSuchInterface(String),
+    #[error("connbal trace needs {missing} to load and attach its eBPF program; run it as root (sudo connbal trace ...) or grant the capabilities (setcap cap_bpf,cap_net_admin+ep)")]
+    Privileges { missing: String },
+    #[error("--ring-size {0}: must be a power of two, at least 4096 (one page) and at most 1 GiB")]
+    RingSize(u64),
+    #[error("this kernel cannot create BPF map `{map}` ({source}); connbal trace needs BPF ring buffers (Linux 5.8 or later)")]
+    Map { map: String, source: io::Error },
+    #[error("the kernel rejected connbal's BPF type information (BTF): {0}")]
+    Btf(String),
+    #[error("the kernel's verifier rejected connbal's eBPF program ({source}){hint}")]
+    Verifier {
+        source: io::Error,
+        log: String,
+        hint: &'static str,
+    },
+    #[error("loading the eBPF program: {0}")]
+    Load(String),
+    #[error("attaching to {iface} {direction}: {source}")]
+    Attach {
+        iface: String,
+        direction: &'static str,
+        source: ProgramError,
+    },
+    #[error("{path}: {source}")]
+    Lock { path: String, source: io::Error },
+}
+
+impl LoaderError {
+    /// The verifier's log, shown with `-v`.
+    pub fn verifier_log(&self) -> Option<&str> {
+        match self {
+            LoaderError::Verifier { log, .. } => Some(log),
+            _ => None,
+        }
+    }
+}
+
+pub struct Options {
+    pub all_tcp: bool,
+    pub debug_log: bool,
+    pub ring_size: u64,
+    pub attach: AttachMode,
+}
+
+/// Per-CPU counters of the kernel program, summed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct KernelCounters {
+    pub packets_seen: u64,
+    pub records_emitted: u64,
+    /// Records the ring buffer had no room for.
+    pub records_lost: u64,
+    pub dns_payloads_truncated: u64,
+}
+
+pub struct Loaded {
+    pub ebpf: Ebpf,
+    /// How the program was attached (`tcx` or `netlink`).
+    pub mode: AttachMode,
+    pub interfaces: Vec<(String, u32)>,
+    /// Held for the run: tells later connbal runs these filters are live.
+    _locks: Vec<Flock<File>>,
+}
+
+impl Loaded {
+    pub fn take_ring(&mut self) -> Result<RingBuf<MapData>, LoaderError> {
+        let map = self
+            .ebpf
+            .take_map("EVENTS")
+            .ok_or_else(|| LoaderError::Load("object has no EVENTS map".into()))?;
+        RingBuf::try_from(map).map_err(|e| LoaderError::Load(e.to_string()))
+    }
+
+    pub fn counters(&self) -> KernelCounters {
+        let Some(map) = self.ebpf.map("COUNTERS") else {
+            return KernelCounters::default();
+        };
+        let Ok(array) = PerCpuArray::<_, u64>::try_from(map) else {
+            return KernelCounters::default();
+        };
+        let sum = |slot: u32| {
+            array
+                .get(&slot, 0)
+                .map(|values| values.iter().sum())
+                .unwrap_or(0)
+        };
+        KernelCounters {
+            packets_seen: sum(counter::PACKETS_SEEN),
+            records_emitted: sum(counter::RECORDS_EMITTED),
+            records_lost: sum(counter::RECORDS_LOST),
+            dns_payloads_truncated: sum(counter::DNS_TRUNCATED),
+        }
+    }
+}
+
+pub fn interface_index(name: &str) -> Option<u32> {
+    nix::net::if_::if_nametoindex(name).ok()
+}
+
+pub fn load_and_attach(interfaces: &[String], options: &Options) -> Result<Loaded, LoaderError> {
+    let interfaces = interfaces
+        .iter()
+        .map(|name| {
+            interface_index(name)
+                .map(|index| (name.clone(), index))
+                .ok_or_else(|| LoaderError::NoSuchInterface(name.clone()))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let missing = super::privileges::missing();
+    if !missing.is_empty() {
+        return Err(LoaderError::Privileges {
+            missing: missing.join(" and "),
+        });
+    }
+    let ring_size = options.ring_size;
+    if !ring_size.is_power_of_two() || !(4096..=1 << 30).contains(&ring_size) {
+        return Err(LoaderError::RingSize(ring_size));
+    }
+    raise_memlock_limit();
+
+    let all_tcp = u8::from(options.all_tcp);
+    let debug_log = u8::from(options.debug_log);
+    let mut ebpf = EbpfLoader::new()
+        .override_global("ALL_TCP", &all_tcp, true)
+        .override_global("DEBUG_LOG", &debug_log, true)
+        .map_max_entries("EVENTS", ring_size as u32)
+        .load(OBJECT)
+        .map_err(load_error)?;
+    let program: &mut SchedClassifier = ebpf
+        .program_mut(PROGRAM)
+        .ok_or_else(|| LoaderError::Load(format!("object has no program {PROGRAM}")))?
+        .try_into()
+        .map_err(|e: ProgramError| LoaderError::Load(e.to_string()))?;
+    program.load().map_err(program_error)?;
+
+    let mode = match options.attach {
+        AttachMode::Auto
+            if KernelVersion::current().is_ok_and(|v| v >= KernelVersion::new(6, 6, 0)) =>
+        {
+            AttachMode::Tcx
+        }
+        AttachMode::Auto => AttachMode::Netlink,
+        chosen => chosen,
+    };
+    let mut locks = Vec::new();
+    for (iface, _) in &interfaces {
+        locks.push(claim_interface(iface)?);
+        for (attach_type, direction) in [
+            (TcAttachType::Ingress, "ingress"),
+            (TcAttachType::Egress, "egress"),
+        ] {
+            let attach_options = match mode {
+                AttachMode::Netlink => {
+                    // Already present is fine; the attach reports real trouble.
+                    let _ = tc::qdisc_add_clsact(iface);
+                    TcAttachOptions::Netlink(NlOptions::default())
+                }
+                _ => TcAttachOptions::TcxOrder(LinkOrder::default()),
+            };
+            program
+                .attach_with_options(iface, attach_type, attach_options)
+                .map_err(|source| LoaderError::Attach {
+                    iface: iface.clone(),
+                    direction,
+                    source,
+                })?;
+        }
+    }
+    Ok(Loaded {
+        ebpf,
+        mode,
+        interfaces,
+        _locks: locks,
+    })
+}
+
+/// Takes the interface's shared lock, first removing our netlink filters
+/// left by a connbal that died without detaching (SIGKILL) when no live
+/// connbal holds the lock.
+fn claim_interface(iface: &str) -> Result<Flock<File>, LoaderError> {
+    let lock_error = |path: &PathBuf, source| LoaderError::Lock {
+        path: path.display().to_string(),
+        source,
+    };
+    let netns = fs::metadata("/proc/self/ns/net")
+        .map(|m| std::os::unix::fs::MetadataExt::ino(&m))
+        .unwrap_or(0);
+    let path = PathBuf::from(LOCK_DIR).join(format!("{netns}-{iface}.lock"));
+    fs::create_dir_all(LOCK_DIR).map_err(|e| lock_error(&PathBuf::from(LOCK_DIR), e))?;
+    let file = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| lock_error(&path, e))?;
+    match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+        Ok(lock) => {
+            for attach_type in [TcAttachType::Ingress, TcAttachType::Egress] {
+                // NotFound (nothing stale) is the usual answer.
+                let _ = tc::qdisc_detach_program(iface, attach_type, PROGRAM);
+            }
+            lock.relock(FlockArg::LockSharedNonblock)
+                .map_err(|e| lock_error(&path, e.into()))?;
+            Ok(lock)
+        }
+        // Another connbal is tracing this interface: leave its filters be.
+        Err((file, _)) => {
+            Flock::lock(file, FlockArg::LockShared).map_err(|(_, e)| lock_error(&path, e.into()))
+        }
+    }
+}
+
+/// Kernels before 5.11 charge BPF maps to RLIMIT_MEMLOCK; later ones to the
+/// memory cgroup, where this is harmless.
+fn raise_memlock_limit() {
+    use nix::sys::resource::{setrlimit, Resource, RLIM_INFINITY};
+    let _ = setrlimit(Resource::RLIMIT_MEMLOCK, RLIM_INFINITY, RLIM_INFINITY);
+}
+
+fn load_error(error: EbpfError) -> LoaderError {
+    match error {
+        EbpfError::MapError(aya::maps::MapError::CreateError { name, io_error }) => {
+            if io_error.raw_os_error() == Some(libc::EPERM) {
+                let missing = super::privileges::missing();
+                LoaderError::Privileges {
+                    missing: if missing.is_empty() {
+                        "CAP_BPF".into()
+                    } else {
+                        missing.join(" and ")
+                    },
+                }
+            } else {
+                LoaderError::Map {
+                    map: name,
+                    source: io_error,
+                }
+            }
+        }
+        EbpfError::BtfError(e) => LoaderError::Btf(e.to_string()),
+        other => LoaderError::Load(other.to_string()),
+    }
+}
+
+fn program_error(error: ProgramError) -> LoaderError {
+    match error {
+        ProgramError::LoadError {
+            io_error,
+            verifier_log,
+        } => LoaderError::Verifier {
+            source: io_error,
+            log: verifier_log.to_string(),
+            hint: "; run with -v to see the verifier log",
+        },
+        other => LoaderError::Load(other.to_string()),
+    }
+}

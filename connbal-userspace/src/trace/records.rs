@@ -1,0 +1,150 @@
+//! Ring-buffer records to aggregator events. Pure, so tests drive it with
+//! hand-made bytes.
+
+use crate::aggregator::{Datagram, Event, Segment, Timestamp};
+use connbal_common::record::{
+    RecordHeader, BIT_FLOW_NEW, BIT_TCP, BIT_TRUNCATED, HEADER_LEN, KIND_DNS, KIND_TCP,
+};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+
+/// Turns the kernel's CLOCK_MONOTONIC timestamps into wall-clock time.
+#[derive(Clone, Copy, Debug)]
+pub struct Clock {
+    /// CLOCK_REALTIME minus CLOCK_MONOTONIC, in nanoseconds.
+    offset_ns: i128,
+}
+
+impl Clock {
+    pub fn from_offset(offset_ns: i128) -> Self {
+        Self { offset_ns }
+    }
+
+    pub fn now() -> nix::Result<Self> {
+        use nix::time::{clock_gettime, ClockId};
+        let nanos = |t: nix::sys::time::TimeSpec| {
+            i128::from(t.tv_sec()) * 1_000_000_000 + i128::from(t.tv_nsec())
+        };
+        let mono = nanos(clock_gettime(ClockId::CLOCK_MONOTONIC)?);
+        let real = nanos(clock_gettime(ClockId::CLOCK_REALTIME)?);
+        Ok(Self {
+            offset_ns: real - mono,
+        })
+    }
+
+    pub fn wall(&self, ktime_ns: u64) -> Timestamp {
+        Timestamp((i128::from(ktime_ns) + self.offset_ns).clamp(0, i128::from(u64::MAX)) as u64)
+    }
+}
+
+fn address(version: u8, bytes: [u8; 16]) -> Option<IpAddr> {
+    match version {
+        4 => Some(IpAddr::V4(Ipv4Addr::new(
+            bytes[0], bytes[1], bytes[2], bytes[3],
+        ))),
+        6 => Some(IpAddr::V6(Ipv6Addr::from(bytes))),
+        _ => None,
+    }
+}
+
+/// `None` for a record that does not parse (counted by the caller; it would
+/// mean a kernel/userspace layout mismatch, which the stale-object test
+/// exists to prevent).
+pub fn to_event<'a>(item: &'a [u8], clock: &Clock, all_tcp: bool) -> Option<Event<'a>> {
+    let h = RecordHeader::from_bytes(item)?;
+    let src = SocketAddr::new(address(h.ip_version, h.src_addr)?, h.src_port);
+    let dst = SocketAddr::new(address(h.ip_version, h.dst_addr)?, h.dst_port);
+    let ts = clock.wall(h.ktime_ns);
+    let payload = match h.kind {
+        KIND_DNS => item.get(HEADER_LEN..HEADER_LEN + usize::from(h.copied_len))?,
+        KIND_TCP => &[][..],
+        _ => return None,
+    };
+    let truncated = h.bits & BIT_TRUNCATED != 0;
+    if h.kind == KIND_DNS && h.bits & BIT_TCP == 0 {
+        return Some(Event::Udp(Datagram {
+            ts,
+            src,
+            dst,
+            payload,
+            truncated,
+        }));
+    }
+    Some(Event::Tcp(Segment {
+        ts,
+        src,
+        dst,
+        flags: h.tcp_flags,
+        seq: h.tcp_seq,
+        payload,
+        truncated,
+        first_of_flow: all_tcp.then_some(h.bits & BIT_FLOW_NEW != 0),
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(kind: u8, version: u8, bits: u8, payload: &[u8]) -> Vec<u8> {
+        let mut b = vec![0u8; HEADER_LEN];
+        b[0] = kind;
+        b[1] = version;
+        b[2] = 0x18;
+        b[3] = bits;
+        b[8..16].copy_from_slice(&1_000u64.to_ne_bytes());
+        b[16..20].copy_from_slice(&[192, 0, 2, 1]);
+        b[32..36].copy_from_slice(&[192, 0, 2, 53]);
+        b[48..50].copy_from_slice(&40000u16.to_ne_bytes());
+        b[50..52].copy_from_slice(&53u16.to_ne_bytes());
+        b[52..56].copy_from_slice(&7u32.to_ne_bytes());
+        b[56..58].copy_from_slice(&(payload.len() as u16).to_ne_bytes());
+        b.extend_from_slice(payload);
+        // Ring slots for DNS are reserved at full size; the rest is junk.
+        b.extend_from_slice(&[0xee; 16]);
+        b
+    }
+
+    #[test]
+    fn udp_dns_record() {
+        let item = record(KIND_DNS, 4, 0, b"abc");
+        let clock = Clock::from_offset(5_000);
+        match to_event(&item, &clock, false) {
+            Some(Event::Udp(d)) => {
+                assert_eq!(d.payload, b"abc");
+                assert_eq!(d.src.to_string(), "192.0.2.1:40000");
+                assert_eq!(d.dst.to_string(), "192.0.2.53:53");
+                assert_eq!(d.ts, Timestamp(6_000));
+                assert!(!d.truncated);
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn tcp_dns_and_flow_records() {
+        let clock = Clock::from_offset(0);
+        let item = record(KIND_DNS, 4, BIT_TCP | BIT_TRUNCATED, b"xy");
+        match to_event(&item, &clock, false) {
+            Some(Event::Tcp(s)) => assert!(
+                s.payload == b"xy" && s.truncated && s.seq == 7 && s.first_of_flow.is_none()
+            ),
+            other => panic!("{other:?}"),
+        }
+        let item = record(KIND_TCP, 4, BIT_TCP | BIT_FLOW_NEW, &[]);
+        match to_event(&item, &clock, true) {
+            Some(Event::Tcp(s)) => assert!(s.payload.is_empty() && s.first_of_flow == Some(true)),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn damaged_records_are_refused() {
+        let clock = Clock::from_offset(0);
+        assert!(to_event(&[0; 10], &clock, false).is_none());
+        assert!(to_event(&record(9, 4, 0, &[]), &clock, false).is_none());
+        assert!(to_event(&record(KIND_TCP, 5, 0, &[]), &clock, false).is_none());
+        let mut lying = record(KIND_DNS, 4, 0, b"abc");
+        lying[56..58].copy_from_slice(&4000u16.to_ne_bytes());
+        assert!(to_event(&lying, &clock, false).is_none());
+    }
+}

@@ -1,0 +1,152 @@
+//! Building the eBPF object and keeping the committed copy honest.
+//!
+//! The object is committed (as Go projects commit bpf2go output) so that a
+//! stable `cargo build` needs no nightly, rust-src or bpf-linker. Next to it
+//! sits the hash of the sources it was built from; a test recomputes that
+//! hash, so a change to the kernel program or the shared records that was
+//! not followed by `cargo xtask build-ebpf` cannot land.
+
+use anyhow::{bail, Context, Result};
+use sha2::{Digest, Sha256};
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// Where the committed object and its source hash live.
+pub const OBJECT: &str = "connbal-userspace/ebpf/connbal.bpf.o";
+pub const SOURCE_HASH: &str = "connbal-userspace/ebpf/connbal.bpf.o.sources.sha256";
+
+/// Everything the object is built from.
+const SOURCE_ROOTS: &[&str] = &[
+    "connbal-ebpf/Cargo.toml",
+    "connbal-ebpf/Cargo.lock",
+    "connbal-ebpf/src",
+    "connbal-common/Cargo.toml",
+    "connbal-common/src",
+];
+
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask sits in the workspace")
+        .to_path_buf()
+}
+
+fn collect(root: &Path, rel: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
+    let path = root.join(rel);
+    if path.is_dir() {
+        for entry in fs::read_dir(&path).with_context(|| format!("reading {}", path.display()))? {
+            collect(root, &rel.join(entry?.file_name()), out)?;
+        }
+    } else {
+        out.push(rel.to_path_buf());
+    }
+    Ok(())
+}
+
+/// SHA-256 over the sorted source files (path, length, content each).
+pub fn source_hash(root: &Path) -> Result<String> {
+    let mut files = Vec::new();
+    for source in SOURCE_ROOTS {
+        collect(root, Path::new(source), &mut files)?;
+    }
+    files.sort();
+    let mut hasher = Sha256::new();
+    for rel in files {
+        let content =
+            fs::read(root.join(&rel)).with_context(|| format!("reading {}", rel.display()))?;
+        hasher.update(rel.to_string_lossy().as_bytes());
+        hasher.update([0]);
+        hasher.update((content.len() as u64).to_le_bytes());
+        hasher.update(&content);
+    }
+    Ok(format!("{:x}", hasher.finalize()))
+}
+
+pub fn build() -> Result<()> {
+    let root = workspace_root();
+    let target_dir = root.join("target/ebpf");
+    let status = Command::new("cargo")
+        .current_dir(root.join("connbal-ebpf"))
+        .env_remove("RUSTUP_TOOLCHAIN")
+        .env_remove("RUSTC")
+        .env("CARGO_TARGET_DIR", &target_dir)
+        // BTF for the maps and program (aya reads it); the cfg tells
+        // aya-ebpf which architecture's bindings to use.
+        .env(
+            "RUSTFLAGS",
+            r#"-C debuginfo=2 -C link-arg=--btf --cfg bpf_target_arch="x86_64""#,
+        )
+        .args([
+            "+nightly",
+            "build",
+            "--release",
+            "--target",
+            "bpfel-unknown-none",
+            "-Z",
+            "build-std=core",
+        ])
+        .status()
+        .context("running cargo +nightly (run `cargo xtask setup` first)")?;
+    if !status.success() {
+        bail!("building the eBPF program failed ({status}); `cargo xtask setup` installs what it needs");
+    }
+    let built = target_dir.join("bpfel-unknown-none/release/connbal");
+    fs::copy(&built, root.join(OBJECT)).with_context(|| format!("copying {}", built.display()))?;
+    fs::write(root.join(SOURCE_HASH), format!("{}\n", source_hash(&root)?))?;
+    println!("wrote {OBJECT} and {SOURCE_HASH}");
+    Ok(())
+}
+
+/// Nightly's rust-src and a bpf-linker built against nightly's own LLVM,
+/// as checked on these machines (shared/notes/ebpf-on-these-machines.md).
+pub fn setup() -> Result<()> {
+    crate::lab::run(Command::new("rustup").args([
+        "toolchain",
+        "install",
+        "nightly",
+        "--profile",
+        "minimal",
+        "--component",
+        "rust-src",
+    ]))
+    .context("installing nightly with rust-src")?;
+    let has_linker = Command::new("bpf-linker")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if has_linker {
+        println!("bpf-linker already installed");
+        return Ok(());
+    }
+    let sysroot = crate::lab::run(Command::new("rustc").args(["+nightly", "--print", "sysroot"]))?;
+    let nightly_lib = PathBuf::from(String::from_utf8(sysroot.stdout)?.trim()).join("lib");
+    let prefix = PathBuf::from("/opt/llvm-rust");
+    let lib = prefix.join("lib");
+    fs::create_dir_all(&lib)?;
+    let mut llvm = None;
+    for entry in fs::read_dir(&nightly_lib)? {
+        let name = entry?.file_name().to_string_lossy().to_string();
+        if name.starts_with("libLLVM.so.22") {
+            let link = lib.join(&name);
+            let _ = fs::remove_file(&link);
+            std::os::unix::fs::symlink(nightly_lib.join(&name), &link)?;
+            llvm = Some(link);
+        }
+    }
+    let llvm = llvm.context("nightly ships no libLLVM.so.22*; the notes' recipe needs LLVM 22")?;
+    let unversioned = lib.join("libLLVM.so");
+    let _ = fs::remove_file(&unversioned);
+    std::os::unix::fs::symlink(&llvm, &unversioned)?;
+    crate::lab::run(Command::new("cargo").env("LLVM_PREFIX", &prefix).args([
+        "install",
+        "bpf-linker",
+        "--version",
+        "0.13.0",
+        "--no-default-features",
+        "--features",
+        "llvm-22",
+    ]))
+    .context("building bpf-linker")?;
+    Ok(())
+}
