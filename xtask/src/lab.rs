@@ -369,6 +369,48 @@ impl Lab {
     }
 }
 
+impl Lab {
+    /// Sends `count` copies of `payload` over UDP from the client namespace
+    /// to `to`, as fast as it can, for at most `limit`. Returns how many went.
+    pub fn flood_udp(
+        &self,
+        to: SocketAddr,
+        payload: &[u8],
+        count: usize,
+        limit: Duration,
+    ) -> Result<usize> {
+        let netns = File::open(format!("/var/run/netns/{}", self.client_ns))?;
+        let payload = payload.to_vec();
+        std::thread::spawn(move || -> Result<usize> {
+            nix::sched::setns(&netns, nix::sched::CloneFlags::CLONE_NEWNET)?;
+            let bind: SocketAddr = if to.is_ipv4() {
+                (Ipv4Addr::UNSPECIFIED, 0).into()
+            } else {
+                (Ipv6Addr::UNSPECIFIED, 0).into()
+            };
+            let socket = std::net::UdpSocket::bind(bind)?;
+            let end = Instant::now() + limit;
+            let mut sent = 0;
+            while sent < count && Instant::now() < end {
+                if socket.send_to(&payload, to).is_ok() {
+                    sent += 1;
+                }
+            }
+            Ok(sent)
+        })
+        .join()
+        .map_err(|_| anyhow::anyhow!("flood thread panicked"))?
+    }
+
+    /// The interface's index inside its namespace.
+    pub fn ifindex(&self, ns: &str, iface: &str) -> Result<u32> {
+        let out = run(self
+            .command_in(ns, "cat")
+            .arg(format!("/sys/class/net/{iface}/ifindex")))?;
+        Ok(String::from_utf8(out.stdout)?.trim().parse()?)
+    }
+}
+
 pub struct HeldConnection {
     release: mpsc::Sender<()>,
     handle: JoinHandle<Result<()>>,

@@ -27,6 +27,16 @@ pub const HOSTS: &str = "\
 203.0.113.43 tcp.connbal.test
 203.0.113.44 tcp.connbal.test
 203.0.113.50 one.connbal.test
+203.0.113.71 member-of-the-large-service-01.connbal.test
+203.0.113.72 member-of-the-large-service-02.connbal.test
+203.0.113.73 member-of-the-large-service-03.connbal.test
+203.0.113.74 member-of-the-large-service-04.connbal.test
+203.0.113.75 member-of-the-large-service-05.connbal.test
+203.0.113.76 member-of-the-large-service-06.connbal.test
+203.0.113.77 member-of-the-large-service-07.connbal.test
+203.0.113.78 member-of-the-large-service-08.connbal.test
+203.0.113.79 member-of-the-large-service-09.connbal.test
+203.0.113.80 member-of-the-large-service-10.connbal.test
 2001:db8:200::1 v6.connbal.test
 2001:db8:200::2 v6.connbal.test
 2001:db8:200::3 v6.connbal.test
@@ -37,7 +47,12 @@ pub fn dnsmasq_options() -> Vec<String> {
         .iter()
         .map(|t| format!("--srv-host=_xmpp-client._tcp.connbal.test,{t}.connbal.test,5222,10,10"))
         .collect();
-    options.push("--cname=alias.connbal.test,pool.connbal.test".into());
+    // Ten SRV records with long target names: over 512 bytes, so a UDP
+    // answer without EDNS comes back truncated and the client retries over TCP.
+    options.extend((1..=10).map(|n| format!("--srv-host=_big._tcp.connbal.test,member-of-the-large-service-{n:02}.connbal.test,7000,10,10")));
+    // A CNAME chain: alias -> mid -> pool.
+    options.push("--cname=alias.connbal.test,mid.connbal.test".into());
+    options.push("--cname=mid.connbal.test,pool.connbal.test".into());
     options
 }
 
@@ -50,11 +65,17 @@ pub enum Step {
         tcp: bool,
         v6: bool,
     },
+    /// `dig +noedns` over UDP: a large answer comes back truncated and dig
+    /// asks again over TCP, as any stub resolver would.
+    LookupTruncating {
+        name: &'static str,
+        qtype: &'static str,
+    },
     /// `curl http://ADDR/` by address: a connection with no lookup of its own.
     Connect(&'static str),
 }
 
-use Step::{Connect, Lookup};
+use Step::{Connect, Lookup, LookupTruncating};
 
 const fn a(name: &'static str) -> Step {
     Lookup {
@@ -90,7 +111,7 @@ pub fn plan() -> Vec<Step> {
     steps.push(a("xmpp2.connbal.test"));
     steps.push(Connect("203.0.113.22:5222"));
     steps.push(Connect("203.0.113.22:5222"));
-    // A CNAME to a 3-address name, looked up twice.
+    // A CNAME chain (alias -> mid -> pool, a 3-address name), looked up twice.
     steps.push(a("alias.connbal.test"));
     steps.push(Connect("203.0.113.31:80"));
     steps.push(a("alias.connbal.test"));
@@ -118,6 +139,12 @@ pub fn plan() -> Vec<Step> {
         v6: false,
     });
     steps.push(Connect("203.0.113.41:80"));
+    // A large SRV set that only fits over TCP: UDP truncated, TCP retry.
+    steps.push(LookupTruncating {
+        name: "_big._tcp.connbal.test",
+        qtype: "SRV",
+    });
+    steps.push(Connect("203.0.113.73:7000"));
     // Noise that must not show: a single-address name, and an address that
     // never appeared in DNS.
     steps.push(a("one.connbal.test"));
@@ -155,6 +182,18 @@ pub fn run_step(lab: &Lab, step: &Step) -> Result<()> {
             }
             cmd
         }
+        LookupTruncating { name, qtype } => {
+            let mut cmd = lab.client("dig");
+            cmd.args([
+                format!("@{SERVER_V4}").as_str(),
+                "+time=2",
+                "+tries=1",
+                "+noedns",
+                name,
+                qtype,
+            ]);
+            cmd
+        }
         Connect(addr) => {
             let mut cmd = lab.client("curl");
             cmd.args([
@@ -180,7 +219,7 @@ pub fn prepare_lab() -> Result<Lab> {
     }
     lab.add_backend("203.0.113.99".parse()?)?;
     lab.start_dnsmasq(HOSTS, &dnsmasq_options())?;
-    lab.serve_tcp(&[80, 443, 5222])?;
+    lab.serve_tcp(&[80, 443, 5222, 7000])?;
     Ok(lab)
 }
 

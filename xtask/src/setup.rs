@@ -12,6 +12,9 @@ pub const TEST_TOOLS: &[(&str, &str)] = &[
     ("tcpdump", "tcpdump"),
     ("editcap", "wireshark-common"),
     ("script", "bsdutils"),
+    ("bpftool", "bpftool"),
+    ("tc", "iproute2"),
+    ("setpriv", "util-linux"),
 ];
 
 pub fn install_test_packages() -> Result<()> {

@@ -56,6 +56,8 @@ impl From<DecodeError> for DnsError {
 pub struct Header {
     pub id: u16,
     pub is_response: bool,
+    /// TC: the server cut the message to fit; the client will ask again.
+    pub truncated: bool,
     pub questions: u16,
     pub answers: u16,
     pub authorities: u16,
@@ -72,6 +74,7 @@ impl Header {
         Ok(Self {
             id: word(0),
             is_response: h[2] & 0x80 != 0,
+            truncated: h[2] & 0x02 != 0,
             questions: word(4),
             answers: word(6),
             authorities: word(8),

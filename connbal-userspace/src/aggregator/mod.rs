@@ -59,6 +59,9 @@ pub struct Counters {
     pub truncated_dns_skipped: u64,
     pub ignored_multiple_questions: u64,
     pub ignored_too_many_answers: u64,
+    /// Responses with TC set: the client discards them and asks again
+    /// (usually over TCP), so they count nothing (RFC 2181 section 9).
+    pub ignored_truncated_responses: u64,
     pub pending_expired: u64,
     pub pending_dropped_table_full: u64,
     pub tcp_dns_unplaced_segments: u64,
@@ -256,6 +259,12 @@ impl Aggregator {
         }
         if header.answers > MAX_ANSWERS {
             self.counters.ignored_too_many_answers += 1;
+            return;
+        }
+        if header.truncated {
+            // Not matched either: the pending query stays for the retry if
+            // it reuses the id, and expires otherwise.
+            self.counters.ignored_truncated_responses += 1;
             return;
         }
         // Cheap checks first: most responses on a busy resolver are not ours.

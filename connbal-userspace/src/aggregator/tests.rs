@@ -679,3 +679,27 @@ fn all_tcp_trusts_a_flow_verdict_from_the_source() {
         h.tsv()
     );
 }
+
+#[test]
+fn a_truncated_response_counts_nothing_and_the_retry_counts_once() {
+    // dnsmasq answers a large SRV set over UDP with TC set and the records
+    // that fit; the client ignores that and asks again over TCP.
+    let mut h = Harness::new();
+    let targets = [("t1.example", 7000), ("t2.example", 7000)];
+    let extra = [
+        ("t1.example", [192, 0, 2, 1]),
+        ("t2.example", [192, 0, 2, 2]),
+    ];
+    h.query(1, "_big._tcp.example", TYPE_SRV);
+    let mut partial = srv_answer(1, "_big._tcp.example", &targets[..1], &extra[..1]);
+    partial[2] |= 0x02; // TC
+    h.respond(partial);
+    assert_eq!(h.tsv(), "");
+    assert_eq!(h.counters().ignored_truncated_responses, 1);
+    h.query(2, "_big._tcp.example", TYPE_SRV);
+    h.respond(srv_answer(2, "_big._tcp.example", &targets, &extra));
+    assert_eq!(
+        h.tsv(),
+        "172.016.101.190\t192.000.002.001:7000\t0\t1\t_big._tcp.example.\n172.016.101.190\t192.000.002.002:7000\t0\t1\t_big._tcp.example.\n"
+    );
+}

@@ -1,0 +1,430 @@
+//! `connbal trace` against real traffic, as root, in network namespaces:
+//! dnsmasq answers, dig and curl in the client namespace make the plan in
+//! xtask/src/record.rs, and `connbal trace` runs in the client namespace on
+//! its veth. tcpdump records the same traffic at the same time, and
+//! `connbal replay` of that capture must give the identical report: the
+//! proof that both modes share one aggregator and that the kernel filter
+//! drops nothing that matters.
+//!
+//! These tests share one kernel, so they run one at a time.
+
+mod common;
+use common::*;
+use std::io::{BufRead, BufReader, Read};
+use std::net::SocketAddr;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+use xtask::lab::{Lab, SERVER_V4};
+use xtask::record;
+
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+const TOOLS: &[&str] = &["ip", "dnsmasq", "dig", "curl", "tcpdump", "bpftool", "tc"];
+const WAIT: Duration = Duration::from_secs(20);
+
+struct Trace {
+    child: Child,
+    stderr_lines: mpsc::Receiver<String>,
+    stderr_seen: Vec<String>,
+    stdout: std::thread::JoinHandle<String>,
+}
+
+struct Finished {
+    status: ExitStatus,
+    stdout: String,
+    stderr: String,
+}
+
+impl Trace {
+    /// Starts `connbal trace --iface <client veth> ARGS` in the client
+    /// namespace and waits until it says it is attached.
+    fn start(lab: &Lab, args: &[&str]) -> Trace {
+        let mut child = lab
+            .client(env!("CARGO_BIN_EXE_connbal"))
+            .args(["trace", "--iface", &lab.client_if])
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start connbal trace");
+        let mut out = child.stdout.take().unwrap();
+        let stdout = std::thread::spawn(move || {
+            let mut text = String::new();
+            let _ = out.read_to_string(&mut text);
+            text
+        });
+        let (tx, stderr_lines) = mpsc::channel();
+        let err = child.stderr.take().unwrap();
+        std::thread::spawn(move || {
+            for line in BufReader::new(err).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        let mut trace = Trace {
+            child,
+            stderr_lines,
+            stderr_seen: Vec::new(),
+            stdout,
+        };
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match trace.stderr_lines.recv_timeout(left) {
+                Ok(line) => {
+                    let attached = line.starts_with("connbal: tracing ");
+                    trace.stderr_seen.push(line);
+                    if attached {
+                        return trace;
+                    }
+                }
+                Err(_) => {
+                    let _ = trace.child.kill();
+                    panic!("connbal trace did not attach: {:?}", trace.stderr_seen);
+                }
+            }
+        }
+    }
+
+    fn pid(&self) -> String {
+        self.child.id().to_string()
+    }
+
+    fn signal(&self, signal: &str) {
+        assert!(Command::new("kill")
+            .args([signal, &self.pid()])
+            .status()
+            .unwrap()
+            .success());
+    }
+
+    /// Waits (bounded) for the process to end by itself.
+    fn wait(mut self) -> Finished {
+        let deadline = Instant::now() + WAIT;
+        let status = loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                break status;
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                panic!("connbal trace did not exit in {WAIT:?}");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let stdout = self.stdout.join().unwrap();
+        // The stderr thread ends at EOF; collect what it read.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while let Ok(line) = self
+            .stderr_lines
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+        {
+            self.stderr_seen.push(line);
+        }
+        Finished {
+            status,
+            stdout,
+            stderr: self.stderr_seen.join("\n"),
+        }
+    }
+
+    fn stop(self, signal: &str) -> Finished {
+        self.signal(signal);
+        self.wait()
+    }
+}
+
+/// Live tests need root and the tools; they hold the lock for their run.
+fn live() -> Option<std::sync::MutexGuard<'static, ()>> {
+    if !root_tests_enabled(TOOLS) {
+        return None;
+    }
+    Some(
+        ONE_AT_A_TIME
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()),
+    )
+}
+
+fn expected_all_tcp() -> String {
+    expected_default().replace("203.000.113.013:?\t0\t10\t", "203.000.113.013:80\t1\t10\t")
+}
+
+/// Ids of TCX links whose program is connbal's.
+fn connbal_tcx_links() -> Vec<u64> {
+    let progs = Command::new("bpftool")
+        .args(["-j", "prog", "show"])
+        .output()
+        .expect("bpftool prog show");
+    let progs: serde_json::Value = serde_json::from_slice(&progs.stdout).expect("bpftool JSON");
+    let ours: Vec<u64> = progs
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["name"] == "connbal_tc")
+        .filter_map(|p| p["id"].as_u64())
+        .collect();
+    let links = Command::new("bpftool")
+        .args(["-j", "link", "show"])
+        .output()
+        .expect("bpftool link show");
+    let links: serde_json::Value = serde_json::from_slice(&links.stdout).expect("bpftool JSON");
+    links
+        .as_array()
+        .unwrap()
+        .iter()
+        // bpftool 7.1 predates the name and prints BPF_LINK_TYPE_TCX as 11.
+        .filter(|l| {
+            (l["type"] == "tcx" || l["type"] == 11)
+                && l["prog_id"].as_u64().is_some_and(|id| ours.contains(&id))
+        })
+        .filter_map(|l| l["id"].as_u64())
+        .collect()
+}
+
+fn netlink_filters(lab: &Lab, direction: &str) -> String {
+    let out = lab
+        .client("tc")
+        .args(["filter", "show", "dev", &lab.client_if, direction])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn live_trace_and_replay_of_tcpdump_give_the_identical_report() {
+    let Some(_guard) = live() else { return };
+    let mut lab = record::prepare_lab().expect("lab");
+    let held = lab
+        .hold_connection(record::HELD.parse().unwrap())
+        .expect("held connection");
+    // Two traces on the same interface at once: both must work.
+    let plain = Trace::start(&lab, &[]);
+    let all_tcp = Trace::start(&lab, &["-a", "--format", "json"]);
+    let capture = lab.dir.join("live.pcap");
+    let client_if = lab.client_if.clone();
+    let tcpdump = lab
+        .start_tcpdump(&client_if, &capture, &[])
+        .expect("tcpdump");
+    for step in record::plan() {
+        record::run_step(&lab, &step).expect("plan step");
+    }
+    held.release().expect("release held connection");
+    std::thread::sleep(Duration::from_millis(300));
+    lab.interrupt(tcpdump).expect("stop tcpdump");
+    let plain = plain.stop("-INT");
+    let all_tcp = all_tcp.stop("-TERM");
+
+    // The live report is the plan's, line for line (see tests/common for
+    // why each line is what it is)...
+    assert!(plain.status.success(), "{}", plain.stderr);
+    assert_eq!(plain.stdout, expected_default(), "stderr: {}", plain.stderr);
+    assert!(!plain.stderr.contains("lost"), "{}", plain.stderr);
+    // ...and replay of what tcpdump saw gives the identical report.
+    let replayed = replay(&[capture.to_str().unwrap()]);
+    assert_eq!(stdout(&replayed), plain.stdout);
+
+    // With -a the kernel's flow table catches the connection held open
+    // since before the trace started; SIGTERM still prints the report.
+    assert!(all_tcp.status.success(), "{}", all_tcp.stderr);
+    let json: serde_json::Value = serde_json::from_str(&all_tcp.stdout).expect("JSON report");
+    let mut tsv = Vec::new();
+    let rows: Vec<connbal::aggregator::Row> = json["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| connbal::aggregator::Row {
+            client: r["client"].as_str().unwrap().parse().unwrap(),
+            backend: r["backend"].as_str().unwrap().parse().unwrap(),
+            port: r["port"].as_u64().map(|p| p as u16),
+            conns: r["conns"].as_u64().unwrap(),
+            dns: r["dns"].as_u64().unwrap(),
+            name: r["name"].as_str().unwrap().into(),
+        })
+        .collect();
+    connbal::report::write_tsv(&mut tsv, &rows).unwrap();
+    assert_eq!(String::from_utf8(tsv).unwrap(), expected_all_tcp());
+    assert_eq!(
+        stdout(&replay(&["-a", capture.to_str().unwrap()])),
+        expected_all_tcp()
+    );
+    assert_eq!(json["interrupted"], true);
+    assert_eq!(json["input"]["kernel"]["records_lost"], 0);
+    assert!(
+        json["input"]["kernel"]["packets_seen"].as_u64().unwrap()
+            > json["input"]["records"].as_u64().unwrap()
+    );
+}
+
+#[test]
+fn kill_9_leaves_no_tcx_link_behind() {
+    let Some(_guard) = live() else { return };
+    let lab = Lab::new().expect("lab");
+    let before = connbal_tcx_links();
+    let trace = Trace::start(&lab, &["--attach", "tcx"]);
+    let during = connbal_tcx_links();
+    assert_eq!(
+        during.len(),
+        before.len() + 2,
+        "ingress and egress links while tracing"
+    );
+    trace.signal("-KILL");
+    let finished = trace.wait();
+    assert!(!finished.status.success());
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while connbal_tcx_links().len() != before.len() {
+        assert!(
+            Instant::now() < deadline,
+            "TCX links survived kill -9: {:?}",
+            connbal_tcx_links()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn netlink_filters_left_by_kill_9_are_removed_at_the_next_start() {
+    let Some(_guard) = live() else { return };
+    let lab = Lab::new().expect("lab");
+    let trace = Trace::start(&lab, &["--attach", "netlink"]);
+    assert!(netlink_filters(&lab, "ingress").contains("connbal_tc"));
+    assert!(netlink_filters(&lab, "egress").contains("connbal_tc"));
+    trace.signal("-KILL");
+    let _ = trace.wait();
+    // Netlink filters outlive the process (unlike TCX links)...
+    assert!(
+        netlink_filters(&lab, "ingress").contains("connbal_tc"),
+        "expected a stale filter to test the cleanup on"
+    );
+    // ...so the next connbal (here in the default mode) removes them.
+    let next = Trace::start(&lab, &["--duration", "1s"]).wait();
+    assert!(next.status.success(), "{}", next.stderr);
+    assert!(
+        !netlink_filters(&lab, "ingress").contains("connbal_tc"),
+        "{}",
+        netlink_filters(&lab, "ingress")
+    );
+    assert!(!netlink_filters(&lab, "egress").contains("connbal_tc"));
+
+    // A normal exit in netlink mode leaves nothing either.
+    let clean = Trace::start(&lab, &["--attach", "netlink", "--duration", "1s"]).wait();
+    assert!(clean.status.success(), "{}", clean.stderr);
+    assert!(!netlink_filters(&lab, "ingress").contains("connbal_tc"));
+}
+
+/// A DNS query for web.connbal.test, type A.
+fn dns_query(id: u16) -> Vec<u8> {
+    let mut q = id.to_be_bytes().to_vec();
+    q.extend_from_slice(&[1, 0, 0, 1, 0, 0, 0, 0, 0, 0]);
+    for label in ["web", "connbal", "test"] {
+        q.push(label.len() as u8);
+        q.extend_from_slice(label.as_bytes());
+    }
+    q.extend_from_slice(&[0, 0, 1, 0, 1]);
+    q
+}
+
+#[test]
+fn an_overfilled_small_ring_counts_and_reports_its_drops() {
+    let Some(_guard) = live() else { return };
+    let mut lab = Lab::new().expect("lab");
+    lab.start_dnsmasq("203.0.113.11 web.connbal.test\n", &[])
+        .expect("dnsmasq");
+    // One page: room for a single DNS record at a time.
+    let trace = Trace::start(&lab, &["--ring-size", "4096", "--format", "json"]);
+    let to = SocketAddr::from((SERVER_V4, 53));
+    let sent = lab
+        .flood_udp(to, &dns_query(7), 20_000, Duration::from_secs(5))
+        .expect("flood");
+    assert!(sent > 1000, "only {sent} packets sent");
+    std::thread::sleep(Duration::from_millis(300));
+    let finished = trace.stop("-INT");
+    assert!(finished.status.success(), "{}", finished.stderr);
+    let json: serde_json::Value = serde_json::from_str(&finished.stdout).expect("JSON report");
+    let lost = json["input"]["kernel"]["records_lost"].as_u64().unwrap();
+    assert!(lost > 0, "no drops with a one-page ring: {json}");
+    assert!(
+        finished
+            .stderr
+            .contains(&format!("connbal: warning: {lost} records lost")),
+        "{}",
+        finished.stderr
+    );
+    // The report still came out, covering what did arrive.
+    assert!(json["input"]["records"].as_u64().unwrap() > 0);
+}
+
+#[test]
+fn deleting_the_interface_ends_the_trace_with_the_report() {
+    let Some(_guard) = live() else { return };
+    let lab = record::prepare_lab().expect("lab");
+    let trace = Trace::start(&lab, &[]);
+    for step in record::plan().iter().take(4) {
+        record::run_step(&lab, step).expect("plan step");
+    }
+    xtask::lab::run(Command::new("ip").args(["-n", &lab.client_ns, "link", "del", &lab.client_if]))
+        .expect("delete veth");
+    let finished = trace.wait();
+    assert_eq!(finished.status.code(), Some(2), "{}", finished.stderr);
+    assert!(
+        finished
+            .stderr
+            .contains(&format!("interface {} disappeared", lab.client_if)),
+        "{}",
+        finished.stderr
+    );
+    // Two lookups of web and connections to .11 and .12 were made before.
+    assert!(
+        finished
+            .stdout
+            .contains("203.000.113.011:80\t1\t2\tweb.connbal.test."),
+        "{}",
+        finished.stdout
+    );
+    assert!(
+        finished
+            .stdout
+            .contains("203.000.113.012:80\t1\t2\tweb.connbal.test."),
+        "{}",
+        finished.stdout
+    );
+}
+
+#[test]
+fn without_privileges_it_names_the_missing_capabilities() {
+    let Some(_guard) = live() else { return };
+    let out = Command::new("setpriv")
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "--inh-caps=-all",
+            "--bounding-set=-all",
+        ])
+        .args([
+            env!("CARGO_BIN_EXE_connbal"),
+            "trace",
+            "--iface",
+            "lo",
+            "--duration",
+            "1s",
+        ])
+        .output()
+        .expect("setpriv");
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(err.contains("CAP_BPF and CAP_NET_ADMIN"), "{err}");
+    assert!(err.contains("sudo connbal trace"), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+}
+
+#[test]
+fn an_unknown_interface_is_a_clear_error() {
+    // Checked before privileges, so this runs anywhere.
+    let out = connbal()
+        .args(["trace", "--iface", "nosuchif0"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(stderr(&out), "connbal: no such interface: nosuchif0\n");
+}
