@@ -16,9 +16,15 @@ use std::process::Command;
 pub const OBJECT: &str = "connbal-userspace/ebpf/connbal.bpf.o";
 pub const SOURCE_HASH: &str = "connbal-userspace/ebpf/connbal.bpf.o.sources.sha256";
 
+/// The pinned nightly (see connbal-ebpf/rust-toolchain.toml): its LLVM
+/// major version must match the one bpf-linker is built against.
+pub const NIGHTLY: &str = "nightly-2026-05-20";
+const LLVM_MAJOR: &str = "22";
+
 /// Everything the object is built from.
 const SOURCE_ROOTS: &[&str] = &[
     "connbal-ebpf/Cargo.toml",
+    "connbal-ebpf/rust-toolchain.toml",
     "connbal-ebpf/Cargo.lock",
     "connbal-ebpf/src",
     "connbal-common/Cargo.toml",
@@ -66,10 +72,14 @@ pub fn source_hash(root: &Path) -> Result<String> {
 pub fn build() -> Result<()> {
     let root = workspace_root();
     let target_dir = root.join("target/ebpf");
-    let status = Command::new("cargo")
+    // Absolute paths into the pinned toolchain: under `cargo xtask`, PATH
+    // and the environment still point at the stable toolchain that runs us.
+    let cargo = toolchain_binary("cargo")?;
+    let rustc = toolchain_binary("rustc")?;
+    let status = Command::new(&cargo)
         .current_dir(root.join("connbal-ebpf"))
         .env_remove("RUSTUP_TOOLCHAIN")
-        .env_remove("RUSTC")
+        .env("RUSTC", &rustc)
         .env("CARGO_TARGET_DIR", &target_dir)
         // BTF for the maps and program (aya reads it); the cfg tells
         // aya-ebpf which architecture's bindings to use.
@@ -78,7 +88,6 @@ pub fn build() -> Result<()> {
             r#"-C debuginfo=2 -C link-arg=--btf --cfg bpf_target_arch="x86_64""#,
         )
         .args([
-            "+nightly",
             "build",
             "--release",
             "--target",
@@ -87,7 +96,7 @@ pub fn build() -> Result<()> {
             "build-std=core",
         ])
         .status()
-        .context("running cargo +nightly (run `cargo xtask setup` first)")?;
+        .context("running the pinned nightly's cargo (run `cargo xtask setup` first)")?;
     if !status.success() {
         bail!("building the eBPF program failed ({status}); `cargo xtask setup` installs what it needs");
     }
@@ -98,28 +107,29 @@ pub fn build() -> Result<()> {
     Ok(())
 }
 
-/// Nightly's rust-src and a bpf-linker built against nightly's own LLVM,
-/// as checked on these machines (shared/notes/ebpf-on-these-machines.md).
+fn toolchain_binary(name: &str) -> Result<PathBuf> {
+    let out = crate::lab::run(Command::new("rustup").args(["which", name, "--toolchain", NIGHTLY]))
+        .with_context(|| format!("{NIGHTLY} is not installed: run `cargo xtask setup`"))?;
+    Ok(PathBuf::from(String::from_utf8(out.stdout)?.trim()))
+}
+
+/// The pinned nightly with rust-src, and a bpf-linker built against that
+/// nightly's own LLVM, as checked on these machines
+/// (shared/notes/ebpf-on-these-machines.md). Idempotent: it repairs the
+/// LLVM links a working bpf-linker needs and only builds what is missing.
 pub fn setup() -> Result<()> {
     crate::lab::run(Command::new("rustup").args([
         "toolchain",
         "install",
-        "nightly",
+        NIGHTLY,
         "--profile",
         "minimal",
         "--component",
         "rust-src",
     ]))
-    .context("installing nightly with rust-src")?;
-    let has_linker = Command::new("bpf-linker")
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if has_linker {
-        println!("bpf-linker already installed");
-        return Ok(());
-    }
-    let sysroot = crate::lab::run(Command::new("rustc").args(["+nightly", "--print", "sysroot"]))?;
+    .with_context(|| format!("installing {NIGHTLY} with rust-src"))?;
+    let sysroot =
+        crate::lab::run(Command::new(toolchain_binary("rustc")?).args(["--print", "sysroot"]))?;
     let nightly_lib = PathBuf::from(String::from_utf8(sysroot.stdout)?.trim()).join("lib");
     let prefix = PathBuf::from("/opt/llvm-rust");
     let lib = prefix.join("lib");
@@ -127,26 +137,39 @@ pub fn setup() -> Result<()> {
     let mut llvm = None;
     for entry in fs::read_dir(&nightly_lib)? {
         let name = entry?.file_name().to_string_lossy().to_string();
-        if name.starts_with("libLLVM.so.22") {
+        if name.starts_with(&format!("libLLVM.so.{LLVM_MAJOR}")) {
             let link = lib.join(&name);
             let _ = fs::remove_file(&link);
             std::os::unix::fs::symlink(nightly_lib.join(&name), &link)?;
             llvm = Some(link);
         }
     }
-    let llvm = llvm.context("nightly ships no libLLVM.so.22*; the notes' recipe needs LLVM 22")?;
+    let llvm = llvm.with_context(|| format!("{NIGHTLY} ships no libLLVM.so.{LLVM_MAJOR}*"))?;
     let unversioned = lib.join("libLLVM.so");
     let _ = fs::remove_file(&unversioned);
     std::os::unix::fs::symlink(&llvm, &unversioned)?;
-    crate::lab::run(Command::new("cargo").env("LLVM_PREFIX", &prefix).args([
-        "install",
-        "bpf-linker",
-        "--version",
-        "0.13.0",
-        "--no-default-features",
-        "--features",
-        "llvm-22",
-    ]))
+    let works = Command::new("bpf-linker")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if works {
+        println!("bpf-linker works against {}", llvm.display());
+        return Ok(());
+    }
+    crate::lab::run(
+        Command::new("cargo")
+            .env("LLVM_PREFIX", &prefix)
+            .args([
+                "install",
+                "--force",
+                "bpf-linker",
+                "--version",
+                "0.13.0",
+                "--no-default-features",
+                "--features",
+            ])
+            .arg(format!("llvm-{LLVM_MAJOR}")),
+    )
     .context("building bpf-linker")?;
     Ok(())
 }
