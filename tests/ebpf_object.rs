@@ -26,17 +26,9 @@ fn the_hash_covers_the_shared_record_layout() {
     // could not catch a stale layout.
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
     let scratch = std::env::temp_dir().join(format!("connbal-hash-{}", std::process::id()));
-    for dir in ["connbal-ebpf/src", "connbal-common/src"] {
-        std::fs::create_dir_all(scratch.join(dir)).unwrap();
-    }
-    for file in [
-        "connbal-ebpf/Cargo.toml",
-        "connbal-ebpf/Cargo.lock",
-        "connbal-ebpf/src/main.rs",
-        "connbal-common/Cargo.toml",
-        "connbal-common/src/lib.rs",
-    ] {
-        std::fs::copy(root.join(file), scratch.join(file)).unwrap();
+    for file in xtask::ebpf::source_files(root).unwrap() {
+        std::fs::create_dir_all(scratch.join(&file).parent().unwrap()).unwrap();
+        std::fs::copy(root.join(&file), scratch.join(&file)).unwrap();
     }
     let before = xtask::ebpf::source_hash(&scratch).unwrap();
     assert_eq!(before, xtask::ebpf::source_hash(root).unwrap());

@@ -50,13 +50,19 @@ fn collect(root: &Path, rel: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
     Ok(())
 }
 
-/// SHA-256 over the sorted source files (path, length, content each).
-pub fn source_hash(root: &Path) -> Result<String> {
+/// The files the object is built from, relative to `root`, sorted.
+pub fn source_files(root: &Path) -> Result<Vec<PathBuf>> {
     let mut files = Vec::new();
     for source in SOURCE_ROOTS {
         collect(root, Path::new(source), &mut files)?;
     }
     files.sort();
+    Ok(files)
+}
+
+/// SHA-256 over the sorted source files (path, length, content each).
+pub fn source_hash(root: &Path) -> Result<String> {
+    let files = source_files(root)?;
     let mut hasher = Sha256::new();
     for rel in files {
         let content =
