@@ -1,3 +1,4 @@
+#![forbid(unsafe_code)]
 use anyhow::Context as _;
 use clap::Parser as _;
 use connbal::aggregator::{Aggregator, Config};

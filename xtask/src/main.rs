@@ -1,3 +1,4 @@
+#![forbid(unsafe_code)]
 use anyhow::{bail, Result};
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;

@@ -3,11 +3,8 @@
 //! Records arrive through a BPF ring buffer read with tokio's `AsyncFd`;
 //! each becomes the same event replay produces and goes into the same
 //! aggregator.
-#![expect(
-    unsafe_code,
-    reason = "registering the ring buffer's fd with tokio is an unsafe API (I/O safety)"
-)]
 
+mod async_fd;
 pub mod loader;
 pub mod privileges;
 pub mod records;
@@ -22,8 +19,6 @@ use records::Clock;
 use serde::Serialize;
 use std::process::ExitCode;
 use std::time::Duration;
-use tokio::io::unix::AsyncFd;
-use tokio::io::Interest;
 use tokio::signal::unix::{signal, SignalKind};
 
 const EXIT_BAD_INPUT: u8 = 2;
@@ -99,20 +94,11 @@ async fn trace(options: TraceOptions) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::from(EXIT_BAD_INPUT));
         }
     };
-    let ring = loaded.take_ring()?;
-    // SAFETY: the ring buffer owns its map fd (MapData holds an OwnedFd),
-    // which stays open and unchanged until the AsyncFd, which owns the ring,
-    // is dropped; as_raw_fd always returns that fd.
-    let mut ring = unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) }
-        .map_err(|e| anyhow::anyhow!("registering the ring buffer with tokio: {e}"))?;
+    let mut ring = async_fd::ring(loaded.take_ring()?)?;
     let mut kernel_log = if options.kernel_debug {
         let logger = aya_log::EbpfLogger::init_with_logger(&mut loaded.ebpf, StderrLog)
             .context("starting kernel debug logs")?;
-        // SAFETY: as above; the logger owns its ring buffer's fd.
-        Some(
-            unsafe { AsyncFd::register_with_interest(logger, Interest::READABLE) }
-                .map_err(|e| anyhow::anyhow!("{e}"))?,
-        )
+        Some(async_fd::logger(logger)?)
     } else {
         None
     };
