@@ -7,6 +7,8 @@ pub mod aggregator;
 pub mod capture;
 pub mod cli;
 pub mod decode;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod output;
 pub mod replay;
 pub mod report;

@@ -28,6 +28,7 @@ pub fn print_report<I: Serialize>(p: &Printed<'_, I>) -> anyhow::Result<()> {
                 counters: &p.report.counters,
                 error: p.error.as_deref(),
                 interrupted: p.interrupted,
+                peak_rss_kib: report::peak_rss_kib(),
             };
             if p.compact {
                 serde_json::to_writer(&mut out, &json)
@@ -58,8 +59,28 @@ pub fn print_warnings(counters: &Counters) {
             "DNS responses with more than 1000 answers were ignored",
         ),
         (
-            counters.pending_dropped_table_full,
-            "DNS queries were not tracked: too many pending at once",
+            counters.pending_evicted,
+            "pending DNS queries were evicted (table full; flood?)",
+        ),
+        (
+            counters.flows_evicted,
+            "flows were evicted (table full); one seen again counts again",
+        ),
+        (
+            counters.backends_dropped,
+            "backends were not tracked (table full)",
+        ),
+        (
+            counters.srv_targets_dropped,
+            "SRV targets were not tracked (table full)",
+        ),
+        (
+            counters.ports_dropped,
+            "backend ports were not tracked (table full)",
+        ),
+        (
+            counters.dns_streams_dropped,
+            "DNS-over-TCP streams were not tracked (table full)",
         ),
     ];
     for (count, what) in warnings {

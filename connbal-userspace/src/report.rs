@@ -66,6 +66,8 @@ pub struct JsonReport<'a, I: Serialize> {
     /// Set when reading stopped early: the rows cover what came before.
     pub error: Option<&'a str>,
     pub interrupted: bool,
+    /// Peak resident memory of the connbal process so far.
+    pub peak_rss_kib: u64,
 }
 
 pub fn write_json<I: Serialize>(
@@ -74,6 +76,14 @@ pub fn write_json<I: Serialize>(
 ) -> io::Result<()> {
     serde_json::to_writer_pretty(&mut *out, report)?;
     writeln!(out)
+}
+
+/// Peak resident set size of this process, in KiB (getrusage).
+pub fn peak_rss_kib() -> u64 {
+    use nix::sys::resource::{getrusage, UsageWho};
+    getrusage(UsageWho::RUSAGE_SELF)
+        .map(|u| u.max_rss().max(0) as u64)
+        .unwrap_or(0)
 }
 
 /// `-v`: one counter per line on stderr, `name: value`.
@@ -92,6 +102,7 @@ pub fn write_counters(
             }
         }
     }
+    writeln!(out, "peak_rss_kib: {}", peak_rss_kib())?;
     Ok(())
 }
 

@@ -5,6 +5,7 @@
 //! `shared/spec/connbal-semantics.md` that concerns counting lives here.
 
 mod backends;
+mod bounded;
 pub mod dns;
 mod event;
 mod flows;
@@ -15,6 +16,7 @@ pub use backends::Row;
 pub use event::{Datagram, Event, Segment, Timestamp};
 
 use backends::{rows_for, Backend};
+use bounded::FifoMap;
 use connbal_common::{closes_flow, is_connection_attempt, is_dns_port, tcp_flags, DNS_PORT};
 use dns::{Header, Record, RecordData, Section};
 use flows::{FlowKey, FlowTable, Seen};
@@ -34,10 +36,24 @@ const SWEEP_INTERVAL_NANOS: u64 = 10 * NANOS;
 /// Spec 2: a message with more than this many answers is ignored.
 const MAX_ANSWERS: u16 = 1000;
 const DNS_STREAM_IDLE_NANOS: u64 = 60 * NANOS;
-/// Hard caps so a flood of queries or port-53 flows cannot grow memory
-/// without bound; what they refuse is counted.
-const MAX_PENDING_QUERIES: usize = 1 << 18;
-const MAX_DNS_STREAMS: usize = 1 << 14;
+/// Hard caps, so that memory is bounded by them whatever the input. Floods
+/// fill pending queries and flows with junk, so those evict their oldest
+/// entry; tables holding counted results refuse new entries instead, since
+/// evicting them would silently falsify the report. Both are counted.
+///
+/// The two evicting tables stay below half of a power-of-two hash table's
+/// capacity (7/16 of 2^19 buckets): under insert/remove churn a table more
+/// than half full doubles when its tombstones run out, instead of
+/// rehashing in place, and that doubling was the peak of a flood.
+pub const MAX_PENDING_QUERIES: usize = 200_000;
+pub const MAX_FLOWS: usize = 200_000;
+pub const MAX_BACKENDS: usize = 1 << 18;
+pub const MAX_SRV_TARGETS: usize = 1 << 16;
+/// (backend, port) pairs over all backends: a port scan under -a adds one
+/// per port.
+pub const MAX_PORTS: usize = 1 << 20;
+/// Each stream buffers at most one message (64 KiB) plus held segments.
+pub const MAX_DNS_STREAMS: usize = 1 << 10;
 
 #[derive(Clone, Debug, Default)]
 pub struct Config {
@@ -63,7 +79,16 @@ pub struct Counters {
     /// (usually over TCP), so they count nothing (RFC 2181 section 9).
     pub ignored_truncated_responses: u64,
     pub pending_expired: u64,
-    pub pending_dropped_table_full: u64,
+    /// Pending queries evicted, oldest first, because the table was full.
+    pub pending_evicted: u64,
+    /// `-a` flows evicted, oldest first; one seen again counts again.
+    pub flows_evicted: u64,
+    /// New backends, SRV targets, ports and DNS-over-TCP streams not
+    /// tracked because their table was full.
+    pub backends_dropped: u64,
+    pub srv_targets_dropped: u64,
+    pub ports_dropped: u64,
+    pub dns_streams_dropped: u64,
     pub tcp_dns_unplaced_segments: u64,
     pub connection_attempts: u64,
     pub connections_to_backends: u64,
@@ -76,7 +101,10 @@ struct PendingQuery {
     seen: Timestamp,
     server: IpAddr,
     client_port: u16,
-    name: String,
+    /// Keyed hash of the lower-cased question name: a pending query needs
+    /// only to recognise its name again, and a flood of them should not
+    /// cost a heap string each.
+    name: u64,
 }
 
 #[derive(Debug)]
@@ -92,28 +120,40 @@ pub struct Report {
     pub counters: Counters,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Aggregator {
     config: Config,
     /// Keyed by (client address, query id), spec 2.
-    pending: FastMap<(IpAddr, u16), PendingQuery>,
+    pending: FifoMap<(IpAddr, u16), PendingQuery>,
     /// Keyed by the lower-cased target name; remembered for the whole run.
     srv_targets: FastMap<String, SrvTarget>,
     /// Keyed by (client address, backend address), spec 4.
     backends: FastMap<(IpAddr, IpAddr), Backend>,
+    /// (backend, port) entries over all backends, against MAX_PORTS.
+    port_entries: usize,
     /// One per direction of a port-53 TCP flow.
     dns_streams: FastMap<(SocketAddr, SocketAddr), (Timestamp, Stream)>,
     flows: FlowTable,
     counters: Counters,
     last_sweep: Option<Timestamp>,
     reassembled: Vec<Vec<u8>>,
+    name_hasher: foldhash::fast::RandomState,
 }
 
 impl Aggregator {
     pub fn new(config: Config) -> Self {
         Self {
             config,
-            ..Self::default()
+            pending: FifoMap::with_cap(MAX_PENDING_QUERIES),
+            srv_targets: FastMap::default(),
+            backends: FastMap::default(),
+            port_entries: 0,
+            dns_streams: FastMap::default(),
+            flows: FlowTable::with_cap(MAX_FLOWS),
+            counters: Counters::default(),
+            last_sweep: None,
+            reassembled: Vec::new(),
+            name_hasher: foldhash::fast::RandomState::default(),
         }
     }
 
@@ -201,6 +241,16 @@ impl Aggregator {
         }
     }
 
+    /// DNS names compare case-insensitively.
+    fn name_key(&self, name: &str) -> u64 {
+        use std::hash::{BuildHasher, Hasher};
+        let mut hasher = self.name_hasher.build_hasher();
+        for byte in name.bytes() {
+            hasher.write_u8(byte.to_ascii_lowercase());
+        }
+        hasher.finish()
+    }
+
     fn count_undecodable(&mut self, truncated: bool) {
         if truncated {
             self.counters.truncated_dns_skipped += 1;
@@ -232,18 +282,16 @@ impl Aggregator {
             }
         }
         let key = (src.ip(), header.id);
-        if self.pending.len() >= MAX_PENDING_QUERIES && !self.pending.contains_key(&key) {
-            self.counters.pending_dropped_table_full += 1;
-            return;
-        }
         self.counters.queries_tracked += 1;
         let query = PendingQuery {
             seen: ts,
             server: dst.ip(),
             client_port: src.port(),
-            name: question.name,
+            name: self.name_key(&question.name),
         };
-        self.pending.insert(key, query);
+        if self.pending.insert(key, query) {
+            self.counters.pending_evicted += 1;
+        }
     }
 
     fn response(
@@ -283,7 +331,8 @@ impl Aggregator {
             Ok(decoded) => decoded,
             Err(_) => return self.count_undecodable(truncated),
         };
-        if !self.pending[&key].name.eq_ignore_ascii_case(&question.name) {
+        let name = self.name_key(&question.name);
+        if self.pending.get(&key).is_none_or(|q| q.name != name) {
             self.counters.unmatched_responses += 1;
             return;
         }
@@ -349,13 +398,15 @@ impl Aggregator {
     }
 
     fn register_srv_target(&mut self, service: &str, port: u16, target: &str) {
-        let entry = self
-            .srv_targets
-            .entry(target.to_ascii_lowercase())
-            .or_insert_with(|| SrvTarget {
-                service: Arc::from(service),
-                ports: Vec::new(),
-            });
+        let key = target.to_ascii_lowercase();
+        if !self.srv_targets.contains_key(&key) && self.srv_targets.len() >= MAX_SRV_TARGETS {
+            self.counters.srv_targets_dropped += 1;
+            return;
+        }
+        let entry = self.srv_targets.entry(key).or_insert_with(|| SrvTarget {
+            service: Arc::from(service),
+            ports: Vec::new(),
+        });
         if !entry.ports.contains(&port) {
             entry.ports.push(port);
         }
@@ -369,20 +420,28 @@ impl Aggregator {
         checked_name: &str,
         answer_count: usize,
     ) {
-        if let Some(target) = self.srv_targets.get(&checked_name.to_ascii_lowercase()) {
-            let backend = self
-                .backends
-                .entry((client, addr))
-                .or_insert_with(|| Backend::new(target.service.clone()));
+        let Self {
+            srv_targets,
+            backends,
+            counters,
+            port_entries,
+            ..
+        } = self;
+        if let Some(target) = srv_targets.get(&checked_name.to_ascii_lowercase()) {
+            let name = || target.service.clone();
+            let Some(backend) = backend_entry(backends, (client, addr), name, counters) else {
+                return;
+            };
             for &port in &target.ports {
-                backend.port_mut(port).srv_dns += 1;
+                if let Some(slot) = port_slot(backend, port, port_entries, counters) {
+                    slot.srv_dns += 1;
+                }
             }
         } else if record.section == Section::Answer && answer_count > 1 {
-            let backend = self
-                .backends
-                .entry((client, addr))
-                .or_insert_with(|| Backend::new(Arc::from(record.owner.as_str())));
-            backend.address_dns += 1;
+            let name = || Arc::from(record.owner.as_str());
+            if let Some(backend) = backend_entry(backends, (client, addr), name, counters) {
+                backend.address_dns += 1;
+            }
         }
     }
 
@@ -393,10 +452,13 @@ impl Aggregator {
             if self.dns_streams.len() < MAX_DNS_STREAMS {
                 self.dns_streams
                     .insert(key, (s.ts, Stream::new(s.seq.wrapping_add(1))));
+            } else {
+                self.counters.dns_streams_dropped += 1;
             }
         }
         if !s.payload.is_empty() || s.truncated {
             if !self.dns_streams.contains_key(&key) && self.dns_streams.len() >= MAX_DNS_STREAMS {
+                self.counters.dns_streams_dropped += 1;
                 self.counters.tcp_dns_unplaced_segments += 1;
             } else {
                 let (last_seen, stream) = self
@@ -442,7 +504,9 @@ impl Aggregator {
             Some(new_flow) => new_flow,
             None => {
                 let key = FlowKey::new(s.src, s.dst);
-                self.flows.observe(key, s.ts, attempt, closes_flow(s.flags)) == Seen::New
+                let (seen, evicted) = self.flows.observe(key, s.ts, attempt, closes_flow(s.flags));
+                self.counters.flows_evicted += u64::from(evicted);
+                seen == Seen::New
             }
         };
         if new_flow && !attempt {
@@ -454,11 +518,46 @@ impl Aggregator {
     }
 
     fn count_connection(&mut self, client: IpAddr, backend: IpAddr, port: u16) {
-        if let Some(b) = self.backends.get_mut(&(client, backend)) {
-            b.port_mut(port).connections += 1;
+        let Some(b) = self.backends.get_mut(&(client, backend)) else {
+            return;
+        };
+        if let Some(slot) = port_slot(b, port, &mut self.port_entries, &mut self.counters) {
+            slot.connections += 1;
             self.counters.connections_to_backends += 1;
         }
     }
+}
+
+/// The backend for `key`, created if there is room (MAX_BACKENDS).
+fn backend_entry<'b>(
+    backends: &'b mut FastMap<(IpAddr, IpAddr), Backend>,
+    key: (IpAddr, IpAddr),
+    name: impl FnOnce() -> Arc<str>,
+    counters: &mut Counters,
+) -> Option<&'b mut Backend> {
+    if !backends.contains_key(&key) && backends.len() >= MAX_BACKENDS {
+        counters.backends_dropped += 1;
+        return None;
+    }
+    Some(backends.entry(key).or_insert_with(|| Backend::new(name())))
+}
+
+/// The backend's counts for `port`, added if there is room (MAX_PORTS).
+fn port_slot<'b>(
+    backend: &'b mut Backend,
+    port: u16,
+    port_entries: &mut usize,
+    counters: &mut Counters,
+) -> Option<&'b mut backends::PortCount> {
+    let known = backend.ports.iter().any(|p| p.port == port);
+    if !known {
+        if *port_entries >= MAX_PORTS {
+            counters.ports_dropped += 1;
+            return None;
+        }
+        *port_entries += 1;
+    }
+    Some(backend.port_mut(port))
 }
 
 #[cfg(test)]

@@ -8,7 +8,7 @@
 //! guessed at: the next bytes could be the middle of a message.
 
 const MAX_HELD_SEGMENTS: usize = 8;
-const MAX_HELD_BYTES: usize = 64 * 1024;
+const MAX_HELD_BYTES: usize = 16 * 1024;
 
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct PushOutcome {

@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# Runs one fuzz target for a number of executions (default 10 million) with
+# a 64 MiB allocation limit, seeded from fuzz/seeds/TARGET. Needs the pinned
+# nightly and cargo-fuzz (see FUZZING.md).
+set -euo pipefail
+cd "$(dirname "$0")"
+target=$1
+runs=${2:-10000000}
+shift
+[ $# -gt 0 ] && shift
+mkdir -p "corpus/$target"
+exec cargo +nightly-2026-05-20 fuzz run -O "$target" "corpus/$target" "seeds/$target" -- \
+    -runs="$runs" -max_len=4096 -malloc_limit_mb=64 -rss_limit_mb=512 -timeout=10 -print_final_stats=1 "$@"
