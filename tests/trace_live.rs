@@ -428,3 +428,65 @@ fn an_unknown_interface_is_a_clear_error() {
     assert_eq!(out.status.code(), Some(2));
     assert_eq!(stderr(&out), "connbal: no such interface: nosuchif0\n");
 }
+
+/// `Name:\tvalue` lines of /proc/PID/status.
+fn proc_status(pid: &str, field: &str) -> String {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("/proc status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("{field}:")))
+        .map(|v| v.trim().to_string())
+        .unwrap_or_default()
+}
+
+#[test]
+fn once_attached_the_trace_holds_no_capabilities() {
+    let Some(_guard) = live() else { return };
+    let lab = record::prepare_lab().expect("lab");
+    // TCX: every capability goes; with --user also root.
+    for args in [
+        &["--attach", "tcx"][..],
+        &["--attach", "tcx", "--user", "nobody"],
+    ] {
+        let trace = Trace::start(&lab, args);
+        let pid = trace.pid();
+        for set in ["CapEff", "CapPrm", "CapInh", "CapAmb", "CapBnd"] {
+            assert_eq!(
+                proc_status(&pid, set),
+                "0000000000000000",
+                "{set} with {args:?}"
+            );
+        }
+        assert_eq!(proc_status(&pid, "NoNewPrivs"), "1");
+        if args.contains(&"--user") {
+            assert!(
+                proc_status(&pid, "Uid").starts_with("65534\t"),
+                "{}",
+                proc_status(&pid, "Uid")
+            );
+        }
+        // It still works unprivileged: a lookup and a connection are counted.
+        for step in record::plan().iter().take(2) {
+            record::run_step(&lab, step).expect("plan step");
+        }
+        let finished = trace.stop("-INT");
+        assert!(finished.status.success(), "{}", finished.stderr);
+        assert!(
+            finished
+                .stdout
+                .contains("203.000.113.011:80\t1\t1\tweb.connbal.test."),
+            "{args:?}: {}",
+            finished.stdout
+        );
+    }
+    // Netlink: only CAP_NET_ADMIN (bit 12) stays, to remove the filters on exit.
+    let trace = Trace::start(&lab, &["--attach", "netlink", "--user", "nobody"]);
+    assert_eq!(proc_status(&trace.pid(), "CapEff"), "0000000000001000");
+    assert_eq!(proc_status(&trace.pid(), "CapBnd"), "0000000000001000");
+    let finished = trace.stop("-TERM");
+    assert!(finished.status.success(), "{}", finished.stderr);
+    assert!(
+        !netlink_filters(&lab, "ingress").contains("connbal_tc"),
+        "filters removed on exit"
+    );
+}

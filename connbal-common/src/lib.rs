@@ -174,7 +174,11 @@ pub mod record {
         }
     }
 
-    /// Per-CPU counter slots in the kernel's `COUNTERS` array.
+    /// Counter slots in the kernel's `COUNTERS` array: one 64-byte line
+    /// of `SLOTS_PER_CPU` u64s per CPU, at `cpu * SLOTS_PER_CPU + slot`. A
+    /// plain mmap-able array rather than a per-CPU map, so userspace can
+    /// read it through shared memory after dropping CAP_BPF (with
+    /// `kernel.unprivileged_bpf_disabled` set, every bpf() call needs it).
     pub mod counter {
         pub const PACKETS_SEEN: u32 = 0;
         pub const RECORDS_EMITTED: u32 = 1;
@@ -182,6 +186,10 @@ pub mod record {
         pub const RECORDS_LOST: u32 = 2;
         pub const DNS_TRUNCATED: u32 = 3;
         pub const COUNT: u32 = 4;
+        /// A cache line per CPU, so CPUs never share one.
+        pub const SLOTS_PER_CPU: u32 = 8;
+        /// The kernel object's default; the loader sets the real CPU count.
+        pub const DEFAULT_CPUS: u32 = 256;
     }
 
     /// Key of the kernel's `--all-tcp` flow table: both endpoints, the

@@ -16,10 +16,10 @@
 #![no_main]
 
 use aya_ebpf::{
-    bindings::TC_ACT_UNSPEC,
-    helpers::{bpf_ktime_get_ns, generated::bpf_skb_load_bytes},
+    bindings::{BPF_F_MMAPABLE, TC_ACT_UNSPEC},
+    helpers::{bpf_get_smp_processor_id, bpf_ktime_get_ns, generated::bpf_skb_load_bytes},
     macros::{classifier, map},
-    maps::{LruHashMap, PerCpuArray, RingBuf},
+    maps::{Array, LruHashMap, RingBuf},
     programs::TcContext,
 };
 use aya_log_ebpf::debug;
@@ -42,8 +42,12 @@ static DEBUG_LOG: u8 = 0;
 #[map]
 static EVENTS: RingBuf = RingBuf::with_byte_size(1 << 22, 0);
 
+/// Sized by the loader to the number of possible CPUs.
 #[map]
-static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(counter::COUNT, 0);
+static COUNTERS: Array<u64> = Array::with_max_entries(
+    counter::DEFAULT_CPUS * counter::SLOTS_PER_CPU,
+    BPF_F_MMAPABLE,
+);
 
 /// `--all-tcp` flows. LRU, so a flood of new flows evicts old entries
 /// instead of failing; an evicted flow seen again counts again.
@@ -75,8 +79,12 @@ fn flag(global: &u8) -> bool {
 
 #[inline(always)]
 fn bump(slot: u32) {
-    if let Some(value) = COUNTERS.get_ptr_mut(slot) {
-        // SAFETY: per-CPU slot, only this CPU writes it while we run.
+    // SAFETY: helper call without arguments.
+    let cpu = unsafe { bpf_get_smp_processor_id() };
+    if let Some(value) = COUNTERS.get_ptr_mut(cpu * counter::SLOTS_PER_CPU + slot) {
+        // SAFETY: this CPU's own slot; TC programs run with migration
+        // disabled and the egress path with bottom halves off, so nothing
+        // else on this CPU writes it meanwhile. Userspace only reads.
         unsafe { *value += 1 };
     }
 }

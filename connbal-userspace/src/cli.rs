@@ -104,6 +104,11 @@ pub struct TraceArgs {
     #[arg(long, value_enum, default_value_t = AttachMode::Auto)]
     pub attach: AttachMode,
 
+    /// After attaching, switch to this user (connbal drops every capability
+    /// anyway; this also gives up root).
+    #[arg(long, value_name = "NAME")]
+    pub user: Option<String>,
+
     /// Print the kernel program's debug log lines (aya-log) to stderr.
     #[arg(long, hide = true)]
     pub kernel_debug: bool,

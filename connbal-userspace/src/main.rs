@@ -41,6 +41,7 @@ fn trace_command(args: TraceArgs) -> anyhow::Result<ExitCode> {
         verbose: args.report.verbose,
         attach: args.attach,
         kernel_debug: args.kernel_debug,
+        user: args.user,
     })
 }
 

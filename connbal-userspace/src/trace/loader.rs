@@ -7,7 +7,8 @@
 //! per interface held for the whole run: whoever can take it exclusively
 //! knows no other connbal is tracing that interface.
 
-use aya::maps::{MapData, PerCpuArray, RingBuf};
+use super::counters::MappedCounters;
+use aya::maps::{Map, MapData, RingBuf};
 use aya::programs::tc::{self, NlOptions, SchedClassifier, TcAttachOptions, TcAttachType};
 use aya::programs::{LinkOrder, ProgramError};
 use aya::util::KernelVersion;
@@ -92,6 +93,7 @@ pub struct KernelCounters {
 
 pub struct Loaded {
     pub ebpf: Ebpf,
+    counters: MappedCounters,
     /// How the program was attached (`tcx` or `netlink`).
     pub mode: AttachMode,
     pub interfaces: Vec<(String, u32)>,
@@ -109,23 +111,11 @@ impl Loaded {
     }
 
     pub fn counters(&self) -> KernelCounters {
-        let Some(map) = self.ebpf.map("COUNTERS") else {
-            return KernelCounters::default();
-        };
-        let Ok(array) = PerCpuArray::<_, u64>::try_from(map) else {
-            return KernelCounters::default();
-        };
-        let sum = |slot: u32| {
-            array
-                .get(&slot, 0)
-                .map(|values| values.iter().sum())
-                .unwrap_or(0)
-        };
         KernelCounters {
-            packets_seen: sum(counter::PACKETS_SEEN),
-            records_emitted: sum(counter::RECORDS_EMITTED),
-            records_lost: sum(counter::RECORDS_LOST),
-            dns_payloads_truncated: sum(counter::DNS_TRUNCATED),
+            packets_seen: self.counters.sum(counter::PACKETS_SEEN),
+            records_emitted: self.counters.sum(counter::RECORDS_EMITTED),
+            records_lost: self.counters.sum(counter::RECORDS_LOST),
+            dns_payloads_truncated: self.counters.sum(counter::DNS_TRUNCATED),
         }
     }
 }
@@ -155,14 +145,28 @@ pub fn load_and_attach(interfaces: &[String], options: &Options) -> Result<Loade
     }
     raise_memlock_limit();
 
+    let cpus =
+        aya::util::nr_cpus().map_err(|(path, e)| LoaderError::Load(format!("{path}: {e}")))?;
+    let counter_entries = (cpus as u32).saturating_mul(counter::SLOTS_PER_CPU);
     let all_tcp = u8::from(options.all_tcp);
     let debug_log = u8::from(options.debug_log);
     let mut ebpf = EbpfLoader::new()
         .override_global("ALL_TCP", &all_tcp, true)
         .override_global("DEBUG_LOG", &debug_log, true)
         .map_max_entries("EVENTS", ring_size as u32)
+        .map_max_entries("COUNTERS", counter_entries)
         .load(OBJECT)
         .map_err(load_error)?;
+    // Map fds are already in the program's instructions; taking the map
+    // out of `ebpf` only moves its fd.
+    let counters = match ebpf.take_map("COUNTERS") {
+        Some(Map::Array(data)) => MappedCounters::new(data, cpus).map_err(|e| {
+            LoaderError::Load(format!(
+                "mmap of the COUNTERS map: {e} (needs Linux 5.5 or later)"
+            ))
+        })?,
+        _ => return Err(LoaderError::Load("object has no COUNTERS array".into())),
+    };
     let program: &mut SchedClassifier = ebpf
         .program_mut(PROGRAM)
         .ok_or_else(|| LoaderError::Load(format!("object has no program {PROGRAM}")))?
@@ -205,6 +209,7 @@ pub fn load_and_attach(interfaces: &[String], options: &Options) -> Result<Loade
     }
     Ok(Loaded {
         ebpf,
+        counters,
         mode,
         interfaces,
         _locks: locks,

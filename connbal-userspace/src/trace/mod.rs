@@ -5,6 +5,7 @@
 //! aggregator.
 
 mod async_fd;
+mod counters;
 pub mod loader;
 pub mod privileges;
 pub mod records;
@@ -35,6 +36,8 @@ pub struct TraceOptions {
     pub verbose: bool,
     pub attach: AttachMode,
     pub kernel_debug: bool,
+    /// Switch to this user after attaching.
+    pub user: Option<String>,
 }
 
 /// The "input" section of a trace report.
@@ -84,6 +87,21 @@ async fn trace(options: TraceOptions) -> anyhow::Result<ExitCode> {
         ring_size: options.ring_size,
         attach: options.attach,
     };
+    let user = match options.user.as_deref().map(nix::unistd::User::from_name) {
+        None => None,
+        Some(Ok(Some(user))) => Some(user),
+        Some(Ok(None)) => {
+            eprintln!(
+                "connbal: no such user: {}",
+                options.user.as_deref().unwrap_or_default()
+            );
+            return Ok(ExitCode::from(EXIT_BAD_INPUT));
+        }
+        Some(Err(e)) => anyhow::bail!(
+            "looking up user {}: {e}",
+            options.user.as_deref().unwrap_or_default()
+        ),
+    };
     let mut loaded = match loader::load_and_attach(&options.interfaces, &loader_options) {
         Ok(loaded) => loaded,
         Err(error) => {
@@ -102,6 +120,9 @@ async fn trace(options: TraceOptions) -> anyhow::Result<ExitCode> {
     } else {
         None
     };
+
+    // Everything privileged is done: drop it all before reading a record.
+    privileges::drop_after_attach(user.as_ref(), loaded.mode == AttachMode::Netlink)?;
 
     let names: Vec<&str> = options.interfaces.iter().map(String::as_str).collect();
     let mode = if loaded.mode == AttachMode::Tcx {

@@ -35,6 +35,56 @@ fn missing_from(caps: u64) -> Vec<&'static str> {
     missing
 }
 
+/// Drops what `connbal trace` no longer needs once it is attached: every
+/// capability (in netlink mode all but CAP_NET_ADMIN, which removing its
+/// filters on exit needs), optionally switching to `user`, and sets
+/// no_new_privs so nothing can be regained. Called before the first record
+/// is read.
+pub fn drop_after_attach(
+    user: Option<&nix::unistd::User>,
+    keep_net_admin: bool,
+) -> Result<(), DropError> {
+    use caps::{CapSet, Capability, CapsHashSet};
+    let keep: CapsHashSet = if keep_net_admin {
+        [Capability::CAP_NET_ADMIN].into_iter().collect()
+    } else {
+        CapsHashSet::new()
+    };
+    // The bounding set first, while CAP_SETPCAP is still effective; a
+    // process given only file capabilities may lack it, and then the
+    // bounding set stays (permitted and effective still go below).
+    for cap in caps::all() {
+        if !keep.contains(&cap) {
+            let _ = caps::drop(None, CapSet::Bounding, cap);
+        }
+    }
+    if let Some(user) = user {
+        if !keep.is_empty() {
+            nix::sys::prctl::set_keepcaps(true)
+                .map_err(|e| DropError::Syscall("prctl(PR_SET_KEEPCAPS)", e))?;
+        }
+        nix::unistd::setgroups(&[user.gid]).map_err(|e| DropError::Syscall("setgroups", e))?;
+        nix::unistd::setgid(user.gid).map_err(|e| DropError::Syscall("setgid", e))?;
+        nix::unistd::setuid(user.uid).map_err(|e| DropError::Syscall("setuid", e))?;
+    }
+    for set in [CapSet::Ambient, CapSet::Inheritable] {
+        caps::clear(None, set).map_err(DropError::Caps)?;
+    }
+    caps::set(None, CapSet::Effective, &keep).map_err(DropError::Caps)?;
+    caps::set(None, CapSet::Permitted, &keep).map_err(DropError::Caps)?;
+    nix::sys::prctl::set_no_new_privs()
+        .map_err(|e| DropError::Syscall("prctl(PR_SET_NO_NEW_PRIVS)", e))?;
+    Ok(())
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DropError {
+    #[error("dropping privileges: {0} failed: {1}")]
+    Syscall(&'static str, nix::errno::Errno),
+    #[error("dropping capabilities: {0}")]
+    Caps(caps::errors::CapsError),
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
