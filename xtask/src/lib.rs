@@ -3,6 +3,7 @@
 #![forbid(unsafe_code)]
 
 pub mod ebpf;
+pub mod gen;
 pub mod lab;
 pub mod record;
 pub mod setup;

@@ -23,6 +23,16 @@ enum Task {
     BuildEbpf,
     /// Install nightly's rust-src and bpf-linker (against nightly's LLVM 22).
     Setup,
+    /// Write a deterministic synthetic capture (snoop, pcap, pcapng of the
+    /// same traffic) for benchmarks: DNS lookups, connections, bulk data.
+    GenCapture {
+        #[arg(long, default_value_t = 3_000_000)]
+        packets: u64,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        #[arg(long, default_value = "target/bench")]
+        out: PathBuf,
+    },
     /// Install what the tests need (apt packages, as root) and run every
     /// test in the workspace. Extra arguments go to `cargo test`.
     Test {
@@ -45,6 +55,11 @@ fn main() -> Result<()> {
             xtask::record::record(&out)
         }
         Task::BuildEbpf => xtask::ebpf::build(),
+        Task::GenCapture { packets, seed, out } => {
+            let (written, bytes) = xtask::gen::generate(&out, packets, seed)?;
+            println!("wrote {written} packets ({bytes} bytes of frames) to {}/synthetic.{{pcap,pcapng,snoop}}", out.display());
+            Ok(())
+        }
         Task::Setup => xtask::ebpf::setup(),
         Task::Test { cargo_args } => {
             xtask::setup::install_test_packages()?;

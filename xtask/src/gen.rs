@@ -1,0 +1,359 @@
+//! `cargo xtask gen-capture`: a deterministic synthetic capture for
+//! benchmarks and memory tests, written as snoop, pcap and pcapng of the
+//! same traffic.
+//!
+//! The mix, per connection: a DNS query and its multi-answer response (A,
+//! AAAA, SRV with additional records, or a CNAME to an A set), the TCP
+//! handshake to one of the returned backends, a few full-size data segments
+//! with their ACKs, and the close. Bulk data is the majority of packets and
+//! nearly all bytes, as on a real host. Addresses are documentation ranges.
+
+use anyhow::{Context, Result};
+use connbal::capture::write::{self, OwnedFrame, PcapOptions};
+use connbal::capture::LinkType;
+use etherparse::PacketBuilder;
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::net::IpAddr;
+use std::path::Path;
+
+const MAC_CLIENT: [u8; 6] = [2, 0, 0, 0, 0, 1];
+const MAC_ROUTER: [u8; 6] = [2, 0, 0, 0, 0, 2];
+const DNS_SERVER: [u8; 4] = [192, 0, 2, 53];
+const DNS_SERVER_V6: [u8; 16] = [
+    0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x53,
+];
+
+/// xorshift64*: deterministic for a given seed, no dependency.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+enum Kind {
+    A,
+    Aaaa,
+    Srv,
+    Cname,
+}
+
+struct Service {
+    name: &'static str,
+    kind: Kind,
+    backends: Vec<IpAddr>,
+    port: u16,
+}
+
+fn services() -> Vec<Service> {
+    let v4 = |last: std::ops::RangeInclusive<u8>| {
+        last.map(|l| IpAddr::from([203, 0, 113, l]))
+            .collect::<Vec<_>>()
+    };
+    let v6 = |n: u16| {
+        (1..=n)
+            .map(|l| IpAddr::from([0x2001, 0xdb8, 0x200, 0, 0, 0, 0, l]))
+            .collect::<Vec<_>>()
+    };
+    vec![
+        Service {
+            name: "web.svc.example.com",
+            kind: Kind::A,
+            backends: v4(11..=14),
+            port: 443,
+        },
+        Service {
+            name: "api.svc.example.com",
+            kind: Kind::A,
+            backends: v4(21..=23),
+            port: 8443,
+        },
+        Service {
+            name: "v6.svc.example.com",
+            kind: Kind::Aaaa,
+            backends: v6(3),
+            port: 443,
+        },
+        Service {
+            name: "_xmpp-client._tcp.example.com",
+            kind: Kind::Srv,
+            backends: v4(31..=33),
+            port: 5222,
+        },
+        Service {
+            name: "alias.example.com",
+            kind: Kind::Cname,
+            backends: v4(41..=44),
+            port: 80,
+        },
+    ]
+}
+
+fn put_name(out: &mut Vec<u8>, name: &str) {
+    for label in name.split('.') {
+        out.push(label.len() as u8);
+        out.extend_from_slice(label.as_bytes());
+    }
+    out.push(0);
+}
+
+fn dns_query(id: u16, name: &str, qtype: u16) -> Vec<u8> {
+    let mut m = id.to_be_bytes().to_vec();
+    m.extend_from_slice(&[1, 0, 0, 1, 0, 0, 0, 0, 0, 0]);
+    put_name(&mut m, name);
+    m.extend_from_slice(&qtype.to_be_bytes());
+    m.extend_from_slice(&[0, 1]);
+    m
+}
+
+fn rr(out: &mut Vec<u8>, owner_ptr: u16, rtype: u16, rdata: &[u8]) {
+    out.extend_from_slice(&(0xc000 | owner_ptr).to_be_bytes());
+    out.extend_from_slice(&rtype.to_be_bytes());
+    out.extend_from_slice(&[0, 1, 0, 0, 1, 44]);
+    out.extend_from_slice(&(rdata.len() as u16).to_be_bytes());
+    out.extend_from_slice(rdata);
+}
+
+fn octets(addr: &IpAddr) -> Vec<u8> {
+    match addr {
+        IpAddr::V4(a) => a.octets().to_vec(),
+        IpAddr::V6(a) => a.octets().to_vec(),
+    }
+}
+
+fn dns_response(id: u16, service: &Service) -> Vec<u8> {
+    let qtype = match service.kind {
+        Kind::A | Kind::Cname => 1,
+        Kind::Aaaa => 28,
+        Kind::Srv => 33,
+    };
+    let mut m = dns_query(id, service.name, qtype);
+    m[2] = 0x81;
+    m[3] = 0x80;
+    let n = service.backends.len() as u16;
+    let (answers, additional): (u16, u16) = match service.kind {
+        Kind::Srv => (n, n),
+        Kind::Cname => (n + 1, 0),
+        _ => (n, 0),
+    };
+    m[6..8].copy_from_slice(&answers.to_be_bytes());
+    m[10..12].copy_from_slice(&additional.to_be_bytes());
+    match service.kind {
+        Kind::A | Kind::Aaaa => {
+            for b in &service.backends {
+                rr(&mut m, 12, qtype, &octets(b));
+            }
+        }
+        Kind::Cname => {
+            let mut target = Vec::new();
+            put_name(&mut target, "pool.example.com");
+            let target_at = m.len() as u16 + 12;
+            rr(&mut m, 12, 5, &target);
+            for b in &service.backends {
+                rr(&mut m, target_at, 1, &octets(b));
+            }
+        }
+        Kind::Srv => {
+            let mut target_at = Vec::new();
+            for i in 0..service.backends.len() {
+                let mut rdata = vec![0, 10, 0, 10];
+                rdata.extend_from_slice(&service.port.to_be_bytes());
+                put_name(&mut rdata, &format!("xmpp{i}.example.com"));
+                target_at.push(m.len() as u16 + 12 + 6);
+                rr(&mut m, 12, 33, &rdata);
+            }
+            for (b, at) in service.backends.iter().zip(target_at) {
+                rr(&mut m, at, 1, &octets(b));
+            }
+        }
+    }
+    m
+}
+
+struct Writers {
+    pcap: BufWriter<File>,
+    pcapng: BufWriter<File>,
+    snoop: BufWriter<File>,
+    frame: OwnedFrame,
+    packets: u64,
+    bytes: u64,
+}
+
+const PCAP: PcapOptions = PcapOptions {
+    big_endian: false,
+    nanos: false,
+};
+
+impl Writers {
+    fn emit(&mut self, data: &[u8]) -> Result<()> {
+        self.frame.data.clear();
+        self.frame.data.extend_from_slice(data);
+        self.frame.wire_len = data.len() as u32;
+        self.frame.ts_nanos += 20_000;
+        write::pcap_record(&mut self.pcap, &self.frame, PCAP)?;
+        write::pcapng_packet(&mut self.pcapng, 0, &self.frame, false)?;
+        write::snoop_record(&mut self.snoop, &self.frame)?;
+        self.packets += 1;
+        self.bytes += data.len() as u64;
+        Ok(())
+    }
+}
+
+fn packet(src: &IpAddr, dst: &IpAddr) -> etherparse::PacketBuilderStep<etherparse::IpHeaders> {
+    let eth = PacketBuilder::ethernet2(MAC_CLIENT, MAC_ROUTER);
+    match (src, dst) {
+        (IpAddr::V4(s), IpAddr::V4(d)) => eth.ipv4(s.octets(), d.octets(), 64),
+        (IpAddr::V6(s), IpAddr::V6(d)) => eth.ipv6(s.octets(), d.octets(), 64),
+        _ => unreachable!("one family per flow"),
+    }
+}
+
+/// Writes `packets` packets (at least) into DIR/synthetic.{pcap,pcapng,snoop}.
+pub fn generate(out_dir: &Path, packets: u64, seed: u64) -> Result<(u64, u64)> {
+    std::fs::create_dir_all(out_dir)?;
+    let open = |name: &str| -> Result<BufWriter<File>> {
+        let path = out_dir.join(name);
+        Ok(BufWriter::with_capacity(
+            1 << 20,
+            File::create(&path).with_context(|| path.display().to_string())?,
+        ))
+    };
+    let mut w = Writers {
+        pcap: open("synthetic.pcap")?,
+        pcapng: open("synthetic.pcapng")?,
+        snoop: open("synthetic.snoop")?,
+        frame: OwnedFrame {
+            ts_nanos: 1_700_000_000_000_000_000,
+            data: Vec::with_capacity(1600),
+            wire_len: 0,
+        },
+        packets: 0,
+        bytes: 0,
+    };
+    write::pcap_header(&mut w.pcap, LinkType::Ethernet, PCAP)?;
+    write::pcapng_section(&mut w.pcapng, false)?;
+    write::pcapng_interface(&mut w.pcapng, LinkType::Ethernet, false)?;
+    write::snoop_header(&mut w.snoop)?;
+
+    let mut rng = Rng(seed.max(1));
+    let services = services();
+    let payload = vec![0x5a; 1448];
+    let mut buf = Vec::with_capacity(1600);
+    let mut id = 0u16;
+    while w.packets < packets {
+        let service = &services[rng.below(services.len() as u64) as usize];
+        let v6 = matches!(service.kind, Kind::Aaaa);
+        let client: IpAddr = if v6 {
+            IpAddr::from([
+                0x2001,
+                0xdb8,
+                0x100,
+                0,
+                0,
+                0,
+                0,
+                0x10 + rng.below(64) as u16,
+            ])
+        } else {
+            IpAddr::from([198, 51, 100, 10 + rng.below(64) as u8])
+        };
+        let server: IpAddr = if v6 {
+            IpAddr::from(DNS_SERVER_V6)
+        } else {
+            IpAddr::from(DNS_SERVER)
+        };
+        let dns_port = 30000 + rng.below(30000) as u16;
+        id = id.wrapping_add(1);
+        let qtype = match service.kind {
+            Kind::Aaaa => 28,
+            Kind::Srv => 33,
+            _ => 1,
+        };
+        for (from_client, message) in [
+            (true, dns_query(id, service.name, qtype)),
+            (false, dns_response(id, service)),
+        ] {
+            buf.clear();
+            let (s, d, sp, dp) = if from_client {
+                (&client, &server, dns_port, 53)
+            } else {
+                (&server, &client, 53, dns_port)
+            };
+            packet(s, d).udp(sp, dp).write(&mut buf, &message)?;
+            w.emit(&buf)?;
+        }
+        // A connection to one backend, with a skewed choice.
+        let pick =
+            (rng.below(100) * rng.below(100) / 100 * service.backends.len() as u64 / 100) as usize;
+        let backend = service.backends[pick];
+        let port = 40000 + rng.below(20000) as u16;
+        let (mut cseq, mut sseq) = (rng.next() as u32, rng.next() as u32);
+        let mut segment = |w: &mut Writers,
+                           to_server: bool,
+                           syn: bool,
+                           ack: bool,
+                           fin: bool,
+                           data: &[u8]|
+         -> Result<()> {
+            buf.clear();
+            let (s, d, sp, dp, seq, ackn) = if to_server {
+                (&client, &backend, port, service.port, cseq, sseq)
+            } else {
+                (&backend, &client, service.port, port, sseq, cseq)
+            };
+            let mut b = packet(s, d).tcp(sp, dp, seq, 64_000);
+            if syn {
+                b = b.syn();
+            }
+            if ack {
+                b = b.ack(ackn);
+            }
+            if fin {
+                b = b.fin();
+            }
+            if !data.is_empty() {
+                b = b.psh();
+            }
+            b.write(&mut buf, data)?;
+            let advance = data.len() as u32 + u32::from(syn) + u32::from(fin);
+            if to_server {
+                cseq = cseq.wrapping_add(advance);
+            } else {
+                sseq = sseq.wrapping_add(advance);
+            }
+            w.emit(&buf)
+        };
+        segment(&mut w, true, true, false, false, &[])?;
+        segment(&mut w, false, true, true, false, &[])?;
+        segment(&mut w, true, false, true, false, &[])?;
+        segment(&mut w, true, false, true, false, &payload[..200])?;
+        let data_segments = 2 + rng.below(7);
+        for i in 0..data_segments {
+            let size = if rng.below(4) == 0 {
+                200 + rng.below(1248) as usize
+            } else {
+                1448
+            };
+            segment(&mut w, false, false, true, false, &payload[..size])?;
+            if i % 2 == 1 {
+                segment(&mut w, true, false, true, false, &[])?;
+            }
+        }
+        segment(&mut w, true, false, true, true, &[])?;
+        segment(&mut w, false, false, true, true, &[])?;
+        segment(&mut w, true, false, true, false, &[])?;
+    }
+    w.pcap.flush()?;
+    w.pcapng.flush()?;
+    w.snoop.flush()?;
+    Ok((w.packets, w.bytes))
+}
