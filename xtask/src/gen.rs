@@ -336,7 +336,7 @@ pub fn generate(out_dir: &Path, packets: u64, seed: u64) -> Result<(u64, u64)> {
         segment(&mut w, false, true, true, false, &[])?;
         segment(&mut w, true, false, true, false, &[])?;
         segment(&mut w, true, false, true, false, &payload[..200])?;
-        let data_segments = 2 + rng.below(7);
+        let data_segments = 2 + rng.below(5);
         for i in 0..data_segments {
             let size = if rng.below(4) == 0 {
                 200 + rng.below(1248) as usize

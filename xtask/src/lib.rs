@@ -2,6 +2,7 @@
 //! network-namespace lab that real traffic runs in.
 #![forbid(unsafe_code)]
 
+pub mod bench;
 pub mod ebpf;
 pub mod gen;
 pub mod lab;

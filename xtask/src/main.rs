@@ -33,6 +33,12 @@ enum Task {
         #[arg(long, default_value = "target/bench")]
         out: PathBuf,
     },
+    /// Benchmark `connbal replay` on the synthetic capture (file and pipe,
+    /// default and -a); prints a Markdown table for BENCHMARKS.md.
+    BenchReplay {
+        #[arg(long, default_value_t = 5)]
+        runs: usize,
+    },
     /// Install what the tests need (apt packages, as root) and run every
     /// test in the workspace. Extra arguments go to `cargo test`.
     Test {
@@ -55,6 +61,7 @@ fn main() -> Result<()> {
             xtask::record::record(&out)
         }
         Task::BuildEbpf => xtask::ebpf::build(),
+        Task::BenchReplay { runs } => xtask::bench::replay(&xtask::ebpf::workspace_root(), runs),
         Task::GenCapture { packets, seed, out } => {
             let (written, bytes) = xtask::gen::generate(&out, packets, seed)?;
             println!("wrote {written} packets ({bytes} bytes of frames) to {}/synthetic.{{pcap,pcapng,snoop}}", out.display());
