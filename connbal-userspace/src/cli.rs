@@ -113,6 +113,11 @@ pub struct TraceArgs {
     #[arg(long, hide = true)]
     pub kernel_debug: bool,
 
+    /// Attach an empty classifier instead: the floor for `cargo xtask
+    /// bench-live`'s per-packet cost.
+    #[arg(long, hide = true)]
+    pub noop_program: bool,
+
     #[command(flatten)]
     pub report: ReportArgs,
 }

@@ -42,6 +42,7 @@ fn trace_command(args: TraceArgs) -> anyhow::Result<ExitCode> {
         attach: args.attach,
         kernel_debug: args.kernel_debug,
         user: args.user,
+        noop_program: args.noop_program,
     })
 }
 

@@ -138,3 +138,287 @@ pub fn replay(root: &Path, runs: usize) -> Result<()> {
     }
     Ok(())
 }
+
+/// `kernel.bpf_stats_enabled` on for the benchmark, restored on drop.
+struct BpfStats {
+    before: String,
+}
+
+const BPF_STATS: &str = "/proc/sys/kernel/bpf_stats_enabled";
+
+impl BpfStats {
+    fn enable() -> Result<Self> {
+        let before = std::fs::read_to_string(BPF_STATS)?.trim().to_string();
+        std::fs::write(BPF_STATS, "1")?;
+        Ok(Self { before })
+    }
+}
+
+impl Drop for BpfStats {
+    fn drop(&mut self) {
+        let _ = std::fs::write(BPF_STATS, &self.before);
+    }
+}
+
+/// (run_time_ns, run_cnt) summed over loaded programs named `name`.
+fn prog_stats(name: &str) -> Result<(u64, u64)> {
+    let out = crate::lab::run(Command::new("bpftool").args(["-j", "prog", "show"]))?;
+    let text = String::from_utf8(out.stdout)?;
+    let mut total = (0, 0);
+    // bpftool's JSON is one array of flat objects; pick fields by hand to
+    // avoid a JSON dependency in xtask.
+    for object in text.split("},{") {
+        if !object.contains(&format!("\"name\":\"{name}\"")) {
+            continue;
+        }
+        let field = |key: &str| -> u64 {
+            object
+                .split(&format!("\"{key}\":"))
+                .nth(1)
+                .map(|rest| {
+                    rest.chars()
+                        .take_while(|c| c.is_ascii_digit())
+                        .collect::<String>()
+                })
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(0)
+        };
+        total.0 += field("run_time_ns");
+        total.1 += field("run_cnt");
+    }
+    Ok(total)
+}
+
+/// User plus system CPU seconds of a running process.
+fn process_cpu(pid: u32) -> f64 {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return 0.0;
+    };
+    let after_name = stat.rsplit(')').next().unwrap_or("");
+    let fields: Vec<&str> = after_name.split_whitespace().collect();
+    let ticks: f64 = fields
+        .get(11)
+        .and_then(|u| u.parse::<f64>().ok())
+        .unwrap_or(0.0)
+        + fields
+            .get(12)
+            .and_then(|s| s.parse::<f64>().ok())
+            .unwrap_or(0.0);
+    let hz = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
+        .ok()
+        .flatten()
+        .unwrap_or(100) as f64;
+    ticks / hz
+}
+
+struct Tracer {
+    child: std::process::Child,
+    stderr: std::sync::mpsc::Receiver<String>,
+}
+
+fn start_trace(lab: &crate::lab::Lab, connbal: &Path, extra: &[&str]) -> Result<Tracer> {
+    use std::io::BufRead;
+    let mut child = lab
+        .client(connbal.to_str().unwrap())
+        .args(["trace", "--iface", &lab.client_if, "--format", "json"])
+        .args(extra)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()?;
+    let (tx, rx) = std::sync::mpsc::channel();
+    let err = child.stderr.take().unwrap();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(err).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    loop {
+        let line = rx
+            .recv_timeout(std::time::Duration::from_secs(20))
+            .context("connbal trace did not attach")?;
+        if line.starts_with("connbal: tracing") {
+            return Ok(Tracer { child, stderr: rx });
+        }
+    }
+}
+
+/// Stops a trace with SIGINT; returns its JSON report.
+fn stop_trace(t: Tracer) -> Result<String> {
+    use std::io::Read;
+    let Tracer { mut child, stderr } = t;
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGINT,
+    );
+    let mut out = String::new();
+    child.stdout.take().unwrap().read_to_string(&mut out)?;
+    child.wait()?;
+    drop(stderr);
+    Ok(out)
+}
+
+fn json_number(json: &str, key: &str) -> u64 {
+    json.split(&format!("\"{key}\":"))
+        .nth(1)
+        .map(|rest| {
+            rest.trim_start()
+                .chars()
+                .take_while(|c| c.is_ascii_digit())
+                .collect::<String>()
+        })
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
+}
+
+/// The report rows of a JSON report, for comparing two reports.
+fn json_rows(json: &str) -> String {
+    let start = json.find("\"rows\"").unwrap_or(0);
+    let end = json.find("\"input\"").unwrap_or(json.len());
+    json[start..end].split_whitespace().collect()
+}
+
+pub fn live(root: &Path, seconds: u64) -> Result<()> {
+    use crate::load::{self, Mix};
+    if !crate::lab::is_root() {
+        bail!("bench-live attaches eBPF programs in namespaces: run it as root");
+    }
+    let missing = crate::lab::missing_tools(&["ethtool", "bpftool", "tcpdump", "ip"]);
+    if !missing.is_empty() {
+        crate::setup::apt_install(&["ethtool", "bpftool", "tcpdump"])?;
+    }
+    crate::lab::run(Command::new("cargo").current_dir(root).args([
+        "build",
+        "--release",
+        "-p",
+        "connbal-userspace",
+    ]))?;
+    let connbal = root.join("target/release/connbal");
+    let duration = std::time::Duration::from_secs(seconds);
+    let _stats = BpfStats::enable()?;
+    let lab = crate::lab::Lab::new()?;
+    load::wire_sized_packets(&lab)?;
+
+    println!("Per-packet cost of the classifier (bpf_stats run_time_ns / run_cnt), {seconds} s per phase:\n");
+    println!("| program | traffic | packets | packets/s | ns/packet | records | records lost | userspace CPU s | CPU ms per 100k records |");
+    println!("|---|---|---|---|---|---|---|---|---|");
+    for (program, name, extra) in [
+        ("empty (floor)", "connbal_noop", &["--noop-program"][..]),
+        ("connbal", "connbal_tc", &[][..]),
+    ] {
+        for (label, mix) in [
+            ("bulk TCP", Mix::Bulk),
+            ("DNS", Mix::Dns),
+            ("SYN", Mix::Syn),
+        ] {
+            let trace = start_trace(&lab, &connbal, extra)?;
+            let pid = trace.child.id();
+            let before = prog_stats(name)?;
+            load::run(&lab, mix, duration)?;
+            let after = prog_stats(name)?;
+            let cpu = process_cpu(pid);
+            let json = stop_trace(trace)?;
+            let packets = after.1 - before.1;
+            let ns = (after.0 - before.0) as f64 / packets.max(1) as f64;
+            let records = json_number(&json, "records");
+            let per_100k = if records > 0 {
+                cpu * 1000.0 * 100_000.0 / records as f64
+            } else {
+                0.0
+            };
+            println!(
+                "| {program} | {label} | {packets} | {:.0} | {ns:.1} | {records} | {} | {cpu:.2} | {} |",
+                packets as f64 / seconds as f64,
+                json_number(&json, "records_lost"),
+                if records > 0 { format!("{per_100k:.1}") } else { "-".into() }
+            );
+        }
+    }
+
+    println!("\nSide by side, same mixed load, same {seconds} s:\n");
+    let trace = start_trace(&lab, &connbal, &[])?;
+    let trace_pid = trace.child.id();
+    let filter = "udp port 53 or tcp[tcpflags] & (tcp-syn|tcp-ack) == tcp-syn";
+    let mut tcpdump = lab
+        .client("tcpdump")
+        .args(["-i", &lab.client_if, "-U", "-w", "-", filter])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()?;
+    let tcpdump_out = tcpdump.stdout.take().unwrap();
+    let replay = Command::new(&connbal)
+        .args(["replay", "--format", "json", "-"])
+        .stdin(std::process::Stdio::from(tcpdump_out))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()?;
+    // Start the load only once tcpdump is capturing.
+    let (tx, tcpdump_lines) = std::sync::mpsc::channel();
+    let tcpdump_stderr = tcpdump.stderr.take().unwrap();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(tcpdump_stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let _ = tx.send(line);
+        }
+    });
+    loop {
+        let line = tcpdump_lines
+            .recv_timeout(std::time::Duration::from_secs(20))
+            .context("tcpdump did not start")?;
+        if line.contains("listening on") {
+            break;
+        }
+    }
+    let before = prog_stats("connbal_tc")?;
+    load::run(&lab, Mix::All, duration)?;
+    // tcpdump (without --immediate-mode) hands over a TPACKET_V3 block when
+    // it fills or after its 1 s timeout; stopping it earlier loses the last
+    // partial block without counting a drop.
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let after = prog_stats("connbal_tc")?;
+    let (trace_cpu, tcpdump_cpu, replay_cpu) = (
+        process_cpu(trace_pid),
+        process_cpu(tcpdump.id()),
+        process_cpu(replay.id()),
+    );
+    let trace_json = stop_trace(trace)?;
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(tcpdump.id() as i32),
+        nix::sys::signal::Signal::SIGINT,
+    );
+    tcpdump.wait()?;
+    let tcpdump_err: Vec<String> = tcpdump_lines.try_iter().collect();
+    let replay_out = replay.wait_with_output()?;
+    let replay_json = String::from_utf8(replay_out.stdout)?;
+    let kernel_prog_s = (after.0 - before.0) as f64 / 1e9;
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    let tcpdump_err: Vec<String> = tcpdump_err
+        .into_iter()
+        .chain(tcpdump_lines.try_iter())
+        .collect();
+    let dropped = tcpdump_err
+        .iter()
+        .find(|l| l.contains("dropped by kernel"))
+        .map_or("?", |l| l.trim())
+        .to_string();
+    println!("| pipeline | CPU s (user+sys of its processes) | in-kernel filter s | drops |");
+    println!("|---|---|---|---|");
+    println!(
+        "| connbal trace | {trace_cpu:.2} | {kernel_prog_s:.3} (classifier, all packets) | {} records lost |",
+        json_number(&trace_json, "records_lost")
+    );
+    println!("| tcpdump -w - … \\| connbal replay - | {:.2} (tcpdump {tcpdump_cpu:.2} + replay {replay_cpu:.2}) | not measured (cBPF socket filter and packet copies in softirq) | {dropped} |", tcpdump_cpu + replay_cpu);
+    let identical = json_rows(&trace_json) == json_rows(&replay_json);
+    println!(
+        "\nReports identical: {}",
+        if identical { "yes" } else { "NO" }
+    );
+    if !identical {
+        std::fs::write("/tmp/connbal-bench-trace.json", &trace_json)?;
+        std::fs::write("/tmp/connbal-bench-replay.json", &replay_json)?;
+        println!("(both reports written to /tmp/connbal-bench-{{trace,replay}}.json)");
+    }
+    Ok(())
+}

@@ -6,5 +6,6 @@ pub mod bench;
 pub mod ebpf;
 pub mod gen;
 pub mod lab;
+pub mod load;
 pub mod record;
 pub mod setup;

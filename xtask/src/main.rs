@@ -39,6 +39,13 @@ enum Task {
         #[arg(long, default_value_t = 5)]
         runs: usize,
     },
+    /// Live benchmark (root): per-packet classifier cost against an empty
+    /// classifier, drops, userspace CPU, and a side-by-side run against a
+    /// tcpdump | connbal replay pipeline, under a bounded load in namespaces.
+    BenchLive {
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+    },
     /// Install what the tests need (apt packages, as root) and run every
     /// test in the workspace. Extra arguments go to `cargo test`.
     Test {
@@ -61,6 +68,7 @@ fn main() -> Result<()> {
             xtask::record::record(&out)
         }
         Task::BuildEbpf => xtask::ebpf::build(),
+        Task::BenchLive { seconds } => xtask::bench::live(&xtask::ebpf::workspace_root(), seconds),
         Task::BenchReplay { runs } => xtask::bench::replay(&xtask::ebpf::workspace_root(), runs),
         Task::GenCapture { packets, seed, out } => {
             let (written, bytes) = xtask::gen::generate(&out, packets, seed)?;

@@ -23,6 +23,8 @@ use std::path::PathBuf;
 /// Built by `cargo xtask build-ebpf`; see `ebpf/*.sources.sha256`.
 static OBJECT: &[u8] = aya::include_bytes_aligned!("../../ebpf/connbal.bpf.o");
 const PROGRAM: &str = "connbal_tc";
+/// The empty classifier, for measuring the per-packet floor.
+const NOOP_PROGRAM: &str = "connbal_noop";
 const LOCK_DIR: &str = "/run/connbal";
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, Serialize)]
@@ -79,6 +81,8 @@ pub struct Options {
     pub debug_log: bool,
     pub ring_size: u64,
     pub attach: AttachMode,
+    /// Attach the empty classifier instead (benchmarks only).
+    pub noop: bool,
 }
 
 /// Per-CPU counters of the kernel program, summed.
@@ -150,9 +154,11 @@ pub fn load_and_attach(interfaces: &[String], options: &Options) -> Result<Loade
     let counter_entries = (cpus as u32).saturating_mul(counter::SLOTS_PER_CPU);
     let all_tcp = u8::from(options.all_tcp);
     let debug_log = u8::from(options.debug_log);
+    let wakeup_bytes = ring_size / 4;
     let mut ebpf = EbpfLoader::new()
         .override_global("ALL_TCP", &all_tcp, true)
         .override_global("DEBUG_LOG", &debug_log, true)
+        .override_global("WAKEUP_BYTES", &wakeup_bytes, true)
         .map_max_entries("EVENTS", ring_size as u32)
         .map_max_entries("COUNTERS", counter_entries)
         .load(OBJECT)
@@ -168,7 +174,7 @@ pub fn load_and_attach(interfaces: &[String], options: &Options) -> Result<Loade
         _ => return Err(LoaderError::Load("object has no COUNTERS array".into())),
     };
     let program: &mut SchedClassifier = ebpf
-        .program_mut(PROGRAM)
+        .program_mut(if options.noop { NOOP_PROGRAM } else { PROGRAM })
         .ok_or_else(|| LoaderError::Load(format!("object has no program {PROGRAM}")))?
         .try_into()
         .map_err(|e: ProgramError| LoaderError::Load(e.to_string()))?;

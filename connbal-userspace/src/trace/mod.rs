@@ -25,6 +25,9 @@ use tokio::signal::unix::{signal, SignalKind};
 const EXIT_BAD_INPUT: u8 = 2;
 /// How often to check that the traced interfaces still exist.
 const INTERFACE_CHECK: Duration = Duration::from_millis(250);
+/// The kernel wakes us only when a quarter of the ring is full; below that,
+/// records wait at most this long.
+const DRAIN_EVERY: Duration = Duration::from_millis(50);
 
 pub struct TraceOptions {
     pub interfaces: Vec<String>,
@@ -38,6 +41,8 @@ pub struct TraceOptions {
     pub kernel_debug: bool,
     /// Switch to this user after attaching.
     pub user: Option<String>,
+    /// Attach the empty classifier (benchmarks' floor).
+    pub noop_program: bool,
 }
 
 /// The "input" section of a trace report.
@@ -86,6 +91,7 @@ async fn trace(options: TraceOptions) -> anyhow::Result<ExitCode> {
         debug_log: options.kernel_debug,
         ring_size: options.ring_size,
         attach: options.attach,
+        noop: options.noop_program,
     };
     let user = match options.user.as_deref().map(nix::unistd::User::from_name) {
         None => None,
@@ -151,6 +157,8 @@ async fn trace(options: TraceOptions) -> anyhow::Result<ExitCode> {
         .interval
         .map(|every| tokio::time::interval_at(tokio::time::Instant::now() + every, every));
     let mut interface_check = tokio::time::interval(INTERFACE_CHECK);
+    let mut drain_tick = tokio::time::interval(DRAIN_EVERY);
+    drain_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let all_tcp = options.config.all_tcp;
 
     let ending = loop {
@@ -172,6 +180,9 @@ async fn trace(options: TraceOptions) -> anyhow::Result<ExitCode> {
                 drain(ring.get_mut(), &mut aggregator, &clock, all_tcp, &mut stats);
                 stats.kernel = loaded.counters();
                 print(&options, &aggregator, &stats, false, true)?;
+            }
+            _ = drain_tick.tick() => {
+                drain(ring.get_mut(), &mut aggregator, &clock, all_tcp, &mut stats);
             }
             _ = interface_check.tick() => {
                 if let Some(gone) = vanished(&loaded) {

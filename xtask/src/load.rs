@@ -1,0 +1,202 @@
+//! A bounded load generator for the namespace lab: bulk TCP, DNS queries
+//! with multi-answer responses, and connection attempts, from the client
+//! namespace to the server namespace. Every loop stops at a deadline.
+
+use crate::lab::{Lab, CLIENT_V4, SERVER_V4};
+use anyhow::Result;
+use std::fs::File;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+pub const BULK_PORT: u16 = 9000;
+/// Nothing listens here: a connection attempt gets SYN, RST.
+pub const CLOSED_PORT: u16 = 9001;
+pub const DNS_PORT: u16 = 53;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mix {
+    Bulk,
+    Dns,
+    Syn,
+    All,
+}
+
+/// What one load run did, as its generators counted it.
+#[derive(Debug, Default)]
+pub struct Sent {
+    pub bulk_bytes: u64,
+    pub dns_queries: u64,
+    pub connection_attempts: u64,
+}
+
+fn in_netns<T: Send + 'static>(
+    ns: &str,
+    f: impl FnOnce() -> Result<T> + Send + 'static,
+) -> Result<JoinHandle<Result<T>>> {
+    let netns = File::open(format!("/var/run/netns/{ns}"))?;
+    Ok(std::thread::spawn(move || {
+        nix::sched::setns(&netns, nix::sched::CloneFlags::CLONE_NEWNET)?;
+        f()
+    }))
+}
+
+/// A DNS response to `query` with four A records, built from its question.
+fn answer(query: &[u8]) -> Option<Vec<u8>> {
+    let question_end = 12 + query.get(12..)?.iter().position(|&b| b == 0)? + 1 + 4;
+    let mut r = query.get(..question_end)?.to_vec();
+    r[2] = 0x81;
+    r[3] = 0x80;
+    r[6..8].copy_from_slice(&4u16.to_be_bytes());
+    for last in 11..15u8 {
+        r.extend_from_slice(&[0xc0, 12, 0, 1, 0, 1, 0, 0, 1, 44, 0, 4, 203, 0, 113, last]);
+    }
+    Some(r)
+}
+
+fn query(id: u16) -> Vec<u8> {
+    let mut q = id.to_be_bytes().to_vec();
+    q.extend_from_slice(&[1, 0, 0, 1, 0, 0, 0, 0, 0, 0]);
+    for label in ["web", "load", "test"] {
+        q.push(label.len() as u8);
+        q.extend_from_slice(label.as_bytes());
+    }
+    q.extend_from_slice(&[0, 0, 1, 0, 1]);
+    q
+}
+
+/// Turns off segmentation offloads on both veth ends, so the classifier
+/// sees wire-sized packets as on a real NIC, not 64 KiB GSO batches.
+pub fn wire_sized_packets(lab: &Lab) -> Result<()> {
+    for (ns, dev) in [
+        (&lab.client_ns, &lab.client_if),
+        (&lab.server_ns, &lab.server_if),
+    ] {
+        crate::lab::run(
+            lab.command_in(ns, "ethtool")
+                .args(["-K", dev, "tso", "off", "gso", "off", "gro", "off"]),
+        )?;
+    }
+    Ok(())
+}
+
+pub fn run(lab: &Lab, mix: Mix, duration: Duration) -> Result<Sent> {
+    let deadline = Instant::now() + duration;
+    let stop_at = move || Instant::now() >= deadline;
+    let mut servers = Vec::new();
+    let bulk_bytes = Arc::new(AtomicU64::new(0));
+    let queries = Arc::new(AtomicU64::new(0));
+    let attempts = Arc::new(AtomicU64::new(0));
+    let mut clients = Vec::new();
+
+    if matches!(mix, Mix::Bulk | Mix::All) {
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        servers.push(in_netns(&lab.server_ns, move || {
+            let listener = TcpListener::bind((SERVER_V4, BULK_PORT))?;
+            listener.set_nonblocking(true)?;
+            let _ = ready_tx.send(());
+            let mut buf = vec![0u8; 1 << 16];
+            while !stop_at() {
+                match listener.accept() {
+                    Ok((mut conn, _)) => {
+                        conn.set_read_timeout(Some(Duration::from_millis(200)))?;
+                        while !stop_at() {
+                            match conn.read(&mut buf) {
+                                Ok(0) => break,
+                                Ok(_) => {}
+                                Err(e)
+                                    if e.kind() == std::io::ErrorKind::WouldBlock
+                                        || e.kind() == std::io::ErrorKind::TimedOut => {}
+                                Err(_) => break,
+                            }
+                        }
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(5)),
+                }
+            }
+            Ok(())
+        })?);
+        ready_rx.recv_timeout(Duration::from_secs(5))?;
+        let sent = Arc::clone(&bulk_bytes);
+        clients.push(in_netns(&lab.client_ns, move || {
+            let mut conn = TcpStream::connect_timeout(
+                &SocketAddr::from((SERVER_V4, BULK_PORT)),
+                Duration::from_secs(5),
+            )?;
+            conn.set_write_timeout(Some(Duration::from_millis(200)))?;
+            let chunk = vec![0x5au8; 1 << 16];
+            while !stop_at() {
+                if let Ok(n) = conn.write(&chunk) {
+                    sent.fetch_add(n as u64, Ordering::Relaxed);
+                }
+            }
+            Ok(())
+        })?);
+    }
+    if matches!(mix, Mix::Dns | Mix::All) {
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        servers.push(in_netns(&lab.server_ns, move || {
+            let socket = UdpSocket::bind((SERVER_V4, DNS_PORT))?;
+            socket.set_read_timeout(Some(Duration::from_millis(100)))?;
+            let _ = ready_tx.send(());
+            let mut buf = [0u8; 512];
+            while !stop_at() {
+                if let Ok((n, from)) = socket.recv_from(&mut buf) {
+                    if let Some(r) = answer(&buf[..n]) {
+                        let _ = socket.send_to(&r, from);
+                    }
+                }
+            }
+            Ok(())
+        })?);
+        ready_rx.recv_timeout(Duration::from_secs(5))?;
+        let sent = Arc::clone(&queries);
+        clients.push(in_netns(&lab.client_ns, move || {
+            let socket = UdpSocket::bind((CLIENT_V4, 0))?;
+            socket.connect((SERVER_V4, DNS_PORT))?;
+            socket.set_read_timeout(Some(Duration::from_millis(50)))?;
+            let mut buf = [0u8; 512];
+            let mut id = 0u16;
+            // Keep a window of queries in flight, as a busy resolver client.
+            while !stop_at() {
+                for _ in 0..32 {
+                    id = id.wrapping_add(1);
+                    if socket.send(&query(id)).is_ok() {
+                        sent.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+                for _ in 0..32 {
+                    if socket.recv(&mut buf).is_err() {
+                        break;
+                    }
+                }
+            }
+            Ok(())
+        })?);
+    }
+    if matches!(mix, Mix::Syn | Mix::All) {
+        let sent = Arc::clone(&attempts);
+        clients.push(in_netns(&lab.client_ns, move || {
+            let to = SocketAddr::from((SERVER_V4, CLOSED_PORT));
+            while !stop_at() {
+                // Refused at once: one SYN, one RST.
+                let _ = TcpStream::connect_timeout(&to, Duration::from_millis(200));
+                sent.fetch_add(1, Ordering::Relaxed);
+            }
+            Ok(())
+        })?);
+    }
+    for handle in clients.into_iter().chain(servers) {
+        handle
+            .join()
+            .map_err(|_| anyhow::anyhow!("load thread panicked"))??;
+    }
+    Ok(Sent {
+        bulk_bytes: bulk_bytes.load(Ordering::Relaxed),
+        dns_queries: queries.load(Ordering::Relaxed),
+        connection_attempts: attempts.load(Ordering::Relaxed),
+    })
+}
