@@ -10,30 +10,14 @@ use connbal::capture::LinkType;
 use etherparse::PacketBuilder;
 use std::io::{BufWriter, Write};
 use std::process::Stdio;
+use xtask::gen::Rng;
 
 const PACKETS: u64 = 5_000_000;
 const RSS_LIMIT_KIB: u64 = 256 * 1024;
 
-/// xorshift64*: deterministic, dependency-free randomness.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-}
-
 fn templates() -> (Vec<u8>, Vec<u8>) {
     let mac = [2, 0, 0, 0, 0, 1];
-    let mut query = vec![0, 0, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0];
-    for label in ["x", "flood", "test"] {
-        query.push(label.len() as u8);
-        query.extend_from_slice(label.as_bytes());
-    }
-    query.extend_from_slice(&[0, 0, 1, 0, 1]);
+    let query = xtask::gen::dns_query(0, "x.flood.test", 1);
     let mut udp = Vec::new();
     PacketBuilder::ethernet2(mac, mac)
         .ipv4([10, 0, 0, 1], [192, 0, 2, 53], 64)
@@ -75,7 +59,7 @@ fn five_million_random_packets_stay_under_the_memory_cap() {
             wire_len: 0,
         };
         for n in 0..PACKETS {
-            let r = rng.next();
+            let r = rng.next_u64();
             frame.data.clear();
             if n % 2 == 0 {
                 // A query from a random client address, port and id.

@@ -10,7 +10,7 @@
 
 mod common;
 use common::*;
-use std::io::{BufRead, BufReader, Read};
+use std::io::Read;
 use std::net::SocketAddr;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc;
@@ -55,34 +55,21 @@ impl Trace {
             let _ = out.read_to_string(&mut text);
             text
         });
-        let (tx, stderr_lines) = mpsc::channel();
-        let err = child.stderr.take().unwrap();
-        std::thread::spawn(move || {
-            for line in BufReader::new(err).lines().map_while(Result::ok) {
-                let _ = tx.send(line);
-            }
-        });
+        let stderr_lines = xtask::lab::line_reader(child.stderr.take().unwrap());
         let mut trace = Trace {
             child,
             stderr_lines,
             stderr_seen: Vec::new(),
             stdout,
         };
-        let deadline = Instant::now() + WAIT;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match trace.stderr_lines.recv_timeout(left) {
-                Ok(line) => {
-                    let attached = line.starts_with("connbal: tracing ");
-                    trace.stderr_seen.push(line);
-                    if attached {
-                        return trace;
-                    }
-                }
-                Err(_) => {
-                    let _ = trace.child.kill();
-                    panic!("connbal trace did not attach: {:?}", trace.stderr_seen);
-                }
+        match xtask::lab::wait_for_line(&trace.stderr_lines, "connbal: tracing ", WAIT) {
+            Ok(seen) => {
+                trace.stderr_seen = seen;
+                trace
+            }
+            Err(e) => {
+                let _ = trace.child.kill();
+                panic!("connbal trace did not attach: {e}");
             }
         }
     }
@@ -312,18 +299,6 @@ fn netlink_filters_left_by_kill_9_are_removed_at_the_next_start() {
     assert!(!netlink_filters(&lab, "ingress").contains("connbal_tc"));
 }
 
-/// A DNS query for web.connbal.test, type A.
-fn dns_query(id: u16) -> Vec<u8> {
-    let mut q = id.to_be_bytes().to_vec();
-    q.extend_from_slice(&[1, 0, 0, 1, 0, 0, 0, 0, 0, 0]);
-    for label in ["web", "connbal", "test"] {
-        q.push(label.len() as u8);
-        q.extend_from_slice(label.as_bytes());
-    }
-    q.extend_from_slice(&[0, 0, 1, 0, 1]);
-    q
-}
-
 #[test]
 fn an_overfilled_small_ring_counts_and_reports_its_drops() {
     let Some(_guard) = live() else { return };
@@ -334,7 +309,12 @@ fn an_overfilled_small_ring_counts_and_reports_its_drops() {
     let trace = Trace::start(&lab, &["--ring-size", "4096", "--format", "json"]);
     let to = SocketAddr::from((SERVER_V4, 53));
     let sent = lab
-        .flood_udp(to, &dns_query(7), 20_000, Duration::from_secs(5))
+        .flood_udp(
+            to,
+            &xtask::gen::dns_query(7, "web.connbal.test", 1),
+            20_000,
+            Duration::from_secs(5),
+        )
         .expect("flood");
     assert!(sent > 1000, "only {sent} packets sent");
     std::thread::sleep(Duration::from_millis(300));

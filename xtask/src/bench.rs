@@ -217,7 +217,6 @@ struct Tracer {
 }
 
 fn start_trace(lab: &crate::lab::Lab, connbal: &Path, extra: &[&str]) -> Result<Tracer> {
-    use std::io::BufRead;
     let mut child = lab
         .client(connbal.to_str().unwrap())
         .args(["trace", "--iface", &lab.client_if, "--format", "json"])
@@ -225,21 +224,10 @@ fn start_trace(lab: &crate::lab::Lab, connbal: &Path, extra: &[&str]) -> Result<
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()?;
-    let (tx, rx) = std::sync::mpsc::channel();
-    let err = child.stderr.take().unwrap();
-    std::thread::spawn(move || {
-        for line in std::io::BufReader::new(err).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
-    loop {
-        let line = rx
-            .recv_timeout(std::time::Duration::from_secs(20))
-            .context("connbal trace did not attach")?;
-        if line.starts_with("connbal: tracing") {
-            return Ok(Tracer { child, stderr: rx });
-        }
-    }
+    let rx = crate::lab::line_reader(child.stderr.take().unwrap());
+    crate::lab::wait_for_line(&rx, "connbal: tracing", std::time::Duration::from_secs(20))
+        .context("connbal trace did not attach")?;
+    Ok(Tracer { child, stderr: rx })
 }
 
 /// Stops a trace with SIGINT; returns its JSON report.
@@ -352,25 +340,13 @@ pub fn live(root: &Path, seconds: u64) -> Result<()> {
         .stderr(std::process::Stdio::null())
         .spawn()?;
     // Start the load only once tcpdump is capturing.
-    let (tx, tcpdump_lines) = std::sync::mpsc::channel();
-    let tcpdump_stderr = tcpdump.stderr.take().unwrap();
-    std::thread::spawn(move || {
-        use std::io::BufRead;
-        for line in std::io::BufReader::new(tcpdump_stderr)
-            .lines()
-            .map_while(Result::ok)
-        {
-            let _ = tx.send(line);
-        }
-    });
-    loop {
-        let line = tcpdump_lines
-            .recv_timeout(std::time::Duration::from_secs(20))
-            .context("tcpdump did not start")?;
-        if line.contains("listening on") {
-            break;
-        }
-    }
+    let tcpdump_lines = crate::lab::line_reader(tcpdump.stderr.take().unwrap());
+    crate::lab::wait_for_line(
+        &tcpdump_lines,
+        "listening on",
+        std::time::Duration::from_secs(20),
+    )
+    .context("tcpdump did not start")?;
     let before = prog_stats("connbal_tc")?;
     load::run(&lab, Mix::All, duration)?;
     // tcpdump (without --immediate-mode) hands over a TPACKET_V3 block when

@@ -25,18 +25,18 @@ const DNS_SERVER_V6: [u8; 16] = [
 ];
 
 /// xorshift64*: deterministic for a given seed, no dependency.
-struct Rng(u64);
+pub struct Rng(pub u64);
 
 impl Rng {
-    fn next(&mut self) -> u64 {
+    pub fn next_u64(&mut self) -> u64 {
         self.0 ^= self.0 >> 12;
         self.0 ^= self.0 << 25;
         self.0 ^= self.0 >> 27;
         self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
     }
 
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next_u64() % n
     }
 }
 
@@ -106,7 +106,8 @@ fn put_name(out: &mut Vec<u8>, name: &str) {
     out.push(0);
 }
 
-fn dns_query(id: u16, name: &str, qtype: u16) -> Vec<u8> {
+/// A recursive query for `name` with one question of `qtype`, class IN.
+pub fn dns_query(id: u16, name: &str, qtype: u16) -> Vec<u8> {
     let mut m = id.to_be_bytes().to_vec();
     m.extend_from_slice(&[1, 0, 0, 1, 0, 0, 0, 0, 0, 0]);
     put_name(&mut m, name);
@@ -296,7 +297,7 @@ pub fn generate(out_dir: &Path, packets: u64, seed: u64) -> Result<(u64, u64)> {
             (rng.below(100) * rng.below(100) / 100 * service.backends.len() as u64 / 100) as usize;
         let backend = service.backends[pick];
         let port = 40000 + rng.below(20000) as u16;
-        let (mut cseq, mut sseq) = (rng.next() as u32, rng.next() as u32);
+        let (mut cseq, mut sseq) = (rng.next_u64() as u32, rng.next_u64() as u32);
         let mut segment = |w: &mut Writers,
                            to_server: bool,
                            syn: bool,

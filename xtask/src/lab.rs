@@ -264,18 +264,10 @@ impl Lab {
             .args(extra);
         cmd.stdout(Stdio::null()).stderr(Stdio::piped());
         let mut child = cmd.spawn().context("starting tcpdump")?;
-        let stderr = child.stderr.take().expect("piped");
+        let lines = line_reader(child.stderr.take().expect("piped"));
         let pid = child.id();
         self.children.push((format!("tcpdump {iface}"), child));
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if line.contains("listening on") {
-                    let _ = tx.send(());
-                }
-            }
-        });
-        rx.recv_timeout(STEP_TIMEOUT)
+        wait_for_line(&lines, "listening on", STEP_TIMEOUT)
             .context("tcpdump did not start listening")?;
         Ok(pid)
     }
@@ -439,6 +431,41 @@ fn answer_http(mut conn: TcpStream) {
     }
     let _ =
         conn.write_all(b"HTTP/1.0 200 OK\r\nContent-Length: 3\r\nConnection: close\r\n\r\nok\n");
+}
+
+/// Forwards each line a child writes (to stderr, say) to a channel.
+pub fn line_reader(from: impl Read + Send + 'static) -> mpsc::Receiver<String> {
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(from).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    rx
+}
+
+/// Waits, at most `limit`, for a line containing `needle`; returns the
+/// lines read on the way, that one included.
+pub fn wait_for_line(
+    lines: &mpsc::Receiver<String>,
+    needle: &str,
+    limit: Duration,
+) -> Result<Vec<String>> {
+    let deadline = Instant::now() + limit;
+    let mut seen = Vec::new();
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match lines.recv_timeout(left) {
+            Ok(line) => {
+                let found = line.contains(needle);
+                seen.push(line);
+                if found {
+                    return Ok(seen);
+                }
+            }
+            Err(_) => bail!("no line containing {needle:?} within {limit:?}; saw {seen:?}"),
+        }
+    }
 }
 
 fn signal(pid: u32, sig: nix::sys::signal::Signal) {

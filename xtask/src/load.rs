@@ -57,17 +57,6 @@ fn answer(query: &[u8]) -> Option<Vec<u8>> {
     Some(r)
 }
 
-fn query(id: u16) -> Vec<u8> {
-    let mut q = id.to_be_bytes().to_vec();
-    q.extend_from_slice(&[1, 0, 0, 1, 0, 0, 0, 0, 0, 0]);
-    for label in ["web", "load", "test"] {
-        q.push(label.len() as u8);
-        q.extend_from_slice(label.as_bytes());
-    }
-    q.extend_from_slice(&[0, 0, 1, 0, 1]);
-    q
-}
-
 /// Turns off segmentation offloads on both veth ends, so the classifier
 /// sees wire-sized packets as on a real NIC, not 64 KiB GSO batches.
 pub fn wire_sized_packets(lab: &Lab) -> Result<()> {
@@ -164,7 +153,10 @@ pub fn run(lab: &Lab, mix: Mix, duration: Duration) -> Result<Sent> {
             while !stop_at() {
                 for _ in 0..32 {
                     id = id.wrapping_add(1);
-                    if socket.send(&query(id)).is_ok() {
+                    if socket
+                        .send(&crate::gen::dns_query(id, "web.load.test", 1))
+                        .is_ok()
+                    {
                         sent.fetch_add(1, Ordering::Relaxed);
                     }
                 }

@@ -93,6 +93,10 @@ async fn trace(options: TraceOptions) -> anyhow::Result<ExitCode> {
         attach: options.attach,
         noop: options.noop_program,
     };
+    // Before anything is attached: a signal from now on ends the run
+    // through the normal path, which detaches.
+    let mut sigint = signal(SignalKind::interrupt()).context("handling SIGINT")?;
+    let mut sigterm = signal(SignalKind::terminate()).context("handling SIGTERM")?;
     let user = match options.user.as_deref().map(nix::unistd::User::from_name) {
         None => None,
         Some(Ok(Some(user))) => Some(user),
@@ -150,8 +154,6 @@ async fn trace(options: TraceOptions) -> anyhow::Result<ExitCode> {
         unreadable_records: 0,
         kernel: KernelCounters::default(),
     };
-    let mut sigint = signal(SignalKind::interrupt()).context("handling SIGINT")?;
-    let mut sigterm = signal(SignalKind::terminate()).context("handling SIGTERM")?;
     let deadline = options.duration.map(|d| tokio::time::Instant::now() + d);
     let mut reports = options
         .interval
