@@ -358,3 +358,50 @@ pub fn generate(out_dir: &Path, packets: u64, seed: u64) -> Result<(u64, u64)> {
     w.snoop.flush()?;
     Ok((w.packets, w.bytes))
 }
+
+/// A flood for memory tests: `packets` frames alternating between a DNS
+/// query from a random client address, port and id, and a SYN or mid-flow
+/// ACK between random endpoints, one microsecond apart, as a pcap stream.
+/// Every table connbal keeps fills past its cap.
+pub fn write_flood(out: &mut impl Write, packets: u64, seed: u64) -> std::io::Result<()> {
+    let mut udp = Vec::new();
+    PacketBuilder::ethernet2(MAC_CLIENT, MAC_ROUTER)
+        .ipv4([10, 0, 0, 1], DNS_SERVER, 64)
+        .udp(40000, 53)
+        .write(&mut udp, &dns_query(0, "x.flood.test", 1))
+        .map_err(std::io::Error::other)?;
+    let mut tcp = Vec::new();
+    PacketBuilder::ethernet2(MAC_CLIENT, MAC_ROUTER)
+        .ipv4([10, 0, 0, 1], [198, 51, 100, 1], 64)
+        .tcp(40000, 80, 1, 1000)
+        .syn()
+        .write(&mut tcp, &[])
+        .map_err(std::io::Error::other)?;
+    write::pcap_header(out, LinkType::Ethernet, PCAP)?;
+    let mut rng = Rng(seed.max(1));
+    let mut frame = OwnedFrame {
+        ts_nanos: 1_700_000_000_000_000_000,
+        data: Vec::new(),
+        wire_len: 0,
+    };
+    for n in 0..packets {
+        let r = rng.next_u64();
+        frame.data.clear();
+        if n % 2 == 0 {
+            frame.data.extend_from_slice(&udp);
+            frame.data[26..30].copy_from_slice(&(r as u32).to_be_bytes());
+            frame.data[34..36].copy_from_slice(&((r >> 32) as u16).to_be_bytes());
+            frame.data[42..44].copy_from_slice(&((r >> 48) as u16).to_be_bytes());
+        } else {
+            frame.data.extend_from_slice(&tcp);
+            frame.data[26..30].copy_from_slice(&(r as u32).to_be_bytes());
+            frame.data[30..34].copy_from_slice(&((r >> 16) as u32).to_be_bytes());
+            frame.data[34..36].copy_from_slice(&((r >> 40) as u16).to_be_bytes());
+            frame.data[47] = if r >> 63 == 0 { 0x02 } else { 0x10 };
+        }
+        frame.wire_len = frame.data.len() as u32;
+        frame.ts_nanos += 1_000;
+        write::pcap_record(out, &frame, PCAP)?;
+    }
+    out.flush()
+}

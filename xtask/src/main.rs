@@ -46,6 +46,14 @@ enum Task {
         #[arg(long, default_value_t = 10)]
         seconds: u64,
     },
+    /// Write the memory-test flood (random queries and TCP segments) as a
+    /// pcap file, for measuring with /usr/bin/time -v.
+    GenFlood {
+        #[arg(long, default_value_t = 5_000_000)]
+        packets: u64,
+        #[arg(long, default_value = "target/bench/flood.pcap")]
+        out: PathBuf,
+    },
     /// Install what the tests need (apt packages, as root) and run every
     /// test in the workspace. Extra arguments go to `cargo test`.
     Test {
@@ -68,6 +76,15 @@ fn main() -> Result<()> {
             xtask::record::record(&out)
         }
         Task::BuildEbpf => xtask::ebpf::build(),
+        Task::GenFlood { packets, out } => {
+            if let Some(dir) = out.parent() {
+                std::fs::create_dir_all(dir)?;
+            }
+            let mut file = std::io::BufWriter::new(std::fs::File::create(&out)?);
+            xtask::gen::write_flood(&mut file, packets, 0x9e37_79b9_7f4a_7c15)?;
+            println!("wrote {packets} packets to {}", out.display());
+            Ok(())
+        }
         Task::BenchLive { seconds } => xtask::bench::live(&xtask::ebpf::workspace_root(), seconds),
         Task::BenchReplay { runs } => xtask::bench::replay(&xtask::ebpf::workspace_root(), runs),
         Task::GenCapture { packets, seed, out } => {
