@@ -160,6 +160,36 @@ impl Drop for BpfStats {
     }
 }
 
+/// DNS queries per second in the paced comparison; connection attempts
+/// run at a quarter of it and bulk TCP at RATE/64 writes of 64 KiB.
+const PACED_RATE: u64 = 20_000;
+
+/// Busy CPU seconds of the whole machine (all states but idle and iowait)
+/// while `work` runs.
+fn machine_cpu(work: impl FnOnce() -> Result<()>) -> Result<f64> {
+    let busy = || -> Result<f64> {
+        let stat = std::fs::read_to_string("/proc/stat")?;
+        let cpu: Vec<f64> = stat
+            .lines()
+            .next()
+            .unwrap_or("")
+            .split_whitespace()
+            .skip(1)
+            .filter_map(|v| v.parse().ok())
+            .collect();
+        let total: f64 = cpu.iter().take(8).sum();
+        let idle = cpu.get(3).copied().unwrap_or(0.0) + cpu.get(4).copied().unwrap_or(0.0);
+        let hz = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
+            .ok()
+            .flatten()
+            .unwrap_or(100) as f64;
+        Ok((total - idle) / hz)
+    };
+    let before = busy()?;
+    work()?;
+    Ok(busy()? - before)
+}
+
 /// (run_time_ns, run_cnt) summed over loaded programs named `name`.
 fn prog_stats(name: &str) -> Result<(u64, u64)> {
     let out = crate::lab::run(Command::new("bpftool").args(["-j", "prog", "show"]))?;
@@ -321,6 +351,70 @@ pub fn live(root: &Path, seconds: u64) -> Result<()> {
             );
         }
     }
+
+    println!("\nDrop point: DNS at the generator's full rate, {seconds} s, by ring size:\n");
+    println!("| ring size | records | records lost | lost % |");
+    println!("|---|---|---|---|");
+    for ring in ["4K", "16K", "64K", "256K", "1M", "8M"] {
+        let trace = start_trace(&lab, &connbal, &["--ring-size", ring])?;
+        load::run(&lab, Mix::Dns, duration)?;
+        let json = stop_trace(trace)?;
+        let (records, lost) = (
+            json_number(&json, "records"),
+            json_number(&json, "records_lost"),
+        );
+        println!(
+            "| {ring} | {records} | {lost} | {:.2} |",
+            100.0 * lost as f64 / (records + lost).max(1) as f64
+        );
+    }
+
+    println!("\nWhole-machine CPU (/proc/stat, all cores, kernel and user) under the same paced mixed load ({PACED_RATE} DNS queries/s, {} connection attempts/s, {} MB/s bulk), {seconds} s each; the load alone is the baseline:\n", PACED_RATE / 4, PACED_RATE / 64 * 64 / 1000);
+    println!("| observer | CPU s | above the load alone |");
+    println!("|---|---|---|");
+    let baseline =
+        machine_cpu(|| load::run_paced(&lab, Mix::All, duration, Some(PACED_RATE)).map(|_| ()))?;
+    println!("| none (load alone) | {baseline:.2} | - |");
+    let trace = start_trace(&lab, &connbal, &[])?;
+    let with_trace =
+        machine_cpu(|| load::run_paced(&lab, Mix::All, duration, Some(PACED_RATE)).map(|_| ()))?;
+    let _ = stop_trace(trace)?;
+    println!(
+        "| connbal trace | {with_trace:.2} | {:.2} |",
+        with_trace - baseline
+    );
+    let mut tcpdump = lab
+        .client("tcpdump")
+        .args([
+            "-i",
+            &lab.client_if,
+            "-U",
+            "-w",
+            "-",
+            "udp port 53 or tcp[tcpflags] & (tcp-syn|tcp-ack) == tcp-syn",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()?;
+    let lines = crate::lab::line_reader(tcpdump.stderr.take().unwrap());
+    crate::lab::wait_for_line(&lines, "listening on", std::time::Duration::from_secs(20))?;
+    let replay = Command::new(&connbal)
+        .args(["replay", "-"])
+        .stdin(std::process::Stdio::from(tcpdump.stdout.take().unwrap()))
+        .stdout(std::process::Stdio::null())
+        .spawn()?;
+    let with_pipeline =
+        machine_cpu(|| load::run_paced(&lab, Mix::All, duration, Some(PACED_RATE)).map(|_| ()))?;
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(tcpdump.id() as i32),
+        nix::sys::signal::Signal::SIGINT,
+    );
+    tcpdump.wait()?;
+    replay.wait_with_output()?;
+    println!(
+        "| tcpdump -w - … \\| connbal replay - | {with_pipeline:.2} | {:.2} |",
+        with_pipeline - baseline
+    );
 
     println!("\nSide by side, same mixed load, same {seconds} s:\n");
     let trace = start_trace(&lab, &connbal, &[])?;

@@ -73,6 +73,25 @@ pub fn wire_sized_packets(lab: &Lab) -> Result<()> {
 }
 
 pub fn run(lab: &Lab, mix: Mix, duration: Duration) -> Result<Sent> {
+    run_paced(lab, mix, duration, None)
+}
+
+/// Sleeps as needed so `done` operations take at least `done / rate`
+/// seconds since `start`; no pacing without a rate.
+fn pace(start: Instant, done: u64, rate: Option<u64>) {
+    if let Some(rate) = rate {
+        let due = start + Duration::from_secs_f64(done as f64 / rate as f64);
+        let now = Instant::now();
+        if due > now {
+            std::thread::sleep(due - now);
+        }
+    }
+}
+
+/// Like `run`, with each generator held to `rate` operations per second
+/// (64 KiB writes, DNS queries, connection attempts), so the machine is
+/// not saturated and CPU can be compared between observers.
+pub fn run_paced(lab: &Lab, mix: Mix, duration: Duration, rate: Option<u64>) -> Result<Sent> {
     let deadline = Instant::now() + duration;
     let stop_at = move || Instant::now() >= deadline;
     let mut servers = Vec::new();
@@ -117,10 +136,13 @@ pub fn run(lab: &Lab, mix: Mix, duration: Duration) -> Result<Sent> {
             )?;
             conn.set_write_timeout(Some(Duration::from_millis(200)))?;
             let chunk = vec![0x5au8; 1 << 16];
+            let (start, mut writes) = (Instant::now(), 0);
             while !stop_at() {
                 if let Ok(n) = conn.write(&chunk) {
                     sent.fetch_add(n as u64, Ordering::Relaxed);
                 }
+                writes += 1;
+                pace(start, writes, rate.map(|r| r / 64));
             }
             Ok(())
         })?);
@@ -149,8 +171,11 @@ pub fn run(lab: &Lab, mix: Mix, duration: Duration) -> Result<Sent> {
             socket.set_read_timeout(Some(Duration::from_millis(50)))?;
             let mut buf = [0u8; 512];
             let mut id = 0u16;
+            let (start, mut done) = (Instant::now(), 0);
             // Keep a window of queries in flight, as a busy resolver client.
             while !stop_at() {
+                done += 32;
+                pace(start, done, rate);
                 for _ in 0..32 {
                     id = id.wrapping_add(1);
                     if socket
@@ -173,7 +198,10 @@ pub fn run(lab: &Lab, mix: Mix, duration: Duration) -> Result<Sent> {
         let sent = Arc::clone(&attempts);
         clients.push(in_netns(&lab.client_ns, move || {
             let to = SocketAddr::from((SERVER_V4, CLOSED_PORT));
+            let (start, mut done) = (Instant::now(), 0);
             while !stop_at() {
+                done += 1;
+                pace(start, done, rate.map(|r| r / 4));
                 // Refused at once: one SYN, one RST.
                 let _ = TcpStream::connect_timeout(&to, Duration::from_millis(200));
                 sent.fetch_add(1, Ordering::Relaxed);
