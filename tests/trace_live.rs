@@ -470,3 +470,47 @@ fn once_attached_the_trace_holds_no_capabilities() {
         "filters removed on exit"
     );
 }
+
+#[test]
+fn interval_prints_reports_while_running() {
+    let Some(_guard) = live() else { return };
+    let lab = record::prepare_lab().expect("lab");
+    let trace = Trace::start(
+        &lab,
+        &[
+            "--interval",
+            "300ms",
+            "--duration",
+            "2s",
+            "--format",
+            "json",
+        ],
+    );
+    for step in record::plan().iter().take(2) {
+        record::run_step(&lab, step).expect("plan step");
+    }
+    let finished = trace.wait();
+    assert!(finished.status.success(), "{}", finished.stderr);
+    // One JSON document per line: the periodic reports, then the final one.
+    let reports: Vec<serde_json::Value> = finished
+        .stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("a JSON line"))
+        .collect();
+    assert!(reports.len() >= 4, "{} reports", reports.len());
+    let last = reports.last().unwrap();
+    assert_eq!(last["interrupted"], false, "ended by --duration");
+    let web11 = last["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["backend"] == "203.0.113.11")
+        .expect("the lookup's row");
+    assert_eq!(
+        (web11["conns"].as_u64(), web11["dns"].as_u64()),
+        (Some(1), Some(1))
+    );
+    // Reports are cumulative: no row count goes down from one to the next.
+    let rows = |r: &serde_json::Value| r["rows"].as_array().map_or(0, Vec::len);
+    assert!(reports.windows(2).all(|w| rows(&w[0]) <= rows(&w[1])));
+}
