@@ -148,3 +148,61 @@ fn a_terminal_on_stdin_is_refused_with_a_hint() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("standard input is a terminal"), "{text}");
 }
+
+#[test]
+fn completions_are_valid_scripts_for_their_shells() {
+    for shell in ["bash", "zsh", "fish"] {
+        let out = connbal().args(["completions", shell]).output().unwrap();
+        assert!(out.status.success(), "{shell}");
+        let script = stdout(&out);
+        assert!(
+            script.contains("replay") && script.contains("trace") && script.contains("ring-size"),
+            "{shell}"
+        );
+        // Syntax-check with the shell itself where it is installed.
+        let check = match shell {
+            "fish" => ["fish", "--no-execute"],
+            other => [other, "-n"],
+        };
+        let path =
+            std::env::temp_dir().join(format!("connbal-completion-{}.{shell}", std::process::id()));
+        std::fs::write(&path, &script).unwrap();
+        match std::process::Command::new(check[0])
+            .arg(check[1])
+            .arg(&path)
+            .output()
+        {
+            Ok(result) => assert!(
+                result.status.success(),
+                "{shell}: {}",
+                String::from_utf8_lossy(&result.stderr)
+            ),
+            Err(_) => {
+                eprintln!("skipped: {shell} is not installed to syntax-check its completions")
+            }
+        }
+        let _ = std::fs::remove_file(&path);
+    }
+}
+
+#[test]
+fn the_man_page_is_roff_and_covers_every_subcommand() {
+    let out = connbal().arg("man").output().unwrap();
+    assert!(out.status.success());
+    let page = stdout(&out);
+    assert!(page.contains(".TH connbal 1"), "{page}");
+    for sub in ["trace", "replay", "completions", "man"] {
+        assert!(page.contains(sub), "{sub} missing from the man page");
+    }
+}
+
+#[test]
+fn every_subcommand_help_has_examples() {
+    for sub in ["trace", "replay", "completions", "man"] {
+        let out = connbal().args([sub, "--help"]).output().unwrap();
+        assert!(
+            stdout(&out).contains("Examples:"),
+            "{sub} --help has no examples"
+        );
+    }
+}

@@ -58,6 +58,19 @@ pub enum Command {
     /// Read a snoop, pcap or pcapng capture (file or pipe) and print the report.
     #[command(after_help = format!("{REPLAY_EXAMPLES}\n\n{EXIT_CODES}"))]
     Replay(ReplayArgs),
+    /// Print a shell completion script.
+    #[command(
+        after_help = "Examples:\n  connbal completions bash > /etc/bash_completion.d/connbal\n  connbal completions zsh > \"${fpath[1]}/_connbal\"\n  connbal completions fish > ~/.config/fish/completions/connbal.fish"
+    )]
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff).
+    #[command(
+        after_help = "Examples:\n  connbal man > /usr/local/share/man/man1/connbal.1\n  connbal man | man -l -"
+    )]
+    Man,
 }
 
 /// What both modes share: what to count and how to print it.
