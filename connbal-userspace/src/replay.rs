@@ -12,20 +12,32 @@ use std::sync::Arc;
 
 pub const STDIN_NAME: &str = "<stdin>";
 
+/// Pipes hand over at most their buffer (64 KiB by default) per read; a
+/// larger one means fewer reads and wakeups for `tcpdump -w - | connbal`.
+/// 1 MiB is the default /proc/sys/fs/pipe-max-size; failing is harmless.
+fn enlarge_pipe(stdin: &std::io::Stdin) {
+    use nix::fcntl::{fcntl, FcntlArg};
+    use std::os::fd::AsFd;
+    let _ = fcntl(stdin.as_fd(), FcntlArg::F_SETPIPE_SZ(1 << 20));
+}
+
+fn stdin_stream(stop: Arc<AtomicBool>) -> (ByteStream, String) {
+    let stdin = std::io::stdin();
+    enlarge_pipe(&stdin);
+    (
+        ByteStream::new(Box::new(stdin), stop),
+        STDIN_NAME.to_string(),
+    )
+}
+
 /// Opens a file, or stdin for `None` or `-`. Returns the name errors use.
 pub fn open_input(
     path: Option<&Path>,
     stop: Arc<AtomicBool>,
 ) -> Result<(ByteStream, String), CaptureError> {
     match path {
-        None => Ok((
-            ByteStream::new(Box::new(std::io::stdin()), stop),
-            STDIN_NAME.to_string(),
-        )),
-        Some(p) if p.as_os_str() == "-" => Ok((
-            ByteStream::new(Box::new(std::io::stdin()), stop),
-            STDIN_NAME.to_string(),
-        )),
+        None => Ok(stdin_stream(stop)),
+        Some(p) if p.as_os_str() == "-" => Ok(stdin_stream(stop)),
         Some(p) => {
             let name = p.display().to_string();
             let file = File::open(p).map_err(|e| CaptureError {
