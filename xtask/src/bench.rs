@@ -166,7 +166,7 @@ const PACED_RATE: u64 = 20_000;
 
 /// Busy CPU seconds of the whole machine (all states but idle and iowait)
 /// while `work` runs.
-fn machine_cpu(work: impl FnOnce() -> Result<()>) -> Result<f64> {
+fn machine_cpu<T>(work: impl FnOnce() -> Result<T>) -> Result<(f64, T)> {
     let busy = || -> Result<f64> {
         let stat = std::fs::read_to_string("/proc/stat")?;
         let cpu: Vec<f64> = stat
@@ -186,8 +186,8 @@ fn machine_cpu(work: impl FnOnce() -> Result<()>) -> Result<f64> {
         Ok((total - idle) / hz)
     };
     let before = busy()?;
-    work()?;
-    Ok(busy()? - before)
+    let done = work()?;
+    Ok((busy()? - before, done))
 }
 
 /// (run_time_ns, run_cnt) summed over loaded programs named `name`.
@@ -370,18 +370,29 @@ pub fn live(root: &Path, seconds: u64) -> Result<()> {
     }
 
     println!("\nWhole-machine CPU (/proc/stat, all cores, kernel and user) under the same paced mixed load ({PACED_RATE} DNS queries/s, {} connection attempts/s, {} MB/s bulk), {seconds} s each; the load alone is the baseline:\n", PACED_RATE / 4, PACED_RATE / 64 * 64 / 1000);
-    println!("| observer | CPU s | above the load alone |");
-    println!("|---|---|---|");
-    let baseline =
-        machine_cpu(|| load::run_paced(&lab, Mix::All, duration, Some(PACED_RATE)).map(|_| ()))?;
-    println!("| none (load alone) | {baseline:.2} | - |");
+    println!("| observer | CPU s | above the load alone | queries, attempts, MB sent |");
+    println!("|---|---|---|---|");
+    let paced = || load::run_paced(&lab, Mix::All, duration, Some(PACED_RATE));
+    let shown = |s: &load::Sent| {
+        format!(
+            "{}, {}, {}",
+            s.dns_queries,
+            s.connection_attempts,
+            s.bulk_bytes / 1_000_000
+        )
+    };
+    let (baseline, sent) = machine_cpu(paced)?;
+    println!(
+        "| none (load alone) | {baseline:.2} | - | {} |",
+        shown(&sent)
+    );
     let trace = start_trace(&lab, &connbal, &[])?;
-    let with_trace =
-        machine_cpu(|| load::run_paced(&lab, Mix::All, duration, Some(PACED_RATE)).map(|_| ()))?;
+    let (with_trace, sent) = machine_cpu(paced)?;
     let _ = stop_trace(trace)?;
     println!(
-        "| connbal trace | {with_trace:.2} | {:.2} |",
-        with_trace - baseline
+        "| connbal trace | {with_trace:.2} | {:.2} | {} |",
+        with_trace - baseline,
+        shown(&sent)
     );
     let mut tcpdump = lab
         .client("tcpdump")
@@ -403,8 +414,7 @@ pub fn live(root: &Path, seconds: u64) -> Result<()> {
         .stdin(std::process::Stdio::from(tcpdump.stdout.take().unwrap()))
         .stdout(std::process::Stdio::null())
         .spawn()?;
-    let with_pipeline =
-        machine_cpu(|| load::run_paced(&lab, Mix::All, duration, Some(PACED_RATE)).map(|_| ()))?;
+    let (with_pipeline, sent) = machine_cpu(paced)?;
     let _ = nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(tcpdump.id() as i32),
         nix::sys::signal::Signal::SIGINT,
@@ -412,8 +422,9 @@ pub fn live(root: &Path, seconds: u64) -> Result<()> {
     tcpdump.wait()?;
     replay.wait_with_output()?;
     println!(
-        "| tcpdump -w - … \\| connbal replay - | {with_pipeline:.2} | {:.2} |",
-        with_pipeline - baseline
+        "| tcpdump -w - … \\| connbal replay - | {with_pipeline:.2} | {:.2} | {} |",
+        with_pipeline - baseline,
+        shown(&sent)
     );
 
     println!("\nSide by side, same mixed load, same {seconds} s:\n");

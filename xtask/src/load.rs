@@ -169,13 +169,18 @@ pub fn run_paced(lab: &Lab, mix: Mix, duration: Duration, rate: Option<u64>) -> 
             let socket = UdpSocket::bind((CLIENT_V4, 0))?;
             socket.connect((SERVER_V4, DNS_PORT))?;
             socket.set_read_timeout(Some(Duration::from_millis(50)))?;
-            let mut buf = [0u8; 512];
+            // Answers are drained by their own thread, so the sender's
+            // rate never depends on how fast they come back.
+            let receiver = socket.try_clone()?;
+            let drain = std::thread::spawn(move || {
+                let mut buf = [0u8; 512];
+                while !stop_at() {
+                    let _ = receiver.recv(&mut buf);
+                }
+            });
             let mut id = 0u16;
             let (start, mut done) = (Instant::now(), 0);
-            // Keep a window of queries in flight, as a busy resolver client.
             while !stop_at() {
-                done += 32;
-                pace(start, done, rate);
                 for _ in 0..32 {
                     id = id.wrapping_add(1);
                     if socket
@@ -185,12 +190,10 @@ pub fn run_paced(lab: &Lab, mix: Mix, duration: Duration, rate: Option<u64>) -> 
                         sent.fetch_add(1, Ordering::Relaxed);
                     }
                 }
-                for _ in 0..32 {
-                    if socket.recv(&mut buf).is_err() {
-                        break;
-                    }
-                }
+                done += 32;
+                pace(start, done, rate);
             }
+            let _ = drain.join();
             Ok(())
         })?);
     }
