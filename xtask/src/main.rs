@@ -95,10 +95,37 @@ fn main() -> Result<()> {
         Task::Setup => xtask::ebpf::setup(),
         Task::Test { cargo_args } => {
             xtask::setup::install_test_packages()?;
-            let status = std::process::Command::new(env!("CARGO"))
+            let mut child = std::process::Command::new(env!("CARGO"))
                 .args(["test", "--workspace"])
                 .args(&cargo_args)
-                .status()?;
+                .stdout(std::process::Stdio::piped())
+                .spawn()?;
+            // Pass cargo's output through, and add up its per-binary
+            // summaries into one closing line.
+            let (mut passed, mut failed, mut ignored) = (0u64, 0u64, 0u64);
+            let out = child.stdout.take().expect("piped");
+            for line in std::io::BufRead::lines(std::io::BufReader::new(out)) {
+                let line = line?;
+                println!("{line}");
+                if let Some(summary) = line.strip_prefix("test result: ") {
+                    for part in summary.split([';', '.']) {
+                        let mut words = part.split_whitespace();
+                        if let (Some(n), Some(what)) = (
+                            words.next().and_then(|n| n.parse::<u64>().ok()),
+                            words.next(),
+                        ) {
+                            match what {
+                                "passed" => passed += n,
+                                "failed" => failed += n,
+                                "ignored" => ignored += n,
+                                _ => {}
+                            }
+                        }
+                    }
+                }
+            }
+            let status = child.wait()?;
+            println!("tests: {passed} passed, {failed} failed, {ignored} skipped");
             if !status.success() {
                 bail!("cargo test failed ({status})");
             }
