@@ -67,40 +67,24 @@ fn tempfile_path(prefix: &str) -> PathBuf {
     std::env::temp_dir().join(format!("{prefix}-{}", std::process::id()))
 }
 
-/// Packets and bytes in a capture, from connbal's own counters.
+/// Packets in a capture (from connbal's own counters) and the file's size.
 fn size_of_capture(connbal: &Path, capture: &Path) -> Result<(f64, f64)> {
     let out = Command::new(connbal)
         .args(["replay", "--format", "json"])
         .arg(capture)
         .output()?;
-    let json = String::from_utf8(out.stdout)?;
-    let find = |key: &str| -> Result<f64> {
-        let at = json
-            .find(&format!("\"{key}\":"))
-            .with_context(|| format!("{key} missing"))?;
-        let rest = &json[at + key.len() + 3..];
-        let number: String = rest
-            .trim_start()
-            .chars()
-            .take_while(|c| c.is_ascii_digit())
-            .collect();
-        Ok(number.parse()?)
-    };
-    let file_bytes = std::fs::metadata(capture)?.len() as f64;
-    Ok((find("packets")?, file_bytes))
+    let packets = json_number(&String::from_utf8(out.stdout)?, "packets");
+    if packets == 0 {
+        bail!("{} holds no packets", capture.display());
+    }
+    Ok((packets as f64, std::fs::metadata(capture)?.len() as f64))
 }
 
 pub fn replay(root: &Path, runs: usize) -> Result<()> {
     if !Path::new("/usr/bin/time").exists() {
         crate::setup::apt_install(&["time"])?;
     }
-    crate::lab::run(Command::new("cargo").current_dir(root).args([
-        "build",
-        "--release",
-        "-p",
-        "connbal-userspace",
-    ]))?;
-    let connbal = root.join("target/release/connbal");
+    let connbal = build_release(root)?;
     let dir = root.join("target/bench");
     if !dir.join("synthetic.snoop").exists() {
         let (packets, bytes) = crate::gen::generate(&dir, 3_000_000, 1)?;
@@ -137,6 +121,16 @@ pub fn replay(root: &Path, runs: usize) -> Result<()> {
         }
     }
     Ok(())
+}
+
+fn build_release(root: &Path) -> Result<PathBuf> {
+    crate::lab::run(Command::new("cargo").current_dir(root).args([
+        "build",
+        "--release",
+        "-p",
+        "connbal-userspace",
+    ]))?;
+    Ok(root.join("target/release/connbal"))
 }
 
 /// `kernel.bpf_stats_enabled` on for the benchmark, restored on drop.
@@ -304,13 +298,7 @@ pub fn live(root: &Path, seconds: u64) -> Result<()> {
     if !missing.is_empty() {
         crate::setup::apt_install(&["ethtool", "bpftool", "tcpdump"])?;
     }
-    crate::lab::run(Command::new("cargo").current_dir(root).args([
-        "build",
-        "--release",
-        "-p",
-        "connbal-userspace",
-    ]))?;
-    let connbal = root.join("target/release/connbal");
+    let connbal = build_release(root)?;
     let duration = std::time::Duration::from_secs(seconds);
     let _stats = BpfStats::enable()?;
     let lab = crate::lab::Lab::new()?;
