@@ -131,12 +131,19 @@ pub mod record {
 
     /// A DNS record: header plus payload, reserved at this fixed size
     /// because the verifier needs a constant reservation.
+    ///
+    /// Two sizes: most DNS messages fit `SHORT_DNS_PAYLOAD`, and a smaller
+    /// slot leaves the ring room for four times as many of them.
     #[repr(C)]
     #[derive(Clone, Copy)]
-    pub struct DnsRecord {
+    pub struct DnsRecord<const N: usize = MAX_DNS_PAYLOAD> {
         pub header: RecordHeader,
-        pub payload: [u8; MAX_DNS_PAYLOAD],
+        pub payload: [u8; N],
     }
+
+    /// The payload size of the short DNS slot (a power of two, like
+    /// `MAX_DNS_PAYLOAD`).
+    pub const SHORT_DNS_PAYLOAD: usize = 512;
 
     const _: () = assert!(HEADER_LEN == 64);
     const _: () = assert!(core::mem::align_of::<DnsRecord>() <= 8);

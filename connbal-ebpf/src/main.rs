@@ -28,7 +28,7 @@ use aya_log_ebpf::debug;
 use connbal_common::flow_timing::{IDLE_NANOS, TIME_WAIT_NANOS};
 use connbal_common::record::{
     counter, DnsRecord, FlowKey, FlowState, RecordHeader, BIT_FLOW_NEW, BIT_TCP, BIT_TRUNCATED,
-    KIND_DNS, KIND_TCP, MAX_DNS_PAYLOAD,
+    KIND_DNS, KIND_TCP, MAX_DNS_PAYLOAD, SHORT_DNS_PAYLOAD,
 };
 use connbal_common::{classify_tcp, closes_flow, is_dns_port, tcp_flags, TcpVerdict};
 use core::mem::size_of;
@@ -400,10 +400,25 @@ fn emit_tcp(header: RecordHeader) {
     }
 }
 
-/// Copies the DNS payload straight from the skb into the reserved ring slot.
+/// Copies the DNS payload straight from the skb into a reserved ring slot,
+/// a short one when the message fits.
 #[inline(always)]
-fn emit_dns(ctx: &TcContext, mut header: RecordHeader, payload: usize, payload_len: usize) {
-    let Some(mut entry) = EVENTS.reserve::<DnsRecord>(0) else {
+fn emit_dns(ctx: &TcContext, header: RecordHeader, payload: usize, payload_len: usize) {
+    if payload_len <= SHORT_DNS_PAYLOAD {
+        emit_dns_into::<SHORT_DNS_PAYLOAD>(ctx, header, payload, payload_len);
+    } else {
+        emit_dns_into::<MAX_DNS_PAYLOAD>(ctx, header, payload, payload_len);
+    }
+}
+
+#[inline(always)]
+fn emit_dns_into<const N: usize>(
+    ctx: &TcContext,
+    mut header: RecordHeader,
+    payload: usize,
+    payload_len: usize,
+) {
+    let Some(mut entry) = EVENTS.reserve::<DnsRecord<N>>(0) else {
         bump(counter::RECORDS_LOST);
         if flag(&DEBUG_LOG) {
             debug!(ctx, "ring buffer full: DNS record lost");
@@ -412,15 +427,15 @@ fn emit_dns(ctx: &TcContext, mut header: RecordHeader, payload: usize, payload_l
     };
     // The skb length covers paged data too, which bpf_skb_load_bytes reads.
     let available = payload_len.min((ctx.len() as usize).saturating_sub(payload));
-    let copy = available.min(MAX_DNS_PAYLOAD);
+    let copy = available.min(N);
     let record = entry.as_mut_ptr();
     if copy > 0 {
-        // The verifier must see a length in [1, MAX]: hide `copy - 1` from
+        // The verifier must see a length in [1, N]: hide `copy - 1` from
         // the optimiser (which would otherwise reorder the checks) and mask
-        // it; MAX is a power of two.
-        let masked = (core::hint::black_box(copy - 1) & (MAX_DNS_PAYLOAD - 1)) + 1;
-        // SAFETY: `record` points to a reserved DnsRecord; the destination
-        // is its payload array of MAX_DNS_PAYLOAD bytes and `masked` is at
+        // it; N is a power of two.
+        let masked = (core::hint::black_box(copy - 1) & (N - 1)) + 1;
+        // SAFETY: `record` points to a reserved DnsRecord<N>; the
+        // destination is its payload array of N bytes and `masked` is at
         // most that; the helper checks the source range in the skb.
         let loaded = unsafe {
             bpf_skb_load_bytes(
