@@ -140,8 +140,27 @@ struct Ip {
     l4: usize,
     /// End of the IP payload (excludes link-layer padding).
     end: usize,
-    src: [u8; 16],
-    dst: [u8; 16],
+    /// Where the source address starts (the destination follows it). The
+    /// addresses are only read for packets that produce a record, so bulk
+    /// data never pays for copying them.
+    addrs: usize,
+}
+
+/// Source and destination as 16-byte arrays (IPv4 in the first 4 bytes).
+#[inline(always)]
+fn addresses(ctx: &TcContext, ip: &Ip) -> Option<([u8; 16], [u8; 16])> {
+    let mut src = [0u8; 16];
+    let mut dst = [0u8; 16];
+    if ip.version == 4 {
+        let a: [u8; 8] = bytes(ctx, ip.addrs)?;
+        src[..4].copy_from_slice(&a[..4]);
+        dst[..4].copy_from_slice(&a[4..]);
+    } else {
+        let a: [u8; 32] = bytes(ctx, ip.addrs)?;
+        src.copy_from_slice(&a[..16]);
+        dst.copy_from_slice(&a[16..]);
+    }
+    Some((src, dst))
 }
 
 #[inline(always)]
@@ -182,17 +201,12 @@ fn ipv4(ctx: &TcContext, offset: usize) -> Option<Ip> {
     if be16([h[6], h[7]]) & 0x1fff != 0 {
         return None;
     }
-    let mut src = [0u8; 16];
-    let mut dst = [0u8; 16];
-    src[..4].copy_from_slice(&h[12..16]);
-    dst[..4].copy_from_slice(&h[16..20]);
     Some(Ip {
         version: 4,
         protocol: h[9],
         l4: offset + header_len,
         end: offset + usize::from(be16([h[2], h[3]])),
-        src,
-        dst,
+        addrs: offset + 12,
     })
 }
 
@@ -228,17 +242,12 @@ fn ipv6(ctx: &TcContext, offset: usize) -> Option<Ip> {
             _ => break,
         }
     }
-    let mut src = [0u8; 16];
-    let mut dst = [0u8; 16];
-    src.copy_from_slice(&h[8..24]);
-    dst.copy_from_slice(&h[24..40]);
     Some(Ip {
         version: 6,
         protocol: next,
         l4,
         end: offset + 40 + usize::from(be16([h[4], h[5]])),
-        src,
-        dst,
+        addrs: offset + 8,
     })
 }
 
@@ -252,19 +261,30 @@ fn tcp(ctx: &TcContext, ip: &Ip) -> Option<()> {
     let payload_len = ip.end.saturating_sub(payload);
     // What the default mode keeps; bulk data stops here unless -a.
     let verdict = classify_tcp(flags, src_port, dst_port, payload_len, false);
+    let all_tcp = flag(&ALL_TCP);
+    if verdict == TcpVerdict::Drop && !all_tcp {
+        return None;
+    }
+    let (src, dst) = addresses(ctx, ip)?;
     let mut bits = BIT_TCP;
-    if flag(&ALL_TCP) {
-        match track_flow(ip, src_port, dst_port, flags) {
+    if all_tcp {
+        match track_flow(ip.version, &src, &dst, src_port, dst_port, flags) {
             FlowEvent::New => bits |= BIT_FLOW_NEW,
             FlowEvent::Closed => {}
             FlowEvent::Nothing if verdict == TcpVerdict::Drop => return None,
             FlowEvent::Nothing => {}
         }
-    } else if verdict == TcpVerdict::Drop {
-        return None;
     }
     let seq = u32::from_be_bytes([t[4], t[5], t[6], t[7]]);
-    let header = header(ctx, ip, src_port, dst_port, flags, seq, bits);
+    let header = header(
+        ctx,
+        ip.version,
+        (src, dst),
+        (src_port, dst_port),
+        flags,
+        seq,
+        bits,
+    );
     match verdict {
         TcpVerdict::DnsPayload => emit_dns(ctx, header, payload, payload_len),
         _ => emit_tcp(header),
@@ -284,7 +304,8 @@ fn udp(ctx: &TcContext, ip: &Ip) -> Option<()> {
     // padding is never taken for DNS bytes.
     let udp_payload = usize::from(be16([u[4], u[5]])).saturating_sub(8);
     let payload_len = udp_payload.min(ip.end.saturating_sub(payload));
-    let header = header(ctx, ip, src_port, dst_port, 0, 0, 0);
+    let (src, dst) = addresses(ctx, ip)?;
+    let header = header(ctx, ip.version, (src, dst), (src_port, dst_port), 0, 0, 0);
     emit_dns(ctx, header, payload, payload_len);
     Some(())
 }
@@ -298,23 +319,30 @@ enum FlowEvent {
 /// The kernel side of spec 4's `-a` rule: a flow yields a record when first
 /// seen (or seen again after it was forgotten) and when it closes.
 #[inline(always)]
-fn track_flow(ip: &Ip, src_port: u16, dst_port: u16, flags: u8) -> FlowEvent {
-    let forward = (ip.src, src_port) <= (ip.dst, dst_port);
+fn track_flow(
+    version: u8,
+    src: &[u8; 16],
+    dst: &[u8; 16],
+    src_port: u16,
+    dst_port: u16,
+    flags: u8,
+) -> FlowEvent {
+    let forward = (src, src_port) <= (dst, dst_port);
     let key = if forward {
         FlowKey {
-            addr_a: ip.src,
-            addr_b: ip.dst,
+            addr_a: *src,
+            addr_b: *dst,
             port_a: src_port,
             port_b: dst_port,
-            ip_version: u32::from(ip.version),
+            ip_version: u32::from(version),
         }
     } else {
         FlowKey {
-            addr_a: ip.dst,
-            addr_b: ip.src,
+            addr_a: *dst,
+            addr_b: *src,
             port_a: dst_port,
             port_b: src_port,
-            ip_version: u32::from(ip.version),
+            ip_version: u32::from(version),
         }
     };
     // SAFETY: helper call; no memory is passed but the key.
@@ -361,24 +389,24 @@ fn track_flow(ip: &Ip, src_port: u16, dst_port: u16, flags: u8) -> FlowEvent {
 #[inline(always)]
 fn header(
     ctx: &TcContext,
-    ip: &Ip,
-    src_port: u16,
-    dst_port: u16,
+    version: u8,
+    (src, dst): ([u8; 16], [u8; 16]),
+    (src_port, dst_port): (u16, u16),
     flags: u8,
     seq: u32,
     bits: u8,
 ) -> RecordHeader {
     RecordHeader {
         kind: KIND_TCP,
-        ip_version: ip.version,
+        ip_version: version,
         tcp_flags: flags,
         bits,
         // SAFETY: reading a field of the context the kernel handed us.
         ifindex: unsafe { (*ctx.skb.skb).ifindex },
         // SAFETY: helper call without arguments.
         ktime_ns: unsafe { bpf_ktime_get_ns() },
-        src_addr: ip.src,
-        dst_addr: ip.dst,
+        src_addr: src,
+        dst_addr: dst,
         src_port,
         dst_port,
         tcp_seq: seq,
