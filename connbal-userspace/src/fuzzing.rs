@@ -26,6 +26,18 @@ pub fn capture(data: &[u8], all_tcp: bool) {
     let _ = aggregator.report();
 }
 
+/// A capture of one format: inputs that do not start with the format's
+/// magic get `header` prepended, so mutations are spent on records. The
+/// last byte picks `--all-tcp`.
+pub fn capture_of_format(data: &[u8], header: &[u8]) {
+    let all_tcp = data.last().is_some_and(|b| b & 1 == 1);
+    if data.starts_with(&header[..4]) {
+        capture(data, all_tcp);
+    } else {
+        capture(&[header, data].concat(), all_tcp);
+    }
+}
+
 /// Arbitrary frames: `[link][len hi][len lo][bytes...]` repeated.
 pub fn frames(mut data: &[u8]) {
     let all_tcp = data.first().is_some_and(|b| b & 1 == 1);

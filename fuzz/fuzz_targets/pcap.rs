@@ -6,11 +6,4 @@ use libfuzzer_sys::fuzz_target;
 
 const HEADER: &[u8] = b"\xd4\xc3\xb2\xa1\x02\0\x04\0\0\0\0\0\0\0\0\0\0\0\x04\0\x01\0\0\0";
 
-fuzz_target!(|data: &[u8]| {
-    let all_tcp = data.last().is_some_and(|b| b & 1 == 1);
-    if data.starts_with(&HEADER[..4]) {
-        connbal::fuzzing::capture(data, all_tcp);
-    } else {
-        connbal::fuzzing::capture(&[HEADER, data].concat(), all_tcp);
-    }
-});
+fuzz_target!(|data: &[u8]| connbal::fuzzing::capture_of_format(data, HEADER));
