@@ -227,6 +227,7 @@ fn live_trace_and_replay_of_tcpdump_give_the_identical_report() {
             conns: r["conns"].as_u64().unwrap(),
             dns: r["dns"].as_u64().unwrap(),
             name: r["name"].as_str().unwrap().into(),
+            srv: serde_json::from_value(r["srv"].clone()).unwrap(),
         })
         .collect();
     connbal::report::write_tsv(&mut tsv, &rows).unwrap();

@@ -85,8 +85,10 @@ pub struct ReportArgs {
     #[arg(short = 'F', long = "filter", value_name = "SUBSTR")]
     pub filter: Option<String>,
 
-    #[arg(long, value_enum, default_value_t = Format::Tsv)]
-    pub format: Format,
+    /// Output format [default: table on a terminal, tsv otherwise].
+    /// Colours only on a terminal, and not when NO_COLOR is set.
+    #[arg(long, value_enum)]
+    pub format: Option<Format>,
 
     /// Print input and skip counters to stderr (and the verifier log if the
     /// kernel rejects the program).

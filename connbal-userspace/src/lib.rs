@@ -13,4 +13,5 @@ pub mod output;
 pub mod replay;
 pub mod report;
 pub mod signals;
+pub mod table;
 pub mod trace;

@@ -3,8 +3,9 @@ use anyhow::Context as _;
 use clap::Parser as _;
 use connbal::aggregator::{Aggregator, Config};
 use connbal::capture::CaptureReader;
-use connbal::cli::{Cli, Command, ReplayArgs, TraceArgs};
+use connbal::cli::{Cli, Command, ReplayArgs, ReportArgs, TraceArgs};
 use connbal::replay;
+use connbal::report::Format;
 use connbal::trace::{self, TraceOptions};
 use connbal::{output, report, signals};
 use std::io::{self, IsTerminal, Write};
@@ -36,7 +37,13 @@ fn main() -> ExitCode {
     }
 }
 
+fn output_format(args: &ReportArgs) -> Format {
+    args.format
+        .unwrap_or_else(|| Format::default_for(io::stdout().is_terminal()))
+}
+
 fn trace_command(args: TraceArgs) -> anyhow::Result<ExitCode> {
+    let format = output_format(&args.report);
     trace::run(TraceOptions {
         interfaces: args.interfaces,
         duration: args.duration,
@@ -45,7 +52,7 @@ fn trace_command(args: TraceArgs) -> anyhow::Result<ExitCode> {
             all_tcp: args.report.all_tcp,
             filter: args.report.filter,
         },
-        format: args.report.format,
+        format,
         ring_size: args.ring_size,
         verbose: args.report.verbose,
         attach: args.attach,
@@ -70,12 +77,16 @@ fn replay_command(args: ReplayArgs) -> anyhow::Result<ExitCode> {
     let outcome = replay::run(&mut reader, &mut aggregator, args.report.all_tcp, &stop);
     let report = aggregator.report();
     output::print_report(&output::Printed {
-        format: args.report.format,
+        format: output_format(&args.report),
         report: &report,
         input: &outcome.input,
         error: outcome.error.as_ref().map(ToString::to_string),
         interrupted: outcome.interrupted,
         compact: false,
+        style: output::TableStyle {
+            colour: connbal::table::colour_wanted(io::stdout().is_terminal()),
+            redraw: false,
+        },
     })?;
     output::print_warnings(&report.counters);
     if args.report.verbose {

@@ -2,6 +2,7 @@
 
 use crate::aggregator::{Counters, Report};
 use crate::report::{self, Format, JsonReport};
+use crate::table;
 use anyhow::Context as _;
 use serde::Serialize;
 use std::io::{self, Write};
@@ -15,15 +16,30 @@ pub struct Printed<'a, I: Serialize> {
     /// One JSON document per line instead of pretty-printed (for reports
     /// printed every interval).
     pub compact: bool,
+    pub style: TableStyle,
+}
+
+#[derive(Clone, Copy, Debug, Default)]
+pub struct TableStyle {
+    pub colour: bool,
+    /// Clear the terminal first, so a periodic report redraws in place.
+    pub redraw: bool,
 }
 
 pub fn print_report<I: Serialize>(p: &Printed<'_, I>) -> anyhow::Result<()> {
     let mut out = io::BufWriter::new(io::stdout().lock());
     let written = match p.format {
+        Format::Table => {
+            let clear = if p.style.redraw { "\x1b[H\x1b[2J" } else { "" };
+            let text = table::render_table(p.report, p.style.colour);
+            out.write_all(clear.as_bytes())
+                .and_then(|()| out.write_all(text.as_bytes()))
+        }
         Format::Tsv => report::write_tsv(&mut out, &p.report.rows),
         Format::Json => {
             let json = JsonReport {
                 rows: &p.report.rows,
+                services: &p.report.services,
                 input: p.input,
                 counters: &p.report.counters,
                 error: p.error.as_deref(),

@@ -1,14 +1,31 @@
-//! Output formats for a [`Report`]: the original's TSV and JSON.
+//! Output formats for a [`Report`]: the original's TSV and JSON (the table
+//! lives in `table.rs`).
 
-use crate::aggregator::{Counters, Report, Row};
+use crate::aggregator::{Counters, Report, Row, Service};
 use serde::Serialize;
 use std::io::{self, Write};
 use std::net::IpAddr;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum Format {
+    /// Grouped by client and name, with shares, bars and verdicts.
+    Table,
+    /// The original's tab-separated lines, for `sort -n` and scripts.
     Tsv,
+    /// Rows, per-service verdicts and counters.
     Json,
+}
+
+impl Format {
+    /// Table for a person at a terminal, TSV for pipes (the original's
+    /// habits keep working).
+    pub fn default_for(stdout_is_terminal: bool) -> Self {
+        if stdout_is_terminal {
+            Format::Table
+        } else {
+            Format::Tsv
+        }
+    }
 }
 
 /// Writes an IPv4 address with every octet zero-padded to three digits so
@@ -61,6 +78,8 @@ pub fn write_tsv(out: &mut impl Write, rows: &[Row]) -> io::Result<()> {
 #[derive(Serialize)]
 pub struct JsonReport<'a, I: Serialize> {
     pub rows: &'a [Row],
+    /// One per (client, name), with the aggregator's verdicts.
+    pub services: &'a [Service],
     pub input: &'a I,
     pub counters: &'a Counters,
     /// Set when reading stopped early: the rows cover what came before.
@@ -125,6 +144,7 @@ mod tests {
             conns: 5,
             dns: 16,
             name: Arc::from("web.example.com."),
+            srv: None,
         }
     }
 

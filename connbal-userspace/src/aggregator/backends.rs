@@ -15,6 +15,14 @@ pub struct Backend {
     /// Kept small and in first-seen order; a backend rarely has more than a
     /// handful of ports, so a linear scan beats hashing.
     pub ports: Vec<PortCount>,
+    /// Priority and weight of the SRV record that last named this backend.
+    pub srv: Option<SrvPreference>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct SrvPreference {
+    pub priority: u16,
+    pub weight: u16,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -31,6 +39,7 @@ impl Backend {
             name,
             address_dns: 0,
             ports: Vec::new(),
+            srv: None,
         }
     }
 
@@ -61,6 +70,9 @@ pub struct Row {
     pub conns: u64,
     pub dns: u64,
     pub name: Arc<str>,
+    /// Set for backends named by an SRV record.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub srv: Option<SrvPreference>,
 }
 
 impl Row {
@@ -84,6 +96,7 @@ pub fn rows_for(client: IpAddr, backend: IpAddr, b: &Backend, out: &mut Vec<Row>
         conns,
         dns,
         name: b.name.clone(),
+        srv: b.srv,
     };
     if b.ports.is_empty() {
         out.push(row(None, 0, b.address_dns));

@@ -287,6 +287,8 @@ pub(crate) mod build {
 
     pub struct MessageBuilder {
         pub bytes: Vec<u8>,
+        /// TTL of the records added from now on.
+        pub ttl: u32,
     }
 
     impl MessageBuilder {
@@ -300,7 +302,19 @@ pub(crate) mod build {
             for c in counts {
                 bytes.extend_from_slice(&c.to_be_bytes());
             }
-            Self { bytes }
+            Self { bytes, ttl: 300 }
+        }
+
+        fn empty() -> Self {
+            Self {
+                bytes: Vec::new(),
+                ttl: 300,
+            }
+        }
+
+        pub fn ttl(&mut self, ttl: u32) -> &mut Self {
+            self.ttl = ttl;
+            self
         }
 
         pub fn name(&mut self, name: &str) -> &mut Self {
@@ -330,10 +344,11 @@ pub(crate) mod build {
         }
 
         pub fn record(&mut self, owner: &str, rtype: u16, class: u16, rdata: &[u8]) -> &mut Self {
+            let ttl = self.ttl;
             self.name(owner)
                 .u16(rtype)
                 .u16(class)
-                .raw(&300u32.to_be_bytes());
+                .raw(&ttl.to_be_bytes());
             self.u16(rdata.len() as u16).raw(rdata)
         }
 
@@ -346,17 +361,29 @@ pub(crate) mod build {
         }
 
         pub fn srv(&mut self, owner: &str, port: u16, target: &str) -> &mut Self {
+            self.weighted_srv(owner, 10, 5, port, target)
+        }
+
+        pub fn weighted_srv(
+            &mut self,
+            owner: &str,
+            priority: u16,
+            weight: u16,
+            port: u16,
+            target: &str,
+        ) -> &mut Self {
             let mut rdata = Vec::new();
-            rdata.extend_from_slice(&[0, 10, 0, 5]);
+            rdata.extend_from_slice(&priority.to_be_bytes());
+            rdata.extend_from_slice(&weight.to_be_bytes());
             rdata.extend_from_slice(&port.to_be_bytes());
-            let mut t = MessageBuilder { bytes: Vec::new() };
+            let mut t = MessageBuilder::empty();
             t.name(target);
             rdata.extend_from_slice(&t.bytes);
             self.record(owner, super::TYPE_SRV, super::CLASS_IN, &rdata)
         }
 
         pub fn cname(&mut self, owner: &str, target: &str) -> &mut Self {
-            let mut t = MessageBuilder { bytes: Vec::new() };
+            let mut t = MessageBuilder::empty();
             t.name(target);
             self.record(owner, super::TYPE_CNAME, super::CLASS_IN, &t.bytes)
         }

@@ -9,17 +9,21 @@ mod bounded;
 pub mod dns;
 mod event;
 mod flows;
+mod lookups;
 pub mod name;
 mod tcp_stream;
+pub mod verdict;
 
-pub use backends::Row;
+pub use backends::{Row, SrvPreference};
 pub use event::{Datagram, Event, Segment, Timestamp};
+pub use verdict::Service;
 
 use backends::{rows_for, Backend};
 use bounded::FifoMap;
 use connbal_common::{closes_flow, is_connection_attempt, is_dns_port, tcp_flags, DNS_PORT};
 use dns::{Header, Record, RecordData, Section};
 use flows::{FlowKey, FlowTable, Seen};
+use lookups::ServiceLookups;
 use serde::Serialize;
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -54,6 +58,8 @@ pub const MAX_SRV_TARGETS: usize = 1 << 16;
 pub const MAX_PORTS: usize = 1 << 20;
 /// Each stream buffers at most one message (64 KiB) plus held segments.
 pub const MAX_DNS_STREAMS: usize = 1 << 10;
+/// (client, name) pairs whose lookups and TTLs are tracked.
+pub const MAX_SERVICES: usize = 1 << 18;
 
 #[derive(Clone, Debug, Default)]
 pub struct Config {
@@ -89,6 +95,9 @@ pub struct Counters {
     pub srv_targets_dropped: u64,
     pub ports_dropped: u64,
     pub dns_streams_dropped: u64,
+    /// (client, name) pairs whose lookups were not tracked (table full);
+    /// their TTL verdict is missing.
+    pub services_dropped: u64,
     pub tcp_dns_unplaced_segments: u64,
     pub connection_attempts: u64,
     pub connections_to_backends: u64,
@@ -112,11 +121,15 @@ struct SrvTarget {
     /// The SRV owner (service) name that first named this target.
     service: Arc<str>,
     ports: Vec<u16>,
+    /// From the SRV record that last named this target.
+    preference: SrvPreference,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Report {
     pub rows: Vec<Row>,
+    /// One per (client, name) in `rows`, in the same order, with verdicts.
+    pub services: Vec<Service>,
     pub counters: Counters,
 }
 
@@ -131,6 +144,9 @@ pub struct Aggregator {
     backends: FastMap<(IpAddr, IpAddr), Backend>,
     /// (backend, port) entries over all backends, against MAX_PORTS.
     port_entries: usize,
+    /// Keyed by (client address, keyed hash of the lower-cased credited
+    /// name).
+    services: FastMap<(IpAddr, u64), ServiceLookups>,
     /// One per direction of a port-53 TCP flow.
     dns_streams: FastMap<(SocketAddr, SocketAddr), (Timestamp, Stream)>,
     flows: FlowTable,
@@ -148,6 +164,7 @@ impl Aggregator {
             srv_targets: FastMap::default(),
             backends: FastMap::default(),
             port_entries: 0,
+            services: FastMap::default(),
             dns_streams: FastMap::default(),
             flows: FlowTable::with_cap(MAX_FLOWS),
             counters: Counters::default(),
@@ -184,10 +201,51 @@ impl Aggregator {
             rows_for(client, backend, b, &mut rows);
         }
         rows.sort_by(Row::report_order);
+        let services = self.services_of(&rows);
         Report {
             rows,
+            services,
             counters: self.counters.clone(),
         }
+    }
+
+    /// Verdicts for each (client, name) run of the sorted rows.
+    fn services_of(&self, rows: &[Row]) -> Vec<Service> {
+        let mut services = Vec::new();
+        let mut rest = rows;
+        while let Some(first) = rest.first() {
+            let run = rest
+                .iter()
+                .take_while(|r| r.client == first.client && r.name == first.name)
+                .count();
+            let (group, tail) = rest.split_at(run);
+            rest = tail;
+            // Rows come per port; the verdicts look at backend addresses.
+            let mut loads: Vec<(IpAddr, verdict::BackendLoad)> = Vec::new();
+            for row in group {
+                match loads.last_mut() {
+                    Some((addr, load)) if *addr == row.backend => load.connections += row.conns,
+                    _ => loads.push((
+                        row.backend,
+                        verdict::BackendLoad {
+                            connections: row.conns,
+                            srv: row.srv,
+                        },
+                    )),
+                }
+            }
+            let loads: Vec<verdict::BackendLoad> = loads.into_iter().map(|(_, l)| l).collect();
+            let lookups = self
+                .services
+                .get(&(first.client, self.name_key(&first.name)));
+            services.push(verdict::assess(
+                first.client,
+                first.name.clone(),
+                &loads,
+                lookups,
+            ));
+        }
+        services
     }
 
     fn maybe_sweep(&mut self, now: Timestamp) {
@@ -237,7 +295,7 @@ impl Aggregator {
         if is_query {
             self.query(ts, src, dst, message, header, truncated);
         } else {
-            self.response(src, dst, message, header, truncated);
+            self.response(ts, src, dst, message, header, truncated);
         }
     }
 
@@ -296,6 +354,7 @@ impl Aggregator {
 
     fn response(
         &mut self,
+        ts: Timestamp,
         src: SocketAddr,
         dst: SocketAddr,
         message: &[u8],
@@ -339,11 +398,20 @@ impl Aggregator {
         // Consumed: a duplicate response counts nothing.
         self.pending.remove(&key);
         self.counters.responses_matched += 1;
-        self.apply_answer(dst.ip(), &question.name, &records);
+        self.apply_answer(ts, dst.ip(), &question, &records);
     }
 
     /// Spec 3: walk answer, authority and additional records in order.
-    fn apply_answer(&mut self, client: IpAddr, question: &str, records: &[Record]) {
+    fn apply_answer(
+        &mut self,
+        ts: Timestamp,
+        client: IpAddr,
+        question_asked: &dns::Question,
+        records: &[Record],
+    ) {
+        let question = question_asked.name.as_str();
+        // Names this answer credited, with the least TTL of their records.
+        let mut credited: Vec<(Arc<str>, u32)> = Vec::new();
         let answer_count = records
             .iter()
             .filter(|r| r.section == Section::Answer)
@@ -365,23 +433,40 @@ impl Aggregator {
                 _ => record.owner.as_str(),
             };
             match &record.data {
-                RecordData::Srv { port, target, .. } => {
-                    self.register_srv_target(&record.owner, *port, target)
+                RecordData::Srv {
+                    port,
+                    target,
+                    priority,
+                    weight,
+                } => self.register_srv_target(
+                    &record.owner,
+                    *port,
+                    target,
+                    SrvPreference {
+                        priority: *priority,
+                        weight: *weight,
+                    },
+                ),
+                RecordData::A(addr) => {
+                    let name = self.credit_address(
+                        client,
+                        IpAddr::V4(*addr),
+                        record,
+                        checked_name,
+                        answer_count,
+                    );
+                    note_credit(&mut credited, name, record.ttl);
                 }
-                RecordData::A(addr) => self.credit_address(
-                    client,
-                    IpAddr::V4(*addr),
-                    record,
-                    checked_name,
-                    answer_count,
-                ),
-                RecordData::Aaaa(addr) => self.credit_address(
-                    client,
-                    IpAddr::V6(*addr),
-                    record,
-                    checked_name,
-                    answer_count,
-                ),
+                RecordData::Aaaa(addr) => {
+                    let name = self.credit_address(
+                        client,
+                        IpAddr::V6(*addr),
+                        record,
+                        checked_name,
+                        answer_count,
+                    );
+                    note_credit(&mut credited, name, record.ttl);
+                }
                 RecordData::Cname => {
                     if answer_count <= 2
                         && !self
@@ -395,9 +480,27 @@ impl Aggregator {
                 RecordData::Opt | RecordData::Other => {}
             }
         }
+        let asked = (self.name_key(question), question_asked.qtype);
+        for (name, ttl) in credited {
+            let key = (client, self.name_key(&name));
+            if !self.services.contains_key(&key) && self.services.len() >= MAX_SERVICES {
+                self.counters.services_dropped += 1;
+                continue;
+            }
+            self.services
+                .entry(key)
+                .or_insert_with(|| ServiceLookups::new(name))
+                .record(asked, ts, ttl);
+        }
     }
 
-    fn register_srv_target(&mut self, service: &str, port: u16, target: &str) {
+    fn register_srv_target(
+        &mut self,
+        service: &str,
+        port: u16,
+        target: &str,
+        preference: SrvPreference,
+    ) {
         let key = target.to_ascii_lowercase();
         if !self.srv_targets.contains_key(&key) && self.srv_targets.len() >= MAX_SRV_TARGETS {
             self.counters.srv_targets_dropped += 1;
@@ -406,12 +509,15 @@ impl Aggregator {
         let entry = self.srv_targets.entry(key).or_insert_with(|| SrvTarget {
             service: Arc::from(service),
             ports: Vec::new(),
+            preference,
         });
+        entry.preference = preference;
         if !entry.ports.contains(&port) {
             entry.ports.push(port);
         }
     }
 
+    /// Returns the name credited, if the address counted.
     fn credit_address(
         &mut self,
         client: IpAddr,
@@ -419,7 +525,7 @@ impl Aggregator {
         record: &Record,
         checked_name: &str,
         answer_count: usize,
-    ) {
+    ) -> Option<Arc<str>> {
         let Self {
             srv_targets,
             backends,
@@ -429,19 +535,22 @@ impl Aggregator {
         } = self;
         if let Some(target) = srv_targets.get(&checked_name.to_ascii_lowercase()) {
             let name = || target.service.clone();
-            let Some(backend) = backend_entry(backends, (client, addr), name, counters) else {
-                return;
-            };
+            let backend = backend_entry(backends, (client, addr), name, counters)?;
+            backend.srv = Some(target.preference);
             for &port in &target.ports {
                 if let Some(slot) = port_slot(backend, port, port_entries, counters) {
                     slot.srv_dns += 1;
                 }
             }
+            // The report groups rows by the backend's (first) name.
+            Some(backend.name.clone())
         } else if record.section == Section::Answer && answer_count > 1 {
             let name = || Arc::from(record.owner.as_str());
-            if let Some(backend) = backend_entry(backends, (client, addr), name, counters) {
-                backend.address_dns += 1;
-            }
+            let backend = backend_entry(backends, (client, addr), name, counters)?;
+            backend.address_dns += 1;
+            Some(backend.name.clone())
+        } else {
+            None
         }
     }
 
@@ -525,6 +634,14 @@ impl Aggregator {
             slot.connections += 1;
             self.counters.connections_to_backends += 1;
         }
+    }
+}
+
+fn note_credit(credited: &mut Vec<(Arc<str>, u32)>, name: Option<Arc<str>>, ttl: u32) {
+    let Some(name) = name else { return };
+    match credited.iter_mut().find(|(n, _)| *n == name) {
+        Some((_, least)) => *least = (*least).min(ttl),
+        None => credited.push((name, ttl)),
     }
 }
 

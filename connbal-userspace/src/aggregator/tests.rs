@@ -170,6 +170,128 @@ fn spec_worked_example() {
     );
 }
 
+/// The verdicts for the worked example are what its "Reading it" paragraph
+/// says, except that 5/3/2/6 over 16 connections is what random choice
+/// gives about half the time, so it is not called uneven.
+#[test]
+fn worked_example_verdicts() {
+    use verdict::{Check, Finding};
+    let mut h = Harness::new();
+    let web = "web.svc.acct.us-west-1.cns.joyent.com";
+    let spread = [
+        ("172.16.100.149", 5),
+        ("172.16.100.219", 3),
+        ("172.16.100.245", 2),
+        ("172.16.101.21", 6),
+    ];
+    let mut i = 0u16;
+    for (backend, n) in spread {
+        for _ in 0..n {
+            h.query(i, web, TYPE_A);
+            h.respond(four_a_answer(i, web));
+            h.syn(backend, 80);
+            h.advance_ms(5_000);
+            i += 1;
+        }
+    }
+    let report = h.agg.report();
+    assert_eq!(report.services.len(), 1);
+    let service = &report.services[0];
+    assert_eq!(
+        (
+            service.lookups,
+            service.lookups_within_ttl,
+            service.connections,
+            service.backends,
+            service.backends_used
+        ),
+        (16, 15, 16, 4, 4)
+    );
+    assert_eq!(service.ttl_min_secs, Some(300));
+    let findings: Vec<(Check, Finding, bool)> = service
+        .verdicts
+        .iter()
+        .map(|v| (v.check, v.finding, v.ok))
+        .collect();
+    assert_eq!(
+        findings,
+        [
+            (Check::UnusedBackends, Finding::AllUsed, true),
+            (Check::Balance, Finding::ConsistentWithRandom, true),
+            (Check::Ttl, Finding::ResolvesBeforeEveryConnection, false),
+        ],
+        "{:#?}",
+        service.verdicts
+    );
+    assert_eq!(
+        service.verdicts[2].text,
+        "resolves before every connection: 16 lookups for 16 connections, 15 of them within the TTL 300 s"
+    );
+}
+
+/// Lookups spaced further apart than the TTL honour it.
+#[test]
+fn lookups_after_the_ttl_expired_honour_it() {
+    use verdict::{Check, Finding};
+    let mut h = Harness::new();
+    let web = "web.example.com";
+    for i in 0..4u16 {
+        h.query(i, web, TYPE_A);
+        h.respond(
+            MessageBuilder::new(i, true, [1, 2, 0, 0])
+                .ttl(30)
+                .question(web, TYPE_A)
+                .a(web, [10, 0, 0, 1])
+                .a(web, [10, 0, 0, 2])
+                .build(),
+        );
+        h.syn("10.0.0.1", 443);
+        h.advance_ms(31_000);
+    }
+    let report = h.agg.report();
+    let ttl = report.services[0]
+        .verdicts
+        .iter()
+        .find(|v| v.check == Check::Ttl)
+        .unwrap();
+    assert_eq!(ttl.finding, Finding::HonoursTtl, "{}", ttl.text);
+}
+
+#[test]
+fn srv_priorities_and_weights_reach_the_verdicts() {
+    use verdict::{Check, Expectation, Finding};
+    let mut h = Harness::new();
+    let svc = "_db._tcp.example.com";
+    h.query(1, svc, TYPE_SRV);
+    let mut b = MessageBuilder::new(1, true, [1, 3, 0, 3]);
+    b.ttl(60).question(svc, TYPE_SRV);
+    b.weighted_srv(svc, 10, 60, 5432, "p1.example.com");
+    b.weighted_srv(svc, 10, 40, 5432, "p2.example.com");
+    b.weighted_srv(svc, 20, 1, 5432, "backup.example.com");
+    b.a("p1.example.com", [10, 1, 0, 1]);
+    b.a("p2.example.com", [10, 1, 0, 2]);
+    b.a("backup.example.com", [10, 1, 0, 3]);
+    h.respond(b.build());
+    for _ in 0..6 {
+        h.syn("10.1.0.1", 5432);
+    }
+    for _ in 0..4 {
+        h.syn("10.1.0.3", 5432);
+    }
+    let report = h.agg.report();
+    assert!(report.rows.iter().all(|r| r.srv.is_some()));
+    let s = &report.services[0];
+    assert_eq!(&*s.name, "_db._tcp.example.com.");
+    let v = |check| s.verdicts.iter().find(|v| v.check == check).unwrap();
+    assert_eq!(v(Check::SrvPriority).finding, Finding::PriorityIgnored);
+    assert_eq!(v(Check::Ttl).finding, Finding::SingleLookup);
+    assert_eq!(v(Check::UnusedBackends).finding, Finding::UnusedByChance);
+    assert_eq!(
+        s.balance.as_ref().unwrap().expected,
+        Expectation::SrvWeights
+    );
+}
+
 // --- Section 2: tracking queries -------------------------------------------
 
 #[test]

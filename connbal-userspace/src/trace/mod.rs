@@ -18,6 +18,7 @@ use aya::maps::{MapData, RingBuf};
 use loader::{AttachMode, KernelCounters, Loaded};
 use records::Clock;
 use serde::Serialize;
+use std::io::IsTerminal as _;
 use std::process::ExitCode;
 use std::time::Duration;
 use tokio::signal::unix::{signal, SignalKind};
@@ -264,6 +265,10 @@ fn print(
     periodic: bool,
 ) -> anyhow::Result<()> {
     let report = aggregator.report();
+    let terminal = std::io::stdout().is_terminal();
+    // On a terminal a periodic table replaces the previous one; anywhere
+    // else reports follow each other, a blank line apart.
+    let redraw = periodic && terminal && options.format == Format::Table;
     output::print_report(&Printed {
         format: options.format,
         report: &report,
@@ -271,8 +276,12 @@ fn print(
         error: None,
         interrupted,
         compact: periodic,
+        style: output::TableStyle {
+            colour: crate::table::colour_wanted(terminal),
+            redraw,
+        },
     })?;
-    if periodic && options.format == Format::Tsv {
+    if periodic && !redraw && options.format != Format::Json {
         println!();
     }
     if !periodic || interrupted {

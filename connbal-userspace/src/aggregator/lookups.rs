@@ -1,0 +1,133 @@
+//! How often a client looked a service up, and whether it waited for the
+//! previous answer's TTL to run out first. This is the data behind the TTL
+//! verdict ("16 lookups for 16 connections within TTL 300 s").
+//!
+//! Lookups are tracked per question (name and type), because a client that
+//! asks for A and AAAA before each connection, or an SRV set and then each
+//! target's A set, makes one resolution out of several questions. A
+//! service's lookup count is that of its most-asked question.
+
+use super::Timestamp;
+use std::sync::Arc;
+
+/// A service with more distinct questions than this (an SRV set whose
+/// targets are each looked up separately) tracks only the first ones.
+const MAX_QUESTIONS_PER_SERVICE: usize = 16;
+const NANOS: u64 = 1_000_000_000;
+
+#[derive(Debug)]
+pub struct ServiceLookups {
+    /// The credited name as first seen (the report's spelling).
+    pub name: Arc<str>,
+    pub ttl_min: u32,
+    pub ttl_max: u32,
+    questions: Vec<Question>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Question {
+    /// Keyed hash of the lower-cased question name, and its type.
+    key: (u64, u16),
+    answers: u64,
+    /// Answers that arrived while the previous answer was still valid.
+    within_ttl: u64,
+    expires: Timestamp,
+}
+
+impl ServiceLookups {
+    pub fn new(name: Arc<str>) -> Self {
+        Self {
+            name,
+            ttl_min: u32::MAX,
+            ttl_max: 0,
+            questions: Vec::new(),
+        }
+    }
+
+    /// One matched answer to `question` that credited this service, whose
+    /// credited records had at least `ttl` seconds to live.
+    pub fn record(&mut self, question: (u64, u16), at: Timestamp, ttl: u32) {
+        self.ttl_min = self.ttl_min.min(ttl);
+        self.ttl_max = self.ttl_max.max(ttl);
+        let expires = Timestamp(at.0.saturating_add(u64::from(ttl) * NANOS));
+        let room = self.questions.len() < MAX_QUESTIONS_PER_SERVICE;
+        match self.questions.iter_mut().find(|q| q.key == question) {
+            Some(q) => {
+                q.answers += 1;
+                if at < q.expires {
+                    q.within_ttl += 1;
+                }
+                q.expires = expires;
+            }
+            None if room => self.questions.push(Question {
+                key: question,
+                answers: 1,
+                within_ttl: 0,
+                expires,
+            }),
+            None => {}
+        }
+    }
+
+    /// (lookups, of which within the previous answer's TTL), from the
+    /// most-asked question.
+    pub fn counts(&self) -> (u64, u64) {
+        self.questions
+            .iter()
+            .max_by_key(|q| (q.answers, q.within_ttl))
+            .map_or((0, 0), |q| (q.answers, q.within_ttl))
+    }
+
+    pub fn ttl_range(&self) -> Option<(u32, u32)> {
+        (self.ttl_min <= self.ttl_max).then_some((self.ttl_min, self.ttl_max))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at_secs(s: u64) -> Timestamp {
+        Timestamp::from_secs(s)
+    }
+
+    #[test]
+    fn answers_before_the_previous_ttl_ran_out_are_within_ttl() {
+        let mut l = ServiceLookups::new(Arc::from("web."));
+        let a = (1, 1);
+        l.record(a, at_secs(0), 300);
+        l.record(a, at_secs(10), 300);
+        l.record(a, at_secs(309), 300);
+        l.record(a, at_secs(700), 300);
+        assert_eq!(l.counts(), (4, 2));
+        assert_eq!(l.ttl_range(), Some((300, 300)));
+    }
+
+    #[test]
+    fn a_and_aaaa_for_one_connection_are_one_lookup() {
+        let mut l = ServiceLookups::new(Arc::from("web."));
+        for s in 0..5 {
+            l.record((1, 1), at_secs(s), 60);
+            l.record((1, 28), at_secs(s), 30);
+        }
+        assert_eq!(l.counts(), (5, 4));
+        assert_eq!(l.ttl_range(), Some((30, 60)));
+    }
+
+    #[test]
+    fn a_zero_ttl_is_never_within_ttl() {
+        let mut l = ServiceLookups::new(Arc::from("web."));
+        l.record((1, 1), at_secs(0), 0);
+        l.record((1, 1), at_secs(0), 0);
+        assert_eq!(l.counts(), (2, 0));
+    }
+
+    #[test]
+    fn questions_beyond_the_cap_are_not_tracked() {
+        let mut l = ServiceLookups::new(Arc::from("svc."));
+        for q in 0..(MAX_QUESTIONS_PER_SERVICE as u64 + 4) {
+            l.record((q, 1), at_secs(0), 60);
+        }
+        assert_eq!(l.questions.len(), MAX_QUESTIONS_PER_SERVICE);
+    }
+}

@@ -1,0 +1,685 @@
+//! Per-service verdicts: what a person should conclude from the rows of one
+//! (client, name). They are computed here, not by a printer, so that the
+//! table, JSON and metrics all say the same thing.
+//!
+//! "Uneven" is judged against what uniform random choice (or, for SRV, a
+//! choice weighted as RFC 2782 says) would give for that many connections,
+//! with a chi-square goodness-of-fit test: 5/3/2/6 over four backends is
+//! what random choice produces about half the time, and 3 connections over 4
+//! backends cannot be judged at all.
+
+use super::backends::SrvPreference;
+use super::lookups::ServiceLookups;
+use serde::Serialize;
+use statrs::distribution::{ChiSquared, ContinuousCDF};
+use std::net::IpAddr;
+use std::sync::Arc;
+
+/// Below this probability a spread (or an unused backend) is called
+/// unlikely to be chance.
+pub const SIGNIFICANCE: f64 = 0.01;
+/// The chi-square approximation needs enough expected connections per
+/// backend; below this the balance is not judged.
+const MIN_EXPECTED_PER_BACKEND: f64 = 1.0;
+
+/// One backend address of a service, with its connections over all ports.
+#[derive(Clone, Copy, Debug)]
+pub struct BackendLoad {
+    pub connections: u64,
+    pub srv: Option<SrvPreference>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Service {
+    pub client: IpAddr,
+    pub name: Arc<str>,
+    pub backends: u64,
+    pub backends_used: u64,
+    pub connections: u64,
+    /// Lookups of the service (its most-asked question: A and AAAA asked
+    /// together count once).
+    pub lookups: u64,
+    /// Lookups that came before the previous answer's TTL ran out.
+    pub lookups_within_ttl: u64,
+    pub ttl_min_secs: Option<u32>,
+    pub ttl_max_secs: Option<u32>,
+    /// Present when the balance could be judged.
+    pub balance: Option<Balance>,
+    pub verdicts: Vec<Verdict>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Balance {
+    /// What the spread was compared with.
+    pub expected: Expectation,
+    pub chi_square: f64,
+    pub degrees_of_freedom: u64,
+    /// Probability of a spread at least this uneven under `expected`.
+    pub p_value: f64,
+    pub max_share: f64,
+    pub min_share: f64,
+    pub coefficient_of_variation: f64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Expectation {
+    /// Every backend equally likely.
+    Uniform,
+    /// Backends of the best SRV priority, in proportion to their weights.
+    SrvWeights,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Verdict {
+    pub check: Check,
+    pub finding: Finding,
+    /// False when the finding is worth a person's attention.
+    pub ok: bool,
+    pub text: String,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Check {
+    UnusedBackends,
+    Balance,
+    Ttl,
+    SrvPriority,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Finding {
+    AllUsed,
+    UnusedByChance,
+    Unused,
+    NoConnections,
+    ConsistentWithRandom,
+    TooFewToJudge,
+    Uneven,
+    SingleLookup,
+    HonoursTtl,
+    ResolvesBeforeEveryConnection,
+    ReresolvesWithinTtl,
+    PriorityHonoured,
+    PriorityIgnored,
+}
+
+pub fn assess(
+    client: IpAddr,
+    name: Arc<str>,
+    loads: &[BackendLoad],
+    lookups: Option<&ServiceLookups>,
+) -> Service {
+    let connections: u64 = loads.iter().map(|l| l.connections).sum();
+    let (lookup_count, within_ttl) = lookups.map_or((0, 0), ServiceLookups::counts);
+    let ttl = lookups.and_then(ServiceLookups::ttl_range);
+    let candidates = Candidates::of(loads);
+    let mut verdicts = Vec::new();
+    verdicts.push(unused_verdict(&candidates, connections));
+    let balance = balance(&candidates);
+    if let Some(v) = balance_verdict(&candidates, balance.as_ref()) {
+        verdicts.push(v);
+    }
+    if let Some(v) = ttl_verdict(lookup_count, within_ttl, connections, ttl) {
+        verdicts.push(v);
+    }
+    if let Some(v) = srv_verdict(loads, connections) {
+        verdicts.push(v);
+    }
+    Service {
+        client,
+        name,
+        backends: loads.len() as u64,
+        backends_used: loads.iter().filter(|l| l.connections > 0).count() as u64,
+        connections,
+        lookups: lookup_count,
+        lookups_within_ttl: within_ttl,
+        ttl_min_secs: ttl.map(|t| t.0),
+        ttl_max_secs: ttl.map(|t| t.1),
+        balance,
+        verdicts,
+    }
+}
+
+/// The backends a well-behaved client chooses among, with the probability
+/// each would get a connection.
+struct Candidates {
+    expectation: Expectation,
+    /// (connections, probability) for every backend in the choice, zero
+    /// probability included (an SRV weight of 0 beside non-zero ones).
+    loads: Vec<(u64, f64)>,
+    /// "priority-10 " for SRV services, "" otherwise.
+    qualifier: String,
+}
+
+impl Candidates {
+    fn of(loads: &[BackendLoad]) -> Self {
+        let best = loads.iter().filter_map(|l| l.srv).map(|s| s.priority).min();
+        let Some(best) = best else {
+            let p = 1.0 / loads.len().max(1) as f64;
+            return Self {
+                expectation: Expectation::Uniform,
+                loads: loads.iter().map(|l| (l.connections, p)).collect(),
+                qualifier: String::new(),
+            };
+        };
+        let chosen: Vec<(u64, u16)> = loads
+            .iter()
+            .filter_map(|l| {
+                l.srv
+                    .filter(|s| s.priority == best)
+                    .map(|s| (l.connections, s.weight))
+            })
+            .collect();
+        let total_weight: u64 = chosen.iter().map(|&(_, w)| u64::from(w)).sum();
+        // RFC 2782: with every weight 0 the choice is uniform.
+        let probability = |w: u16| {
+            if total_weight == 0 {
+                1.0 / chosen.len() as f64
+            } else {
+                f64::from(w) / total_weight as f64
+            }
+        };
+        Self {
+            expectation: Expectation::SrvWeights,
+            loads: chosen.iter().map(|&(c, w)| (c, probability(w))).collect(),
+            qualifier: format!("priority-{best} "),
+        }
+    }
+
+    fn connections(&self) -> u64 {
+        self.loads.iter().map(|&(c, _)| c).sum()
+    }
+
+    /// Backends random choice could pick.
+    fn choosable(&self) -> impl Iterator<Item = (u64, f64)> + '_ {
+        self.loads.iter().copied().filter(|&(_, p)| p > 0.0)
+    }
+}
+
+fn verdict(check: Check, finding: Finding, ok: bool, text: String) -> Verdict {
+    Verdict {
+        check,
+        finding,
+        ok,
+        text,
+    }
+}
+
+fn plural(n: u64, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
+}
+
+fn unused_verdict(candidates: &Candidates, all_connections: u64) -> Verdict {
+    let total = candidates.loads.len() as u64;
+    let q = &candidates.qualifier;
+    if all_connections == 0 {
+        return verdict(
+            Check::UnusedBackends,
+            Finding::NoConnections,
+            false,
+            format!(
+                "no connection to any of the {} it was given",
+                plural(total, "backend", "backends")
+            ),
+        );
+    }
+    let unused = candidates.loads.iter().filter(|&&(c, _)| c == 0).count() as u64;
+    if unused == 0 {
+        let text = match total {
+            1 => format!("its one {q}backend got connections"),
+            2 => format!("both {q}backends got connections"),
+            _ => format!("all {total} {q}backends got connections"),
+        };
+        return verdict(Check::UnusedBackends, Finding::AllUsed, true, text);
+    }
+    // Union bound on the chance that random choice leaves some backend
+    // unused: conservative, and exact enough where it matters (small).
+    let n = candidates.connections();
+    let chance: f64 = candidates
+        .choosable()
+        .map(|(_, p)| (1.0 - p).powf(n as f64))
+        .sum::<f64>()
+        .min(1.0);
+    let head = format!("{unused} of {total} {q}backends got no connection");
+    if chance >= SIGNIFICANCE {
+        verdict(
+            Check::UnusedBackends,
+            Finding::UnusedByChance,
+            true,
+            format!(
+                "{head}; with only {} random choice often leaves some unused",
+                plural(n, "connection", "connections")
+            ),
+        )
+    } else {
+        verdict(
+            Check::UnusedBackends,
+            Finding::Unused,
+            false,
+            format!(
+                "{head}; random choice over {} would use every one (chance of an unused one {})",
+                plural(n, "connection", "connections"),
+                percent_bound(chance)
+            ),
+        )
+    }
+}
+
+fn percent_bound(p: f64) -> String {
+    if p < 0.0001 {
+        "< 0.01%".to_string()
+    } else {
+        format!("{:.2}%", p * 100.0)
+    }
+}
+
+fn balance(candidates: &Candidates) -> Option<Balance> {
+    let choosable: Vec<(u64, f64)> = candidates.choosable().collect();
+    let n: u64 = choosable.iter().map(|&(c, _)| c).sum();
+    if choosable.len() < 2 || n == 0 {
+        return None;
+    }
+    let n_f = n as f64;
+    let min_expected = choosable
+        .iter()
+        .map(|&(_, p)| p * n_f)
+        .fold(f64::INFINITY, f64::min);
+    if min_expected < MIN_EXPECTED_PER_BACKEND {
+        return None;
+    }
+    let chi_square: f64 = choosable
+        .iter()
+        .map(|&(c, p)| {
+            let expected = p * n_f;
+            (c as f64 - expected).powi(2) / expected
+        })
+        .sum();
+    let degrees_of_freedom = choosable.len() as u64 - 1;
+    let p_value = ChiSquared::new(degrees_of_freedom as f64)
+        .map(|d| d.sf(chi_square))
+        .unwrap_or(f64::NAN);
+    let shares: Vec<f64> = choosable.iter().map(|&(c, _)| c as f64 / n_f).collect();
+    let mean = 1.0 / shares.len() as f64;
+    let variance = shares.iter().map(|s| (s - mean).powi(2)).sum::<f64>() / shares.len() as f64;
+    Some(Balance {
+        expected: candidates.expectation,
+        chi_square,
+        degrees_of_freedom,
+        p_value,
+        max_share: shares.iter().copied().fold(0.0, f64::max),
+        min_share: shares.iter().copied().fold(1.0, f64::min),
+        coefficient_of_variation: variance.sqrt() / mean,
+    })
+}
+
+fn balance_verdict(candidates: &Candidates, balance: Option<&Balance>) -> Option<Verdict> {
+    let choosable = candidates.choosable().count() as u64;
+    let n: u64 = candidates.choosable().map(|(c, _)| c).sum();
+    if choosable < 2 || n == 0 {
+        return None;
+    }
+    let against = match candidates.expectation {
+        Expectation::Uniform => "random choice",
+        Expectation::SrvWeights => "weighted random choice (SRV weights)",
+    };
+    let Some(b) = balance else {
+        return Some(verdict(
+            Check::Balance,
+            Finding::TooFewToJudge,
+            true,
+            format!(
+                "{} over {} backends: too few to judge the spread",
+                plural(n, "connection", "connections"),
+                choosable
+            ),
+        ));
+    };
+    let shares = format!(
+        "shares {:.0}% to {:.0}%",
+        b.min_share * 100.0,
+        b.max_share * 100.0
+    );
+    Some(if b.p_value < SIGNIFICANCE {
+        verdict(
+            Check::Balance,
+            Finding::Uneven,
+            false,
+            format!(
+                "uneven: {shares}; {against} gives a spread this uneven with p = {}",
+                p_text(b.p_value)
+            ),
+        )
+    } else {
+        verdict(
+            Check::Balance,
+            Finding::ConsistentWithRandom,
+            true,
+            format!(
+                "spread consistent with {against} ({shares}, p = {})",
+                p_text(b.p_value)
+            ),
+        )
+    })
+}
+
+fn p_text(p: f64) -> String {
+    if p < 0.001 {
+        "< 0.001".to_string()
+    } else {
+        format!("{p:.3}")
+    }
+}
+
+fn ttl_text(ttl: Option<(u32, u32)>) -> String {
+    match ttl {
+        Some((lo, hi)) if lo == hi => format!("TTL {lo} s"),
+        Some((lo, hi)) => format!("TTL {lo}-{hi} s"),
+        None => "TTL unknown".to_string(),
+    }
+}
+
+fn ttl_verdict(
+    lookups: u64,
+    within_ttl: u64,
+    connections: u64,
+    ttl: Option<(u32, u32)>,
+) -> Option<Verdict> {
+    let ttl = ttl_text(ttl);
+    match (lookups, within_ttl) {
+        (0, _) => None,
+        (1, _) => Some(verdict(
+            Check::Ttl,
+            Finding::SingleLookup,
+            true,
+            format!("1 lookup ({ttl})"),
+        )),
+        (_, 0) => Some(verdict(
+            Check::Ttl,
+            Finding::HonoursTtl,
+            true,
+            format!("honours the TTL: {lookups} lookups, none before the previous answer expired ({ttl})"),
+        )),
+        _ if connections >= 2 && lookups >= connections && 2 * within_ttl >= lookups - 1 => {
+            Some(verdict(
+                Check::Ttl,
+                Finding::ResolvesBeforeEveryConnection,
+                false,
+                format!(
+                    "resolves before every connection: {lookups} lookups for {}, {within_ttl} of them within the {ttl}",
+                    plural(connections, "connection", "connections")
+                ),
+            ))
+        }
+        _ => Some(verdict(
+            Check::Ttl,
+            Finding::ReresolvesWithinTtl,
+            false,
+            format!(
+                "re-resolves within the TTL: {within_ttl} of {lookups} lookups came before the previous answer expired ({ttl}), for {}",
+                plural(connections, "connection", "connections")
+            ),
+        )),
+    }
+}
+
+fn srv_verdict(loads: &[BackendLoad], connections: u64) -> Option<Verdict> {
+    let priorities = loads.iter().filter_map(|l| l.srv).map(|s| s.priority);
+    let best = priorities.clone().min()?;
+    let levels = {
+        let mut all: Vec<u16> = priorities.collect();
+        all.sort_unstable();
+        all.dedup();
+        all.len()
+    };
+    if connections == 0 {
+        return None;
+    }
+    let outside: u64 = loads
+        .iter()
+        .filter(|l| l.srv.is_some_and(|s| s.priority > best))
+        .map(|l| l.connections)
+        .sum();
+    Some(if outside == 0 {
+        let detail = if levels == 1 {
+            format!(" (all targets share priority {best})")
+        } else {
+            String::new()
+        };
+        verdict(
+            Check::SrvPriority,
+            Finding::PriorityHonoured,
+            true,
+            format!(
+                "SRV priority honoured: {} to priority-{best} targets{detail}",
+                match connections {
+                    1 => "the connection went".to_string(),
+                    2 => "both connections went".to_string(),
+                    n => format!("all {n} connections went"),
+                }
+            ),
+        )
+    } else {
+        verdict(
+            Check::SrvPriority,
+            Finding::PriorityIgnored,
+            false,
+            format!(
+                "SRV priority not honoured: {outside} of {connections} connections went to lower-preference targets than priority {best} (fine only if those were down)"
+            ),
+        )
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::aggregator::Timestamp;
+
+    fn loads(conns: &[u64]) -> Vec<BackendLoad> {
+        conns
+            .iter()
+            .map(|&connections| BackendLoad {
+                connections,
+                srv: None,
+            })
+            .collect()
+    }
+
+    fn srv_loads(spec: &[(u64, u16, u16)]) -> Vec<BackendLoad> {
+        spec.iter()
+            .map(|&(connections, priority, weight)| BackendLoad {
+                connections,
+                srv: Some(SrvPreference { priority, weight }),
+            })
+            .collect()
+    }
+
+    fn assess_plain(conns: &[u64]) -> Service {
+        assess(
+            "10.0.0.1".parse().unwrap(),
+            Arc::from("web."),
+            &loads(conns),
+            None,
+        )
+    }
+
+    fn finding(s: &Service, check: Check) -> Option<Finding> {
+        s.verdicts
+            .iter()
+            .find(|v| v.check == check)
+            .map(|v| v.finding)
+    }
+
+    #[test]
+    fn the_worked_examples_5_3_2_6_is_what_random_choice_gives() {
+        let s = assess_plain(&[5, 3, 2, 6]);
+        let b = s.balance.as_ref().unwrap();
+        assert!((b.chi_square - 2.5).abs() < 1e-9);
+        // P(chi2 with 3 df >= 2.5) = 0.4753
+        assert!((b.p_value - 0.4753).abs() < 1e-3, "{}", b.p_value);
+        assert_eq!(
+            finding(&s, Check::Balance),
+            Some(Finding::ConsistentWithRandom)
+        );
+        assert_eq!(finding(&s, Check::UnusedBackends), Some(Finding::AllUsed));
+        assert!((b.max_share - 6.0 / 16.0).abs() < 1e-9);
+        assert!((b.min_share - 2.0 / 16.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn a_lopsided_spread_is_uneven() {
+        let s = assess_plain(&[40, 2, 3, 1]);
+        assert_eq!(finding(&s, Check::Balance), Some(Finding::Uneven));
+        assert!(
+            !s.verdicts
+                .iter()
+                .find(|v| v.check == Check::Balance)
+                .unwrap()
+                .ok
+        );
+    }
+
+    #[test]
+    fn three_connections_over_four_backends_is_not_called_unfair() {
+        let s = assess_plain(&[1, 1, 1, 0]);
+        assert_eq!(finding(&s, Check::Balance), Some(Finding::TooFewToJudge));
+        assert_eq!(
+            finding(&s, Check::UnusedBackends),
+            Some(Finding::UnusedByChance)
+        );
+        assert!(s.verdicts.iter().all(|v| v.ok), "{:?}", s.verdicts);
+        assert!(s.balance.is_none());
+    }
+
+    #[test]
+    fn an_unused_backend_after_many_connections_is_flagged() {
+        let s = assess_plain(&[20, 20, 20, 0, 0]);
+        let v = s
+            .verdicts
+            .iter()
+            .find(|v| v.check == Check::UnusedBackends)
+            .unwrap();
+        assert_eq!(v.finding, Finding::Unused);
+        assert!(
+            v.text.starts_with("2 of 5 backends got no connection"),
+            "{}",
+            v.text
+        );
+        assert_eq!(s.backends_used, 3);
+    }
+
+    #[test]
+    fn lookups_without_connections_are_reported() {
+        let s = assess_plain(&[0, 0]);
+        assert_eq!(
+            finding(&s, Check::UnusedBackends),
+            Some(Finding::NoConnections)
+        );
+        assert_eq!(finding(&s, Check::Balance), None);
+    }
+
+    fn lookups(n: u64, gap_secs: u64, ttl: u32) -> ServiceLookups {
+        let mut l = ServiceLookups::new(Arc::from("web."));
+        for i in 0..n {
+            l.record((7, 1), Timestamp::from_secs(1000 + i * gap_secs), ttl);
+        }
+        l
+    }
+
+    fn ttl_finding(conns: &[u64], l: &ServiceLookups) -> (Finding, String) {
+        let s = assess(
+            "10.0.0.1".parse().unwrap(),
+            Arc::from("web."),
+            &loads(conns),
+            Some(l),
+        );
+        let v = s.verdicts.iter().find(|v| v.check == Check::Ttl).unwrap();
+        (v.finding, v.text.clone())
+    }
+
+    #[test]
+    fn sixteen_lookups_for_sixteen_connections_within_the_ttl() {
+        let (f, text) = ttl_finding(&[5, 3, 2, 6], &lookups(16, 1, 300));
+        assert_eq!(f, Finding::ResolvesBeforeEveryConnection);
+        assert_eq!(
+            text,
+            "resolves before every connection: 16 lookups for 16 connections, 15 of them within the TTL 300 s"
+        );
+    }
+
+    #[test]
+    fn lookups_spaced_beyond_the_ttl_honour_it() {
+        let (f, _) = ttl_finding(&[5, 3, 2, 6], &lookups(16, 400, 300));
+        assert_eq!(f, Finding::HonoursTtl);
+        let (f, _) = ttl_finding(&[5, 3, 2, 6], &lookups(1, 1, 300));
+        assert_eq!(f, Finding::SingleLookup);
+    }
+
+    #[test]
+    fn a_few_early_lookups_for_many_connections_are_re_resolving() {
+        let (f, _) = ttl_finding(&[50, 50], &lookups(4, 1, 300));
+        assert_eq!(f, Finding::ReresolvesWithinTtl);
+    }
+
+    #[test]
+    fn srv_priority_and_weights_set_the_expectation() {
+        // Two priority-10 targets weighted 3:1, one priority-20 backup.
+        let honoured = srv_loads(&[(30, 10, 75), (10, 10, 25), (0, 20, 50)]);
+        let s = assess(
+            "10.0.0.1".parse().unwrap(),
+            Arc::from("_x._tcp."),
+            &honoured,
+            None,
+        );
+        assert_eq!(
+            s.balance.as_ref().unwrap().expected,
+            Expectation::SrvWeights
+        );
+        assert_eq!(
+            finding(&s, Check::Balance),
+            Some(Finding::ConsistentWithRandom),
+            "{:?}",
+            s.balance
+        );
+        assert_eq!(
+            finding(&s, Check::SrvPriority),
+            Some(Finding::PriorityHonoured)
+        );
+        // The unused backup is not an unused backend.
+        assert_eq!(finding(&s, Check::UnusedBackends), Some(Finding::AllUsed));
+
+        // Even 20/20 against 3:1 weights is uneven.
+        let even = srv_loads(&[(20, 10, 75), (20, 10, 25)]);
+        let s = assess(
+            "10.0.0.1".parse().unwrap(),
+            Arc::from("_x._tcp."),
+            &even,
+            None,
+        );
+        assert_eq!(finding(&s, Check::Balance), Some(Finding::Uneven));
+
+        let ignored = srv_loads(&[(5, 10, 1), (5, 10, 1), (10, 20, 1)]);
+        let s = assess(
+            "10.0.0.1".parse().unwrap(),
+            Arc::from("_x._tcp."),
+            &ignored,
+            None,
+        );
+        let v = s
+            .verdicts
+            .iter()
+            .find(|v| v.check == Check::SrvPriority)
+            .unwrap();
+        assert_eq!(v.finding, Finding::PriorityIgnored);
+        assert!(v.text.contains("10 of 20 connections"), "{}", v.text);
+    }
+
+    #[test]
+    fn a_plain_service_has_no_srv_verdict() {
+        let s = assess_plain(&[1, 1]);
+        assert_eq!(finding(&s, Check::SrvPriority), None);
+    }
+}

@@ -1,0 +1,202 @@
+//! `--format table`: the report for a person at a terminal. Rows grouped by
+//! client, then name; each backend's share of the name's connections as a
+//! percentage and a bar; the aggregator's verdicts under each name.
+//!
+//! Every name printed here went through `name::presentation`, which escapes
+//! control bytes, so a hostile name cannot move the cursor or recolour the
+//! terminal.
+
+use crate::aggregator::{Report, Row, Service};
+use anstyle::{AnsiColor, Style};
+use std::fmt::Write as _;
+use std::net::IpAddr;
+
+const BAR_WIDTH: usize = 20;
+/// Eighths of a cell, for bars finer than one character.
+const BAR_EIGHTHS: [char; 8] = [' ', '▏', '▎', '▍', '▌', '▋', '▊', '▉'];
+
+/// Whether to colour: only on a terminal, and never when `NO_COLOR` is set
+/// to anything non-empty (<https://no-color.org>).
+pub fn colour_wanted(is_terminal: bool) -> bool {
+    is_terminal && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+}
+
+struct Palette {
+    colour: bool,
+}
+
+impl Palette {
+    fn paint(&self, style: Style, text: &str) -> String {
+        if self.colour {
+            format!("{}{text}{}", style.render(), style.render_reset())
+        } else {
+            text.to_string()
+        }
+    }
+
+    fn heading(&self, text: &str) -> String {
+        self.paint(Style::new().bold(), text)
+    }
+
+    fn dim(&self, text: &str) -> String {
+        self.paint(Style::new().dimmed(), text)
+    }
+
+    fn good(&self, text: &str) -> String {
+        self.paint(AnsiColor::Green.on_default(), text)
+    }
+
+    fn bad(&self, text: &str) -> String {
+        self.paint(AnsiColor::Red.on_default().bold(), text)
+    }
+}
+
+pub fn render_table(report: &Report, colour: bool) -> String {
+    let palette = Palette { colour };
+    let mut out = String::new();
+    if report.services.is_empty() {
+        out.push_str("no lookup with several backends seen yet\n");
+        return out;
+    }
+    let mut rows = report.rows.as_slice();
+    let mut client: Option<IpAddr> = None;
+    for service in &report.services {
+        let run = rows
+            .iter()
+            .take_while(|r| r.client == service.client && r.name == service.name)
+            .count();
+        let (group, rest) = rows.split_at(run);
+        rows = rest;
+        if client != Some(service.client) {
+            if client.is_some() {
+                out.push('\n');
+            }
+            client = Some(service.client);
+            let _ = writeln!(
+                out,
+                "{}",
+                palette.heading(&format!("client {}", service.client))
+            );
+        }
+        render_service(&mut out, &palette, service, group);
+    }
+    out
+}
+
+fn render_service(out: &mut String, palette: &Palette, service: &Service, rows: &[Row]) {
+    let mut facts = vec![plural(service.connections, "connection", "connections")];
+    if service.lookups > 0 {
+        facts.push(plural(service.lookups, "lookup", "lookups"));
+    }
+    match (service.ttl_min_secs, service.ttl_max_secs) {
+        (Some(lo), Some(hi)) if lo == hi => facts.push(format!("TTL {lo} s")),
+        (Some(lo), Some(hi)) => facts.push(format!("TTL {lo}-{hi} s")),
+        _ => {}
+    }
+    let _ = writeln!(
+        out,
+        "  {}  {}",
+        palette.heading(&service.name),
+        palette.dim(&facts.join(", "))
+    );
+
+    let backends: Vec<String> = rows.iter().map(|r| backend_text(r.backend)).collect();
+    let backend_width = backends.iter().map(String::len).max().unwrap_or(0).max(7);
+    let srv = rows.iter().any(|r| r.srv.is_some());
+    let mut header = format!(
+        "    {:<backend_width$}  {:>5}  {:>5}  {:<share$}  {:>5}",
+        "backend",
+        "port",
+        "conns",
+        "share",
+        "dns",
+        share = BAR_WIDTH + 6
+    );
+    if srv {
+        header.push_str("  prio/weight");
+    }
+    let _ = writeln!(out, "{}", palette.dim(&header));
+    for (row, backend) in rows.iter().zip(&backends) {
+        let port = row.port.map_or("?".to_string(), |p| p.to_string());
+        let share = if service.connections == 0 {
+            0.0
+        } else {
+            row.conns as f64 / service.connections as f64
+        };
+        let mut line = format!(
+            "    {backend:<backend_width$}  {port:>5}  {:>5}  {:>4.0}% {}  {:>5}",
+            row.conns,
+            share * 100.0,
+            bar(share),
+            row.dns,
+        );
+        if let Some(p) = row.srv {
+            let _ = write!(line, "  {}/{}", p.priority, p.weight);
+        }
+        let line = line.trim_end();
+        let _ = writeln!(
+            out,
+            "{}",
+            if row.conns == 0 {
+                palette.dim(line)
+            } else {
+                line.to_string()
+            }
+        );
+    }
+    for verdict in &service.verdicts {
+        let mark = if verdict.ok {
+            palette.good("✓")
+        } else {
+            palette.bad("✗")
+        };
+        let _ = writeln!(out, "    {mark} {}", verdict.text);
+    }
+}
+
+fn backend_text(addr: IpAddr) -> String {
+    match addr {
+        IpAddr::V4(a) => a.to_string(),
+        IpAddr::V6(a) => format!("[{a}]"),
+    }
+}
+
+fn plural(n: u64, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
+}
+
+/// A bar of `BAR_WIDTH` cells for a share in 0..=1, in eighths.
+fn bar(share: f64) -> String {
+    let eighths = (share.clamp(0.0, 1.0) * (BAR_WIDTH * 8) as f64).round() as usize;
+    let mut bar = "█".repeat(eighths / 8);
+    if eighths % 8 != 0 {
+        bar.push(BAR_EIGHTHS[eighths % 8]);
+    }
+    let cells = bar.chars().count();
+    bar.extend(std::iter::repeat_n(' ', BAR_WIDTH - cells));
+    bar
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bars_fill_in_eighths() {
+        assert_eq!(bar(0.0), " ".repeat(BAR_WIDTH));
+        assert_eq!(bar(1.0), "█".repeat(BAR_WIDTH));
+        assert_eq!(bar(0.5).trim_end(), "█".repeat(10));
+        assert_eq!(bar(1.0 / 160.0).trim_end(), "▏");
+        assert_eq!(bar(0.3125).trim_end(), "██████▎");
+        for share in [0.0, 0.13, 0.5, 0.99, 1.0] {
+            assert_eq!(bar(share).chars().count(), BAR_WIDTH);
+        }
+    }
+
+    #[test]
+    fn colour_only_on_a_terminal_without_no_color() {
+        assert!(!colour_wanted(false));
+        // NO_COLOR itself is exercised through the binary (tests/table_tty.rs),
+        // where the environment belongs to one process.
+    }
+}
