@@ -10,6 +10,7 @@ pub mod decode;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod output;
+pub mod progress;
 pub mod replay;
 pub mod report;
 pub mod signals;

@@ -74,7 +74,16 @@ fn replay_command(args: ReplayArgs) -> anyhow::Result<ExitCode> {
         all_tcp: args.report.all_tcp,
         filter: args.report.filter.clone(),
     });
-    let outcome = replay::run(&mut reader, &mut aggregator, args.report.all_tcp, &stop);
+    let progress = replay::regular_file_size(args.input.as_deref())
+        .filter(|_| io::stderr().is_terminal())
+        .map(connbal::progress::Progress::for_file);
+    let outcome = replay::run(
+        &mut reader,
+        &mut aggregator,
+        args.report.all_tcp,
+        &stop,
+        progress.as_ref(),
+    );
     let report = aggregator.report();
     output::print_report(&output::Printed {
         format: output_format(&args.report),

@@ -5,6 +5,7 @@ use crate::aggregator::Aggregator;
 use crate::capture::stream::ByteStream;
 use crate::capture::{CaptureError, CaptureReader, Problem};
 use crate::decode::{decode, InputStats};
+use crate::progress::{Progress, UPDATE_EVERY_PACKETS};
 use std::fs::File;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -59,14 +60,30 @@ pub struct ReplayOutcome {
     pub interrupted: bool,
 }
 
+/// The size of `path` when it is a regular file (something a progress bar
+/// can measure against), not a pipe, socket or stdin.
+pub fn regular_file_size(path: Option<&Path>) -> Option<u64> {
+    let path = path.filter(|p| p.as_os_str() != "-")?;
+    let meta = std::fs::metadata(path).ok()?;
+    meta.is_file().then_some(meta.len())
+}
+
 pub fn run(
     reader: &mut CaptureReader,
     aggregator: &mut Aggregator,
     all_tcp: bool,
     stop: &AtomicBool,
+    progress: Option<&Progress>,
 ) -> ReplayOutcome {
     let mut outcome = ReplayOutcome::default();
+    let mut next_update = UPDATE_EVERY_PACKETS;
     loop {
+        if let Some(progress) = progress {
+            if outcome.input.packets >= next_update {
+                next_update += UPDATE_EVERY_PACKETS;
+                progress.update(reader.offset(), outcome.input.packets);
+            }
+        }
         if stop.load(Ordering::Relaxed) {
             outcome.interrupted = true;
             break;
@@ -89,6 +106,9 @@ pub fn run(
                 break;
             }
         }
+    }
+    if let Some(progress) = progress {
+        progress.finish(reader.offset(), outcome.input.packets);
     }
     outcome
 }

@@ -141,3 +141,95 @@ pub fn root_tests_enabled(tools: &[&str]) -> bool {
     eprintln!("skipped: {reason}");
     false
 }
+
+/// Whether tests needing these tools (but not root) can run. Under CI=true
+/// a missing tool fails the test instead of skipping it.
+pub fn tools_available(tools: &[&str]) -> bool {
+    let missing = xtask::lab::missing_tools(tools);
+    if missing.is_empty() {
+        return true;
+    }
+    let reason = format!("missing tools: {}", missing.join(", "));
+    let in_ci = std::env::var("CI").is_ok_and(|v| v == "true");
+    assert!(!in_ci, "CI=true but this test cannot run: {reason}");
+    eprintln!("skipped: {reason}");
+    false
+}
+
+/// A tmux server of its own (a private socket), running one command in a
+/// pane of a fixed size; killed on drop, even when the test fails.
+pub struct Tmux {
+    socket: String,
+}
+
+impl Tmux {
+    pub fn run(shell_command: &str) -> Self {
+        use std::sync::atomic::{AtomicU32, Ordering};
+        static NEXT: AtomicU32 = AtomicU32::new(0);
+        let socket = format!(
+            "connbal-test-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        );
+        let status = Command::new("tmux")
+            .args(["-L", &socket, "-f", "/dev/null", "new-session", "-d"])
+            .args(["-x", "200", "-y", "60"])
+            // The pane stays after the command, so its output can be read.
+            .arg(format!("{shell_command}; echo '<<done>>'; sleep 120"))
+            .status()
+            .expect("run tmux");
+        assert!(status.success(), "tmux new-session failed");
+        Self { socket }
+    }
+
+    /// The pane's text, scrollback included; with `escapes`, the colour
+    /// and attribute sequences too.
+    pub fn capture(&self, escapes: bool) -> String {
+        let mut cmd = Command::new("tmux");
+        cmd.args(["-L", &self.socket, "capture-pane", "-p", "-S", "-"]);
+        if escapes {
+            cmd.arg("-e");
+        }
+        let out = cmd.output().expect("run tmux capture-pane");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Polls the pane until `until` holds, at most `timeout`; returns every
+    /// capture taken, the last one last.
+    pub fn watch(&self, timeout: std::time::Duration, until: impl Fn(&str) -> bool) -> Vec<String> {
+        let deadline = std::time::Instant::now() + timeout;
+        let mut seen = Vec::new();
+        loop {
+            let screen = self.capture(false);
+            let done = until(&screen);
+            seen.push(screen);
+            if done || std::time::Instant::now() > deadline {
+                return seen;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+
+    /// Waits for the command to finish and returns the final pane.
+    pub fn finished(&self, escapes: bool) -> String {
+        let seen = self.watch(std::time::Duration::from_secs(60), |s| {
+            s.contains("<<done>>")
+        });
+        let last = seen.last().expect("at least one capture");
+        assert!(last.contains("<<done>>"), "command did not finish:\n{last}");
+        self.capture(escapes)
+    }
+}
+
+impl Drop for Tmux {
+    fn drop(&mut self) {
+        let _ = Command::new("tmux")
+            .args(["-L", &self.socket, "kill-server"])
+            .status();
+    }
+}
+
+/// Quotes a path for the shell tmux runs the command with.
+pub fn shell_quote(path: &Path) -> String {
+    format!("'{}'", path.display().to_string().replace('\'', "'\\''"))
+}

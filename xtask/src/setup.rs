@@ -15,6 +15,7 @@ pub const TEST_TOOLS: &[(&str, &str)] = &[
     ("bpftool", "bpftool"),
     ("tc", "iproute2"),
     ("setpriv", "util-linux"),
+    ("tmux", "tmux"),
 ];
 
 pub fn install_test_packages() -> Result<()> {
