@@ -144,3 +144,78 @@ fn a_pipe_gives_the_same_report_as_the_file() {
         );
     }
 }
+
+/// `--events`: one JSON line per matched answer and per connection attempt
+/// on stdout, in capture order, agreeing with the report (now on stderr).
+#[test]
+fn events_agree_with_the_report() {
+    use std::collections::HashMap;
+    let out = replay(&[
+        "--events",
+        "--format",
+        "json",
+        data("recorded/veth.pcap").to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let report: serde_json::Value = serde_json::from_str(&stderr(&out)).expect("JSON report");
+    let events: Vec<serde_json::Value> = stdout(&out)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("one JSON object per line"))
+        .collect();
+    let times: Vec<&str> = events.iter().map(|e| e["time"].as_str().unwrap()).collect();
+    assert!(times.windows(2).all(|w| w[0] <= w[1]), "in capture order");
+
+    // Connections to known backends, per (backend, port), equal the rows.
+    let mut conns: HashMap<(String, u64), u64> = HashMap::new();
+    let mut unknown = 0;
+    for e in events.iter().filter(|e| e["event"] == "connection") {
+        assert_eq!(e["midstream"], false);
+        if e["name"].is_null() {
+            unknown += 1;
+            continue;
+        }
+        let key = (
+            e["backend"].as_str().unwrap().to_string(),
+            e["port"].as_u64().unwrap(),
+        );
+        *conns.entry(key).or_default() += 1;
+    }
+    let mut expected: HashMap<(String, u64), u64> = HashMap::new();
+    for row in report["rows"].as_array().unwrap() {
+        if let (Some(port), Some(n @ 1..)) = (row["port"].as_u64(), row["conns"].as_u64()) {
+            expected.insert((row["backend"].as_str().unwrap().to_string(), port), n);
+        }
+    }
+    assert_eq!(conns, expected);
+    // Attempts to addresses never in DNS (the DNS server's TCP port for the
+    // retried lookups, and the plan's two addresses outside any answer)
+    // show with a null name.
+    assert_eq!(unknown, 4);
+
+    // Answers that named backends, per name, equal the services' lookups
+    // for names asked with one question type.
+    let answers_for = |name: &str| {
+        events
+            .iter()
+            .filter(|e| e["event"] == "dns_answer")
+            .filter(|e| {
+                e["backends"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .any(|b| b["name"] == name)
+            })
+            .count() as u64
+    };
+    for service in report["services"].as_array().unwrap() {
+        let name = service["name"].as_str().unwrap();
+        if name == "web.connbal.test." || name == "pool.connbal.test." {
+            assert_eq!(
+                answers_for(name),
+                service["lookups"].as_u64().unwrap(),
+                "{name}"
+            );
+        }
+    }
+    assert_eq!(answers_for("web.connbal.test."), 10);
+}

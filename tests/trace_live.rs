@@ -515,3 +515,180 @@ fn interval_prints_reports_while_running() {
     let rows = |r: &serde_json::Value| r["rows"].as_array().map_or(0, Vec::len);
     assert!(reports.windows(2).all(|w| rows(&w[0]) <= rows(&w[1])));
 }
+
+/// The report's rows with connections, as (backend, port, conns, name).
+fn connected_rows(tsv: &str) -> Vec<(String, String, u64, String)> {
+    tsv.lines()
+        .filter_map(|line| {
+            let f: Vec<&str> = line.split('\t').collect();
+            let (backend, port) = f[1].rsplit_once(':')?;
+            let conns: u64 = f[2].parse().ok()?;
+            // Back from the zero-padded report form to plain addresses.
+            let backend: std::net::IpAddr = match backend.strip_prefix('[') {
+                Some(v6) => v6.trim_end_matches(']').parse().ok()?,
+                None => {
+                    let octets: Vec<u8> = backend.split('.').map(|o| o.parse().unwrap()).collect();
+                    std::net::IpAddr::from([octets[0], octets[1], octets[2], octets[3]])
+                }
+            };
+            (conns > 0).then(|| {
+                (
+                    backend.to_string(),
+                    port.to_string(),
+                    conns,
+                    f[4].to_string(),
+                )
+            })
+        })
+        .collect()
+}
+
+#[test]
+fn events_and_metrics_follow_a_live_trace() {
+    let Some(_guard) = live() else { return };
+    let lab = record::prepare_lab().expect("lab");
+    let trace = Trace::start(
+        &lab,
+        &["--events", "--format", "tsv", "--metrics", "127.0.0.1:9464"],
+    );
+    assert!(
+        trace
+            .stderr_seen
+            .iter()
+            .any(|l| l.contains("metrics at http://127.0.0.1:9464/metrics")),
+        "{:?}",
+        trace.stderr_seen
+    );
+    for step in record::plan() {
+        record::run_step(&lab, &step).expect("plan step");
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    // A real HTTP client, in the namespace the trace runs in.
+    let curl = |path: &str| {
+        let out = lab
+            .client("curl")
+            .args([
+                "-sS",
+                "--max-time",
+                "10",
+                "-w",
+                "\n%{http_code} %{content_type}",
+            ])
+            .arg(format!("http://127.0.0.1:9464{path}"))
+            .output()
+            .expect("run curl");
+        assert!(
+            out.status.success(),
+            "curl: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let metrics = curl("/metrics");
+    let missing = curl("/nothing-here");
+    let finished = trace.stop("-INT");
+    assert!(finished.status.success(), "{}", finished.stderr);
+
+    // With --events the report goes to stderr, and is the plan's.
+    let report: String = finished
+        .stderr
+        .lines()
+        .filter(|l| !l.starts_with("connbal:") && !l.is_empty())
+        .map(|l| format!("{l}\n"))
+        .collect();
+    assert_eq!(report, expected_default());
+    let expected = connected_rows(&report);
+    assert!(!expected.is_empty());
+
+    // Events: one JSON line each; connections to known backends add up to
+    // the report's counts.
+    let mut seen: std::collections::HashMap<(String, String), u64> = Default::default();
+    let mut answers = 0;
+    for line in finished.stdout.lines() {
+        let e: serde_json::Value = serde_json::from_str(line).expect("a JSON line");
+        match e["event"].as_str().unwrap() {
+            "connection" if !e["name"].is_null() => {
+                *seen
+                    .entry((e["backend"].as_str().unwrap().into(), e["port"].to_string()))
+                    .or_default() += 1;
+            }
+            "dns_answer" => answers += 1,
+            _ => {}
+        }
+    }
+    for (backend, port, conns, _) in &expected {
+        assert_eq!(
+            seen.get(&(backend.clone(), port.clone())),
+            Some(conns),
+            "{backend}:{port}"
+        );
+    }
+    assert!(answers >= 10, "{answers} answers");
+
+    // Metrics: OpenMetrics, one series per row, the verdicts, the kernel's
+    // counters.
+    assert!(
+        metrics
+            .ends_with("# EOF\n\n200 application/openmetrics-text; version=1.0.0; charset=utf-8"),
+        "{metrics}"
+    );
+    for (backend, port, conns, name) in &expected {
+        let series = format!(
+            "connbal_connections_total{{client=\"198.51.100.10\",backend=\"{backend}\",port=\"{port}\",name=\"{name}\"}} {conns}\n"
+        );
+        let series = series.replace(
+            "client=\"198.51.100.10\",backend=\"2001",
+            "client=\"2001:db8:100::10\",backend=\"2001",
+        );
+        assert!(metrics.contains(&series), "missing {series}in\n{metrics}");
+    }
+    assert!(metrics.contains(
+        "connbal_service_verdict_ok{client=\"198.51.100.10\",name=\"web.connbal.test.\",check=\"ttl\"} 0\n"
+    ), "{metrics}");
+    assert!(metrics.contains("connbal_input_events_total{counter=\"kernel_records_lost\"} 0\n"));
+    assert!(metrics.contains("connbal_metrics_folded_series 0\n"));
+    assert!(
+        missing.ends_with("404 text/plain; charset=utf-8"),
+        "{missing}"
+    );
+}
+
+#[test]
+fn interval_redraws_the_table_in_place_on_a_terminal() {
+    let Some(_guard) = live() else { return };
+    if !tools_available(&["tmux"]) {
+        return;
+    }
+    let lab = record::prepare_lab().expect("lab");
+    let pane = Tmux::run(&format!(
+        "ip netns exec {} {} trace --iface {} --interval 300ms --duration 4s",
+        lab.client_ns,
+        shell_quote(std::path::Path::new(env!("CARGO_BIN_EXE_connbal"))),
+        lab.client_if
+    ));
+    let attached = pane.watch(WAIT, |s| {
+        s.contains("connbal: tracing") || s.contains("no lookup with several backends")
+    });
+    assert!(
+        attached.last().unwrap().contains("connbal: tracing")
+            || attached
+                .last()
+                .unwrap()
+                .contains("no lookup with several backends"),
+        "{}",
+        attached.last().unwrap()
+    );
+    for step in record::plan().iter().take(4) {
+        record::run_step(&lab, step).expect("plan step");
+    }
+    pane.finished(false);
+    let screen = pane.capture_visible();
+    // Printed one after another, the ~13 reports would fill the screen with
+    // repeated client headers; redrawn, one table is left.
+    assert_eq!(
+        screen.matches("client 198.51.100.10").count(),
+        1,
+        "{screen}"
+    );
+    assert!(screen.contains("  web.connbal.test.  "), "{screen}");
+}

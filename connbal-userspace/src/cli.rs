@@ -18,6 +18,8 @@ Examples:
   sudo connbal trace --iface eth0
   sudo connbal trace --iface eth0 --duration 10m -F svc.example.com
   sudo connbal trace -i eth0 -i eth1 -a --interval 30s --format json
+  sudo connbal trace -i eth0 -F db.example.com --events | jq .
+  sudo connbal trace -i eth0 --metrics 127.0.0.1:9464 --user nobody
 
 Requires root, or CAP_BPF and CAP_NET_ADMIN, and Linux 5.8 or later (BPF
 ring buffers). On Linux 6.6+ the filter attaches with TCX and disappears
@@ -90,6 +92,11 @@ pub struct ReportArgs {
     #[arg(long, value_enum)]
     pub format: Option<Format>,
 
+    /// Stream one JSON line per DNS answer and per connection attempt to
+    /// stdout as they are seen; the report then goes to stderr.
+    #[arg(long)]
+    pub events: bool,
+
     /// Print input and skip counters to stderr (and the verifier log if the
     /// kernel rejects the program).
     #[arg(short, long)]
@@ -118,6 +125,19 @@ pub struct TraceArgs {
     /// How to attach: TCX (Linux 6.6+) or a clsact filter over netlink.
     #[arg(long, value_enum, default_value_t = AttachMode::Auto)]
     pub attach: AttachMode,
+
+    /// Serve Prometheus/OpenMetrics metrics at http://ADDR/metrics
+    /// (e.g. 127.0.0.1:9464): connections and DNS appearances per client,
+    /// backend, port and name; per-name lookups and verdicts; kernel,
+    /// drop and eviction counters.
+    #[arg(long, value_name = "ADDR")]
+    pub metrics: Option<std::net::SocketAddr>,
+
+    /// At most this many backend series (and as many name series) per
+    /// scrape; the ones with the fewest connections are folded, and counted
+    /// in connbal_metrics_folded_series.
+    #[arg(long, value_name = "N", default_value_t = crate::metrics::DEFAULT_MAX_SERIES)]
+    pub metrics_max_series: usize,
 
     /// After attaching, switch to this user (connbal drops every capability
     /// anyway; this also gives up root).

@@ -13,14 +13,21 @@ pub fn capture(data: &[u8], all_tcp: bool) {
     let Ok(mut reader) = CaptureReader::open(ByteStream::from_bytes(data.to_vec()), "fuzz") else {
         return;
     };
+    // Observations on, so their path is fuzzed too; serialised as --events
+    // would, and drained per event as the CLI does.
     let mut aggregator = Aggregator::new(Config {
         all_tcp,
         filter: None,
+        events: true,
     });
     let mut stats = InputStats::default();
+    let mut sink = std::io::sink();
     while let Ok(Some(frame)) = reader.next_frame() {
         if let Some(event) = decode(&frame, all_tcp, &mut stats) {
             aggregator.process(&event);
+            for observation in aggregator.take_observations() {
+                let _ = serde_json::to_writer(&mut sink, &observation);
+            }
         }
     }
     let _ = aggregator.report();
@@ -44,6 +51,7 @@ pub fn frames(mut data: &[u8]) {
     let mut aggregator = Aggregator::new(Config {
         all_tcp,
         filter: None,
+        events: false,
     });
     let mut stats = InputStats::default();
     let mut n = 0u64;

@@ -9,6 +9,7 @@ pub mod cli;
 pub mod decode;
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod metrics;
 pub mod output;
 pub mod progress;
 pub mod replay;

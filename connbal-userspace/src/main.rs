@@ -3,9 +3,8 @@ use anyhow::Context as _;
 use clap::Parser as _;
 use connbal::aggregator::{Aggregator, Config};
 use connbal::capture::CaptureReader;
-use connbal::cli::{Cli, Command, ReplayArgs, ReportArgs, TraceArgs};
+use connbal::cli::{Cli, Command, ReplayArgs, TraceArgs};
 use connbal::replay;
-use connbal::report::Format;
 use connbal::trace::{self, TraceOptions};
 use connbal::{output, report, signals};
 use std::io::{self, IsTerminal, Write};
@@ -37,13 +36,9 @@ fn main() -> ExitCode {
     }
 }
 
-fn output_format(args: &ReportArgs) -> Format {
-    args.format
-        .unwrap_or_else(|| Format::default_for(io::stdout().is_terminal()))
-}
-
 fn trace_command(args: TraceArgs) -> anyhow::Result<ExitCode> {
-    let format = output_format(&args.report);
+    let (format, style, report_to_stderr) =
+        output::report_target(args.report.format, args.report.events);
     trace::run(TraceOptions {
         interfaces: args.interfaces,
         duration: args.duration,
@@ -51,14 +46,19 @@ fn trace_command(args: TraceArgs) -> anyhow::Result<ExitCode> {
         config: Config {
             all_tcp: args.report.all_tcp,
             filter: args.report.filter,
+            events: args.report.events,
         },
         format,
+        style,
+        report_to_stderr,
         ring_size: args.ring_size,
         verbose: args.report.verbose,
         attach: args.attach,
         kernel_debug: args.kernel_debug,
         user: args.user,
         noop_program: args.noop_program,
+        metrics: args.metrics,
+        metrics_max_series: args.metrics_max_series,
     })
 }
 
@@ -73,7 +73,9 @@ fn replay_command(args: ReplayArgs) -> anyhow::Result<ExitCode> {
     let mut aggregator = Aggregator::new(Config {
         all_tcp: args.report.all_tcp,
         filter: args.report.filter.clone(),
+        events: args.report.events,
     });
+    let mut events = args.report.events.then(output::EventSink::default);
     let progress = replay::regular_file_size(args.input.as_deref())
         .filter(|_| io::stderr().is_terminal())
         .map(connbal::progress::Progress::for_file);
@@ -83,19 +85,19 @@ fn replay_command(args: ReplayArgs) -> anyhow::Result<ExitCode> {
         args.report.all_tcp,
         &stop,
         progress.as_ref(),
+        events.as_mut(),
     );
     let report = aggregator.report();
+    let (format, style, to_stderr) = output::report_target(args.report.format, args.report.events);
     output::print_report(&output::Printed {
-        format: output_format(&args.report),
+        format,
         report: &report,
         input: &outcome.input,
         error: outcome.error.as_ref().map(ToString::to_string),
         interrupted: outcome.interrupted,
         compact: false,
-        style: output::TableStyle {
-            colour: connbal::table::colour_wanted(io::stdout().is_terminal()),
-            redraw: false,
-        },
+        style,
+        to_stderr,
     })?;
     output::print_warnings(&report.counters);
     if args.report.verbose {

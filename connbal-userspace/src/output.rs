@@ -1,6 +1,6 @@
 //! Printing a finished report, the same way for replay and trace.
 
-use crate::aggregator::{Counters, Report};
+use crate::aggregator::{Counters, Observation, Report};
 use crate::report::{self, Format, JsonReport};
 use crate::table;
 use anyhow::Context as _;
@@ -17,6 +17,8 @@ pub struct Printed<'a, I: Serialize> {
     /// printed every interval).
     pub compact: bool,
     pub style: TableStyle,
+    /// With `--events`, stdout carries events and the report goes here.
+    pub to_stderr: bool,
 }
 
 #[derive(Clone, Copy, Debug, Default)]
@@ -27,7 +29,12 @@ pub struct TableStyle {
 }
 
 pub fn print_report<I: Serialize>(p: &Printed<'_, I>) -> anyhow::Result<()> {
-    let mut out = io::BufWriter::new(io::stdout().lock());
+    let target: Box<dyn Write> = if p.to_stderr {
+        Box::new(io::stderr().lock())
+    } else {
+        Box::new(io::stdout().lock())
+    };
+    let mut out = io::BufWriter::new(target);
     let written = match p.format {
         Format::Table => {
             let clear = if p.style.redraw { "\x1b[H\x1b[2J" } else { "" };
@@ -58,7 +65,66 @@ pub fn print_report<I: Serialize>(p: &Printed<'_, I>) -> anyhow::Result<()> {
     match written.and_then(|()| out.flush()) {
         // A reader that went away (`| head`) has all it wanted.
         Err(e) if e.kind() == io::ErrorKind::BrokenPipe => Ok(()),
-        other => other.context("writing the report to stdout"),
+        other => other.context(if p.to_stderr {
+            "writing the report to stderr"
+        } else {
+            "writing the report to stdout"
+        }),
+    }
+}
+
+/// Where the report goes and how it looks, from the flags and what stdout
+/// and stderr are.
+pub fn report_target(format: Option<Format>, events: bool) -> (Format, TableStyle, bool) {
+    use std::io::IsTerminal as _;
+    // --events gives stdout to the events.
+    let terminal = if events {
+        io::stderr().is_terminal()
+    } else {
+        io::stdout().is_terminal()
+    };
+    let format = format.unwrap_or_else(|| Format::default_for(terminal));
+    let style = TableStyle {
+        colour: table::colour_wanted(terminal),
+        redraw: false,
+    };
+    (format, style, events)
+}
+
+/// `--events`: one JSON line per observation on stdout. A reader that goes
+/// away ends the stream, not the run: the report still follows on stderr.
+pub struct EventSink {
+    out: io::BufWriter<io::Stdout>,
+    closed: bool,
+}
+
+impl Default for EventSink {
+    fn default() -> Self {
+        Self {
+            out: io::BufWriter::new(io::stdout()),
+            closed: false,
+        }
+    }
+}
+
+impl EventSink {
+    pub fn write(&mut self, observations: impl Iterator<Item = Observation>) {
+        for observation in observations {
+            if self.closed {
+                continue;
+            }
+            let written = serde_json::to_writer(&mut self.out, &observation)
+                .map_err(io::Error::from)
+                .and_then(|()| self.out.write_all(b"\n"));
+            self.closed = written.is_err();
+        }
+    }
+
+    /// Live events should appear as they happen, not when a buffer fills.
+    pub fn flush(&mut self) {
+        if !self.closed && self.out.flush().is_err() {
+            self.closed = true;
+        }
     }
 }
 

@@ -5,6 +5,7 @@ use crate::aggregator::Aggregator;
 use crate::capture::stream::ByteStream;
 use crate::capture::{CaptureError, CaptureReader, Problem};
 use crate::decode::{decode, InputStats};
+use crate::output::EventSink;
 use crate::progress::{Progress, UPDATE_EVERY_PACKETS};
 use std::fs::File;
 use std::path::Path;
@@ -74,6 +75,7 @@ pub fn run(
     all_tcp: bool,
     stop: &AtomicBool,
     progress: Option<&Progress>,
+    mut events: Option<&mut EventSink>,
 ) -> ReplayOutcome {
     let mut outcome = ReplayOutcome::default();
     let mut next_update = UPDATE_EVERY_PACKETS;
@@ -94,6 +96,9 @@ pub fn run(
                 outcome.input.bytes += frame.data.len() as u64;
                 if let Some(event) = decode(&frame, all_tcp, &mut outcome.input) {
                     aggregator.process(&event);
+                    if let Some(sink) = events.as_deref_mut() {
+                        sink.write(aggregator.take_observations());
+                    }
                 }
             }
             Ok(None) => break,
@@ -109,6 +114,9 @@ pub fn run(
     }
     if let Some(progress) = progress {
         progress.finish(reader.offset(), outcome.input.packets);
+    }
+    if let Some(sink) = events {
+        sink.flush();
     }
     outcome
 }

@@ -194,6 +194,15 @@ impl Tmux {
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
+    /// Only what is on screen now, without the scrollback.
+    pub fn capture_visible(&self) -> String {
+        let out = Command::new("tmux")
+            .args(["-L", &self.socket, "capture-pane", "-p"])
+            .output()
+            .expect("run tmux capture-pane");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
     /// Polls the pane until `until` holds, at most `timeout`; returns every
     /// capture taken, the last one last.
     pub fn watch(&self, timeout: std::time::Duration, until: impl Fn(&str) -> bool) -> Vec<String> {

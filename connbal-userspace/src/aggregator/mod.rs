@@ -11,11 +11,13 @@ mod event;
 mod flows;
 mod lookups;
 pub mod name;
+pub mod observation;
 mod tcp_stream;
 pub mod verdict;
 
 pub use backends::{Row, SrvPreference};
 pub use event::{Datagram, Event, Segment, Timestamp};
+pub use observation::Observation;
 pub use verdict::Service;
 
 use backends::{rows_for, Backend};
@@ -67,6 +69,9 @@ pub struct Config {
     pub all_tcp: bool,
     /// `-F`: only track queries whose name contains this.
     pub filter: Option<String>,
+    /// `--events`: collect an [`Observation`] per DNS answer and connection
+    /// attempt, for [`Aggregator::take_observations`].
+    pub events: bool,
 }
 
 /// What the aggregator saw and skipped; printed with `-v` and in JSON.
@@ -154,6 +159,7 @@ pub struct Aggregator {
     last_sweep: Option<Timestamp>,
     reassembled: Vec<Vec<u8>>,
     name_hasher: foldhash::fast::RandomState,
+    observations: Vec<Observation>,
 }
 
 impl Aggregator {
@@ -171,7 +177,13 @@ impl Aggregator {
             last_sweep: None,
             reassembled: Vec::new(),
             name_hasher: foldhash::fast::RandomState::default(),
+            observations: Vec::new(),
         }
+    }
+
+    /// With `Config::events`: what was seen since the last call, in order.
+    pub fn take_observations(&mut self) -> std::vec::Drain<'_, Observation> {
+        self.observations.drain(..)
     }
 
     pub fn process(&mut self, event: &Event<'_>) {
@@ -398,17 +410,29 @@ impl Aggregator {
         // Consumed: a duplicate response counts nothing.
         self.pending.remove(&key);
         self.counters.responses_matched += 1;
-        self.apply_answer(ts, dst.ip(), &question, &records);
+        let answered = self.apply_answer(ts, dst.ip(), &question, &records);
+        if self.config.events {
+            self.observations.push(Observation::DnsAnswer {
+                time: ts,
+                client: dst.ip(),
+                server: src.ip(),
+                question: question.name,
+                qtype: observation::qtype_name(question.qtype),
+                backends: answered,
+            });
+        }
     }
 
     /// Spec 3: walk answer, authority and additional records in order.
+    /// Returns the backends credited when observations are collected.
     fn apply_answer(
         &mut self,
         ts: Timestamp,
         client: IpAddr,
         question_asked: &dns::Question,
         records: &[Record],
-    ) {
+    ) -> Vec<observation::AnsweredBackend> {
+        let mut answered = Vec::new();
         let question = question_asked.name.as_str();
         // Names this answer credited, with the least TTL of their records.
         let mut credited: Vec<(Arc<str>, u32)> = Vec::new();
@@ -448,23 +472,17 @@ impl Aggregator {
                     },
                 ),
                 RecordData::A(addr) => {
-                    let name = self.credit_address(
-                        client,
-                        IpAddr::V4(*addr),
-                        record,
-                        checked_name,
-                        answer_count,
-                    );
+                    let address = IpAddr::V4(*addr);
+                    let name =
+                        self.credit_address(client, address, record, checked_name, answer_count);
+                    self.note_answered(&mut answered, address, &name, record.ttl, checked_name);
                     note_credit(&mut credited, name, record.ttl);
                 }
                 RecordData::Aaaa(addr) => {
-                    let name = self.credit_address(
-                        client,
-                        IpAddr::V6(*addr),
-                        record,
-                        checked_name,
-                        answer_count,
-                    );
+                    let address = IpAddr::V6(*addr);
+                    let name =
+                        self.credit_address(client, address, record, checked_name, answer_count);
+                    self.note_answered(&mut answered, address, &name, record.ttl, checked_name);
                     note_credit(&mut credited, name, record.ttl);
                 }
                 RecordData::Cname => {
@@ -492,6 +510,31 @@ impl Aggregator {
                 .or_insert_with(|| ServiceLookups::new(name))
                 .record(asked, ts, ttl);
         }
+        answered
+    }
+
+    fn note_answered(
+        &self,
+        answered: &mut Vec<observation::AnsweredBackend>,
+        address: IpAddr,
+        credited: &Option<Arc<str>>,
+        ttl: u32,
+        checked_name: &str,
+    ) {
+        let (true, Some(name)) = (self.config.events, credited) else {
+            return;
+        };
+        let ports = self
+            .srv_targets
+            .get(&checked_name.to_ascii_lowercase())
+            .map(|t| t.ports.clone())
+            .unwrap_or_default();
+        answered.push(observation::AnsweredBackend {
+            address,
+            name: name.clone(),
+            ttl,
+            ports,
+        });
     }
 
     fn register_srv_target(
@@ -605,6 +648,7 @@ impl Aggregator {
         if attempt {
             self.counters.connection_attempts += 1;
             self.count_connection(s.src.ip(), s.dst.ip(), s.dst.port());
+            self.observe_connection(s.ts, s.src.ip(), s.dst.ip(), s.dst.port(), false);
         }
         if !self.config.all_tcp {
             return;
@@ -623,7 +667,44 @@ impl Aggregator {
             self.counters.flows_seen_midstream += 1;
             self.count_connection(s.src.ip(), s.dst.ip(), s.dst.port());
             self.count_connection(s.dst.ip(), s.src.ip(), s.src.port());
+            // Whichever side is the tracked backend; unknown either way is
+            // reported from the sender's side.
+            if self.backends.contains_key(&(s.dst.ip(), s.src.ip())) {
+                self.observe_connection(s.ts, s.dst.ip(), s.src.ip(), s.src.port(), true);
+            } else {
+                self.observe_connection(s.ts, s.src.ip(), s.dst.ip(), s.dst.port(), true);
+            }
         }
+    }
+
+    fn observe_connection(
+        &mut self,
+        ts: Timestamp,
+        client: IpAddr,
+        backend: IpAddr,
+        port: u16,
+        midstream: bool,
+    ) {
+        if !self.config.events {
+            return;
+        }
+        let name = self
+            .backends
+            .get(&(client, backend))
+            .map(|b| b.name.clone());
+        // With -F the user asked about one service: attempts to addresses
+        // outside it are noise.
+        if name.is_none() && self.config.filter.is_some() {
+            return;
+        }
+        self.observations.push(Observation::Connection {
+            time: ts,
+            client,
+            backend,
+            port,
+            name,
+            midstream,
+        });
     }
 
     fn count_connection(&mut self, client: IpAddr, backend: IpAddr, port: u16) {

@@ -11,6 +11,7 @@ pub mod privileges;
 pub mod records;
 
 use crate::aggregator::{Aggregator, Config};
+use crate::metrics;
 use crate::output::{self, Printed};
 use crate::report::Format;
 use anyhow::Context as _;
@@ -36,6 +37,9 @@ pub struct TraceOptions {
     pub interval: Option<Duration>,
     pub config: Config,
     pub format: Format,
+    pub style: output::TableStyle,
+    /// `--events` has stdout; the report goes to stderr.
+    pub report_to_stderr: bool,
     pub ring_size: u64,
     pub verbose: bool,
     pub attach: AttachMode,
@@ -44,6 +48,9 @@ pub struct TraceOptions {
     pub user: Option<String>,
     /// Attach the empty classifier (benchmarks' floor).
     pub noop_program: bool,
+    /// Serve OpenMetrics here.
+    pub metrics: Option<std::net::SocketAddr>,
+    pub metrics_max_series: usize,
 }
 
 /// The "input" section of a trace report.
@@ -132,6 +139,23 @@ async fn trace(options: TraceOptions) -> anyhow::Result<ExitCode> {
         None
     };
 
+    // Bound while still privileged, so a port below 1024 works too.
+    let (scrape_tx, mut scrapes) = tokio::sync::mpsc::channel::<metrics::ScrapeRequest>(8);
+    let metrics_server = match options.metrics {
+        Some(addr) => match metrics::bind(addr).await {
+            Ok(listener) => Some(tokio::spawn(metrics::serve(listener, scrape_tx))),
+            Err(error) => {
+                eprintln!("connbal: {error}");
+                return Ok(ExitCode::from(EXIT_BAD_INPUT));
+            }
+        },
+        None => {
+            drop(scrape_tx);
+            None
+        }
+    };
+    let mut serving_metrics = metrics_server.is_some();
+
     // Everything privileged is done: drop it all before reading a record.
     privileges::drop_after_attach(user.as_ref(), loaded.mode == AttachMode::Netlink)?;
 
@@ -141,8 +165,12 @@ async fn trace(options: TraceOptions) -> anyhow::Result<ExitCode> {
     } else {
         "netlink clsact"
     };
+    let serving = options
+        .metrics
+        .map(|addr| format!("; metrics at http://{addr}/metrics"))
+        .unwrap_or_default();
     eprintln!(
-        "connbal: tracing {} (ingress and egress, {mode}); Ctrl-C to stop",
+        "connbal: tracing {} (ingress and egress, {mode}){serving}; Ctrl-C to stop",
         names.join(", ")
     );
 
@@ -163,12 +191,13 @@ async fn trace(options: TraceOptions) -> anyhow::Result<ExitCode> {
     let mut drain_tick = tokio::time::interval(DRAIN_EVERY);
     drain_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let all_tcp = options.config.all_tcp;
+    let mut events = options.config.events.then(output::EventSink::default);
 
     let ending = loop {
         tokio::select! {
             ready = ring.readable_mut() => {
                 let mut guard = ready.context("waiting on the ring buffer")?;
-                drain(guard.get_inner_mut(), &mut aggregator, &clock, all_tcp, &mut stats);
+                drain(guard.get_inner_mut(), &mut aggregator, &clock, all_tcp, &mut stats, events.as_mut());
                 guard.clear_ready();
             }
             ready = async { kernel_log.as_mut().expect("guarded").readable_mut().await }, if kernel_log.is_some() => {
@@ -180,12 +209,25 @@ async fn trace(options: TraceOptions) -> anyhow::Result<ExitCode> {
             _ = sigterm.recv() => break Ending::Signal,
             _ = async { tokio::time::sleep_until(deadline.expect("guarded")).await }, if deadline.is_some() => break Ending::Duration,
             _ = async { reports.as_mut().expect("guarded").tick().await }, if reports.is_some() => {
-                drain(ring.get_mut(), &mut aggregator, &clock, all_tcp, &mut stats);
+                drain(ring.get_mut(), &mut aggregator, &clock, all_tcp, &mut stats, events.as_mut());
                 stats.kernel = loaded.counters();
                 print(&options, &aggregator, &stats, false, true)?;
             }
+            scrape = scrapes.recv(), if serving_metrics => {
+                // None: the server task is gone; stop polling for scrapes.
+                let Some(reply) = scrape else {
+                    serving_metrics = false;
+                    continue;
+                };
+                drain(ring.get_mut(), &mut aggregator, &clock, all_tcp, &mut stats, events.as_mut());
+                stats.kernel = loaded.counters();
+                let stats_json = serde_json::to_value(&stats).unwrap_or_default();
+                let text = metrics::render(&aggregator.report(), &stats_json, options.metrics_max_series);
+                // The scraper may have hung up; nothing to do then.
+                let _ = reply.send(text);
+            }
             _ = drain_tick.tick() => {
-                drain(ring.get_mut(), &mut aggregator, &clock, all_tcp, &mut stats);
+                drain(ring.get_mut(), &mut aggregator, &clock, all_tcp, &mut stats, events.as_mut());
             }
             _ = interface_check.tick() => {
                 if let Some(gone) = vanished(&loaded) {
@@ -194,7 +236,14 @@ async fn trace(options: TraceOptions) -> anyhow::Result<ExitCode> {
             }
         }
     };
-    drain(ring.get_mut(), &mut aggregator, &clock, all_tcp, &mut stats);
+    drain(
+        ring.get_mut(),
+        &mut aggregator,
+        &clock,
+        all_tcp,
+        &mut stats,
+        events.as_mut(),
+    );
     stats.kernel = loaded.counters();
     let interrupted = matches!(ending, Ending::Signal);
     print(
@@ -239,13 +288,22 @@ fn drain(
     clock: &Clock,
     all_tcp: bool,
     stats: &mut TraceStats,
+    mut events: Option<&mut output::EventSink>,
 ) {
     while let Some(item) = ring.next() {
         stats.records += 1;
         match records::to_event(&item, clock, all_tcp) {
-            Some(event) => aggregator.process(&event),
+            Some(event) => {
+                aggregator.process(&event);
+                if let Some(sink) = events.as_deref_mut() {
+                    sink.write(aggregator.take_observations());
+                }
+            }
             None => stats.unreadable_records += 1,
         }
+    }
+    if let Some(sink) = events {
+        sink.flush();
     }
 }
 
@@ -265,7 +323,11 @@ fn print(
     periodic: bool,
 ) -> anyhow::Result<()> {
     let report = aggregator.report();
-    let terminal = std::io::stdout().is_terminal();
+    let terminal = if options.report_to_stderr {
+        std::io::stderr().is_terminal()
+    } else {
+        std::io::stdout().is_terminal()
+    };
     // On a terminal a periodic table replaces the previous one; anywhere
     // else reports follow each other, a blank line apart.
     let redraw = periodic && terminal && options.format == Format::Table;
@@ -277,12 +339,17 @@ fn print(
         interrupted,
         compact: periodic,
         style: output::TableStyle {
-            colour: crate::table::colour_wanted(terminal),
             redraw,
+            ..options.style
         },
+        to_stderr: options.report_to_stderr,
     })?;
     if periodic && !redraw && options.format != Format::Json {
-        println!();
+        if options.report_to_stderr {
+            eprintln!();
+        } else {
+            println!();
+        }
     }
     if !periodic || interrupted {
         output::print_warnings(&report.counters);

@@ -1,0 +1,63 @@
+//! `--events`: what the aggregator just saw, one item per DNS answer and
+//! per connection attempt, for watching an application right now. Only
+//! collected when asked for, so the default path pays nothing.
+
+use super::Timestamp;
+use serde::{Serialize, Serializer};
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum Observation {
+    /// A response matched to its query.
+    DnsAnswer {
+        #[serde(serialize_with = "rfc3339")]
+        time: Timestamp,
+        client: IpAddr,
+        server: IpAddr,
+        question: String,
+        qtype: &'static str,
+        /// The addresses this answer counted as backends (none for a single
+        /// address, or a name behind an alias).
+        backends: Vec<AnsweredBackend>,
+    },
+    /// A TCP connection attempt (a bare SYN; with `-a`, also the first
+    /// segment of a flow already open).
+    Connection {
+        #[serde(serialize_with = "rfc3339")]
+        time: Timestamp,
+        client: IpAddr,
+        backend: IpAddr,
+        port: u16,
+        /// The name the backend was given by, or null when it never
+        /// appeared in DNS for this client.
+        name: Option<Arc<str>>,
+        /// `-a`: seen mid-flow rather than at its SYN.
+        midstream: bool,
+    },
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct AnsweredBackend {
+    pub address: IpAddr,
+    pub name: Arc<str>,
+    pub ttl: u32,
+    /// SRV ports for an SRV-derived backend; empty for A/AAAA.
+    pub ports: Vec<u16>,
+}
+
+pub fn qtype_name(qtype: u16) -> &'static str {
+    match qtype {
+        super::dns::TYPE_A => "A",
+        super::dns::TYPE_AAAA => "AAAA",
+        super::dns::TYPE_SRV => "SRV",
+        _ => "other",
+    }
+}
+
+fn rfc3339<S: Serializer>(ts: &Timestamp, s: S) -> Result<S::Ok, S::Error> {
+    let time = SystemTime::UNIX_EPOCH + Duration::from_nanos(ts.0);
+    s.collect_str(&humantime::format_rfc3339_nanos(time))
+}

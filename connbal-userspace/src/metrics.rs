@@ -1,0 +1,406 @@
+//! `connbal trace --metrics ADDR`: an OpenMetrics endpoint for Prometheus,
+//! so a fleet of connbal instances (a DaemonSet) is aggregated by
+//! Prometheus rather than by connbal.
+//!
+//! The exposition is rendered from the aggregator's report at scrape time,
+//! by the trace loop that owns the aggregator: nothing is kept up to date
+//! per packet. Label cardinality is capped: past `max_series` the rows with
+//! the fewest connections are folded into one counter, and how many were
+//! folded is itself a metric.
+
+use crate::aggregator::verdict::Check;
+use crate::aggregator::Report;
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::{Method, Request, Response, StatusCode};
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+use std::net::SocketAddr;
+use std::sync::atomic::AtomicU64;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, oneshot};
+
+pub const DEFAULT_MAX_SERIES: usize = 10_000;
+const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+/// A scraper that cannot send its request line in this long is dropped.
+const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+
+#[derive(Debug, thiserror::Error)]
+pub enum MetricsError {
+    #[error("binding the metrics endpoint to {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BackendLabels {
+    client: String,
+    backend: String,
+    port: String,
+    name: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ServiceLabels {
+    client: String,
+    name: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct VerdictLabels {
+    client: String,
+    name: String,
+    check: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CounterLabels {
+    counter: String,
+}
+
+type FloatGauge = Gauge<f64, AtomicU64>;
+
+/// The OpenMetrics text for `report` and for `stats` (the input section:
+/// kernel, ring and aggregator counters), at most `max_series` backend
+/// series and as many service series.
+pub fn render(report: &Report, stats: &serde_json::Value, max_series: usize) -> String {
+    let mut registry = Registry::with_prefix("connbal");
+    let connections = Family::<BackendLabels, Counter>::default();
+    let appearances = Family::<BackendLabels, Counter>::default();
+    let folded = Gauge::<i64>::default();
+    let folded_connections = Counter::<u64>::default();
+
+    // Keep the busiest rows when there are too many.
+    let mut rows: Vec<&crate::aggregator::Row> = report.rows.iter().collect();
+    rows.sort_by(|a, b| b.conns.cmp(&a.conns).then_with(|| a.report_order(b)));
+    let mut folded_series = 0i64;
+    for (i, row) in rows.iter().enumerate() {
+        if i >= max_series {
+            folded_series += 1;
+            folded_connections.inc_by(row.conns);
+            continue;
+        }
+        let labels = BackendLabels {
+            client: row.client.to_string(),
+            backend: row.backend.to_string(),
+            port: row.port.map_or("?".to_string(), |p| p.to_string()),
+            name: row.name.to_string(),
+        };
+        connections.get_or_create(&labels).inc_by(row.conns);
+        appearances.get_or_create(&labels).inc_by(row.dns);
+    }
+
+    let lookups = Family::<ServiceLabels, Counter>::default();
+    let lookups_within_ttl = Family::<ServiceLabels, Counter>::default();
+    let backends = Family::<ServiceLabels, Gauge>::default();
+    let unused = Family::<ServiceLabels, Gauge>::default();
+    let p_value = Family::<ServiceLabels, FloatGauge>::default();
+    let verdict_ok = Family::<VerdictLabels, Gauge>::default();
+    for (i, service) in report.services.iter().enumerate() {
+        if i >= max_series {
+            folded_series += 1;
+            continue;
+        }
+        let labels = ServiceLabels {
+            client: service.client.to_string(),
+            name: service.name.to_string(),
+        };
+        lookups.get_or_create(&labels).inc_by(service.lookups);
+        lookups_within_ttl
+            .get_or_create(&labels)
+            .inc_by(service.lookups_within_ttl);
+        backends
+            .get_or_create(&labels)
+            .set(to_i64(service.backends));
+        unused
+            .get_or_create(&labels)
+            .set(to_i64(service.backends - service.backends_used));
+        if let Some(balance) = &service.balance {
+            p_value.get_or_create(&labels).set(balance.p_value);
+        }
+        for verdict in &service.verdicts {
+            verdict_ok
+                .get_or_create(&VerdictLabels {
+                    client: labels.client.clone(),
+                    name: labels.name.clone(),
+                    check: check_label(verdict.check).to_string(),
+                })
+                .set(i64::from(verdict.ok));
+        }
+    }
+    folded.set(folded_series);
+
+    let aggregator_counters = Family::<CounterLabels, Counter>::default();
+    if let Ok(serde_json::Value::Object(fields)) = serde_json::to_value(&report.counters) {
+        for (name, value) in fields {
+            if let Some(v) = value.as_u64() {
+                aggregator_counters
+                    .get_or_create(&CounterLabels { counter: name })
+                    .inc_by(v);
+            }
+        }
+    }
+    let input_counters = Family::<CounterLabels, Counter>::default();
+    flatten_counts("", stats, &mut |name, v| {
+        input_counters
+            .get_or_create(&CounterLabels { counter: name })
+            .inc_by(v);
+    });
+
+    registry.register(
+        "connections",
+        "Connection attempts from a client to a backend and port it got from DNS",
+        connections,
+    );
+    registry.register(
+        "dns_appearances",
+        "Times the backend (and port, for SRV) appeared in DNS answers to the client",
+        appearances,
+    );
+    registry.register(
+        "service_lookups",
+        "Lookups of the name by the client (its most-asked question)",
+        lookups,
+    );
+    registry.register(
+        "service_lookups_within_ttl",
+        "Lookups made before the previous answer's TTL ran out",
+        lookups_within_ttl,
+    );
+    registry.register(
+        "service_backends",
+        "Backends DNS gave the client for the name",
+        backends,
+    );
+    registry.register(
+        "service_backends_unused",
+        "Backends of the name that got no connection from the client",
+        unused,
+    );
+    registry.register(
+        "service_balance_p_value",
+        "Probability of a spread this uneven under random choice (present when judged)",
+        p_value,
+    );
+    registry.register(
+        "service_verdict_ok",
+        "1 when the check found nothing worth attention, 0 otherwise",
+        verdict_ok,
+    );
+    registry.register(
+        "metrics_folded_series",
+        "Backend and service series left out of this scrape by the cardinality cap",
+        folded,
+    );
+    registry.register(
+        "folded_connections",
+        "Connections counted in backend series left out by the cardinality cap",
+        folded_connections,
+    );
+    registry.register(
+        "aggregator_events",
+        "What the aggregator saw, skipped, evicted or dropped, by counter",
+        aggregator_counters,
+    );
+    registry.register(
+        "input_events",
+        "Records read, and the kernel program's counters (packets seen, records lost), by counter",
+        input_counters,
+    );
+    let mut text = String::new();
+    prometheus_client::encoding::text::encode(&mut text, &registry)
+        .expect("writing to a String cannot fail");
+    text
+}
+
+fn to_i64(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+fn check_label(check: Check) -> &'static str {
+    match check {
+        Check::UnusedBackends => "unused_backends",
+        Check::Balance => "balance",
+        Check::Ttl => "ttl",
+        Check::SrvPriority => "srv_priority",
+    }
+}
+
+/// Every non-negative integer in `value`, nested objects' names joined with
+/// `_` (`kernel_records_lost`).
+fn flatten_counts(prefix: &str, value: &serde_json::Value, out: &mut impl FnMut(String, u64)) {
+    if let serde_json::Value::Object(fields) = value {
+        for (name, v) in fields {
+            let full = if prefix.is_empty() {
+                name.clone()
+            } else {
+                format!("{prefix}_{name}")
+            };
+            match v {
+                serde_json::Value::Object(_) => flatten_counts(&full, v, out),
+                _ => {
+                    if let Some(n) = v.as_u64() {
+                        out(full, n)
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// A scrape asks the owner of the aggregator for the current text.
+pub type ScrapeRequest = oneshot::Sender<String>;
+
+pub async fn bind(addr: SocketAddr) -> Result<TcpListener, MetricsError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| MetricsError::Bind { addr, source })
+}
+
+/// Serves `GET /metrics` (and `/`) on `listener` until the process ends.
+pub async fn serve(listener: TcpListener, scrapes: mpsc::Sender<ScrapeRequest>) {
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            // Out of descriptors, say: back off instead of spinning.
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            continue;
+        };
+        let scrapes = scrapes.clone();
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(move |request| {
+                let scrapes = scrapes.clone();
+                async move { Ok::<_, std::convert::Infallible>(respond(request, scrapes).await) }
+            });
+            let _ = hyper::server::conn::http1::Builder::new()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(HEADER_TIMEOUT)
+                .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                .await;
+        });
+    }
+}
+
+async fn respond(
+    request: Request<hyper::body::Incoming>,
+    scrapes: mpsc::Sender<ScrapeRequest>,
+) -> Response<Full<Bytes>> {
+    let plain = |status: StatusCode, text: &'static str| {
+        Response::builder()
+            .status(status)
+            .header("content-type", "text/plain; charset=utf-8")
+            .body(Full::new(Bytes::from_static(text.as_bytes())))
+            .expect("a static response is valid")
+    };
+    if request.method() != Method::GET {
+        return plain(StatusCode::METHOD_NOT_ALLOWED, "GET only\n");
+    }
+    if !matches!(request.uri().path(), "/metrics" | "/") {
+        return plain(StatusCode::NOT_FOUND, "see /metrics\n");
+    }
+    let (reply, text) = oneshot::channel();
+    if scrapes.send(reply).await.is_err() {
+        return plain(StatusCode::SERVICE_UNAVAILABLE, "connbal is stopping\n");
+    }
+    match text.await {
+        Ok(text) => Response::builder()
+            .header("content-type", CONTENT_TYPE)
+            .body(Full::new(Bytes::from(text)))
+            .expect("a text response is valid"),
+        Err(_) => plain(StatusCode::SERVICE_UNAVAILABLE, "connbal is stopping\n"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::aggregator::dns::build::MessageBuilder;
+    use crate::aggregator::dns::TYPE_A;
+    use crate::aggregator::{Aggregator, Config, Datagram, Event, Segment, Timestamp};
+
+    fn report_with(backends: u8, connections_to_first: u64) -> Report {
+        let mut agg = Aggregator::new(Config::default());
+        let client: SocketAddr = "10.0.0.2:40000".parse().unwrap();
+        let server: SocketAddr = "10.0.0.53:53".parse().unwrap();
+        let query = MessageBuilder::new(1, false, [1, 0, 0, 0])
+            .question("web.example", TYPE_A)
+            .build();
+        let mut answer = MessageBuilder::new(1, true, [1, u16::from(backends), 0, 0]);
+        answer.question("web.example", TYPE_A);
+        for b in 0..backends {
+            answer.a("web.example", [10, 1, 0, b + 1]);
+        }
+        let answer = answer.build();
+        let ts = Timestamp::from_secs(100);
+        for (src, dst, payload) in [(client, server, &query), (server, client, &answer)] {
+            agg.process(&Event::Udp(Datagram {
+                ts,
+                src,
+                dst,
+                payload,
+                truncated: false,
+            }));
+        }
+        for _ in 0..connections_to_first {
+            agg.process(&Event::Tcp(Segment {
+                ts,
+                src: client,
+                dst: "10.1.0.1:443".parse().unwrap(),
+                flags: connbal_common::tcp_flags::SYN,
+                seq: 1,
+                payload: &[],
+                truncated: false,
+                first_of_flow: None,
+            }));
+        }
+        agg.report()
+    }
+
+    #[test]
+    fn series_carry_the_report_and_verdicts() {
+        let text = render(
+            &report_with(2, 3),
+            &serde_json::json!({"records": 7, "kernel": {"records_lost": 0}}),
+            100,
+        );
+        assert!(text.contains(
+            "connbal_connections_total{client=\"10.0.0.2\",backend=\"10.1.0.1\",port=\"443\",name=\"web.example.\"} 3\n"
+        ), "{text}");
+        assert!(text.contains(
+            "connbal_dns_appearances_total{client=\"10.0.0.2\",backend=\"10.1.0.2\",port=\"?\",name=\"web.example.\"} 1\n"
+        ));
+        assert!(text.contains(
+            "connbal_service_verdict_ok{client=\"10.0.0.2\",name=\"web.example.\",check=\"unused_backends\"} 1\n"
+        ), "{text}");
+        assert!(text.contains(
+            "connbal_service_backends_unused{client=\"10.0.0.2\",name=\"web.example.\"} 1\n"
+        ));
+        assert!(text.contains("connbal_input_events_total{counter=\"kernel_records_lost\"} 0\n"));
+        assert!(text.contains("connbal_input_events_total{counter=\"records\"} 7\n"));
+        assert!(text.contains("connbal_aggregator_events_total{counter=\"responses_matched\"} 1\n"));
+        assert!(text.contains("connbal_metrics_folded_series 0\n"));
+        assert!(text.ends_with("# EOF\n"));
+    }
+
+    #[test]
+    fn the_cardinality_cap_keeps_the_busiest_rows_and_counts_the_rest() {
+        let text = render(&report_with(5, 4), &serde_json::json!({}), 1);
+        let series = text
+            .lines()
+            .filter(|l| l.starts_with("connbal_connections_total{"))
+            .count();
+        assert_eq!(series, 1, "{text}");
+        assert!(
+            text.contains("backend=\"10.1.0.1\",port=\"443\""),
+            "the busiest row stays"
+        );
+        // 4 backend rows folded; the one service fits.
+        assert!(text.contains("connbal_metrics_folded_series 4\n"), "{text}");
+        assert!(text.contains("connbal_folded_connections_total 0\n"));
+    }
+}
