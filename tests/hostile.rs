@@ -560,5 +560,18 @@ fn attacker_controlled_names_cannot_forge_report_rows() {
     let out = replay(&["--format", "json", path.to_str().unwrap()]);
     let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON stays valid");
     assert_eq!(json["rows"][0]["name"], shown);
+
+    // The table (without colours, as through a pipe) has no control byte
+    // but its newlines, and the name stays one line.
+    let out = replay(&["--format", "table", path.to_str().unwrap()]);
+    let table = stdout(&out);
+    assert!(
+        !table.chars().any(|c| c.is_control() && c != '\n'),
+        "control characters in {table:?}"
+    );
+    assert!(
+        table.contains(&format!("\n  {shown}  0 connections, 1 lookup, TTL ")),
+        "{table}"
+    );
     let _ = std::fs::remove_file(&path);
 }

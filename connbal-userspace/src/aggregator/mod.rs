@@ -160,6 +160,8 @@ pub struct Aggregator {
     reassembled: Vec<Vec<u8>>,
     name_hasher: foldhash::fast::RandomState,
     observations: Vec<Observation>,
+    /// Scratch for `apply_answer`, kept to avoid an allocation per answer.
+    credited: Vec<(Arc<str>, u32)>,
 }
 
 impl Aggregator {
@@ -178,6 +180,7 @@ impl Aggregator {
             reassembled: Vec::new(),
             name_hasher: foldhash::fast::RandomState::default(),
             observations: Vec::new(),
+            credited: Vec::new(),
         }
     }
 
@@ -410,7 +413,7 @@ impl Aggregator {
         // Consumed: a duplicate response counts nothing.
         self.pending.remove(&key);
         self.counters.responses_matched += 1;
-        let answered = self.apply_answer(ts, dst.ip(), &question, &records);
+        let answered = self.apply_answer(ts, dst.ip(), (&question, name), &records);
         if self.config.events {
             self.observations.push(Observation::DnsAnswer {
                 time: ts,
@@ -429,13 +432,13 @@ impl Aggregator {
         &mut self,
         ts: Timestamp,
         client: IpAddr,
-        question_asked: &dns::Question,
+        (question_asked, question_key): (&dns::Question, u64),
         records: &[Record],
     ) -> Vec<observation::AnsweredBackend> {
         let mut answered = Vec::new();
         let question = question_asked.name.as_str();
         // Names this answer credited, with the least TTL of their records.
-        let mut credited: Vec<(Arc<str>, u32)> = Vec::new();
+        let mut credited = std::mem::take(&mut self.credited);
         let answer_count = records
             .iter()
             .filter(|r| r.section == Section::Answer)
@@ -498,18 +501,27 @@ impl Aggregator {
                 RecordData::Opt | RecordData::Other => {}
             }
         }
-        let asked = (self.name_key(question), question_asked.qtype);
-        for (name, ttl) in credited {
-            let key = (client, self.name_key(&name));
-            if !self.services.contains_key(&key) && self.services.len() >= MAX_SERVICES {
+        let asked = (question_key, question_asked.qtype);
+        for (name, ttl) in credited.drain(..) {
+            // Usually the name asked; hashing it again showed in profiles.
+            let name_key = if name.eq_ignore_ascii_case(question) {
+                question_key
+            } else {
+                self.name_key(&name)
+            };
+            let key = (client, name_key);
+            // One hash for the common case: a service seen before.
+            if let Some(lookups) = self.services.get_mut(&key) {
+                lookups.record(asked, ts, ttl);
+            } else if self.services.len() < MAX_SERVICES {
+                let mut lookups = ServiceLookups::new(name);
+                lookups.record(asked, ts, ttl);
+                self.services.insert(key, lookups);
+            } else {
                 self.counters.services_dropped += 1;
-                continue;
             }
-            self.services
-                .entry(key)
-                .or_insert_with(|| ServiceLookups::new(name))
-                .record(asked, ts, ttl);
         }
+        self.credited = credited;
         answered
     }
 
@@ -720,7 +732,11 @@ impl Aggregator {
 
 fn note_credit(credited: &mut Vec<(Arc<str>, u32)>, name: Option<Arc<str>>, ttl: u32) {
     let Some(name) = name else { return };
-    match credited.iter_mut().find(|(n, _)| *n == name) {
+    // Pointer equality first: an answer credits the same Arc many times.
+    match credited
+        .iter_mut()
+        .find(|(n, _)| Arc::ptr_eq(n, &name) || *n == name)
+    {
         Some((_, least)) => *least = (*least).min(ttl),
         None => credited.push((name, ttl)),
     }
