@@ -143,8 +143,10 @@ pub struct Aggregator {
     config: Config,
     /// Keyed by (client address, query id), spec 2.
     pending: FifoMap<(IpAddr, u16), PendingQuery>,
-    /// Keyed by the lower-cased target name; remembered for the whole run.
-    srv_targets: FastMap<String, SrvTarget>,
+    /// Keyed by the keyed hash of the lower-cased target name (as pending
+    /// queries are: the hasher's seed is random per run, so collisions
+    /// cannot be aimed); remembered for the whole run.
+    srv_targets: FastMap<u64, SrvTarget>,
     /// Keyed by (client address, backend address), spec 4.
     backends: FastMap<(IpAddr, IpAddr), Backend>,
     /// (backend, port) entries over all backends, against MAX_PORTS.
@@ -399,9 +401,9 @@ impl Aggregator {
             self.counters.unmatched_responses += 1;
             return;
         }
-        let (question, records) = match dns::parse_question(message)
-            .and_then(|(_, q, at)| dns::parse_records(message, &header, at).map(|r| (q, r)))
-        {
+        let (question, records) = match dns::parse_question(message).and_then(|(_, q, at)| {
+            dns::parse_records(message, &header, at, &q.name).map(|r| (q, r))
+        }) {
             Ok(decoded) => decoded,
             Err(_) => return self.count_undecodable(truncated),
         };
@@ -454,10 +456,13 @@ impl Aggregator {
                 continue;
             }
             // Answers are about the question; additional records about
-            // their own owner.
-            let checked_name = match record.section {
-                Section::Answer => question,
-                _ => record.owner.as_str(),
+            // their own owner. Only A, AAAA and CNAME records look it up.
+            let checked_key = match (&record.section, &record.data) {
+                (Section::Answer, _) => question_key,
+                (_, RecordData::A(_) | RecordData::Aaaa(_) | RecordData::Cname) => {
+                    self.name_key(&record.owner)
+                }
+                _ => 0,
             };
             match &record.data {
                 RecordData::Srv {
@@ -477,23 +482,19 @@ impl Aggregator {
                 RecordData::A(addr) => {
                     let address = IpAddr::V4(*addr);
                     let name =
-                        self.credit_address(client, address, record, checked_name, answer_count);
-                    self.note_answered(&mut answered, address, &name, record.ttl, checked_name);
+                        self.credit_address(client, address, record, checked_key, answer_count);
+                    self.note_answered(&mut answered, address, &name, record.ttl, checked_key);
                     note_credit(&mut credited, name, record.ttl);
                 }
                 RecordData::Aaaa(addr) => {
                     let address = IpAddr::V6(*addr);
                     let name =
-                        self.credit_address(client, address, record, checked_name, answer_count);
-                    self.note_answered(&mut answered, address, &name, record.ttl, checked_name);
+                        self.credit_address(client, address, record, checked_key, answer_count);
+                    self.note_answered(&mut answered, address, &name, record.ttl, checked_key);
                     note_credit(&mut credited, name, record.ttl);
                 }
                 RecordData::Cname => {
-                    if answer_count <= 2
-                        && !self
-                            .srv_targets
-                            .contains_key(&checked_name.to_ascii_lowercase())
-                    {
+                    if answer_count <= 2 && !self.srv_targets.contains_key(&checked_key) {
                         // A single name behind an alias is not a service.
                         break;
                     }
@@ -531,14 +532,14 @@ impl Aggregator {
         address: IpAddr,
         credited: &Option<Arc<str>>,
         ttl: u32,
-        checked_name: &str,
+        checked_key: u64,
     ) {
         let (true, Some(name)) = (self.config.events, credited) else {
             return;
         };
         let ports = self
             .srv_targets
-            .get(&checked_name.to_ascii_lowercase())
+            .get(&checked_key)
             .map(|t| t.ports.clone())
             .unwrap_or_default();
         answered.push(observation::AnsweredBackend {
@@ -556,7 +557,7 @@ impl Aggregator {
         target: &str,
         preference: SrvPreference,
     ) {
-        let key = target.to_ascii_lowercase();
+        let key = self.name_key(target);
         if !self.srv_targets.contains_key(&key) && self.srv_targets.len() >= MAX_SRV_TARGETS {
             self.counters.srv_targets_dropped += 1;
             return;
@@ -578,7 +579,7 @@ impl Aggregator {
         client: IpAddr,
         addr: IpAddr,
         record: &Record,
-        checked_name: &str,
+        checked_key: u64,
         answer_count: usize,
     ) -> Option<Arc<str>> {
         let Self {
@@ -588,7 +589,7 @@ impl Aggregator {
             port_entries,
             ..
         } = self;
-        if let Some(target) = srv_targets.get(&checked_name.to_ascii_lowercase()) {
+        if let Some(target) = srv_targets.get(&checked_key) {
             let name = || target.service.clone();
             let backend = backend_entry(backends, (client, addr), name, counters)?;
             backend.srv = Some(target.preference);
