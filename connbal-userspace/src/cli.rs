@@ -26,7 +26,10 @@ ring buffers). On Linux 6.6+ the filter attaches with TCX and disappears
 with the process; on older kernels it is a clsact filter, which connbal
 removes on exit and, after a crash, on its next start.
 
-Output: one line per client, backend and port:
+Output: on a terminal, a table per client and name with each backend's
+share and the verdicts (unused backends, balance, TTL respect, SRV
+priority). Through a pipe, or with --format tsv, the original's line per
+client, backend and port:
   client  backend:port  conns  times-in-DNS  name";
 
 const REPLAY_EXAMPLES: &str = "\
@@ -36,7 +39,10 @@ Examples:
   tcpdump -i eth0 -w - 'port 53 or tcp[tcpflags] == tcp-syn' | connbal replay -
   snoop -o /dev/stdout '(tcp and tcp[13] == 0x02) or (udp and port 53)' | connbal replay
 
-Output: one line per client, backend and port:
+Output: on a terminal, a table per client and name with each backend's
+share and the verdicts (unused backends, balance, TTL respect, SRV
+priority). Through a pipe, or with --format tsv, the original's line per
+client, backend and port:
   client  backend:port  conns  times-in-DNS  name
 IPv4 addresses are zero-padded (172.016.101.190) so `sort -n` orders them.";
 
@@ -113,7 +119,8 @@ pub struct TraceArgs {
     #[arg(long, value_parser = humantime::parse_duration)]
     pub duration: Option<Duration>,
 
-    /// Also print the report every D while running.
+    /// Also print the report every D while running (a table on a terminal
+    /// is redrawn in place).
     #[arg(long, value_name = "D", value_parser = humantime::parse_duration)]
     pub interval: Option<Duration>,
 
