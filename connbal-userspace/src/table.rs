@@ -6,7 +6,7 @@
 //! control bytes, so a hostile name cannot move the cursor or recolour the
 //! terminal.
 
-use crate::aggregator::{Report, Row, Service};
+use crate::aggregator::{service_runs, Report, Row, Service};
 use anstyle::{AnsiColor, Style};
 use std::fmt::Write as _;
 use std::net::IpAddr;
@@ -58,15 +58,9 @@ pub fn render_table(report: &Report, colour: bool) -> String {
         out.push_str("no lookup with several backends seen yet\n");
         return out;
     }
-    let mut rows = report.rows.as_slice();
     let mut client: Option<IpAddr> = None;
-    for service in &report.services {
-        let run = rows
-            .iter()
-            .take_while(|r| r.client == service.client && r.name == service.name)
-            .count();
-        let (group, rest) = rows.split_at(run);
-        rows = rest;
+    // The aggregator makes one service per run, in the same order.
+    for (service, group) in report.services.iter().zip(service_runs(&report.rows)) {
         if client != Some(service.client) {
             if client.is_some() {
                 out.push('\n');

@@ -113,3 +113,9 @@ pub fn rows_for(client: IpAddr, backend: IpAddr, b: &Backend, out: &mut Vec<Row>
         out.push(row(Some(p.port), p.connections, dns));
     }
 }
+
+/// The runs of report-ordered rows that share a client and a name: one per
+/// service, in order.
+pub fn service_runs(rows: &[Row]) -> impl Iterator<Item = &[Row]> {
+    rows.chunk_by(|a, b| a.client == b.client && a.name == b.name)
+}

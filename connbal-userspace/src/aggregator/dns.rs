@@ -116,6 +116,17 @@ pub enum RecordData {
     Other,
 }
 
+impl RecordData {
+    /// The address of an A or AAAA record.
+    pub fn address(&self) -> Option<std::net::IpAddr> {
+        match self {
+            RecordData::A(a) => Some((*a).into()),
+            RecordData::Aaaa(a) => Some((*a).into()),
+            _ => None,
+        }
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Record {
     pub section: Section,

@@ -15,7 +15,7 @@ pub mod observation;
 mod tcp_stream;
 pub mod verdict;
 
-pub use backends::{Row, SrvPreference};
+pub use backends::{service_runs, Row, SrvPreference};
 pub use event::{Datagram, Event, Segment, Timestamp};
 pub use observation::Observation;
 pub use verdict::Service;
@@ -229,14 +229,8 @@ impl Aggregator {
     /// Verdicts for each (client, name) run of the sorted rows.
     fn services_of(&self, rows: &[Row]) -> Vec<Service> {
         let mut services = Vec::new();
-        let mut rest = rows;
-        while let Some(first) = rest.first() {
-            let run = rest
-                .iter()
-                .take_while(|r| r.client == first.client && r.name == first.name)
-                .count();
-            let (group, tail) = rest.split_at(run);
-            rest = tail;
+        for group in backends::service_runs(rows) {
+            let first = &group[0];
             // Rows come per port; the verdicts look at backend addresses.
             let mut loads: Vec<(IpAddr, verdict::BackendLoad)> = Vec::new();
             for row in group {
@@ -479,15 +473,10 @@ impl Aggregator {
                         weight: *weight,
                     },
                 ),
-                RecordData::A(addr) => {
-                    let address = IpAddr::V4(*addr);
-                    let name =
-                        self.credit_address(client, address, record, checked_key, answer_count);
-                    self.note_answered(&mut answered, address, &name, record.ttl, checked_key);
-                    note_credit(&mut credited, name, record.ttl);
-                }
-                RecordData::Aaaa(addr) => {
-                    let address = IpAddr::V6(*addr);
+                RecordData::A(_) | RecordData::Aaaa(_) => {
+                    let Some(address) = record.data.address() else {
+                        continue;
+                    };
                     let name =
                         self.credit_address(client, address, record, checked_key, answer_count);
                     self.note_answered(&mut answered, address, &name, record.ttl, checked_key);
