@@ -218,6 +218,7 @@ fn measure_cpu<T>(work: impl FnOnce() -> Result<T>) -> Result<(f64, T)> {
 struct Pipeline {
     tcpdump: std::process::Child,
     replay: std::process::Child,
+    tcpdump_lines: std::sync::mpsc::Receiver<String>,
 }
 
 impl Pipeline {
@@ -228,25 +229,43 @@ impl Pipeline {
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped())
             .spawn()?;
-        let lines = crate::lab::line_reader(tcpdump.stderr.take().unwrap());
+        let tcpdump_lines = crate::lab::line_reader(tcpdump.stderr.take().unwrap());
         let replay = Command::new(connbal)
-            .args(["replay", "-"])
+            .args(["replay", "--format", "json", "-"])
             .stdin(std::process::Stdio::from(tcpdump.stdout.take().unwrap()))
-            .stdout(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
             .spawn()?;
-        crate::lab::wait_for_line(&lines, "listening on", std::time::Duration::from_secs(20))
-            .context("tcpdump did not start")?;
-        Ok(Self { tcpdump, replay })
+        // The load starts only once tcpdump is capturing.
+        crate::lab::wait_for_line(
+            &tcpdump_lines,
+            "listening on",
+            std::time::Duration::from_secs(20),
+        )
+        .context("tcpdump did not start")?;
+        Ok(Self {
+            tcpdump,
+            replay,
+            tcpdump_lines,
+        })
     }
 
-    fn stop(mut self) -> Result<()> {
+    /// Stops tcpdump; returns replay's JSON report and tcpdump's drop line.
+    fn stop(mut self) -> Result<(String, String)> {
         let _ = nix::sys::signal::kill(
             nix::unistd::Pid::from_raw(self.tcpdump.id() as i32),
             nix::sys::signal::Signal::SIGINT,
         );
         self.tcpdump.wait()?;
-        self.replay.wait()?;
-        Ok(())
+        let report = String::from_utf8(self.replay.wait_with_output()?.stdout)?;
+        // tcpdump's statistics are its last stderr lines.
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        let dropped = self
+            .tcpdump_lines
+            .try_iter()
+            .find(|l| l.contains("dropped by kernel"))
+            .map_or("?".to_string(), |l| l.trim().to_string());
+        Ok((report, dropped))
     }
 }
 
@@ -493,28 +512,7 @@ pub fn live(root: &Path, seconds: u64) -> Result<()> {
     println!("\nSide by side, same mixed load, same {seconds} s:\n");
     let trace = start_trace(&lab, &connbal, &[])?;
     let trace_pid = trace.child.id();
-    let filter = PIPELINE_FILTER;
-    let mut tcpdump = lab
-        .client("tcpdump")
-        .args(["-i", &lab.client_if, "-U", "-w", "-", filter])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()?;
-    let tcpdump_out = tcpdump.stdout.take().unwrap();
-    let replay = Command::new(&connbal)
-        .args(["replay", "--format", "json", "-"])
-        .stdin(std::process::Stdio::from(tcpdump_out))
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()?;
-    // Start the load only once tcpdump is capturing.
-    let tcpdump_lines = crate::lab::line_reader(tcpdump.stderr.take().unwrap());
-    crate::lab::wait_for_line(
-        &tcpdump_lines,
-        "listening on",
-        std::time::Duration::from_secs(20),
-    )
-    .context("tcpdump did not start")?;
+    let pipeline = Pipeline::start(&lab, &connbal)?;
     let before = prog_stats("connbal_tc")?;
     load::run(&lab, Mix::All, duration)?;
     // tcpdump (without --immediate-mode) hands over a TPACKET_V3 block when
@@ -524,29 +522,12 @@ pub fn live(root: &Path, seconds: u64) -> Result<()> {
     let after = prog_stats("connbal_tc")?;
     let (trace_cpu, tcpdump_cpu, replay_cpu) = (
         process_cpu(trace_pid),
-        process_cpu(tcpdump.id()),
-        process_cpu(replay.id()),
+        process_cpu(pipeline.tcpdump.id()),
+        process_cpu(pipeline.replay.id()),
     );
     let trace_json = stop_trace(trace)?;
-    let _ = nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(tcpdump.id() as i32),
-        nix::sys::signal::Signal::SIGINT,
-    );
-    tcpdump.wait()?;
-    let tcpdump_err: Vec<String> = tcpdump_lines.try_iter().collect();
-    let replay_out = replay.wait_with_output()?;
-    let replay_json = String::from_utf8(replay_out.stdout)?;
+    let (replay_json, dropped) = pipeline.stop()?;
     let kernel_prog_s = (after.0 - before.0) as f64 / 1e9;
-    std::thread::sleep(std::time::Duration::from_millis(100));
-    let tcpdump_err: Vec<String> = tcpdump_err
-        .into_iter()
-        .chain(tcpdump_lines.try_iter())
-        .collect();
-    let dropped = tcpdump_err
-        .iter()
-        .find(|l| l.contains("dropped by kernel"))
-        .map_or("?", |l| l.trim())
-        .to_string();
     println!("| pipeline | CPU s (user+sys of its processes) | in-kernel filter s | drops |");
     println!("|---|---|---|---|");
     println!(
