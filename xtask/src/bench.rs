@@ -547,3 +547,66 @@ pub fn live(root: &Path, seconds: u64) -> Result<()> {
     }
     Ok(())
 }
+
+/// `cargo xtask bench-profile`: where the side-by-side CPU goes, by symbol,
+/// kernel and user, under the paced mixed load. perf samples the whole
+/// machine (cpu-clock on this VM, which has no hardware counters), so
+/// softirq work shows under whichever task it interrupted.
+pub fn profile(root: &Path, seconds: u64) -> Result<()> {
+    use crate::load::{self, Mix};
+    if !crate::lab::is_root() {
+        bail!("bench-profile attaches eBPF programs in namespaces: run it as root");
+    }
+    if !crate::lab::missing_tools(&["perf"]).is_empty() {
+        bail!("bench-profile needs perf (apt install linux-perf)");
+    }
+    let connbal = build_release(root)?;
+    let duration = std::time::Duration::from_secs(seconds);
+    let lab = crate::lab::Lab::new()?;
+    load::wire_sized_packets(&lab)?;
+    let dir = root.join("target/bench/profile");
+    std::fs::create_dir_all(&dir)?;
+    // A discarded round first, as in bench-live.
+    load::run_paced(&lab, Mix::All, duration, Some(PACED_RATE))?;
+    for observer in ["load-alone", "connbal-trace", "tcpdump-pipeline"] {
+        let trace = match observer {
+            "connbal-trace" => Some(start_trace(&lab, &connbal, &[])?),
+            _ => None,
+        };
+        let pipeline = match observer {
+            "tcpdump-pipeline" => Some(Pipeline::start(&lab, &connbal)?),
+            _ => None,
+        };
+        let data = dir.join(format!("{observer}.data"));
+        let mut perf = Command::new("perf")
+            .args(["record", "-a", "-F", "1999", "-o"])
+            .arg(&data)
+            .args(["--", "sleep", &seconds.to_string()])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()?;
+        load::run_paced(&lab, Mix::All, duration, Some(PACED_RATE))?;
+        perf.wait()?;
+        if let Some(trace) = trace {
+            stop_trace(trace)?;
+        }
+        if let Some(pipeline) = pipeline {
+            pipeline.stop()?;
+        }
+        let report = crate::lab::run(
+            Command::new("perf")
+                .args(["report", "--stdio", "--no-children", "--sort", "comm,dso,sym"])
+                .args(["--percent-limit", "0.7", "-i"])
+                .arg(&data),
+        )?;
+        let text = String::from_utf8_lossy(&report.stdout);
+        println!("\n### {observer}: samples over 0.7% of the machine ({seconds} s, paced mixed load)\n");
+        println!("```");
+        for line in text.lines().filter(|l| !l.starts_with('#') && !l.trim().is_empty()) {
+            println!("{line}");
+        }
+        println!("```");
+    }
+    println!("\nperf data: {}", dir.display());
+    Ok(())
+}

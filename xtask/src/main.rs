@@ -46,6 +46,14 @@ enum Task {
         #[arg(long, default_value_t = 10)]
         seconds: u64,
     },
+    /// Profile the side-by-side comparison (root, perf): the same paced
+    /// load observed by nothing, by connbal trace and by the tcpdump
+    /// pipeline, each under `perf record -a`; prints where the machine's
+    /// time went by symbol.
+    BenchProfile {
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+    },
     /// Write the memory-test flood (random queries and TCP segments) as a
     /// pcap file, for measuring with /usr/bin/time -v.
     GenFlood {
@@ -86,6 +94,9 @@ fn main() -> Result<()> {
             Ok(())
         }
         Task::BenchLive { seconds } => xtask::bench::live(&xtask::ebpf::workspace_root(), seconds),
+        Task::BenchProfile { seconds } => {
+            xtask::bench::profile(&xtask::ebpf::workspace_root(), seconds)
+        }
         Task::BenchReplay { runs } => xtask::bench::replay(&xtask::ebpf::workspace_root(), runs),
         Task::GenCapture { packets, seed, out } => {
             let (written, bytes) = xtask::gen::generate(&out, packets, seed)?;
