@@ -568,16 +568,17 @@ pub fn profile(root: &Path, seconds: u64) -> Result<()> {
     std::fs::create_dir_all(&dir)?;
     // A discarded round first, as in bench-live.
     load::run_paced(&lab, Mix::All, duration, Some(PACED_RATE))?;
-    for observer in ["load-alone", "connbal-trace", "tcpdump-pipeline"] {
+    let mut profiles = Vec::new();
+    for observer in ["load alone", "connbal trace", "tcpdump pipeline"] {
         let trace = match observer {
-            "connbal-trace" => Some(start_trace(&lab, &connbal, &[])?),
+            "connbal trace" => Some(start_trace(&lab, &connbal, &[])?),
             _ => None,
         };
         let pipeline = match observer {
-            "tcpdump-pipeline" => Some(Pipeline::start(&lab, &connbal)?),
+            "tcpdump pipeline" => Some(Pipeline::start(&lab, &connbal)?),
             _ => None,
         };
-        let data = dir.join(format!("{observer}.data"));
+        let data = dir.join(format!("{}.data", observer.replace(' ', "-")));
         let mut perf = Command::new("perf")
             .args(["record", "-a", "-F", "1999", "-o"])
             .arg(&data)
@@ -593,20 +594,74 @@ pub fn profile(root: &Path, seconds: u64) -> Result<()> {
         if let Some(pipeline) = pipeline {
             pipeline.stop()?;
         }
-        let report = crate::lab::run(
-            Command::new("perf")
-                .args(["report", "--stdio", "--no-children", "--sort", "comm,dso,sym"])
-                .args(["--percent-limit", "0.7", "-i"])
-                .arg(&data),
-        )?;
-        let text = String::from_utf8_lossy(&report.stdout);
-        println!("\n### {observer}: samples over 0.7% of the machine ({seconds} s, paced mixed load)\n");
-        println!("```");
-        for line in text.lines().filter(|l| !l.starts_with('#') && !l.trim().is_empty()) {
-            println!("{line}");
+        profiles.push((
+            observer,
+            perf_shares(&data, "comm")?,
+            perf_shares(&data, "sym")?,
+        ));
+    }
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+    let busy = |comms: &[(String, f64)]| {
+        let idle = comms
+            .iter()
+            .find(|(c, _)| c == "swapper")
+            .map_or(0.0, |(_, p)| *p);
+        (100.0 - idle) / 100.0 * cpus * seconds as f64
+    };
+    let base = busy(&profiles[0].1);
+    println!("Paced mixed load ({PACED_RATE} DNS queries/s), {seconds} s per observer, perf record -a at 1999 Hz:\n");
+    println!("| observer | idle | busy CPU-s | above the load alone |");
+    println!("|---|---|---|---|");
+    for (observer, comms, _) in &profiles {
+        let cpu = busy(comms);
+        println!(
+            "| {observer} | {:.1}% | {cpu:.2} | {} |",
+            100.0 - cpu / (cpus * seconds as f64) * 100.0,
+            if cpu == base {
+                "-".to_string()
+            } else {
+                format!("{:.2}", cpu - base)
+            }
+        );
+    }
+    let alone = &profiles[0].2;
+    for (observer, _, symbols) in &profiles[1..] {
+        let mut grown: Vec<(f64, &str)> = symbols
+            .iter()
+            .map(|(sym, p)| {
+                let before = alone
+                    .iter()
+                    .find(|(s, _)| s == sym)
+                    .map_or(0.0, |(_, b)| *b);
+                (p - before, sym.as_str())
+            })
+            .collect();
+        grown.sort_by(|a, b| b.0.total_cmp(&a.0));
+        println!("\nSymbols that grew most with {observer}, in percent of all samples:\n");
+        println!("| growth | symbol |");
+        println!("|---|---|");
+        for (delta, sym) in grown.iter().take(15) {
+            println!("| {delta:+.2} | `{sym}` |");
         }
-        println!("```");
     }
     println!("\nperf data: {}", dir.display());
     Ok(())
+}
+
+/// (key, percent of samples) from `perf report --sort KEY`.
+fn perf_shares(data: &Path, key: &str) -> Result<Vec<(String, f64)>> {
+    let out = crate::lab::run(
+        Command::new("perf")
+            .args(["report", "--stdio", "--no-children", "--sort", key])
+            .args(["--percent-limit", "0.02", "-i"])
+            .arg(data),
+    )?;
+    Ok(String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| {
+            let (percent, name) = l.trim().split_once('%')?;
+            Some((name.trim().to_string(), percent.trim().parse().ok()?))
+        })
+        .collect())
 }
