@@ -37,8 +37,7 @@ fn main() -> ExitCode {
 }
 
 fn trace_command(args: TraceArgs) -> anyhow::Result<ExitCode> {
-    let (format, style, report_to_stderr) =
-        output::report_target(args.report.format, args.report.events);
+    let (format, style) = output::report_style(args.report.format, args.report.events);
     trace::run(TraceOptions {
         interfaces: args.interfaces,
         duration: args.duration,
@@ -50,7 +49,6 @@ fn trace_command(args: TraceArgs) -> anyhow::Result<ExitCode> {
         },
         format,
         style,
-        report_to_stderr,
         ring_size: args.ring_size,
         verbose: args.report.verbose,
         attach: args.attach,
@@ -88,7 +86,7 @@ fn replay_command(args: ReplayArgs) -> anyhow::Result<ExitCode> {
         events.as_mut(),
     );
     let report = aggregator.report();
-    let (format, style, to_stderr) = output::report_target(args.report.format, args.report.events);
+    let (format, style) = output::report_style(args.report.format, args.report.events);
     output::print_report(&output::Printed {
         format,
         report: &report,
@@ -97,7 +95,7 @@ fn replay_command(args: ReplayArgs) -> anyhow::Result<ExitCode> {
         interrupted: outcome.interrupted,
         compact: false,
         style,
-        to_stderr,
+        to_stderr: args.report.events,
     })?;
     output::print_warnings(&report.counters);
     if args.report.verbose {

@@ -102,7 +102,10 @@ pub fn render(report: &Report, stats: &serde_json::Value, max_series: usize) -> 
     let unused = Family::<ServiceLabels, Gauge>::default();
     let p_value = Family::<ServiceLabels, FloatGauge>::default();
     let verdict_ok = Family::<VerdictLabels, Gauge>::default();
-    for (i, service) in report.services.iter().enumerate() {
+    // Busiest first here too, so the cap folds the quietest names.
+    let mut services: Vec<&crate::aggregator::Service> = report.services.iter().collect();
+    services.sort_by_key(|s| std::cmp::Reverse(s.connections));
+    for (i, service) in services.into_iter().enumerate() {
         if i >= max_series {
             folded_series += 1;
             continue;

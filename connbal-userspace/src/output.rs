@@ -73,22 +73,26 @@ pub fn print_report<I: Serialize>(p: &Printed<'_, I>) -> anyhow::Result<()> {
     }
 }
 
-/// Where the report goes and how it looks, from the flags and what stdout
-/// and stderr are.
-pub fn report_target(format: Option<Format>, events: bool) -> (Format, TableStyle, bool) {
+/// Whether the report goes to a terminal: stderr with `--events` (which
+/// gives stdout to the events), stdout otherwise.
+pub fn report_on_terminal(events: bool) -> bool {
     use std::io::IsTerminal as _;
-    // --events gives stdout to the events.
-    let terminal = if events {
+    if events {
         io::stderr().is_terminal()
     } else {
         io::stdout().is_terminal()
-    };
+    }
+}
+
+/// How the report looks, from the flags and where it goes.
+pub fn report_style(format: Option<Format>, events: bool) -> (Format, TableStyle) {
+    let terminal = report_on_terminal(events);
     let format = format.unwrap_or_else(|| Format::default_for(terminal));
     let style = TableStyle {
         colour: table::colour_wanted(terminal),
         redraw: false,
     };
-    (format, style, events)
+    (format, style)
 }
 
 /// `--events`: one JSON line per observation on stdout. A reader that goes

@@ -190,7 +190,7 @@ mod tests {
     #[test]
     fn colour_only_on_a_terminal_without_no_color() {
         assert!(!colour_wanted(false));
-        // NO_COLOR itself is exercised through the binary (tests/table_tty.rs),
+        // NO_COLOR itself is exercised through the binary (tests/terminal.rs),
         // where the environment belongs to one process.
     }
 }

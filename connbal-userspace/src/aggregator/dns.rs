@@ -453,16 +453,19 @@ mod tests {
             .a(name, [10, 0, 0, 1])
             .a(name, [10, 0, 0, 2])
             .build();
-        let mut compressed = MessageBuilder::new(1, true, [1, 2, 0, 0]);
-        compressed.question(name, TYPE_A);
-        for last in [1u8, 2] {
-            compressed
-                .raw(&[0xc0, 12])
+        // An A record whose owner is written as the given raw bytes.
+        fn a_with_owner(m: &mut MessageBuilder, owner: &[u8], last: u8) {
+            m.raw(owner)
                 .u16(TYPE_A)
                 .u16(CLASS_IN)
                 .raw(&300u32.to_be_bytes())
                 .u16(4)
                 .raw(&[10, 0, 0, last]);
+        }
+        let mut compressed = MessageBuilder::new(1, true, [1, 2, 0, 0]);
+        compressed.question(name, TYPE_A);
+        for last in [1u8, 2] {
+            a_with_owner(&mut compressed, &[0xc0, 12], last);
         }
         let a = decode(&spelled_out).unwrap();
         let b = decode(&compressed.build()).unwrap();
@@ -472,13 +475,7 @@ mod tests {
         // past the end is an error, as before.
         let mut elsewhere = MessageBuilder::new(1, true, [1, 1, 0, 0]);
         elsewhere.question(name, TYPE_A);
-        elsewhere
-            .raw(&[0xc0, 16])
-            .u16(TYPE_A)
-            .u16(CLASS_IN)
-            .raw(&300u32.to_be_bytes())
-            .u16(4)
-            .raw(&[10, 0, 0, 3]);
+        a_with_owner(&mut elsewhere, &[0xc0, 16], 3);
         assert_eq!(
             decode(&elsewhere.build()).unwrap().records[0].owner,
             "Example.COM."

@@ -19,7 +19,6 @@ use aya::maps::{MapData, RingBuf};
 use loader::{AttachMode, KernelCounters, Loaded};
 use records::Clock;
 use serde::Serialize;
-use std::io::IsTerminal as _;
 use std::process::ExitCode;
 use std::time::Duration;
 use tokio::signal::unix::{signal, SignalKind};
@@ -38,8 +37,6 @@ pub struct TraceOptions {
     pub config: Config,
     pub format: Format,
     pub style: output::TableStyle,
-    /// `--events` has stdout; the report goes to stderr.
-    pub report_to_stderr: bool,
     pub ring_size: u64,
     pub verbose: bool,
     pub attach: AttachMode,
@@ -141,20 +138,19 @@ async fn trace(options: TraceOptions) -> anyhow::Result<ExitCode> {
 
     // Bound while still privileged, so a port below 1024 works too.
     let (scrape_tx, mut scrapes) = tokio::sync::mpsc::channel::<metrics::ScrapeRequest>(8);
-    let metrics_server = match options.metrics {
+    let mut serving_metrics = match options.metrics {
         Some(addr) => match metrics::bind(addr).await {
-            Ok(listener) => Some(tokio::spawn(metrics::serve(listener, scrape_tx))),
+            Ok(listener) => {
+                tokio::spawn(metrics::serve(listener, scrape_tx));
+                true
+            }
             Err(error) => {
                 eprintln!("connbal: {error}");
                 return Ok(ExitCode::from(EXIT_BAD_INPUT));
             }
         },
-        None => {
-            drop(scrape_tx);
-            None
-        }
+        None => false,
     };
-    let mut serving_metrics = metrics_server.is_some();
 
     // Everything privileged is done: drop it all before reading a record.
     privileges::drop_after_attach(user.as_ref(), loaded.mode == AttachMode::Netlink)?;
@@ -323,11 +319,9 @@ fn print(
     periodic: bool,
 ) -> anyhow::Result<()> {
     let report = aggregator.report();
-    let terminal = if options.report_to_stderr {
-        std::io::stderr().is_terminal()
-    } else {
-        std::io::stdout().is_terminal()
-    };
+    // `--events` has stdout; the report goes to stderr.
+    let to_stderr = options.config.events;
+    let terminal = output::report_on_terminal(to_stderr);
     // On a terminal a periodic table replaces the previous one; anywhere
     // else reports follow each other, a blank line apart.
     let redraw = periodic && terminal && options.format == Format::Table;
@@ -342,10 +336,10 @@ fn print(
             redraw,
             ..options.style
         },
-        to_stderr: options.report_to_stderr,
+        to_stderr,
     })?;
     if periodic && !redraw && options.format != Format::Json {
-        if options.report_to_stderr {
+        if to_stderr {
             eprintln!();
         } else {
             println!();
