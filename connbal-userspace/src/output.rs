@@ -168,6 +168,10 @@ pub fn print_warnings(counters: &Counters) {
             counters.dns_streams_dropped,
             "DNS-over-TCP streams were not tracked (table full)",
         ),
+        (
+            counters.services_dropped,
+            "names' lookups were not tracked (table full); their TTL verdicts are missing",
+        ),
     ];
     for (count, what) in warnings {
         if count > 0 {
