@@ -123,7 +123,7 @@ pub fn replay(root: &Path, runs: usize) -> Result<()> {
     Ok(())
 }
 
-fn build_release(root: &Path) -> Result<PathBuf> {
+pub fn build_release(root: &Path) -> Result<PathBuf> {
     crate::lab::run(Command::new("cargo").current_dir(root).args([
         "build",
         "--release",

@@ -9,3 +9,4 @@ pub mod lab;
 pub mod load;
 pub mod record;
 pub mod setup;
+pub mod snapshots;

@@ -62,6 +62,14 @@ enum Task {
         #[arg(long, default_value = "target/bench/flood.pcap")]
         out: PathBuf,
     },
+    /// Replay every committed capture (and a small generated one) in every
+    /// output format, with and without -a, and compare with
+    /// tests/data/snapshots; --bless rewrites them after a deliberate
+    /// change of output.
+    Snapshots {
+        #[arg(long)]
+        bless: bool,
+    },
     /// Install what the tests need (apt packages, as root) and run every
     /// test in the workspace. Extra arguments go to `cargo test`.
     Test {
@@ -104,6 +112,7 @@ fn main() -> Result<()> {
             Ok(())
         }
         Task::Setup => xtask::ebpf::setup(),
+        Task::Snapshots { bless } => xtask::snapshots::run(&xtask::ebpf::workspace_root(), bless),
         Task::Test { cargo_args } => {
             xtask::setup::install_test_packages()?;
             let mut child = std::process::Command::new(env!("CARGO"))
