@@ -230,7 +230,7 @@ fn live_trace_and_replay_of_tcpdump_give_the_identical_report() {
             srv: serde_json::from_value(r["srv"].clone()).unwrap(),
         })
         .collect();
-    connbal::report::write_tsv(&mut tsv, &rows).unwrap();
+    connbal::output::write_tsv_rows(&mut tsv, &rows).unwrap();
     assert_eq!(String::from_utf8(tsv).unwrap(), expected_all_tcp());
     assert_eq!(
         stdout(&replay(&["-a", capture.to_str().unwrap()])),

@@ -148,36 +148,76 @@ pub mod record {
     const _: () = assert!(HEADER_LEN == 64);
     const _: () = assert!(core::mem::align_of::<DnsRecord>() <= 8);
 
+    /// Where each field of [`RecordHeader`] sits in a ring-buffer item: the
+    /// `#[repr(C)]` layout, written down once for the byte-level readers
+    /// and writers (a test checks it against `offset_of!`).
+    pub mod offset {
+        pub const KIND: usize = 0;
+        pub const IP_VERSION: usize = 1;
+        pub const TCP_FLAGS: usize = 2;
+        pub const BITS: usize = 3;
+        pub const IFINDEX: usize = 4;
+        pub const KTIME_NS: usize = 8;
+        pub const SRC_ADDR: usize = 16;
+        pub const DST_ADDR: usize = 32;
+        pub const SRC_PORT: usize = 48;
+        pub const DST_PORT: usize = 50;
+        pub const TCP_SEQ: usize = 52;
+        pub const COPIED_LEN: usize = 56;
+        pub const WIRE_LEN: usize = 58;
+        pub const RESERVED: usize = 60;
+    }
+
     impl RecordHeader {
         /// Reads a header from the start of a ring-buffer item.
         pub fn from_bytes(b: &[u8]) -> Option<Self> {
-            if b.len() < HEADER_LEN {
-                return None;
-            }
+            let b: &[u8; HEADER_LEN] = b.get(..HEADER_LEN)?.try_into().ok()?;
             let u16_at = |i: usize| u16::from_ne_bytes([b[i], b[i + 1]]);
             let u32_at = |i: usize| u32::from_ne_bytes([b[i], b[i + 1], b[i + 2], b[i + 3]]);
-            let mut src_addr = [0; 16];
-            let mut dst_addr = [0; 16];
-            src_addr.copy_from_slice(&b[16..32]);
-            dst_addr.copy_from_slice(&b[32..48]);
+            let array = |i: usize| {
+                let mut a = [0; 16];
+                a.copy_from_slice(&b[i..i + 16]);
+                a
+            };
             let mut ktime = [0; 8];
-            ktime.copy_from_slice(&b[8..16]);
+            ktime.copy_from_slice(&b[offset::KTIME_NS..offset::KTIME_NS + 8]);
             Some(Self {
-                kind: b[0],
-                ip_version: b[1],
-                tcp_flags: b[2],
-                bits: b[3],
-                ifindex: u32_at(4),
+                kind: b[offset::KIND],
+                ip_version: b[offset::IP_VERSION],
+                tcp_flags: b[offset::TCP_FLAGS],
+                bits: b[offset::BITS],
+                ifindex: u32_at(offset::IFINDEX),
                 ktime_ns: u64::from_ne_bytes(ktime),
-                src_addr,
-                dst_addr,
-                src_port: u16_at(48),
-                dst_port: u16_at(50),
-                tcp_seq: u32_at(52),
-                copied_len: u16_at(56),
-                wire_len: u16_at(58),
-                _reserved: u32_at(60),
+                src_addr: array(offset::SRC_ADDR),
+                dst_addr: array(offset::DST_ADDR),
+                src_port: u16_at(offset::SRC_PORT),
+                dst_port: u16_at(offset::DST_PORT),
+                tcp_seq: u32_at(offset::TCP_SEQ),
+                copied_len: u16_at(offset::COPIED_LEN),
+                wire_len: u16_at(offset::WIRE_LEN),
+                _reserved: u32_at(offset::RESERVED),
             })
+        }
+
+        /// The header as the kernel writes it (tests build records with it).
+        pub fn to_bytes(&self) -> [u8; HEADER_LEN] {
+            let mut b = [0; HEADER_LEN];
+            let mut put = |at: usize, bytes: &[u8]| b[at..at + bytes.len()].copy_from_slice(bytes);
+            put(offset::KIND, &[self.kind]);
+            put(offset::IP_VERSION, &[self.ip_version]);
+            put(offset::TCP_FLAGS, &[self.tcp_flags]);
+            put(offset::BITS, &[self.bits]);
+            put(offset::IFINDEX, &self.ifindex.to_ne_bytes());
+            put(offset::KTIME_NS, &self.ktime_ns.to_ne_bytes());
+            put(offset::SRC_ADDR, &self.src_addr);
+            put(offset::DST_ADDR, &self.dst_addr);
+            put(offset::SRC_PORT, &self.src_port.to_ne_bytes());
+            put(offset::DST_PORT, &self.dst_port.to_ne_bytes());
+            put(offset::TCP_SEQ, &self.tcp_seq.to_ne_bytes());
+            put(offset::COPIED_LEN, &self.copied_len.to_ne_bytes());
+            put(offset::WIRE_LEN, &self.wire_len.to_ne_bytes());
+            put(offset::RESERVED, &self._reserved.to_ne_bytes());
+            b
         }
     }
 
@@ -211,12 +251,71 @@ pub mod record {
         pub ip_version: u32,
     }
 
+    /// A flow of the `--all-tcp` tables, kernel and userspace alike; its
+    /// rule is [`FlowState::observe`](crate::record::FlowState::observe).
     #[repr(C)]
-    #[derive(Clone, Copy, Debug, Default)]
+    #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
     pub struct FlowState {
         pub last_seen_ns: u64,
         pub closed: u32,
         pub _reserved: u32,
+    }
+}
+
+/// What one segment means for the `--all-tcp` bookkeeping of its flow.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FlowEvent {
+    /// The flow was not known (or was forgotten): spec 4 counts it.
+    New,
+    /// The flow just closed (FIN or RST).
+    Closed,
+    Nothing,
+}
+
+/// Spec 4's `-a` rule, written once for the kernel's flow table and the
+/// aggregator's: a flow counts when first seen, or seen again after it was
+/// forgotten (TIME_WAIT after a close, or idle past keepalive); a SYN
+/// reopens a closed flow (port reuse).
+impl record::FlowState {
+    /// The state of a flow first seen at `now_ns` with a segment of `flags`.
+    #[inline(always)]
+    pub const fn first_seen(now_ns: u64, flags: u8) -> Self {
+        Self {
+            last_seen_ns: now_ns,
+            closed: closes_flow(flags) as u32,
+            _reserved: 0,
+        }
+    }
+
+    /// Whether the flow is forgotten by `now_ns`.
+    #[inline(always)]
+    pub const fn expired(&self, now_ns: u64) -> bool {
+        let limit = if self.closed != 0 {
+            flow_timing::TIME_WAIT_NANOS
+        } else {
+            flow_timing::IDLE_NANOS
+        };
+        now_ns.saturating_sub(self.last_seen_ns) >= limit
+    }
+
+    /// One more segment of a known flow, at `now_ns`.
+    #[inline(always)]
+    pub fn observe(&mut self, now_ns: u64, flags: u8) -> FlowEvent {
+        let closes = closes_flow(flags);
+        let forgotten = self.expired(now_ns);
+        self.last_seen_ns = now_ns;
+        if forgotten {
+            self.closed = closes as u32;
+            return FlowEvent::New;
+        }
+        if flags & tcp_flags::SYN != 0 {
+            self.closed = 0;
+        }
+        if closes && self.closed == 0 {
+            self.closed = 1;
+            return FlowEvent::Closed;
+        }
+        FlowEvent::Nothing
     }
 }
 
@@ -275,25 +374,60 @@ mod tests {
             wire_len: 3000,
             _reserved: 0,
         };
-        let mut bytes = [0u8; record::HEADER_LEN];
-        bytes[0] = h.kind;
-        bytes[1] = h.ip_version;
-        bytes[2] = h.tcp_flags;
-        bytes[3] = h.bits;
-        bytes[4..8].copy_from_slice(&h.ifindex.to_ne_bytes());
-        bytes[8..16].copy_from_slice(&h.ktime_ns.to_ne_bytes());
-        bytes[16..32].copy_from_slice(&h.src_addr);
-        bytes[32..48].copy_from_slice(&h.dst_addr);
-        bytes[48..50].copy_from_slice(&h.src_port.to_ne_bytes());
-        bytes[50..52].copy_from_slice(&h.dst_port.to_ne_bytes());
-        bytes[52..56].copy_from_slice(&h.tcp_seq.to_ne_bytes());
-        bytes[56..58].copy_from_slice(&h.copied_len.to_ne_bytes());
-        bytes[58..60].copy_from_slice(&h.wire_len.to_ne_bytes());
+        let bytes = h.to_bytes();
         assert_eq!(record::RecordHeader::from_bytes(&bytes), Some(h));
         assert_eq!(record::RecordHeader::from_bytes(&bytes[..63]), None);
-        // The offsets used above are the repr(C) layout's.
-        assert_eq!(core::mem::offset_of!(record::RecordHeader, src_port), 48);
-        assert_eq!(core::mem::offset_of!(record::RecordHeader, wire_len), 58);
+    }
+
+    #[test]
+    fn named_offsets_are_the_repr_c_layout() {
+        use core::mem::offset_of;
+        use record::{offset, RecordHeader as H};
+        let layout = [
+            (offset::KIND, offset_of!(H, kind)),
+            (offset::IP_VERSION, offset_of!(H, ip_version)),
+            (offset::TCP_FLAGS, offset_of!(H, tcp_flags)),
+            (offset::BITS, offset_of!(H, bits)),
+            (offset::IFINDEX, offset_of!(H, ifindex)),
+            (offset::KTIME_NS, offset_of!(H, ktime_ns)),
+            (offset::SRC_ADDR, offset_of!(H, src_addr)),
+            (offset::DST_ADDR, offset_of!(H, dst_addr)),
+            (offset::SRC_PORT, offset_of!(H, src_port)),
+            (offset::DST_PORT, offset_of!(H, dst_port)),
+            (offset::TCP_SEQ, offset_of!(H, tcp_seq)),
+            (offset::COPIED_LEN, offset_of!(H, copied_len)),
+            (offset::WIRE_LEN, offset_of!(H, wire_len)),
+            (offset::RESERVED, offset_of!(H, _reserved)),
+        ];
+        for (named, actual) in layout {
+            assert_eq!(named, actual);
+        }
+    }
+
+    #[test]
+    fn a_flow_counts_when_new_and_again_once_forgotten() {
+        use record::FlowState;
+        let (syn, ack, fin) = (
+            tcp_flags::SYN,
+            tcp_flags::ACK,
+            tcp_flags::FIN | tcp_flags::ACK,
+        );
+        let mut flow = FlowState::first_seen(0, syn);
+        assert_eq!(flow.observe(1, ack), FlowEvent::Nothing);
+        assert_eq!(flow.observe(2, fin), FlowEvent::Closed);
+        // The last ACK of the close is the same flow (TIME_WAIT).
+        assert_eq!(flow.observe(3, ack), FlowEvent::Nothing);
+        // A SYN reuses the port: the flow is open again, not new.
+        assert_eq!(flow.observe(4, syn), FlowEvent::Nothing);
+        assert_eq!(flow.closed, 0);
+        // Idle past keepalive: forgotten, so it counts again.
+        let later = 4 + flow_timing::IDLE_NANOS;
+        assert!(flow.expired(later));
+        assert_eq!(flow.observe(later, ack), FlowEvent::New);
+        // Closed flows are forgotten after TIME_WAIT.
+        let closed = FlowState::first_seen(0, fin);
+        assert!(!closed.expired(flow_timing::TIME_WAIT_NANOS - 1));
+        assert!(closed.expired(flow_timing::TIME_WAIT_NANOS));
     }
 
     #[test]

@@ -25,12 +25,11 @@ use aya_ebpf::{
     programs::TcContext,
 };
 use aya_log_ebpf::debug;
-use connbal_common::flow_timing::{IDLE_NANOS, TIME_WAIT_NANOS};
 use connbal_common::record::{
     counter, DnsRecord, FlowKey, FlowState, RecordHeader, BIT_FLOW_NEW, BIT_TCP, BIT_TRUNCATED,
     KIND_DNS, KIND_TCP, MAX_DNS_PAYLOAD, SHORT_DNS_PAYLOAD,
 };
-use connbal_common::{classify_tcp, closes_flow, is_dns_port, tcp_flags, TcpVerdict};
+use connbal_common::{classify_tcp, is_dns_port, FlowEvent, TcpVerdict};
 use core::mem::size_of;
 
 /// Set by the loader before load (read-only data, so the verifier prunes
@@ -310,14 +309,10 @@ fn udp(ctx: &TcContext, ip: &Ip) -> Option<()> {
     Some(())
 }
 
-enum FlowEvent {
-    New,
-    Closed,
-    Nothing,
-}
-
-/// The kernel side of spec 4's `-a` rule: a flow yields a record when first
-/// seen (or seen again after it was forgotten) and when it closes.
+/// The kernel's flow table under spec 4's `-a` rule
+/// (`FlowState::observe`, shared with the aggregator): a flow yields a
+/// record when first seen (or seen again after it was forgotten) and when
+/// it closes.
 #[inline(always)]
 fn track_flow(
     version: u8,
@@ -347,42 +342,14 @@ fn track_flow(
     };
     // SAFETY: helper call; no memory is passed but the key.
     let now = unsafe { bpf_ktime_get_ns() };
-    let closes = u32::from(closes_flow(flags));
-    let syn = flags & tcp_flags::SYN != 0;
-    if let Some(state) = FLOWS.get_ptr_mut(&key) {
+    if let Some(state) = FLOWS.get_ptr_mut(key) {
         // SAFETY: the pointer is to this map's value, valid while we run;
         // concurrent updates from another CPU can only make the decision
         // stale, not unsafe.
         let state = unsafe { &mut *state };
-        let limit = if state.closed != 0 {
-            TIME_WAIT_NANOS
-        } else {
-            IDLE_NANOS
-        };
-        let forgotten = now.saturating_sub(state.last_seen_ns) >= limit;
-        state.last_seen_ns = now;
-        if forgotten {
-            state.closed = closes;
-            return FlowEvent::New;
-        }
-        if syn {
-            state.closed = 0;
-        }
-        if closes != 0 && state.closed == 0 {
-            state.closed = 1;
-            return FlowEvent::Closed;
-        }
-        return FlowEvent::Nothing;
+        return state.observe(now, flags);
     }
-    let _ = FLOWS.insert(
-        &key,
-        &FlowState {
-            last_seen_ns: now,
-            closed: closes,
-            _reserved: 0,
-        },
-        0,
-    );
+    let _ = FLOWS.insert(key, FlowState::first_seen(now, flags), 0);
     FlowEvent::New
 }
 
@@ -492,7 +459,7 @@ fn emit_dns_into<const N: usize>(
     bump(counter::RECORDS_EMITTED);
 }
 
-const _: () = assert!(size_of::<RecordHeader>() % 8 == 0);
+const _: () = assert!(size_of::<RecordHeader>().is_multiple_of(8));
 
 #[cfg(not(test))]
 #[panic_handler]

@@ -7,23 +7,26 @@
 
 use crate::aggregator::{Datagram, Event, Segment};
 use crate::capture::{Frame, LinkType};
+use crate::tally::counter_set;
 use connbal_common::{classify_tcp, is_dns_port, TcpVerdict};
 use etherparse::{EtherType, LaxNetSlice, LaxSlicedPacket, TransportSlice};
 use serde::Serialize;
 use std::net::{IpAddr, SocketAddr};
 
-/// What the capture side saw; reported with `-v` and in JSON.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
-pub struct InputStats {
-    pub packets: u64,
-    pub bytes: u64,
-    /// Frames whose headers were damaged (IPv4 IHL below 5, a TCP data
-    /// offset past the frame, shorter than the link header, ...).
-    pub malformed_packets_skipped: u64,
-    /// Frames whose headers were cut short by the snap length.
-    pub truncated_packets_skipped: u64,
-    /// Non-first IP fragments and fragmented datagrams (not reassembled).
-    pub ip_fragments_skipped: u64,
+counter_set! {
+    /// What the capture side saw; reported with `-v` and in JSON.
+    #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+    pub struct InputStats {
+        pub packets: u64,
+        pub bytes: u64,
+        /// Frames whose headers were damaged (IPv4 IHL below 5, a TCP data
+        /// offset past the frame, shorter than the link header, ...).
+        pub malformed_packets_skipped: u64,
+        /// Frames whose headers were cut short by the snap length.
+        pub truncated_packets_skipped: u64,
+        /// Non-first IP fragments and fragmented datagrams (not reassembled).
+        pub ip_fragments_skipped: u64,
+    }
 }
 
 const SLL_HEADER: usize = 16;

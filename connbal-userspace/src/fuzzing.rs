@@ -2,10 +2,11 @@
 //! drives the real code path end to end and returns the report, so the
 //! fuzzer also exercises report building.
 
-use crate::aggregator::{Aggregator, Config, Event, Segment, Timestamp};
+use crate::aggregator::{Config, Event, Segment, Timestamp};
 use crate::capture::stream::ByteStream;
 use crate::capture::{CaptureReader, Frame, LinkType};
-use crate::decode::{decode, is_plain_bulk_tcp, InputStats};
+use crate::decode::{is_plain_bulk_tcp, InputStats};
+use crate::pipeline::Pipeline;
 use std::net::SocketAddr;
 
 /// A whole capture file: reader, decoder, aggregator, report.
@@ -13,24 +14,18 @@ pub fn capture(data: &[u8], all_tcp: bool) {
     let Ok(mut reader) = CaptureReader::open(ByteStream::from_bytes(data.to_vec()), "fuzz") else {
         return;
     };
-    // Observations on, so their path is fuzzed too; serialised as --events
-    // would, and drained per event as the CLI does.
-    let mut aggregator = Aggregator::new(Config {
+    // Events on, so their path is fuzzed too, serialised as --events would.
+    let config = Config {
         all_tcp,
         filter: None,
         events: true,
-    });
+    };
+    let mut pipeline = Pipeline::with_events_to(config, std::io::sink());
     let mut stats = InputStats::default();
-    let mut sink = std::io::sink();
     while let Ok(Some(frame)) = reader.next_frame() {
-        if let Some(event) = decode(&frame, all_tcp, &mut stats) {
-            aggregator.process(&event);
-            for observation in aggregator.take_observations() {
-                let _ = serde_json::to_writer(&mut sink, &observation);
-            }
-        }
+        pipeline.frame(&frame, &mut stats);
     }
-    let _ = aggregator.report();
+    let _ = pipeline.report();
 }
 
 /// A capture of one format: inputs that do not start with the format's
@@ -48,11 +43,12 @@ pub fn capture_of_format(data: &[u8], header: &[u8]) {
 /// Arbitrary frames: `[link][len hi][len lo][bytes...]` repeated.
 pub fn frames(mut data: &[u8]) {
     let all_tcp = data.first().is_some_and(|b| b & 1 == 1);
-    let mut aggregator = Aggregator::new(Config {
+    let config = Config {
         all_tcp,
         filter: None,
         events: false,
-    });
+    };
+    let mut pipeline = Pipeline::with_events_to(config, std::io::sink());
     let mut stats = InputStats::default();
     let mut n = 0u64;
     while let [link, hi, lo, rest @ ..] = data {
@@ -82,11 +78,9 @@ pub fn frames(mut data: &[u8]) {
                 frame.data
             );
         }
-        if let Some(event) = decode(&frame, all_tcp, &mut stats) {
-            aggregator.process(&event);
-        }
+        pipeline.frame(&frame, &mut stats);
     }
-    let _ = aggregator.report();
+    let _ = pipeline.report();
 }
 
 /// DNS over TCP: segments of one flow in both directions,
@@ -94,7 +88,7 @@ pub fn frames(mut data: &[u8]) {
 pub fn tcp_reassembly(mut data: &[u8]) {
     let client: SocketAddr = "192.0.2.10:40000".parse().expect("literal");
     let server: SocketAddr = "192.0.2.53:53".parse().expect("literal");
-    let mut aggregator = Aggregator::new(Config::default());
+    let mut pipeline = Pipeline::with_events_to(Config::default(), std::io::sink());
     let mut seqs = [1000u32, 5000u32];
     let mut n = 0u64;
     while let [flags, hi, lo, len, rest @ ..] = data {
@@ -121,7 +115,7 @@ pub fn tcp_reassembly(mut data: &[u8]) {
             truncated: flags & 0x40 != 0 && !payload.is_empty(),
             first_of_flow: None,
         };
-        aggregator.process(&Event::Tcp(segment));
+        pipeline.event(&Event::Tcp(segment));
     }
-    let _ = aggregator.report();
+    let _ = pipeline.report();
 }

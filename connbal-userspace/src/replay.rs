@@ -1,18 +1,71 @@
-//! `connbal replay`: a capture file or pipe through the decoder into the
-//! aggregator.
+//! `connbal replay`: a capture file or pipe through the pipeline, then the
+//! report.
 
-use crate::aggregator::Aggregator;
+use crate::aggregator::Config;
 use crate::capture::stream::ByteStream;
 use crate::capture::{CaptureError, CaptureReader, Problem};
-use crate::decode::{decode, InputStats};
-use crate::output::EventSink;
+use crate::decode::InputStats;
+use crate::error::Error;
+use crate::output::{self, Finish, Format, Printed, Style};
+use crate::pipeline::Pipeline;
 use crate::progress::{Progress, UPDATE_EVERY_PACKETS};
+use crate::signals;
 use std::fs::File;
-use std::path::Path;
+use std::io::IsTerminal as _;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 pub const STDIN_NAME: &str = "<stdin>";
+
+/// What `connbal replay` was asked to do.
+#[derive(Debug, Default)]
+pub struct ReplayOptions {
+    /// A capture file; `None` or `-` reads standard input.
+    pub input: Option<PathBuf>,
+    pub config: Config,
+    /// `None`: the table on a terminal, TSV otherwise.
+    pub format: Option<Format>,
+    pub verbose: bool,
+}
+
+pub fn run(options: ReplayOptions) -> Result<(), Error> {
+    let path = options.input.as_deref().filter(|p| p.as_os_str() != "-");
+    if path.is_none() && std::io::stdin().is_terminal() {
+        return Err(Error::StdinIsTerminal);
+    }
+    let stop = signals::install_stop_flag()?;
+    let (stream, name) = open_input(path, stop.clone())?;
+    let mut reader = CaptureReader::open(stream, name)?;
+    let style = Style::decide(options.format, options.config.events);
+    let mut pipeline = Pipeline::new(options.config);
+    let progress = regular_file_size(path)
+        .filter(|_| std::io::stderr().is_terminal())
+        .map(Progress::for_file);
+    let outcome = read_all(&mut reader, &mut pipeline, &stop, progress.as_ref());
+    let report = pipeline.report();
+    output::finish(
+        &style,
+        &Finish {
+            printed: Printed {
+                report: &report,
+                input: &outcome.input,
+                error: outcome.error.as_ref().map(ToString::to_string),
+                interrupted: outcome.interrupted,
+                periodic: false,
+            },
+            source_warnings: Vec::new(),
+            verbose: options.verbose,
+        },
+    )?;
+    if options.verbose && outcome.interrupted {
+        eprintln!("stopped by signal after {} bytes", reader.offset());
+    }
+    match outcome.error {
+        Some(error) => Err(error.into()),
+        None => Ok(()),
+    }
+}
 
 /// Pipes hand over at most their buffer (64 KiB by default) per read; a
 /// larger one means fewer reads and wakeups for `tcpdump -w - | connbal`.
@@ -23,23 +76,20 @@ fn enlarge_pipe(stdin: &std::io::Stdin) {
     let _ = fcntl(stdin.as_fd(), FcntlArg::F_SETPIPE_SZ(1 << 20));
 }
 
-fn stdin_stream(stop: Arc<AtomicBool>) -> (ByteStream, String) {
-    let stdin = std::io::stdin();
-    enlarge_pipe(&stdin);
-    (
-        ByteStream::new(Box::new(stdin), stop),
-        STDIN_NAME.to_string(),
-    )
-}
-
-/// Opens a file, or stdin for `None` or `-`. Returns the name errors use.
-pub fn open_input(
+/// Opens a file, or stdin for `None`. Returns the name errors use.
+fn open_input(
     path: Option<&Path>,
     stop: Arc<AtomicBool>,
 ) -> Result<(ByteStream, String), CaptureError> {
     match path {
-        None => Ok(stdin_stream(stop)),
-        Some(p) if p.as_os_str() == "-" => Ok(stdin_stream(stop)),
+        None => {
+            let stdin = std::io::stdin();
+            enlarge_pipe(&stdin);
+            Ok((
+                ByteStream::new(Box::new(stdin), stop),
+                STDIN_NAME.to_string(),
+            ))
+        }
         Some(p) => {
             let name = p.display().to_string();
             let file = File::open(p).map_err(|e| CaptureError {
@@ -53,29 +103,26 @@ pub fn open_input(
 }
 
 #[derive(Debug, Default)]
-pub struct ReplayOutcome {
-    pub input: InputStats,
+struct ReplayOutcome {
+    input: InputStats,
     /// Container damage that ended the read; the report covers what came
     /// before it.
-    pub error: Option<CaptureError>,
-    pub interrupted: bool,
+    error: Option<CaptureError>,
+    interrupted: bool,
 }
 
 /// The size of `path` when it is a regular file (something a progress bar
 /// can measure against), not a pipe, socket or stdin.
-pub fn regular_file_size(path: Option<&Path>) -> Option<u64> {
-    let path = path.filter(|p| p.as_os_str() != "-")?;
-    let meta = std::fs::metadata(path).ok()?;
+fn regular_file_size(path: Option<&Path>) -> Option<u64> {
+    let meta = std::fs::metadata(path?).ok()?;
     meta.is_file().then_some(meta.len())
 }
 
-pub fn run(
+fn read_all(
     reader: &mut CaptureReader,
-    aggregator: &mut Aggregator,
-    all_tcp: bool,
+    pipeline: &mut Pipeline,
     stop: &AtomicBool,
     progress: Option<&Progress>,
-    mut events: Option<&mut EventSink>,
 ) -> ReplayOutcome {
     let mut outcome = ReplayOutcome::default();
     let mut next_update = UPDATE_EVERY_PACKETS;
@@ -91,16 +138,7 @@ pub fn run(
             break;
         }
         match reader.next_frame() {
-            Ok(Some(frame)) => {
-                outcome.input.packets += 1;
-                outcome.input.bytes += frame.data.len() as u64;
-                if let Some(event) = decode(&frame, all_tcp, &mut outcome.input) {
-                    aggregator.process(&event);
-                    if let Some(sink) = events.as_deref_mut() {
-                        sink.write(aggregator.take_observations());
-                    }
-                }
-            }
+            Ok(Some(frame)) => pipeline.frame(&frame, &mut outcome.input),
             Ok(None) => break,
             Err(e) if e.is_interrupted() => {
                 outcome.interrupted = true;
@@ -115,8 +153,6 @@ pub fn run(
     if let Some(progress) = progress {
         progress.finish(reader.offset(), outcome.input.packets);
     }
-    if let Some(sink) = events {
-        sink.flush();
-    }
+    pipeline.flush_events();
     outcome
 }

@@ -1,5 +1,5 @@
 //! Helpers shared by the integration tests.
-#![allow(dead_code, reason = "each test binary uses a different subset")]
+#![expect(dead_code, reason = "each test binary uses a different subset")]
 
 use std::io::Write;
 use std::path::{Path, PathBuf};

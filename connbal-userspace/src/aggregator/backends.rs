@@ -1,22 +1,163 @@
 //! Backends and what was counted against them (spec section 4), and the
 //! report rows they turn into (section 5).
 
+use super::client::Client;
+use super::FastMap;
 use serde::Serialize;
 use std::cmp::Ordering;
 use std::net::IpAddr;
 use std::sync::Arc;
 
+/// Backends a client got from DNS. These hold counted results, so a full
+/// table refuses new entries (counted) rather than evicting: evicting would
+/// silently falsify the report.
+pub const MAX_BACKENDS: usize = 1 << 18;
+/// (backend, port) pairs over all backends: a port scan under -a adds one
+/// per port.
+pub const MAX_PORTS: usize = 1 << 20;
+
+/// Every (client, backend) pair with its counts, within its caps.
+#[derive(Debug, Default)]
+pub struct BackendTable {
+    entries: Entries,
+    ports: PortBudget,
+}
+
+/// The backends themselves, against MAX_BACKENDS.
+#[derive(Debug, Default)]
+struct Entries {
+    map: FastMap<(Client, IpAddr), Backend>,
+    dropped: u64,
+}
+
+impl Entries {
+    /// The backend for `key`, created (named by `name`) if there is room.
+    fn entry(
+        &mut self,
+        key: (Client, IpAddr),
+        name: impl FnOnce() -> Arc<str>,
+    ) -> Option<&mut Backend> {
+        if !self.map.contains_key(&key) && self.map.len() >= MAX_BACKENDS {
+            self.dropped += 1;
+            return None;
+        }
+        Some(self.map.entry(key).or_insert_with(|| Backend::new(name())))
+    }
+}
+
+/// (backend, port) entries over all backends, against MAX_PORTS.
+#[derive(Debug, Default)]
+struct PortBudget {
+    used: usize,
+    dropped: u64,
+}
+
+impl PortBudget {
+    /// The backend's counts for `port`, added if there is room.
+    fn slot<'b>(&mut self, backend: &'b mut Backend, port: u16) -> Option<&'b mut PortCount> {
+        if !backend.ports.iter().any(|p| p.port == port) {
+            if self.used >= MAX_PORTS {
+                self.dropped += 1;
+                return None;
+            }
+            self.used += 1;
+        }
+        Some(backend.port_mut(port))
+    }
+}
+
+impl BackendTable {
+    /// An address in an A/AAAA answer with several records (spec 3).
+    /// Returns the backend's name, which the report groups it under.
+    pub fn credit_address(
+        &mut self,
+        client: Client,
+        address: IpAddr,
+        name: impl FnOnce() -> Arc<str>,
+    ) -> Option<Arc<str>> {
+        let backend = self.entries.entry((client, address), name)?;
+        backend.address_dns += 1;
+        Some(backend.name.clone())
+    }
+
+    /// The address of an SRV target, with the target's ports (spec 3).
+    pub fn credit_srv_target(
+        &mut self,
+        client: Client,
+        address: IpAddr,
+        name: impl FnOnce() -> Arc<str>,
+        ports: &[u16],
+        preference: SrvPreference,
+    ) -> Option<Arc<str>> {
+        let backend = self.entries.entry((client, address), name)?;
+        backend.srv = Some(preference);
+        for &port in ports {
+            if let Some(slot) = self.ports.slot(backend, port) {
+                slot.srv_dns += 1;
+            }
+        }
+        Some(backend.name.clone())
+    }
+
+    /// One connection from `client` to a backend it got from DNS; false
+    /// when the backend is unknown or its port found no room.
+    pub fn count_connection(&mut self, client: Client, address: IpAddr, port: u16) -> bool {
+        let Some(backend) = self.entries.map.get_mut(&(client, address)) else {
+            return false;
+        };
+        match self.ports.slot(backend, port) {
+            Some(slot) => {
+                slot.connections += 1;
+                true
+            }
+            None => false,
+        }
+    }
+
+    pub fn contains(&self, client: Client, address: IpAddr) -> bool {
+        self.entries.map.contains_key(&(client, address))
+    }
+
+    /// The name the backend was first given by.
+    pub fn name_of(&self, client: Client, address: IpAddr) -> Option<Arc<str>> {
+        self.entries
+            .map
+            .get(&(client, address))
+            .map(|b| b.name.clone())
+    }
+
+    /// New backends not tracked because MAX_BACKENDS was reached.
+    pub fn backends_dropped(&self) -> u64 {
+        self.entries.dropped
+    }
+
+    /// New (backend, port) pairs not tracked because MAX_PORTS was reached.
+    pub fn ports_dropped(&self) -> u64 {
+        self.ports.dropped
+    }
+
+    /// Every row, in report order.
+    pub fn rows(&self) -> Vec<Row> {
+        let mut rows = Vec::with_capacity(self.entries.map.len());
+        for (&(client, backend), b) in &self.entries.map {
+            rows_for(client, backend, b, &mut rows);
+        }
+        rows.sort_by(Row::report_order);
+        rows
+    }
+}
+
 #[derive(Debug)]
-pub struct Backend {
+struct Backend {
     /// The name the backend was first seen with.
-    pub name: Arc<str>,
+    name: Arc<str>,
     /// Times seen in an A/AAAA answer.
-    pub address_dns: u64,
+    address_dns: u64,
     /// Kept small and in first-seen order; a backend rarely has more than a
     /// handful of ports, so a linear scan beats hashing.
-    pub ports: Vec<PortCount>,
+    ports: Vec<PortCount>,
     /// Priority and weight of the SRV record that last named this backend.
-    pub srv: Option<SrvPreference>,
+    srv: Option<SrvPreference>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
@@ -26,15 +167,15 @@ pub struct SrvPreference {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct PortCount {
-    pub port: u16,
-    pub connections: u64,
+struct PortCount {
+    port: u16,
+    connections: u64,
     /// Times this port came with the backend through an SRV target.
-    pub srv_dns: u64,
+    srv_dns: u64,
 }
 
 impl Backend {
-    pub fn new(name: Arc<str>) -> Self {
+    fn new(name: Arc<str>) -> Self {
         Self {
             name,
             address_dns: 0,
@@ -43,7 +184,7 @@ impl Backend {
         }
     }
 
-    pub fn port_mut(&mut self, port: u16) -> &mut PortCount {
+    fn port_mut(&mut self, port: u16) -> &mut PortCount {
         let index = match self.ports.iter().position(|p| p.port == port) {
             Some(i) => i,
             None => {
@@ -62,7 +203,7 @@ impl Backend {
 /// One report line: `client  backend:port  conns  dns  name`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Row {
-    pub client: IpAddr,
+    pub client: Client,
     pub backend: IpAddr,
     /// `None` for a backend with no port: seen in A/AAAA answers only and
     /// never connected to (printed as `?`).
@@ -88,7 +229,7 @@ impl Row {
     }
 }
 
-pub fn rows_for(client: IpAddr, backend: IpAddr, b: &Backend, out: &mut Vec<Row>) {
+fn rows_for(client: Client, backend: IpAddr, b: &Backend, out: &mut Vec<Row>) {
     let row = |port, conns, dns| Row {
         client,
         backend,
@@ -112,10 +253,4 @@ pub fn rows_for(client: IpAddr, backend: IpAddr, b: &Backend, out: &mut Vec<Row>
         };
         out.push(row(Some(p.port), p.connections, dns));
     }
-}
-
-/// The runs of report-ordered rows that share a client and a name: one per
-/// service, in order.
-pub fn service_runs(rows: &[Row]) -> impl Iterator<Item = &[Row]> {
-    rows.chunk_by(|a, b| a.client == b.client && a.name == b.name)
 }

@@ -7,7 +7,8 @@ use super::bounded::FifoMap;
 use super::event::Timestamp;
 use std::net::SocketAddr;
 
-pub use connbal_common::flow_timing::{IDLE_NANOS, TIME_WAIT_NANOS};
+use connbal_common::record::FlowState;
+use connbal_common::FlowEvent;
 
 /// A flow's key regardless of direction: both endpoints as 16-byte
 /// addresses (IPv4 mapped) and ports, 36 bytes with no padding. Half the
@@ -37,12 +38,6 @@ impl FlowKey {
     }
 }
 
-#[derive(Clone, Copy, Debug)]
-struct FlowState {
-    last_seen: Timestamp,
-    closed: bool,
-}
-
 #[derive(Debug, PartialEq, Eq)]
 pub enum Seen {
     /// First segment of a flow not seen before (or forgotten since).
@@ -62,48 +57,25 @@ impl FlowTable {
         }
     }
 
-    /// Records one segment. A SYN always (re)opens the flow: port reuse
-    /// after TIME_WAIT is a new connection.
-    /// Records one segment; also says whether the table had to evict its
-    /// oldest flow to make room.
-    pub fn observe(
-        &mut self,
-        key: FlowKey,
-        ts: Timestamp,
-        syn: bool,
-        closes: bool,
-    ) -> (Seen, bool) {
+    /// Records one segment with TCP `flags`, by the rule the kernel's table
+    /// follows too ([`FlowState::observe`]); also says whether the table had
+    /// to evict its oldest flow to make room.
+    pub fn observe(&mut self, key: FlowKey, ts: Timestamp, flags: u8) -> (Seen, bool) {
         match self.flows.get_mut(&key) {
-            Some(state) => {
-                if syn {
-                    state.closed = false;
-                }
-                state.last_seen = ts;
-                state.closed |= closes;
-                (Seen::Known, false)
-            }
+            Some(state) => match state.observe(ts.0, flags) {
+                FlowEvent::New => (Seen::New, false),
+                FlowEvent::Closed | FlowEvent::Nothing => (Seen::Known, false),
+            },
             None => {
-                let evicted = self.flows.insert(
-                    key,
-                    FlowState {
-                        last_seen: ts,
-                        closed: closes,
-                    },
-                );
+                let evicted = self.flows.insert(key, FlowState::first_seen(ts.0, flags));
                 (Seen::New, evicted)
             }
         }
     }
 
+    /// Forgets flows past TIME_WAIT or idle past keepalive, to bound memory.
     pub fn expire(&mut self, now: Timestamp) {
-        self.flows.retain(|_, state| {
-            let age = now.nanos_since(state.last_seen);
-            age < if state.closed {
-                TIME_WAIT_NANOS
-            } else {
-                IDLE_NANOS
-            }
-        });
+        self.flows.retain(|_, state| !state.expired(now.0));
     }
 
     #[cfg(test)]
@@ -120,6 +92,7 @@ impl FlowTable {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use connbal_common::tcp_flags::{ACK, FIN};
 
     fn key() -> FlowKey {
         FlowKey::new(
@@ -139,15 +112,15 @@ mod tests {
     fn the_ack_after_a_close_is_not_a_new_flow() {
         let mut t = FlowTable::with_cap(8);
         assert_eq!(
-            t.observe(key(), Timestamp::from_secs(1), false, false),
+            t.observe(key(), Timestamp::from_secs(1), ACK),
             (Seen::New, false)
         );
         assert_eq!(
-            t.observe(key(), Timestamp::from_secs(2), false, true),
+            t.observe(key(), Timestamp::from_secs(2), FIN | ACK),
             (Seen::Known, false)
         );
         assert_eq!(
-            t.observe(key(), Timestamp::from_secs(2), false, false),
+            t.observe(key(), Timestamp::from_secs(2), ACK),
             (Seen::Known, false)
         );
         t.expire(Timestamp::from_secs(30));

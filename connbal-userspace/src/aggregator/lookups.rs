@@ -7,8 +7,52 @@
 //! target's A set, makes one resolution out of several questions. A
 //! service's lookup count is that of its most-asked question.
 
-use super::Timestamp;
+use super::client::Client;
+use super::name::NameKey;
+use super::{FastMap, Timestamp};
 use std::sync::Arc;
+
+/// (client, name) pairs whose lookups and TTLs are tracked.
+pub const MAX_SERVICES: usize = 1 << 18;
+
+/// A question as asked: its name and type.
+pub type QuestionKey = (NameKey, u16);
+
+/// Lookups per (client, credited name), within MAX_SERVICES.
+#[derive(Debug, Default)]
+pub struct ServiceTable {
+    services: FastMap<(Client, NameKey), ServiceLookups>,
+    /// Services whose lookups were not tracked (table full): their TTL
+    /// verdict is missing.
+    pub dropped: u64,
+}
+
+impl ServiceTable {
+    /// One answer to `asked` that credited `name` for `client`, whose
+    /// credited records had at least `ttl` seconds to live.
+    pub fn record(
+        &mut self,
+        (client, key, name): (Client, NameKey, Arc<str>),
+        asked: QuestionKey,
+        at: Timestamp,
+        ttl: u32,
+    ) {
+        // One hash for the common case: a service seen before.
+        if let Some(lookups) = self.services.get_mut(&(client, key)) {
+            lookups.record(asked, at, ttl);
+        } else if self.services.len() < MAX_SERVICES {
+            let mut lookups = ServiceLookups::new(name);
+            lookups.record(asked, at, ttl);
+            self.services.insert((client, key), lookups);
+        } else {
+            self.dropped += 1;
+        }
+    }
+
+    pub fn get(&self, client: Client, name: NameKey) -> Option<&ServiceLookups> {
+        self.services.get(&(client, name))
+    }
+}
 
 /// A service with more distinct questions than this (an SRV set whose
 /// targets are each looked up separately) tracks only the first ones.
@@ -27,7 +71,7 @@ pub struct ServiceLookups {
 #[derive(Debug, Clone, Copy)]
 struct Question {
     /// Keyed hash of the lower-cased question name, and its type.
-    key: (u64, u16),
+    key: QuestionKey,
     answers: u64,
     /// Answers that arrived while the previous answer was still valid.
     within_ttl: u64,
@@ -46,7 +90,7 @@ impl ServiceLookups {
 
     /// One matched answer to `question` that credited this service, whose
     /// credited records had at least `ttl` seconds to live.
-    pub fn record(&mut self, question: (u64, u16), at: Timestamp, ttl: u32) {
+    pub fn record(&mut self, question: QuestionKey, at: Timestamp, ttl: u32) {
         self.ttl_min = self.ttl_min.min(ttl);
         self.ttl_max = self.ttl_max.max(ttl);
         let expires = Timestamp(at.0.saturating_add(u64::from(ttl) * NANOS));
@@ -87,6 +131,10 @@ impl ServiceLookups {
 mod tests {
     use super::*;
 
+    fn q(name: u64, qtype: u16) -> QuestionKey {
+        (NameKey::for_test(name), qtype)
+    }
+
     fn at_secs(s: u64) -> Timestamp {
         Timestamp::from_secs(s)
     }
@@ -94,7 +142,7 @@ mod tests {
     #[test]
     fn answers_before_the_previous_ttl_ran_out_are_within_ttl() {
         let mut l = ServiceLookups::new(Arc::from("web."));
-        let a = (1, 1);
+        let a = q(1, 1);
         l.record(a, at_secs(0), 300);
         l.record(a, at_secs(10), 300);
         l.record(a, at_secs(309), 300);
@@ -107,8 +155,8 @@ mod tests {
     fn a_and_aaaa_for_one_connection_are_one_lookup() {
         let mut l = ServiceLookups::new(Arc::from("web."));
         for s in 0..5 {
-            l.record((1, 1), at_secs(s), 60);
-            l.record((1, 28), at_secs(s), 30);
+            l.record(q(1, 1), at_secs(s), 60);
+            l.record(q(1, 28), at_secs(s), 30);
         }
         assert_eq!(l.counts(), (5, 4));
         assert_eq!(l.ttl_range(), Some((30, 60)));
@@ -117,16 +165,16 @@ mod tests {
     #[test]
     fn a_zero_ttl_is_never_within_ttl() {
         let mut l = ServiceLookups::new(Arc::from("web."));
-        l.record((1, 1), at_secs(0), 0);
-        l.record((1, 1), at_secs(0), 0);
+        l.record(q(1, 1), at_secs(0), 0);
+        l.record(q(1, 1), at_secs(0), 0);
         assert_eq!(l.counts(), (2, 0));
     }
 
     #[test]
     fn questions_beyond_the_cap_are_not_tracked() {
         let mut l = ServiceLookups::new(Arc::from("svc."));
-        for q in 0..(MAX_QUESTIONS_PER_SERVICE as u64 + 4) {
-            l.record((q, 1), at_secs(0), 60);
+        for n in 0..(MAX_QUESTIONS_PER_SERVICE as u64 + 4) {
+            l.record(q(n, 1), at_secs(0), 60);
         }
         assert_eq!(l.questions.len(), MAX_QUESTIONS_PER_SERVICE);
     }

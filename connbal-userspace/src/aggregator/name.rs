@@ -1,4 +1,4 @@
-//! DNS names in presentation form.
+//! DNS names: their presentation form, and their keys in tables.
 //!
 //! Hand-written rather than hickory's `Display` because names are
 //! attacker-controlled and end up in TSV rows and terminals: every byte
@@ -7,6 +7,38 @@
 
 use hickory_proto::rr::Name;
 use std::fmt::Write as _;
+use std::hash::{BuildHasher, Hasher};
+
+/// A DNS name as a table key: a keyed 64-bit hash of its lower-cased bytes
+/// (names compare case-insensitively). Pending queries and SRV targets only
+/// need to recognise a name again, and a flood of them should not cost a
+/// heap string each; the seed is random per run, so collisions cannot be
+/// aimed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct NameKey(u64);
+
+impl NameKey {
+    #[cfg(test)]
+    pub const fn for_test(raw: u64) -> Self {
+        Self(raw)
+    }
+}
+
+/// The hasher behind every [`NameKey`] of one aggregator.
+#[derive(Debug, Default)]
+pub struct NameKeys {
+    hasher: foldhash::fast::RandomState,
+}
+
+impl NameKeys {
+    pub fn key(&self, name: &str) -> NameKey {
+        let mut hasher = self.hasher.build_hasher();
+        for byte in name.bytes() {
+            hasher.write_u8(byte.to_ascii_lowercase());
+        }
+        NameKey(hasher.finish())
+    }
+}
 
 pub fn presentation(name: &Name) -> String {
     let mut out = String::with_capacity(name.len() + 1);
@@ -38,6 +70,13 @@ mod tests {
 
     fn name_of(labels: &[&[u8]]) -> Name {
         Name::from_labels(labels.iter().map(|l| Label::from_raw_bytes(l).unwrap())).unwrap()
+    }
+
+    #[test]
+    fn keys_ignore_case() {
+        let keys = NameKeys::default();
+        assert_eq!(keys.key("Web.Example."), keys.key("web.example."));
+        assert_ne!(keys.key("web.example."), keys.key("www.example."));
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! per connection attempt, for watching an application right now. Only
 //! collected when asked for, so the default path pays nothing.
 
+use super::client::Client;
 use super::Timestamp;
 use serde::{Serialize, Serializer};
 use std::net::IpAddr;
@@ -15,7 +16,7 @@ pub enum Observation {
     DnsAnswer {
         #[serde(serialize_with = "rfc3339")]
         time: Timestamp,
-        client: IpAddr,
+        client: Client,
         server: IpAddr,
         question: String,
         qtype: &'static str,
@@ -28,7 +29,7 @@ pub enum Observation {
     Connection {
         #[serde(serialize_with = "rfc3339")]
         time: Timestamp,
-        client: IpAddr,
+        client: Client,
         backend: IpAddr,
         port: u16,
         /// The name the backend was given by, or null when it never
@@ -46,6 +47,37 @@ pub struct AnsweredBackend {
     pub ttl: u32,
     /// SRV ports for an SRV-derived backend; empty for A/AAAA.
     pub ports: Vec<u16>,
+}
+
+/// Observations collected for `--events`; nothing is collected (or
+/// allocated) when they were not asked for.
+#[derive(Debug)]
+pub struct Observations {
+    enabled: bool,
+    pending: Vec<Observation>,
+}
+
+impl Observations {
+    pub fn new(enabled: bool) -> Self {
+        Self {
+            enabled,
+            pending: Vec::new(),
+        }
+    }
+
+    pub fn enabled(&self) -> bool {
+        self.enabled
+    }
+
+    pub fn push(&mut self, observation: Observation) {
+        if self.enabled {
+            self.pending.push(observation);
+        }
+    }
+
+    pub fn take(&mut self) -> std::vec::Drain<'_, Observation> {
+        self.pending.drain(..)
+    }
 }
 
 pub fn qtype_name(qtype: u16) -> &'static str {

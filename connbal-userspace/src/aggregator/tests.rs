@@ -1,11 +1,12 @@
-//! One test (at least) per clause of shared/spec/connbal-semantics.md. Each
+//! One test (at least) per clause of docs/semantics.md. Each
 //! drives the aggregator with hand-built events and checks the report.
 
-use super::dns::build::MessageBuilder;
 use super::dns::{CLASS_IN, TYPE_A, TYPE_AAAA, TYPE_SRV};
 use super::*;
-use crate::report::render;
+use crate::output::render_tsv as render;
+use crate::testing::MessageBuilder;
 use connbal_common::tcp_flags::{ACK, FIN, PSH, SYN};
+use std::net::SocketAddr;
 
 const SERVER: &str = "192.0.2.53";
 const CLIENT: &str = "172.16.101.190";
@@ -99,7 +100,7 @@ impl Harness {
     }
 
     fn counters(&self) -> Counters {
-        self.agg.counters().clone()
+        self.agg.counters()
     }
 }
 
@@ -279,7 +280,7 @@ fn srv_priorities_and_weights_reach_the_verdicts() {
         h.syn("10.1.0.3", 5432);
     }
     let report = h.agg.report();
-    assert!(report.rows.iter().all(|r| r.srv.is_some()));
+    assert!(report.rows().all(|r| r.srv.is_some()));
     let s = &report.services[0];
     assert_eq!(&*s.name, "_db._tcp.example.com.");
     let v = |check| s.verdicts.iter().find(|v| v.check == check).unwrap();

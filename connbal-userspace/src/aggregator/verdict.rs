@@ -8,11 +8,11 @@
 //! what random choice produces about half the time, and 3 connections over 4
 //! backends cannot be judged at all.
 
-use super::backends::SrvPreference;
+use super::backends::{Row, SrvPreference};
+use super::client::Client;
 use super::lookups::ServiceLookups;
 use serde::Serialize;
 use statrs::distribution::{ChiSquared, ContinuousCDF};
-use std::net::IpAddr;
 use std::sync::Arc;
 
 /// Below this probability a spread (or an unused backend) is called
@@ -31,8 +31,12 @@ pub struct BackendLoad {
 
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Service {
-    pub client: IpAddr,
+    pub client: Client,
     pub name: Arc<str>,
+    /// The service's report rows (one per backend and port), in report
+    /// order. JSON lists them apart, under `rows`.
+    #[serde(skip)]
+    pub rows: Vec<Row>,
     pub backends: u64,
     pub backends_used: u64,
     pub connections: u64,
@@ -106,8 +110,10 @@ pub enum Finding {
     PriorityIgnored,
 }
 
+/// The verdicts for one service whose backend addresses carried `loads`
+/// (its rows are the caller's to add).
 pub fn assess(
-    client: IpAddr,
+    client: Client,
     name: Arc<str>,
     loads: &[BackendLoad],
     lookups: Option<&ServiceLookups>,
@@ -131,6 +137,7 @@ pub fn assess(
     Service {
         client,
         name,
+        rows: Vec::new(),
         backends: loads.len() as u64,
         backends_used: loads.iter().filter(|l| l.connections > 0).count() as u64,
         connections,
@@ -584,7 +591,11 @@ mod tests {
     fn lookups(n: u64, gap_secs: u64, ttl: u32) -> ServiceLookups {
         let mut l = ServiceLookups::new(Arc::from("web."));
         for i in 0..n {
-            l.record((7, 1), Timestamp::from_secs(1000 + i * gap_secs), ttl);
+            l.record(
+                (crate::aggregator::name::NameKey::for_test(7), 1),
+                Timestamp::from_secs(1000 + i * gap_secs),
+                ttl,
+            );
         }
         l
     }

@@ -10,18 +10,18 @@ use aya::maps::{MapData, RingBuf};
 use tokio::io::unix::AsyncFd;
 use tokio::io::Interest;
 
-pub fn ring(ring: RingBuf<MapData>) -> anyhow::Result<AsyncFd<RingBuf<MapData>>> {
+pub fn ring(ring: RingBuf<MapData>) -> std::io::Result<AsyncFd<RingBuf<MapData>>> {
     // SAFETY: the ring buffer owns its map fd (MapData holds an OwnedFd),
     // which stays open and unchanged until the AsyncFd, which owns the ring,
     // is dropped; as_raw_fd always returns that fd.
     unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) }
-        .map_err(|e| anyhow::anyhow!("registering the ring buffer with tokio: {e}"))
+        .map_err(std::io::Error::from)
 }
 
 pub fn logger<L: log::Log>(
     logger: aya_log::EbpfLogger<L>,
-) -> anyhow::Result<AsyncFd<aya_log::EbpfLogger<L>>> {
+) -> std::io::Result<AsyncFd<aya_log::EbpfLogger<L>>> {
     // SAFETY: as for `ring`: the logger owns its ring buffer's map fd.
     unsafe { AsyncFd::register_with_interest(logger, Interest::READABLE) }
-        .map_err(|e| anyhow::anyhow!("registering kernel logs with tokio: {e}"))
+        .map_err(std::io::Error::from)
 }

@@ -8,6 +8,7 @@
 //! knows no other connbal is tracing that interface.
 
 use super::counters::MappedCounters;
+use crate::tally::counter_set;
 use aya::maps::{Map, MapData, RingBuf};
 use aya::programs::tc::{self, NlOptions, SchedClassifier, TcAttachOptions, TcAttachType};
 use aya::programs::{LinkOrder, ProgramError};
@@ -27,7 +28,7 @@ const PROGRAM: &str = "connbal_tc";
 const NOOP_PROGRAM: &str = "connbal_noop";
 const LOCK_DIR: &str = "/run/connbal";
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum AttachMode {
     /// TCX on Linux 6.6 and later, netlink (clsact) before.
@@ -85,14 +86,16 @@ pub struct Options {
     pub noop: bool,
 }
 
-/// Per-CPU counters of the kernel program, summed.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
-pub struct KernelCounters {
-    pub packets_seen: u64,
-    pub records_emitted: u64,
-    /// Records the ring buffer had no room for.
-    pub records_lost: u64,
-    pub dns_payloads_truncated: u64,
+counter_set! {
+    /// Per-CPU counters of the kernel program, summed.
+    #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+    pub struct KernelCounters {
+        pub packets_seen: u64,
+        pub records_emitted: u64,
+        /// Records the ring buffer had no room for.
+        pub records_lost: u64,
+        pub dns_payloads_truncated: u64,
+    }
 }
 
 pub struct Loaded {

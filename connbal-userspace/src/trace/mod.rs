@@ -1,42 +1,47 @@
 //! `connbal trace`: the kernel pre-filters, userspace aggregates.
 //!
 //! Records arrive through a BPF ring buffer read with tokio's `AsyncFd`;
-//! each becomes the same event replay produces and goes into the same
-//! aggregator.
+//! each becomes the same event replay produces and goes through the same
+//! pipeline. A run is three steps: [`attach`] (everything privileged, then
+//! privileges dropped), [`Session::follow`] (the loop), and
+//! [`Session::finish`] (the last drain, the report, detaching).
 
 mod async_fd;
 mod counters;
 pub mod loader;
+mod metrics_server;
 pub mod privileges;
 pub mod records;
 
-use crate::aggregator::{Aggregator, Config};
-use crate::metrics;
-use crate::output::{self, Printed};
-use crate::report::Format;
-use anyhow::Context as _;
+use crate::aggregator::Config;
+use crate::output::{self, openmetrics, Finish, Format, OutputError, Printed, Style};
+use crate::pipeline::Pipeline;
+use crate::tally::Tally;
 use aya::maps::{MapData, RingBuf};
-use loader::{AttachMode, KernelCounters, Loaded};
+use loader::{AttachMode, KernelCounters, Loaded, LoaderError};
+use metrics_server::{MetricsError, ScrapeRequest};
 use records::Clock;
 use serde::Serialize;
-use std::process::ExitCode;
+use std::io;
 use std::time::Duration;
-use tokio::signal::unix::{signal, SignalKind};
+use tokio::io::unix::AsyncFd;
+use tokio::signal::unix::{Signal, SignalKind};
+use tokio::sync::mpsc;
 
-const EXIT_BAD_INPUT: u8 = 2;
 /// How often to check that the traced interfaces still exist.
 const INTERFACE_CHECK: Duration = Duration::from_millis(250);
 /// The kernel wakes us only when a quarter of the ring is full; below that,
 /// records wait at most this long.
 const DRAIN_EVERY: Duration = Duration::from_millis(50);
 
+/// What `connbal trace` was asked to do.
 pub struct TraceOptions {
     pub interfaces: Vec<String>,
     pub duration: Option<Duration>,
     pub interval: Option<Duration>,
     pub config: Config,
-    pub format: Format,
-    pub style: output::TableStyle,
+    /// `None`: the table on a terminal, TSV otherwise.
+    pub format: Option<Format>,
     pub ring_size: u64,
     pub verbose: bool,
     pub attach: AttachMode,
@@ -48,6 +53,53 @@ pub struct TraceOptions {
     /// Serve OpenMetrics here.
     pub metrics: Option<std::net::SocketAddr>,
     pub metrics_max_series: usize,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum TraceError {
+    #[error("starting the tokio runtime: {0}")]
+    Runtime(io::Error),
+    #[error("handling {signal}: {source}")]
+    Signal {
+        signal: &'static str,
+        source: io::Error,
+    },
+    #[error("no such user: {0}")]
+    NoSuchUser(String),
+    #[error("looking up user {user}: {source}")]
+    UserLookup {
+        user: String,
+        source: nix::errno::Errno,
+    },
+    /// With `-v`, the verifier's log follows on the next lines.
+    #[error("{error}{}", verifier_log.as_deref().map(|log| format!("\n{log}")).unwrap_or_default())]
+    Load {
+        /// Boxed: aya's errors are large, and this one is rare.
+        error: Box<LoaderError>,
+        verifier_log: Option<String>,
+    },
+    #[error("starting kernel debug logs: {0}")]
+    KernelLog(aya_log::Error),
+    #[error("registering {what} with tokio: {source}")]
+    Register {
+        what: &'static str,
+        source: io::Error,
+    },
+    #[error("waiting on {what}: {source}")]
+    Wait {
+        what: &'static str,
+        source: io::Error,
+    },
+    #[error(transparent)]
+    Metrics(#[from] MetricsError),
+    #[error(transparent)]
+    Privileges(#[from] privileges::DropError),
+    #[error("reading the clocks: {0}")]
+    Clock(nix::errno::Errno),
+    #[error(transparent)]
+    Output(#[from] OutputError),
+    #[error("interface {0} disappeared; the report covers the trace until then")]
+    InterfaceGone(String),
 }
 
 /// The "input" section of a trace report.
@@ -62,18 +114,31 @@ pub struct TraceStats {
     pub kernel: KernelCounters,
 }
 
+impl Tally for TraceStats {
+    fn for_each_counter(&self, visit: &mut dyn FnMut(&str, u64)) {
+        visit("records", self.records);
+        visit("unreadable_records", self.unreadable_records);
+        self.kernel
+            .for_each_counter(&mut |name, value| visit(&format!("kernel_{name}"), value));
+    }
+}
+
 enum Ending {
     Signal,
     Duration,
     InterfaceGone(String),
 }
 
-pub fn run(options: TraceOptions) -> anyhow::Result<ExitCode> {
+pub fn run(options: TraceOptions) -> Result<(), TraceError> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .context("starting the tokio runtime")?;
-    runtime.block_on(trace(options))
+        .map_err(TraceError::Runtime)?;
+    runtime.block_on(async {
+        let mut session = attach(options).await?;
+        let ending = session.follow().await?;
+        session.finish(ending)
+    })
 }
 
 struct StderrLog;
@@ -90,7 +155,26 @@ impl log::Log for StderrLog {
     fn flush(&self) {}
 }
 
-async fn trace(options: TraceOptions) -> anyhow::Result<ExitCode> {
+/// A trace between attaching and detaching.
+struct Session {
+    options: TraceOptions,
+    style: Style,
+    sigint: Signal,
+    sigterm: Signal,
+    ring: AsyncFd<RingBuf<MapData>>,
+    kernel_log: Option<AsyncFd<aya_log::EbpfLogger<StderrLog>>>,
+    /// Scrapes from the metrics endpoint, when it is served.
+    scrapes: Option<mpsc::Receiver<ScrapeRequest>>,
+    loaded: Loaded,
+    clock: Clock,
+    pipeline: Pipeline,
+    stats: TraceStats,
+}
+
+/// Everything privileged: signal handlers, the program loaded and attached,
+/// the metrics port bound; then every privilege dropped, before the first
+/// record is read.
+async fn attach(options: TraceOptions) -> Result<Session, TraceError> {
     let loader_options = loader::Options {
         all_tcp: options.config.all_tcp,
         debug_log: options.kernel_debug,
@@ -100,56 +184,65 @@ async fn trace(options: TraceOptions) -> anyhow::Result<ExitCode> {
     };
     // Before anything is attached: a signal from now on ends the run
     // through the normal path, which detaches.
-    let mut sigint = signal(SignalKind::interrupt()).context("handling SIGINT")?;
-    let mut sigterm = signal(SignalKind::terminate()).context("handling SIGTERM")?;
-    let user = match options.user.as_deref().map(nix::unistd::User::from_name) {
+    let handle = |kind: SignalKind, signal: &'static str| {
+        tokio::signal::unix::signal(kind).map_err(|source| TraceError::Signal { signal, source })
+    };
+    let sigint = handle(SignalKind::interrupt(), "SIGINT")?;
+    let sigterm = handle(SignalKind::terminate(), "SIGTERM")?;
+    let user = match options.user.as_deref() {
         None => None,
-        Some(Ok(Some(user))) => Some(user),
-        Some(Ok(None)) => {
-            eprintln!(
-                "connbal: no such user: {}",
-                options.user.as_deref().unwrap_or_default()
-            );
-            return Ok(ExitCode::from(EXIT_BAD_INPUT));
-        }
-        Some(Err(e)) => anyhow::bail!(
-            "looking up user {}: {e}",
-            options.user.as_deref().unwrap_or_default()
-        ),
-    };
-    let mut loaded = match loader::load_and_attach(&options.interfaces, &loader_options) {
-        Ok(loaded) => loaded,
-        Err(error) => {
-            eprintln!("connbal: {error}");
-            if let (true, Some(log)) = (options.verbose, error.verifier_log()) {
-                eprintln!("{log}");
+        Some(name) => match nix::unistd::User::from_name(name) {
+            Ok(Some(user)) => Some(user),
+            Ok(None) => return Err(TraceError::NoSuchUser(name.to_string())),
+            Err(source) => {
+                return Err(TraceError::UserLookup {
+                    user: name.to_string(),
+                    source,
+                })
             }
-            return Ok(ExitCode::from(EXIT_BAD_INPUT));
-        }
+        },
     };
-    let mut ring = async_fd::ring(loaded.take_ring()?)?;
-    let mut kernel_log = if options.kernel_debug {
+    let mut loaded =
+        loader::load_and_attach(&options.interfaces, &loader_options).map_err(|error| {
+            let verifier_log = error
+                .verifier_log()
+                .filter(|_| options.verbose)
+                .map(str::to_string);
+            TraceError::Load {
+                error: Box::new(error),
+                verifier_log,
+            }
+        })?;
+    let ring = loaded.take_ring().map_err(|error| TraceError::Load {
+        error: Box::new(error),
+        verifier_log: None,
+    })?;
+    let ring = async_fd::ring(ring).map_err(|source| TraceError::Register {
+        what: "the ring buffer",
+        source,
+    })?;
+    let kernel_log = if options.kernel_debug {
         let logger = aya_log::EbpfLogger::init_with_logger(&mut loaded.ebpf, StderrLog)
-            .context("starting kernel debug logs")?;
-        Some(async_fd::logger(logger)?)
+            .map_err(TraceError::KernelLog)?;
+        Some(
+            async_fd::logger(logger).map_err(|source| TraceError::Register {
+                what: "kernel logs",
+                source,
+            })?,
+        )
     } else {
         None
     };
 
     // Bound while still privileged, so a port below 1024 works too.
-    let (scrape_tx, mut scrapes) = tokio::sync::mpsc::channel::<metrics::ScrapeRequest>(8);
-    let mut serving_metrics = match options.metrics {
-        Some(addr) => match metrics::bind(addr).await {
-            Ok(listener) => {
-                tokio::spawn(metrics::serve(listener, scrape_tx));
-                true
-            }
-            Err(error) => {
-                eprintln!("connbal: {error}");
-                return Ok(ExitCode::from(EXIT_BAD_INPUT));
-            }
-        },
-        None => false,
+    let scrapes = match options.metrics {
+        Some(addr) => {
+            let listener = metrics_server::bind(addr).await?;
+            let (scrape_tx, scrapes) = mpsc::channel::<ScrapeRequest>(8);
+            tokio::spawn(metrics_server::serve(listener, scrape_tx));
+            Some(scrapes)
+        }
+        None => None,
     };
 
     // Everything privileged is done: drop it all before reading a record.
@@ -170,183 +263,165 @@ async fn trace(options: TraceOptions) -> anyhow::Result<ExitCode> {
         names.join(", ")
     );
 
-    let clock = Clock::now().context("reading the clocks")?;
-    let mut aggregator = Aggregator::new(options.config.clone());
-    let mut stats = TraceStats {
+    let clock = Clock::now().map_err(TraceError::Clock)?;
+    let stats = TraceStats {
         interfaces: options.interfaces.clone(),
         attach: loaded.mode,
         records: 0,
         unreadable_records: 0,
         kernel: KernelCounters::default(),
     };
-    let deadline = options.duration.map(|d| tokio::time::Instant::now() + d);
-    let mut reports = options
-        .interval
-        .map(|every| tokio::time::interval_at(tokio::time::Instant::now() + every, every));
-    let mut interface_check = tokio::time::interval(INTERFACE_CHECK);
-    let mut drain_tick = tokio::time::interval(DRAIN_EVERY);
-    drain_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-    let all_tcp = options.config.all_tcp;
-    let mut events = options.config.events.then(output::EventSink::default);
+    Ok(Session {
+        style: Style::decide(options.format, options.config.events),
+        pipeline: Pipeline::new(options.config.clone()),
+        options,
+        sigint,
+        sigterm,
+        ring,
+        kernel_log,
+        scrapes,
+        loaded,
+        clock,
+        stats,
+    })
+}
 
-    let ending = loop {
-        tokio::select! {
-            ready = ring.readable_mut() => {
-                let mut guard = ready.context("waiting on the ring buffer")?;
-                drain(guard.get_inner_mut(), &mut aggregator, &clock, all_tcp, &mut stats, events.as_mut());
-                guard.clear_ready();
-            }
-            ready = async { kernel_log.as_mut().expect("guarded").readable_mut().await }, if kernel_log.is_some() => {
-                let mut guard = ready.context("waiting on kernel logs")?;
-                guard.get_inner_mut().flush();
-                guard.clear_ready();
-            }
-            _ = sigint.recv() => break Ending::Signal,
-            _ = sigterm.recv() => break Ending::Signal,
-            _ = async { tokio::time::sleep_until(deadline.expect("guarded")).await }, if deadline.is_some() => break Ending::Duration,
-            _ = async { reports.as_mut().expect("guarded").tick().await }, if reports.is_some() => {
-                drain(ring.get_mut(), &mut aggregator, &clock, all_tcp, &mut stats, events.as_mut());
-                stats.kernel = loaded.counters();
-                print(&options, &aggregator, &stats, false, true)?;
-            }
-            scrape = scrapes.recv(), if serving_metrics => {
-                // None: the server task is gone; stop polling for scrapes.
-                let Some(reply) = scrape else {
-                    serving_metrics = false;
-                    continue;
-                };
-                drain(ring.get_mut(), &mut aggregator, &clock, all_tcp, &mut stats, events.as_mut());
-                stats.kernel = loaded.counters();
-                let stats_json = serde_json::to_value(&stats).unwrap_or_default();
-                let text = metrics::render(&aggregator.report(), &stats_json, options.metrics_max_series);
-                // The scraper may have hung up; nothing to do then.
-                let _ = reply.send(text);
-            }
-            _ = drain_tick.tick() => {
-                drain(ring.get_mut(), &mut aggregator, &clock, all_tcp, &mut stats, events.as_mut());
-            }
-            _ = interface_check.tick() => {
-                if let Some(gone) = vanished(&loaded) {
-                    break Ending::InterfaceGone(gone);
+impl Session {
+    /// Reads records until a signal, the duration, or a vanished interface
+    /// ends the run; meanwhile prints periodic reports and answers scrapes.
+    async fn follow(&mut self) -> Result<Ending, TraceError> {
+        let deadline = self
+            .options
+            .duration
+            .map(|d| tokio::time::Instant::now() + d);
+        let mut reports = self
+            .options
+            .interval
+            .map(|every| tokio::time::interval_at(tokio::time::Instant::now() + every, every));
+        let mut interface_check = tokio::time::interval(INTERFACE_CHECK);
+        let mut drain_tick = tokio::time::interval(DRAIN_EVERY);
+        drain_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        loop {
+            tokio::select! {
+                ready = self.ring.readable_mut() => {
+                    let mut guard = ready.map_err(|source| TraceError::Wait { what: "the ring buffer", source })?;
+                    drain(guard.get_inner_mut(), &mut self.pipeline, &self.clock, &mut self.stats);
+                    guard.clear_ready();
+                }
+                ready = async { self.kernel_log.as_mut().expect("guarded").readable_mut().await }, if self.kernel_log.is_some() => {
+                    let mut guard = ready.map_err(|source| TraceError::Wait { what: "kernel logs", source })?;
+                    guard.get_inner_mut().flush();
+                    guard.clear_ready();
+                }
+                _ = self.sigint.recv() => return Ok(Ending::Signal),
+                _ = self.sigterm.recv() => return Ok(Ending::Signal),
+                _ = async { tokio::time::sleep_until(deadline.expect("guarded")).await }, if deadline.is_some() => return Ok(Ending::Duration),
+                _ = async { reports.as_mut().expect("guarded").tick().await }, if reports.is_some() => {
+                    self.catch_up();
+                    let report = self.pipeline.report();
+                    output::print_report(&self.style, &Printed {
+                        report: &report,
+                        input: &self.stats,
+                        error: None,
+                        interrupted: false,
+                        periodic: true,
+                    })?;
+                }
+                scrape = async { self.scrapes.as_mut().expect("guarded").recv().await }, if self.scrapes.is_some() => {
+                    // None: the server task is gone; stop polling for scrapes.
+                    let Some(reply) = scrape else {
+                        self.scrapes = None;
+                        continue;
+                    };
+                    self.catch_up();
+                    let text = openmetrics::render(&self.pipeline.report(), &self.stats, self.options.metrics_max_series);
+                    // The scraper may have hung up; nothing to do then.
+                    let _ = reply.send(text);
+                }
+                _ = drain_tick.tick() => {
+                    drain(self.ring.get_mut(), &mut self.pipeline, &self.clock, &mut self.stats);
+                }
+                _ = interface_check.tick() => {
+                    if let Some(gone) = self.vanished() {
+                        return Ok(Ending::InterfaceGone(gone));
+                    }
                 }
             }
         }
-    };
-    drain(
-        ring.get_mut(),
-        &mut aggregator,
-        &clock,
-        all_tcp,
-        &mut stats,
-        events.as_mut(),
-    );
-    stats.kernel = loaded.counters();
-    let interrupted = matches!(ending, Ending::Signal);
-    print(
-        &options,
-        &aggregator,
-        &stats,
-        interrupted,
-        options.interval.is_some(),
-    )?;
-    if stats.kernel.records_lost > 0 {
-        eprintln!(
-            "connbal: warning: {} records lost because the ring buffer was full; the report undercounts. Try a larger --ring-size (now {})",
-            stats.kernel.records_lost, options.ring_size
+    }
+
+    /// Everything the kernel has produced so far, and its counters.
+    fn catch_up(&mut self) {
+        drain(
+            self.ring.get_mut(),
+            &mut self.pipeline,
+            &self.clock,
+            &mut self.stats,
         );
+        self.stats.kernel = self.loaded.counters();
     }
-    if stats.unreadable_records > 0 {
-        eprintln!("connbal: warning: {} unreadable records from the kernel (program and binary out of step?)", stats.unreadable_records);
+
+    fn vanished(&self) -> Option<String> {
+        self.loaded
+            .interfaces
+            .iter()
+            .find(|(name, index)| loader::interface_index(name) != Some(*index))
+            .map(|(name, _)| name.clone())
     }
-    if options.verbose {
-        let mut err = std::io::stderr().lock();
-        crate::report::write_counters(&mut err, &stats, aggregator.counters())?;
-    }
-    // Detach before saying goodbye, so a caller that waits for exit sees a
-    // clean interface.
-    drop(ring);
-    drop(kernel_log);
-    drop(loaded);
-    match ending {
-        Ending::InterfaceGone(name) => {
-            eprintln!(
-                "connbal: interface {name} disappeared; the report covers the trace until then"
-            );
-            Ok(ExitCode::from(EXIT_BAD_INPUT))
+
+    /// The last records, the report, and detaching.
+    fn finish(mut self, ending: Ending) -> Result<(), TraceError> {
+        self.catch_up();
+        let report = self.pipeline.report();
+        let mut source_warnings = Vec::new();
+        if self.stats.kernel.records_lost > 0 {
+            source_warnings.push(format!(
+                "{} records lost because the ring buffer was full; the report undercounts. Try a larger --ring-size (now {})",
+                self.stats.kernel.records_lost, self.options.ring_size
+            ));
         }
-        Ending::Signal | Ending::Duration => Ok(ExitCode::SUCCESS),
+        if self.stats.unreadable_records > 0 {
+            source_warnings.push(format!(
+                "{} unreadable records from the kernel (program and binary out of step?)",
+                self.stats.unreadable_records
+            ));
+        }
+        output::finish(
+            &self.style,
+            &Finish {
+                printed: Printed {
+                    report: &report,
+                    input: &self.stats,
+                    error: None,
+                    interrupted: matches!(ending, Ending::Signal),
+                    periodic: self.options.interval.is_some(),
+                },
+                source_warnings,
+                verbose: self.options.verbose,
+            },
+        )?;
+        // Detach before saying goodbye, so a caller that waits for exit sees
+        // a clean interface.
+        drop(self);
+        match ending {
+            Ending::InterfaceGone(name) => Err(TraceError::InterfaceGone(name)),
+            Ending::Signal | Ending::Duration => Ok(()),
+        }
     }
 }
 
 fn drain(
     ring: &mut RingBuf<MapData>,
-    aggregator: &mut Aggregator,
+    pipeline: &mut Pipeline,
     clock: &Clock,
-    all_tcp: bool,
     stats: &mut TraceStats,
-    mut events: Option<&mut output::EventSink>,
 ) {
     while let Some(item) = ring.next() {
         stats.records += 1;
-        match records::to_event(&item, clock, all_tcp) {
-            Some(event) => {
-                aggregator.process(&event);
-                if let Some(sink) = events.as_deref_mut() {
-                    sink.write(aggregator.take_observations());
-                }
-            }
+        match records::to_event(&item, clock, pipeline.all_tcp()) {
+            Some(event) => pipeline.event(&event),
             None => stats.unreadable_records += 1,
         }
     }
-    if let Some(sink) = events {
-        sink.flush();
-    }
-}
-
-fn vanished(loaded: &Loaded) -> Option<String> {
-    loaded
-        .interfaces
-        .iter()
-        .find(|(name, index)| loader::interface_index(name) != Some(*index))
-        .map(|(name, _)| name.clone())
-}
-
-fn print(
-    options: &TraceOptions,
-    aggregator: &Aggregator,
-    stats: &TraceStats,
-    interrupted: bool,
-    periodic: bool,
-) -> anyhow::Result<()> {
-    let report = aggregator.report();
-    // `--events` has stdout; the report goes to stderr.
-    let to_stderr = options.config.events;
-    let terminal = output::report_on_terminal(to_stderr);
-    // On a terminal a periodic table replaces the previous one; anywhere
-    // else reports follow each other, a blank line apart.
-    let redraw = periodic && terminal && options.format == Format::Table;
-    output::print_report(&Printed {
-        format: options.format,
-        report: &report,
-        input: stats,
-        error: None,
-        interrupted,
-        compact: periodic,
-        style: output::TableStyle {
-            redraw,
-            ..options.style
-        },
-        to_stderr,
-    })?;
-    if periodic && !redraw && options.format != Format::Json {
-        if to_stderr {
-            eprintln!();
-        } else {
-            println!();
-        }
-    }
-    if !periodic || interrupted {
-        output::print_warnings(&report.counters);
-    }
-    Ok(())
+    pipeline.flush_events();
 }

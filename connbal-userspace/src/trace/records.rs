@@ -86,18 +86,26 @@ mod tests {
     use super::*;
 
     fn record(kind: u8, version: u8, bits: u8, payload: &[u8]) -> Vec<u8> {
-        let mut b = vec![0u8; HEADER_LEN];
-        b[0] = kind;
-        b[1] = version;
-        b[2] = 0x18;
-        b[3] = bits;
-        b[8..16].copy_from_slice(&1_000u64.to_ne_bytes());
-        b[16..20].copy_from_slice(&[192, 0, 2, 1]);
-        b[32..36].copy_from_slice(&[192, 0, 2, 53]);
-        b[48..50].copy_from_slice(&40000u16.to_ne_bytes());
-        b[50..52].copy_from_slice(&53u16.to_ne_bytes());
-        b[52..56].copy_from_slice(&7u32.to_ne_bytes());
-        b[56..58].copy_from_slice(&(payload.len() as u16).to_ne_bytes());
+        let addr = |last| {
+            let mut a = [0; 16];
+            a[..4].copy_from_slice(&[192, 0, 2, last]);
+            a
+        };
+        let header = RecordHeader {
+            kind,
+            ip_version: version,
+            tcp_flags: 0x18,
+            bits,
+            ktime_ns: 1_000,
+            src_addr: addr(1),
+            dst_addr: addr(53),
+            src_port: 40000,
+            dst_port: 53,
+            tcp_seq: 7,
+            copied_len: payload.len() as u16,
+            ..RecordHeader::default()
+        };
+        let mut b = header.to_bytes().to_vec();
         b.extend_from_slice(payload);
         // Ring slots for DNS are reserved at full size; the rest is junk.
         b.extend_from_slice(&[0xee; 16]);
@@ -144,7 +152,8 @@ mod tests {
         assert!(to_event(&record(9, 4, 0, &[]), &clock, false).is_none());
         assert!(to_event(&record(KIND_TCP, 5, 0, &[]), &clock, false).is_none());
         let mut lying = record(KIND_DNS, 4, 0, b"abc");
-        lying[56..58].copy_from_slice(&4000u16.to_ne_bytes());
+        let at = connbal_common::record::offset::COPIED_LEN;
+        lying[at..at + 2].copy_from_slice(&4000u16.to_ne_bytes());
         assert!(to_event(&lying, &clock, false).is_none());
     }
 }

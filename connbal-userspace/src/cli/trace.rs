@@ -1,19 +1,11 @@
-//! Command-line interface (clap derive).
+//! `connbal trace`: its flags, resolved into the library's options.
 
-use crate::report::Format;
-use crate::trace::loader::AttachMode;
-use clap::{Args, Parser, Subcommand};
-use std::path::PathBuf;
+use clap::{Args, ValueEnum};
+use connbal::trace::loader::AttachMode;
+use connbal::trace::TraceOptions;
 use std::time::Duration;
 
-const EXIT_CODES: &str = "\
-Exit status:
-  0  the report was printed (also after Ctrl-C or SIGTERM)
-  2  bad usage; the input could not be read or was damaged; the traced
-     interface disappeared; or the eBPF program could not be loaded. The
-     report for everything read until then is still printed.";
-
-const TRACE_EXAMPLES: &str = "\
+pub const EXAMPLES: &str = "\
 Examples:
   sudo connbal trace --iface eth0
   sudo connbal trace --iface eth0 --duration 10m -F svc.example.com
@@ -31,83 +23,6 @@ share and the verdicts (unused backends, balance, TTL respect, SRV
 priority). Through a pipe, or with --format tsv, the original's line per
 client, backend and port:
   client  backend:port  conns  times-in-DNS  name";
-
-const REPLAY_EXAMPLES: &str = "\
-Examples:
-  connbal replay capture.pcapng -F svc.example.com
-  connbal replay -a --format json old.snoop > report.json
-  tcpdump -i eth0 -w - 'port 53 or tcp[tcpflags] == tcp-syn' | connbal replay -
-  snoop -o /dev/stdout '(tcp and tcp[13] == 0x02) or (udp and port 53)' | connbal replay
-
-Output: on a terminal, a table per client and name with each backend's
-share and the verdicts (unused backends, balance, TTL respect, SRV
-priority). Through a pipe, or with --format tsv, the original's line per
-client, backend and port:
-  client  backend:port  conns  times-in-DNS  name
-IPv4 addresses are zero-padded (172.016.101.190) so `sort -n` orders them.";
-
-#[derive(Debug, Parser)]
-#[command(
-    name = "connbal",
-    version,
-    about = "How evenly do clients spread connections across the backends DNS gives them?",
-    after_help = EXIT_CODES
-)]
-pub struct Cli {
-    #[command(subcommand)]
-    pub command: Command,
-}
-
-#[derive(Debug, Subcommand)]
-pub enum Command {
-    /// Trace live traffic on interfaces with an in-kernel eBPF filter.
-    #[command(after_help = format!("{TRACE_EXAMPLES}\n\n{EXIT_CODES}"))]
-    Trace(TraceArgs),
-    /// Read a snoop, pcap or pcapng capture (file or pipe) and print the report.
-    #[command(after_help = format!("{REPLAY_EXAMPLES}\n\n{EXIT_CODES}"))]
-    Replay(ReplayArgs),
-    /// Print a shell completion script.
-    #[command(
-        after_help = "Examples:\n  connbal completions bash > /etc/bash_completion.d/connbal\n  connbal completions zsh > \"${fpath[1]}/_connbal\"\n  connbal completions fish > ~/.config/fish/completions/connbal.fish"
-    )]
-    Completions {
-        #[arg(value_enum)]
-        shell: clap_complete::Shell,
-    },
-    /// Print the man page (roff).
-    #[command(
-        after_help = "Examples:\n  connbal man > /usr/local/share/man/man1/connbal.1\n  connbal man | man -l -"
-    )]
-    Man,
-}
-
-/// What both modes share: what to count and how to print it.
-#[derive(Debug, Args)]
-pub struct ReportArgs {
-    /// Also count connections already open when tracing started (the first
-    /// segment of an unseen flow, either direction).
-    #[arg(short = 'a', long = "all-tcp")]
-    pub all_tcp: bool,
-
-    /// Only track lookups whose name contains SUBSTR.
-    #[arg(short = 'F', long = "filter", value_name = "SUBSTR")]
-    pub filter: Option<String>,
-
-    /// Output format [default: table on a terminal, tsv otherwise].
-    /// Colours only on a terminal, and not when NO_COLOR is set.
-    #[arg(long, value_enum)]
-    pub format: Option<Format>,
-
-    /// Stream one JSON line per DNS answer and per connection attempt to
-    /// stdout as they are seen; the report then goes to stderr.
-    #[arg(long)]
-    pub events: bool,
-
-    /// Print input and skip counters to stderr (and the verifier log if the
-    /// kernel rejects the program).
-    #[arg(short, long)]
-    pub verbose: bool,
-}
 
 #[derive(Debug, Args)]
 pub struct TraceArgs {
@@ -130,8 +45,8 @@ pub struct TraceArgs {
     pub ring_size: u64,
 
     /// How to attach: TCX (Linux 6.6+) or a clsact filter over netlink.
-    #[arg(long, value_enum, default_value_t = AttachMode::Auto)]
-    pub attach: AttachMode,
+    #[arg(long, value_enum, default_value_t = AttachArg::Auto)]
+    pub attach: AttachArg,
 
     /// Serve Prometheus/OpenMetrics metrics at http://ADDR/metrics
     /// (e.g. 127.0.0.1:9464): connections and DNS appearances per client,
@@ -143,7 +58,7 @@ pub struct TraceArgs {
     /// At most this many backend series (and as many name series) per
     /// scrape; the ones with the fewest connections are folded, and counted
     /// in connbal_metrics_folded_series.
-    #[arg(long, value_name = "N", default_value_t = crate::metrics::DEFAULT_MAX_SERIES)]
+    #[arg(long, value_name = "N", default_value_t = connbal::output::openmetrics::DEFAULT_MAX_SERIES)]
     pub metrics_max_series: usize,
 
     /// After attaching, switch to this user (connbal drops every capability
@@ -161,18 +76,39 @@ pub struct TraceArgs {
     pub noop_program: bool,
 
     #[command(flatten)]
-    pub report: ReportArgs,
+    pub report: super::ReportArgs,
 }
 
-#[derive(Debug, Args)]
-pub struct ReplayArgs {
-    #[command(flatten)]
-    pub report: ReportArgs,
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum AttachArg {
+    /// TCX on Linux 6.6 and later, netlink (clsact) before.
+    Auto,
+    Tcx,
+    Netlink,
+}
 
-    /// Capture file; `-` or nothing reads standard input. The format (snoop,
-    /// pcap, pcapng) is detected from its first bytes.
-    #[arg(value_name = "FILE|-")]
-    pub input: Option<PathBuf>,
+impl TraceArgs {
+    pub fn options(self) -> TraceOptions {
+        TraceOptions {
+            config: self.report.config(),
+            format: self.report.format.map(Into::into),
+            verbose: self.report.verbose,
+            interfaces: self.interfaces,
+            duration: self.duration,
+            interval: self.interval,
+            ring_size: self.ring_size,
+            attach: match self.attach {
+                AttachArg::Auto => AttachMode::Auto,
+                AttachArg::Tcx => AttachMode::Tcx,
+                AttachArg::Netlink => AttachMode::Netlink,
+            },
+            kernel_debug: self.kernel_debug,
+            user: self.user,
+            noop_program: self.noop_program,
+            metrics: self.metrics,
+            metrics_max_series: self.metrics_max_series,
+        }
+    }
 }
 
 /// "4096", "256K", "8M", "1G" (binary units).

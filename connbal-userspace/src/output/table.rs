@@ -6,10 +6,15 @@
 //! control bytes, so a hostile name cannot move the cursor or recolour the
 //! terminal.
 
-use crate::aggregator::{service_runs, Report, Row, Service};
+use crate::aggregator::{Client, Report, Service};
 use anstyle::{AnsiColor, Style};
 use std::fmt::Write as _;
+use std::io;
 use std::net::IpAddr;
+
+/// Clears a terminal and homes the cursor: a report of a series replaces
+/// the one before.
+const CLEAR_SCREEN: &str = "\x1b[H\x1b[2J";
 
 const BAR_WIDTH: usize = 20;
 /// Eighths of a cell, for bars finer than one character.
@@ -51,16 +56,34 @@ impl Palette {
     }
 }
 
-pub fn render_table(report: &Report, colour: bool) -> String {
+/// The table; in a series (`--interval`) it redraws in place when `redraw`
+/// (a terminal), and otherwise ends with a blank line.
+pub fn write(
+    out: &mut impl io::Write,
+    report: &Report,
+    colour: bool,
+    redraw: bool,
+    periodic: bool,
+) -> io::Result<()> {
+    if redraw {
+        out.write_all(CLEAR_SCREEN.as_bytes())?;
+    }
+    out.write_all(render(report, colour).as_bytes())?;
+    if periodic && !redraw {
+        writeln!(out)?;
+    }
+    Ok(())
+}
+
+fn render(report: &Report, colour: bool) -> String {
     let palette = Palette { colour };
     let mut out = String::new();
     if report.services.is_empty() {
         out.push_str("no lookup with several backends seen yet\n");
         return out;
     }
-    let mut client: Option<IpAddr> = None;
-    // The aggregator makes one service per run, in the same order.
-    for (service, group) in report.services.iter().zip(service_runs(&report.rows)) {
+    let mut client: Option<Client> = None;
+    for service in &report.services {
         if client != Some(service.client) {
             if client.is_some() {
                 out.push('\n');
@@ -72,12 +95,13 @@ pub fn render_table(report: &Report, colour: bool) -> String {
                 palette.heading(&format!("client {}", service.client))
             );
         }
-        render_service(&mut out, &palette, service, group);
+        render_service(&mut out, &palette, service);
     }
     out
 }
 
-fn render_service(out: &mut String, palette: &Palette, service: &Service, rows: &[Row]) {
+fn render_service(out: &mut String, palette: &Palette, service: &Service) {
+    let rows = &service.rows;
     let mut facts = vec![plural(service.connections, "connection", "connections")];
     if service.lookups > 0 {
         facts.push(plural(service.lookups, "lookup", "lookups"));

@@ -1,6 +1,6 @@
-//! `connbal trace --metrics ADDR`: an OpenMetrics endpoint for Prometheus,
-//! so a fleet of connbal instances (a DaemonSet) is aggregated by
-//! Prometheus rather than by connbal.
+//! OpenMetrics text for Prometheus (`connbal trace --metrics ADDR`), so a
+//! fleet of connbal instances (a DaemonSet) is aggregated by Prometheus
+//! rather than by connbal. The HTTP side is `trace::metrics_server`.
 //!
 //! The exposition is rendered from the aggregator's report at scrape time,
 //! by the trace loop that owns the aggregator: nothing is kept up to date
@@ -9,34 +9,16 @@
 //! folded is itself a metric.
 
 use crate::aggregator::verdict::Check;
-use crate::aggregator::Report;
-use bytes::Bytes;
-use http_body_util::Full;
-use hyper::{Method, Request, Response, StatusCode};
+use crate::aggregator::{Report, Row, Service};
+use crate::tally::Tally;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
-use std::net::SocketAddr;
 use std::sync::atomic::AtomicU64;
-use std::time::Duration;
-use tokio::net::TcpListener;
-use tokio::sync::{mpsc, oneshot};
 
 pub const DEFAULT_MAX_SERIES: usize = 10_000;
-const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
-/// A scraper that cannot send its request line in this long is dropped.
-const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
-
-#[derive(Debug, thiserror::Error)]
-pub enum MetricsError {
-    #[error("binding the metrics endpoint to {addr}: {source}")]
-    Bind {
-        addr: SocketAddr,
-        source: std::io::Error,
-    },
-}
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct BackendLabels {
@@ -66,10 +48,10 @@ struct CounterLabels {
 
 type FloatGauge = Gauge<f64, AtomicU64>;
 
-/// The OpenMetrics text for `report` and for `stats` (the input section:
-/// kernel, ring and aggregator counters), at most `max_series` backend
-/// series and as many service series.
-pub fn render(report: &Report, stats: &serde_json::Value, max_series: usize) -> String {
+/// The OpenMetrics text for `report` and for `input` (the input's own
+/// counters: records read, the kernel program's), at most `max_series`
+/// backend series and as many service series.
+pub fn render(report: &Report, input: &dyn Tally, max_series: usize) -> String {
     let mut registry = Registry::with_prefix("connbal");
     let connections = Family::<BackendLabels, Counter>::default();
     let appearances = Family::<BackendLabels, Counter>::default();
@@ -77,7 +59,7 @@ pub fn render(report: &Report, stats: &serde_json::Value, max_series: usize) -> 
     let folded_connections = Counter::<u64>::default();
 
     // Keep the busiest rows when there are too many.
-    let mut rows: Vec<&crate::aggregator::Row> = report.rows.iter().collect();
+    let mut rows: Vec<&Row> = report.rows().collect();
     rows.sort_by(|a, b| b.conns.cmp(&a.conns).then_with(|| a.report_order(b)));
     let mut folded_series = 0i64;
     for (i, row) in rows.iter().enumerate() {
@@ -103,7 +85,7 @@ pub fn render(report: &Report, stats: &serde_json::Value, max_series: usize) -> 
     let p_value = Family::<ServiceLabels, FloatGauge>::default();
     let verdict_ok = Family::<VerdictLabels, Gauge>::default();
     // Busiest first here too, so the cap folds the quietest names.
-    let mut services: Vec<&crate::aggregator::Service> = report.services.iter().collect();
+    let mut services: Vec<&Service> = report.services.iter().collect();
     services.sort_by_key(|s| std::cmp::Reverse(s.connections));
     for (i, service) in services.into_iter().enumerate() {
         if i >= max_series {
@@ -139,22 +121,8 @@ pub fn render(report: &Report, stats: &serde_json::Value, max_series: usize) -> 
     }
     folded.set(folded_series);
 
-    let aggregator_counters = Family::<CounterLabels, Counter>::default();
-    if let Ok(serde_json::Value::Object(fields)) = serde_json::to_value(&report.counters) {
-        for (name, value) in fields {
-            if let Some(v) = value.as_u64() {
-                aggregator_counters
-                    .get_or_create(&CounterLabels { counter: name })
-                    .inc_by(v);
-            }
-        }
-    }
-    let input_counters = Family::<CounterLabels, Counter>::default();
-    flatten_counts("", stats, &mut |name, v| {
-        input_counters
-            .get_or_create(&CounterLabels { counter: name })
-            .inc_by(v);
-    });
+    let aggregator_counters = counter_family(&report.counters);
+    let input_counters = counter_family(input);
 
     registry.register(
         "connections",
@@ -235,96 +203,27 @@ fn check_label(check: Check) -> &'static str {
     }
 }
 
-/// Every non-negative integer in `value`, nested objects' names joined with
-/// `_` (`kernel_records_lost`).
-fn flatten_counts(prefix: &str, value: &serde_json::Value, out: &mut impl FnMut(String, u64)) {
-    if let serde_json::Value::Object(fields) = value {
-        for (name, v) in fields {
-            let full = if prefix.is_empty() {
-                name.clone()
-            } else {
-                format!("{prefix}_{name}")
-            };
-            match v {
-                serde_json::Value::Object(_) => flatten_counts(&full, v, out),
-                _ => {
-                    if let Some(n) = v.as_u64() {
-                        out(full, n)
-                    }
-                }
-            }
-        }
-    }
-}
-
-/// A scrape asks the owner of the aggregator for the current text.
-pub type ScrapeRequest = oneshot::Sender<String>;
-
-pub async fn bind(addr: SocketAddr) -> Result<TcpListener, MetricsError> {
-    TcpListener::bind(addr)
-        .await
-        .map_err(|source| MetricsError::Bind { addr, source })
-}
-
-/// Serves `GET /metrics` (and `/`) on `listener` until the process ends.
-pub async fn serve(listener: TcpListener, scrapes: mpsc::Sender<ScrapeRequest>) {
-    loop {
-        let Ok((stream, _)) = listener.accept().await else {
-            // Out of descriptors, say: back off instead of spinning.
-            tokio::time::sleep(Duration::from_millis(100)).await;
-            continue;
-        };
-        let scrapes = scrapes.clone();
-        tokio::spawn(async move {
-            let service = hyper::service::service_fn(move |request| {
-                let scrapes = scrapes.clone();
-                async move { Ok::<_, std::convert::Infallible>(respond(request, scrapes).await) }
-            });
-            let _ = hyper::server::conn::http1::Builder::new()
-                .timer(hyper_util::rt::TokioTimer::new())
-                .header_read_timeout(HEADER_TIMEOUT)
-                .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
-                .await;
-        });
-    }
-}
-
-async fn respond(
-    request: Request<hyper::body::Incoming>,
-    scrapes: mpsc::Sender<ScrapeRequest>,
-) -> Response<Full<Bytes>> {
-    let plain = |status: StatusCode, text: &'static str| {
-        Response::builder()
-            .status(status)
-            .header("content-type", "text/plain; charset=utf-8")
-            .body(Full::new(Bytes::from_static(text.as_bytes())))
-            .expect("a static response is valid")
-    };
-    if request.method() != Method::GET {
-        return plain(StatusCode::METHOD_NOT_ALLOWED, "GET only\n");
-    }
-    if !matches!(request.uri().path(), "/metrics" | "/") {
-        return plain(StatusCode::NOT_FOUND, "see /metrics\n");
-    }
-    let (reply, text) = oneshot::channel();
-    if scrapes.send(reply).await.is_err() {
-        return plain(StatusCode::SERVICE_UNAVAILABLE, "connbal is stopping\n");
-    }
-    match text.await {
-        Ok(text) => Response::builder()
-            .header("content-type", CONTENT_TYPE)
-            .body(Full::new(Bytes::from(text)))
-            .expect("a text response is valid"),
-        Err(_) => plain(StatusCode::SERVICE_UNAVAILABLE, "connbal is stopping\n"),
-    }
+/// One series per counter of `tally`, labelled with its name.
+fn counter_family(tally: &dyn Tally) -> Family<CounterLabels, Counter> {
+    let family = Family::<CounterLabels, Counter>::default();
+    tally.for_each_counter(&mut |name, value| {
+        family
+            .get_or_create(&CounterLabels {
+                counter: name.to_string(),
+            })
+            .inc_by(value);
+    });
+    family
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::aggregator::dns::build::MessageBuilder;
     use crate::aggregator::dns::TYPE_A;
     use crate::aggregator::{Aggregator, Config, Datagram, Event, Segment, Timestamp};
+    use crate::tally::counter_set;
+    use crate::testing::MessageBuilder;
+    use std::net::SocketAddr;
 
     fn report_with(backends: u8, connections_to_first: u64) -> Report {
         let mut agg = Aggregator::new(Config::default());
@@ -364,13 +263,20 @@ mod tests {
         agg.report()
     }
 
+    counter_set! {
+        pub struct Input {
+            pub records: u64,
+            pub kernel_records_lost: u64,
+        }
+    }
+
     #[test]
     fn series_carry_the_report_and_verdicts() {
-        let text = render(
-            &report_with(2, 3),
-            &serde_json::json!({"records": 7, "kernel": {"records_lost": 0}}),
-            100,
-        );
+        let input = Input {
+            records: 7,
+            kernel_records_lost: 0,
+        };
+        let text = render(&report_with(2, 3), &input, 100);
         assert!(text.contains(
             "connbal_connections_total{client=\"10.0.0.2\",backend=\"10.1.0.1\",port=\"443\",name=\"web.example.\"} 3\n"
         ), "{text}");
@@ -392,7 +298,11 @@ mod tests {
 
     #[test]
     fn the_cardinality_cap_keeps_the_busiest_rows_and_counts_the_rest() {
-        let text = render(&report_with(5, 4), &serde_json::json!({}), 1);
+        let none = Input {
+            records: 0,
+            kernel_records_lost: 0,
+        };
+        let text = render(&report_with(5, 4), &none, 1);
         let series = text
             .lines()
             .filter(|l| l.starts_with("connbal_connections_total{"))

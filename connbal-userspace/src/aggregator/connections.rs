@@ -1,0 +1,84 @@
+//! Connection attempts counted against the backends the client got from
+//! DNS, and with `-a` the flows already open when the capture started
+//! (spec 4).
+
+use super::client::Client;
+use super::event::Segment;
+use super::flows::{FlowKey, Seen};
+use super::observation::Observation;
+use super::{Aggregator, Timestamp};
+use connbal_common::is_connection_attempt;
+use std::net::IpAddr;
+
+impl Aggregator {
+    pub(super) fn tcp_segment(&mut self, s: &Segment<'_>) {
+        let attempt = is_connection_attempt(s.flags);
+        let (from, to) = (
+            Client::from_address(s.src.ip()),
+            Client::from_address(s.dst.ip()),
+        );
+        if attempt {
+            self.counters.connection_attempts += 1;
+            self.count_connection(from, s.dst.ip(), s.dst.port());
+            self.observe_connection(s.ts, from, s.dst.ip(), s.dst.port(), false);
+        }
+        if !self.config.all_tcp {
+            return;
+        }
+        let new_flow = match s.first_of_flow {
+            Some(new_flow) => new_flow,
+            None => {
+                let key = FlowKey::new(s.src, s.dst);
+                let (seen, evicted) = self.flows.observe(key, s.ts, s.flags);
+                self.counters.flows_evicted += u64::from(evicted);
+                seen == Seen::New
+            }
+        };
+        if new_flow && !attempt {
+            // Spec 4: counted both ways, whichever side is the backend.
+            self.counters.flows_seen_midstream += 1;
+            self.count_connection(from, s.dst.ip(), s.dst.port());
+            self.count_connection(to, s.src.ip(), s.src.port());
+            // Whichever side is the tracked backend; unknown either way is
+            // reported from the sender's side.
+            if self.backends.contains(to, s.src.ip()) {
+                self.observe_connection(s.ts, to, s.src.ip(), s.src.port(), true);
+            } else {
+                self.observe_connection(s.ts, from, s.dst.ip(), s.dst.port(), true);
+            }
+        }
+    }
+
+    fn count_connection(&mut self, client: Client, backend: IpAddr, port: u16) {
+        if self.backends.count_connection(client, backend, port) {
+            self.counters.connections_to_backends += 1;
+        }
+    }
+
+    fn observe_connection(
+        &mut self,
+        ts: Timestamp,
+        client: Client,
+        backend: IpAddr,
+        port: u16,
+        midstream: bool,
+    ) {
+        if !self.observations.enabled() {
+            return;
+        }
+        let name = self.backends.name_of(client, backend);
+        // With -F the user asked about one service: attempts to addresses
+        // outside it are noise.
+        if name.is_none() && self.config.filter.is_some() {
+            return;
+        }
+        self.observations.push(Observation::Connection {
+            time: ts,
+            client,
+            backend,
+            port,
+            name,
+            midstream,
+        });
+    }
+}

@@ -1,0 +1,98 @@
+//! DNS over TCP: each direction of a port-53 flow reassembled into messages
+//! (`tcp_stream`), which then go where UDP messages go.
+
+use super::event::Segment;
+use super::tcp_stream::Stream;
+use super::{Aggregator, FastMap, Timestamp, NANOS};
+use connbal_common::{closes_flow, tcp_flags};
+use std::net::SocketAddr;
+
+/// Each stream buffers at most one message (64 KiB) plus held segments; a
+/// full table refuses new streams (counted).
+pub const MAX_DNS_STREAMS: usize = 1 << 10;
+const DNS_STREAM_IDLE_NANOS: u64 = 60 * NANOS;
+
+/// One stream per direction of a port-53 TCP flow, with when it last moved.
+#[derive(Debug, Default)]
+pub struct DnsStreams {
+    streams: FastMap<(SocketAddr, SocketAddr), (Timestamp, Stream)>,
+    /// Streams not tracked because the table was full.
+    pub dropped: u64,
+    /// Segments that could not be placed in their stream (a gap that never
+    /// filled, a cut segment, no room for the stream).
+    pub unplaced_segments: u64,
+    /// Messages completed by the last segment, kept to reuse the buffers.
+    reassembled: Vec<Vec<u8>>,
+}
+
+impl DnsStreams {
+    /// Places the segment's payload; returns the messages it completed
+    /// (hand the vector back with [`DnsStreams::recycle`]).
+    fn push(&mut self, s: &Segment<'_>) -> Vec<Vec<u8>> {
+        let key = (s.src, s.dst);
+        let mut messages = std::mem::take(&mut self.reassembled);
+        if s.flags & tcp_flags::SYN != 0 {
+            self.streams.remove(&key);
+            if self.streams.len() < MAX_DNS_STREAMS {
+                self.streams
+                    .insert(key, (s.ts, Stream::new(s.seq.wrapping_add(1))));
+            } else {
+                self.dropped += 1;
+            }
+        }
+        if !s.payload.is_empty() || s.truncated {
+            if !self.streams.contains_key(&key) && self.streams.len() >= MAX_DNS_STREAMS {
+                self.dropped += 1;
+                self.unplaced_segments += 1;
+            } else {
+                let (last_seen, stream) = self
+                    .streams
+                    .entry(key)
+                    .or_insert_with(|| (s.ts, Stream::new(s.seq)));
+                *last_seen = s.ts;
+                // Data carried on a SYN (TCP Fast Open) starts after the
+                // SYN's own sequence number.
+                let data_seq = if s.flags & tcp_flags::SYN != 0 {
+                    s.seq.wrapping_add(1)
+                } else {
+                    s.seq
+                };
+                let outcome = stream.push(data_seq, s.payload, s.truncated, &mut messages);
+                self.unplaced_segments += outcome.unplaced_segments;
+            }
+        }
+        messages
+    }
+
+    /// Ends streams as the segment's flags say: FIN ends only the sender's
+    /// direction (the peer may still answer), RST both.
+    fn close(&mut self, s: &Segment<'_>) {
+        if s.flags & tcp_flags::RST != 0 {
+            self.streams.remove(&(s.dst, s.src));
+        }
+        if closes_flow(s.flags) {
+            self.streams.remove(&(s.src, s.dst));
+        }
+    }
+
+    fn recycle(&mut self, mut messages: Vec<Vec<u8>>) {
+        messages.clear();
+        self.reassembled = messages;
+    }
+
+    pub fn sweep(&mut self, now: Timestamp) {
+        self.streams
+            .retain(|_, (last_seen, _)| now.nanos_since(*last_seen) < DNS_STREAM_IDLE_NANOS);
+    }
+}
+
+impl Aggregator {
+    pub(super) fn dns_segment(&mut self, s: &Segment<'_>) {
+        let mut messages = self.dns_streams.push(s);
+        for message in messages.drain(..) {
+            self.dns_message(s.ts, s.src, s.dst, &message, false);
+        }
+        self.dns_streams.recycle(messages);
+        self.dns_streams.close(s);
+    }
+}

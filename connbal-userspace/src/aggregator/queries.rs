@@ -1,0 +1,209 @@
+//! DNS messages in: queries remembered, responses matched to them (spec 2).
+
+use super::bounded::FifoMap;
+use super::client::Client;
+use super::dns::{self, Header};
+use super::name::NameKey;
+use super::observation::{self, Observation};
+use super::{Aggregator, Timestamp, NANOS};
+use connbal_common::DNS_PORT;
+use std::net::{IpAddr, SocketAddr};
+
+/// Spec 2: pending queries expire after 10 s.
+const PENDING_TTL_NANOS: u64 = 10 * NANOS;
+/// Spec 2: a message with more than this many answers is ignored.
+const MAX_ANSWERS: u16 = 1000;
+/// A flood fills pending queries with junk, so the table evicts its oldest
+/// entry when full (counted). Below half of 2^19 buckets, as `MAX_FLOWS`.
+pub const MAX_PENDING_QUERIES: usize = 200_000;
+
+#[derive(Debug)]
+struct PendingQuery {
+    seen: Timestamp,
+    /// Who asked: the response is credited to them.
+    client: Client,
+    server: IpAddr,
+    client_port: u16,
+    name: NameKey,
+}
+
+/// Queries waiting for their response, keyed by (client address, query
+/// id) as spec 2 has it.
+#[derive(Debug)]
+pub struct PendingQueries {
+    queries: FifoMap<(IpAddr, u16), PendingQuery>,
+    pub expired: u64,
+    /// Evicted, oldest first, because the table was full.
+    pub evicted: u64,
+}
+
+impl Default for PendingQueries {
+    fn default() -> Self {
+        Self {
+            queries: FifoMap::with_cap(MAX_PENDING_QUERIES),
+            expired: 0,
+            evicted: 0,
+        }
+    }
+}
+
+impl PendingQueries {
+    fn track(&mut self, key: (IpAddr, u16), query: PendingQuery) {
+        if self.queries.insert(key, query) {
+            self.evicted += 1;
+        }
+    }
+
+    /// Whether a response from `server` to `client_port` could answer the
+    /// query under `key`: the cheap check, before decoding anything.
+    fn awaits(&self, key: &(IpAddr, u16), server: IpAddr, client_port: u16) -> bool {
+        self.queries
+            .get(key)
+            .is_some_and(|q| q.server == server && q.client_port == client_port)
+    }
+
+    /// The query under `key`, consumed if it asked for `name`: a duplicate
+    /// response then counts nothing.
+    fn answer(&mut self, key: &(IpAddr, u16), name: NameKey) -> Option<PendingQuery> {
+        if self.queries.get(key).is_none_or(|q| q.name != name) {
+            return None;
+        }
+        self.queries.remove(key)
+    }
+
+    pub fn sweep(&mut self, now: Timestamp) {
+        let before = self.queries.len();
+        self.queries
+            .retain(|_, q| now.nanos_since(q.seen) < PENDING_TTL_NANOS);
+        self.expired += (before - self.queries.len()) as u64;
+    }
+}
+
+impl Aggregator {
+    pub(super) fn dns_message(
+        &mut self,
+        ts: Timestamp,
+        src: SocketAddr,
+        dst: SocketAddr,
+        message: &[u8],
+        truncated: bool,
+    ) {
+        self.counters.dns_messages += 1;
+        let header = match Header::parse(message) {
+            Ok(h) => h,
+            Err(_) => return self.count_undecodable(truncated),
+        };
+        if header.questions != 1 {
+            if header.questions > 1 {
+                self.counters.ignored_multiple_questions += 1;
+            }
+            return;
+        }
+        // Direction decides (spec 2, 3); only port-53-to-port-53 traffic
+        // between servers needs the QR bit to tell.
+        let is_query = if src.port() == DNS_PORT && dst.port() == DNS_PORT {
+            !header.is_response
+        } else {
+            dst.port() == DNS_PORT
+        };
+        if is_query {
+            self.query(ts, src, dst, message, header, truncated);
+        } else {
+            self.response(ts, src, dst, message, header, truncated);
+        }
+    }
+
+    fn count_undecodable(&mut self, truncated: bool) {
+        if truncated {
+            self.counters.truncated_dns_skipped += 1;
+        } else {
+            self.counters.malformed_dns_skipped += 1;
+        }
+    }
+
+    fn query(
+        &mut self,
+        ts: Timestamp,
+        src: SocketAddr,
+        dst: SocketAddr,
+        message: &[u8],
+        header: Header,
+        truncated: bool,
+    ) {
+        let question = match dns::parse_question(message) {
+            Ok((_, q, _)) => q,
+            Err(_) => return self.count_undecodable(truncated),
+        };
+        let tracked_type = matches!(question.qtype, dns::TYPE_A | dns::TYPE_AAAA | dns::TYPE_SRV);
+        if question.qclass != dns::CLASS_IN || !tracked_type {
+            return;
+        }
+        if let Some(filter) = &self.config.filter {
+            if !question.name.contains(filter.as_str()) {
+                return;
+            }
+        }
+        self.counters.queries_tracked += 1;
+        let query = PendingQuery {
+            seen: ts,
+            client: Client::from_address(src.ip()),
+            server: dst.ip(),
+            client_port: src.port(),
+            name: self.names.key(&question.name),
+        };
+        self.pending.track((src.ip(), header.id), query);
+    }
+
+    fn response(
+        &mut self,
+        ts: Timestamp,
+        src: SocketAddr,
+        dst: SocketAddr,
+        message: &[u8],
+        header: Header,
+        truncated: bool,
+    ) {
+        if header.answers == 0 {
+            return;
+        }
+        if header.answers > MAX_ANSWERS {
+            self.counters.ignored_too_many_answers += 1;
+            return;
+        }
+        if header.truncated {
+            // Not matched either: the pending query stays for the retry if
+            // it reuses the id, and expires otherwise.
+            self.counters.ignored_truncated_responses += 1;
+            return;
+        }
+        // Cheap checks first: most responses on a busy resolver are not ours.
+        let key = (dst.ip(), header.id);
+        if !self.pending.awaits(&key, src.ip(), dst.port()) {
+            self.counters.unmatched_responses += 1;
+            return;
+        }
+        let (question, records) = match dns::parse_question(message).and_then(|(_, q, at)| {
+            dns::parse_records(message, &header, at, &q.name).map(|r| (q, r))
+        }) {
+            Ok(decoded) => decoded,
+            Err(_) => return self.count_undecodable(truncated),
+        };
+        let name = self.names.key(&question.name);
+        let Some(query) = self.pending.answer(&key, name) else {
+            self.counters.unmatched_responses += 1;
+            return;
+        };
+        self.counters.responses_matched += 1;
+        let answered = self.apply_answer(ts, query.client, (&question, name), &records);
+        if self.observations.enabled() {
+            self.observations.push(Observation::DnsAnswer {
+                time: ts,
+                client: query.client,
+                server: src.ip(),
+                question: question.name,
+                qtype: observation::qtype_name(question.qtype),
+                backends: answered,
+            });
+        }
+    }
+}

@@ -1,0 +1,114 @@
+//! The report: rows grouped per (client, name) service with their verdicts
+//! (spec 5), and the counters of what was seen, skipped and refused.
+
+use super::backends::Row;
+use super::verdict::{self, BackendLoad, Service};
+use super::Aggregator;
+use crate::tally::counter_set;
+use serde::Serialize;
+use std::net::IpAddr;
+
+counter_set! {
+    /// What the aggregator saw and skipped; printed with `-v` and in JSON.
+    #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+    pub struct Counters {
+        pub dns_messages: u64,
+        pub queries_tracked: u64,
+        pub responses_matched: u64,
+        pub unmatched_responses: u64,
+        pub malformed_dns_skipped: u64,
+        /// Messages cut short by the snap length that could not be decoded.
+        pub truncated_dns_skipped: u64,
+        pub ignored_multiple_questions: u64,
+        pub ignored_too_many_answers: u64,
+        /// Responses with TC set: the client discards them and asks again
+        /// (usually over TCP), so they count nothing (RFC 2181 section 9).
+        pub ignored_truncated_responses: u64,
+        pub pending_expired: u64,
+        /// Pending queries evicted, oldest first, because the table was full.
+        pub pending_evicted: u64,
+        /// `-a` flows evicted, oldest first; one seen again counts again.
+        pub flows_evicted: u64,
+        /// New backends, SRV targets, ports and DNS-over-TCP streams not
+        /// tracked because their table was full.
+        pub backends_dropped: u64,
+        pub srv_targets_dropped: u64,
+        pub ports_dropped: u64,
+        pub dns_streams_dropped: u64,
+        /// (client, name) pairs whose lookups were not tracked (table full);
+        /// their TTL verdict is missing.
+        pub services_dropped: u64,
+        pub tcp_dns_unplaced_segments: u64,
+        pub connection_attempts: u64,
+        pub connections_to_backends: u64,
+        /// `-a`: flows first seen after their SYN (already open at the start).
+        pub flows_seen_midstream: u64,
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Report {
+    /// One per (client, name), in report order, each with its rows.
+    pub services: Vec<Service>,
+    pub counters: Counters,
+}
+
+impl Report {
+    /// Every row, in report order (client, name, backend, port).
+    pub fn rows(&self) -> impl Iterator<Item = &Row> {
+        self.services.iter().flat_map(|s| s.rows.iter())
+    }
+}
+
+impl Aggregator {
+    /// The counters, including what each table counts for itself.
+    pub fn counters(&self) -> Counters {
+        Counters {
+            pending_expired: self.pending.expired,
+            pending_evicted: self.pending.evicted,
+            backends_dropped: self.backends.backends_dropped(),
+            srv_targets_dropped: self.srv_targets.dropped,
+            ports_dropped: self.backends.ports_dropped(),
+            dns_streams_dropped: self.dns_streams.dropped,
+            services_dropped: self.services.dropped,
+            tcp_dns_unplaced_segments: self.dns_streams.unplaced_segments,
+            ..self.counters.clone()
+        }
+    }
+
+    pub fn report(&self) -> Report {
+        let rows = self.backends.rows();
+        let mut services = Vec::new();
+        for group in rows.chunk_by(|a, b| a.client == b.client && a.name == b.name) {
+            services.push(self.assess(group));
+        }
+        Report {
+            services,
+            counters: self.counters(),
+        }
+    }
+
+    /// The verdicts for one (client, name) run of report-ordered rows.
+    fn assess(&self, rows: &[Row]) -> Service {
+        let first = &rows[0];
+        // Rows come per port; the verdicts look at backend addresses.
+        let mut loads: Vec<(IpAddr, BackendLoad)> = Vec::new();
+        for row in rows {
+            match loads.last_mut() {
+                Some((addr, load)) if *addr == row.backend => load.connections += row.conns,
+                _ => loads.push((
+                    row.backend,
+                    BackendLoad {
+                        connections: row.conns,
+                        srv: row.srv,
+                    },
+                )),
+            }
+        }
+        let loads: Vec<BackendLoad> = loads.into_iter().map(|(_, l)| l).collect();
+        let lookups = self.services.get(first.client, self.names.key(&first.name));
+        let mut service = verdict::assess(first.client, first.name.clone(), &loads, lookups);
+        service.rows = rows.to_vec();
+        service
+    }
+}

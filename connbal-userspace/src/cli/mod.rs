@@ -1,0 +1,114 @@
+//! The command line (clap derive), resolved once into the library's
+//! options: one file per subcommand. clap stays here, out of the library's
+//! types.
+
+mod docs;
+mod replay;
+mod trace;
+
+pub use docs::{completions, man};
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use connbal::aggregator::Config;
+use connbal::output::Format;
+
+const EXIT_CODES: &str = "\
+Exit status:
+  0  the report was printed (also after Ctrl-C or SIGTERM)
+  2  bad usage; the input could not be read or was damaged; the traced
+     interface disappeared; or the eBPF program could not be loaded. The
+     report for everything read until then is still printed.";
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "connbal",
+    version,
+    about = "How evenly do clients spread connections across the backends DNS gives them?",
+    after_help = EXIT_CODES
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Trace live traffic on interfaces with an in-kernel eBPF filter.
+    #[command(after_help = format!("{}\n\n{EXIT_CODES}", trace::EXAMPLES))]
+    Trace(trace::TraceArgs),
+    /// Read a snoop, pcap or pcapng capture (file or pipe) and print the report.
+    #[command(after_help = format!("{}\n\n{EXIT_CODES}", replay::EXAMPLES))]
+    Replay(replay::ReplayArgs),
+    /// Print a shell completion script.
+    #[command(
+        after_help = "Examples:\n  connbal completions bash > /etc/bash_completion.d/connbal\n  connbal completions zsh > \"${fpath[1]}/_connbal\"\n  connbal completions fish > ~/.config/fish/completions/connbal.fish"
+    )]
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff).
+    #[command(
+        after_help = "Examples:\n  connbal man > /usr/local/share/man/man1/connbal.1\n  connbal man | man -l -"
+    )]
+    Man,
+}
+
+/// What both modes share: what to count and how to print it.
+#[derive(Debug, Args)]
+pub struct ReportArgs {
+    /// Also count connections already open when tracing started (the first
+    /// segment of an unseen flow, either direction).
+    #[arg(short = 'a', long = "all-tcp")]
+    pub all_tcp: bool,
+
+    /// Only track lookups whose name contains SUBSTR.
+    #[arg(short = 'F', long = "filter", value_name = "SUBSTR")]
+    pub filter: Option<String>,
+
+    /// Output format [default: table on a terminal, tsv otherwise].
+    /// Colours only on a terminal, and not when NO_COLOR is set.
+    #[arg(long, value_enum)]
+    pub format: Option<FormatArg>,
+
+    /// Stream one JSON line per DNS answer and per connection attempt to
+    /// stdout as they are seen; the report then goes to stderr.
+    #[arg(long)]
+    pub events: bool,
+
+    /// Print input and skip counters to stderr (and the verifier log if the
+    /// kernel rejects the program).
+    #[arg(short, long)]
+    pub verbose: bool,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum FormatArg {
+    /// Grouped by client and name, with shares, bars and verdicts.
+    Table,
+    /// The original's tab-separated lines, for `sort -n` and scripts.
+    Tsv,
+    /// Rows, per-service verdicts and counters.
+    Json,
+}
+
+impl From<FormatArg> for Format {
+    fn from(arg: FormatArg) -> Self {
+        match arg {
+            FormatArg::Table => Format::Table,
+            FormatArg::Tsv => Format::Tsv,
+            FormatArg::Json => Format::Json,
+        }
+    }
+}
+
+impl ReportArgs {
+    /// What to count, for the aggregator.
+    fn config(&self) -> Config {
+        Config {
+            all_tcp: self.all_tcp,
+            filter: self.filter.clone(),
+            events: self.events,
+        }
+    }
+}

@@ -1,0 +1,45 @@
+//! `--events`: one JSON line per observation, as it happens. A reader that
+//! goes away ends the stream, not the run: the report still follows on
+//! stderr.
+
+use crate::aggregator::Observation;
+use std::io::{self, Write};
+
+pub struct EventSink<W: Write = io::Stdout> {
+    out: io::BufWriter<W>,
+    closed: bool,
+}
+
+impl Default for EventSink {
+    fn default() -> Self {
+        Self::new(io::stdout())
+    }
+}
+
+impl<W: Write> EventSink<W> {
+    pub fn new(out: W) -> Self {
+        Self {
+            out: io::BufWriter::new(out),
+            closed: false,
+        }
+    }
+
+    pub fn write(&mut self, observations: impl Iterator<Item = Observation>) {
+        for observation in observations {
+            if self.closed {
+                continue;
+            }
+            let written = serde_json::to_writer(&mut self.out, &observation)
+                .map_err(io::Error::from)
+                .and_then(|()| self.out.write_all(b"\n"));
+            self.closed = written.is_err();
+        }
+    }
+
+    /// Live events should appear as they happen, not when a buffer fills.
+    pub fn flush(&mut self) {
+        if !self.closed && self.out.flush().is_err() {
+            self.closed = true;
+        }
+    }
+}

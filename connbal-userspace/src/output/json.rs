@@ -1,0 +1,51 @@
+//! `--format json`: rows, per-service verdicts, the input's and the
+//! aggregator's counters, and how reading ended.
+
+use crate::aggregator::{Counters, Report, Row, Service};
+use serde::{Serialize, Serializer};
+use std::io::{self, Write};
+
+/// Everything a JSON consumer gets: typed rows plus how the input went.
+#[derive(Serialize)]
+struct JsonReport<'a, I: Serialize> {
+    #[serde(serialize_with = "all_rows")]
+    rows: &'a Report,
+    /// One per (client, name), with the aggregator's verdicts.
+    services: &'a [Service],
+    input: &'a I,
+    counters: &'a Counters,
+    /// Set when reading stopped early: the rows cover what came before.
+    error: Option<&'a str>,
+    interrupted: bool,
+    /// Peak resident memory of the connbal process so far.
+    peak_rss_kib: u64,
+}
+
+/// The rows of every service, as one list.
+fn all_rows<S: Serializer>(report: &&Report, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_seq(report.rows().collect::<Vec<&Row>>())
+}
+
+/// Pretty-printed; one of a series (`--interval`) is one compact line, so a
+/// consumer reads one document per line.
+pub fn write<I: Serialize>(
+    out: &mut impl Write,
+    printed: &super::Printed<'_, I>,
+    periodic: bool,
+) -> io::Result<()> {
+    let json = JsonReport {
+        rows: printed.report,
+        services: &printed.report.services,
+        input: printed.input,
+        counters: &printed.report.counters,
+        error: printed.error.as_deref(),
+        interrupted: printed.interrupted,
+        peak_rss_kib: super::peak_rss_kib(),
+    };
+    if periodic {
+        serde_json::to_writer(&mut *out, &json)?;
+    } else {
+        serde_json::to_writer_pretty(&mut *out, &json)?;
+    }
+    writeln!(out)
+}

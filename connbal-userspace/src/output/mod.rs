@@ -1,0 +1,214 @@
+//! Printing reports, one file per format: `table`, `tsv`, `json`, `events`
+//! (`--events`) and `openmetrics` (`--metrics`). Replay and trace decide
+//! their [`Style`] once from the flags, and end with the same [`finish`].
+//! Each format owns what it does in a series of reports (`--interval`):
+//! the table redraws in place on a terminal, TSV and a table elsewhere
+//! leave a blank line, JSON prints one compact document per line.
+
+mod events;
+mod json;
+pub mod openmetrics;
+mod table;
+mod tsv;
+
+pub use events::EventSink;
+pub use tsv::{render as render_tsv, write_rows as write_tsv_rows};
+
+use crate::aggregator::{Counters, Report};
+use crate::tally::{self, Tally};
+use serde::Serialize;
+use std::io::{self, IsTerminal as _, Write};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    /// Grouped by client and name, with shares, bars and verdicts.
+    Table,
+    /// The original's tab-separated lines, for `sort -n` and scripts.
+    Tsv,
+    /// Rows, per-service verdicts and counters.
+    Json,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum OutputError {
+    #[error("writing the report to {stream}: {source}")]
+    Write {
+        stream: &'static str,
+        source: io::Error,
+    },
+    #[error("writing the man page to stdout: {0}")]
+    ManPage(io::Error),
+}
+
+/// How and where reports are printed, decided once from the flags.
+#[derive(Clone, Copy, Debug)]
+pub struct Style {
+    pub format: Format,
+    /// Colours in the table (a terminal without `NO_COLOR`).
+    pub colour: bool,
+    /// `--events` has stdout; the report goes to stderr.
+    pub to_stderr: bool,
+    /// Whether the report's stream is a terminal.
+    pub terminal: bool,
+}
+
+impl Style {
+    /// The table for a person at a terminal, TSV for pipes (the original's
+    /// habits keep working), unless `format` says otherwise.
+    pub fn decide(format: Option<Format>, events: bool) -> Self {
+        let terminal = if events {
+            io::stderr().is_terminal()
+        } else {
+            io::stdout().is_terminal()
+        };
+        Self {
+            format: format.unwrap_or(if terminal { Format::Table } else { Format::Tsv }),
+            colour: table::colour_wanted(terminal),
+            to_stderr: events,
+            terminal,
+        }
+    }
+}
+
+/// One report and what it covers.
+pub struct Printed<'a, I: Serialize> {
+    pub report: &'a Report,
+    /// The input's own section (what was read, or the trace's counters).
+    pub input: &'a I,
+    /// Set when reading stopped early: the report covers what came before.
+    pub error: Option<String>,
+    pub interrupted: bool,
+    /// One of a series of reports (`--interval`), not a lone final one.
+    pub periodic: bool,
+}
+
+pub fn print_report<I: Serialize>(style: &Style, p: &Printed<'_, I>) -> Result<(), OutputError> {
+    let target: Box<dyn Write> = if style.to_stderr {
+        Box::new(io::stderr().lock())
+    } else {
+        Box::new(io::stdout().lock())
+    };
+    let mut out = io::BufWriter::new(target);
+    let written = match style.format {
+        Format::Table => {
+            let redraw = p.periodic && style.terminal;
+            table::write(&mut out, p.report, style.colour, redraw, p.periodic)
+        }
+        Format::Tsv => tsv::write(&mut out, p.report, p.periodic),
+        Format::Json => json::write(&mut out, p, p.periodic),
+    };
+    match written.and_then(|()| out.flush()) {
+        // A reader that went away (`| head`) has all it wanted.
+        Err(e) if e.kind() == io::ErrorKind::BrokenPipe => Ok(()),
+        Err(source) => Err(OutputError::Write {
+            stream: if style.to_stderr { "stderr" } else { "stdout" },
+            source,
+        }),
+        Ok(()) => Ok(()),
+    }
+}
+
+/// The last step of replay and trace alike: the report, the warnings about
+/// what it may be missing, and with `-v` every counter.
+pub struct Finish<'a, I: Serialize + Tally> {
+    pub printed: Printed<'a, I>,
+    /// Warnings only the source knows about (ring-buffer loss, say),
+    /// printed after the aggregator's.
+    pub source_warnings: Vec<String>,
+    pub verbose: bool,
+}
+
+pub fn finish<I: Serialize + Tally>(style: &Style, f: &Finish<'_, I>) -> Result<(), OutputError> {
+    print_report(style, &f.printed)?;
+    // A series prints its warnings once, at the end of a run cut short.
+    if !f.printed.periodic || f.printed.interrupted {
+        print_warnings(&f.printed.report.counters);
+    }
+    for warning in &f.source_warnings {
+        eprintln!("connbal: warning: {warning}");
+    }
+    if f.verbose {
+        let mut err = io::stderr().lock();
+        write_counters(&mut err, f.printed.input, &f.printed.report.counters).map_err(
+            |source| OutputError::Write {
+                stream: "stderr",
+                source,
+            },
+        )?;
+    }
+    Ok(())
+}
+
+/// Spec 2: ignored messages come "with a warning"; one line per kind, with
+/// a count, instead of one per message.
+pub fn print_warnings(counters: &Counters) {
+    let warnings = [
+        (
+            counters.ignored_multiple_questions,
+            "DNS messages with more than one question were ignored",
+        ),
+        (
+            counters.ignored_too_many_answers,
+            "DNS responses with more than 1000 answers were ignored",
+        ),
+        (
+            counters.pending_evicted,
+            "pending DNS queries were evicted (table full; flood?)",
+        ),
+        (
+            counters.flows_evicted,
+            "flows were evicted (table full); one seen again counts again",
+        ),
+        (
+            counters.backends_dropped,
+            "backends were not tracked (table full)",
+        ),
+        (
+            counters.srv_targets_dropped,
+            "SRV targets were not tracked (table full)",
+        ),
+        (
+            counters.ports_dropped,
+            "backend ports were not tracked (table full)",
+        ),
+        (
+            counters.dns_streams_dropped,
+            "DNS-over-TCP streams were not tracked (table full)",
+        ),
+        (
+            counters.services_dropped,
+            "names' lookups were not tracked (table full); their TTL verdicts are missing",
+        ),
+    ];
+    for (count, what) in warnings {
+        if count > 0 {
+            eprintln!("connbal: warning: {count} {what}");
+        }
+    }
+}
+
+/// `-v`: one counter per line, `name: value`, the input's then the
+/// aggregator's, each in alphabetical order, then peak memory.
+pub fn write_counters(
+    out: &mut impl Write,
+    input: &dyn Tally,
+    counters: &Counters,
+) -> io::Result<()> {
+    for section in [tally::collect(input, ""), tally::collect(counters, "")] {
+        let mut section = section;
+        section.sort();
+        for (name, value) in section {
+            writeln!(out, "{name}: {value}")?;
+        }
+    }
+    writeln!(out, "peak_rss_kib: {}", peak_rss_kib())?;
+    Ok(())
+}
+
+/// Peak resident set size of this process, in KiB (getrusage).
+pub fn peak_rss_kib() -> u64 {
+    use nix::sys::resource::{getrusage, UsageWho};
+    getrusage(UsageWho::RUSAGE_SELF)
+        .map(|u| u.max_rss().max(0) as u64)
+        .unwrap_or(0)
+}

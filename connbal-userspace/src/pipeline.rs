@@ -1,0 +1,70 @@
+//! The one path from input to aggregator: frames are decoded through the
+//! shared pre-filter, events go to the aggregator, and with `--events` what
+//! it observed goes to the event stream. Replay, trace and the fuzz targets
+//! all feed this, so they cannot drift apart.
+
+use crate::aggregator::{Aggregator, Config, Event, Report};
+use crate::capture::Frame;
+use crate::decode::{decode, InputStats};
+use crate::output::EventSink;
+use std::io::{self, Write};
+
+pub struct Pipeline<W: Write = io::Stdout> {
+    aggregator: Aggregator,
+    /// Present with `--events`.
+    events: Option<EventSink<W>>,
+}
+
+impl Pipeline {
+    /// Events, when asked for, go to stdout.
+    pub fn new(config: Config) -> Self {
+        Self::with_events_to(config, io::stdout())
+    }
+}
+
+impl<W: Write> Pipeline<W> {
+    /// Events, when `config` asks for them, go to `out`.
+    pub fn with_events_to(config: Config, out: W) -> Self {
+        let events = config.events.then(|| EventSink::new(out));
+        Self {
+            aggregator: Aggregator::new(config),
+            events,
+        }
+    }
+
+    /// `-a`: whether every TCP segment matters, not just connection attempts.
+    pub fn all_tcp(&self) -> bool {
+        self.aggregator.config().all_tcp
+    }
+
+    /// A captured frame, counted in `stats` and decoded.
+    pub fn frame(&mut self, frame: &Frame<'_>, stats: &mut InputStats) {
+        stats.packets += 1;
+        stats.bytes += frame.data.len() as u64;
+        if let Some(event) = decode(frame, self.all_tcp(), stats) {
+            self.event(&event);
+        }
+    }
+
+    pub fn event(&mut self, event: &Event<'_>) {
+        self.aggregator.process(event);
+        if let Some(sink) = self.events.as_mut() {
+            sink.write(self.aggregator.take_observations());
+        }
+    }
+
+    /// Live events should appear as they happen, not when a buffer fills.
+    pub fn flush_events(&mut self) {
+        if let Some(sink) = self.events.as_mut() {
+            sink.flush();
+        }
+    }
+
+    pub fn aggregator(&self) -> &Aggregator {
+        &self.aggregator
+    }
+
+    pub fn report(&self) -> Report {
+        self.aggregator.report()
+    }
+}
