@@ -9,8 +9,10 @@
 
 mod common;
 use common::*;
+use connbal::aggregator::dns::{CLASS_IN, TYPE_A};
 use connbal::capture::write::{pcap_bytes, pcapng_bytes, snoop_bytes, OwnedFrame, PcapOptions};
 use connbal::capture::LinkType;
+use connbal::testing::MessageBuilder;
 use etherparse::PacketBuilder;
 
 const MAC: [u8; 6] = [2, 0, 0, 0, 0, 1];
@@ -41,51 +43,28 @@ fn udp(from_client: bool, payload: &[u8]) -> Vec<u8> {
     out
 }
 
-fn name(out: &mut Vec<u8>, name: &[&[u8]]) {
-    for label in name {
-        out.push(label.len() as u8);
-        out.extend_from_slice(label);
-    }
-    out.push(0);
-}
-
-fn header(id: u16, response: bool, counts: [u16; 4]) -> Vec<u8> {
-    let mut h = id.to_be_bytes().to_vec();
-    h.extend_from_slice(if response {
-        &[0x81, 0x80]
-    } else {
-        &[0x01, 0x00]
-    });
-    for c in counts {
-        h.extend_from_slice(&c.to_be_bytes());
-    }
-    h
-}
-
 fn query(labels: &[&[u8]], qtype: u16) -> Vec<u8> {
-    let mut q = header(1, false, [1, 0, 0, 0]);
-    name(&mut q, labels);
-    q.extend_from_slice(&qtype.to_be_bytes());
-    q.extend_from_slice(&[0, 1]);
-    q
+    MessageBuilder::new(1, false, [1, 0, 0, 0])
+        .labels(labels)
+        .u16(qtype)
+        .u16(CLASS_IN)
+        .build()
 }
 
 /// A response to `query(labels)` with the given answer count and raw bytes
 /// after the question.
 fn response(labels: &[&[u8]], qtype: u16, counts: [u16; 3], records: &[u8]) -> Vec<u8> {
-    let mut r = header(1, true, [1, counts[0], counts[1], counts[2]]);
-    name(&mut r, labels);
-    r.extend_from_slice(&qtype.to_be_bytes());
-    r.extend_from_slice(&[0, 1]);
-    r.extend_from_slice(records);
-    r
+    MessageBuilder::new(1, true, [1, counts[0], counts[1], counts[2]])
+        .labels(labels)
+        .u16(qtype)
+        .u16(CLASS_IN)
+        .raw(records)
+        .build()
 }
 
 /// An A record whose owner is a pointer to the question name (offset 12).
 fn a_record(addr: [u8; 4]) -> Vec<u8> {
-    let mut r = vec![0xc0, 12, 0, 1, 0, 1, 0, 0, 1, 44, 0, 4];
-    r.extend_from_slice(&addr);
-    r
+    MessageBuilder::empty().record_at(12, TYPE_A, &addr).build()
 }
 
 const WEB: &[&[u8]] = &[b"web", b"example", b"test"];

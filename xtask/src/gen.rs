@@ -9,8 +9,10 @@
 //! nearly all bytes, as on a real host. Addresses are documentation ranges.
 
 use anyhow::{Context, Result};
+use connbal::aggregator::dns::{TYPE_A, TYPE_AAAA, TYPE_CNAME, TYPE_SRV};
 use connbal::capture::write::{self, OwnedFrame, PcapOptions};
 use connbal::capture::LinkType;
+use connbal::testing::MessageBuilder;
 use etherparse::PacketBuilder;
 use std::fs::File;
 use std::io::{BufWriter, Write};
@@ -98,30 +100,11 @@ fn services() -> Vec<Service> {
     ]
 }
 
-fn put_name(out: &mut Vec<u8>, name: &str) {
-    for label in name.split('.') {
-        out.push(label.len() as u8);
-        out.extend_from_slice(label.as_bytes());
-    }
-    out.push(0);
-}
-
 /// A recursive query for `name` with one question of `qtype`, class IN.
 pub fn dns_query(id: u16, name: &str, qtype: u16) -> Vec<u8> {
-    let mut m = id.to_be_bytes().to_vec();
-    m.extend_from_slice(&[1, 0, 0, 1, 0, 0, 0, 0, 0, 0]);
-    put_name(&mut m, name);
-    m.extend_from_slice(&qtype.to_be_bytes());
-    m.extend_from_slice(&[0, 1]);
-    m
-}
-
-fn rr(out: &mut Vec<u8>, owner_ptr: u16, rtype: u16, rdata: &[u8]) {
-    out.extend_from_slice(&(0xc000 | owner_ptr).to_be_bytes());
-    out.extend_from_slice(&rtype.to_be_bytes());
-    out.extend_from_slice(&[0, 1, 0, 0, 1, 44]);
-    out.extend_from_slice(&(rdata.len() as u16).to_be_bytes());
-    out.extend_from_slice(rdata);
+    MessageBuilder::new(id, false, [1, 0, 0, 0])
+        .question(name, qtype)
+        .build()
 }
 
 fn octets(addr: &IpAddr) -> Vec<u8> {
@@ -131,53 +114,62 @@ fn octets(addr: &IpAddr) -> Vec<u8> {
     }
 }
 
+/// Where the question name starts in every message: right after the header.
+const QUESTION_AT: u16 = 12;
+
+/// The answer to `dns_query(id, service.name, …)`, its owner names
+/// compressed as a real server's are.
 fn dns_response(id: u16, service: &Service) -> Vec<u8> {
     let qtype = match service.kind {
-        Kind::A | Kind::Cname => 1,
-        Kind::Aaaa => 28,
-        Kind::Srv => 33,
+        Kind::A | Kind::Cname => TYPE_A,
+        Kind::Aaaa => TYPE_AAAA,
+        Kind::Srv => TYPE_SRV,
     };
-    let mut m = dns_query(id, service.name, qtype);
-    m[2] = 0x81;
-    m[3] = 0x80;
     let n = service.backends.len() as u16;
     let (answers, additional): (u16, u16) = match service.kind {
         Kind::Srv => (n, n),
         Kind::Cname => (n + 1, 0),
         _ => (n, 0),
     };
-    m[6..8].copy_from_slice(&answers.to_be_bytes());
-    m[10..12].copy_from_slice(&additional.to_be_bytes());
+    let mut m = MessageBuilder::new(id, true, [1, answers, 0, additional]);
+    m.question(service.name, qtype);
     match service.kind {
         Kind::A | Kind::Aaaa => {
             for b in &service.backends {
-                rr(&mut m, 12, qtype, &octets(b));
+                m.record_at(QUESTION_AT, qtype, &octets(b));
             }
         }
         Kind::Cname => {
-            let mut target = Vec::new();
-            put_name(&mut target, "pool.example.com");
+            let target = MessageBuilder::empty().name("pool.example.com").build();
+            // The target name sits in the CNAME's RDATA, after its owner
+            // pointer and fixed fields (2 + 2 + 2 + 4 + 2 bytes).
             let target_at = m.len() as u16 + 12;
-            rr(&mut m, 12, 5, &target);
+            m.record_at(QUESTION_AT, TYPE_CNAME, &target);
             for b in &service.backends {
-                rr(&mut m, target_at, 1, &octets(b));
+                m.record_at(target_at, TYPE_A, &octets(b));
             }
         }
         Kind::Srv => {
-            let mut target_at = Vec::new();
+            let mut targets_at = Vec::new();
             for i in 0..service.backends.len() {
                 let mut rdata = vec![0, 10, 0, 10];
                 rdata.extend_from_slice(&service.port.to_be_bytes());
-                put_name(&mut rdata, &format!("xmpp{i}.example.com"));
-                target_at.push(m.len() as u16 + 12 + 6);
-                rr(&mut m, 12, 33, &rdata);
+                rdata.extend(
+                    MessageBuilder::empty()
+                        .name(&format!("xmpp{i}.example.com"))
+                        .build(),
+                );
+                // The target follows the owner pointer, fixed fields, and
+                // the SRV priority, weight and port.
+                targets_at.push(m.len() as u16 + 12 + 6);
+                m.record_at(QUESTION_AT, TYPE_SRV, &rdata);
             }
-            for (b, at) in service.backends.iter().zip(target_at) {
-                rr(&mut m, at, 1, &octets(b));
+            for (b, at) in service.backends.iter().zip(targets_at) {
+                m.record_at(at, TYPE_A, &octets(b));
             }
         }
     }
-    m
+    m.build()
 }
 
 struct Writers {
