@@ -18,7 +18,7 @@ pub mod output;
 pub mod pipeline;
 mod progress;
 pub mod replay;
-pub mod signals;
+mod signals;
 mod tally;
 #[doc(hidden)]
 pub mod testing;

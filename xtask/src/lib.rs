@@ -6,6 +6,7 @@ pub mod bench;
 pub mod ebpf;
 pub mod gen;
 pub mod lab;
+mod layout;
 pub mod load;
 pub mod record;
 pub mod setup;

@@ -23,7 +23,7 @@ mod dns_tcp;
 mod event;
 mod flows;
 mod lookups;
-pub mod name;
+mod name;
 mod observation;
 mod queries;
 mod report;

@@ -10,8 +10,8 @@ mod async_fd;
 mod counters;
 pub mod loader;
 mod metrics_server;
-pub mod privileges;
-pub mod records;
+mod privileges;
+mod records;
 
 use crate::aggregator::Config;
 use crate::output::{self, openmetrics, Finish, Format, OutputError, Printed, Style};

@@ -15,6 +15,7 @@ pub struct Clock {
 }
 
 impl Clock {
+    #[cfg(test)]
     pub fn from_offset(offset_ns: i128) -> Self {
         Self { offset_ns }
     }
