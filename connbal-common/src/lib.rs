@@ -101,6 +101,12 @@ pub mod record {
     /// not seen this flow (or had forgotten it). The kernel table decides
     /// this in live mode, so userspace keeps no flow table of its own.
     pub const BIT_FLOW_NEW: u8 = 4;
+    /// `RecordHeader::bits`: the packet's socket is known; `cgroup_id` and
+    /// `socket_cookie` are set.
+    pub const BIT_SOCKET: u8 = 8;
+    /// `RecordHeader::bits`: the process that last connected or sent on the
+    /// socket is known; `tgid`, `pid`, `comm` and `netns_cookie` are set.
+    pub const BIT_PROCESS: u8 = 16;
 
     #[repr(C)]
     #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -125,9 +131,31 @@ pub mod record {
         /// Payload bytes the packet carried.
         pub wire_len: u16,
         pub _reserved: u32,
+        /// Who owns the packet's socket (host mode, and TC egress where the
+        /// kernel knows the socket): valid with `BIT_SOCKET`.
+        pub cgroup_id: u64,
+        pub socket_cookie: u64,
+        /// Valid with `BIT_PROCESS`: from the socket's last connect or
+        /// sendmsg, the only hooks that run in the process's context.
+        pub netns_cookie: u64,
+        pub tgid: u32,
+        pub pid: u32,
+        pub comm: [u8; 16],
     }
 
     pub const HEADER_LEN: usize = core::mem::size_of::<RecordHeader>();
+
+    /// The process behind a socket, remembered by the kernel program at
+    /// connect and sendmsg (process context), keyed by socket cookie, and
+    /// copied into the records of the socket's packets.
+    #[repr(C)]
+    #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+    pub struct SocketOwner {
+        pub netns_cookie: u64,
+        pub tgid: u32,
+        pub pid: u32,
+        pub comm: [u8; 16],
+    }
 
     /// A DNS record: header plus payload, reserved at this fixed size
     /// because the verifier needs a constant reservation.
@@ -145,7 +173,7 @@ pub mod record {
     /// `MAX_DNS_PAYLOAD`).
     pub const SHORT_DNS_PAYLOAD: usize = 512;
 
-    const _: () = assert!(HEADER_LEN == 64);
+    const _: () = assert!(HEADER_LEN == 112);
     const _: () = assert!(core::mem::align_of::<DnsRecord>() <= 8);
 
     /// Where each field of [`RecordHeader`] sits in a ring-buffer item: the
@@ -166,6 +194,12 @@ pub mod record {
         pub const COPIED_LEN: usize = 56;
         pub const WIRE_LEN: usize = 58;
         pub const RESERVED: usize = 60;
+        pub const CGROUP_ID: usize = 64;
+        pub const SOCKET_COOKIE: usize = 72;
+        pub const NETNS_COOKIE: usize = 80;
+        pub const TGID: usize = 88;
+        pub const PID: usize = 92;
+        pub const COMM: usize = 96;
     }
 
     impl RecordHeader {
@@ -174,20 +208,23 @@ pub mod record {
             let b: &[u8; HEADER_LEN] = b.get(..HEADER_LEN)?.try_into().ok()?;
             let u16_at = |i: usize| u16::from_ne_bytes([b[i], b[i + 1]]);
             let u32_at = |i: usize| u32::from_ne_bytes([b[i], b[i + 1], b[i + 2], b[i + 3]]);
+            let u64_at = |i: usize| {
+                let mut a = [0; 8];
+                a.copy_from_slice(&b[i..i + 8]);
+                u64::from_ne_bytes(a)
+            };
             let array = |i: usize| {
                 let mut a = [0; 16];
                 a.copy_from_slice(&b[i..i + 16]);
                 a
             };
-            let mut ktime = [0; 8];
-            ktime.copy_from_slice(&b[offset::KTIME_NS..offset::KTIME_NS + 8]);
             Some(Self {
                 kind: b[offset::KIND],
                 ip_version: b[offset::IP_VERSION],
                 tcp_flags: b[offset::TCP_FLAGS],
                 bits: b[offset::BITS],
                 ifindex: u32_at(offset::IFINDEX),
-                ktime_ns: u64::from_ne_bytes(ktime),
+                ktime_ns: u64_at(offset::KTIME_NS),
                 src_addr: array(offset::SRC_ADDR),
                 dst_addr: array(offset::DST_ADDR),
                 src_port: u16_at(offset::SRC_PORT),
@@ -196,6 +233,12 @@ pub mod record {
                 copied_len: u16_at(offset::COPIED_LEN),
                 wire_len: u16_at(offset::WIRE_LEN),
                 _reserved: u32_at(offset::RESERVED),
+                cgroup_id: u64_at(offset::CGROUP_ID),
+                socket_cookie: u64_at(offset::SOCKET_COOKIE),
+                netns_cookie: u64_at(offset::NETNS_COOKIE),
+                tgid: u32_at(offset::TGID),
+                pid: u32_at(offset::PID),
+                comm: array(offset::COMM),
             })
         }
 
@@ -217,6 +260,12 @@ pub mod record {
             put(offset::COPIED_LEN, &self.copied_len.to_ne_bytes());
             put(offset::WIRE_LEN, &self.wire_len.to_ne_bytes());
             put(offset::RESERVED, &self._reserved.to_ne_bytes());
+            put(offset::CGROUP_ID, &self.cgroup_id.to_ne_bytes());
+            put(offset::SOCKET_COOKIE, &self.socket_cookie.to_ne_bytes());
+            put(offset::NETNS_COOKIE, &self.netns_cookie.to_ne_bytes());
+            put(offset::TGID, &self.tgid.to_ne_bytes());
+            put(offset::PID, &self.pid.to_ne_bytes());
+            put(offset::COMM, &self.comm);
             b
         }
     }
@@ -373,10 +422,19 @@ mod tests {
             copied_len: 100,
             wire_len: 3000,
             _reserved: 0,
+            cgroup_id: 0x1234,
+            socket_cookie: 0x5678,
+            netns_cookie: 0x9abc,
+            tgid: 41,
+            pid: 42,
+            comm: *b"curl\0\0\0\0\0\0\0\0\0\0\0\0",
         };
         let bytes = h.to_bytes();
         assert_eq!(record::RecordHeader::from_bytes(&bytes), Some(h));
-        assert_eq!(record::RecordHeader::from_bytes(&bytes[..63]), None);
+        assert_eq!(
+            record::RecordHeader::from_bytes(&bytes[..record::HEADER_LEN - 1]),
+            None
+        );
     }
 
     #[test]
@@ -398,6 +456,12 @@ mod tests {
             (offset::COPIED_LEN, offset_of!(H, copied_len)),
             (offset::WIRE_LEN, offset_of!(H, wire_len)),
             (offset::RESERVED, offset_of!(H, _reserved)),
+            (offset::CGROUP_ID, offset_of!(H, cgroup_id)),
+            (offset::SOCKET_COOKIE, offset_of!(H, socket_cookie)),
+            (offset::NETNS_COOKIE, offset_of!(H, netns_cookie)),
+            (offset::TGID, offset_of!(H, tgid)),
+            (offset::PID, offset_of!(H, pid)),
+            (offset::COMM, offset_of!(H, comm)),
         ];
         for (named, actual) in layout {
             assert_eq!(named, actual);

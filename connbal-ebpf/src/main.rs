@@ -1,35 +1,56 @@
-//! connbal's in-kernel pre-filter: a TC classifier on ingress and egress.
+//! connbal's in-kernel pre-filter, in two placements that share one parser:
+//!
+//! - a TC classifier on ingress and egress of named interfaces (`--iface`),
+//!   which sees Ethernet frames;
+//! - host mode: cgroup_skb programs on a cgroup v2 subtree (every socket of
+//!   every process in it, in every network namespace), which see IP
+//!   packets at the socket, plus cgroup connect/sendmsg hooks that remember
+//!   which process owns each socket.
 //!
 //! It keeps only what the aggregator needs (spec section 1): DNS messages
 //! (UDP port 53 either way, and TCP port-53 segments that carry payload),
 //! TCP connection attempts, and with `--all-tcp` one record when a flow is
 //! first seen and one when it closes. Everything else returns after parsing
-//! the Ethernet, IP and TCP headers' first bytes: bulk TCP data, the common
-//! case, costs a few bounds checks and compares.
+//! the IP and TCP headers' first bytes: bulk TCP data, the common case,
+//! costs a few bounds checks and compares. In host mode a packet counts
+//! from its local client's side only: queries and attempts on egress,
+//! responses on ingress, so a loopback stub's traffic is not seen twice and
+//! a local server's inbound queries are not taken for its own lookups.
 //!
-//! It always returns TC_ACT_UNSPEC: connbal observes and never changes
-//! traffic, and lets any other program or filter on the hook run.
+//! Every program only observes: TC returns TC_ACT_UNSPEC (the next program
+//! or filter decides), cgroup programs return 1 (allow).
 //!
 //! Minimum kernel: 5.8 (BPF ring buffer); TCX attachment needs 6.6, older
-//! kernels get a clsact qdisc filter from the loader.
+//! kernels get a clsact qdisc filter from the loader. Host mode needs 5.7
+//! for links that go away with the process, and `bpf_get_current_comm` in
+//! sock_addr programs (6.0's cgroup helpers).
 #![no_std]
 #![no_main]
 
 use aya_ebpf::{
     bindings::{
-        BPF_F_MMAPABLE, BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP, TC_ACT_UNSPEC,
+        __sk_buff, BPF_F_MMAPABLE, BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP,
+        TC_ACT_UNSPEC,
     },
-    helpers::{bpf_get_smp_processor_id, bpf_ktime_get_ns, generated::bpf_skb_load_bytes},
-    macros::{classifier, map},
+    helpers::{
+        bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_smp_processor_id, bpf_ktime_get_ns,
+        generated::{
+            bpf_get_netns_cookie, bpf_get_socket_cookie, bpf_skb_cgroup_id, bpf_skb_load_bytes,
+        },
+    },
+    macros::{cgroup_skb, cgroup_sock_addr, classifier, map},
     maps::{Array, LruHashMap, RingBuf},
-    programs::TcContext,
+    programs::{SkBuffContext, SockAddrContext, TcContext},
+    EbpfContext,
 };
 use aya_log_ebpf::debug;
 use connbal_common::record::{
-    counter, DnsRecord, FlowKey, FlowState, RecordHeader, BIT_FLOW_NEW, BIT_TCP, BIT_TRUNCATED,
-    KIND_DNS, KIND_TCP, MAX_DNS_PAYLOAD, SHORT_DNS_PAYLOAD,
+    counter, DnsRecord, FlowKey, FlowState, RecordHeader, SocketOwner, BIT_FLOW_NEW, BIT_PROCESS,
+    BIT_SOCKET, BIT_TCP, BIT_TRUNCATED, KIND_DNS, KIND_TCP, MAX_DNS_PAYLOAD, SHORT_DNS_PAYLOAD,
 };
-use connbal_common::{classify_tcp, is_dns_port, FlowEvent, TcpVerdict};
+use connbal_common::{
+    classify_tcp, is_connection_attempt, is_dns_port, FlowEvent, TcpVerdict, DNS_PORT,
+};
 use core::mem::size_of;
 
 /// Set by the loader before load (read-only data, so the verifier prunes
@@ -61,6 +82,11 @@ static COUNTERS: Array<u64> = Array::with_max_entries(
 #[map]
 static FLOWS: LruHashMap<FlowKey, FlowState> = LruHashMap::with_max_entries(1 << 16, 0);
 
+/// Host mode: the process behind each socket, by socket cookie, from its
+/// last connect or sendmsg. LRU, so sockets that closed long ago make room.
+#[map]
+static SOCKETS: LruHashMap<u64, SocketOwner> = LruHashMap::with_max_entries(1 << 16, 0);
+
 const ETH_P_IP: u16 = 0x0800;
 const ETH_P_IPV6: u16 = 0x86dd;
 const ETH_P_8021Q: u16 = 0x8100;
@@ -73,8 +99,91 @@ const MAX_IPV6_EXTENSIONS: usize = 4;
 #[classifier]
 pub fn connbal_tc(ctx: TcContext) -> i32 {
     bump(counter::PACKETS_SEEN);
-    let _ = inspect(&ctx);
+    let _ = inspect(&Packet::new(ctx.skb.skb), Hook::Tc);
     TC_ACT_UNSPEC
+}
+
+/// Host mode, packets leaving a socket: its queries and connection attempts.
+#[cgroup_skb(egress)]
+pub fn connbal_cgroup_egress(ctx: SkBuffContext) -> i32 {
+    bump(counter::PACKETS_SEEN);
+    let _ = inspect(&Packet::new(ctx.skb.skb), Hook::SocketEgress);
+    CGROUP_ALLOW
+}
+
+/// Host mode, packets arriving at a socket: the responses to its queries.
+#[cgroup_skb(ingress)]
+pub fn connbal_cgroup_ingress(ctx: SkBuffContext) -> i32 {
+    bump(counter::PACKETS_SEEN);
+    let _ = inspect(&Packet::new(ctx.skb.skb), Hook::SocketIngress);
+    CGROUP_ALLOW
+}
+
+#[cgroup_sock_addr(connect4)]
+pub fn connbal_connect4(ctx: SockAddrContext) -> i32 {
+    remember_owner(&ctx, true);
+    CGROUP_ALLOW
+}
+
+#[cgroup_sock_addr(connect6)]
+pub fn connbal_connect6(ctx: SockAddrContext) -> i32 {
+    remember_owner(&ctx, true);
+    CGROUP_ALLOW
+}
+
+#[cgroup_sock_addr(sendmsg4)]
+pub fn connbal_sendmsg4(ctx: SockAddrContext) -> i32 {
+    remember_owner(&ctx, false);
+    CGROUP_ALLOW
+}
+
+#[cgroup_sock_addr(sendmsg6)]
+pub fn connbal_sendmsg6(ctx: SockAddrContext) -> i32 {
+    remember_owner(&ctx, false);
+    CGROUP_ALLOW
+}
+
+/// What a cgroup program returns to let the packet or call through.
+const CGROUP_ALLOW: i32 = 1;
+
+/// Where the program runs, which decides what a packet starts with and
+/// which of its directions count.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Hook {
+    /// TC: Ethernet frames, both directions, whoever the sender.
+    Tc,
+    /// cgroup_skb: IP packets at the socket, sent by a local client.
+    SocketEgress,
+    /// cgroup_skb: IP packets at the socket, received by a local client.
+    SocketIngress,
+}
+
+/// Remembers the calling process as the owner of the socket (connect and
+/// sendmsg run in its context; packets later may not). Only sockets that
+/// matter: every connect (TCP connection attempts follow it), and UDP
+/// sends to port 53.
+#[inline(always)]
+fn remember_owner(ctx: &SockAddrContext, connect: bool) {
+    // SAFETY: reading a field of the context the kernel handed us.
+    let port = u16::from_be(unsafe { (*ctx.sock_addr).user_port } as u16);
+    if !connect && port != DNS_PORT {
+        return;
+    }
+    // SAFETY: helper calls on the context the kernel handed us.
+    let (cookie, netns_cookie) = unsafe {
+        (
+            bpf_get_socket_cookie(ctx.as_ptr()),
+            bpf_get_netns_cookie(ctx.as_ptr()),
+        )
+    };
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let owner = SocketOwner {
+        netns_cookie,
+        tgid: (pid_tgid >> 32) as u32,
+        pid: pid_tgid as u32,
+        comm: bpf_get_current_comm().unwrap_or_default(),
+    };
+    let _ = SOCKETS.insert(cookie, owner, 0);
 }
 
 /// Does nothing: the floor that `cargo xtask bench-live` measures the real
@@ -115,9 +224,53 @@ fn bump(slot: u32) {
     }
 }
 
+/// The packet under inspection, whichever program got it: TC and
+/// cgroup_skb both hand over an `__sk_buff`.
+struct Packet {
+    skb: *mut __sk_buff,
+}
+
+impl Packet {
+    #[inline(always)]
+    fn new(skb: *mut __sk_buff) -> Self {
+        Self { skb }
+    }
+
+    #[inline(always)]
+    fn data(&self) -> usize {
+        // SAFETY: reading a field of the context the kernel handed us.
+        unsafe { (*self.skb).data as usize }
+    }
+
+    #[inline(always)]
+    fn data_end(&self) -> usize {
+        // SAFETY: as above.
+        unsafe { (*self.skb).data_end as usize }
+    }
+
+    /// Bytes in the packet, paged data included.
+    #[inline(always)]
+    fn len(&self) -> u32 {
+        // SAFETY: as above.
+        unsafe { (*self.skb).len }
+    }
+
+    #[inline(always)]
+    fn ifindex(&self) -> u32 {
+        // SAFETY: as above.
+        unsafe { (*self.skb).ifindex }
+    }
+}
+
+impl EbpfContext for Packet {
+    fn as_ptr(&self) -> *mut core::ffi::c_void {
+        self.skb.cast()
+    }
+}
+
 /// A copy of `N` bytes of linear packet data at `offset`, if present.
 #[inline(always)]
-fn bytes<const N: usize>(ctx: &TcContext, offset: usize) -> Option<[u8; N]> {
+fn bytes<const N: usize>(ctx: &Packet, offset: usize) -> Option<[u8; N]> {
     let start = ctx.data();
     if start + offset + N > ctx.data_end() {
         return None;
@@ -147,7 +300,7 @@ struct Ip {
 
 /// Source and destination as 16-byte arrays (IPv4 in the first 4 bytes).
 #[inline(always)]
-fn addresses(ctx: &TcContext, ip: &Ip) -> Option<([u8; 16], [u8; 16])> {
+fn addresses(ctx: &Packet, ip: &Ip) -> Option<([u8; 16], [u8; 16])> {
     let mut src = [0u8; 16];
     let mut dst = [0u8; 16];
     if ip.version == 4 {
@@ -163,7 +316,29 @@ fn addresses(ctx: &TcContext, ip: &Ip) -> Option<([u8; 16], [u8; 16])> {
 }
 
 #[inline(always)]
-fn inspect(ctx: &TcContext) -> Option<()> {
+fn inspect(ctx: &Packet, hook: Hook) -> Option<()> {
+    let ip = if hook == Hook::Tc {
+        ethernet(ctx)?
+    } else {
+        // At the socket the packet starts with its IP header. (Twenty
+        // bytes, not one: the verifier learns no range from the one-byte
+        // check, which LLVM turns into comparing data with data_end.)
+        let first: [u8; 20] = bytes(ctx, 0)?;
+        match first[0] >> 4 {
+            4 => ipv4(ctx, 0)?,
+            6 => ipv6(ctx, 0)?,
+            _ => return None,
+        }
+    };
+    match ip.protocol {
+        IPPROTO_TCP => tcp(ctx, &ip, hook),
+        IPPROTO_UDP => udp(ctx, &ip, hook),
+        _ => None,
+    }
+}
+
+#[inline(always)]
+fn ethernet(ctx: &Packet) -> Option<Ip> {
     let eth: [u8; 14] = bytes(ctx, 0)?;
     let mut proto = be16([eth[12], eth[13]]);
     let mut offset = 14;
@@ -177,20 +352,27 @@ fn inspect(ctx: &TcContext) -> Option<()> {
         proto = be16([tag[2], tag[3]]);
         offset += 4;
     }
-    let ip = match proto {
-        ETH_P_IP => ipv4(ctx, offset)?,
-        ETH_P_IPV6 => ipv6(ctx, offset)?,
-        _ => return None,
-    };
-    match ip.protocol {
-        IPPROTO_TCP => tcp(ctx, &ip),
-        IPPROTO_UDP => udp(ctx, &ip),
+    match proto {
+        ETH_P_IP => ipv4(ctx, offset),
+        ETH_P_IPV6 => ipv6(ctx, offset),
         _ => None,
     }
 }
 
+/// Host mode counts a packet from its local client's side only: what a
+/// socket sends to port 53 and its connection attempts on egress, what it
+/// receives from port 53 on ingress. `-a` flows count either way.
 #[inline(always)]
-fn ipv4(ctx: &TcContext, offset: usize) -> Option<Ip> {
+fn local_client_side(hook: Hook, src_port: u16, dst_port: u16, attempt: bool) -> bool {
+    match hook {
+        Hook::Tc => true,
+        Hook::SocketEgress => dst_port == DNS_PORT || (attempt && src_port != DNS_PORT),
+        Hook::SocketIngress => src_port == DNS_PORT,
+    }
+}
+
+#[inline(always)]
+fn ipv4(ctx: &Packet, offset: usize) -> Option<Ip> {
     let h: [u8; 20] = bytes(ctx, offset)?;
     let header_len = usize::from(h[0] & 0x0f) * 4;
     if h[0] >> 4 != 4 || header_len < 20 {
@@ -210,7 +392,7 @@ fn ipv4(ctx: &TcContext, offset: usize) -> Option<Ip> {
 }
 
 #[inline(always)]
-fn ipv6(ctx: &TcContext, offset: usize) -> Option<Ip> {
+fn ipv6(ctx: &Packet, offset: usize) -> Option<Ip> {
     let h: [u8; 40] = bytes(ctx, offset)?;
     let mut next = h[6];
     let mut l4 = offset + 40;
@@ -251,7 +433,7 @@ fn ipv6(ctx: &TcContext, offset: usize) -> Option<Ip> {
 }
 
 #[inline(always)]
-fn tcp(ctx: &TcContext, ip: &Ip) -> Option<()> {
+fn tcp(ctx: &Packet, ip: &Ip, hook: Hook) -> Option<()> {
     // Ports, sequence number, data offset and flags: the first 14 bytes.
     let t: [u8; 14] = bytes(ctx, ip.l4)?;
     let flags = t[13];
@@ -264,13 +446,17 @@ fn tcp(ctx: &TcContext, ip: &Ip) -> Option<()> {
     if verdict == TcpVerdict::Drop && !all_tcp {
         return None;
     }
+    let local = local_client_side(hook, src_port, dst_port, is_connection_attempt(flags));
+    if !local && !all_tcp {
+        return None;
+    }
     let (src, dst) = addresses(ctx, ip)?;
     let mut bits = BIT_TCP;
     if all_tcp {
         match track_flow(ip.version, &src, &dst, src_port, dst_port, flags) {
             FlowEvent::New => bits |= BIT_FLOW_NEW,
             FlowEvent::Closed => {}
-            FlowEvent::Nothing if verdict == TcpVerdict::Drop => return None,
+            FlowEvent::Nothing if verdict == TcpVerdict::Drop || !local => return None,
             FlowEvent::Nothing => {}
         }
     }
@@ -292,10 +478,10 @@ fn tcp(ctx: &TcContext, ip: &Ip) -> Option<()> {
 }
 
 #[inline(always)]
-fn udp(ctx: &TcContext, ip: &Ip) -> Option<()> {
+fn udp(ctx: &Packet, ip: &Ip, hook: Hook) -> Option<()> {
     let u: [u8; 8] = bytes(ctx, ip.l4)?;
     let (src_port, dst_port) = (be16([u[0], u[1]]), be16([u[2], u[3]]));
-    if !is_dns_port(src_port, dst_port) {
+    if !is_dns_port(src_port, dst_port) || !local_client_side(hook, src_port, dst_port, false) {
         return None;
     }
     let payload = ip.l4 + 8;
@@ -355,7 +541,7 @@ fn track_flow(
 
 #[inline(always)]
 fn header(
-    ctx: &TcContext,
+    ctx: &Packet,
     version: u8,
     (src, dst): ([u8; 16], [u8; 16]),
     (src_port, dst_port): (u16, u16),
@@ -363,13 +549,12 @@ fn header(
     seq: u32,
     bits: u8,
 ) -> RecordHeader {
-    RecordHeader {
+    let mut header = RecordHeader {
         kind: KIND_TCP,
         ip_version: version,
         tcp_flags: flags,
         bits,
-        // SAFETY: reading a field of the context the kernel handed us.
-        ifindex: unsafe { (*ctx.skb.skb).ifindex },
+        ifindex: ctx.ifindex(),
         // SAFETY: helper call without arguments.
         ktime_ns: unsafe { bpf_ktime_get_ns() },
         src_addr: src,
@@ -377,9 +562,37 @@ fn header(
         src_port,
         dst_port,
         tcp_seq: seq,
-        copied_len: 0,
-        wire_len: 0,
-        _reserved: 0,
+        ..RecordHeader::default()
+    };
+    add_owner(ctx, &mut header);
+    header
+}
+
+/// The packet's socket and, when a connect or sendmsg on it was seen, its
+/// process. Only records pay for this, never the packets dropped above.
+#[inline(always)]
+fn add_owner(ctx: &Packet, header: &mut RecordHeader) {
+    // SAFETY: helper calls on the context the kernel handed us; both
+    // return 0 when the packet has no socket (TC ingress).
+    let (cookie, cgroup_id) = unsafe {
+        (
+            bpf_get_socket_cookie(ctx.as_ptr()),
+            bpf_skb_cgroup_id(ctx.skb),
+        )
+    };
+    if cookie == 0 {
+        return;
+    }
+    header.bits |= BIT_SOCKET;
+    header.socket_cookie = cookie;
+    header.cgroup_id = cgroup_id;
+    // SAFETY: a lookup in our own map; the value is copied out at once.
+    if let Some(owner) = unsafe { SOCKETS.get(cookie) } {
+        header.bits |= BIT_PROCESS;
+        header.netns_cookie = owner.netns_cookie;
+        header.tgid = owner.tgid;
+        header.pid = owner.pid;
+        header.comm = owner.comm;
     }
 }
 
@@ -398,7 +611,7 @@ fn emit_tcp(header: RecordHeader) {
 /// Copies the DNS payload straight from the skb into a reserved ring slot,
 /// a short one when the message fits.
 #[inline(always)]
-fn emit_dns(ctx: &TcContext, header: RecordHeader, payload: usize, payload_len: usize) {
+fn emit_dns(ctx: &Packet, header: RecordHeader, payload: usize, payload_len: usize) {
     if payload_len <= SHORT_DNS_PAYLOAD {
         emit_dns_into::<SHORT_DNS_PAYLOAD>(ctx, header, payload, payload_len);
     } else {
@@ -408,7 +621,7 @@ fn emit_dns(ctx: &TcContext, header: RecordHeader, payload: usize, payload_len: 
 
 #[inline(always)]
 fn emit_dns_into<const N: usize>(
-    ctx: &TcContext,
+    ctx: &Packet,
     mut header: RecordHeader,
     payload: usize,
     payload_len: usize,
@@ -434,7 +647,7 @@ fn emit_dns_into<const N: usize>(
         // most that; the helper checks the source range in the skb.
         let loaded = unsafe {
             bpf_skb_load_bytes(
-                ctx.skb.skb as *const _,
+                ctx.skb as *const _,
                 payload as u32,
                 core::ptr::addr_of_mut!((*record).payload) as *mut _,
                 masked as u32,

@@ -133,6 +133,7 @@ pub fn decode_sliced<'a>(
                 dst: SocketAddr::new(dst, dport),
                 payload: udp.payload(),
                 truncated,
+                owner: None,
             }))
         }
         Some(TransportSlice::Tcp(tcp)) => {
@@ -152,6 +153,7 @@ pub fn decode_sliced<'a>(
                 payload,
                 truncated: truncated && !payload.is_empty(),
                 first_of_flow: None,
+                owner: None,
             }))
         }
         Some(_) => None,

@@ -19,6 +19,7 @@ pub fn capture(data: &[u8], all_tcp: bool) {
         all_tcp,
         filter: None,
         events: true,
+        ..Config::default()
     };
     let mut pipeline = Pipeline::with_events_to(config, std::io::sink());
     let mut stats = InputStats::default();
@@ -47,6 +48,7 @@ pub fn frames(mut data: &[u8]) {
         all_tcp,
         filter: None,
         events: false,
+        ..Config::default()
     };
     let mut pipeline = Pipeline::with_events_to(config, std::io::sink());
     let mut stats = InputStats::default();
@@ -114,6 +116,7 @@ pub fn tcp_reassembly(mut data: &[u8]) {
             payload,
             truncated: flags & 0x40 != 0 && !payload.is_empty(),
             first_of_flow: None,
+            owner: None,
         };
         pipeline.event(&Event::Tcp(segment));
     }

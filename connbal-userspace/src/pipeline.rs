@@ -38,6 +38,7 @@ impl<W: Write> Pipeline<W> {
     }
 
     /// A captured frame, counted in `stats` and decoded.
+    #[inline]
     pub fn frame(&mut self, frame: &Frame<'_>, stats: &mut InputStats) {
         stats.packets += 1;
         stats.bytes += frame.data.len() as u64;

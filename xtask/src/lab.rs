@@ -394,6 +394,73 @@ impl Lab {
         .map_err(|_| anyhow::anyhow!("flood thread panicked"))?
     }
 
+    /// The resolver the client namespace's programs use: `ip netns exec`
+    /// bind-mounts /etc/netns/NS/resolv.conf over /etc/resolv.conf. Removed
+    /// with the lab.
+    pub fn client_resolv_conf(&self, nameserver: &str) -> Result<()> {
+        let dir = Path::new("/etc/netns").join(&self.client_ns);
+        fs::create_dir_all(&dir)?;
+        fs::write(
+            dir.join("resolv.conf"),
+            format!("nameserver {nameserver}\noptions timeout:2 attempts:2\n"),
+        )?;
+        Ok(())
+    }
+
+    /// Starts a caching dnsmasq in `ns` listening on `listen` and
+    /// forwarding to the lab's server, as a local stub resolver
+    /// (systemd-resolved's 127.0.0.53, Docker's 127.0.0.11) is; `wrap`
+    /// lets the caller put it in a cgroup. Waits until it answers.
+    pub fn start_stub(
+        &mut self,
+        ns: &str,
+        listen: &str,
+        wrap: impl FnOnce(&str) -> Command,
+    ) -> Result<()> {
+        let mut cmd = wrap("ip");
+        cmd.args(["netns", "exec", ns, "dnsmasq"])
+            .args([
+                "--conf-file=/dev/null",
+                "--keep-in-foreground",
+                "--no-resolv",
+                "--no-hosts",
+                "--bind-interfaces",
+                "--user=root",
+                "--cache-size=1000",
+                "--log-facility=-",
+            ])
+            .arg(format!("--listen-address={listen}"))
+            .arg(format!("--server={SERVER_V4}"))
+            .arg(format!(
+                "--pid-file={}",
+                self.dir.join(format!("stub-{listen}.pid")).display()
+            ))
+            .stdout(Stdio::null())
+            .stderr(File::create(self.dir.join(format!("stub-{listen}.log")))?);
+        self.spawn("stub dnsmasq", cmd)?;
+        let deadline = Instant::now() + STEP_TIMEOUT;
+        loop {
+            let probe = self
+                .command_in(ns, "dig")
+                .args([
+                    &format!("@{listen}"),
+                    "+time=1",
+                    "+tries=1",
+                    "+short",
+                    "connbal.test",
+                    "SOA",
+                ])
+                .output();
+            if probe.is_ok_and(|o| o.status.success()) {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                bail!("the stub on {listen} did not answer within {STEP_TIMEOUT:?}");
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
     /// The interface's index inside its namespace.
     pub fn ifindex(&self, ns: &str, iface: &str) -> Result<u32> {
         let out = run(self
@@ -499,6 +566,7 @@ impl Drop for Lab {
         }
         let _ = ip(&["netns", "del", &self.client_ns]);
         let _ = ip(&["netns", "del", &self.server_ns]);
+        let _ = fs::remove_dir_all(Path::new("/etc/netns").join(&self.client_ns));
         let _ = fs::remove_dir_all(&self.dir);
     }
 }

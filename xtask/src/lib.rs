@@ -3,6 +3,7 @@
 #![forbid(unsafe_code)]
 
 pub mod bench;
+pub mod cgroup;
 pub mod ebpf;
 pub mod gen;
 pub mod lab;

@@ -16,6 +16,7 @@ pub const TEST_TOOLS: &[(&str, &str)] = &[
     ("tc", "iproute2"),
     ("setpriv", "util-linux"),
     ("tmux", "tmux"),
+    ("python3", "python3"),
 ];
 
 pub fn install_test_packages() -> Result<()> {

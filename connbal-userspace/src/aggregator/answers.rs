@@ -64,7 +64,7 @@ impl Aggregator {
     pub(super) fn apply_answer(
         &mut self,
         ts: Timestamp,
-        client: Client,
+        client: &Client,
         (question_asked, question_key): (&dns::Question, NameKey),
         records: &[Record],
     ) -> Vec<AnsweredBackend> {
@@ -137,7 +137,7 @@ impl Aggregator {
                 self.names.key(&name)
             };
             self.services
-                .record((client, name_key, name), asked, ts, ttl);
+                .record((client.clone(), name_key, name), asked, ts, ttl);
         }
         self.credited = credited;
         answered
@@ -146,7 +146,7 @@ impl Aggregator {
     /// Returns the name credited, if the address counted.
     fn credit_address(
         &mut self,
-        client: Client,
+        client: &Client,
         address: IpAddr,
         record: &Record,
         checked_key: Option<NameKey>,

@@ -71,11 +71,11 @@ impl BackendTable {
     /// Returns the backend's name, which the report groups it under.
     pub fn credit_address(
         &mut self,
-        client: Client,
+        client: &Client,
         address: IpAddr,
         name: impl FnOnce() -> Arc<str>,
     ) -> Option<Arc<str>> {
-        let backend = self.entries.entry((client, address), name)?;
+        let backend = self.entries.entry((client.clone(), address), name)?;
         backend.address_dns += 1;
         Some(backend.name.clone())
     }
@@ -83,13 +83,13 @@ impl BackendTable {
     /// The address of an SRV target, with the target's ports (spec 3).
     pub fn credit_srv_target(
         &mut self,
-        client: Client,
+        client: &Client,
         address: IpAddr,
         name: impl FnOnce() -> Arc<str>,
         ports: &[u16],
         preference: SrvPreference,
     ) -> Option<Arc<str>> {
-        let backend = self.entries.entry((client, address), name)?;
+        let backend = self.entries.entry((client.clone(), address), name)?;
         backend.srv = Some(preference);
         for &port in ports {
             if let Some(slot) = self.ports.slot(backend, port) {
@@ -101,8 +101,8 @@ impl BackendTable {
 
     /// One connection from `client` to a backend it got from DNS; false
     /// when the backend is unknown or its port found no room.
-    pub fn count_connection(&mut self, client: Client, address: IpAddr, port: u16) -> bool {
-        let Some(backend) = self.entries.map.get_mut(&(client, address)) else {
+    pub fn count_connection(&mut self, client: &Client, address: IpAddr, port: u16) -> bool {
+        let Some(backend) = self.entries.map.get_mut(&(client.clone(), address)) else {
             return false;
         };
         match self.ports.slot(backend, port) {
@@ -114,15 +114,15 @@ impl BackendTable {
         }
     }
 
-    pub fn contains(&self, client: Client, address: IpAddr) -> bool {
-        self.entries.map.contains_key(&(client, address))
+    pub fn contains(&self, client: &Client, address: IpAddr) -> bool {
+        self.entries.map.contains_key(&(client.clone(), address))
     }
 
     /// The name the backend was first given by.
-    pub fn name_of(&self, client: Client, address: IpAddr) -> Option<Arc<str>> {
+    pub fn name_of(&self, client: &Client, address: IpAddr) -> Option<Arc<str>> {
         self.entries
             .map
-            .get(&(client, address))
+            .get(&(client.clone(), address))
             .map(|b| b.name.clone())
     }
 
@@ -139,8 +139,8 @@ impl BackendTable {
     /// Every row, in report order.
     pub fn rows(&self) -> Vec<Row> {
         let mut rows = Vec::with_capacity(self.entries.map.len());
-        for (&(client, backend), b) in &self.entries.map {
-            rows_for(client, backend, b, &mut rows);
+        for ((client, backend), b) in &self.entries.map {
+            rows_for(client, *backend, b, &mut rows);
         }
         rows.sort_by(Row::report_order);
         rows
@@ -220,8 +220,8 @@ impl Row {
     /// Client, then name, then backend address, then port: rows for one
     /// service stay together, as in the spec's worked example.
     pub fn report_order(&self, other: &Self) -> Ordering {
-        (self.client, &*self.name, self.backend, self.port).cmp(&(
-            other.client,
+        (&self.client, &*self.name, self.backend, self.port).cmp(&(
+            &other.client,
             &*other.name,
             other.backend,
             other.port,
@@ -229,9 +229,9 @@ impl Row {
     }
 }
 
-fn rows_for(client: Client, backend: IpAddr, b: &Backend, out: &mut Vec<Row>) {
+fn rows_for(client: &Client, backend: IpAddr, b: &Backend, out: &mut Vec<Row>) {
     let row = |port, conns, dns| Row {
-        client,
+        client: client.clone(),
         backend,
         port,
         conns,

@@ -1,27 +1,128 @@
 //! Who made a lookup or a connection: the key of every table, row, service
 //! and observation, shown by every renderer through one `Display`.
 //!
-//! A client is known by its address today. Attribution (the process and
-//! cgroup that own the socket) adds its attributes here and nowhere else:
-//! the tables key on `Client`, the renderers print it.
+//! From a capture, a client is an address (the original's notion). Live,
+//! where the kernel knows the socket, it is the socket's owner, grouped as
+//! `--by` says: the app (cgroup and command), the cgroup, or the process.
+//! Behind a local stub resolver, NAT or a shared address, only the owner
+//! tells apps apart (docs/semantics.md section 7).
 
+use super::event::{Cgroup, Owner, Process};
+use serde::ser::SerializeMap;
 use serde::{Serialize, Serializer};
 use std::fmt;
 use std::net::IpAddr;
+use std::sync::Arc;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+/// What makes two lookups or connections the same client (`--by`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ClientBy {
+    /// The address the packets came from: replay, and `--iface` by default.
+    #[default]
+    Ip,
+    /// Cgroup plus command name: the workers of one program in one
+    /// container are one client. Host mode's default.
+    App,
+    /// The cgroup: a container, a pod's container, a systemd unit.
+    Cgroup,
+    /// One process (thread group) in its cgroup.
+    Process,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Client {
-    address: IpAddr,
+    // Field order is sort order: by cgroup path, then command, then
+    // process, then address.
+    cgroup: Option<Cgroup>,
+    command: Option<[u8; 16]>,
+    tgid: Option<u32>,
+    /// Set for clients known by address (`--by ip`, or an owner the kernel
+    /// did not know).
+    address: Option<IpAddr>,
 }
 
 impl Client {
     pub const fn from_address(address: IpAddr) -> Self {
-        Self { address }
+        Self {
+            cgroup: None,
+            command: None,
+            tgid: None,
+            address: Some(address),
+        }
     }
 
-    /// The address the client's packets came from.
-    pub const fn address(&self) -> IpAddr {
+    /// The client behind a packet from (or to) `address` on a socket of
+    /// `owner`, grouped as `by` says. Without an owner, or with `--by ip`,
+    /// the address is all there is.
+    pub fn of(by: ClientBy, address: IpAddr, owner: Option<&Owner>) -> Self {
+        let Some(owner) = owner.filter(|_| by != ClientBy::Ip) else {
+            return Self::from_address(address);
+        };
+        let process = owner.process.as_ref();
+        let command = process.map(|p| p.command);
+        match by {
+            ClientBy::Ip => Self::from_address(address),
+            ClientBy::Cgroup => Self {
+                cgroup: Some(owner.cgroup.clone()),
+                command: None,
+                tgid: None,
+                address: None,
+            },
+            ClientBy::App => Self {
+                cgroup: Some(owner.cgroup.clone()),
+                command,
+                tgid: None,
+                address: None,
+            },
+            ClientBy::Process => Self {
+                cgroup: Some(owner.cgroup.clone()),
+                command,
+                tgid: process.map(|p: &Process| p.tgid),
+                address: None,
+            },
+        }
+    }
+
+    /// The address, for clients known by address.
+    pub const fn address(&self) -> Option<IpAddr> {
         self.address
+    }
+
+    /// Whether the client is an owner (a cgroup, app or process) rather
+    /// than an address.
+    pub fn is_owner(&self) -> bool {
+        self.cgroup.is_some()
+    }
+
+    /// The command name, printable (control bytes escaped).
+    pub fn command(&self) -> Option<String> {
+        self.command
+            .map(|c| printable(&c[..c.iter().position(|&b| b == 0).unwrap_or(16)]))
+    }
+
+    pub fn cgroup_id(&self) -> Option<u64> {
+        self.cgroup.as_ref().map(|c| c.id)
+    }
+
+    /// The cgroup's path relative to the cgroup2 mount, printable.
+    pub fn cgroup_path(&self) -> Option<String> {
+        let path = self.cgroup.as_ref()?.path.as_deref()?;
+        Some(printable(path.as_bytes()))
+    }
+
+    /// The container and pod that the cgroup path names, when it has a
+    /// shape a runtime gives it.
+    pub fn workload(&self) -> Workload {
+        self.cgroup
+            .as_ref()
+            .and_then(|c| c.path.as_deref())
+            .map(Workload::of_path)
+            .unwrap_or_default()
+    }
+
+    /// Everything known about the client, for JSON (`client_info`).
+    pub fn info(&self) -> ClientInfo<'_> {
+        ClientInfo(self)
     }
 }
 
@@ -40,16 +141,221 @@ impl std::str::FromStr for Client {
     }
 }
 
+/// What a person recognises: the address; or the command and where it
+/// runs (`curl in docker 3f2a1b4c5d6e`, `nginx in /system.slice/nginx.service`),
+/// with the process id under `--by process`.
 impl fmt::Display for Client {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Display::fmt(&self.address, f)
+        let Some(cgroup) = &self.cgroup else {
+            return match self.address {
+                Some(address) => fmt::Display::fmt(&address, f),
+                None => f.write_str("?"),
+            };
+        };
+        if self.command.is_some() || self.tgid.is_some() {
+            f.write_str(&self.command().unwrap_or_else(|| "?".to_string()))?;
+            if let Some(tgid) = self.tgid {
+                write!(f, "[{tgid}]")?;
+            }
+            f.write_str(" in ")?;
+        }
+        let workload = self.workload();
+        match (&workload.container, &cgroup.path) {
+            (Some(container), _) => write!(f, "{} {}", container.runtime, container.short_id()),
+            (None, Some(_)) => f.write_str(&self.cgroup_path().unwrap_or_default()),
+            (None, None) => write!(f, "cgroup {}", cgroup.id),
+        }
     }
 }
 
-/// A JSON string, as the address alone always was.
+/// A JSON string: the address alone for clients known by address (as the
+/// original's reports had it), the `Display` form otherwise.
 impl Serialize for Client {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         s.collect_str(self)
+    }
+}
+
+/// Every known attribute of a client, as a JSON object.
+pub struct ClientInfo<'a>(&'a Client);
+
+impl Serialize for ClientInfo<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let client = self.0;
+        let mut map = s.serialize_map(None)?;
+        if let Some(address) = client.address {
+            map.serialize_entry("address", &address)?;
+        }
+        if let Some(id) = client.cgroup_id() {
+            map.serialize_entry("cgroup_id", &id)?;
+        }
+        if let Some(path) = client.cgroup_path() {
+            map.serialize_entry("cgroup", &path)?;
+        }
+        let workload = client.workload();
+        if let Some(container) = &workload.container {
+            map.serialize_entry("container_runtime", &container.runtime)?;
+            map.serialize_entry("container", &container.id)?;
+        }
+        if let Some(pod) = &workload.pod {
+            map.serialize_entry("pod", pod)?;
+        }
+        if let Some(unit) = &workload.unit {
+            map.serialize_entry("unit", unit)?;
+        }
+        if let Some(command) = client.command() {
+            map.serialize_entry("command", &command)?;
+        }
+        if let Some(tgid) = client.tgid {
+            map.serialize_entry("tgid", &tgid)?;
+        }
+        map.end()
+    }
+}
+
+/// A container, as its runtime named its cgroup.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Container {
+    /// `docker`, `containerd`, `cri-o`, `podman`.
+    pub runtime: &'static str,
+    pub id: String,
+}
+
+impl Container {
+    /// The 12-character form `docker ps` shows.
+    pub fn short_id(&self) -> &str {
+        self.id.get(..12).unwrap_or(&self.id)
+    }
+}
+
+/// What a cgroup path says about the workload inside it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Workload {
+    pub container: Option<Container>,
+    /// The Kubernetes pod's UID.
+    pub pod: Option<String>,
+    /// The systemd unit (`nginx.service`, `session-3.scope`).
+    pub unit: Option<String>,
+}
+
+impl Workload {
+    /// Recognises the shapes runtimes give cgroups:
+    /// `docker-<id>.scope` and `/docker/<id>` (Docker, systemd and cgroupfs
+    /// drivers), `cri-containerd-<id>.scope`, `crio-<id>.scope`,
+    /// `libpod-<id>.scope` (Podman), `kubepods…/pod<uid>` (either driver),
+    /// and systemd units.
+    pub fn of_path(path: &str) -> Self {
+        let mut workload = Workload::default();
+        let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+        for (i, segment) in segments.iter().enumerate() {
+            let scope = segment.strip_suffix(".scope").unwrap_or(segment);
+            for (prefix, runtime) in [
+                ("docker-", "docker"),
+                ("cri-containerd-", "containerd"),
+                ("crio-", "cri-o"),
+                ("libpod-", "podman"),
+            ] {
+                if let Some(id) = scope.strip_prefix(prefix).filter(|id| is_container_id(id)) {
+                    workload.container = Some(Container {
+                        runtime,
+                        id: id.to_string(),
+                    });
+                }
+            }
+            // cgroupfs drivers: /docker/<id>, /kubepods/…/pod<uid>/<id>.
+            let parent = i.checked_sub(1).map(|p| segments[p]);
+            if is_container_id(segment) {
+                let runtime = match parent {
+                    Some("docker") => Some("docker"),
+                    Some(p) if p.starts_with("pod") => Some("container"),
+                    _ => None,
+                };
+                if let Some(runtime) = runtime {
+                    workload.container = Some(Container {
+                        runtime,
+                        id: segment.to_string(),
+                    });
+                }
+            }
+            if segments[..i].iter().any(|s| s.starts_with("kubepods"))
+                || segment.starts_with("kubepods")
+            {
+                let slice = segment.strip_suffix(".slice").unwrap_or(segment);
+                if let Some(at) = slice.rfind("pod") {
+                    let uid = &slice[at + 3..];
+                    if uid.len() >= 32
+                        && uid
+                            .bytes()
+                            .all(|b| b.is_ascii_hexdigit() || b == b'_' || b == b'-')
+                    {
+                        workload.pod = Some(uid.replace('_', "-"));
+                    }
+                }
+            }
+        }
+        if workload.container.is_none() {
+            workload.unit = segments
+                .last()
+                .filter(|s| s.ends_with(".service") || s.ends_with(".scope"))
+                .map(|s| printable(s.as_bytes()));
+        }
+        workload
+    }
+}
+
+fn is_container_id(text: &str) -> bool {
+    text.len() == 64 && text.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+/// Command names and cgroup paths are chosen by whoever runs the process:
+/// escape everything outside printable ASCII (and `\`), so one report row
+/// stays one line and a name cannot drive the terminal.
+fn printable(bytes: &[u8]) -> String {
+    let mut out = String::with_capacity(bytes.len());
+    for &b in bytes {
+        match b {
+            b'\\' => out.push_str("\\\\"),
+            0x20..=0x7e => out.push(b as char),
+            _ => out.push_str(&format!("\\x{b:02x}")),
+        }
+    }
+    out
+}
+
+/// Processes seen per owner client: a few per client, for the report to
+/// name them (`pids`), within MAX_CLIENTS clients.
+#[derive(Debug, Default)]
+pub struct PidsSeen {
+    pids: super::FastMap<Client, Vec<u32>>,
+}
+
+/// Process ids kept per client; more are not listed.
+pub const MAX_PIDS_PER_CLIENT: usize = 8;
+const MAX_CLIENTS: usize = 1 << 16;
+
+impl PidsSeen {
+    pub fn note(&mut self, client: &Client, tgid: u32) {
+        if let Some(pids) = self.pids.get_mut(client) {
+            if pids.len() < MAX_PIDS_PER_CLIENT && !pids.contains(&tgid) {
+                pids.push(tgid);
+            }
+        } else if self.pids.len() < MAX_CLIENTS {
+            self.pids.insert(client.clone(), vec![tgid]);
+        }
+    }
+
+    pub fn of(&self, client: &Client) -> Vec<u32> {
+        let mut pids = self.pids.get(client).cloned().unwrap_or_default();
+        pids.sort_unstable();
+        pids
+    }
+}
+
+/// A cgroup with its path, for tests and callers that build owners.
+pub fn cgroup(id: u64, path: Option<&str>) -> Cgroup {
+    Cgroup {
+        id,
+        path: path.map(Arc::from),
     }
 }
 
@@ -57,13 +363,110 @@ impl Serialize for Client {
 mod tests {
     use super::*;
 
+    fn owner(path: &str, command: &str, tgid: u32) -> Owner {
+        let mut comm = [0u8; 16];
+        comm[..command.len()].copy_from_slice(command.as_bytes());
+        Owner {
+            cgroup: cgroup(77, Some(path)),
+            socket: 1,
+            process: Some(Process {
+                tgid,
+                pid: tgid + 1,
+                command: comm,
+                netns_cookie: 9,
+            }),
+        }
+    }
+
     #[test]
-    fn a_client_shows_and_serialises_as_its_address() {
+    fn a_client_by_address_shows_and_serialises_as_its_address() {
         let client = Client::from_address("2001:db8::2".parse().unwrap());
         assert_eq!(client.to_string(), "2001:db8::2");
         assert_eq!(
             serde_json::to_string(&client).unwrap(),
             serde_json::to_string(&client.address()).unwrap()
         );
+    }
+
+    #[test]
+    fn owners_are_grouped_as_by_says() {
+        let address: IpAddr = "10.0.0.2".parse().unwrap();
+        let a = owner("/test/app1", "curl", 100);
+        let b = owner("/test/app1", "curl", 200);
+        let app = |o| Client::of(ClientBy::App, address, Some(o));
+        assert_eq!(
+            app(&a),
+            app(&b),
+            "two curl processes of one cgroup are one app"
+        );
+        assert_eq!(app(&a).to_string(), "curl in /test/app1");
+        let process = |o| Client::of(ClientBy::Process, address, Some(o));
+        assert_ne!(process(&a), process(&b));
+        assert_eq!(process(&a).to_string(), "curl[100] in /test/app1");
+        assert_eq!(
+            Client::of(ClientBy::Cgroup, address, Some(&a)).to_string(),
+            "/test/app1"
+        );
+        assert_eq!(
+            Client::of(ClientBy::Ip, address, Some(&a)).to_string(),
+            "10.0.0.2"
+        );
+        assert_eq!(
+            Client::of(ClientBy::App, address, None).to_string(),
+            "10.0.0.2"
+        );
+    }
+
+    #[test]
+    fn runtime_cgroup_shapes_name_containers_and_pods() {
+        let id = "3f2a1b4c5d6e7f8091a2b3c4d5e6f708192a3b4c5d6e7f8091a2b3c4d5e6f708";
+        let docker = Workload::of_path(&format!("/system.slice/docker-{id}.scope"));
+        assert_eq!(docker.container.as_ref().unwrap().runtime, "docker");
+        assert_eq!(
+            docker.container.as_ref().unwrap().short_id(),
+            "3f2a1b4c5d6e"
+        );
+        assert_eq!(
+            Workload::of_path(&format!("/docker/{id}"))
+                .container
+                .unwrap()
+                .runtime,
+            "docker"
+        );
+        let pod = Workload::of_path(&format!(
+            "/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod1234abcd_5678_9abc_def0_123456789abc.slice/cri-containerd-{id}.scope"
+        ));
+        assert_eq!(pod.container.unwrap().runtime, "containerd");
+        assert_eq!(
+            pod.pod.as_deref(),
+            Some("1234abcd-5678-9abc-def0-123456789abc")
+        );
+        let cgroupfs = Workload::of_path(&format!(
+            "/kubepods/besteffort/pod1234abcd-5678-9abc-def0-123456789abc/{id}"
+        ));
+        assert_eq!(cgroupfs.container.unwrap().runtime, "container");
+        assert!(cgroupfs.pod.is_some());
+        assert_eq!(
+            Workload::of_path(&format!("/machine.slice/libpod-{id}.scope"))
+                .container
+                .unwrap()
+                .runtime,
+            "podman"
+        );
+        assert_eq!(
+            Workload::of_path("/system.slice/nginx.service")
+                .unit
+                .as_deref(),
+            Some("nginx.service")
+        );
+        assert_eq!(Workload::of_path("/user.slice"), Workload::default());
+    }
+
+    #[test]
+    fn hostile_commands_and_paths_stay_one_printable_line() {
+        let o = owner("/t/a\tb\nc", "x\x1b[31m", 1);
+        let shown = Client::of(ClientBy::App, "10.0.0.1".parse().unwrap(), Some(&o)).to_string();
+        assert_eq!(shown, "x\\x1b[31m in /t/a\\x09b\\x0ac");
+        assert!(shown.bytes().all(|b| (0x20..=0x7e).contains(&b)));
     }
 }

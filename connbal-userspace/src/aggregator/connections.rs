@@ -13,14 +13,14 @@ use std::net::IpAddr;
 impl Aggregator {
     pub(super) fn tcp_segment(&mut self, s: &Segment<'_>) {
         let attempt = is_connection_attempt(s.flags);
-        let (from, to) = (
-            Client::from_address(s.src.ip()),
-            Client::from_address(s.dst.ip()),
-        );
+        // The sender's client, and with -a the receiver's: in host mode
+        // both are the local socket's owner, whichever way the segment went.
+        let from = self.client_of(s.src.ip(), s.owner);
+        let to = self.client_of(s.dst.ip(), s.owner);
         if attempt {
             self.counters.connection_attempts += 1;
-            self.count_connection(from, s.dst.ip(), s.dst.port());
-            self.observe_connection(s.ts, from, s.dst.ip(), s.dst.port(), false);
+            self.count_connection(&from, s.dst.ip(), s.dst.port());
+            self.observe_connection(s.ts, &from, s.dst.ip(), s.dst.port(), false);
         }
         if !self.config.all_tcp {
             return;
@@ -37,19 +37,19 @@ impl Aggregator {
         if new_flow && !attempt {
             // Spec 4: counted both ways, whichever side is the backend.
             self.counters.flows_seen_midstream += 1;
-            self.count_connection(from, s.dst.ip(), s.dst.port());
-            self.count_connection(to, s.src.ip(), s.src.port());
+            self.count_connection(&from, s.dst.ip(), s.dst.port());
+            self.count_connection(&to, s.src.ip(), s.src.port());
             // Whichever side is the tracked backend; unknown either way is
             // reported from the sender's side.
-            if self.backends.contains(to, s.src.ip()) {
-                self.observe_connection(s.ts, to, s.src.ip(), s.src.port(), true);
+            if self.backends.contains(&to, s.src.ip()) {
+                self.observe_connection(s.ts, &to, s.src.ip(), s.src.port(), true);
             } else {
-                self.observe_connection(s.ts, from, s.dst.ip(), s.dst.port(), true);
+                self.observe_connection(s.ts, &from, s.dst.ip(), s.dst.port(), true);
             }
         }
     }
 
-    fn count_connection(&mut self, client: Client, backend: IpAddr, port: u16) {
+    fn count_connection(&mut self, client: &Client, backend: IpAddr, port: u16) {
         if self.backends.count_connection(client, backend, port) {
             self.counters.connections_to_backends += 1;
         }
@@ -58,7 +58,7 @@ impl Aggregator {
     fn observe_connection(
         &mut self,
         ts: Timestamp,
-        client: Client,
+        client: &Client,
         backend: IpAddr,
         port: u16,
         midstream: bool,
@@ -74,7 +74,7 @@ impl Aggregator {
         }
         self.observations.push(Observation::Connection {
             time: ts,
-            client,
+            client: client.clone(),
             backend,
             port,
             name,

@@ -90,7 +90,7 @@ impl Aggregator {
     pub(super) fn dns_segment(&mut self, s: &Segment<'_>) {
         let mut messages = self.dns_streams.push(s);
         for message in messages.drain(..) {
-            self.dns_message(s.ts, s.src, s.dst, &message, false);
+            self.dns_message(s.ts, (s.src, s.dst), &message, false, s.owner);
         }
         self.dns_streams.recycle(messages);
         self.dns_streams.close(s);

@@ -4,6 +4,7 @@
 //! records. Payloads are borrowed, so producing an event never allocates.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 /// Capture time in nanoseconds since the Unix epoch.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -25,6 +26,67 @@ impl Timestamp {
     }
 }
 
+/// Who owns the socket a packet was sent or received on, where the
+/// source knows it (live tracing; captures carry no owner).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Owner {
+    /// The socket's cgroup v2, with its path when the tracer could read it.
+    pub cgroup: Cgroup,
+    /// The kernel's socket cookie: one socket, for the life of the host.
+    pub socket: u64,
+    /// The process that last connected or sent on the socket.
+    pub process: Option<Process>,
+}
+
+/// A cgroup v2 by id (the inode of its directory), shown by its path
+/// relative to the cgroup2 mount, as `/proc/PID/cgroup` shows it.
+#[derive(Clone, Debug)]
+pub struct Cgroup {
+    pub id: u64,
+    /// `None` when the directory was gone (or never found) by the time the
+    /// tracer looked it up.
+    pub path: Option<Arc<str>>,
+}
+
+/// Compared by id alone: the path is how it is shown, not what it is.
+impl PartialEq for Cgroup {
+    fn eq(&self, other: &Self) -> bool {
+        self.id == other.id
+    }
+}
+
+impl Eq for Cgroup {}
+
+impl std::hash::Hash for Cgroup {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.id.hash(state);
+    }
+}
+
+/// Ordered by path, so reports list cgroups as a person would find them.
+impl Ord for Cgroup {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        (&self.path, self.id).cmp(&(&other.path, other.id))
+    }
+}
+
+impl PartialOrd for Cgroup {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Process {
+    /// Thread group id: the process id a person sees.
+    pub tgid: u32,
+    /// The thread that made the call.
+    pub pid: u32,
+    /// The command name (`comm`, at most 15 bytes, NUL-padded).
+    pub command: [u8; 16],
+    pub netns_cookie: u64,
+}
+
 #[derive(Clone, Copy, Debug)]
 pub enum Event<'a> {
     /// A UDP datagram to or from port 53.
@@ -34,11 +96,18 @@ pub enum Event<'a> {
     Tcp(Segment<'a>),
 }
 
-impl Event<'_> {
+impl<'a> Event<'a> {
     pub fn timestamp(&self) -> Timestamp {
         match self {
             Event::Udp(d) => d.ts,
             Event::Tcp(s) => s.ts,
+        }
+    }
+
+    pub fn owner(&self) -> Option<&'a Owner> {
+        match self {
+            Event::Udp(d) => d.owner,
+            Event::Tcp(s) => s.owner,
         }
     }
 }
@@ -51,6 +120,7 @@ pub struct Datagram<'a> {
     pub payload: &'a [u8],
     /// The payload was cut short (snap length, or the live copy bound).
     pub truncated: bool,
+    pub owner: Option<&'a Owner>,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -68,4 +138,5 @@ pub struct Segment<'a> {
     /// already knows (the kernel's flow table in live mode). `None` lets the
     /// aggregator's own table decide (replay, which sees every segment).
     pub first_of_flow: Option<bool>,
+    pub owner: Option<&'a Owner>,
 }

@@ -38,19 +38,20 @@ impl ServiceTable {
         ttl: u32,
     ) {
         // One hash for the common case: a service seen before.
-        if let Some(lookups) = self.services.get_mut(&(client, key)) {
+        let key = (client, key);
+        if let Some(lookups) = self.services.get_mut(&key) {
             lookups.record(asked, at, ttl);
         } else if self.services.len() < MAX_SERVICES {
             let mut lookups = ServiceLookups::new(name);
             lookups.record(asked, at, ttl);
-            self.services.insert((client, key), lookups);
+            self.services.insert(key, lookups);
         } else {
             self.dropped += 1;
         }
     }
 
-    pub fn get(&self, client: Client, name: NameKey) -> Option<&ServiceLookups> {
-        self.services.get(&(client, name))
+    pub fn get(&self, client: &Client, name: NameKey) -> Option<&ServiceLookups> {
+        self.services.get(&(client.clone(), name))
     }
 }
 

@@ -31,9 +31,9 @@ mod tcp_stream;
 pub mod verdict;
 
 pub use backends::{Row, SrvPreference, MAX_BACKENDS, MAX_PORTS};
-pub use client::Client;
+pub use client::{cgroup, Client, ClientBy, ClientInfo, Container, Workload};
 pub use dns_tcp::MAX_DNS_STREAMS;
-pub use event::{Datagram, Event, Segment, Timestamp};
+pub use event::{Cgroup, Datagram, Event, Owner, Process, Segment, Timestamp};
 pub use lookups::MAX_SERVICES;
 pub use observation::{AnsweredBackend, Observation};
 pub use queries::MAX_PENDING_QUERIES;
@@ -73,6 +73,13 @@ pub struct Config {
     /// `--events`: collect an [`Observation`] per DNS answer and connection
     /// attempt, for [`Aggregator::take_observations`].
     pub events: bool,
+    /// `--by`: what makes two lookups or connections the same client.
+    pub by: ClientBy,
+    /// The source knows the socket of every DNS packet, both ways (host
+    /// mode): a response must arrive on the socket its query left from,
+    /// which tells apart clients that share an address and a query id (two
+    /// containers with the same private address).
+    pub match_sockets: bool,
 }
 
 #[derive(Debug)]
@@ -91,6 +98,8 @@ pub struct Aggregator {
     observations: Observations,
     /// Scratch for `apply_answer`, kept to avoid an allocation per answer.
     credited: Vec<(std::sync::Arc<str>, u32)>,
+    /// Process ids seen per owner client (`--by app|cgroup`).
+    pids: client::PidsSeen,
 }
 
 impl Aggregator {
@@ -108,6 +117,7 @@ impl Aggregator {
             counters: Counters::default(),
             last_sweep: None,
             credited: Vec::new(),
+            pids: client::PidsSeen::default(),
         }
     }
 
@@ -125,7 +135,7 @@ impl Aggregator {
         match event {
             Event::Udp(d) => {
                 if is_dns_port(d.src.port(), d.dst.port()) {
-                    self.dns_message(d.ts, d.src, d.dst, d.payload, d.truncated);
+                    self.dns_message(d.ts, (d.src, d.dst), d.payload, d.truncated, d.owner);
                 }
             }
             Event::Tcp(s) => {
@@ -135,6 +145,18 @@ impl Aggregator {
                 self.tcp_segment(s);
             }
         }
+    }
+
+    /// The client behind a packet from `address` with `owner`, as `--by`
+    /// says; the processes behind owner clients are remembered.
+    fn client_of(&mut self, address: std::net::IpAddr, owner: Option<&Owner>) -> Client {
+        let client = Client::of(self.config.by, address, owner);
+        if let Some(process) = owner.and_then(|o| o.process.as_ref()) {
+            if client.is_owner() {
+                self.pids.note(&client, process.tgid);
+            }
+        }
+        client
     }
 
     fn maybe_sweep(&mut self, now: Timestamp) {

@@ -3,6 +3,7 @@
 use super::bounded::FifoMap;
 use super::client::Client;
 use super::dns::{self, Header};
+use super::event::Owner;
 use super::name::NameKey;
 use super::observation::{self, Observation};
 use super::{Aggregator, Timestamp, NANOS};
@@ -28,10 +29,13 @@ struct PendingQuery {
 }
 
 /// Queries waiting for their response, keyed by (client address, query
-/// id) as spec 2 has it.
+/// id) as spec 2 has it, and by the socket where the source knows it both
+/// ways (0 otherwise).
+type QueryKey = (IpAddr, u16, u64);
+
 #[derive(Debug)]
 pub struct PendingQueries {
-    queries: FifoMap<(IpAddr, u16), PendingQuery>,
+    queries: FifoMap<QueryKey, PendingQuery>,
     pub expired: u64,
     /// Evicted, oldest first, because the table was full.
     pub evicted: u64,
@@ -48,7 +52,7 @@ impl Default for PendingQueries {
 }
 
 impl PendingQueries {
-    fn track(&mut self, key: (IpAddr, u16), query: PendingQuery) {
+    fn track(&mut self, key: QueryKey, query: PendingQuery) {
         if self.queries.insert(key, query) {
             self.evicted += 1;
         }
@@ -56,7 +60,7 @@ impl PendingQueries {
 
     /// Whether a response from `server` to `client_port` could answer the
     /// query under `key`: the cheap check, before decoding anything.
-    fn awaits(&self, key: &(IpAddr, u16), server: IpAddr, client_port: u16) -> bool {
+    fn awaits(&self, key: &QueryKey, server: IpAddr, client_port: u16) -> bool {
         self.queries
             .get(key)
             .is_some_and(|q| q.server == server && q.client_port == client_port)
@@ -64,7 +68,7 @@ impl PendingQueries {
 
     /// The query under `key`, consumed if it asked for `name`: a duplicate
     /// response then counts nothing.
-    fn answer(&mut self, key: &(IpAddr, u16), name: NameKey) -> Option<PendingQuery> {
+    fn answer(&mut self, key: &QueryKey, name: NameKey) -> Option<PendingQuery> {
         if self.queries.get(key).is_none_or(|q| q.name != name) {
             return None;
         }
@@ -83,10 +87,10 @@ impl Aggregator {
     pub(super) fn dns_message(
         &mut self,
         ts: Timestamp,
-        src: SocketAddr,
-        dst: SocketAddr,
+        (src, dst): (SocketAddr, SocketAddr),
         message: &[u8],
         truncated: bool,
+        owner: Option<&Owner>,
     ) {
         self.counters.dns_messages += 1;
         let header = match Header::parse(message) {
@@ -106,10 +110,14 @@ impl Aggregator {
         } else {
             dst.port() == DNS_PORT
         };
+        let socket = match owner {
+            Some(owner) if self.config.match_sockets => owner.socket,
+            _ => 0,
+        };
         if is_query {
-            self.query(ts, src, dst, message, header, truncated);
+            self.query(ts, (src, dst), message, (header, socket), truncated, owner);
         } else {
-            self.response(ts, src, dst, message, header, truncated);
+            self.response(ts, (src, dst), message, (header, socket), truncated);
         }
     }
 
@@ -124,11 +132,11 @@ impl Aggregator {
     fn query(
         &mut self,
         ts: Timestamp,
-        src: SocketAddr,
-        dst: SocketAddr,
+        (src, dst): (SocketAddr, SocketAddr),
         message: &[u8],
-        header: Header,
+        (header, socket): (Header, u64),
         truncated: bool,
+        owner: Option<&Owner>,
     ) {
         let question = match dns::parse_question(message) {
             Ok((_, q, _)) => q,
@@ -146,21 +154,22 @@ impl Aggregator {
         self.counters.queries_tracked += 1;
         let query = PendingQuery {
             seen: ts,
-            client: Client::from_address(src.ip()),
+            client: self.client_of(src.ip(), owner),
             server: dst.ip(),
             client_port: src.port(),
             name: self.names.key(&question.name),
         };
-        self.pending.track((src.ip(), header.id), query);
+        self.pending.track((src.ip(), header.id, socket), query);
     }
 
+    /// A response is credited to the client of the query it answers: in
+    /// host mode, the app that asked, never a stub that relayed it.
     fn response(
         &mut self,
         ts: Timestamp,
-        src: SocketAddr,
-        dst: SocketAddr,
+        (src, dst): (SocketAddr, SocketAddr),
         message: &[u8],
-        header: Header,
+        (header, socket): (Header, u64),
         truncated: bool,
     ) {
         if header.answers == 0 {
@@ -177,7 +186,7 @@ impl Aggregator {
             return;
         }
         // Cheap checks first: most responses on a busy resolver are not ours.
-        let key = (dst.ip(), header.id);
+        let key = (dst.ip(), header.id, socket);
         if !self.pending.awaits(&key, src.ip(), dst.port()) {
             self.counters.unmatched_responses += 1;
             return;
@@ -194,7 +203,7 @@ impl Aggregator {
             return;
         };
         self.counters.responses_matched += 1;
-        let answered = self.apply_answer(ts, query.client, (&question, name), &records);
+        let answered = self.apply_answer(ts, &query.client, (&question, name), &records);
         if self.observations.enabled() {
             self.observations.push(Observation::DnsAnswer {
                 time: ts,

@@ -106,9 +106,13 @@ impl Aggregator {
             }
         }
         let loads: Vec<BackendLoad> = loads.into_iter().map(|(_, l)| l).collect();
-        let lookups = self.services.get(first.client, self.names.key(&first.name));
-        let mut service = verdict::assess(first.client, first.name.clone(), &loads, lookups);
+        let lookups = self
+            .services
+            .get(&first.client, self.names.key(&first.name));
+        let mut service =
+            verdict::assess(first.client.clone(), first.name.clone(), &loads, lookups);
         service.rows = rows.to_vec();
+        service.pids = self.pids.of(&first.client);
         service
     }
 }

@@ -48,6 +48,7 @@ impl Harness {
             dst,
             payload,
             truncated: false,
+            owner: None,
         });
         self.agg.process(&event);
         self.advance_ms(1);
@@ -82,6 +83,7 @@ impl Harness {
             payload,
             truncated: false,
             first_of_flow: None,
+            owner: None,
         });
         self.agg.process(&event);
         self.advance_ms(1);
@@ -792,6 +794,7 @@ fn all_tcp_trusts_a_flow_verdict_from_the_source() {
             payload: &[],
             truncated: false,
             first_of_flow,
+            owner: None,
         });
         h.agg.process(&event);
         h.advance_ms(4 * 3600 * 1000); // longer than the aggregator's own idle limit

@@ -37,6 +37,10 @@ pub struct Service {
     /// order. JSON lists them apart, under `rows`.
     #[serde(skip)]
     pub rows: Vec<Row>,
+    /// Processes seen for an owner client (a few; none for clients known
+    /// by address).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub pids: Vec<u32>,
     pub backends: u64,
     pub backends_used: u64,
     pub connections: u64,
@@ -138,6 +142,7 @@ pub fn assess(
         client,
         name,
         rows: Vec::new(),
+        pids: Vec::new(),
         backends: loads.len() as u64,
         backends_used: loads.iter().filter(|l| l.connections > 0).count() as u64,
         connections,

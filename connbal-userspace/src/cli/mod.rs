@@ -109,6 +109,7 @@ impl ReportArgs {
             all_tcp: self.all_tcp,
             filter: self.filter.clone(),
             events: self.events,
+            ..Config::default()
         }
     }
 }

@@ -1,22 +1,35 @@
 //! `connbal trace`: its flags, resolved into the library's options.
 
 use clap::{Args, ValueEnum};
+use connbal::aggregator::ClientBy;
 use connbal::trace::loader::AttachMode;
 use connbal::trace::TraceOptions;
 use std::time::Duration;
 
 pub const EXAMPLES: &str = "\
 Examples:
+  sudo connbal trace
+  sudo connbal trace --cgroup /system.slice/docker-3f2a1b4c5d6e.scope -F api
+  sudo connbal trace --by process --duration 10m -F svc.example.com
   sudo connbal trace --iface eth0
-  sudo connbal trace --iface eth0 --duration 10m -F svc.example.com
   sudo connbal trace -i eth0 -i eth1 -a --interval 30s --format json
   sudo connbal trace -i eth0 -F db.example.com --events | jq .
   sudo connbal trace -i eth0 --metrics 127.0.0.1:9464 --user nobody
 
+Without --iface, connbal traces host-wide: eBPF programs on a cgroup v2
+subtree (the whole hierarchy, or --cgroup) see every socket of every
+process in it, in every network namespace, containers started later
+included, and attribute each lookup and connection to its process and
+cgroup. Clients are apps (cgroup and command) unless --by says otherwise.
+With --iface, a TC filter sees the interfaces' packets (forwarded traffic,
+routers, pod veths), and clients are addresses.
+
 Requires root, or CAP_BPF and CAP_NET_ADMIN, and Linux 5.8 or later (BPF
-ring buffers). On Linux 6.6+ the filter attaches with TCX and disappears
-with the process; on older kernels it is a clsact filter, which connbal
-removes on exit and, after a crash, on its next start.
+ring buffers); host mode names processes with Linux 6.0's cgroup helpers.
+Host mode's programs are links, and the TC filter is a TCX link on Linux
+6.6+: they disappear with the process, even after kill -9. On older
+kernels the TC filter is a clsact filter, which connbal removes on exit
+and, after a crash, on its next start.
 
 Output: on a terminal, a table per client and name with each backend's
 share and the verdicts (unused backends, balance, TTL respect, SRV
@@ -26,9 +39,21 @@ client, backend and port:
 
 #[derive(Debug, Args)]
 pub struct TraceArgs {
-    /// Interface to trace, ingress and egress; repeat for several.
-    #[arg(short = 'i', long = "iface", value_name = "IF", required = true)]
+    /// Interface to trace, ingress and egress, with a TC filter; repeat for
+    /// several. Without it, connbal traces host-wide, at the sockets.
+    #[arg(short = 'i', long = "iface", value_name = "IF")]
     pub interfaces: Vec<String>,
+
+    /// Host mode: only this cgroup v2 subtree (a container, a systemd
+    /// slice, a pod): its directory under the cgroup2 mount, or its path as
+    /// /proc/PID/cgroup shows it. Default: the whole hierarchy.
+    #[arg(long, value_name = "PATH", conflicts_with = "interfaces")]
+    pub cgroup: Option<std::path::PathBuf>,
+
+    /// What makes a client: app (cgroup and command name; host mode's
+    /// default), cgroup, process, or ip (the default with --iface).
+    #[arg(long, value_enum)]
+    pub by: Option<ByArg>,
 
     /// Stop after this long (e.g. 30s, 10m, 1h); default: until Ctrl-C.
     #[arg(long, value_parser = humantime::parse_duration)]
@@ -80,6 +105,18 @@ pub struct TraceArgs {
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum ByArg {
+    /// Cgroup plus command name: one program in one container.
+    App,
+    /// The cgroup: a container, a pod's container, a systemd unit.
+    Cgroup,
+    /// One process.
+    Process,
+    /// The address packets came from, as the original did.
+    Ip,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum AttachArg {
     /// TCX on Linux 6.6 and later, netlink (clsact) before.
     Auto,
@@ -94,6 +131,13 @@ impl TraceArgs {
             format: self.report.format.map(Into::into),
             verbose: self.report.verbose,
             interfaces: self.interfaces,
+            cgroup: self.cgroup,
+            by: self.by.map(|by| match by {
+                ByArg::App => ClientBy::App,
+                ByArg::Cgroup => ClientBy::Cgroup,
+                ByArg::Process => ClientBy::Process,
+                ByArg::Ip => ClientBy::Ip,
+            }),
             duration: self.duration,
             interval: self.interval,
             ring_size: self.ring_size,

@@ -1,7 +1,7 @@
 //! `--format json`: rows, per-service verdicts, the input's and the
 //! aggregator's counters, and how reading ended.
 
-use crate::aggregator::{Counters, Report, Row, Service};
+use crate::aggregator::{Client, ClientInfo, Counters, Report, Service};
 use serde::{Serialize, Serializer};
 use std::io::{self, Write};
 
@@ -11,6 +11,7 @@ struct JsonReport<'a, I: Serialize> {
     #[serde(serialize_with = "all_rows")]
     rows: &'a Report,
     /// One per (client, name), with the aggregator's verdicts.
+    #[serde(serialize_with = "described_services")]
     services: &'a [Service],
     input: &'a I,
     counters: &'a Counters,
@@ -23,7 +24,31 @@ struct JsonReport<'a, I: Serialize> {
 
 /// The rows of every service, as one list.
 fn all_rows<S: Serializer>(report: &&Report, s: S) -> Result<S::Ok, S::Error> {
-    s.collect_seq(report.rows().collect::<Vec<&Row>>())
+    s.collect_seq(report.rows().map(|row| Described {
+        item: row,
+        client_info: owner_info(&row.client),
+    }))
+}
+
+fn described_services<S: Serializer>(services: &&[Service], s: S) -> Result<S::Ok, S::Error> {
+    s.collect_seq(services.iter().map(|service| Described {
+        item: service,
+        client_info: owner_info(&service.client),
+    }))
+}
+
+/// A row or service, and for an owner client (not an address) every known
+/// attribute of it: cgroup id and path, container, pod, command.
+#[derive(Serialize)]
+struct Described<'a, T: Serialize> {
+    #[serde(flatten)]
+    item: &'a T,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    client_info: Option<ClientInfo<'a>>,
+}
+
+fn owner_info(client: &Client) -> Option<ClientInfo<'_>> {
+    client.is_owner().then(|| client.info())
 }
 
 /// Pretty-printed; one of a series (`--interval`) is one compact line, so a

@@ -246,6 +246,7 @@ mod tests {
                 dst,
                 payload,
                 truncated: false,
+                owner: None,
             }));
         }
         for _ in 0..connections_to_first {
@@ -258,6 +259,7 @@ mod tests {
                 payload: &[],
                 truncated: false,
                 first_of_flow: None,
+                owner: None,
             }));
         }
         agg.report()

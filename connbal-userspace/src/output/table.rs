@@ -82,13 +82,13 @@ fn render(report: &Report, colour: bool) -> String {
         out.push_str("no lookup with several backends seen yet\n");
         return out;
     }
-    let mut client: Option<Client> = None;
+    let mut client: Option<&Client> = None;
     for service in &report.services {
-        if client != Some(service.client) {
+        if client != Some(&service.client) {
             if client.is_some() {
                 out.push('\n');
             }
-            client = Some(service.client);
+            client = Some(&service.client);
             let _ = writeln!(
                 out,
                 "{}",

@@ -22,12 +22,16 @@ impl std::fmt::Display for PaddedAddr {
     }
 }
 
-/// The client column: its address, padded as the original did.
-struct TsvClient(Client);
+/// The client column: an address padded as the original did; an owner
+/// client as it shows everywhere (escaped, so it holds no tab).
+struct TsvClient<'a>(&'a Client);
 
-impl std::fmt::Display for TsvClient {
+impl std::fmt::Display for TsvClient<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        PaddedAddr(self.0.address()).fmt(f)
+        match self.0.address() {
+            Some(address) if !self.0.is_owner() => PaddedAddr(address).fmt(f),
+            _ => self.0.fmt(f),
+        }
     }
 }
 
@@ -54,7 +58,7 @@ pub fn write_rows<'r>(
         writeln!(
             out,
             "{}\t{}\t{}\t{}\t{}",
-            TsvClient(row.client),
+            TsvClient(&row.client),
             BackendPort(row),
             row.conns,
             row.dns,

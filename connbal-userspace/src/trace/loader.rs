@@ -11,7 +11,9 @@ use super::counters::MappedCounters;
 use crate::tally::counter_set;
 use aya::maps::{Map, MapData, RingBuf};
 use aya::programs::tc::{self, NlOptions, SchedClassifier, TcAttachOptions, TcAttachType};
-use aya::programs::{LinkOrder, ProgramError};
+use aya::programs::{
+    CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, CgroupSockAddr, LinkOrder, ProgramError,
+};
 use aya::util::KernelVersion;
 use aya::{Ebpf, EbpfError, EbpfLoader};
 use connbal_common::record::counter;
@@ -19,13 +21,25 @@ use nix::fcntl::{Flock, FlockArg};
 use serde::Serialize;
 use std::fs::{self, File, OpenOptions};
 use std::io;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// Built by `cargo xtask build-ebpf`; see `ebpf/*.sources.sha256`.
 static OBJECT: &[u8] = aya::include_bytes_aligned!("../../ebpf/connbal.bpf.o");
 const PROGRAM: &str = "connbal_tc";
 /// The empty classifier, for measuring the per-packet floor.
 const NOOP_PROGRAM: &str = "connbal_noop";
+/// Host mode: packets at the socket, both ways.
+const CGROUP_SKB_PROGRAMS: [(&str, CgroupSkbAttachType); 2] = [
+    ("connbal_cgroup_egress", CgroupSkbAttachType::Egress),
+    ("connbal_cgroup_ingress", CgroupSkbAttachType::Ingress),
+];
+/// Host mode: the process behind each socket, at connect and sendmsg.
+const SOCK_ADDR_PROGRAMS: [&str; 4] = [
+    "connbal_connect4",
+    "connbal_connect6",
+    "connbal_sendmsg4",
+    "connbal_sendmsg6",
+];
 const LOCK_DIR: &str = "/run/connbal";
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -63,8 +77,28 @@ pub enum LoaderError {
         direction: &'static str,
         source: ProgramError,
     },
+    #[error("opening cgroup {path}: {source}")]
+    OpenCgroup { path: String, source: io::Error },
+    #[error("attaching {program} to cgroup {path}: {}", chain(source))]
+    AttachCgroup {
+        program: &'static str,
+        path: String,
+        source: ProgramError,
+    },
     #[error("{path}: {source}")]
     Lock { path: String, source: io::Error },
+}
+
+/// An error and its causes, `: `-separated (aya's syscall errors keep the
+/// errno in their source).
+fn chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(&format!(": {cause}"));
+        source = cause.source();
+    }
+    text
 }
 
 impl LoaderError {
@@ -101,8 +135,9 @@ counter_set! {
 pub struct Loaded {
     pub ebpf: Ebpf,
     counters: MappedCounters,
-    /// How the program was attached (`tcx` or `netlink`).
-    pub mode: AttachMode,
+    /// How the program was attached (`tcx` or `netlink`); `None` in host
+    /// mode.
+    pub mode: Option<AttachMode>,
     pub interfaces: Vec<(String, u32)>,
     /// Held for the run: tells later connbal runs these filters are live.
     _locks: Vec<Flock<File>>,
@@ -131,15 +166,9 @@ pub fn interface_index(name: &str) -> Option<u32> {
     nix::net::if_::if_nametoindex(name).ok()
 }
 
-pub fn load_and_attach(interfaces: &[String], options: &Options) -> Result<Loaded, LoaderError> {
-    let interfaces = interfaces
-        .iter()
-        .map(|name| {
-            interface_index(name)
-                .map(|index| (name.clone(), index))
-                .ok_or_else(|| LoaderError::NoSuchInterface(name.clone()))
-        })
-        .collect::<Result<Vec<_>, _>>()?;
+/// The object loaded, with its counters mapped: what both placements
+/// start from.
+fn load(options: &Options) -> Result<(Ebpf, MappedCounters), LoaderError> {
     let missing = super::privileges::missing();
     if !missing.is_empty() {
         return Err(LoaderError::Privileges {
@@ -176,13 +205,79 @@ pub fn load_and_attach(interfaces: &[String], options: &Options) -> Result<Loade
         })?,
         _ => return Err(LoaderError::Load("object has no COUNTERS array".into())),
     };
-    let program: &mut SchedClassifier = ebpf
-        .program_mut(if options.noop { NOOP_PROGRAM } else { PROGRAM })
-        .ok_or_else(|| LoaderError::Load(format!("object has no program {PROGRAM}")))?
-        .try_into()
-        .map_err(|e: ProgramError| LoaderError::Load(e.to_string()))?;
-    program.load().map_err(program_error)?;
+    Ok((ebpf, counters))
+}
 
+fn program<'e, P>(ebpf: &'e mut Ebpf, name: &str) -> Result<&'e mut P, LoaderError>
+where
+    &'e mut P: TryFrom<&'e mut aya::programs::Program, Error = ProgramError>,
+{
+    ebpf.program_mut(name)
+        .ok_or_else(|| LoaderError::Load(format!("object has no program {name}")))?
+        .try_into()
+        .map_err(|e: ProgramError| LoaderError::Load(e.to_string()))
+}
+
+/// Host mode: the cgroup_skb programs and the connect/sendmsg hooks on the
+/// cgroup v2 directory `cgroup`, so every socket in its subtree is seen,
+/// in every network namespace, including those of processes started later.
+///
+/// Attached as links (Linux 5.7+), which the kernel removes when the last
+/// fd closes, so nothing survives `kill -9`. A cgroup link always runs
+/// beside the cgroup's other programs (systemd's, a CNI's), as
+/// BPF_F_ALLOW_MULTI does; the kernel refuses the flag itself on links, so
+/// the mode passed is `Single` (no flags).
+pub fn load_and_attach_cgroup(cgroup: &Path, options: &Options) -> Result<Loaded, LoaderError> {
+    let (mut ebpf, counters) = load(options)?;
+    let shown = cgroup.display().to_string();
+    let dir = File::open(cgroup).map_err(|source| LoaderError::OpenCgroup {
+        path: shown.clone(),
+        source,
+    })?;
+    for (name, attach_type) in CGROUP_SKB_PROGRAMS {
+        let program: &mut CgroupSkb = program(&mut ebpf, name)?;
+        program.load().map_err(program_error)?;
+        program
+            .attach(&dir, attach_type, CgroupAttachMode::Single)
+            .map_err(|source| LoaderError::AttachCgroup {
+                program: name,
+                path: shown.clone(),
+                source,
+            })?;
+    }
+    for name in SOCK_ADDR_PROGRAMS {
+        let program: &mut CgroupSockAddr = program(&mut ebpf, name)?;
+        program.load().map_err(program_error)?;
+        program
+            .attach(&dir, CgroupAttachMode::Single)
+            .map_err(|source| LoaderError::AttachCgroup {
+                program: name,
+                path: shown.clone(),
+                source,
+            })?;
+    }
+    Ok(Loaded {
+        ebpf,
+        counters,
+        mode: None,
+        interfaces: Vec::new(),
+        _locks: Vec::new(),
+    })
+}
+
+pub fn load_and_attach(interfaces: &[String], options: &Options) -> Result<Loaded, LoaderError> {
+    let interfaces = interfaces
+        .iter()
+        .map(|name| {
+            interface_index(name)
+                .map(|index| (name.clone(), index))
+                .ok_or_else(|| LoaderError::NoSuchInterface(name.clone()))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let (mut ebpf, counters) = load(options)?;
+    let name = if options.noop { NOOP_PROGRAM } else { PROGRAM };
+    let program: &mut SchedClassifier = program(&mut ebpf, name)?;
+    program.load().map_err(program_error)?;
     let mode = match options.attach {
         AttachMode::Auto
             if KernelVersion::current().is_ok_and(|v| v >= KernelVersion::new(6, 6, 0)) =>
@@ -219,7 +314,7 @@ pub fn load_and_attach(interfaces: &[String], options: &Options) -> Result<Loade
     Ok(Loaded {
         ebpf,
         counters,
-        mode,
+        mode: Some(mode),
         interfaces,
         _locks: locks,
     })

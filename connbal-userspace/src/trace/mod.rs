@@ -7,22 +7,26 @@
 //! [`Session::finish`] (the last drain, the report, detaching).
 
 mod async_fd;
+mod cgroups;
 mod counters;
 pub mod loader;
 mod metrics_server;
 mod privileges;
 mod records;
 
-use crate::aggregator::Config;
+use crate::aggregator::{ClientBy, Config};
 use crate::output::{self, openmetrics, Finish, Format, OutputError, Printed, Style};
 use crate::pipeline::Pipeline;
 use crate::tally::Tally;
 use aya::maps::{MapData, RingBuf};
+use cgroups::{CgroupError, CgroupNames};
+use connbal_common::record::RecordHeader;
 use loader::{AttachMode, KernelCounters, Loaded, LoaderError};
 use metrics_server::{MetricsError, ScrapeRequest};
 use records::Clock;
 use serde::Serialize;
 use std::io;
+use std::path::PathBuf;
 use std::time::Duration;
 use tokio::io::unix::AsyncFd;
 use tokio::signal::unix::{Signal, SignalKind};
@@ -36,7 +40,14 @@ const DRAIN_EVERY: Duration = Duration::from_millis(50);
 
 /// What `connbal trace` was asked to do.
 pub struct TraceOptions {
+    /// Interfaces for the TC classifier; none means host mode.
     pub interfaces: Vec<String>,
+    /// Host mode: the cgroup v2 subtree to observe (`--cgroup`), as a
+    /// directory under the mount or a path as /proc/PID/cgroup shows it;
+    /// `None` for the whole hierarchy.
+    pub cgroup: Option<PathBuf>,
+    /// `--by`; `None`: by app in host mode, by address with interfaces.
+    pub by: Option<ClientBy>,
     pub duration: Option<Duration>,
     pub interval: Option<Duration>,
     pub config: Config,
@@ -91,6 +102,8 @@ pub enum TraceError {
         source: io::Error,
     },
     #[error(transparent)]
+    Cgroup(#[from] CgroupError),
+    #[error(transparent)]
     Metrics(#[from] MetricsError),
     #[error(transparent)]
     Privileges(#[from] privileges::DropError),
@@ -100,13 +113,20 @@ pub enum TraceError {
     Output(#[from] OutputError),
     #[error("interface {0} disappeared; the report covers the trace until then")]
     InterfaceGone(String),
+    #[error("cgroup {0} disappeared; the report covers the trace until then")]
+    CgroupGone(String),
 }
 
 /// The "input" section of a trace report.
 #[derive(Clone, Debug, Serialize)]
 pub struct TraceStats {
     pub interfaces: Vec<String>,
-    pub attach: AttachMode,
+    /// Host mode: the traced cgroup, as /proc/PID/cgroup shows paths.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cgroup: Option<String>,
+    /// TCX or netlink; absent in host mode.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub attach: Option<AttachMode>,
     pub records: u64,
     /// Records that did not parse; non-zero means a kernel/userspace layout
     /// mismatch.
@@ -127,6 +147,7 @@ enum Ending {
     Signal,
     Duration,
     InterfaceGone(String),
+    CgroupGone(String),
 }
 
 pub fn run(options: TraceOptions) -> Result<(), TraceError> {
@@ -169,12 +190,34 @@ struct Session {
     clock: Clock,
     pipeline: Pipeline,
     stats: TraceStats,
+    /// Host mode: the traced cgroup directory, and the names of the
+    /// cgroups under it.
+    host: Option<(PathBuf, CgroupNames)>,
 }
 
 /// Everything privileged: signal handlers, the program loaded and attached,
 /// the metrics port bound; then every privilege dropped, before the first
 /// record is read.
-async fn attach(options: TraceOptions) -> Result<Session, TraceError> {
+async fn attach(mut options: TraceOptions) -> Result<Session, TraceError> {
+    // Host mode: every socket under a cgroup, instead of interfaces.
+    let host = if options.interfaces.is_empty() {
+        let mount = cgroups::find_mount()?;
+        let dir = match &options.cgroup {
+            Some(arg) => cgroups::resolve(&mount, arg)?,
+            None => mount.clone(),
+        };
+        Some((mount, dir))
+    } else {
+        None
+    };
+    options.config.by = options.by.unwrap_or(if host.is_some() {
+        ClientBy::App
+    } else {
+        ClientBy::Ip
+    });
+    // At the socket both directions carry it, so a response must come back
+    // to the socket its query left from.
+    options.config.match_sockets = host.is_some();
     let loader_options = loader::Options {
         all_tcp: options.config.all_tcp,
         debug_log: options.kernel_debug,
@@ -202,17 +245,20 @@ async fn attach(options: TraceOptions) -> Result<Session, TraceError> {
             }
         },
     };
-    let mut loaded =
-        loader::load_and_attach(&options.interfaces, &loader_options).map_err(|error| {
-            let verifier_log = error
-                .verifier_log()
-                .filter(|_| options.verbose)
-                .map(str::to_string);
-            TraceError::Load {
-                error: Box::new(error),
-                verifier_log,
-            }
-        })?;
+    let attached = match &host {
+        Some((_, dir)) => loader::load_and_attach_cgroup(dir, &loader_options),
+        None => loader::load_and_attach(&options.interfaces, &loader_options),
+    };
+    let mut loaded = attached.map_err(|error| {
+        let verifier_log = error
+            .verifier_log()
+            .filter(|_| options.verbose)
+            .map(str::to_string);
+        TraceError::Load {
+            error: Box::new(error),
+            verifier_log,
+        }
+    })?;
     let ring = loaded.take_ring().map_err(|error| TraceError::Load {
         error: Box::new(error),
         verifier_log: None,
@@ -246,26 +292,35 @@ async fn attach(options: TraceOptions) -> Result<Session, TraceError> {
     };
 
     // Everything privileged is done: drop it all before reading a record.
-    privileges::drop_after_attach(user.as_ref(), loaded.mode == AttachMode::Netlink)?;
+    privileges::drop_after_attach(user.as_ref(), loaded.mode == Some(AttachMode::Netlink))?;
 
-    let names: Vec<&str> = options.interfaces.iter().map(String::as_str).collect();
-    let mode = if loaded.mode == AttachMode::Tcx {
-        "tcx"
-    } else {
-        "netlink clsact"
-    };
     let serving = options
         .metrics
         .map(|addr| format!("; metrics at http://{addr}/metrics"))
         .unwrap_or_default();
-    eprintln!(
-        "connbal: tracing {} (ingress and egress, {mode}){serving}; Ctrl-C to stop",
-        names.join(", ")
-    );
+    match (&host, loaded.mode) {
+        (Some((mount, dir)), _) => eprintln!(
+            "connbal: tracing every socket under cgroup {} (host mode, by {}){serving}; Ctrl-C to stop",
+            cgroups::relative(mount, dir),
+            by_name(options.config.by),
+        ),
+        (None, mode) => eprintln!(
+            "connbal: tracing {} (ingress and egress, {}){serving}; Ctrl-C to stop",
+            options.interfaces.join(", "),
+            if mode == Some(AttachMode::Tcx) {
+                "tcx"
+            } else {
+                "netlink clsact"
+            },
+        ),
+    }
 
     let clock = Clock::now().map_err(TraceError::Clock)?;
     let stats = TraceStats {
         interfaces: options.interfaces.clone(),
+        cgroup: host
+            .as_ref()
+            .map(|(mount, dir)| cgroups::relative(mount, dir)),
         attach: loaded.mode,
         records: 0,
         unreadable_records: 0,
@@ -283,7 +338,17 @@ async fn attach(options: TraceOptions) -> Result<Session, TraceError> {
         loaded,
         clock,
         stats,
+        host: host.map(|(mount, dir)| (dir.clone(), CgroupNames::new(mount, dir))),
     })
+}
+
+fn by_name(by: ClientBy) -> &'static str {
+    match by {
+        ClientBy::Ip => "ip",
+        ClientBy::App => "app",
+        ClientBy::Cgroup => "cgroup",
+        ClientBy::Process => "process",
+    }
 }
 
 impl Session {
@@ -305,7 +370,7 @@ impl Session {
             tokio::select! {
                 ready = self.ring.readable_mut() => {
                     let mut guard = ready.map_err(|source| TraceError::Wait { what: "the ring buffer", source })?;
-                    drain(guard.get_inner_mut(), &mut self.pipeline, &self.clock, &mut self.stats);
+                    drain(guard.get_inner_mut(), &mut self.pipeline, &self.clock, &mut self.stats, self.host.as_mut().map(|(_, names)| names));
                     guard.clear_ready();
                 }
                 ready = async { self.kernel_log.as_mut().expect("guarded").readable_mut().await }, if self.kernel_log.is_some() => {
@@ -339,11 +404,11 @@ impl Session {
                     let _ = reply.send(text);
                 }
                 _ = drain_tick.tick() => {
-                    drain(self.ring.get_mut(), &mut self.pipeline, &self.clock, &mut self.stats);
+                    drain(self.ring.get_mut(), &mut self.pipeline, &self.clock, &mut self.stats, self.host.as_mut().map(|(_, names)| names));
                 }
                 _ = interface_check.tick() => {
                     if let Some(gone) = self.vanished() {
-                        return Ok(Ending::InterfaceGone(gone));
+                        return Ok(gone);
                     }
                 }
             }
@@ -357,16 +422,21 @@ impl Session {
             &mut self.pipeline,
             &self.clock,
             &mut self.stats,
+            self.host.as_mut().map(|(_, names)| names),
         );
         self.stats.kernel = self.loaded.counters();
     }
 
-    fn vanished(&self) -> Option<String> {
+    /// A traced interface, or the traced cgroup, that no longer exists.
+    fn vanished(&self) -> Option<Ending> {
+        if let Some((dir, _)) = &self.host {
+            return (!dir.is_dir()).then(|| Ending::CgroupGone(dir.display().to_string()));
+        }
         self.loaded
             .interfaces
             .iter()
             .find(|(name, index)| loader::interface_index(name) != Some(*index))
-            .map(|(name, _)| name.clone())
+            .map(|(name, _)| Ending::InterfaceGone(name.clone()))
     }
 
     /// The last records, the report, and detaching.
@@ -405,6 +475,7 @@ impl Session {
         drop(self);
         match ending {
             Ending::InterfaceGone(name) => Err(TraceError::InterfaceGone(name)),
+            Ending::CgroupGone(path) => Err(TraceError::CgroupGone(path)),
             Ending::Signal | Ending::Duration => Ok(()),
         }
     }
@@ -415,10 +486,16 @@ fn drain(
     pipeline: &mut Pipeline,
     clock: &Clock,
     stats: &mut TraceStats,
+    mut cgroups: Option<&mut CgroupNames>,
 ) {
     while let Some(item) = ring.next() {
         stats.records += 1;
-        match records::to_event(&item, clock, pipeline.all_tcp()) {
+        let Some(header) = RecordHeader::from_bytes(&item) else {
+            stats.unreadable_records += 1;
+            continue;
+        };
+        let owner = records::owner(&header, cgroups.as_deref_mut());
+        match records::to_event(&header, &item, clock, pipeline.all_tcp(), owner.as_ref()) {
             Some(event) => pipeline.event(&event),
             None => stats.unreadable_records += 1,
         }

@@ -1,9 +1,11 @@
 //! Ring-buffer records to aggregator events. Pure, so tests drive it with
 //! hand-made bytes.
 
-use crate::aggregator::{Datagram, Event, Segment, Timestamp};
+use super::cgroups::CgroupNames;
+use crate::aggregator::{Datagram, Event, Owner, Process, Segment, Timestamp};
 use connbal_common::record::{
-    RecordHeader, BIT_FLOW_NEW, BIT_TCP, BIT_TRUNCATED, HEADER_LEN, KIND_DNS, KIND_TCP,
+    RecordHeader, BIT_FLOW_NEW, BIT_PROCESS, BIT_SOCKET, BIT_TCP, BIT_TRUNCATED, HEADER_LEN,
+    KIND_DNS, KIND_TCP,
 };
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
@@ -47,11 +49,38 @@ fn address(version: u8, bytes: [u8; 16]) -> Option<IpAddr> {
     }
 }
 
+/// The owner of the record's socket, when the kernel knew it; its cgroup
+/// named from `cgroups` (host mode) or by id alone.
+pub fn owner(h: &RecordHeader, cgroups: Option<&mut CgroupNames>) -> Option<Owner> {
+    if h.bits & BIT_SOCKET == 0 {
+        return None;
+    }
+    let cgroup = match cgroups {
+        Some(names) => names.lookup(h.cgroup_id),
+        None => crate::aggregator::cgroup(h.cgroup_id, None),
+    };
+    Some(Owner {
+        cgroup,
+        socket: h.socket_cookie,
+        process: (h.bits & BIT_PROCESS != 0).then_some(Process {
+            tgid: h.tgid,
+            pid: h.pid,
+            command: h.comm,
+            netns_cookie: h.netns_cookie,
+        }),
+    })
+}
+
 /// `None` for a record that does not parse (counted by the caller; it would
 /// mean a kernel/userspace layout mismatch, which the stale-object test
 /// exists to prevent).
-pub fn to_event<'a>(item: &'a [u8], clock: &Clock, all_tcp: bool) -> Option<Event<'a>> {
-    let h = RecordHeader::from_bytes(item)?;
+pub fn to_event<'a>(
+    h: &RecordHeader,
+    item: &'a [u8],
+    clock: &Clock,
+    all_tcp: bool,
+    owner: Option<&'a Owner>,
+) -> Option<Event<'a>> {
     let src = SocketAddr::new(address(h.ip_version, h.src_addr)?, h.src_port);
     let dst = SocketAddr::new(address(h.ip_version, h.dst_addr)?, h.dst_port);
     let ts = clock.wall(h.ktime_ns);
@@ -68,6 +97,7 @@ pub fn to_event<'a>(item: &'a [u8], clock: &Clock, all_tcp: bool) -> Option<Even
             dst,
             payload,
             truncated,
+            owner,
         }));
     }
     Some(Event::Tcp(Segment {
@@ -79,6 +109,7 @@ pub fn to_event<'a>(item: &'a [u8], clock: &Clock, all_tcp: bool) -> Option<Even
         payload,
         truncated,
         first_of_flow: all_tcp.then_some(h.bits & BIT_FLOW_NEW != 0),
+        owner,
     }))
 }
 
@@ -113,11 +144,16 @@ mod tests {
         b
     }
 
+    fn event<'a>(item: &'a [u8], clock: &Clock, all_tcp: bool) -> Option<Event<'a>> {
+        let h = RecordHeader::from_bytes(item)?;
+        to_event(&h, item, clock, all_tcp, None)
+    }
+
     #[test]
     fn udp_dns_record() {
         let item = record(KIND_DNS, 4, 0, b"abc");
         let clock = Clock::from_offset(5_000);
-        match to_event(&item, &clock, false) {
+        match event(&item, &clock, false) {
             Some(Event::Udp(d)) => {
                 assert_eq!(d.payload, b"abc");
                 assert_eq!(d.src.to_string(), "192.0.2.1:40000");
@@ -133,14 +169,14 @@ mod tests {
     fn tcp_dns_and_flow_records() {
         let clock = Clock::from_offset(0);
         let item = record(KIND_DNS, 4, BIT_TCP | BIT_TRUNCATED, b"xy");
-        match to_event(&item, &clock, false) {
+        match event(&item, &clock, false) {
             Some(Event::Tcp(s)) => assert!(
                 s.payload == b"xy" && s.truncated && s.seq == 7 && s.first_of_flow.is_none()
             ),
             other => panic!("{other:?}"),
         }
         let item = record(KIND_TCP, 4, BIT_TCP | BIT_FLOW_NEW, &[]);
-        match to_event(&item, &clock, true) {
+        match event(&item, &clock, true) {
             Some(Event::Tcp(s)) => assert!(s.payload.is_empty() && s.first_of_flow == Some(true)),
             other => panic!("{other:?}"),
         }
@@ -149,12 +185,12 @@ mod tests {
     #[test]
     fn damaged_records_are_refused() {
         let clock = Clock::from_offset(0);
-        assert!(to_event(&[0; 10], &clock, false).is_none());
-        assert!(to_event(&record(9, 4, 0, &[]), &clock, false).is_none());
-        assert!(to_event(&record(KIND_TCP, 5, 0, &[]), &clock, false).is_none());
+        assert!(event(&[0; 10], &clock, false).is_none());
+        assert!(event(&record(9, 4, 0, &[]), &clock, false).is_none());
+        assert!(event(&record(KIND_TCP, 5, 0, &[]), &clock, false).is_none());
         let mut lying = record(KIND_DNS, 4, 0, b"abc");
         let at = connbal_common::record::offset::COPIED_LEN;
         lying[at..at + 2].copy_from_slice(&4000u16.to_ne_bytes());
-        assert!(to_event(&lying, &clock, false).is_none());
+        assert!(event(&lying, &clock, false).is_none());
     }
 }

@@ -1,0 +1,205 @@
+//! cgroup v2 for host mode: where the hierarchy is mounted, which
+//! directory `--cgroup` means, and the path of a cgroup id (the inode of
+//! its directory), for names a person recognises.
+
+use crate::aggregator::Cgroup;
+use std::collections::HashMap;
+use std::fs;
+use std::os::unix::fs::MetadataExt as _;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Directories walked at most, so a host with a runaway number of cgroups
+/// costs bounded memory and time.
+const MAX_CGROUPS: usize = 1 << 16;
+const MAX_DEPTH: usize = 32;
+/// An unknown id (a container just started) triggers a new walk; one that
+/// a walk did not find waits this long before it may trigger another.
+const RETRY_MISSING_AFTER: Duration = Duration::from_secs(1);
+/// Ids remembered as not found, at most (then the oldest misses are
+/// forgotten wholesale).
+const MAX_MISSES: usize = 1024;
+
+#[derive(Debug, thiserror::Error)]
+pub enum CgroupError {
+    #[error("reading /proc/self/mountinfo: {0}")]
+    MountInfo(std::io::Error),
+    #[error("no cgroup v2 hierarchy is mounted (see /proc/self/mountinfo); host mode needs one (Linux 4.5+, cgroup2)")]
+    NotMounted,
+    #[error("--cgroup {arg}: no such cgroup under {mount} (give the directory, or the path /proc/PID/cgroup shows)")]
+    NoSuchCgroup { arg: String, mount: String },
+}
+
+/// The mount point of the cgroup v2 hierarchy: `/sys/fs/cgroup` on current
+/// distributions, `/sys/fs/cgroup/unified` on hybrid ones.
+pub fn find_mount() -> Result<PathBuf, CgroupError> {
+    let text = fs::read_to_string("/proc/self/mountinfo").map_err(CgroupError::MountInfo)?;
+    mount_in(&text).ok_or(CgroupError::NotMounted)
+}
+
+/// The cgroup2 mount point in mountinfo text: the fifth field, on a line
+/// whose filesystem type (after " - ") is cgroup2.
+fn mount_in(mountinfo: &str) -> Option<PathBuf> {
+    mountinfo.lines().find_map(|line| {
+        let (fields, rest) = line.split_once(" - ")?;
+        (rest.split_whitespace().next()? == "cgroup2")
+            .then(|| fields.split_whitespace().nth(4).map(unescape))
+            .flatten()
+    })
+}
+
+/// mountinfo escapes space, tab, newline and backslash as octal.
+fn unescape(field: &str) -> PathBuf {
+    let mut out = Vec::with_capacity(field.len());
+    let bytes = field.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'\\' && i + 4 <= bytes.len() {
+            let octal = std::str::from_utf8(&bytes[i + 1..i + 4]).ok();
+            if let Some(code) = octal.and_then(|o| u8::from_str_radix(o, 8).ok()) {
+                out.push(code);
+                i += 4;
+                continue;
+            }
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    PathBuf::from(<std::ffi::OsString as std::os::unix::ffi::OsStringExt>::from_vec(out))
+}
+
+/// The directory `--cgroup ARG` names: a directory under the mount, or a
+/// path relative to it as `/proc/PID/cgroup` shows it (`/system.slice/x`).
+pub fn resolve(mount: &Path, arg: &Path) -> Result<PathBuf, CgroupError> {
+    let under_mount = arg.starts_with(mount) && arg.is_dir();
+    let candidate = if under_mount {
+        arg.to_path_buf()
+    } else {
+        mount.join(arg.strip_prefix("/").unwrap_or(arg))
+    };
+    if candidate.is_dir() {
+        Ok(candidate)
+    } else {
+        Err(CgroupError::NoSuchCgroup {
+            arg: arg.display().to_string(),
+            mount: mount.display().to_string(),
+        })
+    }
+}
+
+/// The path of a cgroup relative to the mount, as `/proc/PID/cgroup`
+/// shows it.
+pub fn relative(mount: &Path, dir: &Path) -> String {
+    let rel = dir.strip_prefix(mount).unwrap_or(dir);
+    format!("/{}", rel.display())
+}
+
+/// Cgroup ids to paths under the traced subtree, learnt by walking it.
+pub struct CgroupNames {
+    mount: PathBuf,
+    scope: PathBuf,
+    paths: HashMap<u64, Arc<str>>,
+    /// Ids a walk did not find, and when.
+    missing: HashMap<u64, Instant>,
+}
+
+impl CgroupNames {
+    pub fn new(mount: PathBuf, scope: PathBuf) -> Self {
+        let mut names = Self {
+            mount,
+            scope,
+            paths: HashMap::new(),
+            missing: HashMap::new(),
+        };
+        names.walk();
+        names
+    }
+
+    /// The cgroup with id `id`, its path if known. An id not seen before
+    /// walks the subtree again (a cgroup created since); one that was not
+    /// found waits a second before it may walk again, so a flood of odd ids
+    /// costs at most a walk per id per second.
+    pub fn lookup(&mut self, id: u64) -> Cgroup {
+        if let Some(path) = self.paths.get(&id) {
+            return Cgroup {
+                id,
+                path: Some(path.clone()),
+            };
+        }
+        let recently_missed = self
+            .missing
+            .get(&id)
+            .is_some_and(|at| at.elapsed() < RETRY_MISSING_AFTER);
+        if !recently_missed {
+            self.walk();
+            if !self.paths.contains_key(&id) {
+                if self.missing.len() >= MAX_MISSES {
+                    self.missing.clear();
+                }
+                self.missing.insert(id, Instant::now());
+            }
+        }
+        Cgroup {
+            id,
+            path: self.paths.get(&id).cloned(),
+        }
+    }
+
+    fn walk(&mut self) {
+        let mut pending = vec![(self.scope.clone(), 0usize)];
+        let mut seen = 0;
+        while let Some((dir, depth)) = pending.pop() {
+            seen += 1;
+            if seen > MAX_CGROUPS {
+                break;
+            }
+            let Ok(meta) = fs::metadata(&dir) else {
+                continue;
+            };
+            if !self.paths.contains_key(&meta.ino()) && self.paths.len() < MAX_CGROUPS {
+                self.paths
+                    .insert(meta.ino(), Arc::from(relative(&self.mount, &dir)));
+            }
+            if depth >= MAX_DEPTH {
+                continue;
+            }
+            let Ok(entries) = fs::read_dir(&dir) else {
+                continue;
+            };
+            for entry in entries.flatten() {
+                if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                    pending.push((entry.path(), depth + 1));
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_cgroup2_mount_comes_from_mountinfo() {
+        let hybrid = "25 24 0:22 / /sys/fs/cgroup rw,nosuid - tmpfs tmpfs ro,mode=755\n\
+                      26 25 0:23 / /sys/fs/cgroup/unified rw,nosuid,nodev - cgroup2 cgroup2 rw\n\
+                      27 25 0:24 / /sys/fs/cgroup/cpu rw - cgroup cgroup rw,cpu\n";
+        assert_eq!(
+            mount_in(hybrid),
+            Some(PathBuf::from("/sys/fs/cgroup/unified"))
+        );
+        let unified = "30 23 0:26 / /sys/fs/cgroup rw,nosuid - cgroup2 cgroup2 rw,nsdelegate\n";
+        assert_eq!(mount_in(unified), Some(PathBuf::from("/sys/fs/cgroup")));
+        assert_eq!(mount_in("1 0 8:1 / / rw - ext4 /dev/sda1 rw\n"), None);
+        let spaced = "30 23 0:26 / /mnt/cg\\040two rw - cgroup2 cgroup2 rw\n";
+        assert_eq!(mount_in(spaced), Some(PathBuf::from("/mnt/cg two")));
+    }
+
+    #[test]
+    fn relative_paths_are_as_proc_shows_them() {
+        let mount = Path::new("/sys/fs/cgroup");
+        assert_eq!(relative(mount, Path::new("/sys/fs/cgroup/a/b")), "/a/b");
+        assert_eq!(relative(mount, mount), "/");
+    }
+}

@@ -1,0 +1,362 @@
+//! Host mode (`connbal trace` without `--iface`), as root, against real
+//! processes in cgroups and network namespaces this test creates: cgroup
+//! programs are attached only to the test's own cgroup, never to the root
+//! of the hierarchy, and everything is removed afterwards.
+//!
+//! The client namespace resolves through a caching dnsmasq on 127.0.0.53,
+//! as systemd-resolved is on Ubuntu. Python apps in cgroups of their own
+//! call getaddrinfo before every connection. The address join sees one
+//! lookup from 198.51.100.10 and every connection from it; host mode must
+//! see each app's own lookups and connections, and the stub as a client of
+//! its own.
+
+mod common;
+use common::*;
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::process::{Child, Command, Stdio};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+use xtask::cgroup::TestCgroup;
+use xtask::lab::Lab;
+
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+const TOOLS: &[&str] = &["ip", "dnsmasq", "dig", "python3", "bpftool"];
+const WAIT: Duration = Duration::from_secs(20);
+const NAME: &str = "web.connbal.test";
+/// The app's choice among the sorted answer, connection by connection:
+/// 5 to the first backend, 3 to the second, 2 to the fourth, none to the
+/// third.
+const PLAN_A: &[usize] = &[0, 0, 1, 0, 3, 1, 0, 3, 1, 0];
+/// A second app in the same namespace (same address), another spread.
+const PLAN_B: &[usize] = &[2, 2, 2, 2, 1, 2];
+
+fn live() -> Option<std::sync::MutexGuard<'static, ()>> {
+    if !root_tests_enabled(TOOLS) {
+        return None;
+    }
+    Some(
+        ONE_AT_A_TIME
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()),
+    )
+}
+
+/// The app: resolve, pick a backend by the plan, connect, fetch, close;
+/// prints each backend it chose.
+const APP: &str = r#"
+import socket, sys
+name, plan = sys.argv[1], [int(p) for p in sys.argv[2].split(",")]
+for choice in plan:
+    addrs = sorted({a[4][0] for a in socket.getaddrinfo(name, 80, socket.AF_INET, socket.SOCK_STREAM)})
+    addr = addrs[choice % len(addrs)]
+    with socket.create_connection((addr, 80), timeout=5) as s:
+        s.sendall(b"GET / HTTP/1.0\r\n\r\n")
+        while s.recv(4096):
+            pass
+    print(addr, flush=True)
+"#;
+
+struct HostLab {
+    lab: Lab,
+    cgroups: TestCgroup,
+    app_script: std::path::PathBuf,
+}
+
+impl HostLab {
+    /// The namespace lab with its authoritative dnsmasq and backends, and
+    /// a caching stub on 127.0.0.53 in the client namespace, in the test's
+    /// `stub` cgroup.
+    fn new(tag: &str) -> HostLab {
+        let lab = xtask::record::prepare_lab().expect("namespace lab");
+        let mut cgroups = TestCgroup::new(tag).expect("test cgroup");
+        let stub = cgroups.child("stub").unwrap();
+        let mut host = HostLab {
+            app_script: lab.dir.join("app.py"),
+            lab,
+            cgroups,
+        };
+        std::fs::write(&host.app_script, APP).unwrap();
+        let client_ns = host.lab.client_ns.clone();
+        host.lab
+            .start_stub(&client_ns, "127.0.0.53", |program| {
+                TestCgroup::command_in(&stub, program)
+            })
+            .expect("stub resolver");
+        host.lab.client_resolv_conf("127.0.0.53").unwrap();
+        host
+    }
+
+    /// Runs the app in cgroup `cgroup` of the test, in the client
+    /// namespace, and returns the backends it chose.
+    fn run_app(&mut self, cgroup: &str, plan: &[usize]) -> Vec<String> {
+        let dir = self.cgroups.child(cgroup).unwrap();
+        let plan = plan.iter().map(usize::to_string).collect::<Vec<_>>();
+        let out = TestCgroup::command_in(&dir, "ip")
+            .args(["netns", "exec", &self.lab.client_ns, "python3"])
+            .arg(&self.app_script)
+            .args([NAME, &plan.join(",")])
+            .output()
+            .expect("run the app");
+        assert!(
+            out.status.success(),
+            "app failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout)
+            .unwrap()
+            .lines()
+            .map(str::to_string)
+            .collect()
+    }
+}
+
+struct HostTrace {
+    child: Child,
+    stderr: std::sync::mpsc::Receiver<String>,
+}
+
+impl HostTrace {
+    fn start(cgroup: &str, args: &[&str]) -> HostTrace {
+        let mut child = connbal()
+            .args(["trace", "--cgroup", cgroup])
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start connbal trace");
+        let stderr = xtask::lab::line_reader(child.stderr.take().unwrap());
+        if let Err(e) = xtask::lab::wait_for_line(&stderr, "connbal: tracing ", WAIT) {
+            let _ = child.kill();
+            panic!("host mode did not attach: {e}");
+        }
+        HostTrace { child, stderr }
+    }
+
+    /// SIGINT, then the report (stdout) once it exits, bounded.
+    fn stop(mut self) -> (String, String) {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.child.id() as i32),
+            nix::sys::signal::Signal::SIGINT,
+        );
+        let deadline = Instant::now() + WAIT;
+        while self.child.try_wait().unwrap().is_none() {
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                panic!("connbal trace did not exit on SIGINT");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert!(self.child.wait().unwrap().success());
+        let mut stdout = String::new();
+        self.child
+            .stdout
+            .take()
+            .unwrap()
+            .read_to_string(&mut stdout)
+            .unwrap();
+        let stderr: Vec<String> = self.stderr.try_iter().collect();
+        (stdout, stderr.join("\n"))
+    }
+}
+
+fn counts(chosen: &[String]) -> BTreeMap<String, u64> {
+    let mut counts = BTreeMap::new();
+    for addr in chosen {
+        *counts.entry(addr.clone()).or_default() += 1;
+    }
+    counts
+}
+
+/// The JSON report's services for `name`, by client display string.
+fn services(json: &serde_json::Value) -> BTreeMap<String, serde_json::Value> {
+    json["services"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["name"] == format!("{NAME}."))
+        .map(|s| (s["client"].as_str().unwrap().to_string(), s.clone()))
+        .collect()
+}
+
+/// Connections per backend address for one client, from the JSON rows.
+fn row_counts(json: &serde_json::Value, client: &str) -> BTreeMap<String, u64> {
+    let mut counts = BTreeMap::new();
+    for row in json["rows"].as_array().unwrap() {
+        if row["client"] == client && row["name"] == format!("{NAME}.") {
+            let conns = row["conns"].as_u64().unwrap();
+            if conns > 0 {
+                *counts
+                    .entry(row["backend"].as_str().unwrap().to_string())
+                    .or_default() += conns;
+            }
+        }
+    }
+    counts
+}
+
+#[test]
+fn apps_behind_a_local_stub_are_seen_with_their_own_lookups_and_connections() {
+    let Some(_guard) = live() else { return };
+    let mut host = HostLab::new("stub");
+    let root = host.cgroups.relative_root();
+    let trace = HostTrace::start(&root, &["--format", "json"]);
+    let chosen_a = host.run_app("app-a", PLAN_A);
+    let chosen_b = host.run_app("app-b", PLAN_B);
+    let (stdout, stderr) = trace.stop();
+    let json: serde_json::Value = serde_json::from_str(&stdout)
+        .unwrap_or_else(|e| panic!("JSON report: {e}\n{stdout}\n{stderr}"));
+    let services = services(&json);
+    let app_a = format!("python3 in {root}/app-a");
+    let app_b = format!("python3 in {root}/app-b");
+    let stub = format!("dnsmasq in {root}/stub");
+    assert_eq!(
+        services.keys().cloned().collect::<Vec<_>>(),
+        [stub.clone(), app_a.clone(), app_b.clone()]
+            .into_iter()
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .collect::<Vec<_>>(),
+        "one client per app and one for the stub, not one address: {stderr}"
+    );
+
+    // Each app: a lookup before every connection, every connection where
+    // it made it.
+    for (client, plan, chosen) in [(&app_a, PLAN_A, &chosen_a), (&app_b, PLAN_B, &chosen_b)] {
+        let s = &services[client];
+        assert_eq!(s["lookups"], plan.len() as u64, "{client}: {s}");
+        assert_eq!(s["connections"], plan.len() as u64, "{client}: {s}");
+        assert_eq!(row_counts(&json, client), counts(chosen), "{client}");
+        let ttl = s["verdicts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|v| v["check"] == "ttl")
+            .unwrap_or_else(|| panic!("{client} has a TTL verdict: {s}"));
+        assert_eq!(ttl["finding"], "resolves_before_every_connection", "{s}");
+        assert_eq!(s["client_info"]["command"], "python3");
+        assert_eq!(
+            s["client_info"]["cgroup"],
+            format!("{}", client.split(" in ").nth(1).unwrap())
+        );
+        assert!(!s["pids"].as_array().unwrap().is_empty());
+    }
+
+    // The stub: its own upstream lookup (the apps' others came from its
+    // cache), and no connection.
+    let s = &services[&stub];
+    assert_eq!(s["connections"], 0, "{s}");
+    assert!(s["lookups"].as_u64().unwrap() >= 1, "{s}");
+    assert!(
+        s["lookups"].as_u64().unwrap() < PLAN_A.len() as u64,
+        "the stub answers from its cache: {s}"
+    );
+    assert_eq!(s["client_info"]["command"], "dnsmasq");
+
+    // The address view of the same traffic, for contrast: every lookup the
+    // apps made went to 127.0.0.53, none of it leaves as one per app.
+    assert!(json["input"]["cgroup"] == root.as_str());
+}
+
+#[test]
+fn containers_are_named_from_their_runtime_cgroup() {
+    let Some(_guard) = live() else { return };
+    let mut host = HostLab::new("ctr");
+    let id = "3f2a1b4c5d6e7f8091a2b3c4d5e6f708192a3b4c5d6e7f8091a2b3c4d5e6f708";
+    let root = host.cgroups.relative_root();
+    let trace = HostTrace::start(&root, &["--format", "json"]);
+    let chosen = host.run_app(&format!("system.slice/docker-{id}.scope"), PLAN_B);
+    let (stdout, _) = trace.stop();
+    let json: serde_json::Value = serde_json::from_str(&stdout).expect("JSON report");
+    let services = services(&json);
+    let s = &services["python3 in docker 3f2a1b4c5d6e"];
+    assert_eq!(s["client_info"]["container"], id);
+    assert_eq!(s["client_info"]["container_runtime"], "docker");
+    assert_eq!(s["connections"], PLAN_B.len() as u64);
+    assert_eq!(
+        row_counts(&json, "python3 in docker 3f2a1b4c5d6e"),
+        counts(&chosen)
+    );
+}
+
+#[test]
+fn by_ip_in_host_mode_merges_the_apps_into_their_address() {
+    let Some(_guard) = live() else { return };
+    let mut host = HostLab::new("byip");
+    let root = host.cgroups.relative_root();
+    let trace = HostTrace::start(&root, &["--format", "json", "--by", "ip"]);
+    host.run_app("app-a", PLAN_A);
+    host.run_app("app-b", PLAN_B);
+    let (stdout, _) = trace.stop();
+    let json: serde_json::Value = serde_json::from_str(&stdout).expect("JSON report");
+    let services = services(&json);
+    // The apps asked 127.0.0.53 over loopback; the stub asked upstream
+    // from the namespace's address. By address they are two clients.
+    let local = &services["127.0.0.1"];
+    assert_eq!(local["lookups"], (PLAN_A.len() + PLAN_B.len()) as u64);
+    assert_eq!(
+        local["connections"], 0,
+        "connections come from the veth address"
+    );
+    assert!(local.get("client_info").is_none());
+}
+
+#[test]
+fn kill_9_leaves_no_cgroup_program_behind() {
+    let Some(_guard) = live() else { return };
+    let cgroups = TestCgroup::new("kill9").expect("test cgroup");
+    let attached = || -> String {
+        let out = Command::new("bpftool")
+            .args(["cgroup", "show"])
+            .arg(&cgroups.root)
+            .output()
+            .expect("bpftool cgroup show");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    assert!(!attached().contains("connbal"), "nothing attached before");
+    let trace = HostTrace::start(&cgroups.relative_root(), &[]);
+    let shown = attached();
+    for program in [
+        "connbal_cgroup_egress",
+        "connbal_cgroup_ingress",
+        "connbal_connect4",
+        "connbal_connect6",
+        "connbal_sendmsg4",
+        "connbal_sendmsg6",
+    ] {
+        // bpftool shows program names cut to 15 characters.
+        assert!(
+            shown.contains(&program[..15]),
+            "{program} attached: {shown}"
+        );
+    }
+    let mut child = trace.child;
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while attached().contains("connbal") {
+        assert!(
+            Instant::now() < deadline,
+            "programs left after kill -9: {}",
+            attached()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn a_cgroup_that_does_not_exist_is_one_clear_line() {
+    let out = connbal()
+        .args(["trace", "--cgroup", "/no/such/connbal-cgroup"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = stderr(&out);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.contains("--cgroup /no/such/connbal-cgroup: no such cgroup"),
+        "{err}"
+    );
+}
