@@ -21,7 +21,7 @@ use xtask::cgroup::TestCgroup;
 use xtask::lab::Lab;
 
 static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
-const TOOLS: &[&str] = &["ip", "dnsmasq", "dig", "python3", "bpftool"];
+const TOOLS: &[&str] = &["ip", "dnsmasq", "dig", "python3", "bpftool", "nft"];
 const WAIT: Duration = Duration::from_secs(20);
 const NAME: &str = "web.connbal.test";
 /// The app's choice among the sorted answer, connection by connection:
@@ -259,25 +259,63 @@ fn apps_behind_a_local_stub_are_seen_with_their_own_lookups_and_connections() {
     assert!(json["input"]["cgroup"] == root.as_str());
 }
 
+/// A "container": its own network namespace and a docker-shaped cgroup,
+/// resolving through a stub on 127.0.0.11 inside it (Docker's embedded
+/// DNS), its traffic leaving through a bridge with MASQUERADE in the
+/// "host" namespace. Host mode names the app by its container; the
+/// address view sees only the host's address.
 #[test]
-fn containers_are_named_from_their_runtime_cgroup() {
+fn a_container_behind_nat_is_named_from_its_runtime_cgroup() {
     let Some(_guard) = live() else { return };
     let mut host = HostLab::new("ctr");
+    let ctr_ns = host.lab.add_container().expect("container namespace");
     let id = "3f2a1b4c5d6e7f8091a2b3c4d5e6f708192a3b4c5d6e7f8091a2b3c4d5e6f708";
+    let dockerd = host.cgroups.child("system.slice/docker.service").unwrap();
+    host.lab
+        .start_stub(&ctr_ns, "127.0.0.11", |program| {
+            TestCgroup::command_in(&dockerd, program)
+        })
+        .expect("the container's stub");
+    host.lab.resolv_conf(&ctr_ns, "127.0.0.11").unwrap();
     let root = host.cgroups.relative_root();
     let trace = HostTrace::start(&root, &["--format", "json"]);
-    let chosen = host.run_app(&format!("system.slice/docker-{id}.scope"), PLAN_B);
-    let (stdout, _) = trace.stop();
+    let scope = host
+        .cgroups
+        .child(&format!("system.slice/docker-{id}.scope"))
+        .unwrap();
+    let plan = PLAN_B.iter().map(usize::to_string).collect::<Vec<_>>();
+    let out = TestCgroup::command_in(&scope, "ip")
+        .args(["netns", "exec", &ctr_ns, "python3"])
+        .arg(&host.app_script)
+        .args([NAME, &plan.join(",")])
+        .output()
+        .expect("run the app in the container");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let chosen: Vec<String> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(str::to_string)
+        .collect();
+    let (stdout, stderr) = trace.stop();
     let json: serde_json::Value = serde_json::from_str(&stdout).expect("JSON report");
     let services = services(&json);
-    let s = &services["python3 in docker 3f2a1b4c5d6e"];
+    let app = "python3 in docker 3f2a1b4c5d6e";
+    let s = services
+        .get(app)
+        .unwrap_or_else(|| panic!("{app} in {:?}: {stderr}", services.keys()));
     assert_eq!(s["client_info"]["container"], id);
     assert_eq!(s["client_info"]["container_runtime"], "docker");
-    assert_eq!(s["connections"], PLAN_B.len() as u64);
-    assert_eq!(
-        row_counts(&json, "python3 in docker 3f2a1b4c5d6e"),
-        counts(&chosen)
-    );
+    assert_eq!(s["lookups"], PLAN_B.len() as u64, "{s}");
+    assert_eq!(s["connections"], PLAN_B.len() as u64, "{s}");
+    assert_eq!(row_counts(&json, app), counts(&chosen));
+    // The container's stub is a client of its own, under dockerd's unit.
+    let stub = format!("dnsmasq in {root}/system.slice/docker.service");
+    assert_eq!(services[&stub]["connections"], 0);
+    assert_eq!(services[&stub]["client_info"]["unit"], "docker.service");
 }
 
 #[test]

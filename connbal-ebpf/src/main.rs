@@ -59,6 +59,14 @@ use core::mem::size_of;
 static ALL_TCP: u8 = 0;
 #[no_mangle]
 static DEBUG_LOG: u8 = 0;
+/// Which owner fields records carry (set by the loader): 0 none (`--iface`
+/// by address: no helper calls at all), 1 the socket's cgroup and cookie,
+/// 2 also the process (host mode, where the connect/sendmsg hooks fill
+/// SOCKETS).
+#[no_mangle]
+static OWNERS: u8 = 0;
+const OWNERS_SOCKET: u8 = 1;
+const OWNERS_PROCESS: u8 = 2;
 /// Bytes waiting in the ring before a submit wakes the reader (set by the
 /// loader to a quarter of the ring). Below it records are submitted
 /// without a wakeup and userspace drains them on a short timer: waking the
@@ -569,9 +577,15 @@ fn header(
 }
 
 /// The packet's socket and, when a connect or sendmsg on it was seen, its
-/// process. Only records pay for this, never the packets dropped above.
+/// process. Only records pay for this, never the packets dropped above,
+/// and only when the loader asked for owners.
 #[inline(always)]
 fn add_owner(ctx: &Packet, header: &mut RecordHeader) {
+    // SAFETY: a plain read of a static the loader may have rewritten.
+    let owners = unsafe { core::ptr::read_volatile(&OWNERS) };
+    if owners < OWNERS_SOCKET {
+        return;
+    }
     // SAFETY: helper calls on the context the kernel handed us; both
     // return 0 when the packet has no socket (TC ingress).
     let (cookie, cgroup_id) = unsafe {
@@ -586,6 +600,9 @@ fn add_owner(ctx: &Packet, header: &mut RecordHeader) {
     header.bits |= BIT_SOCKET;
     header.socket_cookie = cookie;
     header.cgroup_id = cgroup_id;
+    if owners < OWNERS_PROCESS {
+        return;
+    }
     // SAFETY: a lookup in our own map; the value is copied out at once.
     if let Some(owner) = unsafe { SOCKETS.get(cookie) } {
         header.bits |= BIT_PROCESS;

@@ -271,7 +271,8 @@ impl Pipeline {
 
 const PIPELINE_FILTER: &str = "udp port 53 or tcp[tcpflags] & (tcp-syn|tcp-ack) == tcp-syn";
 
-/// (run_time_ns, run_cnt) summed over loaded programs named `name`.
+/// (run_time_ns, run_cnt) summed over loaded programs whose name starts
+/// with `name` (bpftool shows full names from BTF, older ones 15 bytes).
 fn prog_stats(name: &str) -> Result<(u64, u64)> {
     let out = crate::lab::run(Command::new("bpftool").args(["-j", "prog", "show"]))?;
     let text = String::from_utf8(out.stdout)?;
@@ -279,7 +280,7 @@ fn prog_stats(name: &str) -> Result<(u64, u64)> {
     // bpftool's JSON is one array of flat objects; pick fields by hand to
     // avoid a JSON dependency in xtask.
     for object in text.split("},{") {
-        if !object.contains(&format!("\"name\":\"{name}\"")) {
+        if !object.contains(&format!("\"name\":\"{name}")) {
             continue;
         }
         let field = |key: &str| -> u64 {
@@ -328,10 +329,45 @@ struct Tracer {
 }
 
 fn start_trace(lab: &crate::lab::Lab, connbal: &Path, extra: &[&str]) -> Result<Tracer> {
-    let mut child = lab
-        .client(connbal.to_str().unwrap())
+    let mut command = lab.client(connbal.to_str().unwrap());
+    command
         .args(["trace", "--iface", &lab.client_if, "--format", "json"])
-        .args(extra)
+        .args(extra);
+    spawn_trace(command)
+}
+
+/// Host mode on `cgroup` (a test cgroup, relative to the mount).
+fn start_host_trace(connbal: &Path, cgroup: &str) -> Result<Tracer> {
+    let mut command = Command::new(connbal);
+    command.args(["trace", "--cgroup", cgroup, "--format", "json"]);
+    spawn_trace(command)
+}
+
+/// Runs `work` with this process (every thread, the load generators
+/// included) moved into `cgroup`, then moves it back, so host mode sees
+/// exactly the load's sockets.
+fn inside_cgroup<T>(cgroup: &Path, work: impl FnOnce() -> Result<T>) -> Result<T> {
+    let own = std::fs::read_to_string("/proc/self/cgroup")?;
+    let original = own
+        .lines()
+        .find_map(|l| l.strip_prefix("0::"))
+        .context("this process's cgroup v2")?
+        .to_string();
+    let mount = crate::cgroup::mount()?;
+    let pid = std::process::id().to_string();
+    std::fs::write(cgroup.join("cgroup.procs"), &pid)?;
+    let result = work();
+    std::fs::write(
+        mount
+            .join(original.trim_start_matches('/'))
+            .join("cgroup.procs"),
+        &pid,
+    )?;
+    result
+}
+
+fn spawn_trace(mut command: Command) -> Result<Tracer> {
+    let mut child = command
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()?;
@@ -391,22 +427,40 @@ pub fn live(root: &Path, seconds: u64) -> Result<()> {
     let lab = crate::lab::Lab::new()?;
     load::wire_sized_packets(&lab)?;
 
-    println!("Per-packet cost of the classifier (bpf_stats run_time_ns / run_cnt), {seconds} s per phase:\n");
+    println!("Per-packet cost of the classifier (bpf_stats run_time_ns / run_cnt), {seconds} s per phase. Host mode runs its cgroup_skb programs on both the client's and the server's sockets (the load's two ends are one process in the traced cgroup), and counts both directions:\n");
     println!("| program | traffic | packets | packets/s | ns/packet | records | records lost | userspace CPU s | CPU ms per 100k records |");
     println!("|---|---|---|---|---|---|---|---|---|");
-    for (program, name, extra) in [
-        ("empty (floor)", "connbal_noop", &["--noop-program"][..]),
-        ("connbal", "connbal_tc", &[][..]),
+    let mut cgroups = crate::cgroup::TestCgroup::new("bench")?;
+    let load_cgroup = cgroups.child("load")?;
+    let load_cgroup_name = format!("{}/load", cgroups.relative_root());
+    // "connbal_cgroup_" sums the egress and ingress programs.
+    for (program, name, extra, host) in [
+        (
+            "TC: empty (floor)",
+            "connbal_noop",
+            &["--noop-program"][..],
+            false,
+        ),
+        ("TC: connbal --iface", "connbal_tc", &[][..], false),
+        ("host mode: connbal", "connbal_cgroup_", &[][..], true),
     ] {
         for (label, mix) in [
             ("bulk TCP", Mix::Bulk),
             ("DNS", Mix::Dns),
             ("SYN", Mix::Syn),
         ] {
-            let trace = start_trace(&lab, &connbal, extra)?;
+            let trace = if host {
+                start_host_trace(&connbal, &load_cgroup_name)?
+            } else {
+                start_trace(&lab, &connbal, extra)?
+            };
             let pid = trace.child.id();
             let before = prog_stats(name)?;
-            load::run(&lab, mix, duration)?;
+            if host {
+                inside_cgroup(&load_cgroup, || load::run(&lab, mix, duration))?;
+            } else {
+                load::run(&lab, mix, duration)?;
+            }
             let after = prog_stats(name)?;
             let cpu = process_cpu(pid);
             let json = stop_trace(trace)?;

@@ -70,6 +70,8 @@ pub fn missing_tools(tools: &[&str]) -> Vec<String> {
 }
 
 pub struct Lab {
+    /// Namespaces added beside the two (containers), deleted with the lab.
+    extra_namespaces: Vec<String>,
     pub client_ns: String,
     pub server_ns: String,
     pub client_if: String,
@@ -88,6 +90,7 @@ impl Lab {
         let dir = std::env::temp_dir().join(format!("connbal-{tag}"));
         fs::create_dir_all(&dir)?;
         let mut lab = Lab {
+            extra_namespaces: Vec::new(),
             client_ns: format!("{tag}c"),
             server_ns: format!("{tag}s"),
             client_if: format!("{tag}c0"),
@@ -394,11 +397,60 @@ impl Lab {
         .map_err(|_| anyhow::anyhow!("flood thread panicked"))?
     }
 
-    /// The resolver the client namespace's programs use: `ip netns exec`
-    /// bind-mounts /etc/netns/NS/resolv.conf over /etc/resolv.conf. Removed
-    /// with the lab.
+    /// A "container": a namespace of its own behind a bridge in the client
+    /// namespace (the "host"), which forwards its traffic to the server
+    /// with MASQUERADE (nftables), as Docker's default network does. The
+    /// container is 192.0.2.2 (RFC 5737) and leaves as the client's
+    /// address. Returns the namespace's name; deleted with the lab.
+    pub fn add_container(&mut self) -> Result<String> {
+        let ns = format!("{}k", self.client_ns.trim_end_matches('c'));
+        let inside = format!("{ns}0");
+        let outside = format!("{ns}1");
+        let bridge = format!("{ns}b");
+        ip(&["netns", "add", &ns])?;
+        self.extra_namespaces.push(ns.clone());
+        let host = self.client_ns.clone();
+        ip(&[
+            "link", "add", &inside, "netns", &ns, "type", "veth", "peer", "name", &outside,
+            "netns", &host,
+        ])?;
+        ip(&["-n", &host, "link", "add", &bridge, "type", "bridge"])?;
+        ip(&["-n", &host, "link", "set", &outside, "master", &bridge])?;
+        ip(&["-n", &host, "addr", "add", "192.0.2.1/24", "dev", &bridge])?;
+        for dev in [&bridge, &outside] {
+            ip(&["-n", &host, "link", "set", dev, "up"])?;
+        }
+        ip(&["-n", &ns, "link", "set", "lo", "up"])?;
+        ip(&["-n", &ns, "addr", "add", "192.0.2.2/24", "dev", &inside])?;
+        ip(&["-n", &ns, "link", "set", &inside, "up"])?;
+        ip(&["-n", &ns, "route", "add", "default", "via", "192.0.2.1"])?;
+        run(self
+            .command_in(&host, "sysctl")
+            .args(["-qw", "net.ipv4.ip_forward=1"]))?;
+        for rule in [
+            "add table ip connbal_lab".to_string(),
+            "add chain ip connbal_lab post { type nat hook postrouting priority 100 ; }".into(),
+            format!(
+                "add rule ip connbal_lab post ip saddr 192.0.2.0/24 oifname {} masquerade",
+                self.client_if
+            ),
+        ] {
+            run(self.command_in(&host, "nft").args(rule.split(' ')))?;
+        }
+        Ok(ns)
+    }
+
+    /// The resolver the client namespace's programs use (see
+    /// `resolv_conf`).
     pub fn client_resolv_conf(&self, nameserver: &str) -> Result<()> {
-        let dir = Path::new("/etc/netns").join(&self.client_ns);
+        self.resolv_conf(&self.client_ns, nameserver)
+    }
+
+    /// The resolver programs in `ns` use: `ip netns exec` bind-mounts
+    /// /etc/netns/NS/resolv.conf over /etc/resolv.conf. Removed with the
+    /// lab.
+    pub fn resolv_conf(&self, ns: &str, nameserver: &str) -> Result<()> {
+        let dir = Path::new("/etc/netns").join(ns);
         fs::create_dir_all(&dir)?;
         fs::write(
             dir.join("resolv.conf"),
@@ -564,9 +616,14 @@ impl Drop for Lab {
         for handle in self.servers.drain(..) {
             let _ = handle.join();
         }
-        let _ = ip(&["netns", "del", &self.client_ns]);
-        let _ = ip(&["netns", "del", &self.server_ns]);
-        let _ = fs::remove_dir_all(Path::new("/etc/netns").join(&self.client_ns));
+        for ns in self
+            .extra_namespaces
+            .iter()
+            .chain([&self.client_ns, &self.server_ns])
+        {
+            let _ = ip(&["netns", "del", ns]);
+            let _ = fs::remove_dir_all(Path::new("/etc/netns").join(ns));
+        }
         let _ = fs::remove_dir_all(&self.dir);
     }
 }

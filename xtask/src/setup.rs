@@ -17,6 +17,7 @@ pub const TEST_TOOLS: &[(&str, &str)] = &[
     ("setpriv", "util-linux"),
     ("tmux", "tmux"),
     ("python3", "python3"),
+    ("nft", "nftables"),
 ];
 
 pub fn install_test_packages() -> Result<()> {

@@ -40,6 +40,16 @@ pub enum Observation {
     },
 }
 
+impl Observation {
+    pub fn client(&self) -> &Client {
+        match self {
+            Observation::DnsAnswer { client, .. } | Observation::Connection { client, .. } => {
+                client
+            }
+        }
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct AnsweredBackend {
     pub address: IpAddr,

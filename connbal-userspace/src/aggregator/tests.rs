@@ -829,3 +829,131 @@ fn a_truncated_response_counts_nothing_and_the_retry_counts_once() {
         "172.016.101.190\t192.000.002.001:7000\t0\t1\t_big._tcp.example.\n172.016.101.190\t192.000.002.002:7000\t0\t1\t_big._tcp.example.\n"
     );
 }
+
+/// Section 7: in host mode two apps that share an address (two containers
+/// on one private address, or two processes behind NAT) and even a query
+/// id are two clients; each response comes back on its query's socket and
+/// is credited to that query's app.
+#[test]
+fn owners_sharing_an_address_and_a_query_id_stay_apart() {
+    let mut h = Harness::with(Config {
+        by: ClientBy::App,
+        match_sockets: true,
+        ..Config::default()
+    });
+    let owner = |path: &str, socket: u64, command: &[u8]| {
+        let mut comm = [0u8; 16];
+        comm[..command.len()].copy_from_slice(command);
+        Owner {
+            cgroup: client::cgroup(socket * 10, Some(path)),
+            socket,
+            process: Some(Process {
+                tgid: socket as u32,
+                pid: socket as u32,
+                command: comm,
+                netns_cookie: 1,
+            }),
+        }
+    };
+    let (a, b) = (owner("/a", 1, b"curl"), owner("/b", 2, b"wget"));
+    let query = MessageBuilder::new(7, false, [1, 0, 0, 0])
+        .question("web.example", TYPE_A)
+        .build();
+    let answer = four_a_answer(7, "web.example");
+    let (client, server) = (sock(CLIENT, CLIENT_PORT), sock(SERVER, 53));
+    let ts = h.ts();
+    for (src, dst, payload, owner) in [
+        (client, server, &query, &a),
+        (client, server, &query, &b),
+        (server, client, &answer, &b),
+        (server, client, &answer, &a),
+    ] {
+        h.agg.process(&Event::Udp(Datagram {
+            ts,
+            src,
+            dst,
+            payload,
+            truncated: false,
+            owner: Some(owner),
+        }));
+    }
+    for (owner, backend) in [
+        (&a, "172.16.100.149"),
+        (&b, "172.16.101.21"),
+        (&b, "172.16.101.21"),
+    ] {
+        h.agg.process(&Event::Tcp(Segment {
+            ts,
+            src: sock(CLIENT, 50000),
+            dst: sock(backend, 443),
+            flags: SYN,
+            seq: 1,
+            payload: &[],
+            truncated: false,
+            first_of_flow: None,
+            owner: Some(owner),
+        }));
+    }
+    let report = h.agg.report();
+    let seen: Vec<(String, u64, u64, Vec<u32>)> = report
+        .services
+        .iter()
+        .map(|s| {
+            (
+                s.client.to_string(),
+                s.lookups,
+                s.connections,
+                s.pids.clone(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            ("curl in /a".to_string(), 1, 1, vec![1]),
+            ("wget in /b".to_string(), 1, 2, vec![2]),
+        ]
+    );
+    assert_eq!(h.counters().responses_matched, 2);
+}
+
+/// A response is the query's: a stub's answer arriving on the app's socket
+/// counts for the app, whatever the response packet's own owner says.
+#[test]
+fn a_response_is_credited_to_its_query_s_client() {
+    let mut h = Harness::with(Config {
+        by: ClientBy::Cgroup,
+        ..Config::default()
+    });
+    let owner = |id: u64| Owner {
+        cgroup: client::cgroup(id, Some(if id == 1 { "/app" } else { "/stub" })),
+        socket: 0,
+        process: None,
+    };
+    let (app, stub) = (owner(1), owner(2));
+    let query = MessageBuilder::new(9, false, [1, 0, 0, 0])
+        .question("web.example", TYPE_A)
+        .build();
+    let answer = four_a_answer(9, "web.example");
+    let (client, server) = (sock(CLIENT, CLIENT_PORT), sock(SERVER, 53));
+    let ts = h.ts();
+    h.agg.process(&Event::Udp(Datagram {
+        ts,
+        src: client,
+        dst: server,
+        payload: &query,
+        truncated: false,
+        owner: Some(&app),
+    }));
+    h.agg.process(&Event::Udp(Datagram {
+        ts,
+        src: server,
+        dst: client,
+        payload: &answer,
+        truncated: false,
+        owner: Some(&stub),
+    }));
+    let report = h.agg.report();
+    assert_eq!(report.services.len(), 1);
+    assert_eq!(report.services[0].client.to_string(), "/app");
+}

@@ -2,8 +2,19 @@
 //! goes away ends the stream, not the run: the report still follows on
 //! stderr.
 
-use crate::aggregator::Observation;
+use crate::aggregator::{ClientInfo, Observation};
+use serde::Serialize;
 use std::io::{self, Write};
+
+/// An observation, and for an owner client every known attribute of it,
+/// as the JSON report's rows have them.
+#[derive(Serialize)]
+struct Described<'a> {
+    #[serde(flatten)]
+    observation: &'a Observation,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    client_info: Option<ClientInfo<'a>>,
+}
 
 pub struct EventSink<W: Write = io::Stdout> {
     out: io::BufWriter<W>,
@@ -29,7 +40,12 @@ impl<W: Write> EventSink<W> {
             if self.closed {
                 continue;
             }
-            let written = serde_json::to_writer(&mut self.out, &observation)
+            let client = observation.client();
+            let described = Described {
+                observation: &observation,
+                client_info: client.is_owner().then(|| client.info()),
+            };
+            let written = serde_json::to_writer(&mut self.out, &described)
                 .map_err(io::Error::from)
                 .and_then(|()| self.out.write_all(b"\n"));
             self.closed = written.is_err();

@@ -89,9 +89,15 @@ fn render(report: &Report, colour: bool) -> String {
                 out.push('\n');
             }
             client = Some(&service.client);
+            let pids = if service.pids.is_empty() {
+                String::new()
+            } else {
+                let pids: Vec<String> = service.pids.iter().map(u32::to_string).collect();
+                palette.dim(&format!("  pid {}", pids.join(", ")))
+            };
             let _ = writeln!(
                 out,
-                "{}",
+                "{}{pids}",
                 palette.heading(&format!("client {}", service.client))
             );
         }

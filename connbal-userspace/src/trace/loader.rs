@@ -28,6 +28,9 @@ static OBJECT: &[u8] = aya::include_bytes_aligned!("../../ebpf/connbal.bpf.o");
 const PROGRAM: &str = "connbal_tc";
 /// The empty classifier, for measuring the per-packet floor.
 const NOOP_PROGRAM: &str = "connbal_noop";
+/// Records carry the socket's owner (cgroup, cookie) and its process.
+pub const OWNERS_SOCKET: u8 = 1;
+pub const OWNERS_PROCESS: u8 = 2;
 /// Host mode: packets at the socket, both ways.
 const CGROUP_SKB_PROGRAMS: [(&str, CgroupSkbAttachType); 2] = [
     ("connbal_cgroup_egress", CgroupSkbAttachType::Egress),
@@ -113,6 +116,9 @@ impl LoaderError {
 
 pub struct Options {
     pub all_tcp: bool,
+    /// What owner fields records carry: 0 none, 1 the socket (cgroup and
+    /// cookie), 2 the process too. Host mode sets 2 itself.
+    pub owners: u8,
     pub debug_log: bool,
     pub ring_size: u64,
     pub attach: AttachMode,
@@ -168,7 +174,7 @@ pub fn interface_index(name: &str) -> Option<u32> {
 
 /// The object loaded, with its counters mapped: what both placements
 /// start from.
-fn load(options: &Options) -> Result<(Ebpf, MappedCounters), LoaderError> {
+fn load(options: &Options, owners: u8) -> Result<(Ebpf, MappedCounters), LoaderError> {
     let missing = super::privileges::missing();
     if !missing.is_empty() {
         return Err(LoaderError::Privileges {
@@ -191,6 +197,7 @@ fn load(options: &Options) -> Result<(Ebpf, MappedCounters), LoaderError> {
         .override_global("ALL_TCP", &all_tcp, true)
         .override_global("DEBUG_LOG", &debug_log, true)
         .override_global("WAKEUP_BYTES", &wakeup_bytes, true)
+        .override_global("OWNERS", &owners, true)
         .map_max_entries("EVENTS", ring_size as u32)
         .map_max_entries("COUNTERS", counter_entries)
         .load(OBJECT)
@@ -228,7 +235,7 @@ where
 /// BPF_F_ALLOW_MULTI does; the kernel refuses the flag itself on links, so
 /// the mode passed is `Single` (no flags).
 pub fn load_and_attach_cgroup(cgroup: &Path, options: &Options) -> Result<Loaded, LoaderError> {
-    let (mut ebpf, counters) = load(options)?;
+    let (mut ebpf, counters) = load(options, OWNERS_PROCESS)?;
     let shown = cgroup.display().to_string();
     let dir = File::open(cgroup).map_err(|source| LoaderError::OpenCgroup {
         path: shown.clone(),
@@ -274,7 +281,7 @@ pub fn load_and_attach(interfaces: &[String], options: &Options) -> Result<Loade
                 .ok_or_else(|| LoaderError::NoSuchInterface(name.clone()))
         })
         .collect::<Result<Vec<_>, _>>()?;
-    let (mut ebpf, counters) = load(options)?;
+    let (mut ebpf, counters) = load(options, options.owners)?;
     let name = if options.noop { NOOP_PROGRAM } else { PROGRAM };
     let program: &mut SchedClassifier = program(&mut ebpf, name)?;
     program.load().map_err(program_error)?;

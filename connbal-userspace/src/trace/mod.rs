@@ -220,6 +220,13 @@ async fn attach(mut options: TraceOptions) -> Result<Session, TraceError> {
     options.config.match_sockets = host.is_some();
     let loader_options = loader::Options {
         all_tcp: options.config.all_tcp,
+        // With --iface, owners cost helper calls per record: only when a
+        // client is more than its address.
+        owners: if options.config.by == ClientBy::Ip {
+            0
+        } else {
+            loader::OWNERS_SOCKET
+        },
         debug_log: options.kernel_debug,
         ring_size: options.ring_size,
         attach: options.attach,
