@@ -34,7 +34,7 @@ pub struct SrvTargets {
 
 impl SrvTargets {
     fn register(&mut self, service: &str, port: u16, target: NameKey, preference: SrvPreference) {
-        if !self.targets.contains_key(&target) && self.targets.len() >= MAX_SRV_TARGETS {
+        if self.targets.len() >= MAX_SRV_TARGETS && !self.targets.contains_key(&target) {
             self.dropped += 1;
             return;
         }

@@ -37,7 +37,9 @@ impl Entries {
         key: (Client, IpAddr),
         name: impl FnOnce() -> Arc<str>,
     ) -> Option<&mut Backend> {
-        if !self.map.contains_key(&key) && self.map.len() >= MAX_BACKENDS {
+        // The size first: the table is rarely full, and the lookup costs a
+        // hash of the key for every credited record.
+        if self.map.len() >= MAX_BACKENDS && !self.map.contains_key(&key) {
             self.dropped += 1;
             return None;
         }

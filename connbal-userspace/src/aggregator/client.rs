@@ -29,26 +29,43 @@ pub enum ClientBy {
     Process,
 }
 
+/// Small and cheap for the common case: an address is copied and hashed as
+/// the bare address was (replay's hot path keys every table on it); an
+/// owner is shared behind an `Arc`.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Client(Kind);
+
+/// By hand, so that an address hashes exactly as the bare address did:
+/// replay looks up a (client, backend) key for every answer record and
+/// connection attempt, and the derived hash of the enum showed in profiles.
+impl std::hash::Hash for Client {
+    #[inline]
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        match &self.0 {
+            Kind::Address(address) => address.hash(state),
+            Kind::Owner(owner) => owner.hash(state),
+        }
+    }
+}
+
+// Owners sort before addresses; owners by cgroup path, then command, then
+// process.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct Client {
-    // Field order is sort order: by cgroup path, then command, then
-    // process, then address.
-    cgroup: Option<Cgroup>,
+enum Kind {
+    Owner(Arc<OwnerKey>),
+    Address(IpAddr),
+}
+
+#[derive(Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+struct OwnerKey {
+    cgroup: Cgroup,
     command: Option<[u8; 16]>,
     tgid: Option<u32>,
-    /// Set for clients known by address (`--by ip`, or an owner the kernel
-    /// did not know).
-    address: Option<IpAddr>,
 }
 
 impl Client {
     pub const fn from_address(address: IpAddr) -> Self {
-        Self {
-            cgroup: None,
-            command: None,
-            tgid: None,
-            address: Some(address),
-        }
+        Self(Kind::Address(address))
     }
 
     /// The client behind a packet from (or to) `address` on a socket of
@@ -59,63 +76,68 @@ impl Client {
             return Self::from_address(address);
         };
         let process = owner.process.as_ref();
-        let command = process.map(|p| p.command);
-        match by {
-            ClientBy::Ip => Self::from_address(address),
-            ClientBy::Cgroup => Self {
-                cgroup: Some(owner.cgroup.clone()),
-                command: None,
-                tgid: None,
-                address: None,
-            },
-            ClientBy::App => Self {
-                cgroup: Some(owner.cgroup.clone()),
-                command,
-                tgid: None,
-                address: None,
-            },
-            ClientBy::Process => Self {
-                cgroup: Some(owner.cgroup.clone()),
-                command,
-                tgid: process.map(|p: &Process| p.tgid),
-                address: None,
-            },
+        let (command, tgid) = match by {
+            ClientBy::Ip | ClientBy::Cgroup => (None, None),
+            ClientBy::App => (process.map(|p| p.command), None),
+            ClientBy::Process => (
+                process.map(|p| p.command),
+                process.map(|p: &Process| p.tgid),
+            ),
+        };
+        Self(Kind::Owner(Arc::new(OwnerKey {
+            cgroup: owner.cgroup.clone(),
+            command,
+            tgid,
+        })))
+    }
+
+    fn owner(&self) -> Option<&OwnerKey> {
+        match &self.0 {
+            Kind::Owner(owner) => Some(owner),
+            Kind::Address(_) => None,
         }
     }
 
     /// The address, for clients known by address.
     pub const fn address(&self) -> Option<IpAddr> {
-        self.address
+        match self.0 {
+            Kind::Address(address) => Some(address),
+            Kind::Owner(_) => None,
+        }
     }
 
     /// Whether the client is an owner (a cgroup, app or process) rather
     /// than an address.
     pub fn is_owner(&self) -> bool {
-        self.cgroup.is_some()
+        matches!(self.0, Kind::Owner(_))
     }
 
     /// The command name, printable (control bytes escaped).
     pub fn command(&self) -> Option<String> {
-        self.command
-            .map(|c| printable(&c[..c.iter().position(|&b| b == 0).unwrap_or(16)]))
+        let command = self.owner()?.command?;
+        let end = command.iter().position(|&b| b == 0).unwrap_or(16);
+        Some(printable(&command[..end]))
     }
 
     pub fn cgroup_id(&self) -> Option<u64> {
-        self.cgroup.as_ref().map(|c| c.id)
+        self.owner().map(|o| o.cgroup.id)
     }
 
     /// The cgroup's path relative to the cgroup2 mount, printable.
     pub fn cgroup_path(&self) -> Option<String> {
-        let path = self.cgroup.as_ref()?.path.as_deref()?;
+        let path = self.owner()?.cgroup.path.as_deref()?;
         Some(printable(path.as_bytes()))
+    }
+
+    fn tgid(&self) -> Option<u32> {
+        self.owner()?.tgid
     }
 
     /// The container and pod that the cgroup path names, when it has a
     /// shape a runtime gives it.
     pub fn workload(&self) -> Workload {
-        self.cgroup
-            .as_ref()
-            .and_then(|c| c.path.as_deref())
+        self.owner()
+            .and_then(|o| o.cgroup.path.as_deref())
             .map(Workload::of_path)
             .unwrap_or_default()
     }
@@ -146,15 +168,14 @@ impl std::str::FromStr for Client {
 /// with the process id under `--by process`.
 impl fmt::Display for Client {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let Some(cgroup) = &self.cgroup else {
-            return match self.address {
-                Some(address) => fmt::Display::fmt(&address, f),
-                None => f.write_str("?"),
-            };
+        let owner = match &self.0 {
+            Kind::Address(address) => return fmt::Display::fmt(address, f),
+            Kind::Owner(owner) => owner,
         };
-        if self.command.is_some() || self.tgid.is_some() {
+        let cgroup = &owner.cgroup;
+        if owner.command.is_some() || owner.tgid.is_some() {
             f.write_str(&self.command().unwrap_or_else(|| "?".to_string()))?;
-            if let Some(tgid) = self.tgid {
+            if let Some(tgid) = owner.tgid {
                 write!(f, "[{tgid}]")?;
             }
             f.write_str(" in ")?;
@@ -183,7 +204,7 @@ impl Serialize for ClientInfo<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         let client = self.0;
         let mut map = s.serialize_map(None)?;
-        if let Some(address) = client.address {
+        if let Some(address) = client.address() {
             map.serialize_entry("address", &address)?;
         }
         if let Some(id) = client.cgroup_id() {
@@ -206,7 +227,7 @@ impl Serialize for ClientInfo<'_> {
         if let Some(command) = client.command() {
             map.serialize_entry("command", &command)?;
         }
-        if let Some(tgid) = client.tgid {
+        if let Some(tgid) = client.tgid() {
             map.serialize_entry("tgid", &tgid)?;
         }
         map.end()

@@ -16,7 +16,6 @@ impl Aggregator {
         // The sender's client, and with -a the receiver's: in host mode
         // both are the local socket's owner, whichever way the segment went.
         let from = self.client_of(s.src.ip(), s.owner);
-        let to = self.client_of(s.dst.ip(), s.owner);
         if attempt {
             self.counters.connection_attempts += 1;
             self.count_connection(&from, s.dst.ip(), s.dst.port());
@@ -35,6 +34,7 @@ impl Aggregator {
             }
         };
         if new_flow && !attempt {
+            let to = self.client_of(s.dst.ip(), s.owner);
             // Spec 4: counted both ways, whichever side is the backend.
             self.counters.flows_seen_midstream += 1;
             self.count_connection(&from, s.dst.ip(), s.dst.port());

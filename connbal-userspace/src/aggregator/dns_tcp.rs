@@ -41,7 +41,7 @@ impl DnsStreams {
             }
         }
         if !s.payload.is_empty() || s.truncated {
-            if !self.streams.contains_key(&key) && self.streams.len() >= MAX_DNS_STREAMS {
+            if self.streams.len() >= MAX_DNS_STREAMS && !self.streams.contains_key(&key) {
                 self.dropped += 1;
                 self.unplaced_segments += 1;
             } else {

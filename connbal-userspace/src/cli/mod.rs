@@ -33,7 +33,7 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Trace live traffic on interfaces with an in-kernel eBPF filter.
+    /// Trace live, host-wide at the sockets (or on interfaces with --iface), with in-kernel eBPF filters.
     #[command(after_help = format!("{}\n\n{EXIT_CODES}", trace::EXAMPLES))]
     Trace(trace::TraceArgs),
     /// Read a snoop, pcap or pcapng capture (file or pipe) and print the report.
