@@ -90,10 +90,16 @@ impl HostLab {
     /// Runs the app in cgroup `cgroup` of the test, in the client
     /// namespace, and returns the backends it chose.
     fn run_app(&mut self, cgroup: &str, plan: &[usize]) -> Vec<String> {
+        let ns = self.lab.client_ns.clone();
+        self.run_app_in(&ns, cgroup, plan)
+    }
+
+    /// Runs the app in cgroup `cgroup` of the test, in namespace `ns`.
+    fn run_app_in(&mut self, ns: &str, cgroup: &str, plan: &[usize]) -> Vec<String> {
         let dir = self.cgroups.child(cgroup).unwrap();
         let plan = plan.iter().map(usize::to_string).collect::<Vec<_>>();
         let out = TestCgroup::command_in(&dir, "ip")
-            .args(["netns", "exec", &self.lab.client_ns, "python3"])
+            .args(["netns", "exec", ns, "python3"])
             .arg(&self.app_script)
             .args([NAME, &plan.join(",")])
             .output()
@@ -279,27 +285,7 @@ fn a_container_behind_nat_is_named_from_its_runtime_cgroup() {
     host.lab.resolv_conf(&ctr_ns, "127.0.0.11").unwrap();
     let root = host.cgroups.relative_root();
     let trace = HostTrace::start(&root, &["--format", "json"]);
-    let scope = host
-        .cgroups
-        .child(&format!("system.slice/docker-{id}.scope"))
-        .unwrap();
-    let plan = PLAN_B.iter().map(usize::to_string).collect::<Vec<_>>();
-    let out = TestCgroup::command_in(&scope, "ip")
-        .args(["netns", "exec", &ctr_ns, "python3"])
-        .arg(&host.app_script)
-        .args([NAME, &plan.join(",")])
-        .output()
-        .expect("run the app in the container");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let chosen: Vec<String> = String::from_utf8(out.stdout)
-        .unwrap()
-        .lines()
-        .map(str::to_string)
-        .collect();
+    let chosen = host.run_app_in(&ctr_ns, &format!("system.slice/docker-{id}.scope"), PLAN_B);
     let (stdout, stderr) = trace.stop();
     let json: serde_json::Value = serde_json::from_str(&stdout).expect("JSON report");
     let services = services(&json);
@@ -372,15 +358,11 @@ fn kill_9_leaves_no_cgroup_program_behind() {
     let mut child = trace.child;
     child.kill().unwrap();
     child.wait().unwrap();
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while attached().contains("connbal") {
-        assert!(
-            Instant::now() < deadline,
-            "programs left after kill -9: {}",
-            attached()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_until(
+        Duration::from_secs(5),
+        || !attached().contains("connbal"),
+        || format!("programs left after kill -9: {}", attached()),
+    );
 }
 
 #[test]

@@ -259,15 +259,11 @@ fn kill_9_leaves_no_tcx_link_behind() {
     trace.signal("-KILL");
     let finished = trace.wait();
     assert!(!finished.status.success());
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while connbal_tcx_links().len() != before.len() {
-        assert!(
-            Instant::now() < deadline,
-            "TCX links survived kill -9: {:?}",
-            connbal_tcx_links()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_until(
+        Duration::from_secs(5),
+        || connbal_tcx_links().len() == before.len(),
+        || format!("TCX links survived kill -9: {:?}", connbal_tcx_links()),
+    );
 }
 
 #[test]

@@ -242,3 +242,17 @@ impl Drop for Tmux {
 pub fn shell_quote(path: &Path) -> String {
     format!("'{}'", path.display().to_string().replace('\'', "'\\''"))
 }
+
+/// Polls `done` every 50 ms until it holds; fails with `what()` (which
+/// says what is still wrong) after `limit`.
+pub fn wait_until(
+    limit: std::time::Duration,
+    mut done: impl FnMut() -> bool,
+    what: impl Fn() -> String,
+) {
+    let deadline = std::time::Instant::now() + limit;
+    while !done() {
+        assert!(std::time::Instant::now() < deadline, "{}", what());
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}

@@ -232,12 +232,19 @@ impl Lab {
         .stdout(Stdio::null())
         .stderr(File::create(self.dir.join("dnsmasq.log"))?);
         self.spawn("dnsmasq", cmd)?;
+        self.wait_for_dns(&self.client_ns, &SERVER_V4.to_string())
+            .with_context(|| format!("see {}", self.dir.join("dnsmasq.log").display()))
+    }
+
+    /// Waits, at most STEP_TIMEOUT, until the DNS server at `server`
+    /// answers from namespace `ns`.
+    fn wait_for_dns(&self, ns: &str, server: &str) -> Result<()> {
         let deadline = Instant::now() + STEP_TIMEOUT;
         loop {
             let probe = self
-                .client("dig")
+                .command_in(ns, "dig")
                 .args([
-                    &format!("@{SERVER_V4}"),
+                    &format!("@{server}"),
                     "+time=1",
                     "+tries=1",
                     "+short",
@@ -249,10 +256,7 @@ impl Lab {
                 return Ok(());
             }
             if Instant::now() > deadline {
-                bail!(
-                    "dnsmasq did not answer within {STEP_TIMEOUT:?}; see {}",
-                    self.dir.join("dnsmasq.log").display()
-                );
+                bail!("the DNS server at {server} did not answer within {STEP_TIMEOUT:?}");
             }
             std::thread::sleep(Duration::from_millis(100));
         }
@@ -490,27 +494,7 @@ impl Lab {
             .stdout(Stdio::null())
             .stderr(File::create(self.dir.join(format!("stub-{listen}.log")))?);
         self.spawn("stub dnsmasq", cmd)?;
-        let deadline = Instant::now() + STEP_TIMEOUT;
-        loop {
-            let probe = self
-                .command_in(ns, "dig")
-                .args([
-                    &format!("@{listen}"),
-                    "+time=1",
-                    "+tries=1",
-                    "+short",
-                    "connbal.test",
-                    "SOA",
-                ])
-                .output();
-            if probe.is_ok_and(|o| o.status.success()) {
-                return Ok(());
-            }
-            if Instant::now() > deadline {
-                bail!("the stub on {listen} did not answer within {STEP_TIMEOUT:?}");
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        self.wait_for_dns(ns, listen)
     }
 
     /// The interface's index inside its namespace.
