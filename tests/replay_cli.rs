@@ -206,3 +206,40 @@ fn every_subcommand_help_has_examples() {
         );
     }
 }
+
+/// A reader that stops early (`connbal completions bash | head -1`) ends
+/// the output quietly: exit 0, no panic. The pipe's read end is closed
+/// before connbal writes, so every write meets EPIPE.
+#[test]
+fn a_closed_stdout_is_a_quiet_end_not_a_panic() {
+    for args in [&["completions", "bash"][..], &["man"][..]] {
+        let (reader, writer) = std::io::pipe().unwrap();
+        drop(reader);
+        let out = connbal()
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(writer)
+            .stderr(Stdio::piped())
+            .output()
+            .unwrap();
+        let err = stderr(&out);
+        assert!(!err.contains("panicked"), "{args:?}: {err}");
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {err}");
+    }
+}
+
+#[test]
+fn zero_or_absurd_durations_are_refused_with_a_message() {
+    for args in [
+        &["trace", "--interval", "0s"][..],
+        &["trace", "--duration", "0s"][..],
+        &["trace", "--duration", "1000y"][..],
+        &["trace", "--metrics", "9464"][..],
+    ] {
+        let out = connbal().args(args).stdin(Stdio::null()).output().unwrap();
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert!(!err.contains("panicked"), "{args:?}: {err}");
+        assert!(err.contains(args[1]), "names the flag: {err}");
+    }
+}

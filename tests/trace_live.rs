@@ -688,3 +688,21 @@ fn interval_redraws_the_table_in_place_on_a_terminal() {
     );
     assert!(screen.contains("  web.connbal.test.  "), "{screen}");
 }
+
+/// `-i eth0 -i eth0` is one interface: attached once, not a second attach
+/// that the kernel refuses.
+#[test]
+fn naming_an_interface_twice_traces_it_once() {
+    let Some(_guard) = live() else { return };
+    let lab = Lab::new().expect("lab");
+    let client_if = lab.client_if.clone();
+    let trace = Trace::start(&lab, &["--iface", &client_if]);
+    let finished = trace.stop("-INT");
+    assert!(finished.status.success(), "{}", finished.stderr);
+    assert_eq!(
+        finished.stderr.matches(&client_if).count(),
+        1,
+        "listed once: {}",
+        finished.stderr
+    );
+}

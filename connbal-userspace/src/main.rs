@@ -13,8 +13,7 @@ fn main() -> ExitCode {
         Command::Replay(args) => connbal::replay::run(args.options()),
         Command::Trace(args) => connbal::trace::run(args.options()).map_err(Into::into),
         Command::Completions { shell } => {
-            cli::completions(shell);
-            Ok(())
+            cli::completions(shell).map_err(|e| connbal::output::OutputError::ManPage(e).into())
         }
         Command::Man => cli::man().map_err(|e| connbal::output::OutputError::ManPage(e).into()),
     };

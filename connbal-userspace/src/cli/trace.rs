@@ -56,12 +56,12 @@ pub struct TraceArgs {
     pub by: Option<ByArg>,
 
     /// Stop after this long (e.g. 30s, 10m, 1h); default: until Ctrl-C.
-    #[arg(long, value_parser = humantime::parse_duration)]
+    #[arg(long, value_parser = positive_duration)]
     pub duration: Option<Duration>,
 
     /// Also print the report every D while running (a table on a terminal
     /// is redrawn in place).
-    #[arg(long, value_name = "D", value_parser = humantime::parse_duration)]
+    #[arg(long, value_name = "D", value_parser = positive_duration)]
     pub interval: Option<Duration>,
 
     /// Ring buffer size in bytes (power of two; K, M, G suffixes). Drops are
@@ -73,11 +73,12 @@ pub struct TraceArgs {
     #[arg(long, value_enum, default_value_t = AttachArg::Auto)]
     pub attach: AttachArg,
 
-    /// Serve Prometheus/OpenMetrics metrics at http://ADDR/metrics
-    /// (e.g. 127.0.0.1:9464): connections and DNS appearances per client,
+    /// Serve Prometheus/OpenMetrics metrics at http://ADDR/metrics:
+    /// HOST:PORT (127.0.0.1:9464, localhost:9464; loopback is the safe
+    /// choice) or :PORT for every address: connections and DNS appearances per client,
     /// backend, port and name; per-name lookups and verdicts; kernel,
     /// drop and eviction counters.
-    #[arg(long, value_name = "ADDR")]
+    #[arg(long, value_name = "ADDR", value_parser = listen_address)]
     pub metrics: Option<std::net::SocketAddr>,
 
     /// At most this many backend series (and as many name series) per
@@ -130,7 +131,14 @@ impl TraceArgs {
             config: self.report.config(),
             format: self.report.format.map(Into::into),
             verbose: self.report.verbose,
-            interfaces: self.interfaces,
+            // `-i eth0 -i eth0` is one interface, attached once.
+            interfaces: self
+                .interfaces
+                .iter()
+                .enumerate()
+                .filter(|(i, name)| !self.interfaces[..*i].contains(name))
+                .map(|(_, name)| name.clone())
+                .collect(),
             cgroup: self.cgroup,
             by: self.by.map(|by| match by {
                 ByArg::App => ClientBy::App,
@@ -177,9 +185,39 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
         .ok_or_else(|| format!("size too large: {text:?}"))
 }
 
+/// A duration above zero and at most a year ("30s", "10m", "1h"): zero
+/// would end a trace at once or report in a busy loop.
+fn positive_duration(text: &str) -> Result<Duration, String> {
+    const YEAR: Duration = Duration::from_secs(365 * 24 * 3600);
+    let duration = humantime::parse_duration(text).map_err(|e| e.to_string())?;
+    if duration.is_zero() {
+        return Err("must be more than zero (e.g. 30s, 10m)".into());
+    }
+    if duration > YEAR {
+        return Err("must be at most a year".into());
+    }
+    Ok(duration)
+}
+
+/// Where to serve metrics: `HOST:PORT` with an address or a name
+/// (`localhost:9464`, resolved now), or `:PORT` for every IPv4 address, as
+/// Prometheus exporters take it.
+fn listen_address(text: &str) -> Result<std::net::SocketAddr, String> {
+    use std::net::ToSocketAddrs as _;
+    let text = text.trim();
+    if let Some(port) = text.strip_prefix(':') {
+        let port: u16 = port.parse().map_err(|_| format!("not a port: {port:?}"))?;
+        return Ok((std::net::Ipv4Addr::UNSPECIFIED, port).into());
+    }
+    text.to_socket_addrs()
+        .map_err(|e| format!("{text:?}: {e} (give HOST:PORT or :PORT)"))?
+        .next()
+        .ok_or_else(|| format!("{text:?} resolves to no address"))
+}
+
 #[cfg(test)]
 mod tests {
-    use super::parse_size;
+    use super::*;
 
     #[test]
     fn sizes() {
@@ -189,5 +227,26 @@ mod tests {
         assert_eq!(parse_size("1g"), Ok(1 << 30));
         assert!(parse_size("8X").is_err());
         assert!(parse_size("M").is_err());
+    }
+
+    #[test]
+    fn durations_must_be_positive_and_sane() {
+        assert_eq!(positive_duration("30s"), Ok(Duration::from_secs(30)));
+        assert!(positive_duration("0s").is_err());
+        assert!(positive_duration("0").is_err());
+        assert!(positive_duration("1000y").is_err());
+        assert!(positive_duration("soon").is_err());
+    }
+
+    #[test]
+    fn metrics_addresses_take_names_and_a_bare_port() {
+        assert_eq!(listen_address(":9465").unwrap().to_string(), "0.0.0.0:9465");
+        assert_eq!(
+            listen_address("127.0.0.1:9464").unwrap().to_string(),
+            "127.0.0.1:9464"
+        );
+        assert!(listen_address("localhost:9464").unwrap().ip().is_loopback());
+        assert!(listen_address(":http").is_err());
+        assert!(listen_address("9464").is_err());
     }
 }

@@ -36,7 +36,8 @@ pub enum OutputError {
         stream: &'static str,
         source: io::Error,
     },
-    #[error("writing the man page to stdout: {0}")]
+    /// The man page or a completion script.
+    #[error("writing to stdout: {0}")]
     ManPage(io::Error),
 }
 
