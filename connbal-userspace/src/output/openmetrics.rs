@@ -9,7 +9,7 @@
 //! folded is itself a metric.
 
 use crate::aggregator::verdict::Check;
-use crate::aggregator::{Report, Row, Service};
+use crate::aggregator::{Client, Report, Row, Service};
 use crate::tally::Tally;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -48,13 +48,33 @@ struct CounterLabels {
 
 type FloatGauge = Gauge<f64, AtomicU64>;
 
+/// For an owner client, `app` (its command) and `container` (the
+/// container's short id, or else the cgroup path): labels to aggregate a
+/// fleet by, bounded by the same series cap. None for a client known by
+/// address, whose series stay as they were.
+type OwnerLabels = Vec<(&'static str, String)>;
+
+fn owner_labels(client: &Client) -> OwnerLabels {
+    if !client.is_owner() {
+        return Vec::new();
+    }
+    let container = match client.workload().container {
+        Some(container) => container.short_id().to_string(),
+        None => client.cgroup_path().unwrap_or_default(),
+    };
+    vec![
+        ("app", client.command().unwrap_or_default()),
+        ("container", container),
+    ]
+}
+
 /// The OpenMetrics text for `report` and for `input` (the input's own
 /// counters: records read, the kernel program's), at most `max_series`
 /// backend series and as many service series.
 pub fn render(report: &Report, input: &dyn Tally, max_series: usize) -> String {
     let mut registry = Registry::with_prefix("connbal");
-    let connections = Family::<BackendLabels, Counter>::default();
-    let appearances = Family::<BackendLabels, Counter>::default();
+    let connections = Family::<(BackendLabels, OwnerLabels), Counter>::default();
+    let appearances = Family::<(BackendLabels, OwnerLabels), Counter>::default();
     let folded = Gauge::<i64>::default();
     let folded_connections = Counter::<u64>::default();
 
@@ -68,22 +88,25 @@ pub fn render(report: &Report, input: &dyn Tally, max_series: usize) -> String {
             folded_connections.inc_by(row.conns);
             continue;
         }
-        let labels = BackendLabels {
-            client: row.client.to_string(),
-            backend: row.backend.to_string(),
-            port: row.port.map_or("?".to_string(), |p| p.to_string()),
-            name: row.name.to_string(),
-        };
+        let labels = (
+            BackendLabels {
+                client: row.client.to_string(),
+                backend: row.backend.to_string(),
+                port: row.port.map_or("?".to_string(), |p| p.to_string()),
+                name: row.name.to_string(),
+            },
+            owner_labels(&row.client),
+        );
         connections.get_or_create(&labels).inc_by(row.conns);
         appearances.get_or_create(&labels).inc_by(row.dns);
     }
 
-    let lookups = Family::<ServiceLabels, Counter>::default();
-    let lookups_within_ttl = Family::<ServiceLabels, Counter>::default();
-    let backends = Family::<ServiceLabels, Gauge>::default();
-    let unused = Family::<ServiceLabels, Gauge>::default();
-    let p_value = Family::<ServiceLabels, FloatGauge>::default();
-    let verdict_ok = Family::<VerdictLabels, Gauge>::default();
+    let lookups = Family::<(ServiceLabels, OwnerLabels), Counter>::default();
+    let lookups_within_ttl = Family::<(ServiceLabels, OwnerLabels), Counter>::default();
+    let backends = Family::<(ServiceLabels, OwnerLabels), Gauge>::default();
+    let unused = Family::<(ServiceLabels, OwnerLabels), Gauge>::default();
+    let p_value = Family::<(ServiceLabels, OwnerLabels), FloatGauge>::default();
+    let verdict_ok = Family::<(VerdictLabels, OwnerLabels), Gauge>::default();
     // Busiest first here too, so the cap folds the quietest names.
     let mut services: Vec<&Service> = report.services.iter().collect();
     services.sort_by_key(|s| std::cmp::Reverse(s.connections));
@@ -92,10 +115,14 @@ pub fn render(report: &Report, input: &dyn Tally, max_series: usize) -> String {
             folded_series += 1;
             continue;
         }
-        let labels = ServiceLabels {
-            client: service.client.to_string(),
-            name: service.name.to_string(),
-        };
+        let owner = owner_labels(&service.client);
+        let labels = (
+            ServiceLabels {
+                client: service.client.to_string(),
+                name: service.name.to_string(),
+            },
+            owner.clone(),
+        );
         lookups.get_or_create(&labels).inc_by(service.lookups);
         lookups_within_ttl
             .get_or_create(&labels)
@@ -111,11 +138,14 @@ pub fn render(report: &Report, input: &dyn Tally, max_series: usize) -> String {
         }
         for verdict in &service.verdicts {
             verdict_ok
-                .get_or_create(&VerdictLabels {
-                    client: labels.client.clone(),
-                    name: labels.name.clone(),
-                    check: check_label(verdict.check).to_string(),
-                })
+                .get_or_create(&(
+                    VerdictLabels {
+                        client: labels.0.client.clone(),
+                        name: labels.0.name.clone(),
+                        check: check_label(verdict.check).to_string(),
+                    },
+                    owner.clone(),
+                ))
                 .set(i64::from(verdict.ok));
         }
     }
@@ -296,6 +326,61 @@ mod tests {
         assert!(text.contains("connbal_aggregator_events_total{counter=\"responses_matched\"} 1\n"));
         assert!(text.contains("connbal_metrics_folded_series 0\n"));
         assert!(text.ends_with("# EOF\n"));
+    }
+
+    #[test]
+    fn owner_clients_get_app_and_container_labels() {
+        use crate::aggregator::{cgroup, ClientBy, Owner, Process};
+        let mut agg = Aggregator::new(Config {
+            by: ClientBy::App,
+            ..Config::default()
+        });
+        let mut command = [0u8; 16];
+        command[..4].copy_from_slice(b"curl");
+        let id = "3f2a1b4c5d6e7f8091a2b3c4d5e6f708192a3b4c5d6e7f8091a2b3c4d5e6f708";
+        let path = format!("/system.slice/docker-{id}.scope");
+        let owner = Owner {
+            cgroup: cgroup(5, Some(&path)),
+            socket: 1,
+            process: Some(Process {
+                tgid: 10,
+                pid: 10,
+                command,
+                netns_cookie: 1,
+            }),
+        };
+        let client: SocketAddr = "10.0.0.2:40000".parse().unwrap();
+        let server: SocketAddr = "10.0.0.53:53".parse().unwrap();
+        let query = MessageBuilder::new(1, false, [1, 0, 0, 0])
+            .question("web.example", TYPE_A)
+            .build();
+        let answer = MessageBuilder::new(1, true, [1, 2, 0, 0])
+            .question("web.example", TYPE_A)
+            .a("web.example", [10, 1, 0, 1])
+            .a("web.example", [10, 1, 0, 2])
+            .build();
+        let ts = Timestamp::from_secs(100);
+        for (src, dst, payload) in [(client, server, &query), (server, client, &answer)] {
+            agg.process(&Event::Udp(Datagram {
+                ts,
+                src,
+                dst,
+                payload,
+                truncated: false,
+                owner: Some(&owner),
+            }));
+        }
+        let none = Input {
+            records: 0,
+            kernel_records_lost: 0,
+        };
+        let text = render(&agg.report(), &none, 100);
+        assert!(text.contains(
+            "connbal_dns_appearances_total{client=\"curl in docker 3f2a1b4c5d6e\",backend=\"10.1.0.1\",port=\"?\",name=\"web.example.\",app=\"curl\",container=\"3f2a1b4c5d6e\"} 1\n"
+        ), "{text}");
+        assert!(text.contains(
+            "connbal_service_lookups_total{client=\"curl in docker 3f2a1b4c5d6e\",name=\"web.example.\",app=\"curl\",container=\"3f2a1b4c5d6e\"} 1\n"
+        ), "{text}");
     }
 
     #[test]
