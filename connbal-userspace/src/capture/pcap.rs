@@ -15,16 +15,30 @@ pub struct Pcap {
     link: LinkType,
 }
 
+/// The link type in a pcap header's 32-bit field, as libpcap reads it: the
+/// low 16 bits. Bits 26 to 31 may carry the FCS length (Ethernet written
+/// as 0x30000001), and only the reserved bits 16 to 25 make it invalid.
+fn link_type(field: u32) -> Result<LinkType, Problem> {
+    const RESERVED: u32 = 0x03FF_0000;
+    let code = field & 0xFFFF;
+    if field & RESERVED != 0 {
+        return Err(Problem::Unsupported {
+            what: "pcap link type field (reserved bits set)",
+            value: format!("{field:#010x}"),
+        });
+    }
+    LinkType::from_linktype(code as i32).ok_or_else(|| Problem::Unsupported {
+        what: "pcap link type",
+        value: code.to_string(),
+    })
+}
+
 impl Pcap {
     pub fn open(stream: &mut ByteStream) -> Result<Self, Problem> {
         let bytes = need(stream, FILE_HEADER, "pcap file header")?;
         let (_, header) = parse_pcap_header(bytes)
             .map_err(|e| Problem::Malformed(format!("pcap file header: {e:?}")))?;
-        let link =
-            LinkType::from_linktype(header.network.0).ok_or_else(|| Problem::Unsupported {
-                what: "pcap link type",
-                value: header.network.0.to_string(),
-            })?;
+        let link = link_type(header.network.0 as u32)?;
         let units_per_sec = if header.is_nanosecond_precision() {
             1_000_000_000
         } else {

@@ -124,7 +124,7 @@ impl Pcapng {
                             value: idb.linktype.0.to_string(),
                         }
                     })?;
-                let units_per_sec = idb.ts_resolution().ok_or_else(|| {
+                let units_per_sec = units_per_second(idb.if_tsresol).ok_or_else(|| {
                     Problem::Malformed(format!(
                         "interface description: if_tsresol {:#x}",
                         idb.if_tsresol
@@ -230,5 +230,18 @@ impl Pcapng {
             });
         }
         Ok((block_type, len as usize))
+    }
+}
+
+/// Timestamp units per second from `if_tsresol`: 10^n, or 2^n when the top
+/// bit is set (0x88 is 2^-8 s). Hand-written because pcap-parser 0.17
+/// refuses the power-of-two form, which the format allows. `None` when
+/// the unit does not fit a u64 (finer than 10^-19 or 2^-63 s).
+pub fn units_per_second(if_tsresol: u8) -> Option<u64> {
+    let exponent = u32::from(if_tsresol & 0x7f);
+    if if_tsresol & 0x80 != 0 {
+        1u64.checked_shl(exponent).filter(|_| exponent < 64)
+    } else {
+        10u64.checked_pow(exponent)
     }
 }

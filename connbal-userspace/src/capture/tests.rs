@@ -312,3 +312,47 @@ fn a_packet_block_larger_than_the_parse_limit_is_refused() {
         "{message}"
     );
 }
+
+/// libpcap takes the link type from the low 16 bits; the top bits may say
+/// the FCS length. Only the reserved bits make the field invalid.
+#[test]
+fn pcap_link_type_with_fcs_bits_is_read_like_libpcap() {
+    let mut bytes = pcap_bytes(
+        LinkType::Ethernet,
+        &sample(),
+        PcapOptions {
+            big_endian: false,
+            nanos: false,
+        },
+    );
+    bytes[20..24].copy_from_slice(&0x3000_0001u32.to_le_bytes());
+    expect_same(bytes.clone(), LinkType::Ethernet);
+    bytes[20..24].copy_from_slice(&0x0001_0001u32.to_le_bytes());
+    let (_, error) = read_all(bytes);
+    assert!(
+        error.unwrap().to_string().contains("reserved bits set"),
+        "the reserved bits are refused"
+    );
+}
+
+/// if_tsresol with its top bit set is a power of two (0x88: 2^-8 s).
+#[test]
+fn pcapng_binary_timestamp_resolution_is_read() {
+    assert_eq!(pcapng::units_per_second(9), Some(1_000_000_000));
+    assert_eq!(pcapng::units_per_second(6), Some(1_000_000));
+    assert_eq!(pcapng::units_per_second(0x88), Some(256));
+    assert_eq!(pcapng::units_per_second(0x80 | 63), Some(1 << 63));
+    assert_eq!(pcapng::units_per_second(0x80 | 64), None);
+    assert_eq!(pcapng::units_per_second(20), None);
+    // 256,000 units and 128 more: 1000.5 s at 2^-8 s per unit.
+    let mut bytes = pcapng_bytes(LinkType::Ethernet, &[frame(256_128, &[1; 60])], false);
+    // The interface's if_tsresol value: after the 28-byte section header,
+    // the block's type, length, link type, reserved, snap length and the
+    // option's code and length.
+    assert_eq!(bytes[48], 9);
+    bytes[48] = 0x88;
+    let (frames, error) = read_all(bytes);
+    assert!(error.is_none(), "{error:?}");
+    assert_eq!(frames.len(), 1);
+    assert_eq!(frames[0].0, 1_000_500_000_000);
+}
