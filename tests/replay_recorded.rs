@@ -219,3 +219,46 @@ fn events_agree_with_the_report() {
     }
     assert_eq!(answers_for("web.connbal.test."), 10);
 }
+
+/// The capture filter the README and `replay --help` give for
+/// `tcpdump -w - FILTER | connbal replay -`. libpcap's `tcp[tcpflags]`
+/// reads IPv4 only, so IPv6 connection attempts are matched by hand: next
+/// header TCP (6) and, 40 + 13 bytes in, SYN without ACK.
+const PIPELINE_FILTER: &str = "port 53 or tcp[tcpflags] & (tcp-syn|tcp-ack) == tcp-syn or (ip6[6] == 6 and ip6[53] & 0x12 == 0x02)";
+
+/// Runs the recorded capture through `tcpdump -r … -w - FILTER` and returns
+/// connbal's report of what came out.
+fn through_tcpdump(filter: &str) -> String {
+    let capture = data("recorded/veth.pcap");
+    let tcpdump = std::process::Command::new("tcpdump")
+        .args(["-r"])
+        .arg(&capture)
+        .args(["-w", "-", filter])
+        .stderr(std::process::Stdio::null())
+        .output()
+        .expect("run tcpdump");
+    assert!(tcpdump.status.success());
+    stdout(&replay_stdin(&["--format", "tsv"], &tcpdump.stdout))
+}
+
+#[test]
+fn the_documented_tcpdump_filter_keeps_ipv6_connection_attempts() {
+    if !tools_available(&["tcpdump"]) {
+        return;
+    }
+    let readme = std::fs::read_to_string(data("../../README.md")).unwrap();
+    assert!(
+        readme.contains(PIPELINE_FILTER),
+        "the README gives this filter"
+    );
+    let whole = stdout(&replay(&[
+        "--format",
+        "tsv",
+        data("recorded/veth.pcap").to_str().unwrap(),
+    ]));
+    assert!(whole.contains("[2001:db8:200::1]:443\t2\t"), "{whole}");
+    assert_eq!(through_tcpdump(PIPELINE_FILTER), whole);
+    // The filter it replaces lost them: IPv4-only tcp[tcpflags].
+    let naive = through_tcpdump("udp port 53 or tcp port 53 or tcp[tcpflags] == tcp-syn");
+    assert!(!naive.contains("[2001:db8:200::1]:443\t2\t"), "{naive}");
+}

@@ -114,7 +114,19 @@ fn main() -> Result<()> {
         Task::Setup => xtask::ebpf::setup(),
         Task::Snapshots { bless } => xtask::snapshots::run(&xtask::ebpf::workspace_root(), bless),
         Task::Test { cargo_args } => {
+            // Each step says what it is doing as it starts: on a fresh
+            // machine the install and the first build take minutes.
+            eprintln!("xtask: step 1/3: the test tools (apt-get, as root)");
             xtask::setup::install_test_packages()?;
+            eprintln!("xtask: step 2/3: building every test (cargo's progress follows)");
+            let built = std::process::Command::new(env!("CARGO"))
+                .args(["test", "--workspace", "--no-run"])
+                .args(&cargo_args)
+                .status()?;
+            if !built.success() {
+                bail!("building the tests failed ({built})");
+            }
+            eprintln!("xtask: step 3/3: running every test");
             let mut child = std::process::Command::new(env!("CARGO"))
                 .args(["test", "--workspace"])
                 .args(&cargo_args)
