@@ -121,6 +121,16 @@ impl Aggregator {
         }
     }
 
+    /// With `-F`, whether the message's question is one the filter leaves
+    /// out (so no query of it was tracked). Decodes the question only when
+    /// a filter is set.
+    fn filtered_out(&self, message: &[u8]) -> bool {
+        let Some(filter) = &self.config.filter else {
+            return false;
+        };
+        dns::parse_question(message).is_ok_and(|(_, q, _)| !q.name.contains(filter.as_str()))
+    }
+
     fn count_undecodable(&mut self, truncated: bool) {
         if truncated {
             self.counters.truncated_dns_skipped += 1;
@@ -188,7 +198,11 @@ impl Aggregator {
         // Cheap checks first: most responses on a busy resolver are not ours.
         let key = (dst.ip(), header.id, socket);
         if !self.pending.awaits(&key, src.ip(), dst.port()) {
-            self.counters.unmatched_responses += 1;
+            if self.filtered_out(message) {
+                self.counters.responses_filtered_out += 1;
+            } else {
+                self.counters.unmatched_responses += 1;
+            }
             return;
         }
         let (question, records) = match dns::parse_question(message).and_then(|(_, q, at)| {

@@ -16,6 +16,8 @@ counter_set! {
         pub queries_tracked: u64,
         pub responses_matched: u64,
         pub unmatched_responses: u64,
+        /// `-F`: responses to questions the filter left out (not a loss).
+        pub responses_filtered_out: u64,
         pub malformed_dns_skipped: u64,
         /// Messages cut short by the snap length that could not be decoded.
         pub truncated_dns_skipped: u64,
