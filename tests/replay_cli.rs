@@ -196,6 +196,54 @@ fn the_man_page_is_roff_and_covers_every_subcommand() {
     }
 }
 
+/// Each subcommand has its own page, connbal-COMMAND(1), as the top-level
+/// page says; `man -l` renders it and it lists every option its --help
+/// lists, its examples and the exit status. The top-level page explains
+/// the report, the verdicts and the counters.
+#[test]
+fn every_man_page_renders_and_lists_every_option() {
+    if !tools_available(&["man"]) {
+        return;
+    }
+    let render = |page: Option<&str>| -> String {
+        let roff = connbal().arg("man").args(page).output().unwrap();
+        assert!(roff.status.success(), "{}", stderr(&roff));
+        let mut man = std::process::Command::new("man")
+            .args(["-l", "-"])
+            .env("MANWIDTH", "200")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        man.stdin.take().unwrap().write_all(&roff.stdout).unwrap();
+        let out = man.wait_with_output().unwrap();
+        assert!(out.status.success(), "man -l failed: {}", stderr(&out));
+        stdout(&out)
+    };
+    let top = render(None);
+    for sub in ["trace", "replay", "completions", "man"] {
+        assert!(top.contains(&format!("connbal-{sub}(1)")), "{top}");
+    }
+    assert!(top.contains("Counters"), "the report section: {top}");
+    for sub in ["trace", "replay", "completions", "man"] {
+        let page = render(Some(sub));
+        assert!(page.contains(&format!("connbal-{sub}(1)")), "{page}");
+        let help = stdout(&connbal().args([sub, "--help"]).output().unwrap());
+        let options: Vec<&str> = help
+            .split_whitespace()
+            .filter(|w| w.starts_with("--") && w.len() > 2)
+            .map(|w| w.trim_end_matches(|c: char| !c.is_ascii_alphanumeric()))
+            .collect();
+        assert!(!options.is_empty());
+        for option in options {
+            assert!(page.contains(option), "connbal-{sub}(1) lacks {option}");
+        }
+        assert!(page.contains("Examples:"), "connbal-{sub}(1) has examples");
+    }
+    assert!(render(Some("trace")).contains("Exit status:"));
+}
+
 #[test]
 fn every_subcommand_help_has_examples() {
     for sub in ["trace", "replay", "completions", "man"] {

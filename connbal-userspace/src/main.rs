@@ -15,7 +15,9 @@ fn main() -> ExitCode {
         Command::Completions { shell } => {
             cli::completions(shell).map_err(|e| connbal::output::OutputError::ManPage(e).into())
         }
-        Command::Man => cli::man().map_err(|e| connbal::output::OutputError::ManPage(e).into()),
+        Command::Man { page } => {
+            cli::man(page).map_err(|e| connbal::output::OutputError::ManPage(e).into())
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -18,6 +18,7 @@ pub const TEST_TOOLS: &[(&str, &str)] = &[
     ("tmux", "tmux"),
     ("python3", "python3"),
     ("nft", "nftables"),
+    ("man", "man-db"),
 ];
 
 pub fn install_test_packages() -> Result<()> {

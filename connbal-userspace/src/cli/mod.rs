@@ -19,12 +19,36 @@ Exit status:
      interface disappeared; or the eBPF program could not be loaded. The
      report for everything read until then is still printed.";
 
+/// The report, for `connbal --help` and the man page.
+const REPORT: &str = "\
+The report:
+  Per client and name, each backend with its port, connections, share and
+  times seen in DNS, and the verdicts: unused backends (and whether random
+  choice would plausibly leave them unused), balance (a chi-square test
+  against uniform choice, or SRV weights within the best priority), TTL
+  respect (lookups before the previous answer expired), and SRV priority.
+  A client is an address (replay, --iface), or in host mode the app, cgroup
+  or process that owns the socket (--by). TSV has the original's five
+  columns: client  backend:port  conns  times-in-DNS  name. JSON adds the
+  verdicts and client_info under services, and every counter.
+
+Counters (-v, JSON, metrics):
+  packets, bytes and damage skipped by the capture reader; records, and the
+  kernel's packets seen, records emitted and lost; DNS messages, queries
+  tracked, responses matched, unmatched and filtered out (-F), messages
+  skipped as malformed, truncated or ignored; pending queries expired or
+  evicted; backends, ports, SRV targets, services and DNS-over-TCP streams
+  not tracked because their table was full; connection attempts, those to
+  backends, and with -a flows seen mid-stream or evicted. The exact rules
+  are in docs/semantics.md.";
+
 #[derive(Debug, Parser)]
 #[command(
     name = "connbal",
     version,
     about = "How evenly do clients spread connections across the backends DNS gives them?",
-    after_help = EXIT_CODES
+    after_help = EXIT_CODES,
+    after_long_help = format!("{REPORT}\n\n{EXIT_CODES}")
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -47,10 +71,23 @@ pub enum Command {
         #[arg(value_enum)]
         shell: clap_complete::Shell,
     },
-    /// Print the man page (roff).
+    /// Print a man page (roff): connbal(1), or connbal-COMMAND(1).
     #[command(
-        after_help = "Examples:\n  connbal man > /usr/local/share/man/man1/connbal.1\n  connbal man | man -l -"
+        after_help = "Examples:\n  connbal man > /usr/local/share/man/man1/connbal.1\n  connbal man trace > /usr/local/share/man/man1/connbal-trace.1\n  connbal man replay | man -l -"
     )]
+    Man {
+        /// The subcommand whose page to print; none: the top-level page.
+        #[arg(value_enum)]
+        page: Option<ManPage>,
+    },
+}
+
+/// The subcommands with a page of their own.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum ManPage {
+    Trace,
+    Replay,
+    Completions,
     Man,
 }
 
