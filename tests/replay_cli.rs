@@ -291,3 +291,39 @@ fn zero_or_absurd_durations_are_refused_with_a_message() {
         assert!(err.contains(args[1]), "names the flag: {err}");
     }
 }
+
+/// `tcpdump -U -w - | connbal replay -` stopped with Ctrl-C: the terminal
+/// signals both, and tcpdump writes its last packets as it exits. connbal
+/// keeps reading until the pipe closes (within a bound), so they count.
+/// Here the writer hands over the second half only after connbal's SIGINT.
+#[test]
+fn after_sigint_a_pipe_is_read_until_its_writer_closes_it() {
+    let bytes = recorded_pcap();
+    let starts = pcap_record_starts(&bytes);
+    let half = starts[starts.len() / 2];
+    let whole = stdout(&replay_stdin(&[], &bytes));
+    assert_ne!(whole, stdout(&replay_stdin(&[], &bytes[..half])));
+
+    let mut child = connbal()
+        .arg("replay")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(&bytes[..half]).unwrap();
+    stdin.flush().unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let status = std::process::Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    std::thread::sleep(Duration::from_millis(200));
+    stdin.write_all(&bytes[half..]).unwrap();
+    drop(stdin);
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(stdout(&out), whole, "the tail written after SIGINT counts");
+}

@@ -12,11 +12,16 @@ use crate::progress::{Progress, UPDATE_EVERY_PACKETS};
 use crate::signals;
 use std::fs::File;
 use std::io::IsTerminal as _;
+use std::os::fd::AsFd as _;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
+use std::time::Duration;
 
 pub const STDIN_NAME: &str = "<stdin>";
+/// After Ctrl-C, how long a pipe's writer has to hand over its tail
+/// (`tcpdump -U` flushes as it exits on the same signal).
+const PIPE_DRAIN: Duration = Duration::from_secs(2);
 
 /// What `connbal replay` was asked to do.
 #[derive(Debug, Default)]
@@ -42,7 +47,7 @@ pub fn run(options: ReplayOptions) -> Result<(), Error> {
     let progress = regular_file_size(path)
         .filter(|_| std::io::stderr().is_terminal())
         .map(Progress::for_file);
-    let outcome = read_all(&mut reader, &mut pipeline, &stop, progress.as_ref());
+    let outcome = read_all(&mut reader, &mut pipeline, progress.as_ref());
     let report = pipeline.report();
     output::finish(
         &style,
@@ -85,10 +90,18 @@ fn open_input(
         None => {
             let stdin = std::io::stdin();
             enlarge_pipe(&stdin);
-            Ok((
-                ByteStream::new(Box::new(stdin), stop),
-                STDIN_NAME.to_string(),
-            ))
+            // Read unbuffered from fd 0, so that waiting on the fd (after
+            // Ctrl-C) never misses bytes held in a buffer.
+            let open_error = |e: std::io::Error| CaptureError {
+                path: STDIN_NAME.to_string(),
+                offset: 0,
+                problem: Problem::Open(e),
+            };
+            let fd = stdin.as_fd().try_clone_to_owned().map_err(open_error)?;
+            let watched = fd.try_clone().map_err(open_error)?;
+            let stream = ByteStream::new(Box::new(File::from(fd)), stop)
+                .draining_after_stop(watched, PIPE_DRAIN);
+            Ok((stream, STDIN_NAME.to_string()))
         }
         Some(p) => {
             let name = p.display().to_string();
@@ -121,7 +134,6 @@ fn regular_file_size(path: Option<&Path>) -> Option<u64> {
 fn read_all(
     reader: &mut CaptureReader,
     pipeline: &mut Pipeline,
-    stop: &AtomicBool,
     progress: Option<&Progress>,
 ) -> ReplayOutcome {
     let mut outcome = ReplayOutcome::default();
@@ -133,7 +145,7 @@ fn read_all(
                 progress.update(reader.offset(), outcome.input.packets);
             }
         }
-        if stop.load(Ordering::Relaxed) {
+        if reader.stopped() {
             outcome.interrupted = true;
             break;
         }

@@ -238,6 +238,12 @@ impl CaptureReader {
     }
 
     /// Bytes of input fully read so far.
+    /// Whether reading should end now (a signal; for a pipe, once its
+    /// writer had time to flush).
+    pub fn stopped(&mut self) -> bool {
+        self.stream.stopped()
+    }
+
     pub fn offset(&self) -> u64 {
         self.stream.offset() + self.consume_next as u64
     }

@@ -3,8 +3,10 @@
 //! readers allow (they bound every length before asking for it).
 
 use std::io::{self, Read};
+use std::os::fd::{AsFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 const CHUNK: usize = 1 << 20;
 
@@ -17,6 +19,19 @@ pub struct ByteStream {
     offset: u64,
     eof: bool,
     stop: Arc<AtomicBool>,
+    /// For a pipe: how long to go on reading after a stop.
+    drain: Option<Drain>,
+}
+
+/// `tcpdump -w - | connbal replay -` stopped with Ctrl-C: both get SIGINT,
+/// and tcpdump writes what it still holds as it exits. Reading on until
+/// the writer closes the pipe, within a bound, counts that tail instead of
+/// losing it.
+struct Drain {
+    fd: OwnedFd,
+    limit: Duration,
+    /// Set at the first look after the stop.
+    deadline: Option<Instant>,
 }
 
 impl ByteStream {
@@ -31,7 +46,59 @@ impl ByteStream {
             offset: 0,
             eof: false,
             stop,
+            drain: None,
         }
+    }
+
+    /// After a stop, go on reading `fd` (the pipe `reader` reads) until
+    /// its writer closes it, for at most `limit`.
+    pub fn draining_after_stop(mut self, fd: OwnedFd, limit: Duration) -> Self {
+        self.drain = Some(Drain {
+            fd,
+            limit,
+            deadline: None,
+        });
+        self
+    }
+
+    /// Whether reading should end now: at once after a stop, or for a
+    /// draining pipe once its time after the stop is up.
+    pub fn stopped(&mut self) -> bool {
+        if !self.stop.load(Ordering::Relaxed) {
+            return false;
+        }
+        match &mut self.drain {
+            None => true,
+            Some(drain) => {
+                let deadline = *drain
+                    .deadline
+                    .get_or_insert_with(|| Instant::now() + drain.limit);
+                Instant::now() >= deadline
+            }
+        }
+    }
+
+    /// Draining: waits, within the deadline, for the pipe to have data (or
+    /// be closed). False when the time is up with nothing to read.
+    fn drain_ready(&mut self) -> bool {
+        if self.stopped() {
+            return false;
+        }
+        let Some(drain) = &self.drain else {
+            return true;
+        };
+        let left = drain
+            .deadline
+            .map_or(drain.limit, |d| d.saturating_duration_since(Instant::now()));
+        let millis = i32::try_from(left.as_millis()).unwrap_or(i32::MAX);
+        let mut fds = [nix::poll::PollFd::new(
+            drain.fd.as_fd(),
+            nix::poll::PollFlags::POLLIN,
+        )];
+        let timeout =
+            nix::poll::PollTimeout::try_from(millis).unwrap_or(nix::poll::PollTimeout::MAX);
+        // A signal while waiting only shortens the wait.
+        matches!(nix::poll::poll(&mut fds, timeout), Ok(n) if n > 0)
     }
 
     pub fn from_bytes(bytes: Vec<u8>) -> Self {
@@ -59,6 +126,10 @@ impl ByteStream {
             }
         }
         while self.end - self.start < n {
+            let draining = self.drain.is_some() && self.stop.load(Ordering::Relaxed);
+            if draining && !self.drain_ready() {
+                return Err(io::ErrorKind::Interrupted.into());
+            }
             match self.reader.read(&mut self.buf[self.end..]) {
                 Ok(0) => {
                     self.eof = true;
@@ -66,7 +137,9 @@ impl ByteStream {
                 }
                 Ok(read) => self.end += read,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {
-                    if self.stop.load(Ordering::Relaxed) {
+                    // A draining pipe goes round again, to wait for the
+                    // writer's tail; anything else stops.
+                    if self.stop.load(Ordering::Relaxed) && self.drain.is_none() {
                         return Err(e);
                     }
                 }
