@@ -390,7 +390,10 @@ fn without_privileges_it_names_the_missing_capabilities() {
         .expect("setpriv");
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
     let err = stderr(&out);
-    assert!(err.contains("CAP_BPF and CAP_NET_ADMIN"), "{err}");
+    assert!(
+        err.contains("CAP_BPF, CAP_NET_ADMIN and CAP_PERFMON"),
+        "{err}"
+    );
     assert!(err.contains("sudo connbal trace"), "{err}");
     assert_eq!(err.lines().count(), 1, "{err}");
 }
@@ -704,5 +707,64 @@ fn naming_an_interface_twice_traces_it_once() {
         1,
         "listed once: {}",
         finished.stderr
+    );
+}
+
+/// The capabilities the README and the error name are enough: an
+/// unprivileged user with CAP_BPF, CAP_NET_ADMIN and CAP_PERFMON (and
+/// nothing else) traces, and sees a lookup made meanwhile.
+#[test]
+fn the_documented_capabilities_are_enough_without_root() {
+    let Some(_guard) = live() else { return };
+    let lab = record::prepare_lab().expect("lab");
+    let mut child = lab
+        .client("setpriv")
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "--inh-caps=-all,+bpf,+net_admin,+perfmon",
+            "--ambient-caps=+bpf,+net_admin,+perfmon",
+            "--bounding-set=-all,+bpf,+net_admin,+perfmon",
+        ])
+        .args([
+            env!("CARGO_BIN_EXE_connbal"),
+            "trace",
+            "--iface",
+            &lab.client_if,
+        ])
+        .args(["--format", "tsv"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("setpriv connbal trace");
+    let stderr_lines = xtask::lab::line_reader(child.stderr.take().unwrap());
+    if let Err(e) = xtask::lab::wait_for_line(&stderr_lines, "connbal: tracing ", WAIT) {
+        let _ = child.kill();
+        panic!("connbal trace with capabilities only did not attach: {e}");
+    }
+    let dig = lab
+        .client("dig")
+        .args([&format!("@{SERVER_V4}"), "+short", "web.connbal.test"])
+        .output()
+        .expect("dig");
+    assert!(dig.status.success());
+    assert!(Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap()
+        .success());
+    let out = child.wait_with_output().unwrap();
+    let report = String::from_utf8_lossy(&out.stdout);
+    let rest: Vec<String> = stderr_lines.try_iter().collect();
+    assert!(out.status.success(), "{}", rest.join("\n"));
+    assert_eq!(
+        report
+            .lines()
+            .filter(|l| l.ends_with("web.connbal.test."))
+            .count(),
+        4,
+        "the lookup's four backends: {report}"
     );
 }

@@ -24,7 +24,7 @@ cgroup. Clients are apps (cgroup and command) unless --by says otherwise.
 With --iface, a TC filter sees the interfaces' packets (forwarded traffic,
 routers, pod veths), and clients are addresses.
 
-Requires root, or CAP_BPF and CAP_NET_ADMIN, and Linux 5.8 or later (BPF
+Requires root, or CAP_BPF, CAP_NET_ADMIN and CAP_PERFMON, and Linux 5.8 or later (BPF
 ring buffers); host mode names processes with Linux 6.0's cgroup helpers.
 Host mode's programs are links, and the TC filter is a TCX link on Linux
 6.6+: they disappear with the process, even after kill -9. On older

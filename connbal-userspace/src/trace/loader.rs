@@ -58,7 +58,7 @@ pub enum AttachMode {
 pub enum LoaderError {
     #[error("no such interface: {0}")]
     NoSuchInterface(String),
-    #[error("connbal trace needs {missing} to load and attach its eBPF program; run it as root (sudo connbal trace ...) or grant the capabilities (setcap cap_bpf,cap_net_admin+ep)")]
+    #[error("connbal trace needs {missing} to load and attach its eBPF programs; run it as root (sudo connbal trace ...) or grant the capabilities (setcap cap_bpf,cap_net_admin,cap_perfmon+ep)")]
     Privileges { missing: String },
     #[error("--ring-size {0}: must be a power of two, at least 4096 (one page) and at most 1 GiB")]
     RingSize(u64),
@@ -175,10 +175,9 @@ pub fn interface_index(name: &str) -> Option<u32> {
 /// The object loaded, with its counters mapped: what both placements
 /// start from.
 fn load(options: &Options, owners: u8) -> Result<(Ebpf, MappedCounters), LoaderError> {
-    let missing = super::privileges::missing();
-    if !missing.is_empty() {
+    if !super::privileges::missing().is_empty() {
         return Err(LoaderError::Privileges {
-            missing: missing.join(" and "),
+            missing: super::privileges::missing_text(),
         });
     }
     let ring_size = options.ring_size;
@@ -296,7 +295,14 @@ pub fn load_and_attach(interfaces: &[String], options: &Options) -> Result<Loade
     };
     let mut locks = Vec::new();
     for (iface, _) in &interfaces {
-        locks.push(claim_interface(iface)?);
+        // Only netlink filters outlive a killed connbal and need the lock
+        // that tells stale ones from live ones. TCX links go with their
+        // process, so TCX takes no lock: no file in the root-owned
+        // /run/connbal, which a run with capabilities instead of root
+        // could not create, and none left behind.
+        if mode == AttachMode::Netlink {
+            locks.push(claim_interface(iface)?);
+        }
         for (attach_type, direction) in [
             (TcAttachType::Ingress, "ingress"),
             (TcAttachType::Egress, "egress"),
@@ -379,7 +385,7 @@ fn load_error(error: EbpfError) -> LoaderError {
                     missing: if missing.is_empty() {
                         "CAP_BPF".into()
                     } else {
-                        missing.join(" and ")
+                        super::privileges::missing_text()
                     },
                 }
             } else {
@@ -396,6 +402,17 @@ fn load_error(error: EbpfError) -> LoaderError {
 
 fn program_error(error: ProgramError) -> LoaderError {
     match error {
+        // The verifier refuses what an unprivileged loader may not do
+        // (pointer arithmetic without CAP_PERFMON, say) with EPERM or
+        // EACCES: that is a missing capability, not a broken program.
+        ProgramError::LoadError { ref io_error, .. }
+            if matches!(io_error.raw_os_error(), Some(libc::EPERM | libc::EACCES))
+                && !super::privileges::missing().is_empty() =>
+        {
+            LoaderError::Privileges {
+                missing: super::privileges::missing_text(),
+            }
+        }
         ProgramError::LoadError {
             io_error,
             verifier_log,

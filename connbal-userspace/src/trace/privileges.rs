@@ -2,6 +2,7 @@
 
 const CAP_NET_ADMIN: u32 = 12;
 const CAP_SYS_ADMIN: u32 = 21;
+const CAP_PERFMON: u32 = 38;
 const CAP_BPF: u32 = 39;
 
 /// The effective capability set, or `None` if /proc cannot tell.
@@ -14,8 +15,11 @@ fn effective() -> Option<u64> {
     u64::from_str_radix(hex, 16).ok()
 }
 
-/// Names of the capabilities needed to load and attach that are missing.
-/// CAP_SYS_ADMIN stands in for CAP_BPF on kernels before 5.8 and in general.
+/// Names of the capabilities needed to load and attach that are missing:
+/// CAP_BPF to load, CAP_NET_ADMIN to attach to interfaces and cgroups,
+/// and CAP_PERFMON, without which the verifier refuses the programs'
+/// pointer arithmetic on packet and map data ("prohibited for !root").
+/// CAP_SYS_ADMIN stands in for CAP_BPF and CAP_PERFMON.
 pub fn missing() -> Vec<&'static str> {
     let Some(caps) = effective() else {
         return Vec::new();
@@ -32,7 +36,21 @@ fn missing_from(caps: u64) -> Vec<&'static str> {
     if !has(CAP_NET_ADMIN) {
         missing.push("CAP_NET_ADMIN");
     }
+    if !has(CAP_PERFMON) && !has(CAP_SYS_ADMIN) {
+        missing.push("CAP_PERFMON");
+    }
     missing
+}
+
+/// The missing capabilities as a phrase: "CAP_BPF, CAP_NET_ADMIN and
+/// CAP_PERFMON".
+pub fn missing_text() -> String {
+    let missing = missing();
+    match missing.split_last() {
+        None => String::new(),
+        Some((last, [])) => last.to_string(),
+        Some((last, rest)) => format!("{} and {last}", rest.join(", ")),
+    }
 }
 
 /// Drops what `connbal trace` no longer needs once it is attached: every
@@ -91,9 +109,15 @@ mod tests {
 
     #[test]
     fn names_exactly_what_is_missing() {
-        assert_eq!(missing_from(0), ["CAP_BPF", "CAP_NET_ADMIN"]);
-        assert_eq!(missing_from(1 << CAP_NET_ADMIN), ["CAP_BPF"]);
-        assert!(missing_from((1 << CAP_NET_ADMIN) | (1 << CAP_BPF)).is_empty());
+        assert_eq!(missing_from(0), ["CAP_BPF", "CAP_NET_ADMIN", "CAP_PERFMON"]);
+        assert_eq!(missing_from(1 << CAP_NET_ADMIN), ["CAP_BPF", "CAP_PERFMON"]);
+        assert_eq!(
+            missing_from((1 << CAP_NET_ADMIN) | (1 << CAP_BPF)),
+            ["CAP_PERFMON"]
+        );
+        assert!(
+            missing_from((1 << CAP_NET_ADMIN) | (1 << CAP_BPF) | (1 << CAP_PERFMON)).is_empty()
+        );
         assert!(missing_from((1 << CAP_NET_ADMIN) | (1 << CAP_SYS_ADMIN)).is_empty());
     }
 }
