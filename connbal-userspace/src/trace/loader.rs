@@ -302,6 +302,8 @@ pub fn load_and_attach(interfaces: &[String], options: &Options) -> Result<Loade
         // could not create, and none left behind.
         if mode == AttachMode::Netlink {
             locks.push(claim_interface(iface)?);
+        } else {
+            remove_stale_netlink_filters(iface);
         }
         for (attach_type, direction) in [
             (TcAttachType::Ingress, "ingress"),
@@ -333,6 +335,30 @@ pub fn load_and_attach(interfaces: &[String], options: &Options) -> Result<Loade
     })
 }
 
+/// The lock file of `iface` in this network namespace.
+fn lock_path(iface: &str) -> PathBuf {
+    let netns = fs::metadata("/proc/self/ns/net")
+        .map(|m| std::os::unix::fs::MetadataExt::ino(&m))
+        .unwrap_or(0);
+    PathBuf::from(LOCK_DIR).join(format!("{netns}-{iface}.lock"))
+}
+
+/// TCX mode takes no lock, but still removes netlink filters a killed
+/// netlink-mode connbal left on `iface`: when its lock file exists and no
+/// live connbal holds it. Best effort: without the file (or the right to
+/// open it) there is nothing known to be stale.
+fn remove_stale_netlink_filters(iface: &str) {
+    let Ok(file) = OpenOptions::new().write(true).open(lock_path(iface)) else {
+        return;
+    };
+    if let Ok(_exclusive) = Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+        for attach_type in [TcAttachType::Ingress, TcAttachType::Egress] {
+            // NotFound (nothing stale) is the usual answer.
+            let _ = tc::qdisc_detach_program(iface, attach_type, PROGRAM);
+        }
+    }
+}
+
 /// Takes the interface's shared lock, first removing our netlink filters
 /// left by a connbal that died without detaching (SIGKILL) when no live
 /// connbal holds the lock.
@@ -341,10 +367,7 @@ fn claim_interface(iface: &str) -> Result<Flock<File>, LoaderError> {
         path: path.display().to_string(),
         source,
     };
-    let netns = fs::metadata("/proc/self/ns/net")
-        .map(|m| std::os::unix::fs::MetadataExt::ino(&m))
-        .unwrap_or(0);
-    let path = PathBuf::from(LOCK_DIR).join(format!("{netns}-{iface}.lock"));
+    let path = lock_path(iface);
     fs::create_dir_all(LOCK_DIR).map_err(|e| lock_error(&PathBuf::from(LOCK_DIR), e))?;
     let file = OpenOptions::new()
         .create(true)
