@@ -26,6 +26,9 @@ struct PendingQuery {
     server: IpAddr,
     client_port: u16,
     name: NameKey,
+    /// `-F`: the name asked does not contain the filter; the answer counts
+    /// only if a name it gives (after CNAMEs) does.
+    outside_filter: bool,
 }
 
 /// Queries waiting for their response, keyed by (client address, query
@@ -121,9 +124,20 @@ impl Aggregator {
         }
     }
 
+    /// With `-F`, whether a name in the answer section (a CNAME's owner,
+    /// the canonical name of the addresses) contains the filter.
+    fn answer_names_match_filter(&self, records: &[dns::Record]) -> bool {
+        let Some(filter) = &self.config.filter else {
+            return true;
+        };
+        records
+            .iter()
+            .any(|r| r.section == dns::Section::Answer && r.owner.contains(filter.as_str()))
+    }
+
     /// With `-F`, whether the message's question is one the filter leaves
-    /// out (so no query of it was tracked). Decodes the question only when
-    /// a filter is set.
+    /// out: for a response no pending query awaits, it is not a loss.
+    /// Decodes the question only when a filter is set.
     fn filtered_out(&self, message: &[u8]) -> bool {
         let Some(filter) = &self.config.filter else {
             return false;
@@ -156,11 +170,11 @@ impl Aggregator {
         if question.qclass != dns::CLASS_IN || !tracked_type {
             return;
         }
-        if let Some(filter) = &self.config.filter {
-            if !question.name.contains(filter.as_str()) {
-                return;
-            }
-        }
+        let outside_filter = self
+            .config
+            .filter
+            .as_ref()
+            .is_some_and(|filter| !question.name.contains(filter.as_str()));
         self.counters.queries_tracked += 1;
         let query = PendingQuery {
             seen: ts,
@@ -168,6 +182,7 @@ impl Aggregator {
             server: dst.ip(),
             client_port: src.port(),
             name: self.names.key(&question.name),
+            outside_filter,
         };
         self.pending.track((src.ip(), header.id, socket), query);
     }
@@ -216,6 +231,12 @@ impl Aggregator {
             self.counters.unmatched_responses += 1;
             return;
         };
+        // `-F pool` is about pool.example. also when the client asked for
+        // alias.example.: the answer's own names decide.
+        if query.outside_filter && !self.answer_names_match_filter(&records) {
+            self.counters.responses_filtered_out += 1;
+            return;
+        }
         self.counters.responses_matched += 1;
         let answered = self.apply_answer(ts, &query.client, (&question, name), &records);
         if self.observations.enabled() {

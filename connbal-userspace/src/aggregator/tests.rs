@@ -345,6 +345,28 @@ fn filter_skips_queries_whose_name_lacks_the_substring() {
     assert_eq!(h.counters().responses_filtered_out, 1);
 }
 
+/// `-F` matches the name asked or the canonical name the answer gives: a
+/// client asking for an alias of pool.example is in `-F pool`.
+#[test]
+fn filter_matches_the_canonical_name_after_cnames() {
+    let mut h = Harness::with(Config {
+        filter: Some("pool".into()),
+        ..Config::default()
+    });
+    h.query(1, "alias.example", TYPE_A);
+    let mut answer = MessageBuilder::new(1, true, [1, 3, 0, 0]);
+    answer
+        .question("alias.example", TYPE_A)
+        .cname("alias.example", "pool.example")
+        .a("pool.example", [10, 0, 0, 1])
+        .a("pool.example", [10, 0, 0, 2]);
+    h.respond(answer.build());
+    let tsv = h.tsv();
+    assert_eq!(tsv.lines().count(), 2, "{tsv}");
+    assert!(tsv.lines().all(|l| l.ends_with("\tpool.example.")));
+    assert_eq!(h.counters().responses_filtered_out, 0);
+}
+
 #[test]
 fn pending_queries_expire_on_the_originals_sweep_schedule() {
     // Sweeps run when the capture clock has moved more than 10 s since the

@@ -99,7 +99,8 @@ pub struct ReportArgs {
     #[arg(short = 'a', long = "all-tcp")]
     pub all_tcp: bool,
 
-    /// Only track lookups whose name contains SUBSTR.
+    /// Only count lookups whose name asked, or the name the answer gives
+    /// after CNAMEs (the one the report shows), contains SUBSTR.
     #[arg(short = 'F', long = "filter", value_name = "SUBSTR")]
     pub filter: Option<String>,
 
