@@ -13,10 +13,10 @@ fn main() -> ExitCode {
         Command::Replay(args) => connbal::replay::run(args.options()),
         Command::Trace(args) => connbal::trace::run(args.options()).map_err(Into::into),
         Command::Completions { shell } => {
-            cli::completions(shell).map_err(|e| connbal::output::OutputError::ManPage(e).into())
+            cli::completions(shell).map_err(|e| connbal::output::OutputError::Stdout(e).into())
         }
         Command::Man { page } => {
-            cli::man(page).map_err(|e| connbal::output::OutputError::ManPage(e).into())
+            cli::man(page).map_err(|e| connbal::output::OutputError::Stdout(e).into())
         }
     };
     match result {

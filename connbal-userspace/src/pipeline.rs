@@ -61,10 +61,6 @@ impl<W: Write> Pipeline<W> {
         }
     }
 
-    pub fn aggregator(&self) -> &Aggregator {
-        &self.aggregator
-    }
-
     pub fn report(&self) -> Report {
         self.aggregator.report()
     }

@@ -148,12 +148,6 @@ impl Client {
     }
 }
 
-impl From<IpAddr> for Client {
-    fn from(address: IpAddr) -> Self {
-        Self::from_address(address)
-    }
-}
-
 /// A client given by its address (`10.0.0.2`, `2001:db8::2`).
 impl std::str::FromStr for Client {
     type Err = std::net::AddrParseError;

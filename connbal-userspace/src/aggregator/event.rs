@@ -96,18 +96,11 @@ pub enum Event<'a> {
     Tcp(Segment<'a>),
 }
 
-impl<'a> Event<'a> {
+impl Event<'_> {
     pub fn timestamp(&self) -> Timestamp {
         match self {
             Event::Udp(d) => d.ts,
             Event::Tcp(s) => s.ts,
-        }
-    }
-
-    pub fn owner(&self) -> Option<&'a Owner> {
-        match self {
-            Event::Udp(d) => d.owner,
-            Event::Tcp(s) => s.owner,
         }
     }
 }

@@ -36,9 +36,9 @@ pub enum OutputError {
         stream: &'static str,
         source: io::Error,
     },
-    /// The man page or a completion script.
+    /// A man page or a completion script.
     #[error("writing to stdout: {0}")]
-    ManPage(io::Error),
+    Stdout(io::Error),
 }
 
 /// How and where reports are printed, decided once from the flags.

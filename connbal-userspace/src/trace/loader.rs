@@ -352,10 +352,16 @@ fn remove_stale_netlink_filters(iface: &str) {
         return;
     };
     if let Ok(_exclusive) = Flock::lock(file, FlockArg::LockExclusiveNonblock) {
-        for attach_type in [TcAttachType::Ingress, TcAttachType::Egress] {
-            // NotFound (nothing stale) is the usual answer.
-            let _ = tc::qdisc_detach_program(iface, attach_type, PROGRAM);
-        }
+        detach_stale_filters(iface);
+    }
+}
+
+/// Removes our netlink filters from `iface`, both ways; called only once a
+/// lock says no live connbal owns them.
+fn detach_stale_filters(iface: &str) {
+    for attach_type in [TcAttachType::Ingress, TcAttachType::Egress] {
+        // NotFound (nothing stale) is the usual answer.
+        let _ = tc::qdisc_detach_program(iface, attach_type, PROGRAM);
     }
 }
 
@@ -377,10 +383,7 @@ fn claim_interface(iface: &str) -> Result<Flock<File>, LoaderError> {
         .map_err(|e| lock_error(&path, e))?;
     match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
         Ok(lock) => {
-            for attach_type in [TcAttachType::Ingress, TcAttachType::Egress] {
-                // NotFound (nothing stale) is the usual answer.
-                let _ = tc::qdisc_detach_program(iface, attach_type, PROGRAM);
-            }
+            detach_stale_filters(iface);
             lock.relock(FlockArg::LockSharedNonblock)
                 .map_err(|e| lock_error(&path, e.into()))?;
             Ok(lock)
