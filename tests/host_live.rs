@@ -13,16 +13,14 @@
 mod common;
 use common::*;
 use std::collections::BTreeMap;
-use std::io::Read;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use xtask::cgroup::TestCgroup;
 use xtask::lab::Lab;
 
 static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
 const TOOLS: &[&str] = &["ip", "dnsmasq", "dig", "python3", "bpftool", "nft"];
-const WAIT: Duration = Duration::from_secs(20);
 const NAME: &str = "web.connbal.test";
 /// The app's choice among the sorted answer, connection by connection:
 /// 5 to the first backend, 3 to the second, 2 to the fourth, none to the
@@ -32,14 +30,7 @@ const PLAN_A: &[usize] = &[0, 0, 1, 0, 3, 1, 0, 3, 1, 0];
 const PLAN_B: &[usize] = &[2, 2, 2, 2, 1, 2];
 
 fn live() -> Option<std::sync::MutexGuard<'static, ()>> {
-    if !root_tests_enabled(TOOLS) {
-        return None;
-    }
-    Some(
-        ONE_AT_A_TIME
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner()),
-    )
+    live_tests(&ONE_AT_A_TIME, TOOLS)
 }
 
 /// The app: resolve, pick a backend by the plan, connect, fetch, close;
@@ -117,54 +108,18 @@ impl HostLab {
     }
 }
 
-struct HostTrace {
-    child: Child,
-    stderr: std::sync::mpsc::Receiver<String>,
+/// `connbal trace --cgroup CGROUP ARGS`, attached.
+fn host_trace(cgroup: &str, args: &[&str]) -> Trace {
+    let mut command = connbal();
+    command.args(["trace", "--cgroup", cgroup]).args(args);
+    Trace::spawn(command)
 }
 
-impl HostTrace {
-    fn start(cgroup: &str, args: &[&str]) -> HostTrace {
-        let mut child = connbal()
-            .args(["trace", "--cgroup", cgroup])
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start connbal trace");
-        let stderr = xtask::lab::line_reader(child.stderr.take().unwrap());
-        if let Err(e) = xtask::lab::wait_for_line(&stderr, "connbal: tracing ", WAIT) {
-            let _ = child.kill();
-            panic!("host mode did not attach: {e}");
-        }
-        HostTrace { child, stderr }
-    }
-
-    /// SIGINT, then the report (stdout) once it exits, bounded.
-    fn stop(mut self) -> (String, String) {
-        let _ = nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(self.child.id() as i32),
-            nix::sys::signal::Signal::SIGINT,
-        );
-        let deadline = Instant::now() + WAIT;
-        while self.child.try_wait().unwrap().is_none() {
-            if Instant::now() > deadline {
-                let _ = self.child.kill();
-                panic!("connbal trace did not exit on SIGINT");
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        assert!(self.child.wait().unwrap().success());
-        let mut stdout = String::new();
-        self.child
-            .stdout
-            .take()
-            .unwrap()
-            .read_to_string(&mut stdout)
-            .unwrap();
-        let stderr: Vec<String> = self.stderr.try_iter().collect();
-        (stdout, stderr.join("\n"))
-    }
+/// SIGINT, then the report (stdout) and stderr once it exits.
+fn stop(trace: Trace) -> (String, String) {
+    let finished = trace.stop("-INT");
+    assert!(finished.status.success(), "{}", finished.stderr);
+    (finished.stdout, finished.stderr)
 }
 
 fn counts(chosen: &[String]) -> BTreeMap<String, u64> {
@@ -207,10 +162,10 @@ fn apps_behind_a_local_stub_are_seen_with_their_own_lookups_and_connections() {
     let Some(_guard) = live() else { return };
     let mut host = HostLab::new("stub");
     let root = host.cgroups.relative_root();
-    let trace = HostTrace::start(&root, &["--format", "json"]);
+    let trace = host_trace(&root, &["--format", "json"]);
     let chosen_a = host.run_app("app-a", PLAN_A);
     let chosen_b = host.run_app("app-b", PLAN_B);
-    let (stdout, stderr) = trace.stop();
+    let (stdout, stderr) = stop(trace);
     let json: serde_json::Value = serde_json::from_str(&stdout)
         .unwrap_or_else(|e| panic!("JSON report: {e}\n{stdout}\n{stderr}"));
     let services = services(&json);
@@ -218,12 +173,8 @@ fn apps_behind_a_local_stub_are_seen_with_their_own_lookups_and_connections() {
     let app_b = format!("python3 in {root}/app-b");
     let stub = format!("dnsmasq in {root}/stub");
     assert_eq!(
-        services.keys().cloned().collect::<Vec<_>>(),
-        [stub.clone(), app_a.clone(), app_b.clone()]
-            .into_iter()
-            .collect::<std::collections::BTreeSet<_>>()
-            .into_iter()
-            .collect::<Vec<_>>(),
+        services.keys().collect::<std::collections::BTreeSet<_>>(),
+        [&stub, &app_a, &app_b].into_iter().collect(),
         "one client per app and one for the stub, not one address: {stderr}"
     );
 
@@ -284,9 +235,9 @@ fn a_container_behind_nat_is_named_from_its_runtime_cgroup() {
         .expect("the container's stub");
     host.lab.resolv_conf(&ctr_ns, "127.0.0.11").unwrap();
     let root = host.cgroups.relative_root();
-    let trace = HostTrace::start(&root, &["--format", "json"]);
+    let trace = host_trace(&root, &["--format", "json"]);
     let chosen = host.run_app_in(&ctr_ns, &format!("system.slice/docker-{id}.scope"), PLAN_B);
-    let (stdout, stderr) = trace.stop();
+    let (stdout, stderr) = stop(trace);
     let json: serde_json::Value = serde_json::from_str(&stdout).expect("JSON report");
     let services = services(&json);
     let app = "python3 in docker 3f2a1b4c5d6e";
@@ -309,10 +260,10 @@ fn by_ip_in_host_mode_merges_the_apps_into_their_address() {
     let Some(_guard) = live() else { return };
     let mut host = HostLab::new("byip");
     let root = host.cgroups.relative_root();
-    let trace = HostTrace::start(&root, &["--format", "json", "--by", "ip"]);
+    let trace = host_trace(&root, &["--format", "json", "--by", "ip"]);
     host.run_app("app-a", PLAN_A);
     host.run_app("app-b", PLAN_B);
-    let (stdout, _) = trace.stop();
+    let (stdout, _) = stop(trace);
     let json: serde_json::Value = serde_json::from_str(&stdout).expect("JSON report");
     let services = services(&json);
     // The apps asked 127.0.0.53 over loopback; the stub asked upstream
@@ -339,7 +290,7 @@ fn kill_9_leaves_no_cgroup_program_behind() {
         String::from_utf8_lossy(&out.stdout).into_owned()
     };
     assert!(!attached().contains("connbal"), "nothing attached before");
-    let trace = HostTrace::start(&cgroups.relative_root(), &[]);
+    let trace = host_trace(&cgroups.relative_root(), &[]);
     let shown = attached();
     for program in [
         "connbal_cgroup_egress",
@@ -355,9 +306,8 @@ fn kill_9_leaves_no_cgroup_program_behind() {
             "{program} attached: {shown}"
         );
     }
-    let mut child = trace.child;
-    child.kill().unwrap();
-    child.wait().unwrap();
+    let killed = trace.stop("-KILL");
+    assert!(!killed.status.success());
     wait_until(
         Duration::from_secs(5),
         || !attached().contains("connbal"),

@@ -93,6 +93,28 @@ fn help_has_examples_and_exit_codes() {
     assert!(help.contains("Exit status:"));
 }
 
+/// `connbal replay` reading `first` from a pipe, then SIGINT; the pipe is
+/// left open for the caller.
+fn replay_interrupted_after(first: &[u8]) -> (std::process::Child, std::process::ChildStdin) {
+    let mut child = connbal()
+        .arg("replay")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(first).unwrap();
+    stdin.flush().unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let status = std::process::Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    (child, stdin)
+}
+
 #[test]
 fn sigint_on_an_idle_pipe_prints_the_report_so_far() {
     // The writer sends part of a capture, then stays open and silent, as a
@@ -103,22 +125,7 @@ fn sigint_on_an_idle_pipe_prints_the_report_so_far() {
     let expected = stdout(&replay_stdin(&[], prefix));
     assert!(!expected.is_empty());
 
-    let mut child = connbal()
-        .arg("replay")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stdin = child.stdin.take().unwrap();
-    stdin.write_all(prefix).unwrap();
-    stdin.flush().unwrap();
-    std::thread::sleep(Duration::from_millis(300));
-    let status = std::process::Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
+    let (mut child, stdin) = replay_interrupted_after(prefix);
     let deadline = Instant::now() + Duration::from_secs(10);
     while child.try_wait().unwrap().is_none() {
         assert!(Instant::now() < deadline, "connbal did not stop on SIGINT");
@@ -304,22 +311,7 @@ fn after_sigint_a_pipe_is_read_until_its_writer_closes_it() {
     let whole = stdout(&replay_stdin(&[], &bytes));
     assert_ne!(whole, stdout(&replay_stdin(&[], &bytes[..half])));
 
-    let mut child = connbal()
-        .arg("replay")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stdin = child.stdin.take().unwrap();
-    stdin.write_all(&bytes[..half]).unwrap();
-    stdin.flush().unwrap();
-    std::thread::sleep(Duration::from_millis(300));
-    let status = std::process::Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
+    let (child, mut stdin) = replay_interrupted_after(&bytes[..half]);
     std::thread::sleep(Duration::from_millis(200));
     stdin.write_all(&bytes[half..]).unwrap();
     drop(stdin);

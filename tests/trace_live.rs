@@ -10,12 +10,10 @@
 
 mod common;
 use common::*;
-use std::io::Read;
 use std::net::SocketAddr;
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::mpsc;
+use std::process::Command;
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use xtask::lab::{Lab, SERVER_V4};
 use xtask::record;
 
@@ -23,114 +21,19 @@ static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
 const TOOLS: &[&str] = &["ip", "dnsmasq", "dig", "curl", "tcpdump", "bpftool", "tc"];
 const WAIT: Duration = Duration::from_secs(20);
 
-struct Trace {
-    child: Child,
-    stderr_lines: mpsc::Receiver<String>,
-    stderr_seen: Vec<String>,
-    stdout: std::thread::JoinHandle<String>,
-}
-
-struct Finished {
-    status: ExitStatus,
-    stdout: String,
-    stderr: String,
-}
-
-impl Trace {
-    /// Starts `connbal trace --iface <client veth> ARGS` in the client
-    /// namespace and waits until it says it is attached.
-    fn start(lab: &Lab, args: &[&str]) -> Trace {
-        let mut child = lab
-            .client(env!("CARGO_BIN_EXE_connbal"))
-            .args(["trace", "--iface", &lab.client_if])
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start connbal trace");
-        let mut out = child.stdout.take().unwrap();
-        let stdout = std::thread::spawn(move || {
-            let mut text = String::new();
-            let _ = out.read_to_string(&mut text);
-            text
-        });
-        let stderr_lines = xtask::lab::line_reader(child.stderr.take().unwrap());
-        let mut trace = Trace {
-            child,
-            stderr_lines,
-            stderr_seen: Vec::new(),
-            stdout,
-        };
-        match xtask::lab::wait_for_line(&trace.stderr_lines, "connbal: tracing ", WAIT) {
-            Ok(seen) => {
-                trace.stderr_seen = seen;
-                trace
-            }
-            Err(e) => {
-                let _ = trace.child.kill();
-                panic!("connbal trace did not attach: {e}");
-            }
-        }
-    }
-
-    fn pid(&self) -> String {
-        self.child.id().to_string()
-    }
-
-    fn signal(&self, signal: &str) {
-        assert!(Command::new("kill")
-            .args([signal, &self.pid()])
-            .status()
-            .unwrap()
-            .success());
-    }
-
-    /// Waits (bounded) for the process to end by itself.
-    fn wait(mut self) -> Finished {
-        let deadline = Instant::now() + WAIT;
-        let status = loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                break status;
-            }
-            if Instant::now() > deadline {
-                let _ = self.child.kill();
-                panic!("connbal trace did not exit in {WAIT:?}");
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        };
-        let stdout = self.stdout.join().unwrap();
-        // The stderr thread ends at EOF; collect what it read.
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while let Ok(line) = self
-            .stderr_lines
-            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
-        {
-            self.stderr_seen.push(line);
-        }
-        Finished {
-            status,
-            stdout,
-            stderr: self.stderr_seen.join("\n"),
-        }
-    }
-
-    fn stop(self, signal: &str) -> Finished {
-        self.signal(signal);
-        self.wait()
-    }
+/// Starts `connbal trace --iface <client veth> ARGS` in the client
+/// namespace and waits until it says it is attached.
+fn start_trace(lab: &Lab, args: &[&str]) -> Trace {
+    let mut command = lab.client(env!("CARGO_BIN_EXE_connbal"));
+    command
+        .args(["trace", "--iface", &lab.client_if])
+        .args(args);
+    Trace::spawn(command)
 }
 
 /// Live tests need root and the tools; they hold the lock for their run.
 fn live() -> Option<std::sync::MutexGuard<'static, ()>> {
-    if !root_tests_enabled(TOOLS) {
-        return None;
-    }
-    Some(
-        ONE_AT_A_TIME
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner()),
-    )
+    live_tests(&ONE_AT_A_TIME, TOOLS)
 }
 
 fn expected_all_tcp() -> String {
@@ -186,8 +89,8 @@ fn live_trace_and_replay_of_tcpdump_give_the_identical_report() {
         .hold_connection(record::HELD.parse().unwrap())
         .expect("held connection");
     // Two traces on the same interface at once: both must work.
-    let plain = Trace::start(&lab, &[]);
-    let all_tcp = Trace::start(&lab, &["-a", "--format", "json"]);
+    let plain = start_trace(&lab, &[]);
+    let all_tcp = start_trace(&lab, &["-a", "--format", "json"]);
     let capture = lab.dir.join("live.pcap");
     let client_if = lab.client_if.clone();
     let tcpdump = lab
@@ -249,7 +152,7 @@ fn kill_9_leaves_no_tcx_link_behind() {
     let Some(_guard) = live() else { return };
     let lab = Lab::new().expect("lab");
     let before = connbal_tcx_links();
-    let trace = Trace::start(&lab, &["--attach", "tcx"]);
+    let trace = start_trace(&lab, &["--attach", "tcx"]);
     let during = connbal_tcx_links();
     assert_eq!(
         during.len(),
@@ -270,7 +173,7 @@ fn kill_9_leaves_no_tcx_link_behind() {
 fn netlink_filters_left_by_kill_9_are_removed_at_the_next_start() {
     let Some(_guard) = live() else { return };
     let lab = Lab::new().expect("lab");
-    let trace = Trace::start(&lab, &["--attach", "netlink"]);
+    let trace = start_trace(&lab, &["--attach", "netlink"]);
     assert!(netlink_filters(&lab, "ingress").contains("connbal_tc"));
     assert!(netlink_filters(&lab, "egress").contains("connbal_tc"));
     trace.signal("-KILL");
@@ -281,7 +184,7 @@ fn netlink_filters_left_by_kill_9_are_removed_at_the_next_start() {
         "expected a stale filter to test the cleanup on"
     );
     // ...so the next connbal (here in the default mode) removes them.
-    let next = Trace::start(&lab, &["--duration", "1s"]).wait();
+    let next = start_trace(&lab, &["--duration", "1s"]).wait();
     assert!(next.status.success(), "{}", next.stderr);
     assert!(
         !netlink_filters(&lab, "ingress").contains("connbal_tc"),
@@ -291,7 +194,7 @@ fn netlink_filters_left_by_kill_9_are_removed_at_the_next_start() {
     assert!(!netlink_filters(&lab, "egress").contains("connbal_tc"));
 
     // A normal exit in netlink mode leaves nothing either.
-    let clean = Trace::start(&lab, &["--attach", "netlink", "--duration", "1s"]).wait();
+    let clean = start_trace(&lab, &["--attach", "netlink", "--duration", "1s"]).wait();
     assert!(clean.status.success(), "{}", clean.stderr);
     assert!(!netlink_filters(&lab, "ingress").contains("connbal_tc"));
 }
@@ -303,7 +206,7 @@ fn an_overfilled_small_ring_counts_and_reports_its_drops() {
     lab.start_dnsmasq("203.0.113.11 web.connbal.test\n", &[])
         .expect("dnsmasq");
     // One page: room for a single DNS record at a time.
-    let trace = Trace::start(&lab, &["--ring-size", "4096", "--format", "json"]);
+    let trace = start_trace(&lab, &["--ring-size", "4096", "--format", "json"]);
     let to = SocketAddr::from((SERVER_V4, 53));
     let sent = lab
         .flood_udp(
@@ -335,7 +238,7 @@ fn an_overfilled_small_ring_counts_and_reports_its_drops() {
 fn deleting_the_interface_ends_the_trace_with_the_report() {
     let Some(_guard) = live() else { return };
     let lab = record::prepare_lab().expect("lab");
-    let trace = Trace::start(&lab, &[]);
+    let trace = start_trace(&lab, &[]);
     for step in record::plan().iter().take(4) {
         record::run_step(&lab, step).expect("plan step");
     }
@@ -428,7 +331,7 @@ fn once_attached_the_trace_holds_no_capabilities() {
         &["--attach", "tcx"][..],
         &["--attach", "tcx", "--user", "nobody"],
     ] {
-        let trace = Trace::start(&lab, args);
+        let trace = start_trace(&lab, args);
         let pid = trace.pid();
         for set in ["CapEff", "CapPrm", "CapInh", "CapAmb", "CapBnd"] {
             assert_eq!(
@@ -460,7 +363,7 @@ fn once_attached_the_trace_holds_no_capabilities() {
         );
     }
     // Netlink: only CAP_NET_ADMIN (bit 12) stays, to remove the filters on exit.
-    let trace = Trace::start(&lab, &["--attach", "netlink", "--user", "nobody"]);
+    let trace = start_trace(&lab, &["--attach", "netlink", "--user", "nobody"]);
     assert_eq!(proc_status(&trace.pid(), "CapEff"), "0000000000001000");
     assert_eq!(proc_status(&trace.pid(), "CapBnd"), "0000000000001000");
     let finished = trace.stop("-TERM");
@@ -475,7 +378,7 @@ fn once_attached_the_trace_holds_no_capabilities() {
 fn interval_prints_reports_while_running() {
     let Some(_guard) = live() else { return };
     let lab = record::prepare_lab().expect("lab");
-    let trace = Trace::start(
+    let trace = start_trace(
         &lab,
         &[
             "--interval",
@@ -546,7 +449,7 @@ fn connected_rows(tsv: &str) -> Vec<(String, String, u64, String)> {
 fn events_and_metrics_follow_a_live_trace() {
     let Some(_guard) = live() else { return };
     let lab = record::prepare_lab().expect("lab");
-    let trace = Trace::start(
+    let trace = start_trace(
         &lab,
         &["--events", "--format", "tsv", "--metrics", "127.0.0.1:9464"],
     );
@@ -699,7 +602,7 @@ fn naming_an_interface_twice_traces_it_once() {
     let Some(_guard) = live() else { return };
     let lab = Lab::new().expect("lab");
     let client_if = lab.client_if.clone();
-    let trace = Trace::start(&lab, &["--iface", &client_if]);
+    let trace = start_trace(&lab, &["--iface", &client_if]);
     let finished = trace.stop("-INT");
     assert!(finished.status.success(), "{}", finished.stderr);
     assert_eq!(
@@ -717,8 +620,8 @@ fn naming_an_interface_twice_traces_it_once() {
 fn the_documented_capabilities_are_enough_without_root() {
     let Some(_guard) = live() else { return };
     let lab = record::prepare_lab().expect("lab");
-    let mut child = lab
-        .client("setpriv")
+    let mut command = lab.client("setpriv");
+    command
         .args([
             "--reuid=65534",
             "--regid=65534",
@@ -727,38 +630,18 @@ fn the_documented_capabilities_are_enough_without_root() {
             "--ambient-caps=+bpf,+net_admin,+perfmon",
             "--bounding-set=-all,+bpf,+net_admin,+perfmon",
         ])
-        .args([
-            env!("CARGO_BIN_EXE_connbal"),
-            "trace",
-            "--iface",
-            &lab.client_if,
-        ])
-        .args(["--format", "tsv"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("setpriv connbal trace");
-    let stderr_lines = xtask::lab::line_reader(child.stderr.take().unwrap());
-    if let Err(e) = xtask::lab::wait_for_line(&stderr_lines, "connbal: tracing ", WAIT) {
-        let _ = child.kill();
-        panic!("connbal trace with capabilities only did not attach: {e}");
-    }
+        .args([env!("CARGO_BIN_EXE_connbal"), "trace", "--iface"])
+        .args([&lab.client_if, "--format", "tsv"]);
+    let trace = Trace::spawn(command);
     let dig = lab
         .client("dig")
         .args([&format!("@{SERVER_V4}"), "+short", "web.connbal.test"])
         .output()
         .expect("dig");
     assert!(dig.status.success());
-    assert!(Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
-        .status()
-        .unwrap()
-        .success());
-    let out = child.wait_with_output().unwrap();
-    let report = String::from_utf8_lossy(&out.stdout);
-    let rest: Vec<String> = stderr_lines.try_iter().collect();
-    assert!(out.status.success(), "{}", rest.join("\n"));
+    let finished = trace.stop("-INT");
+    assert!(finished.status.success(), "{}", finished.stderr);
+    let report = finished.stdout;
     assert_eq!(
         report
             .lines()

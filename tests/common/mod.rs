@@ -142,6 +142,19 @@ pub fn root_tests_enabled(tools: &[&str]) -> bool {
     false
 }
 
+/// For root tests that share one kernel: `None` (skip, with the reason
+/// printed) when they cannot run here, else the lock that makes them run
+/// one at a time, held for the test.
+pub fn live_tests(
+    lock: &'static std::sync::Mutex<()>,
+    tools: &[&str],
+) -> Option<std::sync::MutexGuard<'static, ()>> {
+    if !root_tests_enabled(tools) {
+        return None;
+    }
+    Some(lock.lock().unwrap_or_else(|poisoned| poisoned.into_inner()))
+}
+
 /// Whether tests needing these tools (but not root) can run. Under CI=true
 /// a missing tool fails the test instead of skipping it.
 pub fn tools_available(tools: &[&str]) -> bool {
@@ -254,5 +267,104 @@ pub fn wait_until(
     while !done() {
         assert!(std::time::Instant::now() < deadline, "{}", what());
         std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+/// How long a trace gets to attach, and to exit after a signal.
+pub const TRACE_WAIT: std::time::Duration = std::time::Duration::from_secs(20);
+
+/// A running `connbal trace`, from `Trace::spawn` until it exits.
+pub struct Trace {
+    pub child: std::process::Child,
+    stderr_lines: std::sync::mpsc::Receiver<String>,
+    pub stderr_seen: Vec<String>,
+    stdout: std::thread::JoinHandle<String>,
+}
+
+pub struct Finished {
+    pub status: std::process::ExitStatus,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Trace {
+    /// Starts `command` (a `connbal trace …`, however wrapped: in a
+    /// namespace, under setpriv) and waits until it says it is attached.
+    pub fn spawn(mut command: Command) -> Trace {
+        let mut child = command
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start connbal trace");
+        let mut out = child.stdout.take().unwrap();
+        let stdout = std::thread::spawn(move || {
+            let mut text = String::new();
+            let _ = std::io::Read::read_to_string(&mut out, &mut text);
+            text
+        });
+        let stderr_lines = xtask::lab::line_reader(child.stderr.take().unwrap());
+        let mut trace = Trace {
+            child,
+            stderr_lines,
+            stderr_seen: Vec::new(),
+            stdout,
+        };
+        match xtask::lab::wait_for_line(&trace.stderr_lines, "connbal: tracing ", TRACE_WAIT) {
+            Ok(seen) => {
+                trace.stderr_seen = seen;
+                trace
+            }
+            Err(e) => {
+                let _ = trace.child.kill();
+                panic!("connbal trace did not attach: {e}");
+            }
+        }
+    }
+
+    pub fn pid(&self) -> String {
+        self.child.id().to_string()
+    }
+
+    pub fn signal(&self, signal: &str) {
+        assert!(Command::new("kill")
+            .args([signal, &self.pid()])
+            .status()
+            .unwrap()
+            .success());
+    }
+
+    /// Waits (bounded) for the process to end by itself.
+    pub fn wait(mut self) -> Finished {
+        let deadline = std::time::Instant::now() + TRACE_WAIT;
+        let status = loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                break status;
+            }
+            if std::time::Instant::now() > deadline {
+                let _ = self.child.kill();
+                panic!("connbal trace did not exit in {TRACE_WAIT:?}");
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        };
+        let stdout = self.stdout.join().unwrap();
+        // The stderr thread ends at EOF; collect what it read.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while let Ok(line) = self
+            .stderr_lines
+            .recv_timeout(deadline.saturating_duration_since(std::time::Instant::now()))
+        {
+            self.stderr_seen.push(line);
+        }
+        Finished {
+            status,
+            stdout,
+            stderr: self.stderr_seen.join("\n"),
+        }
+    }
+
+    pub fn stop(self, signal: &str) -> Finished {
+        self.signal(signal);
+        self.wait()
     }
 }

@@ -250,14 +250,18 @@ fn counter_family(tally: &dyn Tally) -> Family<CounterLabels, Counter> {
 mod tests {
     use super::*;
     use crate::aggregator::dns::TYPE_A;
+    use crate::aggregator::Owner;
     use crate::aggregator::{Aggregator, Config, Datagram, Event, Segment, Timestamp};
     use crate::tally::counter_set;
     use crate::testing::MessageBuilder;
     use std::net::SocketAddr;
 
-    fn report_with(backends: u8, connections_to_first: u64) -> Report {
-        let mut agg = Aggregator::new(Config::default());
-        let client: SocketAddr = "10.0.0.2:40000".parse().unwrap();
+    const CLIENT: &str = "10.0.0.2:40000";
+
+    /// A lookup of web.example. answered with `backends` addresses
+    /// (10.1.0.1, …), both packets on a socket of `owner`.
+    fn lookup(agg: &mut Aggregator, backends: u8, owner: Option<&Owner>) {
+        let client: SocketAddr = CLIENT.parse().unwrap();
         let server: SocketAddr = "10.0.0.53:53".parse().unwrap();
         let query = MessageBuilder::new(1, false, [1, 0, 0, 0])
             .question("web.example", TYPE_A)
@@ -276,13 +280,18 @@ mod tests {
                 dst,
                 payload,
                 truncated: false,
-                owner: None,
+                owner,
             }));
         }
+    }
+
+    fn report_with(backends: u8, connections_to_first: u64) -> Report {
+        let mut agg = Aggregator::new(Config::default());
+        lookup(&mut agg, backends, None);
         for _ in 0..connections_to_first {
             agg.process(&Event::Tcp(Segment {
-                ts,
-                src: client,
+                ts: Timestamp::from_secs(100),
+                src: CLIENT.parse().unwrap(),
                 dst: "10.1.0.1:443".parse().unwrap(),
                 flags: connbal_common::tcp_flags::SYN,
                 seq: 1,
@@ -330,7 +339,7 @@ mod tests {
 
     #[test]
     fn owner_clients_get_app_and_container_labels() {
-        use crate::aggregator::{cgroup, ClientBy, Owner, Process};
+        use crate::aggregator::{cgroup, ClientBy, Process};
         let mut agg = Aggregator::new(Config {
             by: ClientBy::App,
             ..Config::default()
@@ -349,27 +358,7 @@ mod tests {
                 netns_cookie: 1,
             }),
         };
-        let client: SocketAddr = "10.0.0.2:40000".parse().unwrap();
-        let server: SocketAddr = "10.0.0.53:53".parse().unwrap();
-        let query = MessageBuilder::new(1, false, [1, 0, 0, 0])
-            .question("web.example", TYPE_A)
-            .build();
-        let answer = MessageBuilder::new(1, true, [1, 2, 0, 0])
-            .question("web.example", TYPE_A)
-            .a("web.example", [10, 1, 0, 1])
-            .a("web.example", [10, 1, 0, 2])
-            .build();
-        let ts = Timestamp::from_secs(100);
-        for (src, dst, payload) in [(client, server, &query), (server, client, &answer)] {
-            agg.process(&Event::Udp(Datagram {
-                ts,
-                src,
-                dst,
-                payload,
-                truncated: false,
-                owner: Some(&owner),
-            }));
-        }
+        lookup(&mut agg, 2, Some(&owner));
         let none = Input {
             records: 0,
             kernel_records_lost: 0,
