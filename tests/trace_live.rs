@@ -199,6 +199,89 @@ fn netlink_filters_left_by_kill_9_are_removed_at_the_next_start() {
     assert!(!netlink_filters(&lab, "ingress").contains("connbal_tc"));
 }
 
+fn qdiscs(lab: &Lab) -> String {
+    let out = lab
+        .client("tc")
+        .args(["qdisc", "show", "dev", &lab.client_if])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Lock files of this lab's client interface in /run/connbal.
+fn lock_files(lab: &Lab) -> Vec<String> {
+    let suffix = format!("-{}.lock", lab.client_if);
+    std::fs::read_dir("/run/connbal")
+        .map(|dir| {
+            dir.filter_map(|e| e.ok()?.file_name().into_string().ok())
+                .filter(|name| name.ends_with(&suffix))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[test]
+fn netlink_mode_removes_the_clsact_qdisc_it_added_and_only_that() {
+    let Some(_guard) = live() else { return };
+    let lab = Lab::new().expect("lab");
+    assert!(!qdiscs(&lab).contains("clsact"), "{}", qdiscs(&lab));
+
+    // Two runs overlap: the first to leave keeps the qdisc the second's
+    // filters hang on; the last removes it, and the lock file.
+    let first = start_trace(&lab, &["--attach", "netlink"]);
+    let second = start_trace(&lab, &["--attach", "netlink"]);
+    assert!(qdiscs(&lab).contains("clsact"));
+    let finished = first.stop("-INT");
+    assert!(finished.status.success(), "{}", finished.stderr);
+    assert!(qdiscs(&lab).contains("clsact"), "{}", qdiscs(&lab));
+    assert!(netlink_filters(&lab, "ingress").contains("connbal_tc"));
+    let finished = second.stop("-INT");
+    assert!(finished.status.success(), "{}", finished.stderr);
+    assert!(!qdiscs(&lab).contains("clsact"), "{}", qdiscs(&lab));
+    assert_eq!(lock_files(&lab), Vec::<String>::new());
+
+    // Killed, it leaves qdisc and filters; the next run (TCX) removes both.
+    let killed = start_trace(&lab, &["--attach", "netlink"]);
+    killed.signal("-KILL");
+    let _ = killed.wait();
+    assert!(qdiscs(&lab).contains("clsact"));
+    let next = start_trace(&lab, &["--duration", "1s"]).wait();
+    assert!(next.status.success(), "{}", next.stderr);
+    assert!(!qdiscs(&lab).contains("clsact"), "{}", qdiscs(&lab));
+    assert_eq!(lock_files(&lab), Vec::<String>::new());
+
+    // A clsact qdisc that was there before, with someone else's filter on
+    // it, is left as it was.
+    let tc = |args: &[&str]| {
+        let out = lab.client("tc").args(args).output().unwrap();
+        assert!(out.status.success(), "tc {args:?}: {out:?}");
+    };
+    tc(&["qdisc", "add", "dev", &lab.client_if, "clsact"]);
+    // u32 with a classid and no action: cls_u32 is built in where action
+    // modules and matchall may not be.
+    tc(&[
+        "filter",
+        "add",
+        "dev",
+        &lab.client_if,
+        "ingress",
+        "protocol",
+        "all",
+        "u32",
+        "match",
+        "u32",
+        "0",
+        "0",
+        "classid",
+        "1:1",
+    ]);
+    let finished = start_trace(&lab, &["--attach", "netlink", "--duration", "1s"]).wait();
+    assert!(finished.status.success(), "{}", finished.stderr);
+    assert!(qdiscs(&lab).contains("clsact"), "{}", qdiscs(&lab));
+    assert!(netlink_filters(&lab, "ingress").contains("u32"));
+    assert!(!netlink_filters(&lab, "ingress").contains("connbal_tc"));
+}
+
 #[test]
 fn an_overfilled_small_ring_counts_and_reports_its_drops() {
     let Some(_guard) = live() else { return };

@@ -29,7 +29,8 @@ ring buffers); host mode names processes with Linux 6.0's cgroup helpers.
 Host mode's programs are links, and the TC filter is a TCX link on Linux
 6.6+: they disappear with the process, even after kill -9. On older
 kernels the TC filter is a clsact filter, which connbal removes on exit
-and, after a crash, on its next start.
+and, after a crash, on its next start (with the clsact qdisc, when connbal
+added it and no other filter is on it).
 
 Output: on a terminal, a table per client and name with each backend's
 share and the verdicts (unused backends, balance, TTL respect, SRV

@@ -8,6 +8,7 @@
 
 mod async_fd;
 mod cgroups;
+mod clsact;
 mod counters;
 pub mod loader;
 mod metrics_server;
