@@ -319,3 +319,66 @@ fn after_sigint_a_pipe_is_read_until_its_writer_closes_it() {
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     assert_eq!(stdout(&out), whole, "the tail written after SIGINT counts");
 }
+
+/// Every report says what time it covers: from the earliest packet to the
+/// latest (capture timestamps need not be in order), and the table closes
+/// with a one-line summary of what was seen. TSV keeps the original's lines.
+#[test]
+fn reports_say_the_time_span_and_close_with_a_summary() {
+    let mut bytes = recorded_pcap();
+    let mut starts = pcap_record_starts(&bytes);
+    starts.pop(); // the file's length, not a record
+    let base: u32 = 1_700_000_000; // 2023-11-14T22:13:20Z
+    let last = u32::try_from(starts.len()).unwrap() - 1;
+    for (i, &start) in starts.iter().enumerate() {
+        let i = u32::try_from(i).unwrap();
+        // The first record is stamped latest: the span is min to max.
+        let (secs, micros): (u32, u32) = if i == 0 {
+            (base + last + 5, 250_000)
+        } else {
+            (base + i, 0)
+        };
+        bytes[start..start + 4].copy_from_slice(&secs.to_le_bytes());
+        bytes[start + 4..start + 8].copy_from_slice(&micros.to_le_bytes());
+    }
+    let path = write_temp("stamped.pcap", &bytes);
+    let path = path.to_str().unwrap();
+
+    let json: serde_json::Value =
+        serde_json::from_str(&stdout(&replay(&["--format", "json", path]))).unwrap();
+    assert_eq!(json["span"]["start"], "2023-11-14T22:13:21.000Z");
+    let end = base + last + 5;
+    assert_eq!(
+        json["span"]["end"],
+        format!(
+            "2023-11-14T22:{}:{:02}.250Z",
+            13 + (end - base + 20) / 60,
+            (end - base + 20) % 60
+        )
+    );
+    assert_eq!(json["span"]["duration_s"], f64::from(last + 4) + 0.25);
+
+    let table = stdout(&replay(&["--format", "table", path]));
+    let summary = table.lines().last().unwrap();
+    assert_eq!(
+        summary,
+        format!(
+            "{} packets, {} DNS answers, {} connection attempts in {}m {}s (2023-11-14T22:13:21Z to {})",
+            starts.len(),
+            json["counters"]["responses_matched"],
+            json["counters"]["connection_attempts"],
+            (last + 4) / 60,
+            (last + 4) % 60,
+            json["span"]["end"].as_str().unwrap().replace(".250Z", "Z"),
+        )
+    );
+
+    let tsv = replay(&["--format", "tsv", path]);
+    assert!(tsv.status.success());
+    assert!(!stdout(&tsv).contains("packets"), "TSV rows only");
+    assert_eq!(
+        stderr(&tsv),
+        "",
+        "no summary on a stderr that is not a terminal"
+    );
+}

@@ -499,6 +499,19 @@ fn interval_prints_reports_while_running() {
     // Reports are cumulative: no row count goes down from one to the next.
     let rows = |r: &serde_json::Value| r["rows"].as_array().map_or(0, Vec::len);
     assert!(reports.windows(2).all(|w| rows(&w[0]) <= rows(&w[1])));
+    // Each says what it covers: from the start of the trace to its own time,
+    // so the start stays and the end moves on, about 300 ms a report.
+    let duration = |r: &serde_json::Value| r["span"]["duration_s"].as_f64().expect("a span");
+    assert!(reports
+        .windows(2)
+        .all(|w| w[0]["span"]["start"] == w[1]["span"]["start"]
+            && w[0]["span"]["end"].as_str() <= w[1]["span"]["end"].as_str()));
+    assert!(
+        (0.2..1.0).contains(&duration(&reports[0])),
+        "{}",
+        reports[0]["span"]
+    );
+    assert!((1.9..3.0).contains(&duration(last)), "{}", last["span"]);
 }
 
 /// The report's rows with connections, as (backend, port, conns, name).

@@ -3,7 +3,7 @@
 //! it observed goes to the event stream. Replay, trace and the fuzz targets
 //! all feed this, so they cannot drift apart.
 
-use crate::aggregator::{Aggregator, Config, Event, Report};
+use crate::aggregator::{Aggregator, Config, Event, Report, Span};
 use crate::capture::Frame;
 use crate::decode::{decode, InputStats};
 use crate::output::EventSink;
@@ -13,6 +13,8 @@ pub struct Pipeline<W: Write = io::Stdout> {
     aggregator: Aggregator,
     /// Present with `--events`.
     events: Option<EventSink<W>>,
+    /// From the first frame's timestamp to the last: what the report covers.
+    frames_span: Option<Span>,
 }
 
 impl Pipeline {
@@ -29,6 +31,7 @@ impl<W: Write> Pipeline<W> {
         Self {
             aggregator: Aggregator::new(config),
             events,
+            frames_span: None,
         }
     }
 
@@ -42,6 +45,10 @@ impl<W: Write> Pipeline<W> {
     pub fn frame(&mut self, frame: &Frame<'_>, stats: &mut InputStats) {
         stats.packets += 1;
         stats.bytes += frame.data.len() as u64;
+        match self.frames_span.as_mut() {
+            Some(span) => span.extend(frame.ts),
+            None => self.frames_span = Some(Span::at(frame.ts)),
+        }
         if let Some(event) = decode(frame, self.all_tcp(), stats) {
             self.event(&event);
         }
@@ -59,6 +66,11 @@ impl<W: Write> Pipeline<W> {
         if let Some(sink) = self.events.as_mut() {
             sink.flush();
         }
+    }
+
+    /// The capture time the frames so far cover; `None` before the first.
+    pub fn frames_span(&self) -> Option<Span> {
+        self.frames_span
     }
 
     pub fn report(&self) -> Report {

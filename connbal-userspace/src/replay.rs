@@ -6,7 +6,7 @@ use crate::capture::stream::ByteStream;
 use crate::capture::{CaptureError, CaptureReader, Problem};
 use crate::decode::InputStats;
 use crate::error::Error;
-use crate::output::{self, Finish, Format, Printed, Style};
+use crate::output::{self, Coverage, Finish, Format, Printed, Style};
 use crate::pipeline::Pipeline;
 use crate::progress::{Progress, UPDATE_EVERY_PACKETS};
 use crate::signals;
@@ -58,6 +58,10 @@ pub fn run(options: ReplayOptions) -> Result<(), Error> {
                 error: outcome.error.as_ref().map(ToString::to_string),
                 interrupted: outcome.interrupted,
                 periodic: false,
+                coverage: Coverage {
+                    packets: outcome.input.packets,
+                    span: pipeline.frames_span(),
+                },
             },
             source_warnings: Vec::new(),
             verbose: options.verbose,

@@ -26,6 +26,34 @@ impl Timestamp {
     }
 }
 
+/// The time a report covers: from the first packet to the last (replay), or
+/// from the start of the trace to the report (trace).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Span {
+    pub start: Timestamp,
+    pub end: Timestamp,
+}
+
+impl Span {
+    pub const fn at(ts: Timestamp) -> Self {
+        Self { start: ts, end: ts }
+    }
+
+    /// Widened to take in `ts`; capture timestamps need not be in order.
+    pub fn extend(&mut self, ts: Timestamp) {
+        if ts < self.start {
+            self.start = ts;
+        }
+        if ts > self.end {
+            self.end = ts;
+        }
+    }
+
+    pub const fn duration(&self) -> std::time::Duration {
+        std::time::Duration::from_nanos(self.end.nanos_since(self.start))
+    }
+}
+
 /// Who owns the socket a packet was sent or received on, where the
 /// source knows it (live tracing; captures carry no owner).
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -33,7 +33,7 @@ pub mod verdict;
 pub use backends::{Row, SrvPreference, MAX_BACKENDS, MAX_PORTS};
 pub use client::{cgroup, Client, ClientBy, ClientInfo, Container, Workload};
 pub use dns_tcp::MAX_DNS_STREAMS;
-pub use event::{Cgroup, Datagram, Event, Owner, Process, Segment, Timestamp};
+pub use event::{Cgroup, Datagram, Event, Owner, Process, Segment, Span, Timestamp};
 pub use lookups::MAX_SERVICES;
 pub use observation::{AnsweredBackend, Observation};
 pub use queries::MAX_PENDING_QUERIES;

@@ -30,7 +30,11 @@ The report:
   A client is an address (replay, --iface), or in host mode the app, cgroup
   or process that owns the socket (--by). TSV has the original's five
   columns: client  backend:port  conns  times-in-DNS  name. JSON adds the
-  verdicts and client_info under services, and every counter.
+  verdicts and client_info under services, every counter, and the span of
+  time covered (start, end, duration_s). The table closes with a summary:
+  packets, DNS answers and connection attempts seen, and over what time
+  (replay: earliest to latest packet; trace: its start to the report). TSV
+  prints that line on stderr, when stderr is a terminal.
 
 Counters (-v, JSON, metrics):
   packets, bytes and damage skipped by the capture reader; records, and the

@@ -18,8 +18,18 @@ struct JsonReport<'a, I: Serialize> {
     /// Set when reading stopped early: the rows cover what came before.
     error: Option<&'a str>,
     interrupted: bool,
+    /// The time the report covers; `null` for a capture without a packet.
+    span: Option<JsonSpan>,
     /// Peak resident memory of the connbal process so far.
     peak_rss_kib: u64,
+}
+
+/// RFC 3339 times in UTC, to the millisecond, and the seconds between.
+#[derive(Serialize)]
+struct JsonSpan {
+    start: String,
+    end: String,
+    duration_s: f64,
 }
 
 /// The rows of every service, as one list.
@@ -65,6 +75,11 @@ pub fn write<I: Serialize>(
         counters: &printed.report.counters,
         error: printed.error.as_deref(),
         interrupted: printed.interrupted,
+        span: printed.coverage.span.map(|span| JsonSpan {
+            start: humantime::format_rfc3339_millis(super::system_time(span.start)).to_string(),
+            end: humantime::format_rfc3339_millis(super::system_time(span.end)).to_string(),
+            duration_s: span.duration().as_secs_f64(),
+        }),
         peak_rss_kib: super::peak_rss_kib(),
     };
     if periodic {

@@ -14,7 +14,7 @@ mod tsv;
 pub use events::EventSink;
 pub use tsv::{render as render_tsv, write_rows as write_tsv_rows};
 
-use crate::aggregator::{Counters, Report};
+use crate::aggregator::{Counters, Report, Span, Timestamp};
 use crate::tally::{self, Tally};
 use serde::Serialize;
 use std::io::{self, IsTerminal as _, Write};
@@ -51,6 +51,9 @@ pub struct Style {
     pub to_stderr: bool,
     /// Whether the report's stream is a terminal.
     pub terminal: bool,
+    /// TSV keeps the original's lines only; its closing summary goes to
+    /// stderr, and only when a person is watching there.
+    pub tsv_summary_to_stderr: bool,
 }
 
 impl Style {
@@ -67,6 +70,7 @@ impl Style {
             colour: table::colour_wanted(terminal),
             to_stderr: events,
             terminal,
+            tsv_summary_to_stderr: io::stderr().is_terminal(),
         }
     }
 }
@@ -81,6 +85,65 @@ pub struct Printed<'a, I: Serialize> {
     pub interrupted: bool,
     /// One of a series of reports (`--interval`), not a lone final one.
     pub periodic: bool,
+    pub coverage: Coverage,
+}
+
+/// What a report covers: how many packets the source saw, and over what
+/// time.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Coverage {
+    pub packets: u64,
+    /// `None` for a capture without a packet.
+    pub span: Option<Span>,
+}
+
+impl Coverage {
+    /// The line that closes a report: what was seen, and over what time.
+    pub fn summary(&self, counters: &Counters) -> String {
+        let mut line = format!(
+            "{} {}, {} {}, {} {}",
+            self.packets,
+            if self.packets == 1 {
+                "packet"
+            } else {
+                "packets"
+            },
+            counters.responses_matched,
+            if counters.responses_matched == 1 {
+                "DNS answer"
+            } else {
+                "DNS answers"
+            },
+            counters.connection_attempts,
+            if counters.connection_attempts == 1 {
+                "connection attempt"
+            } else {
+                "connection attempts"
+            },
+        );
+        if let Some(span) = self.span {
+            line.push_str(&format!(
+                " in {} ({} to {})",
+                human_duration(span.duration()),
+                humantime::format_rfc3339_seconds(system_time(span.start)),
+                humantime::format_rfc3339_seconds(system_time(span.end)),
+            ));
+        }
+        line
+    }
+}
+
+pub(crate) fn system_time(ts: Timestamp) -> std::time::SystemTime {
+    std::time::UNIX_EPOCH + std::time::Duration::from_nanos(ts.0)
+}
+
+/// Milliseconds under ten seconds (a short capture), whole seconds above.
+fn human_duration(duration: std::time::Duration) -> String {
+    if duration < std::time::Duration::from_secs(10) {
+        format!("{:.3} s", duration.as_secs_f64())
+    } else {
+        humantime::format_duration(std::time::Duration::from_secs(duration.as_secs())).to_string()
+    }
 }
 
 pub fn print_report<I: Serialize>(style: &Style, p: &Printed<'_, I>) -> Result<(), OutputError> {
@@ -93,7 +156,15 @@ pub fn print_report<I: Serialize>(style: &Style, p: &Printed<'_, I>) -> Result<(
     let written = match style.format {
         Format::Table => {
             let redraw = p.periodic && style.terminal;
-            table::write(&mut out, p.report, style.colour, redraw, p.periodic)
+            let summary = p.coverage.summary(&p.report.counters);
+            table::write(
+                &mut out,
+                p.report,
+                style.colour,
+                redraw,
+                p.periodic,
+                &summary,
+            )
         }
         Format::Tsv => tsv::write(&mut out, p.report, p.periodic),
         Format::Json => json::write(&mut out, p, p.periodic),
@@ -121,6 +192,15 @@ pub struct Finish<'a, I: Serialize + Tally> {
 
 pub fn finish<I: Serialize + Tally>(style: &Style, f: &Finish<'_, I>) -> Result<(), OutputError> {
     print_report(style, &f.printed)?;
+    if style.format == Format::Tsv && style.tsv_summary_to_stderr {
+        // One write: stderr is unbuffered, and a formatted eprintln! may
+        // reach a shared terminal in pieces between the rows `| cat` prints.
+        let line = format!(
+            "connbal: {}\n",
+            f.printed.coverage.summary(&f.printed.report.counters)
+        );
+        let _ = io::stderr().write_all(line.as_bytes());
+    }
     // A series prints its warnings once, at the end of a run cut short.
     if !f.printed.periodic || f.printed.interrupted {
         print_warnings(&f.printed.report.counters);

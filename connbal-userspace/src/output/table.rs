@@ -64,11 +64,14 @@ pub fn write(
     colour: bool,
     redraw: bool,
     periodic: bool,
+    summary: &str,
 ) -> io::Result<()> {
     if redraw {
         out.write_all(CLEAR_SCREEN.as_bytes())?;
     }
     out.write_all(render(report, colour).as_bytes())?;
+    let palette = Palette { colour };
+    writeln!(out, "\n{}", palette.dim(summary))?;
     if periodic && !redraw {
         writeln!(out)?;
     }

@@ -15,8 +15,8 @@ mod metrics_server;
 mod privileges;
 mod records;
 
-use crate::aggregator::{ClientBy, Config};
-use crate::output::{self, openmetrics, Finish, Format, OutputError, Printed, Style};
+use crate::aggregator::{ClientBy, Config, Span, Timestamp};
+use crate::output::{self, openmetrics, Coverage, Finish, Format, OutputError, Printed, Style};
 use crate::pipeline::Pipeline;
 use crate::tally::Tally;
 use aya::maps::{MapData, RingBuf};
@@ -189,6 +189,8 @@ struct Session {
     scrapes: Option<mpsc::Receiver<ScrapeRequest>>,
     loaded: Loaded,
     clock: Clock,
+    /// When tracing began: every report covers the time since.
+    started: Timestamp,
     pipeline: Pipeline,
     stats: TraceStats,
     /// Host mode: the traced cgroup directory, and the names of the
@@ -345,9 +347,17 @@ async fn attach(mut options: TraceOptions) -> Result<Session, TraceError> {
         scrapes,
         loaded,
         clock,
+        started: wall_clock_now(),
         stats,
         host: host.map(|(mount, dir)| (dir.clone(), CgroupNames::new(mount, dir))),
     })
+}
+
+fn wall_clock_now() -> Timestamp {
+    let since_epoch = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    Timestamp(u64::try_from(since_epoch.as_nanos()).unwrap_or(u64::MAX))
 }
 
 fn by_name(by: ClientBy) -> &'static str {
@@ -398,6 +408,7 @@ impl Session {
                         error: None,
                         interrupted: false,
                         periodic: true,
+                        coverage: self.coverage(),
                     })?;
                 }
                 scrape = async { self.scrapes.as_mut().expect("guarded").recv().await }, if self.scrapes.is_some() => {
@@ -424,6 +435,18 @@ impl Session {
     }
 
     /// Everything the kernel has produced so far, and its counters.
+    /// The kernel's packet count and the time since tracing began; call
+    /// after `catch_up`, which reads the kernel's counters.
+    fn coverage(&self) -> Coverage {
+        Coverage {
+            packets: self.stats.kernel.packets_seen,
+            span: Some(Span {
+                start: self.started,
+                end: wall_clock_now(),
+            }),
+        }
+    }
+
     fn catch_up(&mut self) {
         drain(
             self.ring.get_mut(),
@@ -473,6 +496,7 @@ impl Session {
                     error: None,
                     interrupted: matches!(ending, Ending::Signal),
                     periodic: self.options.interval.is_some(),
+                    coverage: self.coverage(),
                 },
                 source_warnings,
                 verbose: self.options.verbose,
