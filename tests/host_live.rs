@@ -192,6 +192,14 @@ fn apps_behind_a_local_stub_are_seen_with_their_own_lookups_and_connections() {
             .find(|v| v["check"] == "ttl")
             .unwrap_or_else(|| panic!("{client} has a TTL verdict: {s}"));
         assert_eq!(ttl["finding"], "resolves_before_every_connection", "{s}");
+        // The SYN-ACKs reach the app's socket, and settle its attempts.
+        let failing = s["verdicts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|v| v["check"] == "failing_backends")
+            .unwrap_or_else(|| panic!("{client} has a failing_backends verdict: {s}"));
+        assert_eq!(failing["finding"], "all_answered", "{s}");
         assert_eq!(s["client_info"]["command"], "python3");
         assert_eq!(
             s["client_info"]["cgroup"],

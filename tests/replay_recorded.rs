@@ -226,12 +226,18 @@ fn events_agree_with_the_report() {
 /// The capture filter the README and `replay --help` give for
 /// `tcpdump -w - FILTER | connbal replay -`. libpcap's `tcp[tcpflags]`
 /// reads IPv4 only, so IPv6 connection attempts are matched by hand: next
-/// header TCP (6) and, 40 + 13 bytes in, SYN without ACK.
-const PIPELINE_FILTER: &str = "port 53 or tcp[tcpflags] & (tcp-syn|tcp-ack) == tcp-syn or (ip6[6] == 6 and ip6[53] & 0x12 == 0x02)";
+/// header TCP (6) and, 40 + 13 bytes in, SYN or RST: attempts, and the
+/// SYN-ACKs and resets that tell what became of them.
+const PIPELINE_FILTER: &str =
+    "port 53 or tcp[tcpflags] & (tcp-syn|tcp-rst) != 0 or (ip6[6] == 6 and ip6[53] & 0x06 != 0)";
 
 /// Runs the recorded capture through `tcpdump -r … -w - FILTER` and returns
 /// connbal's report of what came out.
 fn through_tcpdump(filter: &str) -> String {
+    through_tcpdump_as(filter, "tsv")
+}
+
+fn through_tcpdump_as(filter: &str, format: &str) -> String {
     let capture = data("recorded/veth.pcap");
     let tcpdump = std::process::Command::new("tcpdump")
         .args(["-r"])
@@ -241,7 +247,7 @@ fn through_tcpdump(filter: &str) -> String {
         .output()
         .expect("run tcpdump");
     assert!(tcpdump.status.success());
-    stdout(&replay_stdin(&["--format", "tsv"], &tcpdump.stdout))
+    stdout(&replay_stdin(&["--format", format], &tcpdump.stdout))
 }
 
 #[test]
@@ -261,6 +267,17 @@ fn the_documented_tcpdump_filter_keeps_ipv6_connection_attempts() {
     ]));
     assert!(whole.contains("[2001:db8:200::1]:443\t2\t"), "{whole}");
     assert_eq!(through_tcpdump(PIPELINE_FILTER), whole);
+    // The attempts' outcomes (and every verdict) survive the filter too.
+    let json = |text: &str| serde_json::from_str::<serde_json::Value>(text).unwrap();
+    let whole_json = json(&stdout(&replay(&[
+        "--format",
+        "json",
+        data("recorded/veth.pcap").to_str().unwrap(),
+    ])));
+    let filtered_json = json(&through_tcpdump_as(PIPELINE_FILTER, "json"));
+    assert!(whole_json["rows"][0]["outcomes"].is_object());
+    assert_eq!(filtered_json["rows"], whole_json["rows"]);
+    assert_eq!(filtered_json["services"], whole_json["services"]);
     // The filter it replaces lost them: IPv4-only tcp[tcpflags].
     let naive = through_tcpdump("udp port 53 or tcp port 53 or tcp[tcpflags] == tcp-syn");
     assert!(!naive.contains("[2001:db8:200::1]:443\t2\t"), "{naive}");

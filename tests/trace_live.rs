@@ -18,7 +18,9 @@ use xtask::lab::{Lab, SERVER_V4};
 use xtask::record;
 
 static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
-const TOOLS: &[&str] = &["ip", "dnsmasq", "dig", "curl", "tcpdump", "bpftool", "tc"];
+const TOOLS: &[&str] = &[
+    "ip", "dnsmasq", "dig", "curl", "tcpdump", "bpftool", "tc", "python3", "nft",
+];
 const WAIT: Duration = Duration::from_secs(20);
 
 /// Starts `connbal trace --iface <client veth> ARGS` in the client
@@ -130,6 +132,7 @@ fn live_trace_and_replay_of_tcpdump_give_the_identical_report() {
             conns: r["conns"].as_u64().unwrap(),
             dns: r["dns"].as_u64().unwrap(),
             name: r["name"].as_str().unwrap().into(),
+            outcomes: None,
             srv: serde_json::from_value(r["srv"].clone()).unwrap(),
         })
         .collect();
@@ -746,4 +749,144 @@ fn the_documented_capabilities_are_enough_without_root() {
         4,
         "the lookup's four backends: {report}"
     );
+}
+
+/// One connect() is one attempt with its outcome, live and in replay: a
+/// backend that answers, one that refuses (nothing listens: a reset), one
+/// whose SYNs an nftables rule drops (the SYN and its retransmissions, one
+/// attempt, unanswered), and the client's own address, whose SYN `-i lo`
+/// sees leave and arrive (once).
+#[test]
+fn each_connect_is_one_attempt_with_its_outcome() {
+    let Some(_guard) = live() else { return };
+    let mut lab = Lab::new().expect("lab");
+    let (answers, refuses, drops) = ("203.0.113.61", "203.0.113.62", "203.0.113.63");
+    for backend in [answers, refuses, drops] {
+        lab.add_backend(backend.parse().unwrap()).expect("backend");
+    }
+    lab.serve_tcp(&[8061]).expect("listener");
+    for rule in [
+        "add table inet connbal_test",
+        "add chain inet connbal_test input { type filter hook input priority 0 ; }",
+        "add rule inet connbal_test input tcp dport 8063 drop",
+    ] {
+        let out = lab.server("nft").args(rule.split(' ')).output().unwrap();
+        assert!(out.status.success(), "nft {rule}: {out:?}");
+    }
+    let own = xtask::lab::CLIENT_V4;
+    lab.start_dnsmasq(
+        &format!(
+            "{answers} svc.connbal.test\n{refuses} svc.connbal.test\n{drops} svc.connbal.test\n{own} svc.connbal.test\n"
+        ),
+        &[],
+    )
+    .expect("dnsmasq");
+    let capture = lab.dir.join("attempts.pcap");
+    let client_if = lab.client_if.clone();
+    let tcpdump = lab
+        .start_tcpdump(&client_if, &capture, &[])
+        .expect("tcpdump");
+    let mut command = lab.client(env!("CARGO_BIN_EXE_connbal"));
+    command.args([
+        "trace",
+        "--iface",
+        &lab.client_if,
+        "--iface",
+        "lo",
+        "--format",
+        "json",
+    ]);
+    let trace = Trace::spawn(command);
+    let dig = lab
+        .client("dig")
+        .args([
+            &format!("@{}", xtask::lab::SERVER_V4),
+            "+short",
+            "svc.connbal.test",
+            "A",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&dig.stdout).lines().count(), 4);
+    let script = format!(
+        r#"
+import socket
+listener = socket.socket()
+listener.bind(("{own}", 8099))
+listener.listen()
+for host, port, timeout in [("{answers}", 8061, 3), ("{refuses}", 8062, 3), ("{drops}", 8063, 3.5), ("{own}", 8099, 3)]:
+    try:
+        socket.create_connection((host, port), timeout=timeout).close()
+        print("connected")
+    except OSError as e:
+        print(type(e).__name__)
+"#
+    );
+    let python = lab
+        .client("python3")
+        .args(["-c", &script])
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&python.stdout),
+        "connected\nConnectionRefusedError\nTimeoutError\nconnected\n",
+        "{python:?}"
+    );
+    let finished = trace.stop("-INT");
+    assert!(finished.status.success(), "{}", finished.stderr);
+    lab.interrupt(tcpdump).expect("tcpdump stops");
+
+    // (backend, port, conns, answered, refused, unanswered)
+    let outcomes = |json: &serde_json::Value| -> Vec<(String, u64, u64, u64, u64, u64)> {
+        json["rows"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|r| r["conns"].as_u64() > Some(0))
+            .map(|r| {
+                let o = &r["outcomes"];
+                (
+                    r["backend"].as_str().unwrap().to_string(),
+                    r["port"].as_u64().unwrap(),
+                    r["conns"].as_u64().unwrap(),
+                    o["answered"].as_u64().unwrap(),
+                    o["refused"].as_u64().unwrap(),
+                    o["unanswered"].as_u64().unwrap(),
+                )
+            })
+            .collect()
+    };
+    let expected = vec![
+        (own.to_string(), 8099, 1, 1, 0, 0),
+        (answers.to_string(), 8061, 1, 1, 0, 0),
+        (refuses.to_string(), 8062, 1, 0, 1, 0),
+        (drops.to_string(), 8063, 1, 0, 0, 1),
+    ];
+    let live: serde_json::Value = serde_json::from_str(&finished.stdout).expect("JSON");
+    assert_eq!(outcomes(&live), expected, "{}", finished.stdout);
+    let counters = &live["counters"];
+    assert_eq!(counters["connection_attempts"], 4);
+    // At least: the dropped SYN's retransmissions (1 s and 3 s), and the
+    // lo SYN seen a second time.
+    assert!(
+        counters["connection_attempts_repeated"].as_u64() >= Some(3),
+        "{counters}"
+    );
+    let failing = live["services"][0]["verdicts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["check"] == "failing_backends")
+        .expect("a failing_backends verdict");
+    assert_eq!(failing["ok"], false);
+
+    // The capture of the client interface alone (no lo): the same outcomes
+    // for the three remote backends.
+    let replayed: serde_json::Value = serde_json::from_str(&stdout(&replay(&[
+        "--format",
+        "json",
+        capture.to_str().unwrap(),
+    ])))
+    .expect("JSON");
+    assert_eq!(outcomes(&replayed), expected[1..].to_vec());
 }

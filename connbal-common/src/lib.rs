@@ -22,12 +22,23 @@ pub mod tcp_flags {
     pub const CWR: u8 = 0x80;
 }
 
-/// A connection attempt is a segment whose flag byte is exactly SYN
-/// (`tcp[13] == 0x02`), as the original's capture filter had it. ECN-setup
-/// SYNs (SYN|ECE|CWR) are deliberately not attempts, matching the original.
+/// A connection attempt is a SYN without ACK. The original's filter,
+/// `tcp[13] == 2`, also required ECE and CWR to be clear; connbal counts
+/// ECN-setup SYNs (SYN|ECE|CWR, RFC 3168), which macOS, iOS and Linux with
+/// `net.ipv4.tcp_ecn=1` send (an extension, docs/semantics.md).
 #[inline(always)]
 pub const fn is_connection_attempt(flags: u8) -> bool {
-    flags == tcp_flags::SYN
+    flags & !(tcp_flags::ECE | tcp_flags::CWR) == tcp_flags::SYN
+}
+
+/// A segment that may answer a connection attempt: a SYN-ACK (answered) or
+/// an RST (refused). The aggregator matches it to an attempt by its
+/// 4-tuple; anything else about a connection needs no record.
+#[inline(always)]
+pub const fn is_attempt_reply(flags: u8) -> bool {
+    flags & (tcp_flags::SYN | tcp_flags::ACK | tcp_flags::RST | tcp_flags::FIN)
+        == tcp_flags::SYN | tcp_flags::ACK
+        || flags & tcp_flags::RST != 0
 }
 
 /// FIN or RST ends a flow for `--all-tcp` bookkeeping (spec 4).
@@ -71,7 +82,7 @@ pub const fn classify_tcp(
             return TcpVerdict::Segment;
         }
     }
-    if all_tcp || is_connection_attempt(flags) {
+    if all_tcp || is_connection_attempt(flags) || is_attempt_reply(flags) {
         TcpVerdict::Segment
     } else {
         TcpVerdict::Drop
@@ -383,13 +394,34 @@ mod tests {
     use super::*;
 
     #[test]
-    fn only_a_bare_syn_is_an_attempt() {
-        assert!(is_connection_attempt(tcp_flags::SYN));
-        assert!(!is_connection_attempt(tcp_flags::SYN | tcp_flags::ACK));
-        assert!(!is_connection_attempt(
-            tcp_flags::SYN | tcp_flags::ECE | tcp_flags::CWR
-        ));
-        assert!(!is_connection_attempt(tcp_flags::ACK));
+    fn a_syn_without_ack_is_an_attempt_ecn_bits_or_not() {
+        use tcp_flags::*;
+        assert!(is_connection_attempt(SYN));
+        assert!(is_connection_attempt(SYN | ECE | CWR), "ECN-setup SYN");
+        assert!(is_connection_attempt(SYN | ECE));
+        assert!(!is_connection_attempt(SYN | ACK));
+        assert!(!is_connection_attempt(SYN | ACK | ECE), "ECN-setup SYN-ACK");
+        assert!(!is_connection_attempt(SYN | RST));
+        assert!(!is_connection_attempt(ACK));
+    }
+
+    #[test]
+    fn syn_acks_and_resets_may_answer_attempts_nothing_else_does() {
+        use tcp_flags::*;
+        for reply in [SYN | ACK, SYN | ACK | ECE, RST, RST | ACK] {
+            assert!(is_attempt_reply(reply), "{reply:#x}");
+            assert_eq!(
+                classify_tcp(reply, 80, 40000, 0, false),
+                TcpVerdict::Segment
+            );
+        }
+        for other in [SYN, ACK, ACK | PSH, FIN | ACK, SYN | ACK | FIN] {
+            assert!(!is_attempt_reply(other), "{other:#x}");
+        }
+        assert_eq!(
+            classify_tcp(ACK | PSH, 80, 40000, 100, false),
+            TcpVerdict::Drop
+        );
     }
 
     #[test]

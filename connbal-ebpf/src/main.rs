@@ -49,7 +49,8 @@ use connbal_common::record::{
     BIT_SOCKET, BIT_TCP, BIT_TRUNCATED, KIND_DNS, KIND_TCP, MAX_DNS_PAYLOAD, SHORT_DNS_PAYLOAD,
 };
 use connbal_common::{
-    classify_tcp, is_connection_attempt, is_dns_port, FlowEvent, TcpVerdict, DNS_PORT,
+    classify_tcp, is_attempt_reply, is_connection_attempt, is_dns_port, FlowEvent, TcpVerdict,
+    DNS_PORT,
 };
 use core::mem::size_of;
 
@@ -368,14 +369,19 @@ fn ethernet(ctx: &Packet) -> Option<Ip> {
 }
 
 /// Host mode counts a packet from its local client's side only: what a
-/// socket sends to port 53 and its connection attempts on egress, what it
-/// receives from port 53 on ingress. `-a` flows count either way.
+/// socket sends to port 53 and its connection attempts on egress; what it
+/// receives from port 53, and the SYN-ACKs and resets answering its
+/// attempts, on ingress. `-a` flows count either way.
 #[inline(always)]
-fn local_client_side(hook: Hook, src_port: u16, dst_port: u16, attempt: bool) -> bool {
+fn local_client_side(hook: Hook, src_port: u16, dst_port: u16, flags: u8) -> bool {
     match hook {
         Hook::Tc => true,
-        Hook::SocketEgress => dst_port == DNS_PORT || (attempt && src_port != DNS_PORT),
-        Hook::SocketIngress => src_port == DNS_PORT,
+        Hook::SocketEgress => {
+            dst_port == DNS_PORT || (is_connection_attempt(flags) && src_port != DNS_PORT)
+        }
+        Hook::SocketIngress => {
+            src_port == DNS_PORT || (is_attempt_reply(flags) && dst_port != DNS_PORT)
+        }
     }
 }
 
@@ -454,7 +460,7 @@ fn tcp(ctx: &Packet, ip: &Ip, hook: Hook) -> Option<()> {
     if verdict == TcpVerdict::Drop && !all_tcp {
         return None;
     }
-    let local = local_client_side(hook, src_port, dst_port, is_connection_attempt(flags));
+    let local = local_client_side(hook, src_port, dst_port, flags);
     if !local && !all_tcp {
         return None;
     }
@@ -489,7 +495,7 @@ fn tcp(ctx: &Packet, ip: &Ip, hook: Hook) -> Option<()> {
 fn udp(ctx: &Packet, ip: &Ip, hook: Hook) -> Option<()> {
     let u: [u8; 8] = bytes(ctx, ip.l4)?;
     let (src_port, dst_port) = (be16([u[0], u[1]]), be16([u[2], u[3]]));
-    if !is_dns_port(src_port, dst_port) || !local_client_side(hook, src_port, dst_port, false) {
+    if !is_dns_port(src_port, dst_port) || !local_client_side(hook, src_port, dst_port, 0) {
         return None;
     }
     let payload = ip.l4 + 8;

@@ -1,6 +1,7 @@
 //! Backends and what was counted against them (spec section 4), and the
 //! report rows they turn into (section 5).
 
+use super::attempts::{Outcome, Outcomes};
 use super::client::Client;
 use super::FastMap;
 use serde::Serialize;
@@ -116,6 +117,36 @@ impl BackendTable {
         }
     }
 
+    /// A connection attempt (a distinct SYN): a connection, whose outcome
+    /// [`Self::count_outcome`] may settle later.
+    pub fn count_attempt(&mut self, client: &Client, address: IpAddr, port: u16) -> bool {
+        let Some(backend) = self.entries.map.get_mut(&(client.clone(), address)) else {
+            return false;
+        };
+        match self.ports.slot(backend, port) {
+            Some(slot) => {
+                slot.connections += 1;
+                slot.attempts += 1;
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// What became of an attempt counted by [`Self::count_attempt`].
+    pub fn count_outcome(&mut self, client: &Client, address: IpAddr, port: u16, outcome: Outcome) {
+        let Some(backend) = self.entries.map.get_mut(&(client.clone(), address)) else {
+            return;
+        };
+        if let Some(slot) = backend.ports.iter_mut().find(|p| p.port == port) {
+            match outcome {
+                Outcome::Answered => slot.answered += 1,
+                Outcome::Refused => slot.refused += 1,
+                Outcome::Pending => {}
+            }
+        }
+    }
+
     pub fn contains(&self, client: &Client, address: IpAddr) -> bool {
         self.entries.map.contains_key(&(client.clone(), address))
     }
@@ -138,11 +169,12 @@ impl BackendTable {
         self.ports.dropped
     }
 
-    /// Every row, in report order.
-    pub fn rows(&self) -> Vec<Row> {
+    /// Every row, in report order; with their attempts' outcomes when
+    /// `outcomes_known`.
+    pub fn rows(&self, outcomes_known: bool) -> Vec<Row> {
         let mut rows = Vec::with_capacity(self.entries.map.len());
         for ((client, backend), b) in &self.entries.map {
-            rows_for(client, *backend, b, &mut rows);
+            rows_for(client, *backend, b, outcomes_known, &mut rows);
         }
         rows.sort_by(Row::report_order);
         rows
@@ -172,6 +204,10 @@ pub struct SrvPreference {
 struct PortCount {
     port: u16,
     connections: u64,
+    /// Connections that were attempts, and what became of them.
+    attempts: u64,
+    answered: u64,
+    refused: u64,
     /// Times this port came with the backend through an SRV target.
     srv_dns: u64,
 }
@@ -193,6 +229,9 @@ impl Backend {
                 self.ports.push(PortCount {
                     port,
                     connections: 0,
+                    attempts: 0,
+                    answered: 0,
+                    refused: 0,
                     srv_dns: 0,
                 });
                 self.ports.len() - 1
@@ -213,6 +252,12 @@ pub struct Row {
     pub conns: u64,
     pub dns: u64,
     pub name: Arc<str>,
+    /// What the connection attempts among `conns` came to (flows already
+    /// open that `-a` counts are not attempts). `None` when the input held
+    /// no SYN-ACK or reset at all: a capture of SYNs alone (the original's
+    /// filter) cannot tell a dead backend from a live one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub outcomes: Option<Outcomes>,
     /// Set for backends named by an SRV record.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub srv: Option<SrvPreference>,
@@ -231,18 +276,26 @@ impl Row {
     }
 }
 
-fn rows_for(client: &Client, backend: IpAddr, b: &Backend, out: &mut Vec<Row>) {
-    let row = |port, conns, dns| Row {
+fn rows_for(
+    client: &Client,
+    backend: IpAddr,
+    b: &Backend,
+    outcomes_known: bool,
+    out: &mut Vec<Row>,
+) {
+    let row = |port, conns, dns, outcomes| Row {
         client: client.clone(),
         backend,
         port,
         conns,
         dns,
         name: b.name.clone(),
+        outcomes,
         srv: b.srv,
     };
     if b.ports.is_empty() {
-        out.push(row(None, 0, b.address_dns));
+        let outcomes = outcomes_known.then(Outcomes::default);
+        out.push(row(None, 0, b.address_dns, outcomes));
         return;
     }
     for p in &b.ports {
@@ -253,6 +306,11 @@ fn rows_for(client: &Client, backend: IpAddr, b: &Backend, out: &mut Vec<Row>) {
         } else {
             p.srv_dns
         };
-        out.push(row(Some(p.port), p.connections, dns));
+        let outcomes = outcomes_known.then(|| Outcomes {
+            answered: p.answered,
+            refused: p.refused,
+            unanswered: p.attempts.saturating_sub(p.answered + p.refused),
+        });
+        out.push(row(Some(p.port), p.connections, dns, outcomes));
     }
 }

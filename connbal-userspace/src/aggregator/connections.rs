@@ -7,7 +7,7 @@ use super::event::Segment;
 use super::flows::{FlowKey, Seen};
 use super::observation::Observation;
 use super::{Aggregator, Timestamp};
-use connbal_common::is_connection_attempt;
+use connbal_common::{is_attempt_reply, is_connection_attempt};
 use std::net::IpAddr;
 
 impl Aggregator {
@@ -16,10 +16,19 @@ impl Aggregator {
         // The sender's client, and with -a the receiver's: in host mode
         // both are the local socket's owner, whichever way the segment went.
         let from = self.client_of(s.src.ip(), s.owner);
-        if attempt {
+        // A retransmission, or the SYN seen again on a second interface, is
+        // the attempt already counted.
+        if attempt && self.attempts.attempt(s.src, s.dst, s.seq, &from) {
             self.counters.connection_attempts += 1;
-            self.count_connection(&from, s.dst.ip(), s.dst.port());
+            if self.backends.count_attempt(&from, s.dst.ip(), s.dst.port()) {
+                self.counters.connections_to_backends += 1;
+            }
             self.observe_connection(s.ts, &from, s.dst.ip(), s.dst.port(), false);
+        } else if is_attempt_reply(s.flags) {
+            if let Some((client, backend, outcome)) = self.attempts.reply(s.src, s.dst, s.flags) {
+                self.backends
+                    .count_outcome(&client, backend.ip(), backend.port(), outcome);
+            }
         }
         if !self.config.all_tcp {
             return;

@@ -8,12 +8,14 @@
 //! - `answers`: what a matched answer credits, and the SRV target registry;
 //! - `dns_tcp`: DNS over TCP, reassembled per direction into messages;
 //! - `connections`: connection attempts and `-a` flows counted;
+//! - `attempts`: SYNs to attempts (repeats counted once), and their outcomes;
 //! - `observation`: what `--events` streams;
 //! - `report`: the rows, per-service verdicts and counters.
 //!
 //! Each table owns its cap and counts what it refused or evicted.
 
 mod answers;
+mod attempts;
 mod backends;
 mod bounded;
 mod client;
@@ -30,6 +32,7 @@ mod report;
 mod tcp_stream;
 pub mod verdict;
 
+pub use attempts::{Outcomes, MAX_ATTEMPTS};
 pub use backends::{Row, SrvPreference, MAX_BACKENDS, MAX_PORTS};
 pub use client::{cgroup, Client, ClientBy, ClientInfo, Container, Workload};
 pub use dns_tcp::MAX_DNS_STREAMS;
@@ -41,6 +44,7 @@ pub use report::{Counters, Report};
 pub use verdict::Service;
 
 use answers::SrvTargets;
+use attempts::AttemptTable;
 use backends::BackendTable;
 use connbal_common::is_dns_port;
 use dns_tcp::DnsStreams;
@@ -92,6 +96,7 @@ pub struct Aggregator {
     services: ServiceTable,
     dns_streams: DnsStreams,
     flows: FlowTable,
+    attempts: AttemptTable,
     /// What no table counts itself: messages seen, skipped, matched.
     counters: Counters,
     last_sweep: Option<Timestamp>,
@@ -114,6 +119,7 @@ impl Aggregator {
             services: ServiceTable::default(),
             dns_streams: DnsStreams::default(),
             flows: FlowTable::with_cap(MAX_FLOWS),
+            attempts: AttemptTable::default(),
             counters: Counters::default(),
             last_sweep: None,
             credited: Vec::new(),

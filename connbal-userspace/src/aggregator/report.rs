@@ -41,7 +41,16 @@ counter_set! {
         /// their TTL verdict is missing.
         pub services_dropped: u64,
         pub tcp_dns_unplaced_segments: u64,
+        /// Distinct attempts: SYNs with a new 4-tuple or initial sequence
+        /// number.
         pub connection_attempts: u64,
+        /// SYNs that repeated a counted attempt (retransmitted, or seen on a
+        /// second interface).
+        pub connection_attempts_repeated: u64,
+        /// Attempts forgotten to make room; a later repeat counts again.
+        pub connection_attempts_evicted: u64,
+        /// SYN-ACKs and resets seen; with none, outcomes are not reported.
+        pub connection_attempt_replies: u64,
         pub connections_to_backends: u64,
         /// `-a`: flows first seen after their SYN (already open at the start).
         pub flows_seen_midstream: u64,
@@ -74,12 +83,15 @@ impl Aggregator {
             dns_streams_dropped: self.dns_streams.dropped,
             services_dropped: self.services.dropped,
             tcp_dns_unplaced_segments: self.dns_streams.unplaced_segments,
+            connection_attempts_repeated: self.attempts.repeated,
+            connection_attempts_evicted: self.attempts.evicted,
+            connection_attempt_replies: self.attempts.replies_seen,
             ..self.counters.clone()
         }
     }
 
     pub fn report(&self) -> Report {
-        let rows = self.backends.rows();
+        let rows = self.backends.rows(self.attempts.replies_seen > 0);
         let mut services = Vec::new();
         for group in rows.chunk_by(|a, b| a.client == b.client && a.name == b.name) {
             services.push(self.assess(group));
@@ -113,6 +125,7 @@ impl Aggregator {
             .get(&first.client, self.names.key(&first.name));
         let mut service =
             verdict::assess(first.client.clone(), first.name.clone(), &loads, lookups);
+        service.verdicts.extend(verdict::failing_verdict(rows));
         service.rows = rows.to_vec();
         service.pids = self.pids.of(&first.client);
         service

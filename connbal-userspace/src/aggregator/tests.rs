@@ -5,7 +5,7 @@ use super::dns::{CLASS_IN, TYPE_A, TYPE_AAAA, TYPE_SRV};
 use super::*;
 use crate::output::render_tsv as render;
 use crate::testing::MessageBuilder;
-use connbal_common::tcp_flags::{ACK, FIN, PSH, SYN};
+use connbal_common::tcp_flags::{ACK, CWR, ECE, FIN, PSH, RST, SYN};
 use std::net::SocketAddr;
 
 const SERVER: &str = "192.0.2.53";
@@ -15,6 +15,9 @@ const CLIENT_PORT: u16 = 40000;
 struct Harness {
     agg: Aggregator,
     now_ms: u64,
+    /// Each connect() gets its own ephemeral port, as a real client's do:
+    /// SYNs with the same 4-tuple and sequence number are one attempt.
+    next_port: u16,
 }
 
 fn sock(ip: &str, port: u16) -> SocketAddr {
@@ -30,6 +33,7 @@ impl Harness {
         Self {
             agg: Aggregator::new(config),
             now_ms: 1_000_000,
+            next_port: 50000,
         }
     }
 
@@ -89,12 +93,16 @@ impl Harness {
         self.advance_ms(1);
     }
 
-    fn syn_from(&mut self, client: &str, backend: &str, port: u16) {
-        self.segment(sock(client, 50000), sock(backend, port), SYN, 1, &[]);
+    /// A new connect(): returns its client socket.
+    fn syn_from(&mut self, client: &str, backend: &str, port: u16) -> SocketAddr {
+        self.next_port = self.next_port.wrapping_add(1);
+        let from = sock(client, self.next_port);
+        self.segment(from, sock(backend, port), SYN, 1, &[]);
+        from
     }
 
-    fn syn(&mut self, backend: &str, port: u16) {
-        self.syn_from(CLIENT, backend, port);
+    fn syn(&mut self, backend: &str, port: u16) -> SocketAddr {
+        self.syn_from(CLIENT, backend, port)
     }
 
     fn tsv(&self) -> String {
@@ -901,17 +909,17 @@ fn owners_sharing_an_address_and_a_query_id_stay_apart() {
             owner: Some(owner),
         }));
     }
-    for (owner, backend) in [
-        (&a, "172.16.100.149"),
-        (&b, "172.16.101.21"),
-        (&b, "172.16.101.21"),
+    for (seq, owner, backend) in [
+        (1, &a, "172.16.100.149"),
+        (2, &b, "172.16.101.21"),
+        (3, &b, "172.16.101.21"),
     ] {
         h.agg.process(&Event::Tcp(Segment {
             ts,
             src: sock(CLIENT, 50000),
             dst: sock(backend, 443),
             flags: SYN,
-            seq: 1,
+            seq,
             payload: &[],
             truncated: false,
             first_of_flow: None,
@@ -980,4 +988,83 @@ fn a_response_is_credited_to_its_query_s_client() {
     let report = h.agg.report();
     assert_eq!(report.services.len(), 1);
     assert_eq!(report.services[0].client.to_string(), "/app");
+}
+
+/// One connect() is one attempt, however many times its SYN is seen: the
+/// three retransmissions to a backend that drops SYNs, and the copy a
+/// second interface shows (`trace -i lo`), have its 4-tuple and ISN.
+#[test]
+fn retransmitted_and_twice_seen_syns_are_one_attempt_with_its_outcome() {
+    let mut h = Harness::new();
+    h.query(1, "web.example", TYPE_A);
+    h.respond(four_a_answer(1, "web.example"));
+    let (live, refusing, dropping) = ("172.16.100.149", "172.16.100.219", "172.16.100.245");
+    // Answered: the SYN twice (two interfaces), then the SYN-ACK twice.
+    let c = h.syn(live, 80);
+    h.segment(c, sock(live, 80), SYN, 1, &[]);
+    h.segment(sock(live, 80), c, SYN | ACK, 900, &[]);
+    h.segment(sock(live, 80), c, SYN | ACK, 900, &[]);
+    // Refused: nothing listens, a reset comes back.
+    let c = h.syn(refusing, 80);
+    h.segment(sock(refusing, 80), c, RST | ACK, 0, &[]);
+    // Dropped: the SYN and three retransmissions, no reply.
+    let c = h.syn(dropping, 80);
+    for _ in 0..3 {
+        h.advance_ms(1000);
+        h.segment(c, sock(dropping, 80), SYN, 1, &[]);
+    }
+    // An ECN-setup SYN is an attempt too.
+    let c = sock(CLIENT, 61000);
+    h.segment(c, sock(live, 80), SYN | ECE | CWR, 5, &[]);
+    h.segment(sock(live, 80), c, SYN | ACK | ECE, 77, &[]);
+
+    assert_eq!(
+        h.tsv(),
+        "172.016.101.190\t172.016.100.149:80\t2\t1\tweb.example.\n\
+         172.016.101.190\t172.016.100.219:80\t1\t1\tweb.example.\n\
+         172.016.101.190\t172.016.100.245:80\t1\t1\tweb.example.\n\
+         172.016.101.190\t172.016.101.021:?\t0\t1\tweb.example.\n"
+    );
+    let report = h.agg.report();
+    let outcomes: Vec<Option<Outcomes>> = report.rows().map(|r| r.outcomes).collect();
+    let o = |answered, refused, unanswered| {
+        Some(Outcomes {
+            answered,
+            refused,
+            unanswered,
+        })
+    };
+    assert_eq!(outcomes, [o(2, 0, 0), o(0, 1, 0), o(0, 0, 1), o(0, 0, 0)]);
+    let c = &report.counters;
+    assert_eq!(
+        (c.connection_attempts, c.connection_attempts_repeated),
+        (4, 4)
+    );
+    let failing = report.services[0]
+        .verdicts
+        .iter()
+        .find(|v| v.check == verdict::Check::FailingBackends)
+        .unwrap();
+    assert!(!failing.ok);
+    assert_eq!(
+        failing.text,
+        "172.16.100.219:80 refused 1 of 1; 172.16.100.245:80 left 1 of 1 unanswered; \
+         the client reached the other backends 2 times, so part of their share is failover, not choice"
+    );
+}
+
+/// A capture of SYNs alone (the original's filter) holds no reply: it
+/// cannot tell a dead backend from a live one, so no outcome is claimed.
+#[test]
+fn without_any_reply_in_the_input_outcomes_are_not_claimed() {
+    let mut h = Harness::new();
+    h.query(1, "web.example", TYPE_A);
+    h.respond(four_a_answer(1, "web.example"));
+    h.syn("172.16.100.149", 80);
+    let report = h.agg.report();
+    assert!(report.rows().all(|r| r.outcomes.is_none()));
+    assert!(report.services[0]
+        .verdicts
+        .iter()
+        .all(|v| v.check != verdict::Check::FailingBackends));
 }

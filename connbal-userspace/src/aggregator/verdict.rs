@@ -94,6 +94,7 @@ pub enum Check {
     Balance,
     Ttl,
     SrvPriority,
+    FailingBackends,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -112,6 +113,8 @@ pub enum Finding {
     ReresolvesWithinTtl,
     PriorityHonoured,
     PriorityIgnored,
+    AllAnswered,
+    Failing,
 }
 
 /// The verdicts for one service whose backend addresses carried `loads`
@@ -247,44 +250,199 @@ fn unused_verdict(candidates: &Candidates, all_connections: u64) -> Verdict {
         };
         return verdict(Check::UnusedBackends, Finding::AllUsed, true, text);
     }
-    // Union bound on the chance that random choice leaves some backend
-    // unused: conservative, and exact enough where it matters (small).
     let n = candidates.connections();
-    let chance: f64 = candidates
-        .choosable()
-        .map(|(_, p)| (1.0 - p).powf(n as f64))
-        .sum::<f64>()
-        .min(1.0);
+    let probabilities: Vec<f64> = candidates.choosable().map(|(_, p)| p).collect();
+    // Unused backends random choice could have picked (an SRV weight of 0
+    // beside non-zero ones is never picked, so its idleness proves nothing).
+    let unused_choosable = candidates.choosable().filter(|&(c, _)| c == 0).count();
+    let chance = chance_of_unused(&probabilities, n, unused_choosable);
     let head = format!("{unused} of {total} {q}backends got no connection");
+    let how_many = if unused_choosable == 1 {
+        "one".to_string()
+    } else {
+        format!("at least {unused_choosable}")
+    };
+    let over = plural(n, "connection", "connections");
+    // Fewer connections than backends leave some unused for certain.
+    let odds = if n + (unused_choosable as u64) <= probabilities.len() as u64 {
+        format!("random choice over {over} always leaves {how_many} unused")
+    } else {
+        format!(
+            "random choice over {over} leaves {how_many} unused with chance {}",
+            percent_bound(chance)
+        )
+    };
     if chance >= SIGNIFICANCE {
         verdict(
             Check::UnusedBackends,
             Finding::UnusedByChance,
             true,
-            format!(
-                "{head}; with only {} random choice often leaves some unused",
-                plural(n, "connection", "connections")
-            ),
+            format!("{head}; plausible by chance: {odds}"),
         )
     } else {
         verdict(
             Check::UnusedBackends,
             Finding::Unused,
             false,
-            format!(
-                "{head}; random choice over {} would use every one (chance of an unused one {})",
-                plural(n, "connection", "connections"),
-                percent_bound(chance)
-            ),
+            format!("{head}; not chance: {odds}"),
         )
     }
 }
 
-fn percent_bound(p: f64) -> String {
-    if p < 0.0001 {
-        "< 0.01%".to_string()
+/// Subsets up to this many backends are summed exactly (2^12 terms).
+const EXACT_SUBSETS_UP_TO: usize = 12;
+/// The uniform case is exact by dynamic programming up to this much work
+/// (connections × backends); beyond it the chance is vanishingly small and
+/// the bound is as good.
+const EXACT_UNIFORM_WORK: u64 = 2_000_000;
+
+/// The chance that `n` independent choices, backend i with probability
+/// `probabilities[i]`, leave at least `m` backends unused.
+///
+/// Exact where that is cheap: for a handful of backends by
+/// inclusion–exclusion over the subsets, for more with equal probabilities
+/// by the occupancy distribution (a recurrence that, unlike the alternating
+/// sum, does not cancel away its precision). Otherwise the first
+/// Bonferroni term, which bounds it from above: the sum over m-subsets of
+/// the chance that all of the subset stays unused, at most C(k, m) times
+/// that of the m least likely backends.
+pub fn chance_of_unused(probabilities: &[f64], n: u64, m: usize) -> f64 {
+    let k = probabilities.len();
+    if m == 0 {
+        return 1.0;
+    }
+    if m >= k {
+        return if n == 0 { 1.0 } else { 0.0 };
+    }
+    let uniform = probabilities
+        .iter()
+        .all(|&p| (p - probabilities[0]).abs() < 1e-12);
+    if k <= EXACT_SUBSETS_UP_TO {
+        // P(at least m) = Σ_{j≥m} (-1)^(j-m) C(j-1, m-1) S_j, with S_j the
+        // sum over j-subsets of the chance that all of them stay unused.
+        let mut s = vec![0.0f64; k + 1];
+        for subset in 1u32..(1 << k) {
+            let size = subset.count_ones() as usize;
+            if size < m {
+                continue;
+            }
+            let covered: f64 = (0..k)
+                .filter(|i| subset & (1 << i) != 0)
+                .map(|i| probabilities[i])
+                .sum();
+            s[size] += (1.0 - covered).max(0.0).powf(n as f64);
+        }
+        let total: f64 = (m..=k)
+            .map(|j| {
+                let sign = if (j - m) % 2 == 0 { 1.0 } else { -1.0 };
+                sign * binomial(j - 1, m - 1) * s[j]
+            })
+            .sum();
+        return total.clamp(0.0, 1.0);
+    }
+    if uniform && n.saturating_mul(k as u64) <= EXACT_UNIFORM_WORK {
+        // used[d]: chance that exactly d distinct backends are used so far.
+        let mut used = vec![0.0f64; k + 1];
+        used[0] = 1.0;
+        for _ in 0..n {
+            for d in (0..=k).rev() {
+                let stay = used[d] * d as f64 / k as f64;
+                let from_below = if d > 0 {
+                    used[d - 1] * (k - d + 1) as f64 / k as f64
+                } else {
+                    0.0
+                };
+                used[d] = stay + from_below;
+            }
+        }
+        return used[..=k - m].iter().sum::<f64>().clamp(0.0, 1.0);
+    }
+    let mut sorted = probabilities.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    let least: f64 = sorted[..m].iter().sum();
+    (binomial(k, m) * (1.0 - least).max(0.0).powf(n as f64)).min(1.0)
+}
+
+fn binomial(n: usize, k: usize) -> f64 {
+    (0..k).fold(1.0, |acc, i| acc * (n - i) as f64 / (i + 1) as f64)
+}
+
+/// Backends whose connection attempts were refused or went unanswered,
+/// from a service's rows; `None` when it saw no attempt.
+pub fn failing_verdict(rows: &[Row]) -> Option<Verdict> {
+    let outcomes = |r: &Row| r.outcomes.unwrap_or_default();
+    if rows.iter().all(|r| r.outcomes.is_none()) {
+        return None;
+    }
+    let attempts: u64 = rows
+        .iter()
+        .map(|r| outcomes(r).answered + outcomes(r).failed())
+        .sum();
+    if attempts == 0 {
+        return None;
+    }
+    let mut failing = Vec::new();
+    let mut failed = 0;
+    for row in rows.iter().filter(|r| outcomes(r).failed() > 0) {
+        let o = outcomes(row);
+        let tried = o.answered + o.failed();
+        let how = match (o.refused, o.unanswered) {
+            (r, 0) => format!("refused {r} of {tried}"),
+            (0, u) => format!("left {u} of {tried} unanswered"),
+            (r, u) => format!("refused {r} and left {u} unanswered of {tried}"),
+        };
+        let port = row.port.map_or_else(|| "?".to_string(), |p| p.to_string());
+        let backend = match row.backend {
+            std::net::IpAddr::V6(v6) => format!("[{v6}]:{port}"),
+            v4 => format!("{v4}:{port}"),
+        };
+        failing.push(format!("{backend} {how}"));
+        failed += o.failed();
+    }
+    if failing.is_empty() {
+        return Some(verdict(
+            Check::FailingBackends,
+            Finding::AllAnswered,
+            true,
+            if attempts == 1 {
+                "its one connection attempt was answered".to_string()
+            } else {
+                format!("all {attempts} connection attempts were answered")
+            },
+        ));
+    }
+    let answered_elsewhere = rows
+        .iter()
+        .filter(|r| outcomes(r).failed() == 0)
+        .map(|r| outcomes(r).answered)
+        .sum::<u64>();
+    let why = if answered_elsewhere > 0 {
+        format!(
+            "; the client reached the other backends {}, so part of their share is failover, not choice",
+            plural(answered_elsewhere, "time", "times")
+        )
+    } else if failed == attempts {
+        "; no attempt was answered".to_string()
     } else {
+        String::new()
+    };
+    Some(verdict(
+        Check::FailingBackends,
+        Finding::Failing,
+        false,
+        format!("{}{why}", failing.join("; ")),
+    ))
+}
+
+/// A chance as a percentage, and below 0.01% in scientific notation, so
+/// that 6·10⁻⁶ and 10⁻³⁰ read differently.
+fn percent_bound(p: f64) -> String {
+    if p >= 0.0001 {
         format!("{:.2}%", p * 100.0)
+    } else if p > 0.0 {
+        format!("{p:.1e}")
+    } else {
+        "0".to_string()
     }
 }
 
@@ -581,6 +739,117 @@ mod tests {
             v.text
         );
         assert_eq!(s.backends_used, 3);
+    }
+
+    /// The case: 20 connections went 10/10/0/0. The chance that
+    /// random choice leaves two of four unused is C(4,2)·(1/2)^20 less the
+    /// triple overlaps, 2·C(4,3)·(1/4)^20: about 5.7·10⁻⁶, not the 1.3% of
+    /// "some one unused".
+    #[test]
+    fn two_unused_of_four_after_twenty_is_not_chance() {
+        let expected = 6.0 * 0.5f64.powi(20) - 2.0 * 4.0 * 0.25f64.powi(20);
+        let chance = chance_of_unused(&[0.25; 4], 20, 2);
+        assert!((chance - expected).abs() < 1e-15, "{chance} vs {expected}");
+        let s = assess_plain(&[10, 10, 0, 0]);
+        let v = s
+            .verdicts
+            .iter()
+            .find(|v| v.check == Check::UnusedBackends)
+            .unwrap();
+        assert_eq!(v.finding, Finding::Unused);
+        assert_eq!(
+            v.text,
+            "2 of 4 backends got no connection; not chance: random choice over 20 connections leaves at least 2 unused with chance 5.7e-6"
+        );
+    }
+
+    /// The mirror image: one unused of four after 12 connections happens
+    /// 4·(3/4)^12 − 6·(1/2)^12 + 4·(1/4)^12 ≈ 12.5% of the time.
+    #[test]
+    fn one_unused_of_four_after_twelve_is_plausible() {
+        let expected = 4.0 * 0.75f64.powi(12) - 6.0 * 0.5f64.powi(12) + 4.0 * 0.25f64.powi(12);
+        assert!((chance_of_unused(&[0.25; 4], 12, 1) - expected).abs() < 1e-12);
+        let s = assess_plain(&[5, 4, 3, 0]);
+        let v = s
+            .verdicts
+            .iter()
+            .find(|v| v.check == Check::UnusedBackends)
+            .unwrap();
+        assert_eq!(v.finding, Finding::UnusedByChance);
+        assert!(v.ok);
+        assert!(
+            v.text.ends_with("leaves one unused with chance 12.52%"),
+            "{}",
+            v.text
+        );
+    }
+
+    /// Each way of computing the chance against a simulation of random
+    /// choice (seeded, so the test is repeatable): subsets with weights,
+    /// the uniform recurrence past 12 backends, and the bound beyond.
+    #[test]
+    fn the_unused_chance_matches_a_simulation() {
+        let mut state = 0x9e37_79b9_7f4a_7c15u64;
+        let mut uniform01 = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state >> 11) as f64 / (1u64 << 53) as f64
+        };
+        let weights = |w: &[f64]| {
+            let total: f64 = w.iter().sum();
+            w.iter().map(|x| x / total).collect::<Vec<f64>>()
+        };
+        let cases: [(Vec<f64>, u64, usize, bool); 5] = [
+            (vec![0.25; 4], 8, 1, true),
+            (weights(&[1.0, 2.0, 3.0, 4.0]), 10, 1, true),
+            (weights(&[5.0, 1.0, 1.0, 1.0, 1.0, 1.0]), 12, 2, true),
+            (vec![1.0 / 14.0; 14], 30, 2, true),
+            (
+                weights(&[
+                    1.0, 1.0, 2.0, 2.0, 3.0, 3.0, 4.0, 4.0, 5.0, 5.0, 6.0, 6.0, 7.0, 7.0,
+                ]),
+                40,
+                1,
+                false,
+            ),
+        ];
+        const TRIALS: u32 = 200_000;
+        for (probabilities, n, m, exact) in cases {
+            let mut hits = 0u32;
+            for _ in 0..TRIALS {
+                let mut used = vec![false; probabilities.len()];
+                for _ in 0..n {
+                    let mut r = uniform01();
+                    let pick = probabilities
+                        .iter()
+                        .position(|&p| {
+                            r -= p;
+                            r < 0.0
+                        })
+                        .unwrap_or(probabilities.len() - 1);
+                    used[pick] = true;
+                }
+                if used.iter().filter(|u| !**u).count() >= m {
+                    hits += 1;
+                }
+            }
+            let simulated = f64::from(hits) / f64::from(TRIALS);
+            let computed = chance_of_unused(&probabilities, n, m);
+            // Four standard errors of the simulation, and a floor.
+            let tolerance = 4.0 * (simulated * (1.0 - simulated) / f64::from(TRIALS)).sqrt() + 1e-4;
+            if exact {
+                assert!(
+                    (computed - simulated).abs() <= tolerance,
+                    "{probabilities:?} n={n} m={m}: computed {computed}, simulated {simulated}"
+                );
+            } else {
+                assert!(
+                    computed + tolerance >= simulated,
+                    "the bound {computed} is below the simulated {simulated}"
+                );
+            }
+        }
     }
 
     #[test]

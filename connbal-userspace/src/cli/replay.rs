@@ -8,8 +8,8 @@ pub const EXAMPLES: &str = "\
 Examples:
   connbal replay capture.pcapng -F svc.example.com
   connbal replay -a --format json old.snoop > report.json
-  tcpdump -i eth0 -U -w - 'port 53 or tcp[tcpflags] & (tcp-syn|tcp-ack) == tcp-syn
-    or (ip6[6] == 6 and ip6[53] & 0x12 == 0x02)' | connbal replay -
+  tcpdump -i eth0 -U -w - 'port 53 or tcp[tcpflags] & (tcp-syn|tcp-rst) != 0
+    or (ip6[6] == 6 and ip6[53] & 0x06 != 0)' | connbal replay -
   snoop -o /dev/stdout '(tcp and tcp[13] == 0x02) or (udp and port 53)' | connbal replay
 
 Output: on a terminal, a table per client and name with each backend's

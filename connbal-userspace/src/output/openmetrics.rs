@@ -42,6 +42,11 @@ struct VerdictLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutcomeLabel {
+    outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct CounterLabels {
     counter: String,
 }
@@ -75,6 +80,7 @@ pub fn render(report: &Report, input: &dyn Tally, max_series: usize) -> String {
     let mut registry = Registry::with_prefix("connbal");
     let connections = Family::<(BackendLabels, OwnerLabels), Counter>::default();
     let appearances = Family::<(BackendLabels, OwnerLabels), Counter>::default();
+    let outcomes = Family::<((BackendLabels, OutcomeLabel), OwnerLabels), Counter>::default();
     let folded = Gauge::<i64>::default();
     let folded_connections = Counter::<u64>::default();
 
@@ -99,6 +105,20 @@ pub fn render(report: &Report, input: &dyn Tally, max_series: usize) -> String {
         );
         connections.get_or_create(&labels).inc_by(row.conns);
         appearances.get_or_create(&labels).inc_by(row.dns);
+        let o = row.outcomes.unwrap_or_default();
+        for (outcome, count) in [
+            ("answered", o.answered),
+            ("refused", o.refused),
+            ("unanswered", o.unanswered),
+        ] {
+            if count > 0 {
+                let (backend, owner) = labels.clone();
+                let outcome = OutcomeLabel { outcome };
+                outcomes
+                    .get_or_create(&((backend, outcome), owner))
+                    .inc_by(count);
+            }
+        }
     }
 
     let lookups = Family::<(ServiceLabels, OwnerLabels), Counter>::default();
@@ -158,6 +178,11 @@ pub fn render(report: &Report, input: &dyn Tally, max_series: usize) -> String {
         "connections",
         "Connection attempts from a client to a backend and port it got from DNS",
         connections,
+    );
+    registry.register(
+        "connection_outcomes",
+        "What connection attempts came to: answered (SYN-ACK), refused (reset) or unanswered",
+        outcomes,
     );
     registry.register(
         "dns_appearances",
@@ -230,6 +255,7 @@ fn check_label(check: Check) -> &'static str {
         Check::Balance => "balance",
         Check::Ttl => "ttl",
         Check::SrvPriority => "srv_priority",
+        Check::FailingBackends => "failing_backends",
     }
 }
 
@@ -288,13 +314,14 @@ mod tests {
     fn report_with(backends: u8, connections_to_first: u64) -> Report {
         let mut agg = Aggregator::new(Config::default());
         lookup(&mut agg, backends, None);
-        for _ in 0..connections_to_first {
+        for attempt in 0..connections_to_first {
             agg.process(&Event::Tcp(Segment {
                 ts: Timestamp::from_secs(100),
                 src: CLIENT.parse().unwrap(),
                 dst: "10.1.0.1:443".parse().unwrap(),
                 flags: connbal_common::tcp_flags::SYN,
-                seq: 1,
+                // Distinct attempts: a repeated SYN would count once.
+                seq: attempt as u32,
                 payload: &[],
                 truncated: false,
                 first_of_flow: None,

@@ -161,13 +161,27 @@ fn render_service(out: &mut String, palette: &Palette, service: &Service) {
             let _ = write!(line, "  {}/{}", p.priority, p.weight);
         }
         let line = line.trim_end();
+        // Attempts that failed, where any did: a busy backend that never
+        // answers is the one to look at.
+        let o = row.outcomes.unwrap_or_default();
+        let failed = match (o.refused, o.unanswered) {
+            (0, 0) => String::new(),
+            (r, 0) => format!("  {r} refused"),
+            (0, u) => format!("  {u} unanswered"),
+            (r, u) => format!("  {r} refused, {u} unanswered"),
+        };
         let _ = writeln!(
             out,
-            "{}",
+            "{}{}",
             if row.conns == 0 {
                 palette.dim(line)
             } else {
                 line.to_string()
+            },
+            if failed.is_empty() {
+                failed
+            } else {
+                palette.bad(&failed)
             }
         );
     }

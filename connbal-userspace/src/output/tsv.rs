@@ -98,6 +98,7 @@ mod tests {
             conns: 5,
             dns: 16,
             name: Arc::from("web.example.com."),
+            outcomes: None,
             srv: None,
         }
     }

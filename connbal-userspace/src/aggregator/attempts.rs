@@ -1,0 +1,161 @@
+//! Connection attempts as the client made them, not as packets seen.
+//!
+//! A SYN and its retransmissions, and the same SYN seen again on a second
+//! interface (`trace -i lo` sees it leave and arrive), share their 4-tuple
+//! and initial sequence number: they are one attempt. What became of it
+//! follows from the reply: a SYN-ACK answers it, a reset refuses it, and an
+//! attempt with neither by the time of the report is unanswered. The
+//! original counted SYN packets; this is an extension (docs/semantics.md).
+
+use super::bounded::FifoMap;
+use super::client::Client;
+use super::flows::FlowKey;
+use connbal_common::tcp_flags;
+use serde::Serialize;
+use std::net::SocketAddr;
+
+/// Attempts remembered for their repeats and replies. Linux retransmits an
+/// unanswered SYN after 1, 3, 7, 15… s; at 64 Ki entries (about 7 MiB) a
+/// host would need some 9,000 new attempts a second to forget one before
+/// its third retransmission. An attempt evicted still counts (as
+/// unanswered if no reply came); only a later repeat of it counts again.
+pub const MAX_ATTEMPTS: usize = 1 << 16;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    Pending,
+    /// A SYN-ACK came back.
+    Answered,
+    /// A reset came back: nothing listens, or a firewall rejects.
+    Refused,
+}
+
+/// What each backend's attempts came to. Unanswered is what is left: no
+/// reply seen by the report (dropped SYNs, an unreachable host), or the
+/// reply missed (evicted, or not captured).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Outcomes {
+    pub answered: u64,
+    pub refused: u64,
+    pub unanswered: u64,
+}
+
+impl Outcomes {
+    pub fn failed(&self) -> u64 {
+        self.refused + self.unanswered
+    }
+}
+
+#[derive(Debug)]
+struct Attempt {
+    isn: u32,
+    /// The side the SYN went to: a reply must come from here.
+    backend: SocketAddr,
+    client: Client,
+    outcome: Outcome,
+}
+
+#[derive(Debug)]
+pub struct AttemptTable {
+    attempts: FifoMap<FlowKey, Attempt>,
+    /// SYNs that repeated an attempt already counted.
+    pub repeated: u64,
+    /// Attempts forgotten to make room (MAX_ATTEMPTS).
+    pub evicted: u64,
+    /// SYN-ACKs and resets seen, settling an attempt or not: none at all
+    /// means the input cannot tell outcomes (a capture of SYNs only).
+    pub replies_seen: u64,
+}
+
+impl Default for AttemptTable {
+    fn default() -> Self {
+        Self {
+            attempts: FifoMap::with_cap(MAX_ATTEMPTS),
+            repeated: 0,
+            evicted: 0,
+            replies_seen: 0,
+        }
+    }
+}
+
+impl AttemptTable {
+    /// A SYN from `client` at `src` to `dst` with initial sequence number
+    /// `isn`; false when it repeats an attempt already counted.
+    pub fn attempt(&mut self, src: SocketAddr, dst: SocketAddr, isn: u32, client: &Client) -> bool {
+        let key = FlowKey::new(src, dst);
+        if let Some(known) = self.attempts.get(&key) {
+            if known.isn == isn && known.backend == dst {
+                self.repeated += 1;
+                return false;
+            }
+        }
+        let evicted = self.attempts.insert(
+            key,
+            Attempt {
+                isn,
+                backend: dst,
+                client: client.clone(),
+                outcome: Outcome::Pending,
+            },
+        );
+        self.evicted += u64::from(evicted);
+        true
+    }
+
+    /// A SYN-ACK or reset (`flags`) from `src` to `dst`: the client and
+    /// backend of the pending attempt it settles, and how. Replies to
+    /// settled or unknown attempts (a reset mid-connection, a SYN-ACK seen
+    /// twice, a server's own SYN-ACKs) settle nothing.
+    pub fn reply(
+        &mut self,
+        src: SocketAddr,
+        dst: SocketAddr,
+        flags: u8,
+    ) -> Option<(Client, SocketAddr, Outcome)> {
+        self.replies_seen += 1;
+        let attempt = self.attempts.get_mut(&FlowKey::new(src, dst))?;
+        if attempt.backend != src || attempt.outcome != Outcome::Pending {
+            return None;
+        }
+        attempt.outcome = if flags & tcp_flags::RST != 0 {
+            Outcome::Refused
+        } else {
+            Outcome::Answered
+        };
+        Some((attempt.client.clone(), attempt.backend, attempt.outcome))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tcp_flags::{ACK, RST, SYN};
+
+    fn addr(text: &str) -> SocketAddr {
+        text.parse().unwrap()
+    }
+
+    #[test]
+    fn repeats_count_once_and_the_first_reply_settles() {
+        let mut table = AttemptTable::default();
+        let client = Client::from_address(addr("10.0.0.1:1").ip());
+        let (c, s) = (addr("10.0.0.1:40000"), addr("10.0.0.9:80"));
+        assert!(table.attempt(c, s, 7, &client));
+        assert!(!table.attempt(c, s, 7, &client), "retransmission");
+        assert!(!table.attempt(c, s, 7, &client), "second interface");
+        assert_eq!(table.repeated, 2);
+        // The reply must come from the backend, not the client.
+        assert_eq!(table.reply(c, s, RST), None);
+        assert_eq!(
+            table.reply(s, c, SYN | ACK).map(|(_, b, o)| (b, o)),
+            Some((s, Outcome::Answered))
+        );
+        assert_eq!(table.reply(s, c, RST | ACK), None, "settled already");
+        // Same 4-tuple, new ISN: a new attempt (the port was reused).
+        assert!(table.attempt(c, s, 8, &client));
+        assert_eq!(
+            table.reply(s, c, RST | ACK).map(|(_, _, o)| o),
+            Some(Outcome::Refused)
+        );
+    }
+}
