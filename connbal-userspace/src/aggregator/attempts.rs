@@ -8,8 +8,6 @@
 //! original counted SYN packets; this is an extension (docs/semantics.md).
 
 use super::bounded::FifoMap;
-use super::client::Client;
-use super::flows::FlowKey;
 use connbal_common::tcp_flags;
 use serde::Serialize;
 use std::net::SocketAddr;
@@ -46,18 +44,42 @@ impl Outcomes {
     }
 }
 
+/// An attempt's 4-tuple, from the client's side. Replies look it up
+/// reversed. Plain bytes hash faster than `SocketAddr`s, and no client is
+/// stored: the reply's destination (and, in host mode, its socket) names
+/// the same client the SYN's source did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+struct AttemptKey {
+    client: [u8; 16],
+    backend: [u8; 16],
+    client_port: u16,
+    backend_port: u16,
+}
+
+impl AttemptKey {
+    fn new(client: SocketAddr, backend: SocketAddr) -> Self {
+        let octets = |a: &SocketAddr| match a.ip() {
+            std::net::IpAddr::V4(v4) => v4.to_ipv6_mapped().octets(),
+            std::net::IpAddr::V6(v6) => v6.octets(),
+        };
+        Self {
+            client: octets(&client),
+            backend: octets(&backend),
+            client_port: client.port(),
+            backend_port: backend.port(),
+        }
+    }
+}
+
 #[derive(Debug)]
 struct Attempt {
     isn: u32,
-    /// The side the SYN went to: a reply must come from here.
-    backend: SocketAddr,
-    client: Client,
     outcome: Outcome,
 }
 
 #[derive(Debug)]
 pub struct AttemptTable {
-    attempts: FifoMap<FlowKey, Attempt>,
+    attempts: FifoMap<AttemptKey, Attempt>,
     /// SYNs that repeated an attempt already counted.
     pub repeated: u64,
     /// Attempts forgotten to make room (MAX_ATTEMPTS).
@@ -79,22 +101,22 @@ impl Default for AttemptTable {
 }
 
 impl AttemptTable {
-    /// A SYN from `client` at `src` to `dst` with initial sequence number
-    /// `isn`; false when it repeats an attempt already counted.
-    pub fn attempt(&mut self, src: SocketAddr, dst: SocketAddr, isn: u32, client: &Client) -> bool {
-        let key = FlowKey::new(src, dst);
-        if let Some(known) = self.attempts.get(&key) {
-            if known.isn == isn && known.backend == dst {
-                self.repeated += 1;
-                return false;
-            }
+    /// A SYN from `src` to `dst` with initial sequence number `isn`; false
+    /// when it repeats an attempt already counted.
+    pub fn attempt(&mut self, src: SocketAddr, dst: SocketAddr, isn: u32) -> bool {
+        let key = AttemptKey::new(src, dst);
+        if self
+            .attempts
+            .get(&key)
+            .is_some_and(|known| known.isn == isn)
+        {
+            self.repeated += 1;
+            return false;
         }
         let evicted = self.attempts.insert(
             key,
             Attempt {
                 isn,
-                backend: dst,
-                client: client.clone(),
                 outcome: Outcome::Pending,
             },
         );
@@ -102,19 +124,14 @@ impl AttemptTable {
         true
     }
 
-    /// A SYN-ACK or reset (`flags`) from `src` to `dst`: the client and
-    /// backend of the pending attempt it settles, and how. Replies to
+    /// A SYN-ACK or reset (`flags`) from the backend at `src` to the client
+    /// at `dst`: how it settles the pending attempt it answers. Replies to
     /// settled or unknown attempts (a reset mid-connection, a SYN-ACK seen
     /// twice, a server's own SYN-ACKs) settle nothing.
-    pub fn reply(
-        &mut self,
-        src: SocketAddr,
-        dst: SocketAddr,
-        flags: u8,
-    ) -> Option<(Client, SocketAddr, Outcome)> {
+    pub fn reply(&mut self, src: SocketAddr, dst: SocketAddr, flags: u8) -> Option<Outcome> {
         self.replies_seen += 1;
-        let attempt = self.attempts.get_mut(&FlowKey::new(src, dst))?;
-        if attempt.backend != src || attempt.outcome != Outcome::Pending {
+        let attempt = self.attempts.get_mut(&AttemptKey::new(dst, src))?;
+        if attempt.outcome != Outcome::Pending {
             return None;
         }
         attempt.outcome = if flags & tcp_flags::RST != 0 {
@@ -122,7 +139,7 @@ impl AttemptTable {
         } else {
             Outcome::Answered
         };
-        Some((attempt.client.clone(), attempt.backend, attempt.outcome))
+        Some(attempt.outcome)
     }
 }
 
@@ -138,24 +155,17 @@ mod tests {
     #[test]
     fn repeats_count_once_and_the_first_reply_settles() {
         let mut table = AttemptTable::default();
-        let client = Client::from_address(addr("10.0.0.1:1").ip());
         let (c, s) = (addr("10.0.0.1:40000"), addr("10.0.0.9:80"));
-        assert!(table.attempt(c, s, 7, &client));
-        assert!(!table.attempt(c, s, 7, &client), "retransmission");
-        assert!(!table.attempt(c, s, 7, &client), "second interface");
+        assert!(table.attempt(c, s, 7));
+        assert!(!table.attempt(c, s, 7), "retransmission");
+        assert!(!table.attempt(c, s, 7), "second interface");
         assert_eq!(table.repeated, 2);
         // The reply must come from the backend, not the client.
         assert_eq!(table.reply(c, s, RST), None);
-        assert_eq!(
-            table.reply(s, c, SYN | ACK).map(|(_, b, o)| (b, o)),
-            Some((s, Outcome::Answered))
-        );
+        assert_eq!(table.reply(s, c, SYN | ACK), Some(Outcome::Answered));
         assert_eq!(table.reply(s, c, RST | ACK), None, "settled already");
         // Same 4-tuple, new ISN: a new attempt (the port was reused).
-        assert!(table.attempt(c, s, 8, &client));
-        assert_eq!(
-            table.reply(s, c, RST | ACK).map(|(_, _, o)| o),
-            Some(Outcome::Refused)
-        );
+        assert!(table.attempt(c, s, 8));
+        assert_eq!(table.reply(s, c, RST | ACK), Some(Outcome::Refused));
     }
 }

@@ -13,22 +13,29 @@ use std::net::IpAddr;
 impl Aggregator {
     pub(super) fn tcp_segment(&mut self, s: &Segment<'_>) {
         let attempt = is_connection_attempt(s.flags);
+        if is_attempt_reply(s.flags) {
+            if let Some(outcome) = self.attempts.reply(s.src, s.dst, s.flags) {
+                // The reply goes to the client that made the attempt: in
+                // host mode on the same socket, so to the same owner.
+                let client = self.client_of(s.dst.ip(), s.owner);
+                self.backends
+                    .count_outcome(&client, s.src.ip(), s.src.port(), outcome);
+            }
+            if !self.config.all_tcp {
+                return;
+            }
+        }
         // The sender's client, and with -a the receiver's: in host mode
         // both are the local socket's owner, whichever way the segment went.
         let from = self.client_of(s.src.ip(), s.owner);
         // A retransmission, or the SYN seen again on a second interface, is
         // the attempt already counted.
-        if attempt && self.attempts.attempt(s.src, s.dst, s.seq, &from) {
+        if attempt && self.attempts.attempt(s.src, s.dst, s.seq) {
             self.counters.connection_attempts += 1;
             if self.backends.count_attempt(&from, s.dst.ip(), s.dst.port()) {
                 self.counters.connections_to_backends += 1;
             }
             self.observe_connection(s.ts, &from, s.dst.ip(), s.dst.port(), false);
-        } else if is_attempt_reply(s.flags) {
-            if let Some((client, backend, outcome)) = self.attempts.reply(s.src, s.dst, s.flags) {
-                self.backends
-                    .count_outcome(&client, backend.ip(), backend.port(), outcome);
-            }
         }
         if !self.config.all_tcp {
             return;
