@@ -141,6 +141,16 @@ fn services(json: &serde_json::Value) -> BTreeMap<String, serde_json::Value> {
         .collect()
 }
 
+/// The service's verdict of `check`, which it must have.
+fn verdict<'a>(service: &'a serde_json::Value, check: &str) -> &'a serde_json::Value {
+    service["verdicts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["check"] == check)
+        .unwrap_or_else(|| panic!("no {check} verdict: {service}"))
+}
+
 /// Connections per backend address for one client, from the JSON rows.
 fn row_counts(json: &serde_json::Value, client: &str) -> BTreeMap<String, u64> {
     let mut counts = BTreeMap::new();
@@ -185,20 +195,10 @@ fn apps_behind_a_local_stub_are_seen_with_their_own_lookups_and_connections() {
         assert_eq!(s["lookups"], plan.len() as u64, "{client}: {s}");
         assert_eq!(s["connections"], plan.len() as u64, "{client}: {s}");
         assert_eq!(row_counts(&json, client), counts(chosen), "{client}");
-        let ttl = s["verdicts"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|v| v["check"] == "ttl")
-            .unwrap_or_else(|| panic!("{client} has a TTL verdict: {s}"));
+        let ttl = verdict(s, "ttl");
         assert_eq!(ttl["finding"], "resolves_before_every_connection", "{s}");
         // The SYN-ACKs reach the app's socket, and settle its attempts.
-        let failing = s["verdicts"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|v| v["check"] == "failing_backends")
-            .unwrap_or_else(|| panic!("{client} has a failing_backends verdict: {s}"));
+        let failing = verdict(s, "failing_backends");
         assert_eq!(failing["finding"], "all_answered", "{s}");
         assert_eq!(s["client_info"]["command"], "python3");
         assert_eq!(

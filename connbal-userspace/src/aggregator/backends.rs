@@ -105,32 +105,26 @@ impl BackendTable {
     /// One connection from `client` to a backend it got from DNS; false
     /// when the backend is unknown or its port found no room.
     pub fn count_connection(&mut self, client: &Client, address: IpAddr, port: u16) -> bool {
-        let Some(backend) = self.entries.map.get_mut(&(client.clone(), address)) else {
-            return false;
-        };
-        match self.ports.slot(backend, port) {
-            Some(slot) => {
-                slot.connections += 1;
-                true
-            }
-            None => false,
-        }
+        self.port_of(client, address, port)
+            .map(|slot| slot.connections += 1)
+            .is_some()
     }
 
     /// A connection attempt (a distinct SYN): a connection, whose outcome
     /// [`Self::count_outcome`] may settle later.
     pub fn count_attempt(&mut self, client: &Client, address: IpAddr, port: u16) -> bool {
-        let Some(backend) = self.entries.map.get_mut(&(client.clone(), address)) else {
-            return false;
-        };
-        match self.ports.slot(backend, port) {
-            Some(slot) => {
+        self.port_of(client, address, port)
+            .map(|slot| {
                 slot.connections += 1;
                 slot.attempts += 1;
-                true
-            }
-            None => false,
-        }
+            })
+            .is_some()
+    }
+
+    /// The counts of a known backend's `port`, added if there is room.
+    fn port_of(&mut self, client: &Client, address: IpAddr, port: u16) -> Option<&mut PortCount> {
+        let backend = self.entries.map.get_mut(&(client.clone(), address))?;
+        self.ports.slot(backend, port)
     }
 
     /// What became of an attempt counted by [`Self::count_attempt`].

@@ -19,6 +19,19 @@ impl Timestamp {
         Self::from_secs_nanos(secs, 0)
     }
 
+    /// The wall-clock time (the clock is the caller's to read: the
+    /// aggregator stays pure).
+    pub fn from_system_time(time: std::time::SystemTime) -> Self {
+        let since_epoch = time
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        Self(u64::try_from(since_epoch.as_nanos()).unwrap_or(u64::MAX))
+    }
+
+    pub fn to_system_time(self) -> std::time::SystemTime {
+        std::time::UNIX_EPOCH + std::time::Duration::from_nanos(self.0)
+    }
+
     /// Nanoseconds since `earlier`, zero if the clock went backwards (live
     /// records from several CPUs may arrive slightly out of order).
     pub const fn nanos_since(self, earlier: Timestamp) -> u64 {

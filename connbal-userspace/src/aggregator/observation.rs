@@ -7,7 +7,6 @@ use super::Timestamp;
 use serde::{Serialize, Serializer};
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 #[serde(tag = "event", rename_all = "snake_case")]
@@ -100,6 +99,5 @@ pub fn qtype_name(qtype: u16) -> &'static str {
 }
 
 fn rfc3339<S: Serializer>(ts: &Timestamp, s: S) -> Result<S::Ok, S::Error> {
-    let time = SystemTime::UNIX_EPOCH + Duration::from_nanos(ts.0);
-    s.collect_str(&humantime::format_rfc3339_nanos(time))
+    s.collect_str(&humantime::format_rfc3339_nanos(ts.to_system_time()))
 }

@@ -676,11 +676,12 @@ mod tests {
         )
     }
 
+    fn verdict_of(s: &Service, check: Check) -> Option<&Verdict> {
+        s.verdicts.iter().find(|v| v.check == check)
+    }
+
     fn finding(s: &Service, check: Check) -> Option<Finding> {
-        s.verdicts
-            .iter()
-            .find(|v| v.check == check)
-            .map(|v| v.finding)
+        verdict_of(s, check).map(|v| v.finding)
     }
 
     #[test]
@@ -727,11 +728,7 @@ mod tests {
     #[test]
     fn an_unused_backend_after_many_connections_is_flagged() {
         let s = assess_plain(&[20, 20, 20, 0, 0]);
-        let v = s
-            .verdicts
-            .iter()
-            .find(|v| v.check == Check::UnusedBackends)
-            .unwrap();
+        let v = verdict_of(&s, Check::UnusedBackends).unwrap();
         assert_eq!(v.finding, Finding::Unused);
         assert!(
             v.text.starts_with("2 of 5 backends got no connection"),
@@ -751,11 +748,7 @@ mod tests {
         let chance = chance_of_unused(&[0.25; 4], 20, 2);
         assert!((chance - expected).abs() < 1e-15, "{chance} vs {expected}");
         let s = assess_plain(&[10, 10, 0, 0]);
-        let v = s
-            .verdicts
-            .iter()
-            .find(|v| v.check == Check::UnusedBackends)
-            .unwrap();
+        let v = verdict_of(&s, Check::UnusedBackends).unwrap();
         assert_eq!(v.finding, Finding::Unused);
         assert_eq!(
             v.text,
@@ -770,11 +763,7 @@ mod tests {
         let expected = 4.0 * 0.75f64.powi(12) - 6.0 * 0.5f64.powi(12) + 4.0 * 0.25f64.powi(12);
         assert!((chance_of_unused(&[0.25; 4], 12, 1) - expected).abs() < 1e-12);
         let s = assess_plain(&[5, 4, 3, 0]);
-        let v = s
-            .verdicts
-            .iter()
-            .find(|v| v.check == Check::UnusedBackends)
-            .unwrap();
+        let v = verdict_of(&s, Check::UnusedBackends).unwrap();
         assert_eq!(v.finding, Finding::UnusedByChance);
         assert!(v.ok);
         assert!(

@@ -76,8 +76,8 @@ pub fn write<I: Serialize>(
         error: printed.error.as_deref(),
         interrupted: printed.interrupted,
         span: printed.coverage.span.map(|span| JsonSpan {
-            start: humantime::format_rfc3339_millis(super::system_time(span.start)).to_string(),
-            end: humantime::format_rfc3339_millis(super::system_time(span.end)).to_string(),
+            start: humantime::format_rfc3339_millis(span.start.to_system_time()).to_string(),
+            end: humantime::format_rfc3339_millis(span.end.to_system_time()).to_string(),
             duration_s: span.duration().as_secs_f64(),
         }),
         peak_rss_kib: super::peak_rss_kib(),

@@ -14,7 +14,7 @@ mod tsv;
 pub use events::EventSink;
 pub use tsv::{render as render_tsv, write_rows as write_tsv_rows};
 
-use crate::aggregator::{Counters, Report, Span, Timestamp};
+use crate::aggregator::{Counters, Report, Span};
 use crate::tally::{self, Tally};
 use serde::Serialize;
 use std::io::{self, IsTerminal as _, Write};
@@ -125,16 +125,12 @@ impl Coverage {
             line.push_str(&format!(
                 " in {} ({} to {})",
                 human_duration(span.duration()),
-                humantime::format_rfc3339_seconds(system_time(span.start)),
-                humantime::format_rfc3339_seconds(system_time(span.end)),
+                humantime::format_rfc3339_seconds(span.start.to_system_time()),
+                humantime::format_rfc3339_seconds(span.end.to_system_time()),
             ));
         }
         line
     }
-}
-
-pub(crate) fn system_time(ts: Timestamp) -> std::time::SystemTime {
-    std::time::UNIX_EPOCH + std::time::Duration::from_nanos(ts.0)
 }
 
 /// Milliseconds under ten seconds (a short capture), whole seconds above.

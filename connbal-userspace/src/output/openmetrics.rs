@@ -364,6 +364,52 @@ mod tests {
         assert!(text.ends_with("# EOF\n"));
     }
 
+    /// Outcomes per backend: the three attempts share a 4-tuple (each a
+    /// new ISN); the reset settles the latest, the other two stay
+    /// unanswered.
+    #[test]
+    fn attempt_outcomes_are_series_per_backend() {
+        let mut agg = Aggregator::new(Config::default());
+        lookup(&mut agg, 2, None);
+        for seq in 0..3 {
+            agg.process(&Event::Tcp(Segment {
+                ts: Timestamp::from_secs(100),
+                src: CLIENT.parse().unwrap(),
+                dst: "10.1.0.1:443".parse().unwrap(),
+                flags: connbal_common::tcp_flags::SYN,
+                seq,
+                payload: &[],
+                truncated: false,
+                first_of_flow: None,
+                owner: None,
+            }));
+        }
+        agg.process(&Event::Tcp(Segment {
+            ts: Timestamp::from_secs(100),
+            src: "10.1.0.1:443".parse().unwrap(),
+            dst: CLIENT.parse().unwrap(),
+            flags: connbal_common::tcp_flags::RST | connbal_common::tcp_flags::ACK,
+            seq: 0,
+            payload: &[],
+            truncated: false,
+            first_of_flow: None,
+            owner: None,
+        }));
+        let none = Input {
+            records: 0,
+            kernel_records_lost: 0,
+        };
+        let text = render(&agg.report(), &none, 100);
+        let labels = "client=\"10.0.0.2\",backend=\"10.1.0.1\",port=\"443\",name=\"web.example.\"";
+        for (outcome, count) in [("refused", 1), ("unanswered", 2)] {
+            let line = format!(
+                "connbal_connection_outcomes_total{{{labels},outcome=\"{outcome}\"}} {count}\n"
+            );
+            assert!(text.contains(&line), "{line}{text}");
+        }
+        assert!(!text.contains("outcome=\"answered\""), "{text}");
+    }
+
     #[test]
     fn owner_clients_get_app_and_container_labels() {
         use crate::aggregator::{cgroup, ClientBy, Process};

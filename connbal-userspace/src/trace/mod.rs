@@ -354,10 +354,7 @@ async fn attach(mut options: TraceOptions) -> Result<Session, TraceError> {
 }
 
 fn wall_clock_now() -> Timestamp {
-    let since_epoch = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
-    Timestamp(u64::try_from(since_epoch.as_nanos()).unwrap_or(u64::MAX))
+    Timestamp::from_system_time(std::time::SystemTime::now())
 }
 
 fn by_name(by: ClientBy) -> &'static str {
