@@ -5,7 +5,7 @@
 use crate::aggregator::{Config, Event, Segment, Timestamp};
 use crate::capture::stream::ByteStream;
 use crate::capture::{CaptureReader, Frame, LinkType};
-use crate::decode::{is_plain_bulk_tcp, InputStats};
+use crate::decode::{quick_ipv4_tcp, InputStats, Quick};
 use crate::pipeline::Pipeline;
 use std::net::SocketAddr;
 
@@ -70,13 +70,18 @@ pub fn frames(mut data: &[u8]) {
             data: bytes,
             wire_len: bytes.len() as u32 + u32::from(*hi & 1),
         };
-        // The fast path may only drop what the full decoder drops, silently.
-        if is_plain_bulk_tcp(&frame, all_tcp) {
+        // The fast path may only decide as the full decoder does, silently.
+        let quick = match quick_ipv4_tcp(&frame, all_tcp) {
+            Quick::Full => None,
+            Quick::Drop => Some(None),
+            Quick::Event(e) => Some(Some(e)),
+        };
+        if let Some(quick) = quick {
             let mut full = InputStats::default();
             let event = crate::decode::decode_sliced(&frame, all_tcp, &mut full);
             assert!(
-                event.is_none() && full == InputStats::default(),
-                "fast path dropped {:?}",
+                format!("{quick:?}") == format!("{event:?}") && full == InputStats::default(),
+                "fast path decided {quick:?} for {:?}",
                 frame.data
             );
         }
