@@ -4,8 +4,10 @@
 use super::backends::SrvPreference;
 use super::client::Client;
 use super::dns::{self, Record, RecordData, Section};
+use super::lookups::Offered;
 use super::name::NameKey;
 use super::observation::AnsweredBackend;
+use super::timeline::{Offer, SrvSet};
 use super::{Aggregator, FastMap, Timestamp};
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -33,10 +35,17 @@ pub struct SrvTargets {
 }
 
 impl SrvTargets {
-    fn register(&mut self, service: &str, port: u16, target: NameKey, preference: SrvPreference) {
+    /// Returns the service the target's addresses are credited under.
+    fn register(
+        &mut self,
+        service: &str,
+        port: u16,
+        target: NameKey,
+        preference: SrvPreference,
+    ) -> Option<Arc<str>> {
         if self.targets.len() >= MAX_SRV_TARGETS && !self.targets.contains_key(&target) {
             self.dropped += 1;
-            return;
+            return None;
         }
         let entry = self.targets.entry(target).or_insert_with(|| SrvTarget {
             service: Arc::from(service),
@@ -47,6 +56,7 @@ impl SrvTargets {
         if !entry.ports.contains(&port) {
             entry.ports.push(port);
         }
+        Some(entry.service.clone())
     }
 
     fn get(&self, target: Option<NameKey>) -> Option<&SrvTarget> {
@@ -55,6 +65,40 @@ impl SrvTargets {
 
     fn contains(&self, target: Option<NameKey>) -> bool {
         self.get(target).is_some()
+    }
+}
+
+/// Scratch for `apply_answer`, kept to avoid allocations per answer.
+#[derive(Debug, Default)]
+pub struct Credits {
+    /// Names the answer credited, with the least TTL of their records.
+    names: Vec<(Arc<str>, u32)>,
+    /// Addresses offered, by index into `names`.
+    offers: Vec<(usize, Offer)>,
+    /// The SRV records of the answer section: the set the question's name
+    /// offers now.
+    srv: SrvSet,
+    /// One name's offers, handed to the service table.
+    one: Vec<Offer>,
+}
+
+impl Credits {
+    fn note(&mut self, name: Arc<str>, ttl: u32) -> usize {
+        // Pointer equality first: an answer credits the same Arc many times.
+        match self
+            .names
+            .iter_mut()
+            .position(|(n, _)| Arc::ptr_eq(n, &name) || *n == name)
+        {
+            Some(i) => {
+                self.names[i].1 = self.names[i].1.min(ttl);
+                i
+            }
+            None => {
+                self.names.push((name, ttl));
+                self.names.len() - 1
+            }
+        }
     }
 }
 
@@ -70,12 +114,14 @@ impl Aggregator {
     ) -> Vec<AnsweredBackend> {
         let mut answered = Vec::new();
         let question = question_asked.name.as_str();
-        // Names this answer credited, with the least TTL of their records.
-        let mut credited = std::mem::take(&mut self.credited);
+        let mut credits = std::mem::take(&mut self.credits);
         let answer_count = records
             .iter()
             .filter(|r| r.section == Section::Answer)
             .count();
+        // The SRV set's owner, credited with the set even when no address
+        // comes with it: the set in force decides which targets count.
+        let mut srv_owner: Option<usize> = None;
         for record in records {
             if record.data == RecordData::Opt {
                 continue;
@@ -107,17 +153,34 @@ impl Aggregator {
                         priority: *priority,
                         weight: *weight,
                     };
-                    self.srv_targets
-                        .register(&record.owner, *port, target, preference);
+                    // The set goes to the name its targets' addresses are
+                    // credited under (the registry's, without allocating).
+                    let service =
+                        self.srv_targets
+                            .register(&record.owner, *port, target, preference);
+                    if let (Section::Answer, Some(service)) = (record.section, service) {
+                        srv_owner = Some(credits.note(service, record.ttl));
+                        if !credits.srv.iter().any(|&(t, _)| t == target) {
+                            credits.srv.push((target, preference));
+                        }
+                    }
                 }
                 RecordData::A(_) | RecordData::Aaaa(_) => {
                     let Some(address) = record.data.address() else {
                         continue;
                     };
-                    let name =
+                    let (name, srv) =
                         self.credit_address(client, address, record, checked_key, answer_count);
                     self.note_answered(&mut answered, address, &name, record.ttl, checked_key);
-                    note_credit(&mut credited, name, record.ttl);
+                    if let Some(name) = name {
+                        let offer = Offer {
+                            address,
+                            target: srv.and(checked_key),
+                            srv,
+                        };
+                        let index = credits.note(name, record.ttl);
+                        credits.offers.push((index, offer));
+                    }
                 }
                 RecordData::Cname => {
                     if answer_count <= 2 && !self.srv_targets.contains(checked_key) {
@@ -129,21 +192,37 @@ impl Aggregator {
             }
         }
         let asked = (question_key, question_asked.qtype);
-        for (name, ttl) in credited.drain(..) {
+        for (index, (name, ttl)) in credits.names.drain(..).enumerate() {
             // Usually the name asked; hashing it again showed in profiles.
             let name_key = if name.eq_ignore_ascii_case(question) {
                 question_key
             } else {
                 self.names.key(&name)
             };
+            credits.one.clear();
+            credits.one.extend(
+                credits
+                    .offers
+                    .iter()
+                    .filter(|(i, _)| *i == index)
+                    .map(|&(_, offer)| offer),
+            );
+            let offered = Offered {
+                ttl,
+                offers: &credits.one,
+                srv: (srv_owner == Some(index)).then_some(&credits.srv),
+            };
             self.services
-                .record((client.clone(), name_key, name), asked, ts, ttl);
+                .record((client.clone(), name_key, name), asked, ts, offered);
         }
-        self.credited = credited;
+        credits.offers.clear();
+        credits.srv.clear();
+        self.credits = credits;
         answered
     }
 
-    /// Returns the name credited, if the address counted.
+    /// Returns the name credited, if the address counted, and its SRV
+    /// preference when it is a target's.
     fn credit_address(
         &mut self,
         client: &Client,
@@ -151,21 +230,25 @@ impl Aggregator {
         record: &Record,
         checked_key: Option<NameKey>,
         answer_count: usize,
-    ) -> Option<Arc<str>> {
+    ) -> (Option<Arc<str>>, Option<SrvPreference>) {
+        let names = &self.names;
         if let Some(target) = self.srv_targets.get(checked_key) {
             // The report groups rows by the backend's (first) name.
-            self.backends.credit_srv_target(
+            let name = self.backends.credit_srv_target(
                 client,
                 address,
-                || target.service.clone(),
+                || (target.service.clone(), names.key(&target.service)),
                 &target.ports,
                 target.preference,
-            )
+            );
+            (name, Some(target.preference))
         } else if record.section == Section::Answer && answer_count > 1 {
-            self.backends
-                .credit_address(client, address, || Arc::from(record.owner.as_str()))
+            let name = self.backends.credit_address(client, address, || {
+                (Arc::from(record.owner.as_str()), names.key(&record.owner))
+            });
+            (name, None)
         } else {
-            None
+            (None, None)
         }
     }
 
@@ -191,17 +274,5 @@ impl Aggregator {
             ttl,
             ports,
         });
-    }
-}
-
-fn note_credit(credited: &mut Vec<(Arc<str>, u32)>, name: Option<Arc<str>>, ttl: u32) {
-    let Some(name) = name else { return };
-    // Pointer equality first: an answer credits the same Arc many times.
-    match credited
-        .iter_mut()
-        .find(|(n, _)| Arc::ptr_eq(n, &name) || *n == name)
-    {
-        Some((_, least)) => *least = (*least).min(ttl),
-        None => credited.push((name, ttl)),
     }
 }

@@ -3,6 +3,7 @@
 
 use super::attempts::{Outcome, Outcomes};
 use super::client::Client;
+use super::name::NameKey;
 use super::FastMap;
 use serde::Serialize;
 use std::cmp::Ordering;
@@ -36,7 +37,7 @@ impl Entries {
     fn entry(
         &mut self,
         key: (Client, IpAddr),
-        name: impl FnOnce() -> Arc<str>,
+        name: impl FnOnce() -> (Arc<str>, NameKey),
     ) -> Option<&mut Backend> {
         // The size first: the table is rarely full, and the lookup costs a
         // hash of the key for every credited record.
@@ -44,7 +45,10 @@ impl Entries {
             self.dropped += 1;
             return None;
         }
-        Some(self.map.entry(key).or_insert_with(|| Backend::new(name())))
+        Some(self.map.entry(key).or_insert_with(|| {
+            let (name, service) = name();
+            Backend::new(name, service)
+        }))
     }
 }
 
@@ -76,7 +80,7 @@ impl BackendTable {
         &mut self,
         client: &Client,
         address: IpAddr,
-        name: impl FnOnce() -> Arc<str>,
+        name: impl FnOnce() -> (Arc<str>, NameKey),
     ) -> Option<Arc<str>> {
         let backend = self.entries.entry((client.clone(), address), name)?;
         backend.address_dns += 1;
@@ -88,7 +92,7 @@ impl BackendTable {
         &mut self,
         client: &Client,
         address: IpAddr,
-        name: impl FnOnce() -> Arc<str>,
+        name: impl FnOnce() -> (Arc<str>, NameKey),
         ports: &[u16],
         preference: SrvPreference,
     ) -> Option<Arc<str>> {
@@ -102,29 +106,45 @@ impl BackendTable {
         Some(backend.name.clone())
     }
 
-    /// One connection from `client` to a backend it got from DNS; false
-    /// when the backend is unknown or its port found no room.
-    pub fn count_connection(&mut self, client: &Client, address: IpAddr, port: u16) -> bool {
-        self.port_of(client, address, port)
-            .map(|slot| slot.connections += 1)
-            .is_some()
+    /// One connection from `client` to a backend it got from DNS: the
+    /// key of the service it counted for, `None` when the backend is
+    /// unknown or its port found no room.
+    pub fn count_connection(
+        &mut self,
+        client: &Client,
+        address: IpAddr,
+        port: u16,
+    ) -> Option<NameKey> {
+        let (slot, service) = self.port_of(client, address, port)?;
+        slot.connections += 1;
+        Some(service)
     }
 
     /// A connection attempt (a distinct SYN): a connection, whose outcome
     /// [`Self::count_outcome`] may settle later.
-    pub fn count_attempt(&mut self, client: &Client, address: IpAddr, port: u16) -> bool {
-        self.port_of(client, address, port)
-            .map(|slot| {
-                slot.connections += 1;
-                slot.attempts += 1;
-            })
-            .is_some()
+    pub fn count_attempt(
+        &mut self,
+        client: &Client,
+        address: IpAddr,
+        port: u16,
+    ) -> Option<NameKey> {
+        let (slot, service) = self.port_of(client, address, port)?;
+        slot.connections += 1;
+        slot.attempts += 1;
+        Some(service)
     }
 
-    /// The counts of a known backend's `port`, added if there is room.
-    fn port_of(&mut self, client: &Client, address: IpAddr, port: u16) -> Option<&mut PortCount> {
+    /// The counts of a known backend's `port`, added if there is room, and
+    /// the backend's service.
+    fn port_of(
+        &mut self,
+        client: &Client,
+        address: IpAddr,
+        port: u16,
+    ) -> Option<(&mut PortCount, NameKey)> {
         let backend = self.entries.map.get_mut(&(client.clone(), address))?;
-        self.ports.slot(backend, port)
+        let service = backend.service;
+        Some((self.ports.slot(backend, port)?, service))
     }
 
     /// What became of an attempt counted by [`Self::count_attempt`].
@@ -179,6 +199,8 @@ impl BackendTable {
 struct Backend {
     /// The name the backend was first seen with.
     name: Arc<str>,
+    /// Its key: the service whose answers the connections are judged by.
+    service: NameKey,
     /// Times seen in an A/AAAA answer.
     address_dns: u64,
     /// Kept small and in first-seen order; a backend rarely has more than a
@@ -207,9 +229,10 @@ struct PortCount {
 }
 
 impl Backend {
-    fn new(name: Arc<str>) -> Self {
+    fn new(name: Arc<str>, service: NameKey) -> Self {
         Self {
             name,
+            service,
             address_dns: 0,
             ports: Vec::new(),
             srv: None,

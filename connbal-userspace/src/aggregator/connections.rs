@@ -32,8 +32,10 @@ impl Aggregator {
         // the attempt already counted.
         if attempt && self.attempts.attempt(s.src, s.dst, s.seq) {
             self.counters.connection_attempts += 1;
-            if self.backends.count_attempt(&from, s.dst.ip(), s.dst.port()) {
+            if let Some(service) = self.backends.count_attempt(&from, s.dst.ip(), s.dst.port()) {
                 self.counters.connections_to_backends += 1;
+                self.services
+                    .connection(&from, service, s.ts, s.dst.ip(), true);
             }
             self.observe_connection(s.ts, &from, s.dst.ip(), s.dst.port(), false);
         }
@@ -53,8 +55,8 @@ impl Aggregator {
             let to = self.client_of(s.dst.ip(), s.owner);
             // Spec 4: counted both ways, whichever side is the backend.
             self.counters.flows_seen_midstream += 1;
-            self.count_connection(&from, s.dst.ip(), s.dst.port());
-            self.count_connection(&to, s.src.ip(), s.src.port());
+            self.count_connection(s.ts, &from, s.dst.ip(), s.dst.port());
+            self.count_connection(s.ts, &to, s.src.ip(), s.src.port());
             // Whichever side is the tracked backend; unknown either way is
             // reported from the sender's side.
             if self.backends.contains(&to, s.src.ip()) {
@@ -65,9 +67,13 @@ impl Aggregator {
         }
     }
 
-    fn count_connection(&mut self, client: &Client, backend: IpAddr, port: u16) {
-        if self.backends.count_connection(client, backend, port) {
+    /// A flow already open (`-a`): it counts, and for the balance it is
+    /// judged against the answer in force when it was first seen.
+    fn count_connection(&mut self, ts: Timestamp, client: &Client, backend: IpAddr, port: u16) {
+        if let Some(service) = self.backends.count_connection(client, backend, port) {
             self.counters.connections_to_backends += 1;
+            self.services
+                .connection(client, service, ts, backend, false);
         }
     }
 

@@ -9,6 +9,7 @@
 
 use super::client::Client;
 use super::name::NameKey;
+use super::timeline::{Offer, SlotBudget, SrvSet, Timeline};
 use super::{FastMap, Timestamp};
 use std::sync::Arc;
 
@@ -18,6 +19,15 @@ pub const MAX_SERVICES: usize = 1 << 18;
 /// A question as asked: its name and type.
 pub type QuestionKey = (NameKey, u16);
 
+/// What one answer offered a service: the least TTL of its records, their
+/// addresses, and for an SRV answer its targets.
+#[derive(Clone, Copy, Debug)]
+pub struct Offered<'a> {
+    pub ttl: u32,
+    pub offers: &'a [Offer],
+    pub srv: Option<&'a SrvSet>,
+}
+
 /// Lookups per (client, credited name), within MAX_SERVICES.
 #[derive(Debug, Default)]
 pub struct ServiceTable {
@@ -25,25 +35,26 @@ pub struct ServiceTable {
     /// Services whose lookups were not tracked (table full): their TTL
     /// verdict is missing.
     pub dropped: u64,
+    /// The timelines' slots over all services.
+    pub slots: SlotBudget,
 }
 
 impl ServiceTable {
-    /// One answer to `asked` that credited `name` for `client`, whose
-    /// credited records had at least `ttl` seconds to live.
+    /// One answer to `asked` that credited `name` for `client`.
     pub fn record(
         &mut self,
         (client, key, name): (Client, NameKey, Arc<str>),
         asked: QuestionKey,
         at: Timestamp,
-        ttl: u32,
+        offered: Offered<'_>,
     ) {
         // One hash for the common case: a service seen before.
         let key = (client, key);
         if let Some(lookups) = self.services.get_mut(&key) {
-            lookups.record(asked, at, ttl);
+            lookups.record(&mut self.slots, asked, at, offered);
         } else if self.services.len() < MAX_SERVICES {
             let mut lookups = ServiceLookups::new(name);
-            lookups.record(asked, at, ttl);
+            lookups.record(&mut self.slots, asked, at, offered);
             self.services.insert(key, lookups);
         } else {
             self.dropped += 1;
@@ -52,6 +63,21 @@ impl ServiceTable {
 
     pub fn get(&self, client: &Client, name: NameKey) -> Option<&ServiceLookups> {
         self.services.get(&(client.clone(), name))
+    }
+
+    /// A connection from `client` to `address`, a backend of the service
+    /// `name`, judged against the answer in force.
+    pub fn connection(
+        &mut self,
+        client: &Client,
+        name: NameKey,
+        at: Timestamp,
+        address: std::net::IpAddr,
+        attempt: bool,
+    ) {
+        if let Some(lookups) = self.services.get_mut(&(client.clone(), name)) {
+            lookups.timeline.connection(at, address, attempt);
+        }
     }
 }
 
@@ -67,6 +93,8 @@ pub struct ServiceLookups {
     pub ttl_min: u32,
     pub ttl_max: u32,
     questions: Vec<Question>,
+    /// The answers in force, and the connections judged against them.
+    pub timeline: Timeline,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -86,32 +114,72 @@ impl ServiceLookups {
             ttl_min: u32::MAX,
             ttl_max: 0,
             questions: Vec::new(),
+            timeline: Timeline::default(),
         }
     }
 
-    /// One matched answer to `question` that credited this service, whose
-    /// credited records had at least `ttl` seconds to live.
-    pub fn record(&mut self, question: QuestionKey, at: Timestamp, ttl: u32) {
+    /// One matched answer to `question` that credited this service.
+    pub fn record(
+        &mut self,
+        slots: &mut SlotBudget,
+        question: QuestionKey,
+        at: Timestamp,
+        offered: Offered<'_>,
+    ) {
+        let ttl = offered.ttl;
         self.ttl_min = self.ttl_min.min(ttl);
         self.ttl_max = self.ttl_max.max(ttl);
         let expires = Timestamp(at.0.saturating_add(u64::from(ttl) * NANOS));
         let room = self.questions.len() < MAX_QUESTIONS_PER_SERVICE;
-        match self.questions.iter_mut().find(|q| q.key == question) {
-            Some(q) => {
+        let index = match self.questions.iter().position(|q| q.key == question) {
+            Some(i) => {
+                let q = &mut self.questions[i];
                 q.answers += 1;
                 if at < q.expires {
                     q.within_ttl += 1;
                 }
                 q.expires = expires;
+                i
             }
-            None if room => self.questions.push(Question {
-                key: question,
-                answers: 1,
-                within_ttl: 0,
-                expires,
-            }),
-            None => {}
-        }
+            None if room => {
+                self.questions.push(Question {
+                    key: question,
+                    answers: 1,
+                    within_ttl: 0,
+                    expires,
+                });
+                self.questions.len() - 1
+            }
+            None => {
+                // Its answers cannot be told apart from the others'.
+                self.timeline.incomplete = true;
+                return;
+            }
+        };
+        let all_expire = self
+            .questions
+            .iter()
+            .map(|q| q.expires)
+            .max()
+            .unwrap_or(expires);
+        self.timeline.answer(
+            slots,
+            index,
+            (expires, all_expire),
+            offered.offers,
+            offered.srv.map(Vec::as_slice),
+        );
+    }
+
+    /// An answer that offered nothing but its TTL.
+    #[cfg(test)]
+    pub fn record_ttl(&mut self, question: QuestionKey, at: Timestamp, ttl: u32) {
+        let offered = Offered {
+            ttl,
+            offers: &[],
+            srv: None,
+        };
+        self.record(&mut SlotBudget::default(), question, at, offered);
     }
 
     /// (lookups, of which within the previous answer's TTL), from the
@@ -144,10 +212,10 @@ mod tests {
     fn answers_before_the_previous_ttl_ran_out_are_within_ttl() {
         let mut l = ServiceLookups::new(Arc::from("web."));
         let a = q(1, 1);
-        l.record(a, at_secs(0), 300);
-        l.record(a, at_secs(10), 300);
-        l.record(a, at_secs(309), 300);
-        l.record(a, at_secs(700), 300);
+        l.record_ttl(a, at_secs(0), 300);
+        l.record_ttl(a, at_secs(10), 300);
+        l.record_ttl(a, at_secs(309), 300);
+        l.record_ttl(a, at_secs(700), 300);
         assert_eq!(l.counts(), (4, 2));
         assert_eq!(l.ttl_range(), Some((300, 300)));
     }
@@ -156,8 +224,8 @@ mod tests {
     fn a_and_aaaa_for_one_connection_are_one_lookup() {
         let mut l = ServiceLookups::new(Arc::from("web."));
         for s in 0..5 {
-            l.record(q(1, 1), at_secs(s), 60);
-            l.record(q(1, 28), at_secs(s), 30);
+            l.record_ttl(q(1, 1), at_secs(s), 60);
+            l.record_ttl(q(1, 28), at_secs(s), 30);
         }
         assert_eq!(l.counts(), (5, 4));
         assert_eq!(l.ttl_range(), Some((30, 60)));
@@ -166,8 +234,8 @@ mod tests {
     #[test]
     fn a_zero_ttl_is_never_within_ttl() {
         let mut l = ServiceLookups::new(Arc::from("web."));
-        l.record(q(1, 1), at_secs(0), 0);
-        l.record(q(1, 1), at_secs(0), 0);
+        l.record_ttl(q(1, 1), at_secs(0), 0);
+        l.record_ttl(q(1, 1), at_secs(0), 0);
         assert_eq!(l.counts(), (2, 0));
     }
 
@@ -175,7 +243,7 @@ mod tests {
     fn questions_beyond_the_cap_are_not_tracked() {
         let mut l = ServiceLookups::new(Arc::from("svc."));
         for n in 0..(MAX_QUESTIONS_PER_SERVICE as u64 + 4) {
-            l.record(q(n, 1), at_secs(0), 60);
+            l.record_ttl(q(n, 1), at_secs(0), 60);
         }
         assert_eq!(l.questions.len(), MAX_QUESTIONS_PER_SERVICE);
     }

@@ -6,6 +6,8 @@
 //!
 //! - `queries`: DNS messages in, queries matched to their responses;
 //! - `answers`: what a matched answer credits, and the SRV target registry;
+//! - `lookups` and `timeline`: per (client, name), its lookups and the
+//!   answers in force, against which each connection is judged;
 //! - `dns_tcp`: DNS over TCP, reassembled per direction into messages;
 //! - `connections`: connection attempts and `-a` flows counted;
 //! - `attempts`: SYNs to attempts (repeats counted once), and their outcomes;
@@ -30,6 +32,7 @@ mod observation;
 mod queries;
 mod report;
 mod tcp_stream;
+mod timeline;
 pub mod verdict;
 
 pub use attempts::{Outcomes, MAX_ATTEMPTS};
@@ -101,8 +104,8 @@ pub struct Aggregator {
     counters: Counters,
     last_sweep: Option<Timestamp>,
     observations: Observations,
-    /// Scratch for `apply_answer`, kept to avoid an allocation per answer.
-    credited: Vec<(std::sync::Arc<str>, u32)>,
+    /// Scratch for `apply_answer`.
+    credits: answers::Credits,
     /// Process ids seen per owner client (`--by app|cgroup`).
     pids: client::PidsSeen,
 }
@@ -122,7 +125,7 @@ impl Aggregator {
             attempts: AttemptTable::default(),
             counters: Counters::default(),
             last_sweep: None,
-            credited: Vec::new(),
+            credits: answers::Credits::default(),
             pids: client::PidsSeen::default(),
         }
     }

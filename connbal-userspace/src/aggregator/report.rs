@@ -40,6 +40,10 @@ counter_set! {
         /// (client, name) pairs whose lookups were not tracked (table full);
         /// their TTL verdict is missing.
         pub services_dropped: u64,
+        /// Addresses of answers not kept in a service's timeline (a cap);
+        /// that service's balance is judged from its backends' last
+        /// preferences instead.
+        pub timeline_slots_dropped: u64,
         pub tcp_dns_unplaced_segments: u64,
         /// Distinct attempts: SYNs with a new 4-tuple or initial sequence
         /// number.
@@ -82,6 +86,7 @@ impl Aggregator {
             ports_dropped: self.backends.ports_dropped(),
             dns_streams_dropped: self.dns_streams.dropped,
             services_dropped: self.services.dropped,
+            timeline_slots_dropped: self.services.slots.dropped,
             tcp_dns_unplaced_segments: self.dns_streams.unplaced_segments,
             connection_attempts_repeated: self.attempts.repeated,
             connection_attempts_evicted: self.attempts.evicted,
@@ -113,6 +118,7 @@ impl Aggregator {
                 _ => loads.push((
                     row.backend,
                     BackendLoad {
+                        address: row.backend,
                         connections: row.conns,
                         srv: row.srv,
                     },

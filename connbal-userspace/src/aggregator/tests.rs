@@ -1068,3 +1068,275 @@ fn without_any_reply_in_the_input_outcomes_are_not_claimed() {
         .iter()
         .all(|v| v.check != verdict::Check::FailingBackends));
 }
+
+/// An A answer for `name` holding 10.0.0.`lasts`, with `ttl`.
+fn answer_of(id: u16, name: &str, ttl: u32, lasts: &[u8]) -> Vec<u8> {
+    let mut m = MessageBuilder::new(id, true, [1, lasts.len() as u16, 0, 0]);
+    m.question(name, TYPE_A).ttl(ttl);
+    for &last in lasts {
+        m.a(name, [10, 0, 0, last]);
+    }
+    m.build()
+}
+
+impl Harness {
+    fn lookup(&mut self, id: u16, name: &str, ttl: u32, lasts: &[u8]) {
+        self.query(id, name, TYPE_A);
+        self.respond(answer_of(id, name, ttl, lasts));
+    }
+
+    fn at_secs(&mut self, secs: u64) {
+        let target = 1_000_000 + secs * 1000;
+        assert!(target >= self.now_ms, "time runs forward in a test");
+        self.now_ms = target;
+    }
+
+    fn service(&self, name: &str) -> Service {
+        let report = self.agg.report();
+        report
+            .services
+            .into_iter()
+            .find(|s| s.name.trim_end_matches('.') == name)
+            .expect("the service is reported")
+    }
+}
+
+fn check_of(s: &Service, check: verdict::Check) -> &verdict::Verdict {
+    s.verdicts
+        .iter()
+        .find(|v| v.check == check)
+        .unwrap_or_else(|| panic!("no {check:?} verdict in {:?}", s.verdicts))
+}
+
+/// The issue's scale-down: the first answer holds 4 addresses, every later
+/// one 2, and the client follows DNS: 1/1/9/9. Judged against the answer
+/// in force, the expected counts are 0.5, 0.5, 9.5, 9.5; the two cells
+/// under one pool into one (2 seen, 1 expected), so chi-square is
+/// 1 + 2·0.5²/9.5 over 2 degrees of freedom, p = e^(-χ²/2) ≈ 0.59. Against
+/// 4 equal shares it was "uneven, p = 0.005".
+#[test]
+fn a_client_that_follows_a_scale_down_is_balanced() {
+    let mut h = Harness::new();
+    h.lookup(1, "web.example", 30, &[1, 2, 3, 4]);
+    h.syn("10.0.0.1", 80);
+    h.syn("10.0.0.2", 80);
+    for i in 0..9u16 {
+        // Each lookup once the previous answer expired.
+        h.at_secs(31 + u64::from(i) * 31);
+        h.lookup(10 + i, "web.example", 30, &[3, 4]);
+        h.syn("10.0.0.3", 80);
+        h.syn("10.0.0.4", 80);
+    }
+    let s = h.service("web.example");
+    let b = s.balance.as_ref().expect("judged");
+    let chi_square = 1.0 + 2.0 * 0.25 / 9.5;
+    assert!((b.chi_square - chi_square).abs() < 1e-9, "{}", b.chi_square);
+    assert_eq!(b.degrees_of_freedom, 2);
+    assert!((b.p_value - (-chi_square / 2.0).exp()).abs() < 1e-9);
+    assert!(b.over_answers_in_force);
+    let v = check_of(&s, verdict::Check::Balance);
+    assert_eq!(
+        v.finding,
+        verdict::Finding::ConsistentWithRandom,
+        "{}",
+        v.text
+    );
+    assert_eq!(s.answer_sets, 2);
+    let stale = check_of(&s, verdict::Check::StaleBackends);
+    assert_eq!(stale.finding, verdict::Finding::NoneStale);
+    assert!(stale.ok);
+    assert_eq!(
+        check_of(&s, verdict::Check::UnusedBackends).finding,
+        verdict::Finding::AllUsed
+    );
+    assert_eq!(
+        check_of(&s, verdict::Check::Ttl).finding,
+        verdict::Finding::HonoursTtl
+    );
+}
+
+/// Its mirror: after the same scale-down, a client that keeps choosing
+/// among all four, though it looks the name up again and is told two.
+/// Its connections to the two withdrawn addresses after their last answer
+/// expired are stale; the rest are judged for balance as usual.
+#[test]
+fn a_client_that_ignores_a_scale_down_is_uneven_and_stale() {
+    let mut h = Harness::new();
+    h.lookup(1, "web.example", 30, &[1, 2, 3, 4]);
+    h.syn("10.0.0.1", 80);
+    h.syn("10.0.0.2", 80);
+    h.at_secs(10);
+    h.lookup(2, "web.example", 30, &[3, 4]);
+    for i in 0..9u64 {
+        h.at_secs(100 + i * 10);
+        for last in ["10.0.0.1", "10.0.0.2"] {
+            if i < 4 {
+                h.syn(last, 80);
+            }
+        }
+        h.syn("10.0.0.3", 80);
+        h.syn("10.0.0.4", 80);
+        if i % 2 == 0 {
+            h.lookup(20 + i as u16, "web.example", 30, &[3, 4]);
+        }
+    }
+    let s = h.service("web.example");
+    let stale = check_of(&s, verdict::Check::StaleBackends);
+    assert!(!stale.ok);
+    assert_eq!(stale.finding, verdict::Finding::Stale);
+    // 10.0.0.1's last answer expired at 30 s; its last stale connection
+    // came at 130 s.
+    assert_eq!(
+        stale.text,
+        "connections to addresses DNS no longer offers: \
+         10.0.0.1: 4 up to 100 s after the last answer holding it expired; \
+         10.0.0.2: 4 up to 100 s after the last answer holding it expired"
+    );
+    assert_eq!(s.stale_backends.len(), 2);
+    assert_eq!(s.stale_backends[0].connections, 4);
+}
+
+/// The issue's JVM-cache case: one lookup with TTL 5 s, then 20
+/// connections every 5 s. The first is within the TTL, the other 19 come
+/// 5 to 95 s after the answer expired.
+#[test]
+fn a_client_that_never_re_resolves_is_told() {
+    let mut h = Harness::new();
+    h.lookup(1, "web.example", 5, &[1, 2]);
+    for k in 0..20u64 {
+        h.at_secs(k * 5 + 1);
+        h.syn(if k % 2 == 0 { "10.0.0.1" } else { "10.0.0.2" }, 80);
+    }
+    let s = h.service("web.example");
+    let v = check_of(&s, verdict::Check::Ttl);
+    assert!(!v.ok);
+    assert_eq!(v.finding, verdict::Finding::DoesNotReresolve);
+    assert_eq!(
+        v.text,
+        "18 connections up to 91 s after the answer expired (TTL 5 s): this client does not re-resolve"
+    );
+    assert_eq!(s.connections_after_expiry, 18);
+    // The first two came within the TTL and its one-second grace; the
+    // answer arrived 1 ms after the test's time 0.
+    let max = s.max_secs_after_expiry.unwrap();
+    assert!((max - 90.999).abs() < 1e-9, "{max}");
+}
+
+/// Its mirror: a client that looks up again whenever the answer expired
+/// honours the TTL, and connections within the TTL are not late.
+#[test]
+fn a_client_that_re_resolves_on_expiry_is_ok() {
+    let mut h = Harness::new();
+    for k in 0..20u64 {
+        h.at_secs(k * 6);
+        h.lookup(k as u16 + 1, "web.example", 5, &[1, 2]);
+        h.syn(if k % 2 == 0 { "10.0.0.1" } else { "10.0.0.2" }, 80);
+        h.at_secs(k * 6 + 4);
+        h.syn("10.0.0.1", 80);
+    }
+    let s = h.service("web.example");
+    let v = check_of(&s, verdict::Check::Ttl);
+    assert!(v.ok, "{}", v.text);
+    assert_eq!(v.finding, verdict::Finding::HonoursTtl);
+    assert_eq!(s.connections_after_expiry, 0);
+    assert!(s
+        .verdicts
+        .iter()
+        .all(|v| v.check != verdict::Check::StaleBackends));
+}
+
+/// Random timelines through the whole aggregator: answers that change,
+/// TTLs from 0 up, connections early, late and to withdrawn addresses.
+/// Whatever the order, the verdicts stay within their bounds.
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[derive(Clone, Debug)]
+    enum Step {
+        /// Seconds later, an answer with these of 8 addresses and TTL.
+        Lookup { after: u16, addresses: u8, ttl: u32 },
+        /// Seconds later, a connect to address 10.0.0.`1 + to % 8`.
+        Connect { after: u16, to: u8, answered: bool },
+    }
+
+    fn step() -> impl Strategy<Value = Step> {
+        prop_oneof![
+            (0u16..120, any::<u8>(), prop_oneof![Just(0u32), 1u32..600]).prop_map(
+                |(after, addresses, ttl)| Step::Lookup {
+                    after,
+                    addresses,
+                    ttl
+                }
+            ),
+            (0u16..120, any::<u8>(), any::<bool>()).prop_map(|(after, to, answered)| {
+                Step::Connect {
+                    after,
+                    to,
+                    answered,
+                }
+            }),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig {
+            cases: 256,
+            // A failure prints its minimal input; no file is left behind.
+            failure_persistence: None,
+            ..ProptestConfig::default()
+        })]
+        #[test]
+        fn verdicts_stay_bounded_on_random_timelines(steps in prop::collection::vec(step(), 1..80)) {
+            let mut h = Harness::new();
+            let mut lookups = 0u64;
+            let mut connects = 0u64;
+            for (i, s) in steps.iter().enumerate() {
+                match *s {
+                    Step::Lookup { after, addresses, ttl } => {
+                        h.advance_ms(u64::from(after) * 1000);
+                        // At least two addresses: one alone is not a service.
+                        let lasts: Vec<u8> = (1..=8u8)
+                            .filter(|b| addresses & (1 << (b - 1)) != 0)
+                            .collect();
+                        let lasts = if lasts.len() < 2 { vec![1, 2] } else { lasts };
+                        h.lookup(i as u16, "web.example", ttl, &lasts);
+                        lookups += 1;
+                    }
+                    Step::Connect { after, to, answered } => {
+                        h.advance_ms(u64::from(after) * 1000);
+                        let backend = format!("10.0.0.{}", 1 + to % 8);
+                        let from = h.syn(&backend, 80);
+                        if answered {
+                            h.segment(sock(&backend, 80), from, SYN | ACK, 9, &[]);
+                        }
+                        connects += 1;
+                    }
+                }
+            }
+            let report = h.agg.report();
+            prop_assert!(report.services.len() <= 1);
+            for s in &report.services {
+                prop_assert!(s.connections <= connects);
+                prop_assert!(s.answer_sets <= lookups);
+                prop_assert!(s.connections_after_expiry <= s.connections);
+                let stale: u64 = s.stale_backends.iter().map(|b| b.connections).sum();
+                prop_assert!(stale + s.connections_after_expiry <= s.connections);
+                if let Some(b) = &s.balance {
+                    prop_assert!(b.chi_square.is_finite() && b.chi_square >= 0.0, "{b:?}");
+                    prop_assert!((0.0..=1.0).contains(&b.p_value), "{b:?}");
+                    prop_assert!(b.degrees_of_freedom >= 1 && b.degrees_of_freedom < 8);
+                    prop_assert!(b.min_share <= b.max_share);
+                }
+                for v in &s.verdicts {
+                    prop_assert!(!v.text.is_empty() && !v.text.contains('\n'), "{v:?}");
+                    prop_assert!(!v.text.contains("NaN") && !v.text.contains("inf"), "{v:?}");
+                }
+                let checks: Vec<_> = s.verdicts.iter().map(|v| v.check).collect();
+                let mut unique = checks.clone();
+                unique.dedup();
+                prop_assert_eq!(checks.len(), unique.len());
+            }
+        }
+    }
+}

@@ -7,12 +7,18 @@
 //! with a chi-square goodness-of-fit test: 5/3/2/6 over four backends is
 //! what random choice produces about half the time, and 3 connections over 4
 //! backends cannot be judged at all.
+//!
+//! Each connection is judged against the answer in force when it was made
+//! (`timeline`): a client that follows DNS through a scale-down from four
+//! addresses to two goes 1/1/9/9, and that is balanced.
 
 use super::backends::{Row, SrvPreference};
 use super::client::Client;
 use super::lookups::ServiceLookups;
+use super::timeline::{AddressLog, Timeline};
 use serde::Serialize;
 use statrs::distribution::{ChiSquared, ContinuousCDF};
+use std::net::IpAddr;
 use std::sync::Arc;
 
 /// Below this probability a spread (or an unused backend) is called
@@ -25,6 +31,7 @@ const MIN_EXPECTED_PER_BACKEND: f64 = 1.0;
 /// One backend address of a service, with its connections over all ports.
 #[derive(Clone, Copy, Debug)]
 pub struct BackendLoad {
+    pub address: IpAddr,
     pub connections: u64,
     pub srv: Option<SrvPreference>,
 }
@@ -51,16 +58,40 @@ pub struct Service {
     pub lookups_within_ttl: u64,
     pub ttl_min_secs: Option<u32>,
     pub ttl_max_secs: Option<u32>,
+    /// Distinct address sets the answers in force offered, one after
+    /// another (1: the answer never changed).
+    pub answer_sets: u64,
+    /// Connection attempts made after the whole answer in force expired,
+    /// with no new lookup, and how long after at most.
+    pub connections_after_expiry: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_secs_after_expiry: Option<f64>,
+    /// Addresses connected to after DNS stopped offering them and the last
+    /// answer holding them expired.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub stale_backends: Vec<StaleBackend>,
     /// Present when the balance could be judged.
     pub balance: Option<Balance>,
     pub verdicts: Vec<Verdict>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct StaleBackend {
+    pub address: IpAddr,
+    pub connections: u64,
+    pub max_secs_after_expiry: f64,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Balance {
     /// What the spread was compared with.
     pub expected: Expectation,
+    /// Judged against each connection's answer in force, when the
+    /// answers changed.
+    pub over_answers_in_force: bool,
     pub chi_square: f64,
+    /// Backends in the test, after pooling those expected to get less than
+    /// one connection.
     pub degrees_of_freedom: u64,
     /// Probability of a spread at least this uneven under `expected`.
     pub p_value: f64,
@@ -95,6 +126,7 @@ pub enum Check {
     Ttl,
     SrvPriority,
     FailingBackends,
+    StaleBackends,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -111,10 +143,13 @@ pub enum Finding {
     HonoursTtl,
     ResolvesBeforeEveryConnection,
     ReresolvesWithinTtl,
+    DoesNotReresolve,
     PriorityHonoured,
     PriorityIgnored,
     AllAnswered,
     Failing,
+    NoneStale,
+    Stale,
 }
 
 /// The verdicts for one service whose backend addresses carried `loads`
@@ -128,14 +163,38 @@ pub fn assess(
     let connections: u64 = loads.iter().map(|l| l.connections).sum();
     let (lookup_count, within_ttl) = lookups.map_or((0, 0), ServiceLookups::counts);
     let ttl = lookups.and_then(ServiceLookups::ttl_range);
-    let candidates = Candidates::of(loads);
+    let timeline = lookups.map(|l| &l.timeline);
+    let logs = timeline.map(Timeline::addresses).unwrap_or_default();
+    let candidates = Candidates::of(loads, timeline.filter(|t| !t.incomplete), &logs);
+    let answer_sets = timeline.map_or(0, |t| t.sets);
+    let late = timeline.map(|t| t.late).unwrap_or_default();
+    let stale_backends: Vec<StaleBackend> = logs
+        .iter()
+        .filter(|l| l.stale > 0)
+        .map(|l| StaleBackend {
+            address: l.address,
+            connections: l.stale,
+            max_secs_after_expiry: secs(l.stale_max_nanos),
+        })
+        .collect();
     let mut verdicts = Vec::new();
     verdicts.push(unused_verdict(&candidates, connections));
     let balance = balance(&candidates);
     if let Some(v) = balance_verdict(&candidates, balance.as_ref()) {
         verdicts.push(v);
     }
-    if let Some(v) = ttl_verdict(lookup_count, within_ttl, connections, ttl) {
+    let ttl_facts = TtlFacts {
+        lookups: lookup_count,
+        within_ttl,
+        connections,
+        ttl,
+        late_connections: late.connections,
+        late_max_secs: secs(late.max_nanos),
+    };
+    if let Some(v) = ttl_verdict(&ttl_facts) {
+        verdicts.push(v);
+    }
+    if let Some(v) = stale_verdict(&stale_backends, answer_sets) {
         verdicts.push(v);
     }
     if let Some(v) = srv_verdict(loads, connections) {
@@ -153,6 +212,10 @@ pub fn assess(
         lookups_within_ttl: within_ttl,
         ttl_min_secs: ttl.map(|t| t.0),
         ttl_max_secs: ttl.map(|t| t.1),
+        answer_sets,
+        connections_after_expiry: late.connections,
+        max_secs_after_expiry: (late.connections > 0).then(|| secs(late.max_nanos)),
+        stale_backends,
         balance,
         verdicts,
     }
@@ -165,20 +228,98 @@ struct Candidates {
     /// (connections, probability) for every backend in the choice, zero
     /// probability included (an SRV weight of 0 beside non-zero ones).
     loads: Vec<(u64, f64)>,
+    /// (connections, expected connections) of every backend random choice
+    /// could pick: the cells of the chi-square test.
+    cells: Vec<(u64, f64)>,
+    /// The connections random choice is judged over.
+    judged: u64,
+    /// More than one answer set was in force over the run.
+    over_answers_in_force: bool,
     /// "priority-10 " for SRV services, "" otherwise.
     qualifier: String,
 }
 
 impl Candidates {
-    fn of(loads: &[BackendLoad]) -> Self {
+    /// From the answers in force at each connection when the timeline is
+    /// whole and judged one, otherwise from the backends' last preferences.
+    fn of(loads: &[BackendLoad], timeline: Option<&Timeline>, logs: &[AddressLog]) -> Self {
+        let judged: f64 = logs.iter().map(|l| l.expected).sum();
+        match timeline {
+            Some(t) if judged > 0.0 => Self::over_time(loads, t, logs, judged),
+            _ => Self::from_preferences(loads),
+        }
+    }
+
+    fn over_time(loads: &[BackendLoad], t: &Timeline, logs: &[AddressLog], judged: f64) -> Self {
+        let log_of = |address| logs.iter().find(|l| l.address == address);
+        let expectation = if loads.iter().any(|l| l.srv.is_some()) {
+            Expectation::SrvWeights
+        } else {
+            Expectation::Uniform
+        };
+        // "priority-10 backends" while the targets chosen among kept one
+        // priority, as they do unless a failover changed the SRV set.
+        let mut priorities: Vec<u16> = loads
+            .iter()
+            .filter(|l| log_of(l.address).is_some_and(|g| g.expected > 0.0))
+            .filter_map(|l| l.srv.map(|s| s.priority))
+            .collect();
+        priorities.sort_unstable();
+        priorities.dedup();
+        let qualifier = match priorities[..] {
+            [only] => format!("priority-{only} "),
+            _ => String::new(),
+        };
+        let cells: Vec<(u64, f64)> = logs
+            .iter()
+            .filter(|l| l.expected > 0.0)
+            .map(|l| (l.observed, l.expected))
+            .collect();
+        Self {
+            expectation,
+            judged: cells.iter().map(|&(c, _)| c).sum(),
+            cells,
+            // "Weighted by the connections made while each was offered."
+            // A backend offered only while no connection was made never had
+            // a chance: it is not among the unused.
+            loads: loads
+                .iter()
+                .map(|l| {
+                    let p = log_of(l.address).map_or(0.0, |g| g.expected / judged);
+                    (l.connections, p)
+                })
+                .filter(|&(c, p)| c > 0 || p > 0.0)
+                .collect(),
+            over_answers_in_force: t.sets > 1,
+            qualifier,
+        }
+    }
+
+    fn from_preferences(loads: &[BackendLoad]) -> Self {
         let best = loads.iter().filter_map(|l| l.srv).map(|s| s.priority).min();
+        let with_cells = |expectation, loads: Vec<(u64, f64)>, qualifier| {
+            let n: u64 = loads.iter().map(|&(c, _)| c).sum();
+            let cells = loads
+                .iter()
+                .filter(|&&(_, p)| p > 0.0)
+                .map(|&(c, p)| (c, p * n as f64))
+                .collect();
+            Self {
+                expectation,
+                loads,
+                cells,
+                judged: n,
+                over_answers_in_force: false,
+                qualifier,
+            }
+        };
         let Some(best) = best else {
             let p = 1.0 / loads.len().max(1) as f64;
-            return Self {
-                expectation: Expectation::Uniform,
-                loads: loads.iter().map(|l| (l.connections, p)).collect(),
-                qualifier: String::new(),
-            };
+            return with_cells(
+                Expectation::Uniform,
+                loads.iter().map(|l| (l.connections, p)).collect(),
+                String::new(),
+            );
         };
         let chosen: Vec<(u64, u16)> = loads
             .iter()
@@ -197,21 +338,21 @@ impl Candidates {
                 f64::from(w) / total_weight as f64
             }
         };
-        Self {
-            expectation: Expectation::SrvWeights,
-            loads: chosen.iter().map(|&(c, w)| (c, probability(w))).collect(),
-            qualifier: format!("priority-{best} "),
-        }
-    }
-
-    fn connections(&self) -> u64 {
-        self.loads.iter().map(|&(c, _)| c).sum()
+        with_cells(
+            Expectation::SrvWeights,
+            chosen.iter().map(|&(c, w)| (c, probability(w))).collect(),
+            format!("priority-{best} "),
+        )
     }
 
     /// Backends random choice could pick.
     fn choosable(&self) -> impl Iterator<Item = (u64, f64)> + '_ {
         self.loads.iter().copied().filter(|&(_, p)| p > 0.0)
     }
+}
+
+fn secs(nanos: u64) -> f64 {
+    nanos as f64 / 1e9
 }
 
 fn verdict(check: Check, finding: Finding, ok: bool, text: String) -> Verdict {
@@ -250,7 +391,7 @@ fn unused_verdict(candidates: &Candidates, all_connections: u64) -> Verdict {
         };
         return verdict(Check::UnusedBackends, Finding::AllUsed, true, text);
     }
-    let n = candidates.connections();
+    let n = candidates.judged;
     let probabilities: Vec<f64> = candidates.choosable().map(|(_, p)| p).collect();
     // Unused backends random choice could have picked (an SRV weight of 0
     // beside non-zero ones is never picked, so its idleness proves nothing).
@@ -446,36 +587,51 @@ fn percent_bound(p: f64) -> String {
     }
 }
 
+/// Chi-square over the cells, after pooling every cell expected to get
+/// less than one connection, and, while the pool itself is expected to get
+/// less, the least expected of the rest: 1/1/9/9 after a scale-down has two
+/// cells expected at 0.5 each, which pool into one.
 fn balance(candidates: &Candidates) -> Option<Balance> {
-    let choosable: Vec<(u64, f64)> = candidates.choosable().collect();
-    let n: u64 = choosable.iter().map(|&(c, _)| c).sum();
-    if choosable.len() < 2 || n == 0 {
+    let mut cells = candidates.cells.clone();
+    let n: u64 = cells.iter().map(|&(c, _)| c).sum();
+    if cells.len() < 2 || n == 0 {
         return None;
     }
-    let n_f = n as f64;
-    let min_expected = choosable
-        .iter()
-        .map(|&(_, p)| p * n_f)
-        .fold(f64::INFINITY, f64::min);
-    if min_expected < MIN_EXPECTED_PER_BACKEND {
+    cells.sort_by(|a, b| a.1.total_cmp(&b.1));
+    let mut pooled: Vec<(u64, f64)> = Vec::with_capacity(cells.len());
+    let mut pool: Option<(u64, f64)> = None;
+    for (observed, expected) in cells {
+        let pool_short = pool.is_some_and(|(_, e)| e < MIN_EXPECTED_PER_BACKEND);
+        if expected < MIN_EXPECTED_PER_BACKEND || pool_short {
+            let (o, e) = pool.unwrap_or_default();
+            pool = Some((o + observed, e + expected));
+        } else {
+            pooled.push((observed, expected));
+        }
+    }
+    pooled.extend(pool);
+    if pooled.len() < 2 || pooled.iter().any(|&(_, e)| e < MIN_EXPECTED_PER_BACKEND) {
         return None;
     }
-    let chi_square: f64 = choosable
+    let chi_square: f64 = pooled
         .iter()
-        .map(|&(c, p)| {
-            let expected = p * n_f;
-            (c as f64 - expected).powi(2) / expected
-        })
+        .map(|&(c, expected)| (c as f64 - expected).powi(2) / expected)
         .sum();
-    let degrees_of_freedom = choosable.len() as u64 - 1;
+    let degrees_of_freedom = pooled.len() as u64 - 1;
     let p_value = ChiSquared::new(degrees_of_freedom as f64)
         .map(|d| d.sf(chi_square))
         .unwrap_or(f64::NAN);
-    let shares: Vec<f64> = choosable.iter().map(|&(c, _)| c as f64 / n_f).collect();
+    let n_f = n as f64;
+    let shares: Vec<f64> = candidates
+        .cells
+        .iter()
+        .map(|&(c, _)| c as f64 / n_f)
+        .collect();
     let mean = 1.0 / shares.len() as f64;
     let variance = shares.iter().map(|s| (s - mean).powi(2)).sum::<f64>() / shares.len() as f64;
     Some(Balance {
         expected: candidates.expectation,
+        over_answers_in_force: candidates.over_answers_in_force,
         chi_square,
         degrees_of_freedom,
         p_value,
@@ -486,14 +642,20 @@ fn balance(candidates: &Candidates) -> Option<Balance> {
 }
 
 fn balance_verdict(candidates: &Candidates, balance: Option<&Balance>) -> Option<Verdict> {
-    let choosable = candidates.choosable().count() as u64;
-    let n: u64 = candidates.choosable().map(|(c, _)| c).sum();
+    let choosable = candidates.cells.len() as u64;
+    let n: u64 = candidates.cells.iter().map(|&(c, _)| c).sum();
     if choosable < 2 || n == 0 {
         return None;
     }
-    let against = match candidates.expectation {
-        Expectation::Uniform => "random choice",
-        Expectation::SrvWeights => "weighted random choice (SRV weights)",
+    let against = match (candidates.expectation, candidates.over_answers_in_force) {
+        (Expectation::Uniform, false) => "random choice",
+        (Expectation::SrvWeights, false) => "weighted random choice (SRV weights)",
+        (Expectation::Uniform, true) => {
+            "random choice among the addresses in force at each connection"
+        }
+        (Expectation::SrvWeights, true) => {
+            "weighted random choice (SRV weights) among the targets in force at each connection"
+        }
     };
     let Some(b) = balance else {
         return Some(verdict(
@@ -551,13 +713,37 @@ fn ttl_text(ttl: Option<(u32, u32)>) -> String {
     }
 }
 
-fn ttl_verdict(
+/// What the `ttl` check weighs.
+struct TtlFacts {
     lookups: u64,
     within_ttl: u64,
     connections: u64,
     ttl: Option<(u32, u32)>,
-) -> Option<Verdict> {
-    let ttl = ttl_text(ttl);
+    /// Attempts made after the whole answer in force expired.
+    late_connections: u64,
+    late_max_secs: f64,
+}
+
+fn ttl_verdict(f: &TtlFacts) -> Option<Verdict> {
+    let (lookups, within_ttl, connections) = (f.lookups, f.within_ttl, f.connections);
+    let ttl = ttl_text(f.ttl);
+    if lookups > 0 && f.late_connections > 0 {
+        let how = if lookups == 1 {
+            "this client does not re-resolve".to_string()
+        } else {
+            format!("this client re-resolves too rarely ({lookups} lookups)")
+        };
+        return Some(verdict(
+            Check::Ttl,
+            Finding::DoesNotReresolve,
+            false,
+            format!(
+                "{} up to {} after the answer expired ({ttl}): {how}",
+                plural(f.late_connections, "connection", "connections"),
+                duration_text(f.late_max_secs)
+            ),
+        ));
+    }
     match (lookups, within_ttl) {
         (0, _) => None,
         (1, _) => Some(verdict(
@@ -593,6 +779,52 @@ fn ttl_verdict(
             ),
         )),
     }
+}
+
+/// Seconds for a person: whole from 10 s up, one decimal below.
+fn duration_text(secs: f64) -> String {
+    if secs >= 10.0 {
+        format!("{secs:.0} s")
+    } else {
+        format!("{secs:.1} s")
+    }
+}
+
+/// Connections to addresses DNS had stopped offering; `None` while the
+/// answers never changed (no address was ever withdrawn).
+fn stale_verdict(stale: &[StaleBackend], answer_sets: u64) -> Option<Verdict> {
+    if stale.is_empty() {
+        return (answer_sets > 1).then(|| {
+            verdict(
+                Check::StaleBackends,
+                Finding::NoneStale,
+                true,
+                format!(
+                    "{answer_sets} answer sets; no connection went to an address after the last answer holding it expired"
+                ),
+            )
+        });
+    }
+    let each: Vec<String> = stale
+        .iter()
+        .map(|s| {
+            format!(
+                "{}: {} up to {} after the last answer holding it expired",
+                s.address,
+                s.connections,
+                duration_text(s.max_secs_after_expiry)
+            )
+        })
+        .collect();
+    Some(verdict(
+        Check::StaleBackends,
+        Finding::Stale,
+        false,
+        format!(
+            "connections to addresses DNS no longer offers: {}",
+            each.join("; ")
+        ),
+    ))
 }
 
 fn srv_verdict(loads: &[BackendLoad], connections: u64) -> Option<Verdict> {
@@ -651,7 +883,9 @@ mod tests {
     fn loads(conns: &[u64]) -> Vec<BackendLoad> {
         conns
             .iter()
-            .map(|&connections| BackendLoad {
+            .enumerate()
+            .map(|(i, &connections)| BackendLoad {
+                address: IpAddr::from([10, 0, 0, i as u8 + 1]),
                 connections,
                 srv: None,
             })
@@ -660,7 +894,9 @@ mod tests {
 
     fn srv_loads(spec: &[(u64, u16, u16)]) -> Vec<BackendLoad> {
         spec.iter()
-            .map(|&(connections, priority, weight)| BackendLoad {
+            .enumerate()
+            .map(|(i, &(connections, priority, weight))| BackendLoad {
+                address: IpAddr::from([10, 0, 0, i as u8 + 1]),
                 connections,
                 srv: Some(SrvPreference { priority, weight }),
             })
@@ -854,7 +1090,7 @@ mod tests {
     fn lookups(n: u64, gap_secs: u64, ttl: u32) -> ServiceLookups {
         let mut l = ServiceLookups::new(Arc::from("web."));
         for i in 0..n {
-            l.record(
+            l.record_ttl(
                 (crate::aggregator::name::NameKey::for_test(7), 1),
                 Timestamp::from_secs(1000 + i * gap_secs),
                 ttl,

@@ -25,8 +25,11 @@ The report:
   Per client and name, each backend with its port, connections, share and
   times seen in DNS, and the verdicts: unused backends (and whether random
   choice would plausibly leave them unused), balance (a chi-square test
-  against uniform choice, or SRV weights within the best priority), TTL
-  respect (lookups before the previous answer expired), and SRV priority.
+  against random choice among the addresses in force at each connection,
+  by SRV weight within the best priority), TTL (lookups before the
+  previous answer expired, and connections after it expired with no new
+  lookup), stale backends (connections to addresses DNS no longer offers,
+  after their last answer expired), failing backends and SRV priority.
   A client is an address (replay, --iface), or in host mode the app, cgroup
   or process that owns the socket (--by). TSV has the original's five
   columns: client  backend:port  conns  times-in-DNS  name. JSON adds the

@@ -256,6 +256,10 @@ pub fn print_warnings(counters: &Counters) {
             counters.services_dropped,
             "names' lookups were not tracked (table full); their TTL verdicts are missing",
         ),
+        (
+            counters.timeline_slots_dropped,
+            "answer addresses were left out of their names' timelines (cap); those names' balance is judged from the last answers only",
+        ),
     ];
     for (count, what) in warnings {
         if count > 0 {

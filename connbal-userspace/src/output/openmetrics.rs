@@ -123,6 +123,8 @@ pub fn render(report: &Report, input: &dyn Tally, max_series: usize) -> String {
 
     let lookups = Family::<(ServiceLabels, OwnerLabels), Counter>::default();
     let lookups_within_ttl = Family::<(ServiceLabels, OwnerLabels), Counter>::default();
+    let after_expiry = Family::<(ServiceLabels, OwnerLabels), Counter>::default();
+    let stale = Family::<(ServiceLabels, OwnerLabels), Counter>::default();
     let backends = Family::<(ServiceLabels, OwnerLabels), Gauge>::default();
     let unused = Family::<(ServiceLabels, OwnerLabels), Gauge>::default();
     let p_value = Family::<(ServiceLabels, OwnerLabels), FloatGauge>::default();
@@ -147,6 +149,12 @@ pub fn render(report: &Report, input: &dyn Tally, max_series: usize) -> String {
         lookups_within_ttl
             .get_or_create(&labels)
             .inc_by(service.lookups_within_ttl);
+        after_expiry
+            .get_or_create(&labels)
+            .inc_by(service.connections_after_expiry);
+        stale
+            .get_or_create(&labels)
+            .inc_by(service.stale_backends.iter().map(|b| b.connections).sum());
         backends
             .get_or_create(&labels)
             .set(to_i64(service.backends));
@@ -198,6 +206,16 @@ pub fn render(report: &Report, input: &dyn Tally, max_series: usize) -> String {
         "service_lookups_within_ttl",
         "Lookups made before the previous answer's TTL ran out",
         lookups_within_ttl,
+    );
+    registry.register(
+        "service_connections_after_expiry",
+        "Connection attempts made after the whole answer in force expired, with no new lookup",
+        after_expiry,
+    );
+    registry.register(
+        "service_stale_connections",
+        "Connection attempts to addresses DNS no longer offered, after the last answer holding them expired",
+        stale,
     );
     registry.register(
         "service_backends",
@@ -256,6 +274,7 @@ fn check_label(check: Check) -> &'static str {
         Check::Ttl => "ttl",
         Check::SrvPriority => "srv_priority",
         Check::FailingBackends => "failing_backends",
+        Check::StaleBackends => "stale_backends",
     }
 }
 
