@@ -25,5 +25,13 @@ fn freshly_recorded_traffic_gives_the_planned_report() {
         assert!(out.status.success(), "{capture}: {}", stderr(&out));
         assert_eq!(stdout(&out), expected_default(), "{capture}");
     }
+    let out = replay(&[
+        "--format",
+        "json",
+        out_dir.join("failover.pcap").to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let json: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    check_failover_report(&json, false);
     let _ = std::fs::remove_dir_all(&out_dir);
 }

@@ -282,3 +282,18 @@ fn the_documented_tcpdump_filter_keeps_ipv6_connection_attempts() {
     let naive = through_tcpdump("udp port 53 or tcp port 53 or tcp[tcpflags] == tcp-syn");
     assert!(!naive.contains("[2001:db8:200::1]:443\t2\t"), "{naive}");
 }
+
+/// A name whose answer changed mid-run (dnsmasq reloaded without
+/// 203.0.113.61) and a client that connected to the dropped address after
+/// looking up again: the one stale backend, and everything else balanced.
+#[test]
+fn the_failover_capture_names_its_stale_backend() {
+    let out = replay(&[
+        "--format",
+        "json",
+        data("recorded/failover.pcap").to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let json: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    check_failover_report(&json, true);
+}

@@ -368,3 +368,80 @@ impl Trace {
         self.wait()
     }
 }
+
+/// The report of the failover capture (`xtask::record::record_failover`),
+/// as JSON: what its plan makes certain, with `exact` also the numbers
+/// that depend on the recording's timing (the committed capture's).
+pub fn check_failover_report(json: &serde_json::Value, exact: bool) {
+    use xtask::record::failover;
+    let services = json["services"].as_array().expect("services");
+    assert_eq!(services.len(), 1, "{json}");
+    let s = &services[0];
+    assert_eq!(s["name"], format!("{}.", failover::NAME));
+    let rows: Vec<(String, u64, u64)> = json["rows"]
+        .as_array()
+        .expect("rows")
+        .iter()
+        .map(|r| {
+            (
+                r["backend"].as_str().unwrap().to_string(),
+                r["conns"].as_u64().unwrap(),
+                r["dns"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    // .61 was in the first answer only; each backend got one connection
+    // per round, and .61 one more after it was dropped.
+    assert_eq!(
+        rows,
+        [
+            ("203.0.113.61".to_string(), 2, 1),
+            ("203.0.113.62".to_string(), 2, 2),
+            ("203.0.113.63".to_string(), 2, 2),
+        ]
+    );
+    assert_eq!(s["answer_sets"], 2);
+    assert_eq!(s["lookups"], 2);
+    assert_eq!(s["connections_after_expiry"], 0);
+    let verdict = |check: &str| {
+        s["verdicts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|v| v["check"] == check)
+            .unwrap_or_else(|| panic!("no {check} verdict: {s}"))
+            .clone()
+    };
+    let expect = |check: &str, finding: &str, ok: bool| {
+        let v = verdict(check);
+        assert_eq!(
+            (v["finding"].as_str(), v["ok"].as_bool()),
+            (Some(finding), Some(ok)),
+            "{v}"
+        );
+        v
+    };
+    expect("unused_backends", "all_used", true);
+    expect("ttl", "honours_ttl", true);
+    expect("failing_backends", "all_answered", true);
+    // In force: 3 connections over three addresses, then 2 over two; 1/2/2
+    // is exactly what was expected, so chi-square is 0.
+    let balance = expect("balance", "consistent_with_random", true);
+    assert_eq!(s["balance"]["chi_square"], 0.0, "{balance}");
+    assert_eq!(s["balance"]["over_answers_in_force"], true);
+    let stale = expect("stale_backends", "stale", false);
+    let list = s["stale_backends"].as_array().unwrap();
+    assert_eq!(list.len(), 1, "{s}");
+    assert_eq!(list[0]["address"], failover::DROPPED);
+    assert_eq!(list[0]["connections"], 1);
+    // The pause past the first answer's expiry, less the grace.
+    let after = list[0]["max_secs_after_expiry"].as_f64().unwrap();
+    let pause = failover::PAUSE_MILLIS as f64 / 1000.0 - f64::from(failover::TTL_SECS);
+    assert!(after > pause - 0.5 && after < pause + 5.0, "{after}");
+    if exact {
+        assert_eq!(
+            stale["text"],
+            "connections to addresses DNS no longer offers: 203.0.113.61: 1 connection up to 2.1 s after the last answer holding it expired"
+        );
+    }
+}

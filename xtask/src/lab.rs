@@ -218,22 +218,58 @@ impl Lab {
         .arg(format!("--addn-hosts={}", hosts_file.display()))
         .arg(format!("--listen-address={SERVER_V4}"))
         .arg(format!("--listen-address={SERVER_V6}"))
-        .args([
-            "--user=root",
-            "--local=/connbal.test/",
-            "--local-ttl=300",
-            "--log-facility=-",
-        ])
+        .args(["--user=root", "--local=/connbal.test/", "--log-facility=-"])
         .arg(format!(
             "--pid-file={}",
             self.dir.join("dnsmasq.pid").display()
         ))
         .args(options)
+        // dnsmasq refuses a repeated flag: 300 s unless the caller chose.
+        .args((!options.iter().any(|o| o.starts_with("--local-ttl="))).then_some("--local-ttl=300"))
         .stdout(Stdio::null())
         .stderr(File::create(self.dir.join("dnsmasq.log"))?);
         self.spawn("dnsmasq", cmd)?;
         self.wait_for_dns(&self.client_ns, &SERVER_V4.to_string())
             .with_context(|| format!("see {}", self.dir.join("dnsmasq.log").display()))
+    }
+
+    /// Gives dnsmasq new host data: rewrites its hosts file and sends
+    /// SIGHUP, on which dnsmasq clears its cache and rereads the file.
+    /// Returns once an A lookup of `changed` gives exactly `expected`.
+    pub fn reload_hosts(&self, hosts: &str, changed: &str, expected: &[&str]) -> Result<()> {
+        fs::write(self.dir.join("hosts"), hosts)?;
+        let Some((_, dnsmasq)) = self.children.iter().find(|(n, _)| n == "dnsmasq") else {
+            bail!("dnsmasq is not running in this lab");
+        };
+        signal(dnsmasq.id(), nix::sys::signal::Signal::SIGHUP);
+        let mut want: Vec<&str> = expected.to_vec();
+        want.sort_unstable();
+        let deadline = Instant::now() + STEP_TIMEOUT;
+        // Probed from the server's namespace, so that the client's capture
+        // holds only the plan's own lookups.
+        loop {
+            let probe = self
+                .command_in(&self.server_ns, "dig")
+                .args([
+                    &format!("@{SERVER_V4}"),
+                    "+time=1",
+                    "+tries=1",
+                    "+short",
+                    changed,
+                    "A",
+                ])
+                .output()?;
+            let text = String::from_utf8_lossy(&probe.stdout);
+            let mut got: Vec<&str> = text.lines().map(str::trim).collect();
+            got.sort_unstable();
+            if got == want {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                bail!("dnsmasq still answers {got:?} for {changed} after SIGHUP");
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
     }
 
     /// Waits, at most STEP_TIMEOUT, until the DNS server at `server`

@@ -223,7 +223,68 @@ pub fn prepare_lab() -> Result<Lab> {
     Ok(lab)
 }
 
+/// The failover capture: a name whose answer changes mid-run, and a client
+/// that keeps using the address DNS dropped.
+pub mod failover {
+    pub const NAME: &str = "failover.connbal.test";
+    /// Short, so that the first answer has expired when the client, having
+    /// looked up again, still connects to the dropped address.
+    pub const TTL_SECS: u32 = 1;
+    pub const BEFORE: &str = "\
+203.0.113.61 failover.connbal.test
+203.0.113.62 failover.connbal.test
+203.0.113.63 failover.connbal.test
+";
+    /// .61 leaves the answer.
+    pub const AFTER: &str = "\
+203.0.113.62 failover.connbal.test
+203.0.113.63 failover.connbal.test
+";
+    pub const DROPPED: &str = "203.0.113.61";
+    /// Past the first answer's TTL and the report's one-second grace.
+    pub const PAUSE_MILLIS: u64 = 3000;
+}
+
+/// Records `failover.pcap`: lookup (.61 .62 .63, TTL 1 s), a connection to
+/// each, dnsmasq reloaded without .61, a pause past the TTL, the lookup
+/// again (.62 .63), a connection to each, and one more to .61.
+pub fn record_failover(out_dir: &Path) -> Result<()> {
+    let mut lab = Lab::new()?;
+    for line in failover::BEFORE.lines() {
+        let addr = line.split_whitespace().next().context("hosts line")?;
+        lab.add_backend(addr.parse()?)?;
+    }
+    lab.start_dnsmasq(
+        failover::BEFORE,
+        &[format!("--local-ttl={}", failover::TTL_SECS)],
+    )?;
+    lab.serve_tcp(&[80])?;
+    let file = lab.dir.join("failover.pcap");
+    let client_if = lab.client_if.clone();
+    let pid = lab.start_tcpdump(&client_if, &file, &[])?;
+    run_step(&lab, &a(failover::NAME))?;
+    for backend in ["203.0.113.61:80", "203.0.113.62:80", "203.0.113.63:80"] {
+        run_step(&lab, &Connect(backend))?;
+    }
+    lab.reload_hosts(
+        failover::AFTER,
+        failover::NAME,
+        &["203.0.113.62", "203.0.113.63"],
+    )?;
+    std::thread::sleep(std::time::Duration::from_millis(failover::PAUSE_MILLIS));
+    run_step(&lab, &a(failover::NAME))?;
+    for backend in ["203.0.113.62:80", "203.0.113.63:80", "203.0.113.61:80"] {
+        run_step(&lab, &Connect(backend))?;
+    }
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    lab.interrupt(pid)?;
+    fs::create_dir_all(out_dir)?;
+    fs::copy(&file, out_dir.join("failover.pcap"))?;
+    Ok(())
+}
+
 pub fn record(out_dir: &Path) -> Result<()> {
+    record_failover(out_dir)?;
     let mut lab = prepare_lab()?;
     let held = lab.hold_connection(HELD.parse::<SocketAddr>()?)?;
     let veth = lab.dir.join("veth.pcap");

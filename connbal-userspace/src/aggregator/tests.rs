@@ -1189,8 +1189,8 @@ fn a_client_that_ignores_a_scale_down_is_uneven_and_stale() {
     assert_eq!(
         stale.text,
         "connections to addresses DNS no longer offers: \
-         10.0.0.1: 4 up to 100 s after the last answer holding it expired; \
-         10.0.0.2: 4 up to 100 s after the last answer holding it expired"
+         10.0.0.1: 4 connections up to 100 s after the last answer holding it expired; \
+         10.0.0.2: 4 connections up to 100 s after the last answer holding it expired"
     );
     assert_eq!(s.stale_backends.len(), 2);
     assert_eq!(s.stale_backends[0].connections, 4);

@@ -669,11 +669,23 @@ fn balance_verdict(candidates: &Candidates, balance: Option<&Balance>) -> Option
             ),
         ));
     };
-    let shares = format!(
+    let mut shares = format!(
         "shares {:.0}% to {:.0}%",
         b.min_share * 100.0,
         b.max_share * 100.0
     );
+    if candidates.over_answers_in_force {
+        // The rows' shares count every connection; these count those made
+        // to addresses in force, against what the answers made expected.
+        let expected = candidates.cells.iter().map(|&(_, e)| e / n as f64);
+        let (low, high) = expected.fold((1.0f64, 0.0f64), |(l, h), e| (l.min(e), h.max(e)));
+        shares = format!(
+            "{} to addresses in force, {shares} against {:.0}% to {:.0}% expected",
+            plural(n, "connection", "connections"),
+            low * 100.0,
+            high * 100.0
+        );
+    }
     Some(if b.p_value < SIGNIFICANCE {
         verdict(
             Check::Balance,
@@ -811,7 +823,7 @@ fn stale_verdict(stale: &[StaleBackend], answer_sets: u64) -> Option<Verdict> {
             format!(
                 "{}: {} up to {} after the last answer holding it expired",
                 s.address,
-                s.connections,
+                plural(s.connections, "connection", "connections"),
                 duration_text(s.max_secs_after_expiry)
             )
         })
