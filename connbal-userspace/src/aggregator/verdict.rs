@@ -1089,6 +1089,58 @@ mod tests {
         }
     }
 
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig {
+            cases: 24,
+            failure_persistence: None,
+            ..proptest::prelude::ProptestConfig::default()
+        })]
+        /// Random weights, connections and counts of unused: the exact
+        /// chance agrees with a simulation of that choice.
+        #[test]
+        fn the_exact_unused_chance_agrees_with_simulation(
+            weights in proptest::collection::vec(1u32..10, 2..7),
+            n in 1u64..25,
+            m_pick in 0usize..6,
+            seed in proptest::prelude::any::<u64>(),
+        ) {
+            let total: u32 = weights.iter().sum();
+            let probabilities: Vec<f64> =
+                weights.iter().map(|&w| f64::from(w) / f64::from(total)).collect();
+            let m = 1 + m_pick % (probabilities.len() - 1);
+            let mut state = seed | 1;
+            const TRIALS: u32 = 20_000;
+            let mut hits = 0u32;
+            for _ in 0..TRIALS {
+                let mut used = vec![false; probabilities.len()];
+                for _ in 0..n {
+                    state ^= state << 13;
+                    state ^= state >> 7;
+                    state ^= state << 17;
+                    let mut r = (state >> 11) as f64 / (1u64 << 53) as f64;
+                    let pick = probabilities
+                        .iter()
+                        .position(|&p| {
+                            r -= p;
+                            r < 0.0
+                        })
+                        .unwrap_or(probabilities.len() - 1);
+                    used[pick] = true;
+                }
+                if used.iter().filter(|u| !**u).count() >= m {
+                    hits += 1;
+                }
+            }
+            let simulated = f64::from(hits) / f64::from(TRIALS);
+            let computed = chance_of_unused(&probabilities, n, m);
+            let tolerance = 5.0 * (simulated * (1.0 - simulated) / f64::from(TRIALS)).sqrt() + 2e-3;
+            proptest::prop_assert!(
+                (computed - simulated).abs() <= tolerance,
+                "{probabilities:?} n={n} m={m}: computed {computed}, simulated {simulated}"
+            );
+        }
+    }
+
     #[test]
     fn lookups_without_connections_are_reported() {
         let s = assess_plain(&[0, 0]);
