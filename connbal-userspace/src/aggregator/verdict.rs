@@ -1021,18 +1021,48 @@ mod tests {
         );
     }
 
+    /// How often `n` random choices by `probabilities` left at least `m`
+    /// backends unused in `trials` runs (xorshift from `seed`, so that a
+    /// run can be repeated), with the tolerance that the simulation's
+    /// standard error allows at `errors` of them.
+    fn simulate_unused(
+        probabilities: &[f64],
+        (n, m): (u64, usize),
+        (seed, trials): (u64, u32),
+        errors: f64,
+    ) -> (f64, f64) {
+        let mut state = seed | 1;
+        let mut hits = 0u32;
+        for _ in 0..trials {
+            let mut used = vec![false; probabilities.len()];
+            for _ in 0..n {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                let mut r = (state >> 11) as f64 / (1u64 << 53) as f64;
+                let pick = probabilities
+                    .iter()
+                    .position(|&p| {
+                        r -= p;
+                        r < 0.0
+                    })
+                    .unwrap_or(probabilities.len() - 1);
+                used[pick] = true;
+            }
+            if used.iter().filter(|u| !**u).count() >= m {
+                hits += 1;
+            }
+        }
+        let simulated = f64::from(hits) / f64::from(trials);
+        let error = (simulated * (1.0 - simulated) / f64::from(trials)).sqrt();
+        (simulated, errors * error)
+    }
+
     /// Each way of computing the chance against a simulation of random
     /// choice (seeded, so the test is repeatable): subsets with weights,
     /// the uniform recurrence past 12 backends, and the bound beyond.
     #[test]
     fn the_unused_chance_matches_a_simulation() {
-        let mut state = 0x9e37_79b9_7f4a_7c15u64;
-        let mut uniform01 = move || {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            (state >> 11) as f64 / (1u64 << 53) as f64
-        };
         let weights = |w: &[f64]| {
             let total: f64 = w.iter().sum();
             w.iter().map(|x| x / total).collect::<Vec<f64>>()
@@ -1051,30 +1081,16 @@ mod tests {
                 false,
             ),
         ];
-        const TRIALS: u32 = 200_000;
         for (probabilities, n, m, exact) in cases {
-            let mut hits = 0u32;
-            for _ in 0..TRIALS {
-                let mut used = vec![false; probabilities.len()];
-                for _ in 0..n {
-                    let mut r = uniform01();
-                    let pick = probabilities
-                        .iter()
-                        .position(|&p| {
-                            r -= p;
-                            r < 0.0
-                        })
-                        .unwrap_or(probabilities.len() - 1);
-                    used[pick] = true;
-                }
-                if used.iter().filter(|u| !**u).count() >= m {
-                    hits += 1;
-                }
-            }
-            let simulated = f64::from(hits) / f64::from(TRIALS);
+            let (simulated, errors) = simulate_unused(
+                &probabilities,
+                (n, m),
+                (0x9e37_79b9_7f4a_7c15, 200_000),
+                4.0,
+            );
             let computed = chance_of_unused(&probabilities, n, m);
             // Four standard errors of the simulation, and a floor.
-            let tolerance = 4.0 * (simulated * (1.0 - simulated) / f64::from(TRIALS)).sqrt() + 1e-4;
+            let tolerance = errors + 1e-4;
             if exact {
                 assert!(
                     (computed - simulated).abs() <= tolerance,
@@ -1108,32 +1124,9 @@ mod tests {
             let probabilities: Vec<f64> =
                 weights.iter().map(|&w| f64::from(w) / f64::from(total)).collect();
             let m = 1 + m_pick % (probabilities.len() - 1);
-            let mut state = seed | 1;
-            const TRIALS: u32 = 20_000;
-            let mut hits = 0u32;
-            for _ in 0..TRIALS {
-                let mut used = vec![false; probabilities.len()];
-                for _ in 0..n {
-                    state ^= state << 13;
-                    state ^= state >> 7;
-                    state ^= state << 17;
-                    let mut r = (state >> 11) as f64 / (1u64 << 53) as f64;
-                    let pick = probabilities
-                        .iter()
-                        .position(|&p| {
-                            r -= p;
-                            r < 0.0
-                        })
-                        .unwrap_or(probabilities.len() - 1);
-                    used[pick] = true;
-                }
-                if used.iter().filter(|u| !**u).count() >= m {
-                    hits += 1;
-                }
-            }
-            let simulated = f64::from(hits) / f64::from(TRIALS);
+            let (simulated, errors) = simulate_unused(&probabilities, (n, m), (seed, 20_000), 5.0);
             let computed = chance_of_unused(&probabilities, n, m);
-            let tolerance = 5.0 * (simulated * (1.0 - simulated) / f64::from(TRIALS)).sqrt() + 2e-3;
+            let tolerance = errors + 2e-3;
             proptest::prop_assert!(
                 (computed - simulated).abs() <= tolerance,
                 "{probabilities:?} n={n} m={m}: computed {computed}, simulated {simulated}"
