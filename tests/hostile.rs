@@ -225,7 +225,7 @@ fn corpus() -> Vec<(&'static str, Vec<u8>, Expect)> {
         t,
         Damaged {
             offset: 0,
-            text: "unsupported pcap link type 147",
+            text: "unsupported pcap link type LINKTYPE_USER (147)",
             report: "",
         },
     ));

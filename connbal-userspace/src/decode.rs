@@ -1,6 +1,14 @@
 //! Frames to events: link layer, IPv4/IPv6, UDP/TCP, via etherparse's lax
 //! slicer so a frame cut by the snap length decodes as far as its bytes go.
 //!
+//! Link layers etherparse does not know (BSD loopback, PPP and PPPoE,
+//! NFLOG, PKTAP) are unwrapped here to the IP packet or Ethernet frame they
+//! carry, and so are the overlay tunnels that carry pods' traffic between
+//! nodes (VXLAN, Geneve, GRE and ERSPAN, IP-in-IP): the inner packet is
+//! decoded and attributed to its own addresses. Each is a few fixed-offset
+//! reads, hand-written because no maintained crate decodes them without
+//! allocating per packet.
+//!
 //! The same pre-filter as the kernel program (connbal_common) decides what
 //! becomes an event; everything else is dropped here, before any work that
 //! allocates.
@@ -26,6 +34,238 @@ counter_set! {
         pub truncated_packets_skipped: u64,
         /// Non-first IP fragments and fragmented datagrams (not reassembled).
         pub ip_fragments_skipped: u64,
+        /// Frames on a pcapng interface whose link type connbal does not
+        /// decode (a warning names the type).
+        pub unsupported_link_packets: u64,
+        /// Frames that carry no IP (ARP, another address family or PPP
+        /// protocol): read, and of no interest.
+        pub non_ip_packets: u64,
+        /// Container blocks that carry no packet (pcapng name resolution,
+        /// statistics, custom blocks), skipped on purpose.
+        pub capture_blocks_skipped: u64,
+        /// Inner packets unwrapped from a tunnel or an encapsulation
+        /// (VXLAN, Geneve, GRE, ERSPAN, IP-in-IP, PPPoE).
+        pub tunnelled_packets: u64,
+    }
+}
+
+/// Encapsulations unwrapped within one frame at most (VXLAN in GRE in
+/// IP-in-IP...); deeper nesting is counted as damage.
+const MAX_DEPTH: u8 = 4;
+const VXLAN_PORT: u16 = 4789;
+const GENEVE_PORT: u16 = 6081;
+const ETHERTYPE_IPV4: u16 = 0x0800;
+const ETHERTYPE_IPV6: u16 = 0x86DD;
+const ETHERTYPE_TEB: u16 = 0x6558;
+const ETHERTYPE_PPPOE_SESSION: u16 = 0x8864;
+const ETHERTYPE_ERSPAN_2: u16 = 0x88BE;
+const ETHERTYPE_ERSPAN_3: u16 = 0x22EB;
+
+/// Where the network layer of a frame starts, once its link layer (or a
+/// tunnel's header) is taken off.
+enum Inner<'a> {
+    /// An Ethernet frame (VLAN tags and all).
+    Ethernet(&'a [u8]),
+    EtherType(u16, &'a [u8]),
+    /// An IP packet, its version in its first nibble.
+    Ip(&'a [u8]),
+    /// A frame of another link type (PKTAP's payload).
+    Link(LinkType, &'a [u8]),
+    /// Well-formed, but not IP.
+    NotIp,
+    /// Too short for its own header.
+    Damaged,
+}
+
+/// What an unwrapped tunnel or link header carries, by EtherType.
+fn by_ethertype(ethertype: u16, rest: &[u8]) -> Inner<'_> {
+    match ethertype {
+        ETHERTYPE_TEB => Inner::Ethernet(rest),
+        ETHERTYPE_IPV4 | ETHERTYPE_IPV6 => Inner::Ip(rest),
+        _ => Inner::NotIp,
+    }
+}
+
+/// BSD loopback's address family: 2 is IPv4 everywhere, IPv6 is 24
+/// (NetBSD, OpenBSD), 28 (FreeBSD) or 30 (macOS).
+fn by_address_family(family: u32, rest: &[u8]) -> Inner<'_> {
+    match family {
+        2 | 24 | 28 | 30 => Inner::Ip(rest),
+        _ => Inner::NotIp,
+    }
+}
+
+/// PPP protocol numbers for IPv4 and IPv6.
+fn by_ppp_protocol(protocol: u16, rest: &[u8]) -> Inner<'_> {
+    match protocol {
+        0x0021 | 0x0057 => Inner::Ip(rest),
+        _ => Inner::NotIp,
+    }
+}
+
+/// The network layer inside a frame of link type `link`.
+fn unwrap_link(link: LinkType, data: &[u8]) -> Inner<'_> {
+    let at = |n: usize| data.get(n..).filter(|_| data.len() >= n);
+    match link {
+        LinkType::Ethernet => {
+            // PPPoE sessions (DSL lines): 6 bytes of PPPoE, then PPP.
+            if data.len() >= 14 && be16(data, 12) == ETHERTYPE_PPPOE_SESSION {
+                return match at(22) {
+                    Some(rest) => by_ppp_protocol(be16(data, 20), rest),
+                    None => Inner::Damaged,
+                };
+            }
+            Inner::Ethernet(data)
+        }
+        LinkType::LinuxSll => match at(SLL_HEADER) {
+            Some(rest) => Inner::EtherType(be16(data, 14), rest),
+            None => Inner::Damaged,
+        },
+        LinkType::LinuxSll2 => match at(SLL2_HEADER) {
+            Some(rest) => Inner::EtherType(be16(data, 0), rest),
+            None => Inner::Damaged,
+        },
+        LinkType::RawIp => Inner::Ip(data),
+        LinkType::Null | LinkType::Loop => {
+            let Some(rest) = at(4) else {
+                return Inner::Damaged;
+            };
+            let raw = [data[0], data[1], data[2], data[3]];
+            let family = if link == LinkType::Loop {
+                u32::from_be_bytes(raw)
+            } else {
+                // The writer's byte order: a family fits in 16 bits.
+                let le = u32::from_le_bytes(raw);
+                if le > 0xFFFF {
+                    le.swap_bytes()
+                } else {
+                    le
+                }
+            };
+            by_address_family(family, rest)
+        }
+        LinkType::Ppp => {
+            // Optional HDLC address and control bytes, then the protocol
+            // (one byte when compressed: its low bit is set).
+            let body = match data {
+                [0xff, 0x03, rest @ ..] => rest,
+                _ => data,
+            };
+            match body {
+                [first, rest @ ..] if first & 1 == 1 => by_ppp_protocol(u16::from(*first), rest),
+                [hi, lo, rest @ ..] => by_ppp_protocol(u16::from_be_bytes([*hi, *lo]), rest),
+                _ => Inner::Damaged,
+            }
+        }
+        LinkType::Nflog => nflog_payload(data),
+        LinkType::Pktap => pktap_frame(data),
+        LinkType::Other(_) => Inner::NotIp,
+    }
+}
+
+/// Linux NFLOG: family, version, resource id, then TLVs (length and type
+/// in host byte order, little-endian on every host that writes these,
+/// padded to 4 bytes); the packet is NFULA_PAYLOAD (9).
+fn nflog_payload(data: &[u8]) -> Inner<'_> {
+    const NFULA_PAYLOAD: u16 = 9;
+    if data.len() < 4 {
+        return Inner::Damaged;
+    }
+    let mut at = 4;
+    // Bounded by the frame: every step advances at least 4 bytes.
+    while at + 4 <= data.len() {
+        let len = usize::from(u16::from_le_bytes([data[at], data[at + 1]]));
+        let kind = u16::from_le_bytes([data[at + 2], data[at + 3]]);
+        if len < 4 {
+            return Inner::Damaged;
+        }
+        if kind == NFULA_PAYLOAD {
+            let end = (at + len).min(data.len());
+            return Inner::Ip(&data[at + 4..end]);
+        }
+        at += len.next_multiple_of(4);
+    }
+    Inner::NotIp
+}
+
+/// Apple PKTAP (`tcpdump -i any` on macOS): a header of its own length,
+/// whose `pth_dlt` is the DLT of the frame after it.
+fn pktap_frame(data: &[u8]) -> Inner<'_> {
+    if data.len() < 12 {
+        return Inner::Damaged;
+    }
+    let header = u32::from_le_bytes([data[0], data[1], data[2], data[3]]) as usize;
+    let kind = u32::from_le_bytes([data[4], data[5], data[6], data[7]]);
+    let dlt = u32::from_le_bytes([data[8], data[9], data[10], data[11]]);
+    // PTH_TYPE_PACKET; other records carry no packet.
+    if kind != 1 {
+        return Inner::NotIp;
+    }
+    let Some(rest) = data.get(header..).filter(|_| header >= 12) else {
+        return Inner::Damaged;
+    };
+    // DLT values, which differ from LINKTYPE values only for raw IP.
+    let link = match dlt {
+        0 => LinkType::Null,
+        1 => LinkType::Ethernet,
+        12 => LinkType::RawIp,
+        other => match LinkType::from_linktype(other as i32) {
+            Some(link) if link != LinkType::Pktap => link,
+            _ => return Inner::NotIp,
+        },
+    };
+    Inner::Link(link, rest)
+}
+
+/// A VXLAN or Geneve payload of a UDP datagram to or from their ports.
+fn udp_tunnel(sport: u16, dport: u16, payload: &[u8]) -> Option<Inner<'_>> {
+    if sport == VXLAN_PORT || dport == VXLAN_PORT {
+        // Flags with the I bit (a valid VNI), reserved, VNI, reserved.
+        return Some(match payload {
+            [flags, _, _, _, _, _, _, _, rest @ ..] if flags & 0x08 != 0 => Inner::Ethernet(rest),
+            [_, _, _, _, _, _, _, _, ..] => Inner::NotIp,
+            _ => Inner::Damaged,
+        });
+    }
+    if sport == GENEVE_PORT || dport == GENEVE_PORT {
+        if payload.len() < 8 {
+            return Some(Inner::Damaged);
+        }
+        let header = 8 + usize::from(payload[0] & 0x3f) * 4;
+        let Some(rest) = payload.get(header..) else {
+            return Some(Inner::Damaged);
+        };
+        return Some(by_ethertype(be16(payload, 2), rest));
+    }
+    None
+}
+
+/// GRE (RFC 2784 and 2890): checksum, key and sequence number when their
+/// flags say so; ERSPAN types II and III carry a mirrored Ethernet frame.
+fn gre_payload(payload: &[u8]) -> Inner<'_> {
+    if payload.len() < 4 {
+        return Inner::Damaged;
+    }
+    let flags = payload[0];
+    let optional = 4
+        * (usize::from(flags & 0x80 != 0)
+            + usize::from(flags & 0x20 != 0)
+            + usize::from(flags & 0x10 != 0));
+    let Some(rest) = payload.get(4 + optional..) else {
+        return Inner::Damaged;
+    };
+    match be16(payload, 2) {
+        ETHERTYPE_ERSPAN_2 => rest.get(8..).map_or(Inner::Damaged, Inner::Ethernet),
+        // Type III: 12 bytes, and 8 more of platform data when its O bit
+        // (the last bit of the header) is set.
+        ETHERTYPE_ERSPAN_3 => match rest.get(..12) {
+            Some(h) => {
+                let header = if h[11] & 0x01 != 0 { 20 } else { 12 };
+                rest.get(header..).map_or(Inner::Damaged, Inner::Ethernet)
+            }
+            None => Inner::Damaged,
+        },
+        ethertype => by_ethertype(ethertype, rest),
     }
 }
 
@@ -115,22 +355,65 @@ pub fn decode_sliced<'a>(
     all_tcp: bool,
     stats: &mut InputStats,
 ) -> Option<Event<'a>> {
-    let data = frame.data;
-    let sliced = match frame.link {
-        LinkType::Ethernet => LaxSlicedPacket::from_ethernet(data).ok(),
-        LinkType::LinuxSll => (data.len() >= SLL_HEADER).then(|| {
-            LaxSlicedPacket::from_ether_type(EtherType(be16(data, 14)), &data[SLL_HEADER..])
-        }),
-        LinkType::LinuxSll2 => (data.len() >= SLL2_HEADER).then(|| {
-            LaxSlicedPacket::from_ether_type(EtherType(be16(data, 0)), &data[SLL2_HEADER..])
-        }),
-        LinkType::RawIp => LaxSlicedPacket::from_ip(data).ok(),
-    };
-    let cut_short = (data.len() as u64) < u64::from(frame.wire_len);
-    let Some(packet) = sliced else {
-        count_damage(stats, cut_short);
+    if let LinkType::Other(_) = frame.link {
+        stats.unsupported_link_packets += 1;
         return None;
-    };
+    }
+    let cut_short = (frame.data.len() as u64) < u64::from(frame.wire_len);
+    let mut layer = unwrap_link(frame.link, frame.data);
+    for depth in 0..=MAX_DEPTH {
+        let packet = match layer {
+            Inner::Ethernet(data) => LaxSlicedPacket::from_ethernet(data).ok(),
+            Inner::EtherType(ethertype, data) => {
+                Some(LaxSlicedPacket::from_ether_type(EtherType(ethertype), data))
+            }
+            Inner::Ip(data) => LaxSlicedPacket::from_ip(data).ok(),
+            Inner::Link(link, data) => {
+                layer = unwrap_link(link, data);
+                continue;
+            }
+            Inner::NotIp => {
+                stats.non_ip_packets += 1;
+                return None;
+            }
+            Inner::Damaged => {
+                count_damage(stats, cut_short);
+                return None;
+            }
+        };
+        let Some(packet) = packet else {
+            count_damage(stats, cut_short);
+            return None;
+        };
+        match decode_packet(frame, &packet, cut_short, all_tcp, stats) {
+            Decoded::Event(event) => return event,
+            Decoded::Tunnel(inner) => {
+                if depth == 0 {
+                    stats.tunnelled_packets += 1;
+                }
+                layer = inner;
+            }
+        }
+    }
+    // Encapsulated deeper than anyone sends.
+    count_damage(stats, cut_short);
+    None
+}
+
+enum Decoded<'a> {
+    /// The packet's event, if the pre-filter keeps one.
+    Event(Option<Event<'a>>),
+    /// The packet is a tunnel: decode what it carries.
+    Tunnel(Inner<'a>),
+}
+
+fn decode_packet<'a>(
+    frame: &Frame<'a>,
+    packet: &LaxSlicedPacket<'a>,
+    cut_short: bool,
+    all_tcp: bool,
+    stats: &mut InputStats,
+) -> Decoded<'a> {
     let (src, dst, ip_payload) = match &packet.net {
         Some(LaxNetSlice::Ipv4(v4)) => {
             let h = v4.header();
@@ -151,16 +434,21 @@ pub fn decode_sliced<'a>(
         Some(LaxNetSlice::Arp(_)) | None => {
             if packet.stop_err.is_some() {
                 count_damage(stats, cut_short);
+            } else {
+                stats.non_ip_packets += 1;
             }
-            return None;
+            return Decoded::Event(None);
         }
     };
     let truncated = ip_payload.incomplete || cut_short;
-    match &packet.transport {
+    let event = match &packet.transport {
         Some(TransportSlice::Udp(udp)) => {
             let (sport, dport) = (udp.source_port(), udp.destination_port());
+            if let Some(inner) = udp_tunnel(sport, dport, udp.payload()) {
+                return Decoded::Tunnel(inner);
+            }
             if !is_dns_port(sport, dport) {
-                return None;
+                return Decoded::Event(None);
             }
             Some(Event::Udp(Datagram {
                 ts: frame.ts,
@@ -175,7 +463,7 @@ pub fn decode_sliced<'a>(
             let (sport, dport) = (tcp.source_port(), tcp.destination_port());
             let flags = tcp.header_slice()[13];
             let payload = match classify_tcp(flags, sport, dport, tcp.payload().len(), all_tcp) {
-                TcpVerdict::Drop => return None,
+                TcpVerdict::Drop => return Decoded::Event(None),
                 TcpVerdict::Segment => &[][..],
                 TcpVerdict::DnsPayload => tcp.payload(),
             };
@@ -197,10 +485,18 @@ pub fn decode_sliced<'a>(
                 stats.ip_fragments_skipped += 1;
             } else if packet.stop_err.is_some() {
                 count_damage(stats, cut_short);
+            } else {
+                // IP-in-IP (4, 41) and GRE (47) carry packets of their own.
+                match ip_payload.ip_number.0 {
+                    4 | 41 => return Decoded::Tunnel(Inner::Ip(ip_payload.payload)),
+                    47 => return Decoded::Tunnel(gre_payload(ip_payload.payload)),
+                    _ => {}
+                }
             }
             None
         }
-    }
+    };
+    Decoded::Event(event)
 }
 
 fn count_damage(stats: &mut InputStats, cut_short: bool) {
@@ -523,6 +819,184 @@ mod tests {
         );
     }
 
+    /// The inner DNS datagram every encapsulation below carries.
+    const INNER_DNS: &str = "udp 192.0.2.1:40000 > 192.0.2.53:53 [100, 110, 115, 33] trunc=false";
+
+    /// The IP packet of an Ethernet frame.
+    fn ip_of(ethernet: &[u8]) -> Vec<u8> {
+        ethernet[14..].to_vec()
+    }
+
+    /// An outer IPv4 packet from 10.9.0.1 to 10.9.0.2 of protocol `proto`.
+    fn outer_ip(proto: u8, payload: &[u8]) -> Vec<u8> {
+        let header = Ipv4Header::new(
+            payload.len() as u16,
+            64,
+            IpNumber(proto),
+            [10, 9, 0, 1],
+            [10, 9, 0, 2],
+        )
+        .unwrap();
+        let mut out = vec![0; 12];
+        out.extend_from_slice(&[0x08, 0x00]);
+        header.write(&mut out).unwrap();
+        out.extend_from_slice(payload);
+        out
+    }
+
+    /// An outer UDP datagram to `port` carrying `payload`, on Ethernet.
+    fn outer_udp(port: u16, payload: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        PacketBuilder::ethernet2(MAC, MAC)
+            .ipv4([10, 9, 0, 1], [10, 9, 0, 2], 64)
+            .udp(50000, port)
+            .write(&mut out, payload)
+            .unwrap();
+        out
+    }
+
+    /// Each link type and tunnel of real captures, around one DNS query:
+    /// the query comes out with its inner addresses, and the tunnelled
+    /// ones are counted.
+    #[test]
+    fn link_types_and_tunnels_unwrap_to_the_inner_packet() {
+        let ethernet = udp_dns_ipv4();
+        let ip = ip_of(&ethernet);
+        let with = |head: &[u8], body: &[u8]| [head, body].concat();
+        let pppoe = {
+            let mut f = vec![0; 12];
+            f.extend_from_slice(&[0x88, 0x64, 0x11, 0, 0, 1, 0, 0, 0x00, 0x21]);
+            f.extend_from_slice(&ip);
+            f
+        };
+        let nflog = {
+            // Family, version, resource id; a prefix TLV; the payload TLV.
+            let mut f = vec![2, 0, 0, 1];
+            f.extend_from_slice(&[8, 0, 10, 0, b'a', b'b', b'c', 0]);
+            f.extend_from_slice(&(4 + ip.len() as u16).to_le_bytes());
+            f.extend_from_slice(&9u16.to_le_bytes());
+            f.extend_from_slice(&ip);
+            f
+        };
+        let pktap = {
+            let mut h = vec![0u8; 108];
+            h[..4].copy_from_slice(&108u32.to_le_bytes());
+            h[4..8].copy_from_slice(&1u32.to_le_bytes());
+            h[8..12].copy_from_slice(&1u32.to_le_bytes());
+            with(&h, &ethernet)
+        };
+        let gre_key = with(&[0x20, 0, 0x08, 0x00, 0, 0, 0, 7], &ip);
+        let erspan2 = with(
+            &[0x10, 0, 0x88, 0xbe, 0, 0, 0, 1],
+            &with(&[0x10, 0, 0, 1, 0, 0, 0, 0], &ethernet),
+        );
+        let geneve = with(&[0x01, 0, 0x65, 0x58, 0, 0, 1, 0, 0, 1, 0, 0], &ethernet);
+        let vxlan = with(&[0x08, 0, 0, 0, 0, 0, 1, 0], &ethernet);
+        let cases: Vec<(&str, LinkType, Vec<u8>, u64)> = vec![
+            (
+                "BSD loopback, little-endian AF_INET",
+                LinkType::Null,
+                with(&[2, 0, 0, 0], &ip),
+                0,
+            ),
+            (
+                "BSD loopback, big-endian AF_INET",
+                LinkType::Null,
+                with(&[0, 0, 0, 2], &ip),
+                0,
+            ),
+            (
+                "OpenBSD loopback",
+                LinkType::Loop,
+                with(&[0, 0, 0, 2], &ip),
+                0,
+            ),
+            (
+                "PPP in HDLC framing",
+                LinkType::Ppp,
+                with(&[0xff, 0x03, 0x00, 0x21], &ip),
+                0,
+            ),
+            (
+                "PPP, compressed protocol",
+                LinkType::Ppp,
+                with(&[0x21], &ip),
+                0,
+            ),
+            ("PPPoE session", LinkType::Ethernet, pppoe, 0),
+            ("NFLOG", LinkType::Nflog, nflog, 0),
+            ("PKTAP with Ethernet", LinkType::Pktap, pktap, 0),
+            ("IP-in-IP", LinkType::Ethernet, outer_ip(4, &ip), 1),
+            (
+                "GRE with a key",
+                LinkType::Ethernet,
+                outer_ip(47, &gre_key),
+                1,
+            ),
+            (
+                "ERSPAN type II",
+                LinkType::Ethernet,
+                outer_ip(47, &erspan2),
+                1,
+            ),
+            ("VXLAN", LinkType::Ethernet, outer_udp(4789, &vxlan), 1),
+            (
+                "Geneve with an option",
+                LinkType::Ethernet,
+                outer_udp(6081, &geneve),
+                1,
+            ),
+        ];
+        for (what, link, data, tunnelled) in cases {
+            let (e, stats) = event(link, &data, false);
+            assert_eq!(e.as_deref(), Some(INNER_DNS), "{what}");
+            let want = InputStats {
+                tunnelled_packets: tunnelled,
+                ..InputStats::default()
+            };
+            assert_eq!(stats, want, "{what}");
+        }
+    }
+
+    /// IPv6 in IPv4 (protocol 41), and the nesting bound: a packet wrapped
+    /// in more tunnels than anyone sends is damage, not a deep loop.
+    #[test]
+    fn ipv6_in_ipv4_and_the_depth_bound() {
+        let mut v6 = Vec::new();
+        PacketBuilder::ipv6(
+            [0x20, 1, 0xd, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1],
+            [0x20, 1, 0xd, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x53],
+            64,
+        )
+        .udp(40000, 53)
+        .write(&mut v6, b"dns!")
+        .unwrap();
+        let (e, _) = event(LinkType::Ethernet, &outer_ip(41, &v6), false);
+        assert_eq!(
+            e.as_deref(),
+            Some("udp [2001:db8::1]:40000 > [2001:db8::53]:53 [100, 110, 115, 33] trunc=false")
+        );
+        let mut nested = ip_of(&udp_dns_ipv4());
+        for _ in 0..=MAX_DEPTH {
+            nested = ip_of(&outer_ip(4, &nested));
+        }
+        let (e, stats) = event(LinkType::RawIp, &nested, false);
+        assert_eq!(e, None);
+        assert_eq!(stats.malformed_packets_skipped, 1);
+    }
+
+    /// A loopback frame of another address family, and a VXLAN header
+    /// without its I flag, are read and of no interest: counted as such.
+    #[test]
+    fn other_families_and_protocols_are_not_ip() {
+        let (e, stats) = event(LinkType::Null, &[17, 0, 0, 0, 1, 2, 3, 4], false);
+        assert_eq!((e, stats.non_ip_packets), (None, 1));
+        let (e, stats) = event(LinkType::Ethernet, &outer_udp(4789, &[0; 8]), false);
+        assert_eq!((e, stats.non_ip_packets), (None, 1));
+        let (e, stats) = event(LinkType::Other(127), &[0; 40], false);
+        assert_eq!((e, stats.unsupported_link_packets), (None, 1));
+    }
+
     #[test]
     fn non_ip_frames_are_neither_events_nor_damage() {
         let mut arp = vec![0xff; 12];
@@ -531,6 +1005,10 @@ mod tests {
             0, 1, 8, 0, 6, 4, 0, 1, 2, 0, 0, 0, 0, 1, 192, 0, 2, 1, 0, 0, 0, 0, 0, 0, 192, 0, 2, 2,
         ]);
         let (e, stats) = event(LinkType::Ethernet, &arp, true);
-        assert_eq!((e, stats), (None, InputStats::default()));
+        let want = InputStats {
+            non_ip_packets: 1,
+            ..InputStats::default()
+        };
+        assert_eq!((e, stats), (None, want));
     }
 }

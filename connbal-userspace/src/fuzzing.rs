@@ -57,10 +57,15 @@ pub fn frames(mut data: &[u8]) {
         let len = usize::from(u16::from_be_bytes([*hi, *lo])).min(rest.len());
         let (bytes, tail) = rest.split_at(len);
         data = tail;
-        let link = match link % 4 {
-            0 => LinkType::Ethernet,
-            1 => LinkType::LinuxSll,
-            2 => LinkType::LinuxSll2,
+        let link = match link % 10 {
+            0 | 1 => LinkType::Ethernet,
+            2 => LinkType::LinuxSll,
+            3 => LinkType::LinuxSll2,
+            4 => LinkType::Null,
+            5 => LinkType::Loop,
+            6 => LinkType::Ppp,
+            7 => LinkType::Nflog,
+            8 => LinkType::Pktap,
             _ => LinkType::RawIp,
         };
         n += 1;

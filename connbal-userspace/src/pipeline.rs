@@ -4,7 +4,7 @@
 //! all feed this, so they cannot drift apart.
 
 use crate::aggregator::{Aggregator, Config, Event, Report, Span};
-use crate::capture::Frame;
+use crate::capture::{linktype_name, Frame, LinkType};
 use crate::decode::{decode, InputStats};
 use crate::output::EventSink;
 use std::io::{self, Write};
@@ -15,6 +15,8 @@ pub struct Pipeline<W: Write = io::Stdout> {
     events: Option<EventSink<W>>,
     /// From the first frame's timestamp to the last: what the report covers.
     frames_span: Option<Span>,
+    /// Frames skipped per link type connbal does not decode (a few types).
+    other_links: Vec<(u16, u64)>,
 }
 
 impl Pipeline {
@@ -32,6 +34,7 @@ impl<W: Write> Pipeline<W> {
             aggregator: Aggregator::new(config),
             events,
             frames_span: None,
+            other_links: Vec::new(),
         }
     }
 
@@ -49,9 +52,30 @@ impl<W: Write> Pipeline<W> {
             Some(span) => span.extend(frame.ts),
             None => self.frames_span = Some(Span::at(frame.ts)),
         }
+        if let LinkType::Other(code) = frame.link {
+            match self.other_links.iter_mut().find(|(c, _)| *c == code) {
+                Some((_, n)) => *n += 1,
+                // A file names at most a few thousand interfaces.
+                None => self.other_links.push((code, 1)),
+            }
+        }
         if let Some(event) = decode(frame, self.all_tcp(), stats) {
             self.event(&event);
         }
+    }
+
+    /// One warning per link type whose frames were skipped.
+    pub fn link_warnings(&self) -> Vec<String> {
+        self.other_links
+            .iter()
+            .map(|&(code, n)| {
+                format!(
+                    "{n} packet{} on interfaces of link type {} skipped (not decoded)",
+                    if n == 1 { "" } else { "s" },
+                    linktype_name(u32::from(code))
+                )
+            })
+            .collect()
     }
 
     pub fn event(&mut self, event: &Event<'_>) {

@@ -47,7 +47,22 @@ pub fn run(options: ReplayOptions) -> Result<(), Error> {
     let progress = regular_file_size(path)
         .filter(|_| std::io::stderr().is_terminal())
         .map(Progress::for_file);
-    let outcome = read_all(&mut reader, &mut pipeline, progress.as_ref());
+    let mut outcome = read_all(&mut reader, &mut pipeline, progress.as_ref());
+    outcome.input.capture_blocks_skipped = reader.blocks_skipped();
+    let mut source_warnings = pipeline.link_warnings();
+    let input = &outcome.input;
+    if outcome.error.is_none()
+        && input.packets > 0
+        && input.unsupported_link_packets == input.packets
+    {
+        // Idle interfaces of other types are fine; a file of nothing else
+        // is not what the user meant to read: one error line, not warnings.
+        outcome.error = Some(CaptureError {
+            path: reader.path().to_string(),
+            offset: 0,
+            problem: Problem::NothingReadable(std::mem::take(&mut source_warnings).join("; ")),
+        });
+    }
     let report = pipeline.report();
     output::finish(
         &style,
@@ -63,7 +78,7 @@ pub fn run(options: ReplayOptions) -> Result<(), Error> {
                     span: pipeline.frames_span(),
                 },
             },
-            source_warnings: Vec::new(),
+            source_warnings,
             verbose: options.verbose,
         },
     )?;

@@ -11,6 +11,7 @@ pub const TEST_TOOLS: &[(&str, &str)] = &[
     ("curl", "curl"),
     ("tcpdump", "tcpdump"),
     ("editcap", "wireshark-common"),
+    ("tshark", "tshark"),
     ("script", "bsdutils"),
     ("bpftool", "bpftool"),
     ("tc", "iproute2"),

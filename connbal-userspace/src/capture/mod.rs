@@ -29,6 +29,21 @@ pub enum LinkType {
     LinuxSll2,
     /// Raw IP: version taken from the first nibble.
     RawIp,
+    /// BSD loopback (macOS `lo0`): the address family in 4 bytes, in the
+    /// writer's byte order.
+    Null,
+    /// OpenBSD loopback: the address family in network byte order.
+    Loop,
+    /// PPP, with or without the HDLC address and control bytes.
+    Ppp,
+    /// Linux NFLOG (`tcpdump -i nflog:N`): the packet in a TLV.
+    Nflog,
+    /// Apple PKTAP (macOS `tcpdump -i any`): a per-packet header, then a
+    /// frame of the link type it names.
+    Pktap,
+    /// A pcapng interface of a link type connbal does not decode: its
+    /// frames are skipped and counted, with a warning naming the type.
+    Other(u16),
 }
 
 impl LinkType {
@@ -41,9 +56,66 @@ impl LinkType {
             // LINKTYPE_RAW, and the OpenBSD/NetBSD DLT_RAW values some
             // writers leak into files, and LINKTYPE_IPV4 / LINKTYPE_IPV6.
             101 | 12 | 14 | 228 | 229 => Some(Self::RawIp),
+            0 => Some(Self::Null),
+            108 => Some(Self::Loop),
+            9 => Some(Self::Ppp),
+            239 => Some(Self::Nflog),
+            258 => Some(Self::Pktap),
             _ => None,
         }
     }
+}
+
+/// A LINKTYPE_* value as people know it: `LINKTYPE_IEEE802_11_RADIOTAP
+/// (127)`, or the bare number for one this table does not name (it holds
+/// the types met in the captures of packet tools' test suites).
+pub fn linktype_name(code: u32) -> String {
+    let name = match code {
+        0 => "LINKTYPE_NULL",
+        1 => "LINKTYPE_ETHERNET",
+        6 => "LINKTYPE_IEEE802_5",
+        8 => "LINKTYPE_SLIP",
+        9 => "LINKTYPE_PPP",
+        10 => "LINKTYPE_FDDI",
+        50 => "LINKTYPE_PPP_HDLC",
+        51 => "LINKTYPE_PPP_ETHER",
+        100 => "LINKTYPE_ATM_RFC1483",
+        101 => "LINKTYPE_RAW",
+        104 => "LINKTYPE_C_HDLC",
+        105 => "LINKTYPE_IEEE802_11",
+        107 => "LINKTYPE_FRELAY",
+        108 => "LINKTYPE_LOOP",
+        113 => "LINKTYPE_LINUX_SLL",
+        114 => "LINKTYPE_LTALK",
+        119 => "LINKTYPE_IEEE802_11_PRISM",
+        122 => "LINKTYPE_IP_OVER_FC",
+        123 => "LINKTYPE_SUNATM",
+        127 => "LINKTYPE_IEEE802_11_RADIOTAP",
+        138 => "LINKTYPE_APPLE_IP_OVER_IEEE1394",
+        143 => "LINKTYPE_DOCSIS",
+        147..=162 => "LINKTYPE_USER",
+        163 => "LINKTYPE_IEEE802_11_AVS",
+        165 => "LINKTYPE_BACNET_MS_TP",
+        187 => "LINKTYPE_BLUETOOTH_HCI_H4",
+        189 => "LINKTYPE_USB_LINUX",
+        195 => "LINKTYPE_IEEE802_15_4_WITHFCS",
+        201 => "LINKTYPE_BLUETOOTH_HCI_H4_WITH_PHDR",
+        220 => "LINKTYPE_USB_LINUX_MMAPPED",
+        227 => "LINKTYPE_CAN_SOCKETCAN",
+        228 => "LINKTYPE_IPV4",
+        229 => "LINKTYPE_IPV6",
+        239 => "LINKTYPE_NFLOG",
+        249 => "LINKTYPE_USBPCAP",
+        251 => "LINKTYPE_BLUETOOTH_LE_LL",
+        253 => "LINKTYPE_NETLINK",
+        254 => "LINKTYPE_BLUETOOTH_LINUX_MONITOR",
+        256 => "LINKTYPE_BLUETOOTH_LE_LL_WITH_PHDR",
+        258 => "LINKTYPE_PKTAP",
+        263 => "LINKTYPE_IPOIB",
+        276 => "LINKTYPE_LINUX_SLL2",
+        _ => return format!("link type {code}"),
+    };
+    format!("{name} ({code})")
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -86,6 +158,8 @@ pub enum Problem {
     Unsupported { what: &'static str, value: String },
     #[error("malformed {0}")]
     Malformed(String),
+    #[error("no packet on a link type connbal decodes ({0})")]
+    NothingReadable(String),
 }
 
 /// A damaged or unreadable container: where and what.
@@ -206,6 +280,11 @@ impl CaptureReader {
         }
     }
 
+    /// The name errors use for the input.
+    pub fn path(&self) -> &str {
+        &self.path
+    }
+
     /// The next frame, `None` at a clean end of input.
     pub fn next_frame(&mut self) -> Result<Option<Frame<'_>>, CaptureError> {
         self.stream.consume(std::mem::take(&mut self.consume_next));
@@ -234,6 +313,15 @@ impl CaptureReader {
                     problem,
                 })
             }
+        }
+    }
+
+    /// Blocks of the container skipped on purpose (pcapng blocks that
+    /// carry no packet).
+    pub fn blocks_skipped(&self) -> u64 {
+        match &self.reader {
+            Reader::Pcapng(r) => r.blocks_skipped,
+            _ => 0,
         }
     }
 

@@ -29,7 +29,7 @@ fn link_type(field: u32) -> Result<LinkType, Problem> {
     }
     LinkType::from_linktype(code as i32).ok_or_else(|| Problem::Unsupported {
         what: "pcap link type",
-        value: code.to_string(),
+        value: super::linktype_name(code),
     })
 }
 
@@ -37,7 +37,8 @@ impl Pcap {
     pub fn open(stream: &mut ByteStream) -> Result<Self, Problem> {
         let bytes = need(stream, FILE_HEADER, "pcap file header")?;
         let (_, header) = parse_pcap_header(bytes)
-            .map_err(|e| Problem::Malformed(format!("pcap file header: {e:?}")))?;
+            // pcap-parser's errors are nom's debug values; say what failed.
+            .map_err(|_| Problem::Malformed("pcap file header: its fields do not parse".into()))?;
         let link = link_type(header.network.0 as u32)?;
         let units_per_sec = if header.is_nanosecond_precision() {
             1_000_000_000
@@ -79,7 +80,11 @@ impl Pcap {
         } else {
             parse_pcap_frame(bytes)
         };
-        let (_, block) = parsed.map_err(|e| Problem::Malformed(format!("pcap record: {e:?}")))?;
+        let (_, block) = parsed.map_err(|_| {
+            Problem::Malformed(format!(
+                "pcap record header: a {caplen}-byte record does not parse"
+            ))
+        })?;
         let frame = Frame {
             ts: timestamp(
                 i64::from(block.ts_sec),

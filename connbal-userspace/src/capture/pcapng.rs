@@ -12,6 +12,9 @@ use pcap_parser::traits::PcapNGPacketBlock;
 const SHB_TYPE: u32 = 0x0A0D_0D0A;
 const IDB_TYPE: u32 = 1;
 const SPB_TYPE: u32 = 3;
+/// The obsolete Packet Block: still written by old tools, and read by
+/// tcpdump and Wireshark.
+const PB_TYPE: u32 = 2;
 const EPB_TYPE: u32 = 6;
 const BYTE_ORDER_MAGIC: u32 = 0x1A2B_3C4D;
 /// Blocks we parse (section, interface, packet) are held whole and parsed
@@ -28,6 +31,18 @@ struct Interface {
     link: LinkType,
     units_per_sec: u64,
     offset_secs: i64,
+}
+
+impl Interface {
+    fn timestamp(&self, units: u64) -> Timestamp {
+        let secs = (units / self.units_per_sec) as i64;
+        let frac = units % self.units_per_sec;
+        timestamp(
+            secs.saturating_add(self.offset_secs),
+            frac,
+            self.units_per_sec,
+        )
+    }
 }
 
 struct PacketAt {
@@ -47,6 +62,9 @@ pub struct Pcapng {
     /// Bytes of non-packet blocks consumed by the current `next` call, so
     /// an error can name the offset of the block that failed.
     pub skipped_this_call: u64,
+    /// Blocks skipped on purpose: name resolution, statistics, custom and
+    /// other blocks that carry no packet.
+    pub blocks_skipped: u64,
 }
 
 impl Pcapng {
@@ -60,7 +78,13 @@ impl Pcapng {
                 return Ok(None);
             }
             let (block_type, block_len) = self.block_header(stream)?;
+            if block_type == PB_TYPE {
+                let bytes = need(stream, block_len, "pcapng packet block")?;
+                let packet = self.packet_block(bytes)?;
+                break (block_len, packet);
+            }
             if !matches!(block_type, SHB_TYPE | IDB_TYPE | SPB_TYPE | EPB_TYPE) {
+                self.blocks_skipped += 1;
                 let skipped = stream.skip(block_len)?;
                 if skipped < block_len {
                     return Err(Problem::Truncated {
@@ -98,7 +122,14 @@ impl Pcapng {
             _ => parse_block_le(bytes),
         }
         .map(|(_, block)| block)
-        .map_err(|e| Problem::Malformed(format!("pcapng block: {e:?}")))?;
+        // pcap-parser's errors are nom's debug values; say what failed.
+        .map_err(|_| {
+            Problem::Malformed(format!(
+                "pcapng block: a {}-byte block of type {:#x} does not parse (a length or option inside it is wrong)",
+                bytes.len(),
+                u32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]])
+            ))
+        })?;
         let within = |data: &[u8]| {
             // `data` is a sub-slice of `bytes`; its position is plain address
             // arithmetic, no pointer dereference.
@@ -117,13 +148,13 @@ impl Pcapng {
                         detail: format!("more than {MAX_INTERFACES} interfaces"),
                     });
                 }
+                // An interface of a type connbal does not decode is fine as
+                // long as no packet of interest is on it (dumpcap lists
+                // idle interfaces of every kind): its packets are skipped
+                // and counted by the decoder.
+                let code = idb.linktype.0 as u16;
                 let link =
-                    LinkType::from_linktype(i32::from(idb.linktype.0 as u16)).ok_or_else(|| {
-                        Problem::Unsupported {
-                            what: "pcapng link type",
-                            value: idb.linktype.0.to_string(),
-                        }
-                    })?;
+                    LinkType::from_linktype(i32::from(code)).unwrap_or(LinkType::Other(code));
                 let units_per_sec = units_per_second(idb.if_tsresol).ok_or_else(|| {
                     Problem::Malformed(format!(
                         "interface description: if_tsresol {:#x}",
@@ -143,14 +174,8 @@ impl Pcapng {
                         epb.if_id
                     )));
                 };
-                let units = (u64::from(epb.ts_high) << 32) | u64::from(epb.ts_low);
-                let secs = (units / interface.units_per_sec) as i64;
-                let frac = units % interface.units_per_sec;
-                let ts = timestamp(
-                    secs.saturating_add(interface.offset_secs),
-                    frac,
-                    interface.units_per_sec,
-                );
+                let ts =
+                    interface.timestamp((u64::from(epb.ts_high) << 32) | u64::from(epb.ts_low));
                 self.last_ts = ts;
                 let data = within(epb.packet_data());
                 let wire_len = epb.origlen.max(data.len() as u32);
@@ -178,6 +203,53 @@ impl Pcapng {
             _ => {}
         }
         Ok(None)
+    }
+
+    /// The obsolete Packet Block (type 2): an Enhanced Packet Block with a
+    /// 2-byte interface id and a drop count. pcap-parser does not read it.
+    fn packet_block(&mut self, bytes: &[u8]) -> Result<PacketAt, Problem> {
+        const DATA: usize = 28;
+        let big = self.big_endian == Some(true);
+        let word = |at: usize| {
+            let raw = [bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]];
+            if big {
+                u32::from_be_bytes(raw)
+            } else {
+                u32::from_le_bytes(raw)
+            }
+        };
+        if bytes.len() < DATA + 4 {
+            return Err(Problem::BadLength {
+                what: "pcapng packet block",
+                detail: format!("{} bytes, shorter than its fixed fields", bytes.len()),
+            });
+        }
+        let if_id = if big {
+            u16::from_be_bytes([bytes[8], bytes[9]])
+        } else {
+            u16::from_le_bytes([bytes[8], bytes[9]])
+        };
+        let (ts_high, ts_low, caplen, origlen) = (word(12), word(16), word(20), word(24));
+        let Some(interface) = self.interfaces.get(usize::from(if_id)) else {
+            return Err(Problem::Malformed(format!(
+                "packet for undeclared interface {if_id}"
+            )));
+        };
+        // The data, padded to 4 bytes, must fit before the trailing length.
+        if DATA + (caplen as usize).next_multiple_of(4) > bytes.len() - 4 {
+            return Err(Problem::BadLength {
+                what: "pcapng packet block captured length",
+                detail: format!("{caplen} does not fit its {}-byte block", bytes.len()),
+            });
+        }
+        let ts = interface.timestamp((u64::from(ts_high) << 32) | u64::from(ts_low));
+        self.last_ts = ts;
+        Ok(PacketAt {
+            ts,
+            link: interface.link,
+            data: DATA..DATA + caplen as usize,
+            wire_len: origlen.max(caplen),
+        })
     }
 
     /// Reads the type and checked length of the block at the stream's
@@ -218,7 +290,10 @@ impl Pcapng {
             }
         };
         let (block_type, len) = (word(0), word(4));
-        let limit = if matches!(block_type, SHB_TYPE | IDB_TYPE | SPB_TYPE | EPB_TYPE) {
+        let limit = if matches!(
+            block_type,
+            SHB_TYPE | IDB_TYPE | PB_TYPE | SPB_TYPE | EPB_TYPE
+        ) {
             MAX_PARSED_BLOCK
         } else {
             MAX_BLOCK

@@ -19,6 +19,12 @@ fn linktype_code(link: LinkType) -> u32 {
         LinkType::LinuxSll => 113,
         LinkType::LinuxSll2 => 276,
         LinkType::RawIp => 101,
+        LinkType::Null => 0,
+        LinkType::Loop => 108,
+        LinkType::Ppp => 9,
+        LinkType::Nflog => 239,
+        LinkType::Pktap => 258,
+        LinkType::Other(code) => u32::from(code),
     }
 }
 
