@@ -21,7 +21,7 @@ pub const TYPE_SRV: u16 = 33;
 pub const TYPE_OPT: u16 = 41;
 pub const CLASS_IN: u16 = 1;
 
-const HEADER_LEN: usize = 12;
+pub const HEADER_LEN: usize = 12;
 /// Smallest possible resource record: a root owner name (1 byte) plus type,
 /// class, TTL and RDLENGTH (10 bytes). Used to reject lying counts before
 /// any allocation is sized by them.

@@ -19,8 +19,14 @@ pub struct DnsStreams {
     /// Streams not tracked because the table was full.
     pub dropped: u64,
     /// Segments that could not be placed in their stream (a gap that never
-    /// filled, a cut segment, no room for the stream).
+    /// filled, a cut segment, no room for the stream, or still held for a
+    /// gap when the stream closed or idled out).
     pub unplaced_segments: u64,
+    /// Messages begun and not finished when their stream closed or idled
+    /// out.
+    pub unfinished_messages: u64,
+    /// Broken streams picked up again at a segment starting a message.
+    pub resynchronised: u64,
     /// Messages completed by the last segment, kept to reuse the buffers.
     reassembled: Vec<Vec<u8>>,
 }
@@ -59,6 +65,7 @@ impl DnsStreams {
                 };
                 let outcome = stream.push(data_seq, s.payload, s.truncated, &mut messages);
                 self.unplaced_segments += outcome.unplaced_segments;
+                self.resynchronised += u64::from(outcome.resynchronised);
             }
         }
         messages
@@ -68,11 +75,34 @@ impl DnsStreams {
     /// direction (the peer may still answer), RST both.
     fn close(&mut self, s: &Segment<'_>) {
         if s.flags & tcp_flags::RST != 0 {
-            self.streams.remove(&(s.dst, s.src));
+            self.end(&(s.dst, s.src));
         }
         if closes_flow(s.flags) {
-            self.streams.remove(&(s.src, s.dst));
+            self.end(&(s.src, s.dst));
         }
+    }
+
+    /// A stream ends: what it still held is given up, and counted.
+    fn end(&mut self, key: &(SocketAddr, SocketAddr)) {
+        if let Some((_, stream)) = self.streams.remove(key) {
+            self.count_left_over(&stream);
+        }
+    }
+
+    fn count_left_over(&mut self, stream: &Stream) {
+        let (held, unfinished) = stream.left_over();
+        self.unplaced_segments += held;
+        self.unfinished_messages += u64::from(unfinished);
+    }
+
+    /// (held segments, unfinished messages) in the streams still open: what
+    /// the end of the input gives up. Not added to the counters, as a live
+    /// report comes again later.
+    pub fn open_left_over(&self) -> (u64, u64) {
+        self.streams.values().fold((0, 0), |(h, u), (_, stream)| {
+            let (held, unfinished) = stream.left_over();
+            (h + held, u + u64::from(unfinished))
+        })
     }
 
     fn recycle(&mut self, mut messages: Vec<Vec<u8>>) {
@@ -81,8 +111,18 @@ impl DnsStreams {
     }
 
     pub fn sweep(&mut self, now: Timestamp) {
-        self.streams
-            .retain(|_, (last_seen, _)| now.nanos_since(*last_seen) < DNS_STREAM_IDLE_NANOS);
+        let (mut held, mut unfinished) = (0, 0);
+        self.streams.retain(|_, (last_seen, stream)| {
+            let keep = now.nanos_since(*last_seen) < DNS_STREAM_IDLE_NANOS;
+            if !keep {
+                let (h, u) = stream.left_over();
+                held += h;
+                unfinished += u64::from(u);
+            }
+            keep
+        });
+        self.unplaced_segments += held;
+        self.unfinished_messages += unfinished;
     }
 }
 

@@ -44,7 +44,15 @@ counter_set! {
         /// that service's balance is judged from its backends' last
         /// preferences instead.
         pub timeline_slots_dropped: u64,
+        /// DNS-over-TCP segments given up on: not placeable (a gap, a cut
+        /// segment, no room), passed over until a message began again, or
+        /// held for a gap at the stream's end (the input's end included).
         pub tcp_dns_unplaced_segments: u64,
+        /// DNS-over-TCP messages begun and not finished at their stream's
+        /// end (the input's end included).
+        pub tcp_dns_unfinished_messages: u64,
+        /// Broken DNS-over-TCP streams picked up again at a message.
+        pub tcp_dns_resynchronised: u64,
         /// Distinct attempts: SYNs with a new 4-tuple or initial sequence
         /// number.
         pub connection_attempts: u64,
@@ -78,6 +86,8 @@ impl Report {
 impl Aggregator {
     /// The counters, including what each table counts for itself.
     pub fn counters(&self) -> Counters {
+        // Streams still open give up what they hold if the input ends now.
+        let (open_held, open_unfinished) = self.dns_streams.open_left_over();
         Counters {
             pending_expired: self.pending.expired,
             pending_evicted: self.pending.evicted,
@@ -87,7 +97,9 @@ impl Aggregator {
             dns_streams_dropped: self.dns_streams.dropped,
             services_dropped: self.services.dropped,
             timeline_slots_dropped: self.services.slots.dropped,
-            tcp_dns_unplaced_segments: self.dns_streams.unplaced_segments,
+            tcp_dns_unplaced_segments: self.dns_streams.unplaced_segments + open_held,
+            tcp_dns_unfinished_messages: self.dns_streams.unfinished_messages + open_unfinished,
+            tcp_dns_resynchronised: self.dns_streams.resynchronised,
             connection_attempts_repeated: self.attempts.repeated,
             connection_attempts_evicted: self.attempts.evicted,
             connection_attempt_replies: self.attempts.replies_seen,

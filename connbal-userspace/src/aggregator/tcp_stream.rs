@@ -4,8 +4,17 @@
 //! Segments are placed by sequence number. A small, bounded number of
 //! out-of-order segments is held until the gap fills; anything that cannot
 //! be placed (a gap that never fills, a segment cut short by the snap length
-//! or the live copy bound) is counted and the stream is abandoned, never
+//! or the live copy bound) is counted and the stream is broken off, never
 //! guessed at: the next bytes could be the middle of a message.
+//!
+//! A broken stream resynchronises, as tshark does, at the first later
+//! segment that begins with a plausible message: a length prefix of at
+//! least a header and a question, a header with one question, and the
+//! question decoding. Segments passed over until then are counted, and so
+//! is whatever a stream still holds when it closes, idles out or the input
+//! ends.
+
+use super::dns;
 
 const MAX_HELD_SEGMENTS: usize = 8;
 const MAX_HELD_BYTES: usize = 16 * 1024;
@@ -13,6 +22,8 @@ const MAX_HELD_BYTES: usize = 16 * 1024;
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct PushOutcome {
     pub unplaced_segments: u64,
+    /// The stream was broken and picked up again at this segment.
+    pub resynchronised: bool,
 }
 
 #[derive(Debug)]
@@ -46,10 +57,17 @@ impl Stream {
         truncated: bool,
         messages: &mut Vec<Vec<u8>>,
     ) -> PushOutcome {
+        let mut resynchronised = false;
+        if self.broken && !truncated && starts_a_message(data) {
+            self.broken = false;
+            self.next_seq = seq;
+            resynchronised = true;
+        }
         if self.broken || truncated {
             self.abandon();
             return PushOutcome {
                 unplaced_segments: 1,
+                resynchronised: false,
             };
         }
         // Sequence arithmetic is modulo 2^32 (RFC 9293 3.4).
@@ -59,11 +77,17 @@ impl Stream {
             {
                 self.held_bytes += data.len();
                 self.held.push((seq, data.to_vec()));
-                return PushOutcome::default();
+                return PushOutcome {
+                    unplaced_segments: 0,
+                    resynchronised,
+                };
             }
             let unplaced_segments = 1 + self.held.len() as u64;
             self.abandon();
-            return PushOutcome { unplaced_segments };
+            return PushOutcome {
+                unplaced_segments,
+                resynchronised: false,
+            };
         }
         self.append_from(seq, data);
         while let Some(i) = self
@@ -76,7 +100,16 @@ impl Stream {
             self.append_from(s, &bytes);
         }
         self.split_messages(messages);
-        PushOutcome::default()
+        PushOutcome {
+            unplaced_segments: 0,
+            resynchronised,
+        }
+    }
+
+    /// Segments held for a gap that never filled, and whether a message
+    /// was begun and not finished: what is given up when the stream ends.
+    pub fn left_over(&self) -> (u64, bool) {
+        (self.held.len() as u64, !self.pending.is_empty())
     }
 
     /// Appends the part of a segment at or after `next_seq` (retransmitted
@@ -113,6 +146,22 @@ impl Stream {
     pub fn buffered_bytes(&self) -> usize {
         self.pending.len() + self.held_bytes
     }
+}
+
+/// A segment's payload that begins a DNS message: the length prefix covers
+/// at least a header and a question, the header asks one question, and the
+/// question (within this segment) decodes.
+fn starts_a_message(data: &[u8]) -> bool {
+    const SHORTEST: usize = dns::HEADER_LEN + 5;
+    let [hi, lo, message @ ..] = data else {
+        return false;
+    };
+    let len = usize::from(u16::from_be_bytes([*hi, *lo]));
+    if len < SHORTEST || message.len() < SHORTEST {
+        return false;
+    }
+    let message = &message[..len.min(message.len())];
+    matches!(dns::parse_question(message), Ok((header, _, _)) if header.questions == 1)
 }
 
 #[cfg(test)]
@@ -170,13 +219,60 @@ mod tests {
                 .unplaced_segments;
         }
         assert_eq!(unplaced, MAX_HELD_SEGMENTS as u64 + 1);
-        // Once abandoned, even an in-order segment is not placed.
+        // Once broken, a segment that does not begin a message is not placed.
         assert_eq!(
             s.push(0, &framed(&[b"x"]), false, &mut out)
                 .unplaced_segments,
             1
         );
         assert!(out.is_empty());
+    }
+
+    fn query(id: u8) -> Vec<u8> {
+        crate::testing::MessageBuilder::new(u16::from(id), false, [1, 0, 0, 0])
+            .question("web.example", 1)
+            .build()
+    }
+
+    /// After a gap, the stream picks up at the next segment that starts a
+    /// message cleanly, as tshark does; the segment in the gap's place and
+    /// the message it cut are lost, and counted.
+    #[test]
+    fn a_broken_stream_resynchronises_at_a_message() {
+        let first = framed(&[&query(1)]);
+        let second = framed(&[&query(2)]);
+        let third = framed(&[&query(3), &query(4)]);
+        let mut s = Stream::new(0);
+        let mut out = Vec::new();
+        // The first message, cut by the snap length: the stream breaks.
+        assert_eq!(s.push(0, &first, true, &mut out).unplaced_segments, 1);
+        // The tail of a message: passed over.
+        let seq = first.len() as u32;
+        assert_eq!(
+            s.push(seq, &second[5..], false, &mut out).unplaced_segments,
+            1
+        );
+        // A segment that begins a message: picked up, with both messages.
+        let outcome = s.push(seq + 100, &third, false, &mut out);
+        assert_eq!(
+            outcome,
+            PushOutcome {
+                unplaced_segments: 0,
+                resynchronised: true
+            }
+        );
+        assert_eq!(out, vec![query(3), query(4)]);
+        assert_eq!(s.left_over(), (0, false));
+    }
+
+    #[test]
+    fn what_is_left_when_the_stream_ends_is_reported() {
+        let message = framed(&[&query(1)]);
+        let mut s = Stream::new(0);
+        let mut out = Vec::new();
+        s.push(0, &message[..6], false, &mut out);
+        s.push(100, &message[..6], false, &mut out);
+        assert_eq!(s.left_over(), (1, true));
     }
 
     #[test]
