@@ -12,6 +12,9 @@ use std::net::SocketAddr;
 pub const MAX_DNS_STREAMS: usize = 1 << 10;
 const DNS_STREAM_IDLE_NANOS: u64 = 60 * NANOS;
 
+/// (source, destination) of one direction of a flow.
+type Direction = (SocketAddr, SocketAddr);
+
 /// One stream per direction of a port-53 TCP flow, with when it last moved.
 #[derive(Debug, Default)]
 pub struct DnsStreams {
@@ -66,6 +69,7 @@ impl DnsStreams {
                 let outcome = stream.push(data_seq, s.payload, s.truncated, &mut messages);
                 self.unplaced_segments += outcome.unplaced_segments;
                 self.resynchronised += u64::from(outcome.resynchronised);
+                self.unfinished_messages += u64::from(outcome.unfinished_message);
             }
         }
         messages
@@ -73,20 +77,35 @@ impl DnsStreams {
 
     /// Ends streams as the segment's flags say: FIN ends only the sender's
     /// direction (the peer may still answer), RST both.
-    fn close(&mut self, s: &Segment<'_>) {
+    /// Returns the messages recovered from the streams that closed, with
+    /// their direction.
+    fn close(&mut self, s: &Segment<'_>) -> Vec<(Direction, Vec<u8>)> {
+        let mut recovered = Vec::new();
         if s.flags & tcp_flags::RST != 0 {
-            self.end(&(s.dst, s.src));
+            self.end((s.dst, s.src), &mut recovered);
         }
         if closes_flow(s.flags) {
-            self.end(&(s.src, s.dst));
+            self.end((s.src, s.dst), &mut recovered);
         }
+        recovered
     }
 
-    /// A stream ends: what it still held is given up, and counted.
-    fn end(&mut self, key: &(SocketAddr, SocketAddr)) {
-        if let Some((_, stream)) = self.streams.remove(key) {
-            self.count_left_over(&stream);
+    /// A stream ends: past a gap that never filled, the messages held after
+    /// it are recovered; what is still left is given up, and counted.
+    fn end(&mut self, key: Direction, recovered: &mut Vec<(Direction, Vec<u8>)>) {
+        let Some((_, mut stream)) = self.streams.remove(&key) else {
+            return;
+        };
+        if stream.left_over().0 > 0 {
+            let mut messages = Vec::new();
+            if let Some(skipped) = stream.skip_gap(&mut messages) {
+                self.unplaced_segments += skipped.segments;
+                self.unfinished_messages += u64::from(skipped.unfinished_message);
+                self.resynchronised += 1;
+                recovered.extend(messages.into_iter().map(|m| (key, m)));
+            }
         }
+        self.count_left_over(&stream);
     }
 
     fn count_left_over(&mut self, stream: &Stream) {
@@ -133,6 +152,8 @@ impl Aggregator {
             self.dns_message(s.ts, (s.src, s.dst), &message, false, s.owner);
         }
         self.dns_streams.recycle(messages);
-        self.dns_streams.close(s);
+        for (direction, message) in self.dns_streams.close(s) {
+            self.dns_message(s.ts, direction, &message, false, s.owner);
+        }
     }
 }

@@ -24,6 +24,17 @@ pub struct PushOutcome {
     pub unplaced_segments: u64,
     /// The stream was broken and picked up again at this segment.
     pub resynchronised: bool,
+    /// A message begun before a gap was given up.
+    pub unfinished_message: bool,
+}
+
+/// What skipping a gap gave up.
+#[derive(Debug, PartialEq, Eq)]
+pub struct SkippedGap {
+    /// Held segments before the one that begins a message.
+    pub segments: u64,
+    /// A message begun before the gap.
+    pub unfinished_message: bool,
 }
 
 #[derive(Debug)]
@@ -68,6 +79,7 @@ impl Stream {
             return PushOutcome {
                 unplaced_segments: 1,
                 resynchronised: false,
+                unfinished_message: false,
             };
         }
         // Sequence arithmetic is modulo 2^32 (RFC 9293 3.4).
@@ -80,13 +92,26 @@ impl Stream {
                 return PushOutcome {
                     unplaced_segments: 0,
                     resynchronised,
+                    unfinished_message: false,
                 };
             }
-            let unplaced_segments = 1 + self.held.len() as u64;
+            // The gap is not filling: go on from the first held segment
+            // that begins a message, if one does.
+            self.held_bytes += data.len();
+            self.held.push((seq, data.to_vec()));
+            if let Some(skipped) = self.skip_gap(messages) {
+                return PushOutcome {
+                    unplaced_segments: skipped.segments,
+                    resynchronised: true,
+                    unfinished_message: skipped.unfinished_message,
+                };
+            }
+            let unplaced_segments = self.held.len() as u64;
             self.abandon();
             return PushOutcome {
                 unplaced_segments,
                 resynchronised: false,
+                unfinished_message: false,
             };
         }
         self.append_from(seq, data);
@@ -103,7 +128,46 @@ impl Stream {
         PushOutcome {
             unplaced_segments: 0,
             resynchronised,
+            unfinished_message: false,
         }
+    }
+
+    /// Gives up on a gap: goes on from the held segment nearest after it
+    /// that begins a message, placing the held segments after it and
+    /// completing what messages they hold. Returns what was given up (the
+    /// held segments before that one, the unfinished message before the
+    /// gap), or `None` when no held segment begins a message.
+    pub fn skip_gap(&mut self, messages: &mut Vec<Vec<u8>>) -> Option<SkippedGap> {
+        let next = self.next_seq;
+        let (restart, _) = self
+            .held
+            .iter()
+            .filter(|(_, data)| starts_a_message(data))
+            .min_by_key(|(seq, _)| seq.wrapping_sub(next))?;
+        let restart = *restart;
+        let before = self.held.len();
+        self.held
+            .retain(|(seq, _)| seq.wrapping_sub(restart) as i32 >= 0);
+        let given_up = (before - self.held.len()) as u64;
+        self.held_bytes = self.held.iter().map(|(_, d)| d.len()).sum();
+        let unfinished_message = !self.pending.is_empty();
+        self.pending.clear();
+        self.next_seq = restart;
+        self.broken = false;
+        while let Some(i) = self
+            .held
+            .iter()
+            .position(|(s, _)| s.wrapping_sub(self.next_seq) as i32 <= 0)
+        {
+            let (s, bytes) = self.held.swap_remove(i);
+            self.held_bytes -= bytes.len();
+            self.append_from(s, &bytes);
+        }
+        self.split_messages(messages);
+        Some(SkippedGap {
+            segments: given_up,
+            unfinished_message,
+        })
     }
 
     /// Segments held for a gap that never filled, and whether a message
@@ -258,10 +322,37 @@ mod tests {
             outcome,
             PushOutcome {
                 unplaced_segments: 0,
-                resynchronised: true
+                resynchronised: true,
+                unfinished_message: false,
             }
         );
         assert_eq!(out, vec![query(3), query(4)]);
+        assert_eq!(s.left_over(), (0, false));
+    }
+
+    /// One segment lost for good, and the next one begins a message: at
+    /// the stream's end (or when the hold overflows) the held messages are
+    /// recovered, and only the unfinished one before the gap is lost.
+    #[test]
+    fn a_gap_that_never_fills_is_skipped_at_a_message() {
+        let bytes = framed(&[&query(1), &query(2), &query(3)]);
+        let one = framed(&[&query(1)]).len();
+        let two = one + framed(&[&query(2)]).len();
+        let mut s = Stream::new(0);
+        let mut out = Vec::new();
+        s.push(0, &bytes[..one + 4], false, &mut out);
+        assert_eq!(out, vec![query(1)]);
+        // bytes[one + 4..two] is lost.
+        s.push(two as u32, &bytes[two..], false, &mut out);
+        assert_eq!(out.len(), 1, "held for the gap");
+        assert_eq!(
+            s.skip_gap(&mut out),
+            Some(SkippedGap {
+                segments: 0,
+                unfinished_message: true
+            })
+        );
+        assert_eq!(out, vec![query(1), query(3)]);
         assert_eq!(s.left_over(), (0, false));
     }
 
