@@ -645,6 +645,21 @@ impl Drop for Lab {
             let _ = fs::remove_dir_all(Path::new("/etc/netns").join(ns));
         }
         let _ = fs::remove_dir_all(&self.dir);
+        // connbal keeps a lock file per interface it traced in netlink
+        // mode; one whose interface went with the lab's namespace (a run
+        // killed, or a filter of the test's own kept the qdisc) would stay.
+        if let Ok(entries) = fs::read_dir("/run/connbal") {
+            let ours = [
+                format!("-{}.lock", self.client_if),
+                format!("-{}.lock", self.server_if),
+            ];
+            for entry in entries.flatten() {
+                let name = entry.file_name().to_string_lossy().to_string();
+                if ours.iter().any(|suffix| name.ends_with(suffix.as_str())) {
+                    let _ = fs::remove_file(entry.path());
+                }
+            }
+        }
     }
 }
 
