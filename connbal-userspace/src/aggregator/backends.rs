@@ -106,18 +106,16 @@ impl BackendTable {
         Some(backend.name.clone())
     }
 
-    /// One connection from `client` to a backend it got from DNS: the
-    /// key of the service it counted for, `None` when the backend is
-    /// unknown or its port found no room.
+    /// One connection from `client` to a backend it got from DNS (with -a,
+    /// a flow found open): the key of the service it counted for, `None`
+    /// when the backend is unknown or its port found no room.
     pub fn count_connection(
         &mut self,
         client: &Client,
         address: IpAddr,
         port: u16,
     ) -> Option<NameKey> {
-        let (slot, service) = self.port_of(client, address, port)?;
-        slot.connections += 1;
-        Some(service)
+        self.count(client, (address, port), false)
     }
 
     /// A connection attempt (a distinct SYN): a connection, whose outcome
@@ -128,9 +126,18 @@ impl BackendTable {
         address: IpAddr,
         port: u16,
     ) -> Option<NameKey> {
+        self.count(client, (address, port), true)
+    }
+
+    fn count(
+        &mut self,
+        client: &Client,
+        (address, port): (IpAddr, u16),
+        attempt: bool,
+    ) -> Option<NameKey> {
         let (slot, service) = self.port_of(client, address, port)?;
         slot.connections += 1;
-        slot.attempts += 1;
+        slot.attempts += u64::from(attempt);
         Some(service)
     }
 

@@ -115,16 +115,7 @@ impl Stream {
             };
         }
         self.append_from(seq, data);
-        while let Some(i) = self
-            .held
-            .iter()
-            .position(|(s, _)| s.wrapping_sub(self.next_seq) as i32 <= 0)
-        {
-            let (s, bytes) = self.held.swap_remove(i);
-            self.held_bytes -= bytes.len();
-            self.append_from(s, &bytes);
-        }
-        self.split_messages(messages);
+        self.place_held(messages);
         PushOutcome {
             unplaced_segments: 0,
             resynchronised,
@@ -154,16 +145,7 @@ impl Stream {
         self.pending.clear();
         self.next_seq = restart;
         self.broken = false;
-        while let Some(i) = self
-            .held
-            .iter()
-            .position(|(s, _)| s.wrapping_sub(self.next_seq) as i32 <= 0)
-        {
-            let (s, bytes) = self.held.swap_remove(i);
-            self.held_bytes -= bytes.len();
-            self.append_from(s, &bytes);
-        }
-        self.split_messages(messages);
+        self.place_held(messages);
         Some(SkippedGap {
             segments: given_up,
             unfinished_message,
@@ -174,6 +156,21 @@ impl Stream {
     /// was begun and not finished: what is given up when the stream ends.
     pub fn left_over(&self) -> (u64, bool) {
         (self.held.len() as u64, !self.pending.is_empty())
+    }
+
+    /// Places every held segment the stream has reached, and splits off
+    /// the messages completed.
+    fn place_held(&mut self, messages: &mut Vec<Vec<u8>>) {
+        while let Some(i) = self
+            .held
+            .iter()
+            .position(|(s, _)| s.wrapping_sub(self.next_seq) as i32 <= 0)
+        {
+            let (s, bytes) = self.held.swap_remove(i);
+            self.held_bytes -= bytes.len();
+            self.append_from(s, &bytes);
+        }
+        self.split_messages(messages);
     }
 
     /// Appends the part of a segment at or after `next_seq` (retransmitted
