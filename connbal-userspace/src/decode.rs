@@ -276,73 +276,148 @@ fn be16(b: &[u8], at: usize) -> u16 {
     u16::from_be_bytes([b[at], b[at + 1]])
 }
 
-/// What reading a plain IPv4 TCP frame at fixed offsets decided.
+/// What reading a plain IP frame at fixed offsets decided.
 #[derive(Debug)]
 pub enum Quick<'a> {
-    /// The pre-filter drops it (bulk data).
+    /// The pre-filter drops it (bulk data, UDP other than DNS).
     Drop,
-    /// A segment kept without payload (connection attempts and their
-    /// replies, and every segment under `-a`).
+    /// Its event: a DNS datagram, or a segment kept without payload
+    /// (connection attempts and their replies, and every segment under
+    /// `-a`).
     Event(Event<'a>),
     /// Anything else: the full decoder's.
     Full,
 }
 
-/// The common case first: a well-formed IPv4 TCP segment on an untagged
-/// Ethernet frame. Reads a dozen bytes at fixed offsets instead of slicing
-/// the packet (etherparse's slicer costs some 660 instructions a frame),
-/// and answers only where the full decoder would give the same event and
-/// count no damage; anything unusual (VLAN tags, options past the frame,
-/// fragments, short headers, IPv6, DNS payloads) goes to the full decoder.
-/// The frames fuzz target checks that promise.
-pub fn quick_ipv4_tcp<'a>(frame: &Frame<'a>, all_tcp: bool) -> Quick<'a> {
+const IPPROTO_TCP: u8 = 6;
+const IPPROTO_UDP: u8 = 17;
+
+/// The common case first: a well-formed IPv4 or IPv6 TCP or UDP packet on an
+/// untagged Ethernet frame. Reads a dozen bytes at fixed offsets instead
+/// of slicing the packet (etherparse's slicer, and the copies of its large
+/// result, cost some 660 instructions a frame), and answers only where the
+/// full decoder would give the same event and count no damage; anything
+/// unusual (VLAN tags, options past the frame, IPv6 extension headers,
+/// fragments, short or cut headers, lengths that disagree, tunnels, DNS over
+/// TCP) goes to the full decoder. The frames fuzz target checks that
+/// promise.
+pub fn quick_ip<'a>(frame: &Frame<'a>, all_tcp: bool) -> Quick<'a> {
     let d = frame.data;
-    if frame.link != LinkType::Ethernet || d.len() < 14 + 20 || d[12..14] != [0x08, 0x00] {
+    if frame.link != LinkType::Ethernet || d.len() < 14 + 20 {
         return Quick::Full;
     }
-    let (version, ihl) = (d[14] >> 4, usize::from(d[14] & 0x0f) * 4);
-    let total = usize::from(be16(d, 16));
-    let fragment = be16(d, 20) & 0x3fff != 0;
-    if version != 4 || ihl < 20 || d[23] != 6 || fragment {
-        return Quick::Full;
-    }
+    // (network header length, IP payload length claimed, protocol, where
+    // the source and destination addresses start, their length)
+    let (ihl, ip_payload_len, protocol, src_at, address_len) = match be16(d, 12) {
+        ETHERTYPE_IPV4 => {
+            let ihl = usize::from(d[14] & 0x0f) * 4;
+            let fragment = be16(d, 20) & 0x3fff != 0;
+            if d[14] >> 4 != 4 || ihl < 20 || fragment {
+                return Quick::Full;
+            }
+            let total = usize::from(be16(d, 16));
+            (ihl, total.saturating_sub(ihl), d[23], 26, 4)
+        }
+        // Without extension headers: the next header is the transport.
+        ETHERTYPE_IPV6 if d.len() >= 14 + 40 && d[14] >> 4 == 6 => {
+            (40, usize::from(be16(d, 18)), d[20], 22, 16)
+        }
+        _ => return Quick::Full,
+    };
+    let address = |at: usize| match address_len {
+        4 => IpAddr::from([d[at], d[at + 1], d[at + 2], d[at + 3]]),
+        _ => {
+            let mut octets = [0u8; 16];
+            octets.copy_from_slice(&d[at..at + 16]);
+            IpAddr::from(octets)
+        }
+    };
     let l4 = 14 + ihl;
+    let (src, dst) = (address(src_at), address(src_at + address_len));
+    match protocol {
+        IPPROTO_TCP => quick_tcp(frame, l4, ip_payload_len, (src, dst), all_tcp),
+        IPPROTO_UDP => quick_udp(frame, l4, ip_payload_len, (src, dst)),
+        _ => Quick::Full,
+    }
+}
+
+/// `ip_payload_len` is what the IP header claims follows it.
+fn quick_tcp<'a>(
+    frame: &Frame<'a>,
+    l4: usize,
+    ip_payload_len: usize,
+    (src, dst): (IpAddr, IpAddr),
+    all_tcp: bool,
+) -> Quick<'a> {
+    let d = frame.data;
     let Some(tcp) = d.get(l4..l4 + 20) else {
         return Quick::Full;
     };
     let header = usize::from(tcp[12] >> 4) * 4;
-    if header < 20 || l4 + header > d.len() || total < ihl + header {
+    if header < 20 || l4 + header > d.len() || ip_payload_len < header {
         return Quick::Full;
     }
-    let payload = total - ihl - header;
+    let payload = ip_payload_len - header;
     let (sport, dport) = (be16(tcp, 0), be16(tcp, 2));
     match classify_tcp(tcp[13], sport, dport, payload, all_tcp) {
         TcpVerdict::Drop => Quick::Drop,
         TcpVerdict::DnsPayload => Quick::Full,
-        TcpVerdict::Segment => {
-            let address = |at: usize| IpAddr::from([d[at], d[at + 1], d[at + 2], d[at + 3]]);
-            Quick::Event(Event::Tcp(Segment {
-                ts: frame.ts,
-                src: SocketAddr::new(address(26), sport),
-                dst: SocketAddr::new(address(30), dport),
-                flags: tcp[13],
-                seq: u32::from_be_bytes([tcp[4], tcp[5], tcp[6], tcp[7]]),
-                payload: &[],
-                truncated: false,
-                first_of_flow: None,
-                owner: None,
-            }))
-        }
+        TcpVerdict::Segment => Quick::Event(Event::Tcp(Segment {
+            ts: frame.ts,
+            src: SocketAddr::new(src, sport),
+            dst: SocketAddr::new(dst, dport),
+            flags: tcp[13],
+            seq: u32::from_be_bytes([tcp[4], tcp[5], tcp[6], tcp[7]]),
+            payload: &[],
+            truncated: false,
+            first_of_flow: None,
+            owner: None,
+        })),
     }
+}
+
+/// Only a datagram whole in the frame, whose UDP length agrees with the IP
+/// header's, is answered here: then the payload is exactly the bytes
+/// between the UDP header and the end of the IP packet (Ethernet padding
+/// excluded), and nothing is truncated.
+fn quick_udp<'a>(
+    frame: &Frame<'a>,
+    l4: usize,
+    ip_payload_len: usize,
+    (src, dst): (IpAddr, IpAddr),
+) -> Quick<'a> {
+    let d = frame.data;
+    let end = l4 + ip_payload_len;
+    let cut_short = (d.len() as u64) < u64::from(frame.wire_len);
+    if cut_short || end > d.len() || ip_payload_len < 8 {
+        return Quick::Full;
+    }
+    let udp = &d[l4..l4 + 8];
+    let (sport, dport) = (be16(udp, 0), be16(udp, 2));
+    let tunnel = |port| matches!(port, VXLAN_PORT | GENEVE_PORT);
+    if usize::from(be16(udp, 4)) != ip_payload_len || tunnel(sport) || tunnel(dport) {
+        return Quick::Full;
+    }
+    if !is_dns_port(sport, dport) {
+        return Quick::Drop;
+    }
+    Quick::Event(Event::Udp(Datagram {
+        ts: frame.ts,
+        src: SocketAddr::new(src, sport),
+        dst: SocketAddr::new(dst, dport),
+        payload: &d[l4 + 8..end],
+        truncated: false,
+        owner: None,
+    }))
 }
 
 /// A frame the pre-filter drops, told at fixed offsets.
 pub fn is_plain_bulk_tcp(frame: &Frame<'_>, all_tcp: bool) -> bool {
-    matches!(quick_ipv4_tcp(frame, all_tcp), Quick::Drop)
+    matches!(quick_ip(frame, all_tcp), Quick::Drop)
 }
 
 pub fn decode<'a>(frame: &Frame<'a>, all_tcp: bool, stats: &mut InputStats) -> Option<Event<'a>> {
-    match quick_ipv4_tcp(frame, all_tcp) {
+    match quick_ip(frame, all_tcp) {
         Quick::Drop => None,
         Quick::Event(event) => Some(event),
         Quick::Full => decode_sliced(frame, all_tcp, stats),
@@ -526,11 +601,15 @@ mod tests {
     }
 
     fn udp_dns_ipv4() -> Vec<u8> {
+        udp_ipv4(40000, 53, b"dns!")
+    }
+
+    fn udp_ipv4(sport: u16, dport: u16, payload: &[u8]) -> Vec<u8> {
         let mut out = Vec::new();
         PacketBuilder::ethernet2(MAC, MAC)
             .ipv4([192, 0, 2, 1], [192, 0, 2, 53], 64)
-            .udp(40000, 53)
-            .write(&mut out, b"dns!")
+            .udp(sport, dport)
+            .write(&mut out, payload)
             .unwrap();
         out
     }
@@ -556,6 +635,29 @@ mod tests {
             builder
         };
         builder.write(&mut out, payload).unwrap();
+        out
+    }
+
+    const V6_SRC: [u8; 16] = [0x20, 1, 0xd, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1];
+    const V6_DST: [u8; 16] = [0x20, 1, 0xd, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x53];
+
+    fn tcp_ipv6(syn: bool, sport: u16, dport: u16, payload: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        let builder = PacketBuilder::ethernet2(MAC, MAC)
+            .ipv6(V6_SRC, V6_DST, 64)
+            .tcp(sport, dport, 77, 1000);
+        let builder = if syn { builder.syn() } else { builder.ack(1) };
+        builder.write(&mut out, payload).unwrap();
+        out
+    }
+
+    fn udp_ipv6(sport: u16, dport: u16, payload: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        PacketBuilder::ethernet2(MAC, MAC)
+            .ipv6(V6_SRC, V6_DST, 64)
+            .udp(sport, dport)
+            .write(&mut out, payload)
+            .unwrap();
         out
     }
 
@@ -756,13 +858,26 @@ mod tests {
 
     #[test]
     fn the_fast_path_decides_only_as_the_full_decoder_does() {
-        // Every single-byte change to the first 64 bytes of a few frames,
+        // Every single-byte change to the first 80 bytes of a few frames,
         // full-length and cut short: whenever the fast path drops a frame
         // or makes its event, the full decoder must do the same and count
         // no damage.
         let mut vlan = with_vlan_tags(&tcp_ipv4(ACK, 40000, 80, &[0; 40]), &[0x8100]);
         vlan.truncate(vlan.len() - 3);
+        // A short frame with Ethernet padding after the IP packet.
+        let mut padded = udp_ipv4(53, 40000, b"ok");
+        padded.resize(60, 0xee);
         let templates = [
+            tcp_ipv6(false, 40000, 443, &[0; 100]),
+            tcp_ipv6(true, 40000, 443, &[]),
+            tcp_ipv6(false, 53, 40000, b"dns over tcp"),
+            udp_ipv6(53, 40000, b"an answer"),
+            udp_ipv6(40000, 123, &[0; 48]),
+            udp_ipv4(40000, 123, &[0; 48]),
+            udp_ipv4(53, 53, &[1; 30]),
+            udp_ipv4(40000, VXLAN_PORT, &[8, 0, 0, 0, 0, 0, 1, 0, 0xaa]),
+            udp_ipv4(GENEVE_PORT, 53, &[0; 12]),
+            padded,
             tcp_ipv4(ACK | PSH, 40000, 80, &[0; 100]),
             tcp_ipv4(SYN, 40000, 80, &[]),
             tcp_ipv4(SYN | ACK, 80, 40000, &[]),
@@ -773,7 +888,7 @@ mod tests {
         ];
         let (mut dropped, mut kept) = (0, 0);
         for template in &templates {
-            for at in 0..template.len().min(64) {
+            for at in 0..template.len().min(80) {
                 for value in [0u8, 0xff, template[at] ^ 1, template[at] ^ 0x40, 5, 6] {
                     let mut data = template.clone();
                     data[at] = value;
@@ -787,7 +902,7 @@ mod tests {
                         for all_tcp in [false, true] {
                             let mut stats = InputStats::default();
                             let full = decode_sliced(&f, all_tcp, &mut stats);
-                            let quick = match quick_ipv4_tcp(&f, all_tcp) {
+                            let quick = match quick_ip(&f, all_tcp) {
                                 Quick::Full => continue,
                                 Quick::Drop => {
                                     dropped += 1;

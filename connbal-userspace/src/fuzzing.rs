@@ -5,7 +5,7 @@
 use crate::aggregator::{Config, Event, Segment, Timestamp};
 use crate::capture::stream::ByteStream;
 use crate::capture::{CaptureReader, Frame, LinkType};
-use crate::decode::{quick_ipv4_tcp, InputStats, Quick};
+use crate::decode::{quick_ip, InputStats, Quick};
 use crate::pipeline::Pipeline;
 use std::net::SocketAddr;
 
@@ -76,7 +76,7 @@ pub fn frames(mut data: &[u8]) {
             wire_len: bytes.len() as u32 + u32::from(*hi & 1),
         };
         // The fast path may only decide as the full decoder does, silently.
-        let quick = match quick_ipv4_tcp(&frame, all_tcp) {
+        let quick = match quick_ip(&frame, all_tcp) {
             Quick::Full => None,
             Quick::Drop => Some(None),
             Quick::Event(e) => Some(Some(e)),
