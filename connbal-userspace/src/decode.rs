@@ -15,6 +15,7 @@
 
 use crate::aggregator::{Datagram, Event, Segment};
 use crate::capture::{Frame, LinkType};
+use crate::defrag::{Fragment, Reassembler};
 use crate::tally::counter_set;
 use connbal_common::{classify_tcp, is_dns_port, TcpVerdict};
 use etherparse::{EtherType, LaxNetSlice, LaxSlicedPacket, TransportSlice};
@@ -32,8 +33,15 @@ counter_set! {
         pub malformed_packets_skipped: u64,
         /// Frames whose headers were cut short by the snap length.
         pub truncated_packets_skipped: u64,
-        /// Non-first IP fragments and fragmented datagrams (not reassembled).
+        /// IP fragments given up: timed out (30 s for IPv4, 60 s for
+        /// IPv6, in capture time), pushed out of a full table,
+        /// inconsistent, cut by the snap length, or still incomplete at
+        /// the end of the input.
         pub ip_fragments_skipped: u64,
+        /// IP fragments that became part of a whole datagram.
+        pub ip_fragments_reassembled: u64,
+        /// Datagrams rebuilt from fragments, then decoded as any packet.
+        pub ip_datagrams_reassembled: u64,
         /// Frames on a pcapng interface whose link type connbal does not
         /// decode (a warning names the type).
         pub unsupported_link_packets: u64,
@@ -416,11 +424,18 @@ pub fn is_plain_bulk_tcp(frame: &Frame<'_>, all_tcp: bool) -> bool {
     matches!(quick_ip(frame, all_tcp), Quick::Drop)
 }
 
-pub fn decode<'a>(frame: &Frame<'a>, all_tcp: bool, stats: &mut InputStats) -> Option<Event<'a>> {
+/// A frame's event, if the pre-filter keeps one. Fragments go to
+/// `fragments`; a datagram they complete waits there for the caller.
+pub fn decode<'a>(
+    frame: &Frame<'a>,
+    all_tcp: bool,
+    stats: &mut InputStats,
+    fragments: &mut Reassembler,
+) -> Option<Event<'a>> {
     match quick_ip(frame, all_tcp) {
         Quick::Drop => None,
         Quick::Event(event) => Some(event),
-        Quick::Full => decode_sliced(frame, all_tcp, stats),
+        Quick::Full => decode_sliced(frame, all_tcp, stats, fragments),
     }
 }
 
@@ -429,6 +444,7 @@ pub fn decode_sliced<'a>(
     frame: &Frame<'a>,
     all_tcp: bool,
     stats: &mut InputStats,
+    fragments: &mut Reassembler,
 ) -> Option<Event<'a>> {
     if let LinkType::Other(_) = frame.link {
         stats.unsupported_link_packets += 1;
@@ -460,7 +476,7 @@ pub fn decode_sliced<'a>(
             count_damage(stats, cut_short);
             return None;
         };
-        match decode_packet(frame, &packet, cut_short, all_tcp, stats) {
+        match decode_packet(frame, &packet, cut_short, all_tcp, stats, fragments) {
             Decoded::Event(event) => return event,
             Decoded::Tunnel(inner) => {
                 if depth == 0 {
@@ -488,6 +504,7 @@ fn decode_packet<'a>(
     cut_short: bool,
     all_tcp: bool,
     stats: &mut InputStats,
+    fragments: &mut Reassembler,
 ) -> Decoded<'a> {
     let (src, dst, ip_payload) = match &packet.net {
         Some(LaxNetSlice::Ipv4(v4)) => {
@@ -557,7 +574,15 @@ fn decode_packet<'a>(
         Some(_) => None,
         None => {
             if ip_payload.fragmented {
-                stats.ip_fragments_skipped += 1;
+                let fragment = Fragment {
+                    ts: frame.ts,
+                    offset: Default::default(),
+                    more_fragments: false,
+                    protocol: ip_payload.ip_number,
+                    data: ip_payload.payload,
+                    cut: truncated,
+                };
+                hand_over_fragment(&packet.net, fragment, stats, fragments);
             } else if packet.stop_err.is_some() {
                 count_damage(stats, cut_short);
             } else {
@@ -572,6 +597,59 @@ fn decode_packet<'a>(
         }
     };
     Decoded::Event(event)
+}
+
+/// A fragment to the reassembler, with what identifies its datagram and
+/// where it goes in it. `fragment` comes with the IP payload as the slicer
+/// found it; the rest is read here.
+fn hand_over_fragment(
+    net: &Option<LaxNetSlice<'_>>,
+    fragment: Fragment<'_>,
+    stats: &mut InputStats,
+    fragments: &mut Reassembler,
+) {
+    match net {
+        Some(LaxNetSlice::Ipv4(v4)) => {
+            let h = v4.header();
+            let fragment = Fragment {
+                offset: h.fragments_offset(),
+                more_fragments: h.more_fragments(),
+                ..fragment
+            };
+            let addresses = (h.source_addr(), h.destination_addr());
+            fragments.ipv4(addresses, h.identification(), &fragment, stats);
+        }
+        Some(LaxNetSlice::Ipv6(v6)) => {
+            let exts = v6.extensions().slice();
+            let header = v6.extensions().clone().into_iter().find_map(|e| match e {
+                etherparse::Ipv6ExtensionSlice::Fragment(f) => Some(f),
+                _ => None,
+            });
+            let Some(header) = header else {
+                stats.ip_fragments_skipped += 1;
+                return;
+            };
+            // What follows the fragment header is the fragment's data; when
+            // the slicer read extension headers past it (they belong to the
+            // fragmentable part), they go first.
+            let after = header.slice().as_ptr() as usize + header.slice().len();
+            let read_past = exts
+                .get(after.saturating_sub(exts.as_ptr() as usize)..)
+                .filter(|e| !e.is_empty());
+            let joined = read_past.map(|e| [e, fragment.data].concat());
+            let fragment = Fragment {
+                offset: header.fragment_offset(),
+                more_fragments: header.more_fragments(),
+                protocol: header.next_header(),
+                data: joined.as_deref().unwrap_or(fragment.data),
+                ..fragment
+            };
+            let h = v6.header();
+            let addresses = (h.source_addr(), h.destination_addr());
+            fragments.ipv6(addresses, header.identification(), &fragment, stats);
+        }
+        _ => stats.ip_fragments_skipped += 1,
+    }
 }
 
 fn count_damage(stats: &mut InputStats, cut_short: bool) {
@@ -663,7 +741,13 @@ mod tests {
 
     fn event(link: LinkType, data: &[u8], all_tcp: bool) -> (Option<String>, InputStats) {
         let mut stats = InputStats::default();
-        let e = decode(&frame(link, data), all_tcp, &mut stats).map(|e| match e {
+        let e = decode(
+            &frame(link, data),
+            all_tcp,
+            &mut stats,
+            &mut Reassembler::default(),
+        )
+        .map(|e| match e {
             Event::Udp(d) => format!(
                 "udp {} > {} {:?} trunc={}",
                 d.src, d.dst, d.payload, d.truncated
@@ -819,7 +903,7 @@ mod tests {
             data: cut,
             wire_len: full.len() as u32,
         };
-        match decode(&f, false, &mut stats) {
+        match decode(&f, false, &mut stats, &mut Reassembler::default()) {
             Some(Event::Udp(d)) => assert!(d.truncated && d.payload == b"dn"),
             other => panic!("{other:?}"),
         }
@@ -830,7 +914,7 @@ mod tests {
             data: &syn[..40],
             wire_len: syn.len() as u32,
         };
-        assert!(decode(&f, false, &mut stats).is_none());
+        assert!(decode(&f, false, &mut stats, &mut Reassembler::default()).is_none());
         assert_eq!(stats.truncated_packets_skipped, 1);
         assert_eq!(stats.malformed_packets_skipped, 0);
     }
@@ -901,7 +985,8 @@ mod tests {
                         };
                         for all_tcp in [false, true] {
                             let mut stats = InputStats::default();
-                            let full = decode_sliced(&f, all_tcp, &mut stats);
+                            let mut fragments = Reassembler::default();
+                            let full = decode_sliced(&f, all_tcp, &mut stats, &mut fragments);
                             let quick = match quick_ip(&f, all_tcp) {
                                 Quick::Full => continue,
                                 Quick::Drop => {

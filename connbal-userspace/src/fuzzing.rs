@@ -26,6 +26,7 @@ pub fn capture(data: &[u8], all_tcp: bool) {
     while let Ok(Some(frame)) = reader.next_frame() {
         pipeline.frame(&frame, &mut stats);
     }
+    pipeline.finish_input(&mut stats);
     let _ = pipeline.report();
 }
 
@@ -83,7 +84,8 @@ pub fn frames(mut data: &[u8]) {
         };
         if let Some(quick) = quick {
             let mut full = InputStats::default();
-            let event = crate::decode::decode_sliced(&frame, all_tcp, &mut full);
+            let mut fragments = crate::defrag::Reassembler::default();
+            let event = crate::decode::decode_sliced(&frame, all_tcp, &mut full, &mut fragments);
             assert!(
                 format!("{quick:?}") == format!("{event:?}") && full == InputStats::default(),
                 "fast path decided {quick:?} for {:?}",
@@ -92,6 +94,7 @@ pub fn frames(mut data: &[u8]) {
         }
         pipeline.frame(&frame, &mut stats);
     }
+    pipeline.finish_input(&mut stats);
     let _ = pipeline.report();
 }
 

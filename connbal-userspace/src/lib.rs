@@ -11,6 +11,7 @@
 pub mod aggregator;
 pub mod capture;
 pub mod decode;
+mod defrag;
 mod error;
 #[doc(hidden)]
 pub mod fuzzing;

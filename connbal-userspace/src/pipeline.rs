@@ -6,6 +6,7 @@
 use crate::aggregator::{Aggregator, Config, Event, Report, Span};
 use crate::capture::{linktype_name, Frame, LinkType};
 use crate::decode::{decode, InputStats};
+use crate::defrag::Reassembler;
 use crate::output::EventSink;
 use std::io::{self, Write};
 
@@ -17,7 +18,12 @@ pub struct Pipeline<W: Write = io::Stdout> {
     frames_span: Option<Span>,
     /// Frames skipped per link type connbal does not decode (a few types).
     other_links: Vec<(u16, u64)>,
+    fragments: Reassembler,
 }
+
+/// A datagram rebuilt from fragments may be a tunnel whose inner packet is
+/// a fragment in turn; as many rounds as the decoder unwraps layers.
+const REASSEMBLY_ROUNDS: usize = 4;
 
 impl Pipeline {
     /// Events, when asked for, go to stdout.
@@ -35,6 +41,7 @@ impl<W: Write> Pipeline<W> {
             events,
             frames_span: None,
             other_links: Vec::new(),
+            fragments: Reassembler::default(),
         }
     }
 
@@ -59,9 +66,29 @@ impl<W: Write> Pipeline<W> {
                 None => self.other_links.push((code, 1)),
             }
         }
-        if let Some(event) = decode(frame, self.all_tcp(), stats) {
+        if let Some(event) = decode(frame, self.all_tcp(), stats, &mut self.fragments) {
             self.event(&event);
         }
+        for _ in 0..REASSEMBLY_ROUNDS {
+            let Some(datagram) = self.fragments.take_ready() else {
+                break;
+            };
+            let whole = Frame {
+                ts: frame.ts,
+                link: LinkType::RawIp,
+                data: &datagram,
+                wire_len: datagram.len() as u32,
+            };
+            if let Some(event) = decode(&whole, self.all_tcp(), stats, &mut self.fragments) {
+                self.event(&event);
+            }
+        }
+    }
+
+    /// The end of the input: fragments of datagrams still incomplete are
+    /// counted as skipped.
+    pub fn finish_input(&mut self, stats: &mut InputStats) {
+        self.fragments.finish(stats);
     }
 
     /// One warning per link type whose frames were skipped.

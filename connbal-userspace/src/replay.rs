@@ -181,6 +181,7 @@ fn read_all(
             }
         }
     }
+    pipeline.finish_input(&mut outcome.input);
     if let Some(progress) = progress {
         progress.finish(reader.offset(), outcome.input.packets);
     }
