@@ -320,6 +320,39 @@ fn an_overfilled_small_ring_counts_and_reports_its_drops() {
     assert!(json["input"]["records"].as_u64().unwrap() > 0);
 }
 
+/// A DNS datagram larger than the veth's MTU leaves as IP fragments: the
+/// TC program decodes none of them and counts each, and `-v` says so.
+#[test]
+fn ip_fragments_are_counted_not_decoded() {
+    let Some(_guard) = live() else { return };
+    let mut lab = Lab::new().expect("lab");
+    lab.start_dnsmasq("203.0.113.11 web.connbal.test\n", &[])
+        .expect("dnsmasq");
+    let trace = start_trace(&lab, &["-v", "--format", "json"]);
+    let mut large = xtask::gen::dns_query(7, "web.connbal.test", 1);
+    // 4,000 bytes over a 1,500-byte MTU: three fragments each.
+    large.resize(4000, 0);
+    let to = SocketAddr::from((SERVER_V4, 53));
+    let sent = lab
+        .flood_udp(to, &large, 5, Duration::from_secs(5))
+        .expect("send");
+    assert_eq!(sent, 5);
+    std::thread::sleep(Duration::from_millis(300));
+    let finished = trace.stop("-INT");
+    assert!(finished.status.success(), "{}", finished.stderr);
+    let json: serde_json::Value = serde_json::from_str(&finished.stdout).expect("JSON report");
+    assert_eq!(
+        json["input"]["kernel"]["ip_fragments"].as_u64(),
+        Some(15),
+        "{json}"
+    );
+    assert!(
+        finished.stderr.contains("kernel_ip_fragments: 15\n"),
+        "{}",
+        finished.stderr
+    );
+}
+
 #[test]
 fn deleting_the_interface_ends_the_trace_with_the_report() {
     let Some(_guard) = live() else { return };

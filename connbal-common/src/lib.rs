@@ -292,7 +292,10 @@ pub mod record {
         /// Reservation failed: the ring was full.
         pub const RECORDS_LOST: u32 = 2;
         pub const DNS_TRUNCATED: u32 = 3;
-        pub const COUNT: u32 = 4;
+        /// IP fragments: not decoded in the kernel (a non-first fragment
+        /// has no transport header, a first one not the whole message).
+        pub const IP_FRAGMENTS: u32 = 4;
+        pub const COUNT: u32 = 5;
         /// A cache line per CPU, so CPUs never share one.
         pub const SLOTS_PER_CPU: u32 = 8;
         /// The kernel object's default; the loader sets the real CPU count.

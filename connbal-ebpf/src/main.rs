@@ -392,8 +392,12 @@ fn ipv4(ctx: &Packet, offset: usize) -> Option<Ip> {
     if h[0] >> 4 != 4 || header_len < 20 {
         return None;
     }
-    // Non-first fragments carry no transport header.
-    if be16([h[6], h[7]]) & 0x1fff != 0 {
+    // A fragment (more to come, or an offset): a non-first one has no
+    // transport header, and a first one not the whole DNS message. Counted
+    // so that `-v` says what was not decoded; replay reassembles them, and
+    // at a socket (host mode) datagrams are whole.
+    if be16([h[6], h[7]]) & 0x3fff != 0 {
+        bump(counter::IP_FRAGMENTS);
         return None;
     }
     Some(Ip {
@@ -419,10 +423,13 @@ fn ipv6(ctx: &Packet, offset: usize) -> Option<Ip> {
                 next = e[0];
                 l4 += (usize::from(e[1]) + 1) * 8;
             }
-            // Fragment: only the first fragment has the transport header.
+            // Fragment header: decoded only when it fragments nothing (an
+            // atomic fragment: offset 0, no more to come); otherwise counted,
+            // as for IPv4.
             44 => {
                 let e: [u8; 4] = bytes(ctx, l4)?;
-                if be16([e[2], e[3]]) >> 3 != 0 {
+                if be16([e[2], e[3]]) & 0xfff9 != 0 {
+                    bump(counter::IP_FRAGMENTS);
                     return None;
                 }
                 next = e[0];

@@ -138,6 +138,10 @@ counter_set! {
         /// Records the ring buffer had no room for.
         pub records_lost: u64,
         pub dns_payloads_truncated: u64,
+        /// IP fragments seen and not decoded (TC mode; `connbal replay`
+        /// of a capture reassembles them, and host mode sees whole
+        /// datagrams at the socket).
+        pub ip_fragments: u64,
     }
 }
 
@@ -168,6 +172,7 @@ impl Loaded {
             records_emitted: self.counters.sum(counter::RECORDS_EMITTED),
             records_lost: self.counters.sum(counter::RECORDS_LOST),
             dns_payloads_truncated: self.counters.sum(counter::DNS_TRUNCATED),
+            ip_fragments: self.counters.sum(counter::IP_FRAGMENTS),
         }
     }
 }
