@@ -397,3 +397,185 @@ pub fn write_flood(out: &mut impl Write, packets: u64, seed: u64) -> std::io::Re
     }
     out.flush()
 }
+
+struct SnoopOut {
+    snoop: BufWriter<File>,
+    frame: OwnedFrame,
+    packets: u64,
+    bytes: u64,
+}
+
+impl SnoopOut {
+    fn emit(&mut self, data: &[u8]) -> Result<()> {
+        self.frame.data.clear();
+        self.frame.data.extend_from_slice(data);
+        self.frame.wire_len = data.len() as u32;
+        self.frame.ts_nanos += 20_000;
+        write::snoop_record(&mut self.snoop, &self.frame)?;
+        self.packets += 1;
+        self.bytes += data.len() as u64;
+        Ok(())
+    }
+}
+
+/// One open connection of the original's mix.
+struct OpenConnection {
+    client: IpAddr,
+    backend: IpAddr,
+    client_port: u16,
+    server_port: u16,
+    client_seq: u32,
+    server_seq: u32,
+}
+
+/// The traffic mix the original tool was benchmarked on (issue 15): 64
+/// IPv4 clients (the original reads IPv4 only), and per step a DNS lookup
+/// (4%), a new connection (2%; connections stay open, so about 60,000
+/// flows are open by the end of 3 M packets, which is what makes the
+/// original's `-a` chains long), or else a bulk data segment on one of the
+/// client's connections and its ACK. Written as DIR/original-mix.snoop, the one format the
+/// original reads; returns (packets, bytes of frames).
+pub fn generate_original_mix(out_dir: &Path, packets: u64, seed: u64) -> Result<(u64, u64)> {
+    const CLIENTS: usize = 64;
+    std::fs::create_dir_all(out_dir)?;
+    let path = out_dir.join("original-mix.snoop");
+    let mut snoop = BufWriter::with_capacity(
+        1 << 20,
+        File::create(&path).with_context(|| path.display().to_string())?,
+    );
+    write::snoop_header(&mut snoop)?;
+    let mut out = SnoopOut {
+        snoop,
+        frame: OwnedFrame {
+            ts_nanos: 1_700_000_000_000_000_000,
+            data: Vec::with_capacity(1600),
+            wire_len: 0,
+        },
+        packets: 0,
+        bytes: 0,
+    };
+    let services: Vec<Service> = services()
+        .into_iter()
+        .filter(|s| !matches!(s.kind, Kind::Aaaa))
+        .collect();
+    let mut rng = Rng(seed.max(1));
+    let mut open: Vec<Vec<OpenConnection>> = (0..CLIENTS).map(|_| Vec::new()).collect();
+    let payload = vec![0x5a; 1448];
+    let mut buf = Vec::with_capacity(1600);
+    let mut id = 0u16;
+    let tcp = |buf: &mut Vec<u8>,
+               c: &mut OpenConnection,
+               to_server: bool,
+               flags: (bool, bool, bool),
+               data: &[u8]|
+     -> Result<()> {
+        let (syn, ack, fin) = flags;
+        buf.clear();
+        let (s, d, sp, dp, seq, ackn) = if to_server {
+            (
+                c.client,
+                c.backend,
+                c.client_port,
+                c.server_port,
+                c.client_seq,
+                c.server_seq,
+            )
+        } else {
+            (
+                c.backend,
+                c.client,
+                c.server_port,
+                c.client_port,
+                c.server_seq,
+                c.client_seq,
+            )
+        };
+        let mut b = packet(&s, &d).tcp(sp, dp, seq, 64_000);
+        if syn {
+            b = b.syn();
+        }
+        if ack {
+            b = b.ack(ackn);
+        }
+        if fin {
+            b = b.fin();
+        }
+        if !data.is_empty() {
+            b = b.psh();
+        }
+        b.write(buf, data)?;
+        let advance = data.len() as u32 + u32::from(syn) + u32::from(fin);
+        if to_server {
+            c.client_seq = c.client_seq.wrapping_add(advance);
+        } else {
+            c.server_seq = c.server_seq.wrapping_add(advance);
+        }
+        Ok(())
+    };
+    while out.packets < packets {
+        let who = rng.below(CLIENTS as u64) as usize;
+        let client = IpAddr::from([198, 51, 100, 10 + who as u8]);
+        let step = rng.below(100);
+        let service = &services[rng.below(services.len() as u64) as usize];
+        if step < 4 {
+            id = id.wrapping_add(1);
+            let qtype = if matches!(service.kind, Kind::Srv) {
+                TYPE_SRV
+            } else {
+                TYPE_A
+            };
+            let port = 30000 + rng.below(30000) as u16;
+            let server = IpAddr::from(DNS_SERVER);
+            buf.clear();
+            packet(&client, &server)
+                .udp(port, 53)
+                .write(&mut buf, &dns_query(id, service.name, qtype))?;
+            out.emit(&buf)?;
+            buf.clear();
+            packet(&server, &client)
+                .udp(53, port)
+                .write(&mut buf, &dns_response(id, service))?;
+            out.emit(&buf)?;
+        } else if step < 6 || open[who].is_empty() {
+            let pick = (rng.below(100) * rng.below(100) / 100 * service.backends.len() as u64 / 100)
+                as usize;
+            let mut c = OpenConnection {
+                client,
+                backend: service.backends[pick],
+                client_port: 40000 + rng.below(20000) as u16,
+                server_port: service.port,
+                client_seq: rng.next_u64() as u32,
+                server_seq: rng.next_u64() as u32,
+            };
+            for (to_server, flags) in [
+                (true, (true, false, false)),
+                (false, (true, true, false)),
+                (true, (false, true, false)),
+            ] {
+                tcp(&mut buf, &mut c, to_server, flags, &[])?;
+                out.emit(&buf)?;
+            }
+            open[who].push(c);
+        } else {
+            let n = open[who].len() as u64;
+            let c = &mut open[who][rng.below(n) as usize];
+            // Mostly the server sending, now and then a request; segments
+            // of any size, each acknowledged: about 400 bytes a frame on
+            // average, as in the capture the issue measured.
+            let to_server = rng.below(8) == 0;
+            let size = 1 + rng.below(1448) as usize;
+            tcp(
+                &mut buf,
+                c,
+                to_server,
+                (false, true, false),
+                &payload[..size],
+            )?;
+            out.emit(&buf)?;
+            tcp(&mut buf, c, !to_server, (false, true, false), &[])?;
+            out.emit(&buf)?;
+        }
+    }
+    out.snoop.flush()?;
+    Ok((out.packets, out.bytes))
+}

@@ -28,6 +28,10 @@ enum Task {
     GenCapture {
         #[arg(long, default_value_t = 3_000_000)]
         packets: u64,
+        /// `original`: the original tool's benchmark mix (IPv4, mostly
+        /// bulk), as DIR/original-mix.snoop.
+        #[arg(long, default_value = "synthetic")]
+        mix: String,
         #[arg(long, default_value_t = 1)]
         seed: u64,
         #[arg(long, default_value = "target/bench")]
@@ -106,10 +110,25 @@ fn main() -> Result<()> {
             xtask::bench::profile(&xtask::ebpf::workspace_root(), seconds)
         }
         Task::BenchReplay { runs } => xtask::bench::replay(&xtask::ebpf::workspace_root(), runs),
-        Task::GenCapture { packets, seed, out } => {
-            let (written, bytes) = xtask::gen::generate(&out, packets, seed)?;
-            println!("wrote {written} packets ({bytes} bytes of frames) to {}/synthetic.{{pcap,pcapng,snoop}}", out.display());
-            Ok(())
+        Task::GenCapture {
+            packets,
+            mix,
+            seed,
+            out,
+        } => {
+            match mix.as_str() {
+                "synthetic" => {
+                    let (written, bytes) = xtask::gen::generate(&out, packets, seed)?;
+                    println!("wrote {written} packets ({bytes} bytes of frames) to {}/synthetic.{{pcap,pcapng,snoop}}", out.display());
+                    Ok(())
+                }
+                "original" => {
+                    let (written, bytes) = xtask::gen::generate_original_mix(&out, packets, seed)?;
+                    println!("wrote {written} packets ({bytes} bytes of frames) to {}/original-mix.snoop", out.display());
+                    Ok(())
+                }
+                other => anyhow::bail!("--mix: {other:?} is not a mix (synthetic, original)"),
+            }
         }
         Task::Setup => xtask::ebpf::setup(),
         Task::Snapshots { bless } => xtask::snapshots::run(&xtask::ebpf::workspace_root(), bless),
