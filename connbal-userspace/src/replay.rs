@@ -129,7 +129,15 @@ fn open_input(
                 offset: 0,
                 problem: Problem::Open(e),
             })?;
-            Ok((ByteStream::new(Box::new(file), stop), name))
+            let is_file = file.metadata().is_ok_and(|m| m.is_file());
+            let stream = ByteStream::new(Box::new(file), stop);
+            // A FIFO or a device named on the command line reads as a pipe.
+            let stream = if is_file {
+                stream.reading_ahead()
+            } else {
+                stream
+            };
+            Ok((stream, name))
         }
     }
 }
