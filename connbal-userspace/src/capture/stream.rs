@@ -60,10 +60,21 @@ fn read_ahead(
     chunks: mpsc::SyncSender<io::Result<(Vec<u8>, usize)>>,
     spent: mpsc::Receiver<Vec<u8>>,
 ) {
+    // A fixed pool: the chunks in the channel, the one being read into,
+    // and the consumer's; then each new one waits for a spent one.
+    let mut allocated = 0;
     loop {
+        let mut chunk = if allocated < CHUNKS_AHEAD + 1 {
+            allocated += 1;
+            Vec::new()
+        } else {
+            match spent.recv() {
+                Ok(chunk) => chunk,
+                Err(_) => return,
+            }
+        };
         // Chunks keep their full length between uses, so that a short
-        // read (a pipe's) costs no zeroing of the rest.
-        let mut chunk = spent.try_recv().unwrap_or_default();
+        // read costs no zeroing of the rest.
         if chunk.len() < HEADROOM + CHUNK {
             chunk.resize(HEADROOM + CHUNK, 0);
         }
