@@ -401,20 +401,7 @@ fn ip_fragments() -> Vec<u8> {
         lost[0].clone(),
         lost[2].clone(),
     ];
-    let frames: Vec<OwnedFrame> = packets
-        .into_iter()
-        .enumerate()
-        .map(|(i, data)| OwnedFrame {
-            ts_nanos: 1_700_000_000_000_000_000 + i as u64 * 1_000_000,
-            wire_len: data.len() as u32,
-            data,
-        })
-        .collect();
-    let opts = PcapOptions {
-        big_endian: false,
-        nanos: false,
-    };
-    pcap_bytes(LinkType::Ethernet, &frames, opts)
+    ethernet_pcap(packets)
 }
 
 /// Two queries over one TCP connection; the first answer's second segment
@@ -477,6 +464,11 @@ fn tcp_dns_gap() -> Vec<u8> {
         segment(false, FIN | ACK, after_gap + whole.len() as u32, &[]),
     ];
     packets.extend(exchange[2..].iter().map(|p| ethernet(0x0800, p)));
+    ethernet_pcap(packets)
+}
+
+/// Ethernet frames, a millisecond apart, as a pcap file.
+fn ethernet_pcap(packets: Vec<Vec<u8>>) -> Vec<u8> {
     let frames: Vec<OwnedFrame> = packets
         .into_iter()
         .enumerate()

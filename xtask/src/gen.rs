@@ -289,7 +289,15 @@ pub fn generate(out_dir: &Path, packets: u64, seed: u64) -> Result<(u64, u64)> {
             (rng.below(100) * rng.below(100) / 100 * service.backends.len() as u64 / 100) as usize;
         let backend = service.backends[pick];
         let port = 40000 + rng.below(20000) as u16;
-        let (mut cseq, mut sseq) = (rng.next_u64() as u32, rng.next_u64() as u32);
+        let (client_seq, server_seq) = (rng.next_u64() as u32, rng.next_u64() as u32);
+        let mut c = OpenConnection {
+            client,
+            backend,
+            client_port: port,
+            server_port: service.port,
+            client_seq,
+            server_seq,
+        };
         let mut segment = |w: &mut Writers,
                            to_server: bool,
                            syn: bool,
@@ -297,32 +305,7 @@ pub fn generate(out_dir: &Path, packets: u64, seed: u64) -> Result<(u64, u64)> {
                            fin: bool,
                            data: &[u8]|
          -> Result<()> {
-            buf.clear();
-            let (s, d, sp, dp, seq, ackn) = if to_server {
-                (&client, &backend, port, service.port, cseq, sseq)
-            } else {
-                (&backend, &client, service.port, port, sseq, cseq)
-            };
-            let mut b = packet(s, d).tcp(sp, dp, seq, 64_000);
-            if syn {
-                b = b.syn();
-            }
-            if ack {
-                b = b.ack(ackn);
-            }
-            if fin {
-                b = b.fin();
-            }
-            if !data.is_empty() {
-                b = b.psh();
-            }
-            b.write(&mut buf, data)?;
-            let advance = data.len() as u32 + u32::from(syn) + u32::from(fin);
-            if to_server {
-                cseq = cseq.wrapping_add(advance);
-            } else {
-                sseq = sseq.wrapping_add(advance);
-            }
+            write_segment(&mut buf, &mut c, to_server, (syn, ack, fin), data)?;
             w.emit(&buf)
         };
         segment(&mut w, true, true, false, false, &[])?;
@@ -418,7 +401,7 @@ impl SnoopOut {
     }
 }
 
-/// One open connection of the original's mix.
+/// A TCP connection as the generators write it.
 struct OpenConnection {
     client: IpAddr,
     backend: IpAddr,
@@ -426,6 +409,60 @@ struct OpenConnection {
     server_port: u16,
     client_seq: u32,
     server_seq: u32,
+}
+
+/// One segment of `c` into `buf` (PSH when it carries data); advances the
+/// sender's sequence number.
+fn write_segment(
+    buf: &mut Vec<u8>,
+    c: &mut OpenConnection,
+    to_server: bool,
+    (syn, ack, fin): (bool, bool, bool),
+    data: &[u8],
+) -> Result<()> {
+    buf.clear();
+    let (s, d, sp, dp, seq, ackn) = if to_server {
+        let (s, d) = (c.client, c.backend);
+        (
+            s,
+            d,
+            c.client_port,
+            c.server_port,
+            c.client_seq,
+            c.server_seq,
+        )
+    } else {
+        let (s, d) = (c.backend, c.client);
+        (
+            s,
+            d,
+            c.server_port,
+            c.client_port,
+            c.server_seq,
+            c.client_seq,
+        )
+    };
+    let mut b = packet(&s, &d).tcp(sp, dp, seq, 64_000);
+    if syn {
+        b = b.syn();
+    }
+    if ack {
+        b = b.ack(ackn);
+    }
+    if fin {
+        b = b.fin();
+    }
+    if !data.is_empty() {
+        b = b.psh();
+    }
+    b.write(buf, data)?;
+    let advance = data.len() as u32 + u32::from(syn) + u32::from(fin);
+    if to_server {
+        c.client_seq = c.client_seq.wrapping_add(advance);
+    } else {
+        c.server_seq = c.server_seq.wrapping_add(advance);
+    }
+    Ok(())
 }
 
 /// The traffic mix the original tool was benchmarked on (issue 15): 64
@@ -463,55 +500,7 @@ pub fn generate_original_mix(out_dir: &Path, packets: u64, seed: u64) -> Result<
     let payload = vec![0x5a; 1448];
     let mut buf = Vec::with_capacity(1600);
     let mut id = 0u16;
-    let tcp = |buf: &mut Vec<u8>,
-               c: &mut OpenConnection,
-               to_server: bool,
-               flags: (bool, bool, bool),
-               data: &[u8]|
-     -> Result<()> {
-        let (syn, ack, fin) = flags;
-        buf.clear();
-        let (s, d, sp, dp, seq, ackn) = if to_server {
-            (
-                c.client,
-                c.backend,
-                c.client_port,
-                c.server_port,
-                c.client_seq,
-                c.server_seq,
-            )
-        } else {
-            (
-                c.backend,
-                c.client,
-                c.server_port,
-                c.client_port,
-                c.server_seq,
-                c.client_seq,
-            )
-        };
-        let mut b = packet(&s, &d).tcp(sp, dp, seq, 64_000);
-        if syn {
-            b = b.syn();
-        }
-        if ack {
-            b = b.ack(ackn);
-        }
-        if fin {
-            b = b.fin();
-        }
-        if !data.is_empty() {
-            b = b.psh();
-        }
-        b.write(buf, data)?;
-        let advance = data.len() as u32 + u32::from(syn) + u32::from(fin);
-        if to_server {
-            c.client_seq = c.client_seq.wrapping_add(advance);
-        } else {
-            c.server_seq = c.server_seq.wrapping_add(advance);
-        }
-        Ok(())
-    };
+    let tcp = write_segment;
     while out.packets < packets {
         let who = rng.below(CLIENTS as u64) as usize;
         let client = IpAddr::from([198, 51, 100, 10 + who as u8]);
