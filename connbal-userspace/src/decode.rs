@@ -332,20 +332,38 @@ pub fn quick_ip<'a>(frame: &Frame<'a>, all_tcp: bool) -> Quick<'a> {
         }
         _ => return Quick::Full,
     };
-    let address = |at: usize| match address_len {
-        4 => IpAddr::from([d[at], d[at + 1], d[at + 2], d[at + 3]]),
-        _ => {
-            let mut octets = [0u8; 16];
-            octets.copy_from_slice(&d[at..at + 16]);
-            IpAddr::from(octets)
-        }
-    };
     let l4 = 14 + ihl;
-    let (src, dst) = (address(src_at), address(src_at + address_len));
+    let addresses = Addresses {
+        at: src_at,
+        len: address_len,
+    };
     match protocol {
-        IPPROTO_TCP => quick_tcp(frame, l4, ip_payload_len, (src, dst), all_tcp),
-        IPPROTO_UDP => quick_udp(frame, l4, ip_payload_len, (src, dst)),
+        IPPROTO_TCP => quick_tcp(frame, l4, ip_payload_len, addresses, all_tcp),
+        IPPROTO_UDP => quick_udp(frame, l4, ip_payload_len, addresses),
         _ => Quick::Full,
+    }
+}
+
+/// Where a packet's source and destination addresses sit, read only for
+/// the frames that become events (not for the bulk that is dropped).
+#[derive(Clone, Copy)]
+struct Addresses {
+    at: usize,
+    /// 4 or 16.
+    len: usize,
+}
+
+impl Addresses {
+    fn read(self, d: &[u8]) -> (IpAddr, IpAddr) {
+        let one = |at: usize| match self.len {
+            4 => IpAddr::from([d[at], d[at + 1], d[at + 2], d[at + 3]]),
+            _ => {
+                let mut octets = [0u8; 16];
+                octets.copy_from_slice(&d[at..at + 16]);
+                IpAddr::from(octets)
+            }
+        };
+        (one(self.at), one(self.at + self.len))
     }
 }
 
@@ -354,7 +372,7 @@ fn quick_tcp<'a>(
     frame: &Frame<'a>,
     l4: usize,
     ip_payload_len: usize,
-    (src, dst): (IpAddr, IpAddr),
+    addresses: Addresses,
     all_tcp: bool,
 ) -> Quick<'a> {
     let d = frame.data;
@@ -370,17 +388,20 @@ fn quick_tcp<'a>(
     match classify_tcp(tcp[13], sport, dport, payload, all_tcp) {
         TcpVerdict::Drop => Quick::Drop,
         TcpVerdict::DnsPayload => Quick::Full,
-        TcpVerdict::Segment => Quick::Event(Event::Tcp(Segment {
-            ts: frame.ts,
-            src: SocketAddr::new(src, sport),
-            dst: SocketAddr::new(dst, dport),
-            flags: tcp[13],
-            seq: u32::from_be_bytes([tcp[4], tcp[5], tcp[6], tcp[7]]),
-            payload: &[],
-            truncated: false,
-            first_of_flow: None,
-            owner: None,
-        })),
+        TcpVerdict::Segment => {
+            let (src, dst) = addresses.read(d);
+            Quick::Event(Event::Tcp(Segment {
+                ts: frame.ts,
+                src: SocketAddr::new(src, sport),
+                dst: SocketAddr::new(dst, dport),
+                flags: tcp[13],
+                seq: u32::from_be_bytes([tcp[4], tcp[5], tcp[6], tcp[7]]),
+                payload: &[],
+                truncated: false,
+                first_of_flow: None,
+                owner: None,
+            }))
+        }
     }
 }
 
@@ -392,7 +413,7 @@ fn quick_udp<'a>(
     frame: &Frame<'a>,
     l4: usize,
     ip_payload_len: usize,
-    (src, dst): (IpAddr, IpAddr),
+    addresses: Addresses,
 ) -> Quick<'a> {
     let d = frame.data;
     let end = l4 + ip_payload_len;
@@ -409,6 +430,7 @@ fn quick_udp<'a>(
     if !is_dns_port(sport, dport) {
         return Quick::Drop;
     }
+    let (src, dst) = addresses.read(d);
     Quick::Event(Event::Udp(Datagram {
         ts: frame.ts,
         src: SocketAddr::new(src, sport),
