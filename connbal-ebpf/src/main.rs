@@ -202,6 +202,39 @@ pub fn connbal_noop(_ctx: TcContext) -> i32 {
     TC_ACT_UNSPEC
 }
 
+/// Empty programs on host mode's six hooks: its floor, which `cargo xtask
+/// bench-overhead` measures host mode against (the hooks themselves cost
+/// something before any program runs). Never attached in normal use.
+#[cgroup_skb(egress)]
+pub fn connbal_empty_skb_egress(_ctx: SkBuffContext) -> i32 {
+    CGROUP_ALLOW
+}
+
+#[cgroup_skb(ingress)]
+pub fn connbal_empty_skb_ingress(_ctx: SkBuffContext) -> i32 {
+    CGROUP_ALLOW
+}
+
+#[cgroup_sock_addr(connect4)]
+pub fn connbal_empty_connect4(_ctx: SockAddrContext) -> i32 {
+    CGROUP_ALLOW
+}
+
+#[cgroup_sock_addr(connect6)]
+pub fn connbal_empty_connect6(_ctx: SockAddrContext) -> i32 {
+    CGROUP_ALLOW
+}
+
+#[cgroup_sock_addr(sendmsg4)]
+pub fn connbal_empty_sendmsg4(_ctx: SockAddrContext) -> i32 {
+    CGROUP_ALLOW
+}
+
+#[cgroup_sock_addr(sendmsg6)]
+pub fn connbal_empty_sendmsg6(_ctx: SockAddrContext) -> i32 {
+    CGROUP_ALLOW
+}
+
 #[inline(always)]
 fn flag(global: &u8) -> bool {
     // SAFETY: a plain read of a static the loader may have rewritten

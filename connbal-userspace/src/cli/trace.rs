@@ -97,8 +97,8 @@ pub struct TraceArgs {
     #[arg(long, hide = true)]
     pub kernel_debug: bool,
 
-    /// Attach an empty classifier instead: the floor for `cargo xtask
-    /// bench-live`'s per-packet cost.
+    /// Attach empty programs instead (the classifier, or host mode's six):
+    /// the floor for `cargo xtask bench-live` and `bench-overhead`.
     #[arg(long, hide = true)]
     pub noop_program: bool,
 

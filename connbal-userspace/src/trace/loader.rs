@@ -46,6 +46,17 @@ const SOCK_ADDR_PROGRAMS: [&str; 4] = [
     "connbal_sendmsg4",
     "connbal_sendmsg6",
 ];
+/// Host mode's floor (`--noop-program`): empty programs on the same hooks.
+const EMPTY_CGROUP_SKB_PROGRAMS: [(&str, CgroupSkbAttachType); 2] = [
+    ("connbal_empty_skb_egress", CgroupSkbAttachType::Egress),
+    ("connbal_empty_skb_ingress", CgroupSkbAttachType::Ingress),
+];
+const EMPTY_SOCK_ADDR_PROGRAMS: [&str; 4] = [
+    "connbal_empty_connect4",
+    "connbal_empty_connect6",
+    "connbal_empty_sendmsg4",
+    "connbal_empty_sendmsg6",
+];
 const LOCK_DIR: &str = "/run/connbal";
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -125,7 +136,7 @@ pub struct Options {
     pub debug_log: bool,
     pub ring_size: u64,
     pub attach: AttachMode,
-    /// Attach the empty classifier instead (benchmarks only).
+    /// Attach the empty programs instead (benchmarks only).
     pub noop: bool,
 }
 
@@ -249,7 +260,12 @@ pub fn load_and_attach_cgroup(cgroup: &Path, options: &Options) -> Result<Loaded
         path: shown.clone(),
         source,
     })?;
-    for (name, attach_type) in CGROUP_SKB_PROGRAMS {
+    let (skb_programs, sock_addr_programs) = if options.noop {
+        (EMPTY_CGROUP_SKB_PROGRAMS, EMPTY_SOCK_ADDR_PROGRAMS)
+    } else {
+        (CGROUP_SKB_PROGRAMS, SOCK_ADDR_PROGRAMS)
+    };
+    for (name, attach_type) in skb_programs {
         let program: &mut CgroupSkb = program(&mut ebpf, name)?;
         program.load().map_err(program_error)?;
         program
@@ -260,7 +276,7 @@ pub fn load_and_attach_cgroup(cgroup: &Path, options: &Options) -> Result<Loaded
                 source,
             })?;
     }
-    for name in SOCK_ADDR_PROGRAMS {
+    for name in sock_addr_programs {
         let program: &mut CgroupSockAddr = program(&mut ebpf, name)?;
         program.load().map_err(program_error)?;
         program
