@@ -15,12 +15,12 @@ struct Run {
     rss_kib: f64,
 }
 
-fn median(values: &mut [f64]) -> f64 {
+pub(crate) fn median(values: &mut [f64]) -> f64 {
     values.sort_by(f64::total_cmp);
     values[values.len() / 2]
 }
 
-fn spread(values: &[f64]) -> (f64, f64) {
+pub(crate) fn spread(values: &[f64]) -> (f64, f64) {
     let min = values.iter().copied().fold(f64::INFINITY, f64::min);
     let max = values.iter().copied().fold(f64::NEG_INFINITY, f64::max);
     (min, max)
@@ -230,14 +230,14 @@ pub fn build_release(root: &Path) -> Result<PathBuf> {
 }
 
 /// `kernel.bpf_stats_enabled` on for the benchmark, restored on drop.
-struct BpfStats {
+pub(crate) struct BpfStats {
     before: String,
 }
 
 const BPF_STATS: &str = "/proc/sys/kernel/bpf_stats_enabled";
 
 impl BpfStats {
-    fn enable() -> Result<Self> {
+    pub(crate) fn enable() -> Result<Self> {
         let before = std::fs::read_to_string(BPF_STATS)?.trim().to_string();
         std::fs::write(BPF_STATS, "1")?;
         Ok(Self { before })
@@ -311,14 +311,14 @@ fn measure_cpu<T>(work: impl FnOnce() -> Result<T>) -> Result<(f64, T)> {
 
 /// `tcpdump -w - FILTER | connbal replay -`, the pipeline connbal trace
 /// replaces.
-struct Pipeline {
+pub(crate) struct Pipeline {
     tcpdump: std::process::Child,
     replay: std::process::Child,
     tcpdump_lines: std::sync::mpsc::Receiver<String>,
 }
 
 impl Pipeline {
-    fn start(lab: &crate::lab::Lab, connbal: &Path) -> Result<Self> {
+    pub(crate) fn start(lab: &crate::lab::Lab, connbal: &Path) -> Result<Self> {
         let mut tcpdump = lab
             .client("tcpdump")
             .args(["-i", &lab.client_if, "-U", "-w", "-", PIPELINE_FILTER])
@@ -347,7 +347,7 @@ impl Pipeline {
     }
 
     /// Stops tcpdump; returns replay's JSON report and tcpdump's drop line.
-    fn stop(mut self) -> Result<(String, String)> {
+    pub(crate) fn stop(mut self) -> Result<(String, String)> {
         let _ = nix::sys::signal::kill(
             nix::unistd::Pid::from_raw(self.tcpdump.id() as i32),
             nix::sys::signal::Signal::SIGINT,
@@ -365,11 +365,12 @@ impl Pipeline {
     }
 }
 
-const PIPELINE_FILTER: &str = "udp port 53 or tcp[tcpflags] & (tcp-syn|tcp-ack) == tcp-syn";
+pub(crate) const PIPELINE_FILTER: &str =
+    "udp port 53 or tcp[tcpflags] & (tcp-syn|tcp-ack) == tcp-syn";
 
 /// (run_time_ns, run_cnt) summed over loaded programs whose name starts
 /// with `name` (bpftool shows full names from BTF, older ones 15 bytes).
-fn prog_stats(name: &str) -> Result<(u64, u64)> {
+pub(crate) fn prog_stats(name: &str) -> Result<(u64, u64)> {
     let out = crate::lab::run(Command::new("bpftool").args(["-j", "prog", "show"]))?;
     let text = String::from_utf8(out.stdout)?;
     let mut total = (0, 0);
@@ -419,12 +420,12 @@ fn process_cpu(pid: u32) -> f64 {
     ticks / hz
 }
 
-struct Tracer {
+pub(crate) struct Tracer {
     child: std::process::Child,
     stderr: std::sync::mpsc::Receiver<String>,
 }
 
-fn start_trace(lab: &crate::lab::Lab, connbal: &Path, extra: &[&str]) -> Result<Tracer> {
+pub(crate) fn start_trace(lab: &crate::lab::Lab, connbal: &Path, extra: &[&str]) -> Result<Tracer> {
     let mut command = lab.client(connbal.to_str().unwrap());
     command
         .args(["trace", "--iface", &lab.client_if, "--format", "json"])
@@ -433,9 +434,11 @@ fn start_trace(lab: &crate::lab::Lab, connbal: &Path, extra: &[&str]) -> Result<
 }
 
 /// Host mode on `cgroup` (a test cgroup, relative to the mount).
-fn start_host_trace(connbal: &Path, cgroup: &str) -> Result<Tracer> {
+pub(crate) fn start_host_trace(connbal: &Path, cgroup: &str, extra: &[&str]) -> Result<Tracer> {
     let mut command = Command::new(connbal);
-    command.args(["trace", "--cgroup", cgroup, "--format", "json"]);
+    command
+        .args(["trace", "--cgroup", cgroup, "--format", "json"])
+        .args(extra);
     spawn_trace(command)
 }
 
@@ -474,7 +477,7 @@ fn spawn_trace(mut command: Command) -> Result<Tracer> {
 }
 
 /// Stops a trace with SIGINT; returns its JSON report.
-fn stop_trace(t: Tracer) -> Result<String> {
+pub(crate) fn stop_trace(t: Tracer) -> Result<String> {
     use std::io::Read;
     let Tracer { mut child, stderr } = t;
     let _ = nix::sys::signal::kill(
@@ -546,7 +549,7 @@ pub fn live(root: &Path, seconds: u64) -> Result<()> {
             ("SYN", Mix::Syn),
         ] {
             let trace = if host {
-                start_host_trace(&connbal, &load_cgroup_name)?
+                start_host_trace(&connbal, &load_cgroup_name, &[])?
             } else {
                 start_trace(&lab, &connbal, extra)?
             };

@@ -9,6 +9,7 @@ pub mod gen;
 pub mod lab;
 mod layout;
 pub mod load;
+pub mod overhead;
 pub mod record;
 pub mod setup;
 pub mod snapshots;

@@ -50,6 +50,16 @@ enum Task {
         #[arg(long, default_value_t = 10)]
         seconds: u64,
     },
+    /// What tracing costs the host's own traffic (root): sockperf
+    /// ping-pong (UDP, TCP) and iperf3 between namespaces, with nothing
+    /// attached, the empty classifier, connbal trace --iface, host mode and
+    /// tcpdump, alternating; prints changes against nothing attached.
+    BenchOverhead {
+        #[arg(long, default_value_t = 5)]
+        seconds: u64,
+        #[arg(long, default_value_t = 5)]
+        rounds: usize,
+    },
     /// Profile the side-by-side comparison (root, perf): the same paced
     /// load observed by nothing, by connbal trace and by the tcpdump
     /// pipeline, each under `perf record -a`; prints where the machine's
@@ -106,6 +116,9 @@ fn main() -> Result<()> {
             Ok(())
         }
         Task::BenchLive { seconds } => xtask::bench::live(&xtask::ebpf::workspace_root(), seconds),
+        Task::BenchOverhead { seconds, rounds } => {
+            xtask::overhead::run(&xtask::ebpf::workspace_root(), seconds, rounds)
+        }
         Task::BenchProfile { seconds } => {
             xtask::bench::profile(&xtask::ebpf::workspace_root(), seconds)
         }
