@@ -109,7 +109,7 @@ impl Observer {
     }
 }
 
-/// An observer while attached; dropping it detaches.
+/// An observer while attached, until `detach` stops it.
 enum Attached {
     Nothing,
     Trace(bench::Tracer),
@@ -129,7 +129,8 @@ impl Attached {
 struct Setup<'a> {
     lab: &'a Lab,
     connbal: &'a Path,
-    /// The load's cgroup, absolute and as `--cgroup` takes it.
+    /// The client's cgroup (host mode traces it), absolute and as
+    /// `--cgroup` takes it.
     cgroup: &'a Path,
     cgroup_name: &'a str,
     seconds: u64,
@@ -159,7 +160,7 @@ impl Setup<'_> {
         })
     }
 
-    /// `program ARGS` in the client namespace, inside the load's cgroup,
+    /// `program ARGS` in the client namespace, inside the client's cgroup,
     /// pinned to the load's CPU, killed if it overruns its bound.
     fn client(&self, program: &str) -> Command {
         let mut command = crate::cgroup::TestCgroup::command_in(self.cgroup, "timeout");
