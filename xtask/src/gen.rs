@@ -188,10 +188,7 @@ const PCAP: PcapOptions = PcapOptions {
 
 impl Writers {
     fn emit(&mut self, data: &[u8]) -> Result<()> {
-        self.frame.data.clear();
-        self.frame.data.extend_from_slice(data);
-        self.frame.wire_len = data.len() as u32;
-        self.frame.ts_nanos += 20_000;
+        next_frame(&mut self.frame, data);
         write::pcap_record(&mut self.pcap, &self.frame, PCAP)?;
         write::pcapng_packet(&mut self.pcapng, 0, &self.frame, false)?;
         write::snoop_record(&mut self.snoop, &self.frame)?;
@@ -199,6 +196,15 @@ impl Writers {
         self.bytes += data.len() as u64;
         Ok(())
     }
+}
+
+/// Makes `frame` the next packet, `data`, 20 µs after the last: the one
+/// clock and framing both generators' writers share.
+fn next_frame(frame: &mut OwnedFrame, data: &[u8]) {
+    frame.data.clear();
+    frame.data.extend_from_slice(data);
+    frame.wire_len = data.len() as u32;
+    frame.ts_nanos += 20_000;
 }
 
 fn packet(src: &IpAddr, dst: &IpAddr) -> etherparse::PacketBuilderStep<etherparse::IpHeaders> {
@@ -390,10 +396,7 @@ struct SnoopOut {
 
 impl SnoopOut {
     fn emit(&mut self, data: &[u8]) -> Result<()> {
-        self.frame.data.clear();
-        self.frame.data.extend_from_slice(data);
-        self.frame.wire_len = data.len() as u32;
-        self.frame.ts_nanos += 20_000;
+        next_frame(&mut self.frame, data);
         write::snoop_record(&mut self.snoop, &self.frame)?;
         self.packets += 1;
         self.bytes += data.len() as u64;
