@@ -5,7 +5,7 @@
 use crate::aggregator::{Config, Event, Segment, Timestamp};
 use crate::capture::stream::ByteStream;
 use crate::capture::{CaptureReader, Frame, LinkType};
-use crate::decode::{quick_ip, InputStats, Quick};
+use crate::decode::{decode_sliced, quick_ip, Found, FrameDecoder, Quick};
 use crate::pipeline::Pipeline;
 use std::net::SocketAddr;
 
@@ -21,13 +21,13 @@ pub fn capture(data: &[u8], all_tcp: bool) {
         events: true,
         ..Config::default()
     };
+    let mut decoder = FrameDecoder::new(all_tcp);
     let mut pipeline = Pipeline::with_events_to(config, std::io::sink());
-    let mut stats = InputStats::default();
     while let Ok(Some(frame)) = reader.next_frame() {
-        pipeline.frame(&frame, &mut stats);
+        decoder.frame(&frame, |event| pipeline.event(event));
     }
-    pipeline.finish_input(&mut stats);
-    let _ = pipeline.report();
+    decoder.finish();
+    let _ = (decoder.stats(), pipeline.report());
 }
 
 /// A capture of one format: inputs that do not start with the format's
@@ -51,8 +51,8 @@ pub fn frames(mut data: &[u8]) {
         events: false,
         ..Config::default()
     };
+    let mut decoder = FrameDecoder::new(all_tcp);
     let mut pipeline = Pipeline::with_events_to(config, std::io::sink());
-    let mut stats = InputStats::default();
     let mut n = 0u64;
     while let [link, hi, lo, rest @ ..] = data {
         let len = usize::from(u16::from_be_bytes([*hi, *lo])).min(rest.len());
@@ -83,19 +83,22 @@ pub fn frames(mut data: &[u8]) {
             Quick::Event(e) => Some(Some(e)),
         };
         if let Some(quick) = quick {
-            let mut full = InputStats::default();
-            let mut fragments = crate::defrag::Reassembler::default();
-            let event = crate::decode::decode_sliced(&frame, all_tcp, &mut full, &mut fragments);
+            let full = decode_sliced(&frame, all_tcp);
+            let same = match (&quick, &full.found) {
+                (None, Found::Dropped) => true,
+                (Some(quick), Found::Event(full)) => format!("{quick:?}") == format!("{full:?}"),
+                _ => false,
+            };
             assert!(
-                format!("{quick:?}") == format!("{event:?}") && full == InputStats::default(),
-                "fast path decided {quick:?} for {:?}",
+                same && !full.tunnelled,
+                "fast path decided {quick:?} for {:?}, the full decoder {full:?}",
                 frame.data
             );
         }
-        pipeline.frame(&frame, &mut stats);
+        decoder.frame(&frame, |event| pipeline.event(event));
     }
-    pipeline.finish_input(&mut stats);
-    let _ = pipeline.report();
+    decoder.finish();
+    let _ = (decoder.stats(), pipeline.report());
 }
 
 /// DNS over TCP: segments of one flow in both directions,

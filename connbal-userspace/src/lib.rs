@@ -11,7 +11,6 @@
 pub mod aggregator;
 pub mod capture;
 pub mod decode;
-mod defrag;
 mod error;
 #[doc(hidden)]
 pub mod fuzzing;
@@ -23,6 +22,7 @@ mod signals;
 mod tally;
 #[doc(hidden)]
 pub mod testing;
+pub mod time;
 pub mod trace;
 
 pub use error::{Error, EXIT_FAILURE};

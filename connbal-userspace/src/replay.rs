@@ -4,7 +4,7 @@
 use crate::aggregator::Config;
 use crate::capture::stream::ByteStream;
 use crate::capture::{CaptureError, CaptureReader, Problem};
-use crate::decode::InputStats;
+use crate::decode::{FrameDecoder, InputStats};
 use crate::error::Error;
 use crate::output::{self, Coverage, Finish, Format, Printed, Style};
 use crate::pipeline::Pipeline;
@@ -43,13 +43,17 @@ pub fn run(options: ReplayOptions) -> Result<(), Error> {
     let (stream, name) = open_input(path, stop.clone())?;
     let mut reader = CaptureReader::open(stream, name)?;
     let style = Style::decide(options.format, options.config.events);
+    let mut decoder = FrameDecoder::new(options.config.all_tcp);
     let mut pipeline = Pipeline::new(options.config);
     let progress = regular_file_size(path)
         .filter(|_| std::io::stderr().is_terminal())
         .map(Progress::for_file);
-    let mut outcome = read_all(&mut reader, &mut pipeline, progress.as_ref());
-    outcome.input.capture_blocks_skipped = reader.blocks_skipped();
-    let mut source_warnings = pipeline.link_warnings();
+    let mut outcome = read_all(&mut reader, &mut decoder, &mut pipeline, progress.as_ref());
+    outcome.input = InputStats {
+        capture_blocks_skipped: reader.blocks_skipped(),
+        ..decoder.stats()
+    };
+    let mut source_warnings = decoder.link_warnings();
     let input = &outcome.input;
     if outcome.error.is_none()
         && input.packets > 0
@@ -75,7 +79,7 @@ pub fn run(options: ReplayOptions) -> Result<(), Error> {
                 periodic: false,
                 coverage: Coverage {
                     packets: outcome.input.packets,
-                    span: pipeline.frames_span(),
+                    span: decoder.span(),
                 },
             },
             source_warnings,
@@ -144,6 +148,7 @@ fn open_input(
 
 #[derive(Debug, Default)]
 struct ReplayOutcome {
+    /// Filled in from the decoder once the reading is done.
     input: InputStats,
     /// Container damage that ended the read; the report covers what came
     /// before it.
@@ -160,6 +165,7 @@ fn regular_file_size(path: Option<&Path>) -> Option<u64> {
 
 fn read_all(
     reader: &mut CaptureReader,
+    decoder: &mut FrameDecoder,
     pipeline: &mut Pipeline,
     progress: Option<&Progress>,
 ) -> ReplayOutcome {
@@ -167,9 +173,9 @@ fn read_all(
     let mut next_update = UPDATE_EVERY_PACKETS;
     loop {
         if let Some(progress) = progress {
-            if outcome.input.packets >= next_update {
+            if decoder.packets() >= next_update {
                 next_update += UPDATE_EVERY_PACKETS;
-                progress.update(reader.offset(), outcome.input.packets);
+                progress.update(reader.offset(), decoder.packets());
             }
         }
         if reader.stopped() {
@@ -177,7 +183,7 @@ fn read_all(
             break;
         }
         match reader.next_frame() {
-            Ok(Some(frame)) => pipeline.frame(&frame, &mut outcome.input),
+            Ok(Some(frame)) => decoder.frame(&frame, |event| pipeline.event(event)),
             Ok(None) => break,
             Err(e) if e.is_interrupted() => {
                 outcome.interrupted = true;
@@ -189,9 +195,9 @@ fn read_all(
             }
         }
     }
-    pipeline.finish_input(&mut outcome.input);
+    decoder.finish();
     if let Some(progress) = progress {
-        progress.finish(reader.offset(), outcome.input.packets);
+        progress.finish(reader.offset(), decoder.packets());
     }
     pipeline.flush_events();
     outcome

@@ -11,7 +11,7 @@ mod snoop;
 pub mod stream;
 pub mod write;
 
-use crate::aggregator::Timestamp;
+use crate::time::Timestamp;
 use std::io;
 use stream::ByteStream;
 

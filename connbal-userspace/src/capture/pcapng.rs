@@ -4,8 +4,8 @@
 //! pcap-parser once their length has been checked here.
 
 use super::{at_end, need, timestamp, Frame, LinkType, Problem};
-use crate::aggregator::Timestamp;
 use crate::capture::stream::ByteStream;
+use crate::time::Timestamp;
 use pcap_parser::pcapng::{parse_block_be, parse_block_le, Block};
 use pcap_parser::traits::PcapNGPacketBlock;
 

@@ -16,10 +16,10 @@
 //! fragments it sees (TC mode) and host mode sees whole datagrams at the
 //! socket.
 
-use crate::aggregator::Timestamp;
-use crate::decode::InputStats;
+use super::fragment::{DatagramId, Fragment};
+use crate::time::Timestamp;
 use etherparse::defrag::IpDefragBuf;
-use etherparse::{IpFragOffset, IpNumber, Ipv4Header, Ipv6Header};
+use etherparse::{Ipv4Header, Ipv6Header};
 use std::collections::{HashMap, VecDeque};
 use std::net::{Ipv4Addr, Ipv6Addr};
 
@@ -47,6 +47,19 @@ enum Key {
 }
 
 impl Key {
+    /// IPv4 datagrams are told apart by protocol too (RFC 791).
+    fn of(fragment: &Fragment<'_>) -> Self {
+        match fragment.datagram {
+            DatagramId::V4 { src, dst, id } => Key::V4 {
+                src,
+                dst,
+                id,
+                protocol: fragment.protocol.0,
+            },
+            DatagramId::V6 { src, dst, id } => Key::V6 { src, dst, id },
+        }
+    }
+
     fn timeout_ns(&self) -> u64 {
         match self {
             Key::V4 { .. } => IPV4_TIMEOUT_NS,
@@ -63,17 +76,13 @@ struct InFlight {
     fragments: u64,
 }
 
-/// One fragment, as the decoder found it.
-pub struct Fragment<'a> {
-    pub ts: Timestamp,
-    pub offset: IpFragOffset,
-    pub more_fragments: bool,
-    /// The protocol of the datagram's payload (IPv6: the fragment
-    /// header's next header).
-    pub protocol: IpNumber,
-    pub data: &'a [u8],
-    /// The snap length or the IP header's length cut its data.
-    pub cut: bool,
+/// What the reassembler did with the fragments it was given: every one is
+/// counted once, as part of a datagram rebuilt or as skipped.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FragmentCounts {
+    pub skipped: u64,
+    pub reassembled: u64,
+    pub datagrams: u64,
 }
 
 #[derive(Default)]
@@ -87,60 +96,41 @@ pub struct Reassembler {
     /// A datagram just made whole, as an IP packet, for the caller to
     /// decode.
     ready: Option<Vec<u8>>,
+    counts: FragmentCounts,
 }
 
 impl Reassembler {
-    pub fn ipv4(
-        &mut self,
-        (src, dst): (Ipv4Addr, Ipv4Addr),
-        id: u16,
-        fragment: &Fragment<'_>,
-        stats: &mut InputStats,
-    ) {
-        let key = Key::V4 {
-            src,
-            dst,
-            id,
-            protocol: fragment.protocol.0,
-        };
-        self.add(key, fragment, stats);
-    }
-
-    pub fn ipv6(
-        &mut self,
-        (src, dst): (Ipv6Addr, Ipv6Addr),
-        id: u32,
-        fragment: &Fragment<'_>,
-        stats: &mut InputStats,
-    ) {
-        self.add(Key::V6 { src, dst, id }, fragment, stats);
-    }
-
     /// The datagram the last fragment completed, once.
     pub fn take_ready(&mut self) -> Option<Vec<u8>> {
         self.ready.take()
     }
 
+    pub fn counts(&self) -> FragmentCounts {
+        self.counts
+    }
+
     /// The end of the input: whatever is still incomplete is skipped.
-    pub fn finish(&mut self, stats: &mut InputStats) {
+    pub fn finish(&mut self) {
         for (_, datagram) in self.in_flight.drain() {
-            stats.ip_fragments_skipped += datagram.fragments;
+            self.counts.skipped += datagram.fragments;
         }
         self.order.clear();
         self.held_bytes = 0;
     }
 
-    fn add(&mut self, key: Key, fragment: &Fragment<'_>, stats: &mut InputStats) {
-        self.expire(fragment.ts, stats);
+    /// Places `fragment`; a datagram it completes waits in `take_ready`.
+    pub fn add(&mut self, fragment: &Fragment<'_>) {
+        let key = Key::of(fragment);
+        self.expire(fragment.ts);
         if fragment.cut {
             // Its bytes are not all there: the datagram can never be
             // whole. What is already held for it times out in turn.
-            stats.ip_fragments_skipped += 1;
+            self.counts.skipped += 1;
             return;
         }
         if !self.in_flight.contains_key(&key) {
             while self.in_flight.len() >= MAX_IN_FLIGHT {
-                self.drop_oldest(stats);
+                self.drop_oldest();
             }
             self.in_flight.insert(
                 key,
@@ -165,7 +155,7 @@ impl Reassembler {
         let before = datagram.buf.data().len();
         let added = datagram
             .buf
-            .add(fragment.offset, fragment.more_fragments, fragment.data);
+            .add(fragment.offset, fragment.more_fragments, &fragment.data);
         datagram.fragments += 1;
         let after = datagram.buf.data().len();
         // `before` is part of `held_bytes`; a last fragment may shrink a
@@ -174,25 +164,25 @@ impl Reassembler {
         if added.is_err() {
             // Overlapping ends, a misaligned middle fragment, past 64 KiB:
             // nothing sound can be rebuilt from what is held.
-            self.remove(&key, stats);
+            self.remove(&key);
             return;
         }
         if datagram.buf.is_complete() {
             let datagram = self.in_flight.remove(&key).expect("just looked up");
             self.held_bytes -= datagram.buf.data().len();
-            stats.ip_fragments_reassembled += datagram.fragments;
-            stats.ip_datagrams_reassembled += 1;
+            self.counts.reassembled += datagram.fragments;
+            self.counts.datagrams += 1;
             self.ready = Some(rebuild(key, datagram.buf));
             return;
         }
         while self.held_bytes > MAX_HELD_BYTES && !self.in_flight.is_empty() {
-            self.drop_oldest(stats);
+            self.drop_oldest();
         }
     }
 
     /// Gives up datagrams whose first fragment is older than their
     /// version's timeout at `now`.
-    fn expire(&mut self, now: Timestamp, stats: &mut InputStats) {
+    fn expire(&mut self, now: Timestamp) {
         while let Some(&(key, first_seen)) = self.order.front() {
             let live = self
                 .in_flight
@@ -203,28 +193,28 @@ impl Reassembler {
             }
             self.order.pop_front();
             if live {
-                self.remove(&key, stats);
+                self.remove(&key);
             }
         }
     }
 
-    fn drop_oldest(&mut self, stats: &mut InputStats) {
+    fn drop_oldest(&mut self) {
         while let Some((key, first_seen)) = self.order.pop_front() {
             if self
                 .in_flight
                 .get(&key)
                 .is_some_and(|d| d.first_seen == first_seen)
             {
-                self.remove(&key, stats);
+                self.remove(&key);
                 return;
             }
         }
     }
 
-    fn remove(&mut self, key: &Key, stats: &mut InputStats) {
+    fn remove(&mut self, key: &Key) {
         if let Some(datagram) = self.in_flight.remove(key) {
             self.held_bytes -= datagram.buf.data().len();
-            stats.ip_fragments_skipped += datagram.fragments;
+            self.counts.skipped += datagram.fragments;
         }
     }
 }
@@ -273,34 +263,50 @@ fn rebuild(key: Key, buf: IpDefragBuf) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use etherparse::{IpFragOffset, IpNumber};
+    use std::borrow::Cow;
 
     const SRC: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 53);
     const DST: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 10);
 
     fn piece(ts_secs: u64, offset_bytes: u16, more: bool, data: &[u8]) -> Fragment<'_> {
         Fragment {
+            datagram: DatagramId::V4 {
+                src: SRC,
+                dst: DST,
+                id: 0,
+            },
             ts: Timestamp::from_secs(ts_secs),
             offset: IpFragOffset::try_new(offset_bytes / 8).unwrap(),
             more_fragments: more,
             protocol: IpNumber::UDP,
-            data,
+            data: Cow::Borrowed(data),
             cut: false,
         }
     }
 
-    fn add(r: &mut Reassembler, id: u16, f: &Fragment<'_>, stats: &mut InputStats) {
-        r.ipv4((SRC, DST), id, f, stats);
+    fn add(r: &mut Reassembler, id: u16, f: &Fragment<'_>) {
+        let datagram = DatagramId::V4 {
+            src: SRC,
+            dst: DST,
+            id,
+        };
+        r.add(&Fragment {
+            datagram,
+            data: Cow::Borrowed(&f.data),
+            ..*f
+        });
     }
 
     #[test]
     fn out_of_order_and_duplicate_fragments_make_one_datagram() {
-        let (mut r, mut stats) = (Reassembler::default(), InputStats::default());
+        let mut r = Reassembler::default();
         let data: Vec<u8> = (0..40).collect();
-        add(&mut r, 1, &piece(0, 32, false, &data[32..]), &mut stats);
-        add(&mut r, 1, &piece(0, 0, true, &data[..16]), &mut stats);
-        add(&mut r, 1, &piece(0, 0, true, &data[..16]), &mut stats);
+        add(&mut r, 1, &piece(0, 32, false, &data[32..]));
+        add(&mut r, 1, &piece(0, 0, true, &data[..16]));
+        add(&mut r, 1, &piece(0, 0, true, &data[..16]));
         assert!(r.take_ready().is_none());
-        add(&mut r, 1, &piece(0, 16, true, &data[16..32]), &mut stats);
+        add(&mut r, 1, &piece(0, 16, true, &data[16..32]));
         let packet = r.take_ready().expect("whole");
         let (header, payload) = Ipv4Header::from_slice(&packet).unwrap();
         assert_eq!(payload, &data[..]);
@@ -310,88 +316,93 @@ mod tests {
             (header.source, header.destination),
             (SRC.octets(), DST.octets())
         );
-        assert_eq!(stats.ip_fragments_reassembled, 4);
-        assert_eq!(stats.ip_datagrams_reassembled, 1);
-        assert_eq!(stats.ip_fragments_skipped, 0);
+        assert_eq!(r.counts.reassembled, 4);
+        assert_eq!(r.counts.datagrams, 1);
+        assert_eq!(r.counts.skipped, 0);
         assert_eq!(r.held_bytes, 0);
     }
 
     #[test]
     fn a_datagram_times_out_after_30_seconds_of_capture_time() {
-        let (mut r, mut stats) = (Reassembler::default(), InputStats::default());
+        let mut r = Reassembler::default();
         let data = [7u8; 24];
-        add(&mut r, 1, &piece(100, 0, true, &data[..16]), &mut stats);
+        add(&mut r, 1, &piece(100, 0, true, &data[..16]));
         // 30 s after the first fragment it is still in time...
-        add(&mut r, 2, &piece(130, 0, true, &data[..16]), &mut stats);
-        assert_eq!(stats.ip_fragments_skipped, 0);
+        add(&mut r, 2, &piece(130, 0, true, &data[..16]));
+        assert_eq!(r.counts.skipped, 0);
         // ...and one second later it is gone, so its last fragment starts
         // a datagram of its own that never completes.
-        add(&mut r, 1, &piece(131, 16, false, &data[16..]), &mut stats);
+        add(&mut r, 1, &piece(131, 16, false, &data[16..]));
         assert!(r.take_ready().is_none());
-        assert_eq!(stats.ip_fragments_skipped, 1);
-        r.finish(&mut stats);
-        assert_eq!(stats.ip_fragments_skipped, 3);
-        assert_eq!(stats.ip_fragments_reassembled, 0);
+        assert_eq!(r.counts.skipped, 1);
+        r.finish();
+        assert_eq!(r.counts.skipped, 3);
+        assert_eq!(r.counts.reassembled, 0);
     }
 
     #[test]
     fn a_full_table_gives_up_the_oldest_datagram() {
-        let (mut r, mut stats) = (Reassembler::default(), InputStats::default());
+        let mut r = Reassembler::default();
         let data = [1u8; 16];
         for id in 0..=MAX_IN_FLIGHT as u16 {
-            add(&mut r, id, &piece(0, 0, true, &data), &mut stats);
+            add(&mut r, id, &piece(0, 0, true, &data));
         }
         assert_eq!(r.in_flight.len(), MAX_IN_FLIGHT);
-        assert_eq!(stats.ip_fragments_skipped, 1);
+        assert_eq!(r.counts.skipped, 1);
         // The first (id 0) went; the second can still complete.
-        add(&mut r, 1, &piece(0, 16, false, &data), &mut stats);
+        add(&mut r, 1, &piece(0, 16, false, &data));
         assert!(r.take_ready().is_some());
-        add(&mut r, 0, &piece(0, 16, false, &data), &mut stats);
+        add(&mut r, 0, &piece(0, 16, false, &data));
         assert!(r.take_ready().is_none());
     }
 
     #[test]
     fn held_bytes_stay_bounded_under_a_flood_of_large_offsets() {
-        let (mut r, mut stats) = (Reassembler::default(), InputStats::default());
+        let mut r = Reassembler::default();
         let data = [1u8; 8];
         // Each fragment near the 64 KiB end makes its buffer 64 KiB long.
         for id in 0..1000u16 {
-            add(&mut r, id, &piece(0, 65_000, true, &data), &mut stats);
+            add(&mut r, id, &piece(0, 65_000, true, &data));
             assert!(r.held_bytes <= MAX_HELD_BYTES, "{}", r.held_bytes);
         }
-        assert!(stats.ip_fragments_skipped >= 1000 - (MAX_HELD_BYTES / 65_000) as u64);
-        r.finish(&mut stats);
-        assert_eq!(stats.ip_fragments_skipped, 1000);
+        assert!(r.counts.skipped >= 1000 - (MAX_HELD_BYTES / 65_000) as u64);
+        r.finish();
+        assert_eq!(r.counts.skipped, 1000);
     }
 
     #[test]
     fn inconsistent_and_cut_fragments_are_skipped() {
-        let (mut r, mut stats) = (Reassembler::default(), InputStats::default());
+        let mut r = Reassembler::default();
         let data = [1u8; 24];
-        add(&mut r, 1, &piece(0, 0, true, &data[..16]), &mut stats);
-        add(&mut r, 1, &piece(0, 16, false, &data[16..]), &mut stats);
+        add(&mut r, 1, &piece(0, 0, true, &data[..16]));
+        add(&mut r, 1, &piece(0, 16, false, &data[16..]));
         assert!(r.take_ready().is_some());
         // Two last fragments that end in different places.
-        add(&mut r, 2, &piece(0, 16, false, &data[16..]), &mut stats);
-        add(&mut r, 2, &piece(0, 16, false, &data), &mut stats);
-        assert_eq!(stats.ip_fragments_skipped, 2);
+        add(&mut r, 2, &piece(0, 16, false, &data[16..]));
+        add(&mut r, 2, &piece(0, 16, false, &data));
+        assert_eq!(r.counts.skipped, 2);
         // A middle fragment whose length is not a multiple of 8.
-        add(&mut r, 3, &piece(0, 0, true, &data[..10]), &mut stats);
-        assert_eq!(stats.ip_fragments_skipped, 3);
+        add(&mut r, 3, &piece(0, 0, true, &data[..10]));
+        assert_eq!(r.counts.skipped, 3);
         let mut cut = piece(0, 0, true, &data[..16]);
         cut.cut = true;
-        add(&mut r, 4, &cut, &mut stats);
-        assert_eq!(stats.ip_fragments_skipped, 4);
+        add(&mut r, 4, &cut);
+        assert_eq!(r.counts.skipped, 4);
         assert_eq!(r.held_bytes, 0);
     }
 
     #[test]
     fn ipv6_datagrams_rebuild_with_the_fragment_headers_next_header() {
-        let (mut r, mut stats) = (Reassembler::default(), InputStats::default());
+        let mut r = Reassembler::default();
         let (src, dst) = (Ipv6Addr::LOCALHOST, Ipv6Addr::UNSPECIFIED);
         let data: Vec<u8> = (0..20).collect();
-        r.ipv6((src, dst), 9, &piece(0, 0, true, &data[..8]), &mut stats);
-        r.ipv6((src, dst), 9, &piece(0, 8, false, &data[8..]), &mut stats);
+        let datagram = DatagramId::V6 { src, dst, id: 9 };
+        for (offset, more, data) in [(0, true, &data[..8]), (8, false, &data[8..])] {
+            r.add(&Fragment {
+                datagram,
+                ..piece(0, offset, more, data)
+            });
+        }
         let packet = r.take_ready().expect("whole");
         let (header, payload) = Ipv6Header::from_slice(&packet).unwrap();
         assert_eq!(payload, &data[..]);
