@@ -141,10 +141,13 @@ impl Aggregator {
         let lookups = self
             .services
             .get(&first.client, self.names.key(&first.name));
-        let mut service =
-            verdict::assess(first.client.clone(), first.name.clone(), &loads, lookups);
-        service.verdicts.extend(verdict::failing_verdict(rows));
-        service.rows = rows.to_vec();
+        let mut service = verdict::assess(
+            first.client.clone(),
+            first.name.clone(),
+            &loads,
+            rows.to_vec(),
+            lookups,
+        );
         service.pids = self.pids.of(&first.client);
         service
     }

@@ -170,7 +170,7 @@ pub fn render(report: &Report, input: &dyn Tally, max_series: usize) -> String {
                     VerdictLabels {
                         client: labels.0.client.clone(),
                         name: labels.0.name.clone(),
-                        check: check_label(verdict.check).to_string(),
+                        check: Check::name(verdict.check).to_string(),
                     },
                     owner.clone(),
                 ))
@@ -265,17 +265,6 @@ pub fn render(report: &Report, input: &dyn Tally, max_series: usize) -> String {
 
 fn to_i64(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
-}
-
-fn check_label(check: Check) -> &'static str {
-    match check {
-        Check::UnusedBackends => "unused_backends",
-        Check::Balance => "balance",
-        Check::Ttl => "ttl",
-        Check::SrvPriority => "srv_priority",
-        Check::FailingBackends => "failing_backends",
-        Check::StaleBackends => "stale_backends",
-    }
 }
 
 /// One series per counter of `tally`, labelled with its name.

@@ -6,6 +6,7 @@
 //! control bytes, so a hostile name cannot move the cursor or recolour the
 //! terminal.
 
+use crate::aggregator::verdict::plural;
 use crate::aggregator::{Client, Report, Service};
 use anstyle::{AnsiColor, Style};
 use std::fmt::Write as _;
@@ -200,10 +201,6 @@ fn backend_text(addr: IpAddr) -> String {
         IpAddr::V4(a) => a.to_string(),
         IpAddr::V6(a) => format!("[{a}]"),
     }
-}
-
-fn plural(n: u64, one: &str, many: &str) -> String {
-    format!("{n} {}", if n == 1 { one } else { many })
 }
 
 /// A bar of `BAR_WIDTH` cells for a share in 0..=1, in eighths.

@@ -1,0 +1,217 @@
+//! The checks: each reads the service's facts and returns its structured
+//! finding, or nothing where it has nothing to say. `CHECKS` is the one
+//! list `assess` runs, in the order the verdicts are shown; a new verdict
+//! is a `Judgement` variant, a function here and its entry in the list.
+
+use super::super::backends::Row;
+use super::expectation::Candidates;
+use super::statistics::chance_of_unused;
+use super::types::{BackendLoad, Balance, FailingBackend, Judgement, StaleBackend};
+
+/// What every check may read about one service.
+pub(super) struct Facts<'a> {
+    pub loads: &'a [BackendLoad],
+    pub rows: &'a [Row],
+    pub candidates: Candidates,
+    pub balance: Option<Balance>,
+    pub connections: u64,
+    pub lookups: u64,
+    pub lookups_within_ttl: u64,
+    pub ttl: Option<(u32, u32)>,
+    /// Attempts made after the whole answer in force expired, and how
+    /// long after at most.
+    pub late_connections: u64,
+    pub late_max_secs: f64,
+    pub answer_sets: u64,
+    pub stale_backends: &'a [StaleBackend],
+}
+
+pub(super) type CheckFn = fn(&Facts<'_>) -> Option<Judgement>;
+
+/// Every check, in the order its verdict is shown.
+pub(super) const CHECKS: [CheckFn; 6] = [
+    unused_backends,
+    balance,
+    ttl,
+    stale_backends,
+    srv_priority,
+    failing_backends,
+];
+
+fn unused_backends(f: &Facts<'_>) -> Option<Judgement> {
+    let candidates = &f.candidates;
+    let backends = candidates.loads.len() as u64;
+    if f.connections == 0 {
+        return Some(Judgement::NoConnections { backends });
+    }
+    let priority = candidates.priority;
+    let unused = candidates.loads.iter().filter(|&&(c, _)| c == 0).count() as u64;
+    if unused == 0 {
+        return Some(Judgement::AllUsed { backends, priority });
+    }
+    let judged = candidates.judged;
+    let probabilities: Vec<f64> = candidates.choosable().map(|(_, p)| p).collect();
+    // Unused backends random choice could have picked (an SRV weight of 0
+    // beside non-zero ones is never picked, so its idleness proves nothing).
+    let unused_choosable = candidates.choosable().filter(|&(c, _)| c == 0).count();
+    Some(Judgement::Unused {
+        unused,
+        backends,
+        priority,
+        judged,
+        unused_choosable: unused_choosable as u64,
+        // Fewer connections than backends leave some unused for certain.
+        certain: judged + (unused_choosable as u64) <= probabilities.len() as u64,
+        chance: chance_of_unused(&probabilities, judged, unused_choosable),
+    })
+}
+
+fn balance(f: &Facts<'_>) -> Option<Judgement> {
+    let candidates = &f.candidates;
+    let backends = candidates.cells.len() as u64;
+    let n: u64 = candidates.cells.iter().map(|&(c, _)| c).sum();
+    if backends < 2 || n == 0 {
+        return None;
+    }
+    let Some(b) = &f.balance else {
+        return Some(Judgement::TooFewToJudge {
+            connections: n,
+            backends,
+        });
+    };
+    // The rows' shares count every connection; over answers in force these
+    // count those made to addresses in force, against what the answers
+    // made expected.
+    let in_force = candidates.over_answers_in_force.then(|| {
+        let expected = candidates.cells.iter().map(|&(_, e)| e / n as f64);
+        let (low, high) = expected.fold((1.0f64, 0.0f64), |(l, h), e| (l.min(e), h.max(e)));
+        (n, low, high)
+    });
+    Some(Judgement::Spread {
+        expected: candidates.expectation,
+        over_answers_in_force: candidates.over_answers_in_force,
+        min_share: b.min_share,
+        max_share: b.max_share,
+        in_force,
+        p_value: b.p_value,
+    })
+}
+
+fn ttl(f: &Facts<'_>) -> Option<Judgement> {
+    let (lookups, within_ttl, connections, ttl) =
+        (f.lookups, f.lookups_within_ttl, f.connections, f.ttl);
+    if lookups > 0 && f.late_connections > 0 {
+        return Some(Judgement::DoesNotReresolve {
+            late_connections: f.late_connections,
+            late_max_secs: f.late_max_secs,
+            lookups,
+            ttl,
+        });
+    }
+    match (lookups, within_ttl) {
+        (0, _) => None,
+        (1, _) => Some(Judgement::SingleLookup { ttl }),
+        (_, 0) => Some(Judgement::HonoursTtl { lookups, ttl }),
+        _ if connections >= 2 && lookups >= connections && 2 * within_ttl >= lookups - 1 => {
+            Some(Judgement::ResolvesBeforeEveryConnection {
+                lookups,
+                within_ttl,
+                connections,
+                ttl,
+            })
+        }
+        _ => Some(Judgement::ReresolvesWithinTtl {
+            lookups,
+            within_ttl,
+            connections,
+            ttl,
+        }),
+    }
+}
+
+/// Connections to addresses DNS had stopped offering; nothing while the
+/// answers never changed (no address was ever withdrawn).
+fn stale_backends(f: &Facts<'_>) -> Option<Judgement> {
+    if f.stale_backends.is_empty() {
+        return (f.answer_sets > 1).then_some(Judgement::NoneStale {
+            answer_sets: f.answer_sets,
+        });
+    }
+    Some(Judgement::Stale {
+        backends: f.stale_backends.to_vec(),
+    })
+}
+
+fn srv_priority(f: &Facts<'_>) -> Option<Judgement> {
+    let priorities = f.loads.iter().filter_map(|l| l.srv).map(|s| s.priority);
+    let best = priorities.clone().min()?;
+    if f.connections == 0 {
+        return None;
+    }
+    let outside: u64 = f
+        .loads
+        .iter()
+        .filter(|l| l.srv.is_some_and(|s| s.priority > best))
+        .map(|l| l.connections)
+        .sum();
+    if outside > 0 {
+        return Some(Judgement::PriorityIgnored {
+            outside,
+            connections: f.connections,
+            best,
+        });
+    }
+    let mut levels: Vec<u16> = priorities.collect();
+    levels.sort_unstable();
+    levels.dedup();
+    Some(Judgement::PriorityHonoured {
+        connections: f.connections,
+        best,
+        one_level: levels.len() == 1,
+    })
+}
+
+/// Backends whose connection attempts were refused or went unanswered,
+/// from the service's rows; nothing when it saw no attempt.
+fn failing_backends(f: &Facts<'_>) -> Option<Judgement> {
+    let rows = f.rows;
+    let outcomes = |r: &Row| r.outcomes.unwrap_or_default();
+    if rows.iter().all(|r| r.outcomes.is_none()) {
+        return None;
+    }
+    let attempts: u64 = rows
+        .iter()
+        .map(|r| outcomes(r).answered + outcomes(r).failed())
+        .sum();
+    if attempts == 0 {
+        return None;
+    }
+    let backends: Vec<FailingBackend> = rows
+        .iter()
+        .filter(|r| outcomes(r).failed() > 0)
+        .map(|row| {
+            let o = outcomes(row);
+            FailingBackend {
+                address: row.backend,
+                port: row.port,
+                refused: o.refused,
+                unanswered: o.unanswered,
+                tried: o.answered + o.failed(),
+            }
+        })
+        .collect();
+    if backends.is_empty() {
+        return Some(Judgement::AllAnswered { attempts });
+    }
+    let failed: u64 = backends.iter().map(|b| b.refused + b.unanswered).sum();
+    let answered_elsewhere = rows
+        .iter()
+        .filter(|r| outcomes(r).failed() == 0)
+        .map(|r| outcomes(r).answered)
+        .sum::<u64>();
+    Some(Judgement::Failing {
+        backends,
+        answered_elsewhere,
+        none_answered: failed == attempts,
+    })
+}

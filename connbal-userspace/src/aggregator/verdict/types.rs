@@ -1,0 +1,337 @@
+//! What a verdict is: the service it judges, and each check's finding.
+
+use super::super::backends::{Row, SrvPreference};
+use super::super::client::Client;
+use super::statistics::SIGNIFICANCE;
+use serde::Serialize;
+use std::net::IpAddr;
+use std::sync::Arc;
+
+/// One backend address of a service, with its connections over all ports.
+#[derive(Clone, Copy, Debug)]
+pub struct BackendLoad {
+    pub address: IpAddr,
+    pub connections: u64,
+    pub srv: Option<SrvPreference>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Service {
+    pub client: Client,
+    pub name: Arc<str>,
+    /// The service's report rows (one per backend and port), in report
+    /// order. JSON lists them apart, under `rows`.
+    #[serde(skip)]
+    pub rows: Vec<Row>,
+    /// Processes seen for an owner client (a few; none for clients known
+    /// by address).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub pids: Vec<u32>,
+    pub backends: u64,
+    pub backends_used: u64,
+    pub connections: u64,
+    /// Lookups of the service (its most-asked question: A and AAAA asked
+    /// together count once).
+    pub lookups: u64,
+    /// Lookups that came before the previous answer's TTL ran out.
+    pub lookups_within_ttl: u64,
+    pub ttl_min_secs: Option<u32>,
+    pub ttl_max_secs: Option<u32>,
+    /// Distinct address sets the answers in force offered, one after
+    /// another (1: the answer never changed).
+    pub answer_sets: u64,
+    /// Connection attempts made after the whole answer in force expired,
+    /// with no new lookup, and how long after at most.
+    pub connections_after_expiry: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_secs_after_expiry: Option<f64>,
+    /// Addresses connected to after DNS stopped offering them and the last
+    /// answer holding them expired.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub stale_backends: Vec<StaleBackend>,
+    /// Present when the balance could be judged.
+    pub balance: Option<Balance>,
+    pub verdicts: Vec<Verdict>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct StaleBackend {
+    pub address: IpAddr,
+    pub connections: u64,
+    pub max_secs_after_expiry: f64,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Balance {
+    /// What the spread was compared with.
+    pub expected: Expectation,
+    /// Judged against each connection's answer in force, when the
+    /// answers changed.
+    pub over_answers_in_force: bool,
+    pub chi_square: f64,
+    /// Backends in the test, after pooling those expected to get less than
+    /// one connection.
+    pub degrees_of_freedom: u64,
+    /// Probability of a spread at least this uneven under `expected`.
+    pub p_value: f64,
+    pub max_share: f64,
+    pub min_share: f64,
+    pub coefficient_of_variation: f64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Expectation {
+    /// Every backend equally likely.
+    Uniform,
+    /// Backends of the best SRV priority, in proportion to their weights.
+    SrvWeights,
+}
+
+/// One check's conclusion, as JSON, the table and metrics show it; all of
+/// it is written from a [`Judgement`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Verdict {
+    pub check: Check,
+    pub finding: Finding,
+    /// False when the finding is worth a person's attention.
+    pub ok: bool,
+    pub text: String,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Check {
+    UnusedBackends,
+    Balance,
+    Ttl,
+    SrvPriority,
+    FailingBackends,
+    StaleBackends,
+}
+
+impl Check {
+    /// The check's name in JSON, metrics labels and documentation; written
+    /// here once.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Check::UnusedBackends => "unused_backends",
+            Check::Balance => "balance",
+            Check::Ttl => "ttl",
+            Check::SrvPriority => "srv_priority",
+            Check::FailingBackends => "failing_backends",
+            Check::StaleBackends => "stale_backends",
+        }
+    }
+}
+
+impl Serialize for Check {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.name())
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Finding {
+    AllUsed,
+    UnusedByChance,
+    Unused,
+    NoConnections,
+    ConsistentWithRandom,
+    TooFewToJudge,
+    Uneven,
+    SingleLookup,
+    HonoursTtl,
+    ResolvesBeforeEveryConnection,
+    ReresolvesWithinTtl,
+    DoesNotReresolve,
+    PriorityHonoured,
+    PriorityIgnored,
+    AllAnswered,
+    Failing,
+    NoneStale,
+    Stale,
+}
+
+/// What a check found, with the numbers that decided it: the structure
+/// that [`Verdict`]'s finding, `ok` and text are all written from
+/// (`wording`), so that none of them can say something the others do not.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Judgement {
+    /// `unused_backends`: lookups, and no connection at all.
+    NoConnections {
+        backends: u64,
+    },
+    /// `unused_backends`: every backend got connections.
+    AllUsed {
+        backends: u64,
+        /// The SRV priority chosen among, when it was one.
+        priority: Option<u16>,
+    },
+    /// `unused_backends`: some got none; chance decides whether it matters.
+    Unused {
+        unused: u64,
+        backends: u64,
+        priority: Option<u16>,
+        /// Connections random choice is judged over.
+        judged: u64,
+        /// Unused backends random choice could have picked.
+        unused_choosable: u64,
+        /// Fewer connections than backends: some are unused for certain.
+        certain: bool,
+        /// Chance that random choice leaves at least as many unused.
+        chance: f64,
+    },
+    /// `balance`: too few connections per backend for the test.
+    TooFewToJudge {
+        connections: u64,
+        backends: u64,
+    },
+    /// `balance`: the chi-square test's outcome.
+    Spread {
+        expected: Expectation,
+        over_answers_in_force: bool,
+        min_share: f64,
+        max_share: f64,
+        /// Over answers in force: the connections to addresses in force,
+        /// and the least and greatest share expected of them.
+        in_force: Option<(u64, f64, f64)>,
+        p_value: f64,
+    },
+    /// `ttl`: connections after the answer expired, with no new lookup.
+    DoesNotReresolve {
+        late_connections: u64,
+        late_max_secs: f64,
+        lookups: u64,
+        ttl: Option<(u32, u32)>,
+    },
+    SingleLookup {
+        ttl: Option<(u32, u32)>,
+    },
+    HonoursTtl {
+        lookups: u64,
+        ttl: Option<(u32, u32)>,
+    },
+    ResolvesBeforeEveryConnection {
+        lookups: u64,
+        within_ttl: u64,
+        connections: u64,
+        ttl: Option<(u32, u32)>,
+    },
+    ReresolvesWithinTtl {
+        lookups: u64,
+        within_ttl: u64,
+        connections: u64,
+        ttl: Option<(u32, u32)>,
+    },
+    /// `stale_backends`: the answers changed, and no connection went stale.
+    NoneStale {
+        answer_sets: u64,
+    },
+    Stale {
+        backends: Vec<StaleBackend>,
+    },
+    /// `srv_priority`.
+    PriorityHonoured {
+        connections: u64,
+        best: u16,
+        /// Every target shares the best priority.
+        one_level: bool,
+    },
+    PriorityIgnored {
+        outside: u64,
+        connections: u64,
+        best: u16,
+    },
+    /// `failing_backends`.
+    AllAnswered {
+        attempts: u64,
+    },
+    Failing {
+        backends: Vec<FailingBackend>,
+        /// Attempts answered by the backends that never failed.
+        answered_elsewhere: u64,
+        /// Not one attempt was answered.
+        none_answered: bool,
+    },
+}
+
+/// A backend (address and port, as its row has them) whose attempts were
+/// refused or went unanswered.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FailingBackend {
+    pub address: IpAddr,
+    pub port: Option<u16>,
+    pub refused: u64,
+    pub unanswered: u64,
+    pub tried: u64,
+}
+
+impl Judgement {
+    pub fn check(&self) -> Check {
+        match self {
+            Self::NoConnections { .. } | Self::AllUsed { .. } | Self::Unused { .. } => {
+                Check::UnusedBackends
+            }
+            Self::TooFewToJudge { .. } | Self::Spread { .. } => Check::Balance,
+            Self::DoesNotReresolve { .. }
+            | Self::SingleLookup { .. }
+            | Self::HonoursTtl { .. }
+            | Self::ResolvesBeforeEveryConnection { .. }
+            | Self::ReresolvesWithinTtl { .. } => Check::Ttl,
+            Self::NoneStale { .. } | Self::Stale { .. } => Check::StaleBackends,
+            Self::PriorityHonoured { .. } | Self::PriorityIgnored { .. } => Check::SrvPriority,
+            Self::AllAnswered { .. } | Self::Failing { .. } => Check::FailingBackends,
+        }
+    }
+
+    pub fn finding(&self) -> Finding {
+        match self {
+            Self::NoConnections { .. } => Finding::NoConnections,
+            Self::AllUsed { .. } => Finding::AllUsed,
+            Self::Unused { chance, .. } if *chance >= SIGNIFICANCE => Finding::UnusedByChance,
+            Self::Unused { .. } => Finding::Unused,
+            Self::TooFewToJudge { .. } => Finding::TooFewToJudge,
+            Self::Spread { p_value, .. } if *p_value < SIGNIFICANCE => Finding::Uneven,
+            Self::Spread { .. } => Finding::ConsistentWithRandom,
+            Self::DoesNotReresolve { .. } => Finding::DoesNotReresolve,
+            Self::SingleLookup { .. } => Finding::SingleLookup,
+            Self::HonoursTtl { .. } => Finding::HonoursTtl,
+            Self::ResolvesBeforeEveryConnection { .. } => Finding::ResolvesBeforeEveryConnection,
+            Self::ReresolvesWithinTtl { .. } => Finding::ReresolvesWithinTtl,
+            Self::NoneStale { .. } => Finding::NoneStale,
+            Self::Stale { .. } => Finding::Stale,
+            Self::PriorityHonoured { .. } => Finding::PriorityHonoured,
+            Self::PriorityIgnored { .. } => Finding::PriorityIgnored,
+            Self::AllAnswered { .. } => Finding::AllAnswered,
+            Self::Failing { .. } => Finding::Failing,
+        }
+    }
+
+    /// False when the finding is worth a person's attention.
+    pub fn ok(&self) -> bool {
+        matches!(
+            self.finding(),
+            Finding::AllUsed
+                | Finding::UnusedByChance
+                | Finding::TooFewToJudge
+                | Finding::ConsistentWithRandom
+                | Finding::SingleLookup
+                | Finding::HonoursTtl
+                | Finding::NoneStale
+                | Finding::PriorityHonoured
+                | Finding::AllAnswered
+        )
+    }
+}
+
+impl From<&Judgement> for Verdict {
+    fn from(judgement: &Judgement) -> Self {
+        Verdict {
+            check: judgement.check(),
+            finding: judgement.finding(),
+            ok: judgement.ok(),
+            text: super::wording::text(judgement),
+        }
+    }
+}
