@@ -134,12 +134,14 @@ impl Client {
     }
 
     /// The container and pod that the cgroup path names, when it has a
-    /// shape a runtime gives it.
-    pub fn workload(&self) -> Workload {
-        self.owner()
-            .and_then(|o| o.cgroup.path.as_deref())
-            .map(Workload::of_path)
-            .unwrap_or_default()
+    /// shape a runtime gives it (resolved when the cgroup was named).
+    pub fn workload(&self) -> &Workload {
+        static NONE: Workload = Workload {
+            container: None,
+            pod: None,
+            unit: None,
+        };
+        self.owner().map_or(&NONE, |o| &o.cgroup.workload)
     }
 
     /// Everything known about the client, for JSON (`client_info`).
@@ -368,10 +370,7 @@ impl PidsSeen {
 
 /// A cgroup with its path, for tests and callers that build owners.
 pub fn cgroup(id: u64, path: Option<&str>) -> Cgroup {
-    Cgroup {
-        id,
-        path: path.map(Arc::from),
-    }
+    Cgroup::named(id, path.map(Arc::from))
 }
 
 #[cfg(test)]

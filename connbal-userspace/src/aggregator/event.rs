@@ -3,6 +3,7 @@
 //! Replay builds them from decoded frames, live tracing from ring-buffer
 //! records. Payloads are borrowed, so producing an event never allocates.
 
+use super::client::Workload;
 pub use crate::time::{Span, Timestamp};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -27,6 +28,22 @@ pub struct Cgroup {
     /// `None` when the directory was gone (or never found) by the time the
     /// tracer looked it up.
     pub path: Option<Arc<str>>,
+    /// What the path says of the workload inside (container, pod, unit),
+    /// resolved once when the cgroup is named, not each time a client is
+    /// shown.
+    pub workload: Arc<Workload>,
+}
+
+impl Cgroup {
+    /// A cgroup by id, named by `path` when the tracer found one.
+    pub fn named(id: u64, path: Option<Arc<str>>) -> Self {
+        let workload = path.as_deref().map(Workload::of_path).unwrap_or_default();
+        Self {
+            id,
+            path,
+            workload: Arc::new(workload),
+        }
+    }
 }
 
 /// Compared by id alone: the path is how it is shown, not what it is.

@@ -63,7 +63,7 @@ fn owner_labels(client: &Client) -> OwnerLabels {
     if !client.is_owner() {
         return Vec::new();
     }
-    let container = match client.workload().container {
+    let container = match &client.workload().container {
         Some(container) => container.short_id().to_string(),
         None => client.cgroup_path().unwrap_or_default(),
     };

@@ -95,11 +95,23 @@ pub fn relative(mount: &Path, dir: &Path) -> String {
     format!("/{}", rel.display())
 }
 
-/// Cgroup ids to paths under the traced subtree, learnt by walking it.
+/// Who a record's cgroup id is: attribution behind one small trait
+/// (RustNet's `ProcessLookup` is the model), so that an enrichment that
+/// needs I/O (a container runtime's API, the kubelet) is another
+/// implementation, cached per cgroup id outside the pure aggregator.
+/// `cgroup` runs on the event path: it must answer from memory, or after
+/// at most a bounded walk of the cgroup tree.
+pub trait CgroupLookup {
+    fn cgroup(&mut self, id: u64) -> Cgroup;
+}
+
+/// Cgroup ids to paths under the traced subtree, learnt by walking it; each
+/// cgroup is named (its workload read from the path) once, when first
+/// found.
 pub struct CgroupNames {
     mount: PathBuf,
     scope: PathBuf,
-    paths: HashMap<u64, Arc<str>>,
+    named: HashMap<u64, Cgroup>,
     /// Ids a walk did not find, and when.
     missing: HashMap<u64, Instant>,
 }
@@ -109,7 +121,7 @@ impl CgroupNames {
         let mut names = Self {
             mount,
             scope,
-            paths: HashMap::new(),
+            named: HashMap::new(),
             missing: HashMap::new(),
         };
         names.walk();
@@ -121,11 +133,8 @@ impl CgroupNames {
     /// found waits a second before it may walk again, so a flood of odd ids
     /// costs at most a walk per id per second.
     pub fn lookup(&mut self, id: u64) -> Cgroup {
-        if let Some(path) = self.paths.get(&id) {
-            return Cgroup {
-                id,
-                path: Some(path.clone()),
-            };
+        if let Some(cgroup) = self.named.get(&id) {
+            return cgroup.clone();
         }
         let recently_missed = self
             .missing
@@ -133,17 +142,17 @@ impl CgroupNames {
             .is_some_and(|at| at.elapsed() < RETRY_MISSING_AFTER);
         if !recently_missed {
             self.walk();
-            if !self.paths.contains_key(&id) {
+            if !self.named.contains_key(&id) {
                 if self.missing.len() >= MAX_MISSES {
                     self.missing.clear();
                 }
                 self.missing.insert(id, Instant::now());
             }
         }
-        Cgroup {
-            id,
-            path: self.paths.get(&id).cloned(),
-        }
+        self.named
+            .get(&id)
+            .cloned()
+            .unwrap_or_else(|| Cgroup::named(id, None))
     }
 
     fn walk(&mut self) {
@@ -157,9 +166,10 @@ impl CgroupNames {
             let Ok(meta) = fs::metadata(&dir) else {
                 continue;
             };
-            if !self.paths.contains_key(&meta.ino()) && self.paths.len() < MAX_CGROUPS {
-                self.paths
-                    .insert(meta.ino(), Arc::from(relative(&self.mount, &dir)));
+            let id = meta.ino();
+            if !self.named.contains_key(&id) && self.named.len() < MAX_CGROUPS {
+                let path = Arc::from(relative(&self.mount, &dir));
+                self.named.insert(id, Cgroup::named(id, Some(path)));
             }
             if depth >= MAX_DEPTH {
                 continue;
@@ -173,6 +183,12 @@ impl CgroupNames {
                 }
             }
         }
+    }
+}
+
+impl CgroupLookup for CgroupNames {
+    fn cgroup(&mut self, id: u64) -> Cgroup {
+        self.lookup(id)
     }
 }
 
@@ -201,5 +217,33 @@ mod tests {
         let mount = Path::new("/sys/fs/cgroup");
         assert_eq!(relative(mount, Path::new("/sys/fs/cgroup/a/b")), "/a/b");
         assert_eq!(relative(mount, mount), "/");
+    }
+
+    #[test]
+    fn a_cgroup_is_named_once_with_its_workload_and_keeps_its_name() {
+        // Plain directories stand in for the cgroup tree: naming reads only
+        // their inode numbers and paths.
+        let mount = std::env::temp_dir().join(format!("connbal-names-{}", std::process::id()));
+        let id = "ab".repeat(32);
+        let container = mount.join("docker").join(&id);
+        fs::create_dir_all(&container).unwrap();
+        let ino = fs::metadata(&container).unwrap().ino();
+        let mut names = CgroupNames::new(mount.clone(), mount.clone());
+        let first = names.cgroup(ino);
+        fs::remove_dir_all(&mount).unwrap();
+        let again = names.cgroup(ino);
+        assert_eq!(
+            first.path.as_deref(),
+            Some(format!("/docker/{id}").as_str())
+        );
+        let named = first
+            .workload
+            .container
+            .as_ref()
+            .expect("a docker container");
+        assert_eq!((named.runtime, named.id.as_str()), ("docker", id.as_str()));
+        // The same name, from the cache, after the directory is gone.
+        assert!(Arc::ptr_eq(&first.workload, &again.workload));
+        assert_eq!(again.path, first.path);
     }
 }

@@ -20,7 +20,7 @@ use crate::output::{self, openmetrics, Coverage, Finish, Format, OutputError, Pr
 use crate::pipeline::Pipeline;
 use crate::tally::Tally;
 use aya::maps::{MapData, RingBuf};
-use cgroups::{CgroupError, CgroupNames};
+use cgroups::{CgroupError, CgroupLookup, CgroupNames};
 use connbal_common::record::RecordHeader;
 use loader::{AttachMode, KernelCounters, Loaded, LoaderError};
 use metrics_server::{MetricsError, ScrapeRequest};
@@ -523,7 +523,8 @@ fn drain(
             stats.unreadable_records += 1;
             continue;
         };
-        let owner = records::owner(&header, cgroups.as_deref_mut());
+        let lookup = cgroups.as_deref_mut().map(|c| c as &mut dyn CgroupLookup);
+        let owner = records::owner(&header, lookup);
         match records::to_event(&header, &item, clock, pipeline.all_tcp(), owner.as_ref()) {
             Some(event) => pipeline.event(&event),
             None => stats.unreadable_records += 1,

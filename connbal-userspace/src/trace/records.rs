@@ -1,8 +1,8 @@
 //! Ring-buffer records to aggregator events. Pure, so tests drive it with
 //! hand-made bytes.
 
-use super::cgroups::CgroupNames;
-use crate::aggregator::{Datagram, Event, Owner, Process, Segment, Timestamp};
+use super::cgroups::CgroupLookup;
+use crate::aggregator::{Cgroup, Datagram, Event, Owner, Process, Segment, Timestamp};
 use connbal_common::record::{
     RecordHeader, BIT_FLOW_NEW, BIT_PROCESS, BIT_SOCKET, BIT_TCP, BIT_TRUNCATED, HEADER_LEN,
     KIND_DNS, KIND_TCP,
@@ -51,13 +51,13 @@ fn address(version: u8, bytes: [u8; 16]) -> Option<IpAddr> {
 
 /// The owner of the record's socket, when the kernel knew it; its cgroup
 /// named from `cgroups` (host mode) or by id alone.
-pub fn owner(h: &RecordHeader, cgroups: Option<&mut CgroupNames>) -> Option<Owner> {
+pub fn owner(h: &RecordHeader, cgroups: Option<&mut dyn CgroupLookup>) -> Option<Owner> {
     if h.bits & BIT_SOCKET == 0 {
         return None;
     }
     let cgroup = match cgroups {
-        Some(names) => names.lookup(h.cgroup_id),
-        None => crate::aggregator::cgroup(h.cgroup_id, None),
+        Some(names) => names.cgroup(h.cgroup_id),
+        None => Cgroup::named(h.cgroup_id, None),
     };
     Some(Owner {
         cgroup,
