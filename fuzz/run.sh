@@ -9,5 +9,7 @@ runs=${2:-10000000}
 shift
 [ $# -gt 0 ] && shift
 mkdir -p "corpus/$target"
-exec cargo +nightly-2026-05-20 fuzz run -O "$target" "corpus/$target" "seeds/$target" -- \
+# The pinned nightly is written once, in connbal-ebpf/rust-toolchain.toml.
+nightly=$(sed -n 's/^channel = "\(.*\)"$/\1/p' ../connbal-ebpf/rust-toolchain.toml)
+exec cargo +"$nightly" fuzz run -O "$target" "corpus/$target" "seeds/$target" -- \
     -runs="$runs" -max_len=4096 -malloc_limit_mb=64 -rss_limit_mb=512 -timeout=10 -print_final_stats=1 "$@"

@@ -16,9 +16,37 @@ use std::process::Command;
 pub const OBJECT: &str = "connbal-userspace/ebpf/connbal.bpf.o";
 pub const SOURCE_HASH: &str = "connbal-userspace/ebpf/connbal.bpf.o.sources.sha256";
 
-/// The pinned nightly (see connbal-ebpf/rust-toolchain.toml): its LLVM
-/// major version must match the one bpf-linker is built against.
-pub const NIGHTLY: &str = "nightly-2026-05-20";
+/// The pinned nightly, written once in connbal-ebpf/rust-toolchain.toml
+/// (scripts read it there too): its LLVM major version must match the one
+/// bpf-linker is built against.
+pub const NIGHTLY: &str = pinned_channel(include_str!("../../connbal-ebpf/rust-toolchain.toml"));
+
+/// The `channel = "…"` value of a rust-toolchain.toml, at compile time.
+const fn pinned_channel(toml: &'static str) -> &'static str {
+    const KEY: &[u8] = b"channel = \"";
+    let bytes = toml.as_bytes();
+    let mut at = 0;
+    while at + KEY.len() <= bytes.len() {
+        let mut matched = 0;
+        while matched < KEY.len() && bytes[at + matched] == KEY[matched] {
+            matched += 1;
+        }
+        if matched == KEY.len() && (at == 0 || bytes[at - 1] == b'\n') {
+            let (_, rest) = bytes.split_at(at + KEY.len());
+            let mut end = 0;
+            while end < rest.len() && rest[end] != b'"' {
+                end += 1;
+            }
+            let (channel, _) = rest.split_at(end);
+            return match std::str::from_utf8(channel) {
+                Ok(channel) => channel,
+                Err(_) => panic!("rust-toolchain.toml: the channel is not UTF-8"),
+            };
+        }
+        at += 1;
+    }
+    panic!("connbal-ebpf/rust-toolchain.toml names no channel")
+}
 const LLVM_MAJOR: &str = "22";
 
 /// Everything the object is built from.
@@ -178,4 +206,22 @@ pub fn setup() -> Result<()> {
     )
     .context("building bpf-linker")?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_pinned_nightly_is_read_from_rust_toolchain_toml() {
+        assert!(
+            super::NIGHTLY.starts_with("nightly-20"),
+            "{}",
+            super::NIGHTLY
+        );
+        assert_eq!(
+            super::pinned_channel(
+                "[toolchain]\n# channel = \"x\"\nchannel = \"nightly-2030-01-02\"\n"
+            ),
+            "nightly-2030-01-02"
+        );
+    }
 }
