@@ -207,7 +207,7 @@ fn backend_text(addr: IpAddr) -> String {
 fn bar(share: f64) -> String {
     let eighths = (share.clamp(0.0, 1.0) * (BAR_WIDTH * 8) as f64).round() as usize;
     let mut bar = "█".repeat(eighths / 8);
-    if eighths % 8 != 0 {
+    if !eighths.is_multiple_of(8) {
         bar.push(BAR_EIGHTHS[eighths % 8]);
     }
     let cells = bar.chars().count();

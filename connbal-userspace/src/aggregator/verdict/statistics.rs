@@ -58,7 +58,7 @@ pub fn chance_of_unused(probabilities: &[f64], n: u64, m: usize) -> f64 {
         }
         let total: f64 = (m..=k)
             .map(|j| {
-                let sign = if (j - m) % 2 == 0 { 1.0 } else { -1.0 };
+                let sign = if (j - m).is_multiple_of(2) { 1.0 } else { -1.0 };
                 sign * binomial(j - 1, m - 1) * s[j]
             })
             .sum();
