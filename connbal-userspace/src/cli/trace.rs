@@ -85,7 +85,7 @@ pub struct TraceArgs {
     /// At most this many backend series (and as many name series) per
     /// scrape; the ones with the fewest connections are folded, and counted
     /// in connbal_metrics_folded_series.
-    #[arg(long, value_name = "N", default_value_t = connbal::output::openmetrics::DEFAULT_MAX_SERIES)]
+    #[arg(long, value_name = "N", default_value_t = connbal::output::metrics::DEFAULT_MAX_SERIES)]
     pub metrics_max_series: usize,
 
     /// After attaching, switch to this user (connbal drops every capability

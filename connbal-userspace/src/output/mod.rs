@@ -7,6 +7,7 @@
 
 mod events;
 mod json;
+pub mod metrics;
 pub mod openmetrics;
 mod table;
 mod tsv;

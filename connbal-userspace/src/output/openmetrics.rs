@@ -2,282 +2,102 @@
 //! fleet of connbal instances (a DaemonSet) is aggregated by Prometheus
 //! rather than by connbal. The HTTP side is `trace::metrics_server`.
 //!
+//! This file is only the encoding: which families there are, their labels
+//! and the cardinality fold are the metrics model's (`output::metrics`).
 //! The exposition is rendered from the aggregator's report at scrape time,
 //! by the trace loop that owns the aggregator: nothing is kept up to date
-//! per packet. Label cardinality is capped: past `max_series` the rows with
-//! the fewest connections are folded into one counter, and how many were
-//! folded is itself a metric.
+//! per packet.
 
-use crate::aggregator::verdict::Check;
-use crate::aggregator::{Client, Report, Row, Service};
+use super::metrics::{self, Family, Kind, Labels, Value};
+use crate::aggregator::Report;
 use crate::tally::Tally;
-use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
-use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::family::Family as Series;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 use std::sync::atomic::AtomicU64;
 
-pub const DEFAULT_MAX_SERIES: usize = 10_000;
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct BackendLabels {
-    client: String,
-    backend: String,
-    port: String,
-    name: String,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct ServiceLabels {
-    client: String,
-    name: String,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct VerdictLabels {
-    client: String,
-    name: String,
-    check: String,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct OutcomeLabel {
-    outcome: &'static str,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct CounterLabels {
-    counter: String,
-}
-
 type FloatGauge = Gauge<f64, AtomicU64>;
-
-/// For an owner client, `app` (its command) and `container` (the
-/// container's short id, or else the cgroup path): labels to aggregate a
-/// fleet by, bounded by the same series cap. None for a client known by
-/// address, whose series stay as they were.
-type OwnerLabels = Vec<(&'static str, String)>;
-
-fn owner_labels(client: &Client) -> OwnerLabels {
-    if !client.is_owner() {
-        return Vec::new();
-    }
-    let container = match &client.workload().container {
-        Some(container) => container.short_id().to_string(),
-        None => client.cgroup_path().unwrap_or_default(),
-    };
-    vec![
-        ("app", client.command().unwrap_or_default()),
-        ("container", container),
-    ]
-}
 
 /// The OpenMetrics text for `report` and for `input` (the input's own
 /// counters: records read, the kernel program's), at most `max_series`
 /// backend series and as many service series.
 pub fn render(report: &Report, input: &dyn Tally, max_series: usize) -> String {
-    let mut registry = Registry::with_prefix("connbal");
-    let connections = Family::<(BackendLabels, OwnerLabels), Counter>::default();
-    let appearances = Family::<(BackendLabels, OwnerLabels), Counter>::default();
-    let outcomes = Family::<((BackendLabels, OutcomeLabel), OwnerLabels), Counter>::default();
-    let folded = Gauge::<i64>::default();
-    let folded_connections = Counter::<u64>::default();
+    encode(&metrics::model(report, input, max_series))
+}
 
-    // Keep the busiest rows when there are too many.
-    let mut rows: Vec<&Row> = report.rows().collect();
-    rows.sort_by(|a, b| b.conns.cmp(&a.conns).then_with(|| a.report_order(b)));
-    let mut folded_series = 0i64;
-    for (i, row) in rows.iter().enumerate() {
-        if i >= max_series {
-            folded_series += 1;
-            folded_connections.inc_by(row.conns);
-            continue;
-        }
-        let labels = (
-            BackendLabels {
-                client: row.client.to_string(),
-                backend: row.backend.to_string(),
-                port: row.port.map_or("?".to_string(), |p| p.to_string()),
-                name: row.name.to_string(),
-            },
-            owner_labels(&row.client),
-        );
-        connections.get_or_create(&labels).inc_by(row.conns);
-        appearances.get_or_create(&labels).inc_by(row.dns);
-        let o = row.outcomes.unwrap_or_default();
-        for (outcome, count) in [
-            ("answered", o.answered),
-            ("refused", o.refused),
-            ("unanswered", o.unanswered),
-        ] {
-            if count > 0 {
-                let (backend, owner) = labels.clone();
-                let outcome = OutcomeLabel { outcome };
-                outcomes
-                    .get_or_create(&((backend, outcome), owner))
-                    .inc_by(count);
+/// The families as OpenMetrics text, through prometheus-client's encoder
+/// (names prefixed `connbal_`, counters suffixed `_total`, `# EOF`).
+pub fn encode(families: &[Family]) -> String {
+    let mut registry = Registry::with_prefix("connbal");
+    for family in families {
+        // A family of one unlabelled sample is a plain metric, as
+        // prometheus-client writes those.
+        let unlabelled = match &family.samples[..] {
+            [only] if only.labels.is_empty() => Some(only.value),
+            _ => None,
+        };
+        match (family.kind, unlabelled) {
+            (Kind::Counter, Some(value)) => {
+                let counter = Counter::<u64>::default();
+                counter.inc_by(counter_value(value));
+                registry.register(family.name, family.help, counter);
+            }
+            (Kind::Gauge, Some(value)) => {
+                let gauge = Gauge::<i64>::default();
+                gauge.set(gauge_value(value));
+                registry.register(family.name, family.help, gauge);
+            }
+            (Kind::Counter, None) => {
+                let series = Series::<Labels, Counter>::default();
+                for sample in &family.samples {
+                    series
+                        .get_or_create(&sample.labels)
+                        .inc_by(counter_value(sample.value));
+                }
+                registry.register(family.name, family.help, series);
+            }
+            (Kind::Gauge, None) => {
+                let series = Series::<Labels, Gauge>::default();
+                for sample in &family.samples {
+                    series
+                        .get_or_create(&sample.labels)
+                        .set(gauge_value(sample.value));
+                }
+                registry.register(family.name, family.help, series);
+            }
+            (Kind::FloatGauge, _) => {
+                let series = Series::<Labels, FloatGauge>::default();
+                for sample in &family.samples {
+                    if let Value::FloatGauge(v) = sample.value {
+                        series.get_or_create(&sample.labels).set(v);
+                    }
+                }
+                registry.register(family.name, family.help, series);
             }
         }
     }
-
-    let lookups = Family::<(ServiceLabels, OwnerLabels), Counter>::default();
-    let lookups_within_ttl = Family::<(ServiceLabels, OwnerLabels), Counter>::default();
-    let after_expiry = Family::<(ServiceLabels, OwnerLabels), Counter>::default();
-    let stale = Family::<(ServiceLabels, OwnerLabels), Counter>::default();
-    let backends = Family::<(ServiceLabels, OwnerLabels), Gauge>::default();
-    let unused = Family::<(ServiceLabels, OwnerLabels), Gauge>::default();
-    let p_value = Family::<(ServiceLabels, OwnerLabels), FloatGauge>::default();
-    let verdict_ok = Family::<(VerdictLabels, OwnerLabels), Gauge>::default();
-    // Busiest first here too, so the cap folds the quietest names.
-    let mut services: Vec<&Service> = report.services.iter().collect();
-    services.sort_by_key(|s| std::cmp::Reverse(s.connections));
-    for (i, service) in services.into_iter().enumerate() {
-        if i >= max_series {
-            folded_series += 1;
-            continue;
-        }
-        let owner = owner_labels(&service.client);
-        let labels = (
-            ServiceLabels {
-                client: service.client.to_string(),
-                name: service.name.to_string(),
-            },
-            owner.clone(),
-        );
-        lookups.get_or_create(&labels).inc_by(service.lookups);
-        lookups_within_ttl
-            .get_or_create(&labels)
-            .inc_by(service.lookups_within_ttl);
-        after_expiry
-            .get_or_create(&labels)
-            .inc_by(service.connections_after_expiry);
-        stale
-            .get_or_create(&labels)
-            .inc_by(service.stale_backends.iter().map(|b| b.connections).sum());
-        backends
-            .get_or_create(&labels)
-            .set(to_i64(service.backends));
-        unused
-            .get_or_create(&labels)
-            .set(to_i64(service.backends - service.backends_used));
-        if let Some(balance) = &service.balance {
-            p_value.get_or_create(&labels).set(balance.p_value);
-        }
-        for verdict in &service.verdicts {
-            verdict_ok
-                .get_or_create(&(
-                    VerdictLabels {
-                        client: labels.0.client.clone(),
-                        name: labels.0.name.clone(),
-                        check: Check::name(verdict.check).to_string(),
-                    },
-                    owner.clone(),
-                ))
-                .set(i64::from(verdict.ok));
-        }
-    }
-    folded.set(folded_series);
-
-    let aggregator_counters = counter_family(&report.counters);
-    let input_counters = counter_family(input);
-
-    registry.register(
-        "connections",
-        "Connection attempts from a client to a backend and port it got from DNS",
-        connections,
-    );
-    registry.register(
-        "connection_outcomes",
-        "What connection attempts came to: answered (SYN-ACK), refused (reset) or unanswered",
-        outcomes,
-    );
-    registry.register(
-        "dns_appearances",
-        "Times the backend (and port, for SRV) appeared in DNS answers to the client",
-        appearances,
-    );
-    registry.register(
-        "service_lookups",
-        "Lookups of the name by the client (its most-asked question)",
-        lookups,
-    );
-    registry.register(
-        "service_lookups_within_ttl",
-        "Lookups made before the previous answer's TTL ran out",
-        lookups_within_ttl,
-    );
-    registry.register(
-        "service_connections_after_expiry",
-        "Connection attempts made after the whole answer in force expired, with no new lookup",
-        after_expiry,
-    );
-    registry.register(
-        "service_stale_connections",
-        "Connection attempts to addresses DNS no longer offered, after the last answer holding them expired",
-        stale,
-    );
-    registry.register(
-        "service_backends",
-        "Backends DNS gave the client for the name",
-        backends,
-    );
-    registry.register(
-        "service_backends_unused",
-        "Backends of the name that got no connection from the client",
-        unused,
-    );
-    registry.register(
-        "service_balance_p_value",
-        "Probability of a spread this uneven under random choice (present when judged)",
-        p_value,
-    );
-    registry.register(
-        "service_verdict_ok",
-        "1 when the check found nothing worth attention, 0 otherwise",
-        verdict_ok,
-    );
-    registry.register(
-        "metrics_folded_series",
-        "Backend and service series left out of this scrape by the cardinality cap",
-        folded,
-    );
-    registry.register(
-        "folded_connections",
-        "Connections counted in backend series left out by the cardinality cap",
-        folded_connections,
-    );
-    registry.register(
-        "aggregator_events",
-        "What the aggregator saw, skipped, evicted or dropped, by counter",
-        aggregator_counters,
-    );
-    registry.register(
-        "input_events",
-        "Records read, and the kernel program's counters (packets seen, records lost), by counter",
-        input_counters,
-    );
     let mut text = String::new();
     prometheus_client::encoding::text::encode(&mut text, &registry)
         .expect("writing to a String cannot fail");
     text
 }
 
-fn to_i64(v: u64) -> i64 {
-    i64::try_from(v).unwrap_or(i64::MAX)
+fn counter_value(value: Value) -> u64 {
+    match value {
+        Value::Counter(v) => v,
+        Value::Gauge(v) => u64::try_from(v).unwrap_or(0),
+        // Never made: the model keeps each family to its kind.
+        Value::FloatGauge(_) => 0,
+    }
 }
 
-/// One series per counter of `tally`, labelled with its name.
-fn counter_family(tally: &dyn Tally) -> Family<CounterLabels, Counter> {
-    let family = Family::<CounterLabels, Counter>::default();
-    tally.for_each_counter(&mut |name, value| {
-        family
-            .get_or_create(&CounterLabels {
-                counter: name.to_string(),
-            })
-            .inc_by(value);
-    });
-    family
+fn gauge_value(value: Value) -> i64 {
+    match value {
+        Value::Gauge(v) => v,
+        Value::Counter(v) => i64::try_from(v).unwrap_or(i64::MAX),
+        Value::FloatGauge(_) => 0,
+    }
 }
 
 #[cfg(test)]

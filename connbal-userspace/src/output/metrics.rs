@@ -1,0 +1,297 @@
+//! The metrics model: which families connbal exports, their labels, and the
+//! cardinality fold, decided once from a report. Encoders (`openmetrics`
+//! today; an OTLP exporter would be another) only write it out, so that a
+//! second exporter is an encoder, not a copy (Inspektor Gadget's
+//! otel-metrics operator is the model).
+//!
+//! Label cardinality is capped: past `max_series` the rows with the fewest
+//! connections are folded into one counter, and how many were folded is
+//! itself a metric.
+
+use crate::aggregator::verdict::Check;
+use crate::aggregator::{Client, Report, Row, Service};
+use crate::tally::Tally;
+use std::collections::HashMap;
+
+pub const DEFAULT_MAX_SERIES: usize = 10_000;
+
+/// Label names and values, in the order they are written.
+pub type Labels = Vec<(&'static str, String)>;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    Counter,
+    Gauge,
+    FloatGauge,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Value {
+    /// Monotonic since the start of the trace.
+    Counter(u64),
+    Gauge(i64),
+    FloatGauge(f64),
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Sample {
+    pub labels: Labels,
+    pub value: Value,
+}
+
+/// One metric family: its name without the `connbal_` prefix (and, for
+/// counters, without the `_total` suffix that encoders add), its help,
+/// and its samples, all of its kind.
+#[derive(Clone, Debug)]
+pub struct Family {
+    pub name: &'static str,
+    pub help: &'static str,
+    pub kind: Kind,
+    pub samples: Vec<Sample>,
+    /// Where each label set's sample is, so that adding stays O(1).
+    index: HashMap<Labels, usize>,
+}
+
+impl Family {
+    fn new(kind: Kind, name: &'static str, help: &'static str) -> Self {
+        Self {
+            name,
+            help,
+            kind,
+            samples: Vec::new(),
+            index: HashMap::new(),
+        }
+    }
+
+    /// Adds `value` to the series of `labels`: counters sum (two clients
+    /// may print alike), gauges take the latest.
+    fn add(&mut self, labels: Labels, value: Value) {
+        match self.index.get(&labels) {
+            Some(&at) => {
+                let sample = &mut self.samples[at];
+                sample.value = match (sample.value, value) {
+                    (Value::Counter(a), Value::Counter(b)) => Value::Counter(a.saturating_add(b)),
+                    (_, latest) => latest,
+                }
+            }
+            None => {
+                self.index.insert(labels.clone(), self.samples.len());
+                self.samples.push(Sample { labels, value });
+            }
+        }
+    }
+}
+
+/// Every family of one exposition, in the order they are written.
+pub fn model(report: &Report, input: &dyn Tally, max_series: usize) -> Vec<Family> {
+    let mut connections = Family::new(
+        Kind::Counter,
+        "connections",
+        "Connection attempts from a client to a backend and port it got from DNS",
+    );
+    let mut outcomes = Family::new(
+        Kind::Counter,
+        "connection_outcomes",
+        "What connection attempts came to: answered (SYN-ACK), refused (reset) or unanswered",
+    );
+    let mut appearances = Family::new(
+        Kind::Counter,
+        "dns_appearances",
+        "Times the backend (and port, for SRV) appeared in DNS answers to the client",
+    );
+    let mut folded_connections = 0;
+    let mut folded_series = 0i64;
+
+    // Keep the busiest rows when there are too many.
+    let mut rows: Vec<&Row> = report.rows().collect();
+    rows.sort_by(|a, b| b.conns.cmp(&a.conns).then_with(|| a.report_order(b)));
+    for (i, row) in rows.iter().enumerate() {
+        if i >= max_series {
+            folded_series += 1;
+            folded_connections += row.conns;
+            continue;
+        }
+        let backend = vec![
+            ("client", row.client.to_string()),
+            ("backend", row.backend.to_string()),
+            ("port", row.port.map_or("?".to_string(), |p| p.to_string())),
+            ("name", row.name.to_string()),
+        ];
+        let owner = owner_labels(&row.client);
+        connections.add(joined(&backend, &[], &owner), Value::Counter(row.conns));
+        appearances.add(joined(&backend, &[], &owner), Value::Counter(row.dns));
+        let o = row.outcomes.unwrap_or_default();
+        for (outcome, count) in [
+            ("answered", o.answered),
+            ("refused", o.refused),
+            ("unanswered", o.unanswered),
+        ] {
+            if count > 0 {
+                let outcome = [("outcome", outcome.to_string())];
+                outcomes.add(joined(&backend, &outcome, &owner), Value::Counter(count));
+            }
+        }
+    }
+
+    let mut lookups = Family::new(
+        Kind::Counter,
+        "service_lookups",
+        "Lookups of the name by the client (its most-asked question)",
+    );
+    let mut lookups_within_ttl = Family::new(
+        Kind::Counter,
+        "service_lookups_within_ttl",
+        "Lookups made before the previous answer's TTL ran out",
+    );
+    let mut after_expiry = Family::new(
+        Kind::Counter,
+        "service_connections_after_expiry",
+        "Connection attempts made after the whole answer in force expired, with no new lookup",
+    );
+    let mut stale = Family::new(
+        Kind::Counter,
+        "service_stale_connections",
+        "Connection attempts to addresses DNS no longer offered, after the last answer holding them expired",
+    );
+    let mut backends = Family::new(
+        Kind::Gauge,
+        "service_backends",
+        "Backends DNS gave the client for the name",
+    );
+    let mut unused = Family::new(
+        Kind::Gauge,
+        "service_backends_unused",
+        "Backends of the name that got no connection from the client",
+    );
+    let mut p_value = Family::new(
+        Kind::FloatGauge,
+        "service_balance_p_value",
+        "Probability of a spread this uneven under random choice (present when judged)",
+    );
+    let mut verdict_ok = Family::new(
+        Kind::Gauge,
+        "service_verdict_ok",
+        "1 when the check found nothing worth attention, 0 otherwise",
+    );
+    // Busiest first here too, so the cap folds the quietest names.
+    let mut services: Vec<&Service> = report.services.iter().collect();
+    services.sort_by_key(|s| std::cmp::Reverse(s.connections));
+    for (i, service) in services.into_iter().enumerate() {
+        if i >= max_series {
+            folded_series += 1;
+            continue;
+        }
+        let owner = owner_labels(&service.client);
+        let labels = joined(
+            &[
+                ("client", service.client.to_string()),
+                ("name", service.name.to_string()),
+            ],
+            &[],
+            &owner,
+        );
+        lookups.add(labels.clone(), Value::Counter(service.lookups));
+        lookups_within_ttl.add(labels.clone(), Value::Counter(service.lookups_within_ttl));
+        after_expiry.add(
+            labels.clone(),
+            Value::Counter(service.connections_after_expiry),
+        );
+        let stale_connections = service.stale_backends.iter().map(|b| b.connections).sum();
+        stale.add(labels.clone(), Value::Counter(stale_connections));
+        backends.add(labels.clone(), Value::Gauge(to_i64(service.backends)));
+        unused.add(
+            labels.clone(),
+            Value::Gauge(to_i64(service.backends - service.backends_used)),
+        );
+        if let Some(balance) = &service.balance {
+            p_value.add(labels.clone(), Value::FloatGauge(balance.p_value));
+        }
+        for verdict in &service.verdicts {
+            let check = [("check", Check::name(verdict.check).to_string())];
+            verdict_ok.add(
+                joined(&labels[..2], &check, &owner),
+                Value::Gauge(i64::from(verdict.ok)),
+            );
+        }
+    }
+    let mut folded = Family::new(
+        Kind::Gauge,
+        "metrics_folded_series",
+        "Backend and service series left out of this scrape by the cardinality cap",
+    );
+    folded.add(Vec::new(), Value::Gauge(folded_series));
+    let mut folded_total = Family::new(
+        Kind::Counter,
+        "folded_connections",
+        "Connections counted in backend series left out by the cardinality cap",
+    );
+    folded_total.add(Vec::new(), Value::Counter(folded_connections));
+
+    vec![
+        connections,
+        outcomes,
+        appearances,
+        lookups,
+        lookups_within_ttl,
+        after_expiry,
+        stale,
+        backends,
+        unused,
+        p_value,
+        verdict_ok,
+        folded,
+        folded_total,
+        counter_family(
+            "aggregator_events",
+            "What the aggregator saw, skipped, evicted or dropped, by counter",
+            &report.counters,
+        ),
+        counter_family(
+            "input_events",
+            "Records read, and the kernel program's counters (packets seen, records lost), by counter",
+            input,
+        ),
+    ]
+}
+
+fn joined(
+    first: &[(&'static str, String)],
+    then: &[(&'static str, String)],
+    owner: &Labels,
+) -> Labels {
+    first.iter().chain(then).chain(owner).cloned().collect()
+}
+
+/// For an owner client, `app` (its command) and `container` (the
+/// container's short id, or else the cgroup path): labels to aggregate a
+/// fleet by, bounded by the same series cap. None for a client known by
+/// address, whose series stay as they were.
+fn owner_labels(client: &Client) -> Labels {
+    if !client.is_owner() {
+        return Vec::new();
+    }
+    let container = match &client.workload().container {
+        Some(container) => container.short_id().to_string(),
+        None => client.cgroup_path().unwrap_or_default(),
+    };
+    vec![
+        ("app", client.command().unwrap_or_default()),
+        ("container", container),
+    ]
+}
+
+fn to_i64(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+/// One series per counter of `tally`, labelled with its name.
+fn counter_family(name: &'static str, help: &'static str, tally: &dyn Tally) -> Family {
+    let mut family = Family::new(Kind::Counter, name, help);
+    tally.for_each_counter(&mut |counter, value| {
+        family.add(
+            vec![("counter", counter.to_string())],
+            Value::Counter(value),
+        );
+    });
+    family
+}
