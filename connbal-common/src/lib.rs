@@ -119,6 +119,22 @@ pub mod record {
     /// socket is known; `tgid`, `pid`, `comm` and `netns_cookie` are set.
     pub const BIT_PROCESS: u8 = 16;
 
+    /// Which owner fields records carry. The loader writes it, as a byte,
+    /// into the program's `OWNERS` global before load (read-only data, so
+    /// the verifier prunes what is not asked for); ordered, so `>=` reads
+    /// "at least".
+    #[repr(u8)]
+    #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+    pub enum Owners {
+        /// Nothing: `--iface` by address, no helper calls at all.
+        Nothing = 0,
+        /// The socket's cgroup and cookie.
+        Socket = 1,
+        /// Also the process (host mode, where the connect and sendmsg
+        /// hooks fill the socket table).
+        Process = 2,
+    }
+
     #[repr(C)]
     #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
     pub struct RecordHeader {

@@ -45,8 +45,9 @@ use aya_ebpf::{
 };
 use aya_log_ebpf::debug;
 use connbal_common::record::{
-    counter, DnsRecord, FlowKey, FlowState, RecordHeader, SocketOwner, BIT_FLOW_NEW, BIT_PROCESS,
-    BIT_SOCKET, BIT_TCP, BIT_TRUNCATED, KIND_DNS, KIND_TCP, MAX_DNS_PAYLOAD, SHORT_DNS_PAYLOAD,
+    counter, DnsRecord, FlowKey, FlowState, Owners, RecordHeader, SocketOwner, BIT_FLOW_NEW,
+    BIT_PROCESS, BIT_SOCKET, BIT_TCP, BIT_TRUNCATED, KIND_DNS, KIND_TCP, MAX_DNS_PAYLOAD,
+    SHORT_DNS_PAYLOAD,
 };
 use connbal_common::{
     classify_tcp, is_attempt_reply, is_connection_attempt, is_dns_port, FlowEvent, TcpVerdict,
@@ -60,14 +61,10 @@ use core::mem::size_of;
 static ALL_TCP: u8 = 0;
 #[no_mangle]
 static DEBUG_LOG: u8 = 0;
-/// Which owner fields records carry (set by the loader): 0 none (`--iface`
-/// by address: no helper calls at all), 1 the socket's cgroup and cookie,
-/// 2 also the process (host mode, where the connect/sendmsg hooks fill
-/// SOCKETS).
+/// Which owner fields records carry: an `Owners` as a byte, set by the
+/// loader.
 #[no_mangle]
-static OWNERS: u8 = 0;
-const OWNERS_SOCKET: u8 = 1;
-const OWNERS_PROCESS: u8 = 2;
+static OWNERS: u8 = Owners::Nothing as u8;
 /// Bytes waiting in the ring before a submit wakes the reader (set by the
 /// loader to a quarter of the ring). Below it records are submitted
 /// without a wakeup and userspace drains them on a short timer: waking the
@@ -629,7 +626,7 @@ fn header(
 fn add_owner(ctx: &Packet, header: &mut RecordHeader) {
     // SAFETY: a plain read of a static the loader may have rewritten.
     let owners = unsafe { core::ptr::read_volatile(&OWNERS) };
-    if owners < OWNERS_SOCKET {
+    if owners < Owners::Socket as u8 {
         return;
     }
     // SAFETY: helper calls on the context the kernel handed us; both
@@ -646,7 +643,7 @@ fn add_owner(ctx: &Packet, header: &mut RecordHeader) {
     header.bits |= BIT_SOCKET;
     header.socket_cookie = cookie;
     header.cgroup_id = cgroup_id;
-    if owners < OWNERS_PROCESS {
+    if owners < Owners::Process as u8 {
         return;
     }
     // SAFETY: a lookup in our own map; the value is copied out at once.

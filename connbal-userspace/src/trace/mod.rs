@@ -8,10 +8,10 @@
 
 mod async_fd;
 mod cgroups;
-mod clsact;
 mod counters;
 pub mod loader;
 mod metrics_server;
+mod plan;
 mod privileges;
 mod records;
 
@@ -24,6 +24,7 @@ use cgroups::{CgroupError, CgroupLookup, CgroupNames};
 use connbal_common::record::RecordHeader;
 use loader::{AttachMode, KernelCounters, Loaded, LoaderError};
 use metrics_server::{MetricsError, ScrapeRequest};
+use plan::Plan;
 use records::Clock;
 use serde::Serialize;
 use std::io;
@@ -202,39 +203,11 @@ struct Session {
 /// the metrics port bound; then every privilege dropped, before the first
 /// record is read.
 async fn attach(mut options: TraceOptions) -> Result<Session, TraceError> {
-    // Host mode: every socket under a cgroup, instead of interfaces.
-    let host = if options.interfaces.is_empty() {
-        let mount = cgroups::find_mount()?;
-        let dir = match &options.cgroup {
-            Some(arg) => cgroups::resolve(&mount, arg)?,
-            None => mount.clone(),
-        };
-        Some((mount, dir))
-    } else {
-        None
-    };
-    options.config.by = options.by.unwrap_or(if host.is_some() {
-        ClientBy::App
-    } else {
-        ClientBy::Ip
-    });
-    // At the socket both directions carry it, so a response must come back
-    // to the socket its query left from.
-    options.config.match_sockets = host.is_some();
-    let loader_options = loader::Options {
-        all_tcp: options.config.all_tcp,
-        // With --iface, owners cost helper calls per record: only when a
-        // client is more than its address.
-        owners: if options.config.by == ClientBy::Ip {
-            0
-        } else {
-            loader::OWNERS_SOCKET
-        },
-        debug_log: options.kernel_debug,
-        ring_size: options.ring_size,
-        attach: options.attach,
-        noop: options.noop_program,
-    };
+    let plan = Plan::resolve(&options)?;
+    options.config = plan.config;
+    let host = plan.host;
+    let loader_options = plan.loader;
+    let user = plan.user;
     // Before anything is attached: a signal from now on ends the run
     // through the normal path, which detaches.
     let handle = |kind: SignalKind, signal: &'static str| {
@@ -242,19 +215,6 @@ async fn attach(mut options: TraceOptions) -> Result<Session, TraceError> {
     };
     let sigint = handle(SignalKind::interrupt(), "SIGINT")?;
     let sigterm = handle(SignalKind::terminate(), "SIGTERM")?;
-    let user = match options.user.as_deref() {
-        None => None,
-        Some(name) => match nix::unistd::User::from_name(name) {
-            Ok(Some(user)) => Some(user),
-            Ok(None) => return Err(TraceError::NoSuchUser(name.to_string())),
-            Err(source) => {
-                return Err(TraceError::UserLookup {
-                    user: name.to_string(),
-                    source,
-                })
-            }
-        },
-    };
     let attached = match &host {
         Some((_, dir)) => loader::load_and_attach_cgroup(dir, &loader_options),
         None => loader::load_and_attach(&options.interfaces, &loader_options),

@@ -1,0 +1,150 @@
+//! `connbal trace`'s flags resolved once into what to do (ripgrep's
+//! `HiArgs` is the model): where to attach, what makes a client, whether
+//! responses must come back to their query's socket, and which owner
+//! fields the kernel writes. `attach` carries the plan out and decides
+//! nothing.
+
+use super::cgroups;
+use super::loader;
+use super::{TraceError, TraceOptions};
+use crate::aggregator::{ClientBy, Config};
+use connbal_common::record::Owners;
+use nix::unistd::User;
+use std::path::PathBuf;
+
+pub(super) struct Plan {
+    /// Host mode: the cgroup2 mount and the traced directory under it;
+    /// `None` with `--iface`.
+    pub host: Option<(PathBuf, PathBuf)>,
+    /// The aggregator's configuration, `by` and socket matching decided.
+    pub config: Config,
+    pub loader: loader::Options,
+    /// `--user`: who to become after attaching.
+    pub user: Option<User>,
+}
+
+impl Plan {
+    /// Reads what the plan needs from the system (the cgroup2 mount, the
+    /// user database) and decides the rest.
+    pub fn resolve(options: &TraceOptions) -> Result<Plan, TraceError> {
+        // Host mode: every socket under a cgroup, instead of interfaces.
+        let host = if options.interfaces.is_empty() {
+            let mount = cgroups::find_mount()?;
+            let dir = match &options.cgroup {
+                Some(arg) => cgroups::resolve(&mount, arg)?,
+                None => mount.clone(),
+            };
+            Some((mount, dir))
+        } else {
+            None
+        };
+        let user = match options.user.as_deref() {
+            None => None,
+            Some(name) => match User::from_name(name) {
+                Ok(Some(user)) => Some(user),
+                Ok(None) => return Err(TraceError::NoSuchUser(name.to_string())),
+                Err(source) => {
+                    return Err(TraceError::UserLookup {
+                        user: name.to_string(),
+                        source,
+                    })
+                }
+            },
+        };
+        Ok(Self::decide(options, host, user))
+    }
+
+    /// Everything decided from the flags alone.
+    fn decide(
+        options: &TraceOptions,
+        host: Option<(PathBuf, PathBuf)>,
+        user: Option<User>,
+    ) -> Plan {
+        let host_mode = host.is_some();
+        let by = options.by.unwrap_or(if host_mode {
+            ClientBy::App
+        } else {
+            ClientBy::Ip
+        });
+        let config = Config {
+            by,
+            // At the socket both directions carry it, so a response must
+            // come back to the socket its query left from.
+            match_sockets: host_mode,
+            ..options.config.clone()
+        };
+        let owners = match (host_mode, by) {
+            // The connect and sendmsg hooks are there to name the process.
+            (true, _) => Owners::Process,
+            // With --iface, owners cost helper calls per record: only when
+            // a client is more than its address.
+            (false, ClientBy::Ip) => Owners::Nothing,
+            (false, _) => Owners::Socket,
+        };
+        let loader = loader::Options {
+            all_tcp: config.all_tcp,
+            owners,
+            debug_log: options.kernel_debug,
+            ring_size: options.ring_size,
+            attach: options.attach,
+            noop: options.noop_program,
+        };
+        Plan {
+            host,
+            config,
+            loader,
+            user,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::output::metrics::DEFAULT_MAX_SERIES;
+
+    fn options(interfaces: &[&str], by: Option<ClientBy>) -> TraceOptions {
+        TraceOptions {
+            interfaces: interfaces.iter().map(ToString::to_string).collect(),
+            cgroup: None,
+            by,
+            duration: None,
+            interval: None,
+            config: Config::default(),
+            format: None,
+            ring_size: 1 << 20,
+            verbose: false,
+            attach: loader::AttachMode::Auto,
+            kernel_debug: false,
+            user: None,
+            noop_program: false,
+            metrics: None,
+            metrics_max_series: DEFAULT_MAX_SERIES,
+        }
+    }
+
+    fn host() -> Option<(PathBuf, PathBuf)> {
+        Some(("/sys/fs/cgroup".into(), "/sys/fs/cgroup/test".into()))
+    }
+
+    #[test]
+    fn host_mode_groups_by_app_matches_sockets_and_names_processes() {
+        let plan = Plan::decide(&options(&[], None), host(), None);
+        assert_eq!(plan.config.by, ClientBy::App);
+        assert!(plan.config.match_sockets);
+        assert_eq!(plan.loader.owners, Owners::Process);
+        // --by ip in host mode still needs the process hooks' owners.
+        let plan = Plan::decide(&options(&[], Some(ClientBy::Ip)), host(), None);
+        assert_eq!(plan.loader.owners, Owners::Process);
+    }
+
+    #[test]
+    fn interfaces_pay_for_owners_only_when_a_client_is_more_than_its_address() {
+        let plan = Plan::decide(&options(&["eth0"], None), None, None);
+        assert_eq!(plan.config.by, ClientBy::Ip);
+        assert!(!plan.config.match_sockets);
+        assert_eq!(plan.loader.owners, Owners::Nothing);
+        let plan = Plan::decide(&options(&["eth0"], Some(ClientBy::Cgroup)), None, None);
+        assert_eq!(plan.loader.owners, Owners::Socket);
+    }
+}
