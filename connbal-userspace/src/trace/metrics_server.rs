@@ -1,7 +1,9 @@
 //! The `--metrics` HTTP endpoint: transport only. A scrape asks the trace
-//! loop, which owns the aggregator, for the current text
-//! (`output::openmetrics`), so nothing is kept up to date per packet.
+//! loop, which owns the aggregator, for the current text (a
+//! `sinks::Scrape`, rendered by `output::openmetrics`), so nothing is kept
+//! up to date per packet.
 
+use super::sinks::{Due, Scrape};
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::{Method, Request, Response, StatusCode};
@@ -23,9 +25,6 @@ pub enum MetricsError {
     },
 }
 
-/// A scrape asks the owner of the aggregator for the current text.
-pub type ScrapeRequest = oneshot::Sender<String>;
-
 pub async fn bind(addr: SocketAddr) -> Result<TcpListener, MetricsError> {
     TcpListener::bind(addr)
         .await
@@ -33,7 +32,7 @@ pub async fn bind(addr: SocketAddr) -> Result<TcpListener, MetricsError> {
 }
 
 /// Serves `GET /metrics` (and `/`) on `listener` until the process ends.
-pub async fn serve(listener: TcpListener, scrapes: mpsc::Sender<ScrapeRequest>) {
+pub async fn serve(listener: TcpListener, scrapes: mpsc::Sender<Due>, max_series: usize) {
     loop {
         let Ok((stream, _)) = listener.accept().await else {
             // Out of descriptors, say: back off instead of spinning.
@@ -44,7 +43,9 @@ pub async fn serve(listener: TcpListener, scrapes: mpsc::Sender<ScrapeRequest>) 
         tokio::spawn(async move {
             let service = hyper::service::service_fn(move |request| {
                 let scrapes = scrapes.clone();
-                async move { Ok::<_, std::convert::Infallible>(respond(request, scrapes).await) }
+                async move {
+                    Ok::<_, std::convert::Infallible>(respond(request, scrapes, max_series).await)
+                }
             });
             let _ = hyper::server::conn::http1::Builder::new()
                 .timer(hyper_util::rt::TokioTimer::new())
@@ -57,7 +58,8 @@ pub async fn serve(listener: TcpListener, scrapes: mpsc::Sender<ScrapeRequest>) 
 
 async fn respond(
     request: Request<hyper::body::Incoming>,
-    scrapes: mpsc::Sender<ScrapeRequest>,
+    scrapes: mpsc::Sender<Due>,
+    max_series: usize,
 ) -> Response<Full<Bytes>> {
     let plain = |status: StatusCode, text: &'static str| {
         Response::builder()
@@ -73,7 +75,11 @@ async fn respond(
         return plain(StatusCode::NOT_FOUND, "see /metrics\n");
     }
     let (reply, text) = oneshot::channel();
-    if scrapes.send(reply).await.is_err() {
+    if scrapes
+        .send(Box::new(Scrape { reply, max_series }))
+        .await
+        .is_err()
+    {
         return plain(StatusCode::SERVICE_UNAVAILABLE, "connbal is stopping\n");
     }
     match text.await {

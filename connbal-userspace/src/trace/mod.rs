@@ -14,19 +14,21 @@ mod metrics_server;
 mod plan;
 mod privileges;
 mod records;
+mod sinks;
 
 use crate::aggregator::{ClientBy, Config, Span, Timestamp};
-use crate::output::{self, openmetrics, Coverage, Finish, Format, OutputError, Printed, Style};
+use crate::output::{self, Coverage, Finish, Format, OutputError, Printed, Style};
 use crate::pipeline::Pipeline;
 use crate::tally::Tally;
 use aya::maps::{MapData, RingBuf};
 use cgroups::{CgroupError, CgroupLookup, CgroupNames};
 use connbal_common::record::RecordHeader;
 use loader::{AttachMode, KernelCounters, Loaded, LoaderError};
-use metrics_server::{MetricsError, ScrapeRequest};
+use metrics_server::MetricsError;
 use plan::Plan;
 use records::Clock;
 use serde::Serialize;
+use sinks::{Due, Snapshot};
 use std::io;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -186,8 +188,9 @@ struct Session {
     sigterm: Signal,
     ring: AsyncFd<RingBuf<MapData>>,
     kernel_log: Option<AsyncFd<aya_log::EbpfLogger<StderrLog>>>,
-    /// Scrapes from the metrics endpoint, when it is served.
-    scrapes: Option<mpsc::Receiver<ScrapeRequest>>,
+    /// Reports asked for by the sinks (`--interval`, `--metrics`); `None`
+    /// when there are none, or all have gone.
+    due: Option<mpsc::Receiver<Due>>,
     loaded: Loaded,
     clock: Clock,
     /// When tracing began: every report covers the time since.
@@ -250,16 +253,22 @@ async fn attach(mut options: TraceOptions) -> Result<Session, TraceError> {
         None
     };
 
-    // Bound while still privileged, so a port below 1024 works too.
-    let scrapes = match options.metrics {
-        Some(addr) => {
-            let listener = metrics_server::bind(addr).await?;
-            let (scrape_tx, scrapes) = mpsc::channel::<ScrapeRequest>(8);
-            tokio::spawn(metrics_server::serve(listener, scrape_tx));
-            Some(scrapes)
-        }
-        None => None,
-    };
+    // The sinks that ask for reports while the trace runs. The metrics
+    // port is bound while still privileged, so a port below 1024 works too.
+    let (due_tx, due) = mpsc::channel::<Due>(sinks::QUEUE);
+    if let Some(addr) = options.metrics {
+        let listener = metrics_server::bind(addr).await?;
+        tokio::spawn(metrics_server::serve(
+            listener,
+            due_tx.clone(),
+            options.metrics_max_series,
+        ));
+    }
+    if let Some(period) = options.interval {
+        sinks::every(period, due_tx.clone());
+    }
+    // With no sink left holding a sender, the channel reports closed.
+    drop(due_tx);
 
     // Everything privileged is done: drop it all before reading a record.
     privileges::drop_after_attach(user.as_ref(), loaded.mode == Some(AttachMode::Netlink))?;
@@ -304,7 +313,7 @@ async fn attach(mut options: TraceOptions) -> Result<Session, TraceError> {
         sigterm,
         ring,
         kernel_log,
-        scrapes,
+        due: Some(due),
         loaded,
         clock,
         started: wall_clock_now(),
@@ -334,10 +343,6 @@ impl Session {
             .options
             .duration
             .map(|d| tokio::time::Instant::now() + d);
-        let mut reports = self
-            .options
-            .interval
-            .map(|every| tokio::time::interval_at(tokio::time::Instant::now() + every, every));
         let mut interface_check = tokio::time::interval(INTERFACE_CHECK);
         let mut drain_tick = tokio::time::interval(DRAIN_EVERY);
         drain_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
@@ -356,28 +361,20 @@ impl Session {
                 _ = self.sigint.recv() => return Ok(Ending::Signal),
                 _ = self.sigterm.recv() => return Ok(Ending::Signal),
                 _ = async { tokio::time::sleep_until(deadline.expect("guarded")).await }, if deadline.is_some() => return Ok(Ending::Duration),
-                _ = async { reports.as_mut().expect("guarded").tick().await }, if reports.is_some() => {
-                    self.catch_up();
-                    let report = self.pipeline.report();
-                    output::print_report(&self.style, &Printed {
-                        report: &report,
-                        input: &self.stats,
-                        error: None,
-                        interrupted: false,
-                        periodic: true,
-                        coverage: self.coverage(),
-                    })?;
-                }
-                scrape = async { self.scrapes.as_mut().expect("guarded").recv().await }, if self.scrapes.is_some() => {
-                    // None: the server task is gone; stop polling for scrapes.
-                    let Some(reply) = scrape else {
-                        self.scrapes = None;
+                due = async { self.due.as_mut().expect("guarded").recv().await }, if self.due.is_some() => {
+                    // None: every sink is gone; stop polling for requests.
+                    let Some(due) = due else {
+                        self.due = None;
                         continue;
                     };
                     self.catch_up();
-                    let text = openmetrics::render(&self.pipeline.report(), &self.stats, self.options.metrics_max_series);
-                    // The scraper may have hung up; nothing to do then.
-                    let _ = reply.send(text);
+                    let report = self.pipeline.report();
+                    due.deliver(&Snapshot {
+                        report: &report,
+                        stats: &self.stats,
+                        coverage: self.coverage(),
+                        style: &self.style,
+                    })?;
                 }
                 _ = drain_tick.tick() => {
                     drain(self.ring.get_mut(), &mut self.pipeline, &self.clock, &mut self.stats, self.host.as_mut().map(|(_, names)| names));
