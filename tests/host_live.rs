@@ -264,25 +264,59 @@ fn a_container_behind_nat_is_named_from_its_runtime_cgroup() {
 }
 
 #[test]
-fn by_ip_in_host_mode_merges_the_apps_into_their_address() {
+fn by_ip_in_host_mode_keys_on_the_network_namespace_and_address() {
+    // docs/semantics.md section 7: by address, the apps of one namespace
+    // merge into their address; 127.0.0.1 of another namespace is another
+    // client.
     let Some(_guard) = live() else { return };
     let mut host = HostLab::new("byip");
+    let ctr_ns = host.lab.add_container().expect("container namespace");
+    let ctr_stub = host.cgroups.child("ctr-stub").unwrap();
+    host.lab
+        .start_stub(&ctr_ns, "127.0.0.11", |program| {
+            TestCgroup::command_in(&ctr_stub, program)
+        })
+        .expect("the container's stub");
+    host.lab.resolv_conf(&ctr_ns, "127.0.0.11").unwrap();
     let root = host.cgroups.relative_root();
     let trace = host_trace(&root, &["--format", "json", "--by", "ip"]);
     host.run_app("app-a", PLAN_A);
     host.run_app("app-b", PLAN_B);
-    let (stdout, _) = stop(trace);
+    host.run_app_in(&ctr_ns, "app-c", PLAN_B);
+    let (stdout, stderr) = stop(trace);
     let json: serde_json::Value = serde_json::from_str(&stdout).expect("JSON report");
     let services = services(&json);
-    // The apps asked 127.0.0.53 over loopback; the stub asked upstream
-    // from the namespace's address. By address they are two clients.
-    let local = &services["127.0.0.1"];
-    assert_eq!(local["lookups"], (PLAN_A.len() + PLAN_B.len()) as u64);
-    assert_eq!(
-        local["connections"], 0,
-        "connections come from the veth address"
-    );
-    assert!(local.get("client_info").is_none());
+    // The apps asked their stubs over loopback; the stubs asked upstream
+    // from their namespaces' addresses. Both namespaces are the test's,
+    // not the tracer's, so each loopback client names its namespace.
+    let loopback: Vec<&serde_json::Value> = services
+        .iter()
+        .filter(|(client, _)| client.starts_with("127.0.0.1 (netns cookie "))
+        .map(|(_, s)| s)
+        .collect();
+    assert_eq!(loopback.len(), 2, "{:?}: {stderr}", services.keys());
+    let mut lookups: Vec<u64> = loopback
+        .iter()
+        .map(|s| s["lookups"].as_u64().unwrap())
+        .collect();
+    lookups.sort_unstable();
+    let mut want = vec![PLAN_B.len() as u64, (PLAN_A.len() + PLAN_B.len()) as u64];
+    want.sort_unstable();
+    assert_eq!(lookups, want, "{loopback:?}");
+    let cookies: Vec<&serde_json::Value> = loopback
+        .iter()
+        .map(|s| &s["client_info"]["netns_cookie"])
+        .collect();
+    assert!(cookies.iter().all(|c| c.is_u64()), "{cookies:?}");
+    assert_ne!(cookies[0], cookies[1]);
+    for s in &loopback {
+        assert_eq!(s["client_info"]["address"], "127.0.0.1");
+        assert_eq!(
+            s["connections"], 0,
+            "connections come from the namespaces' own addresses"
+        );
+    }
+    assert!(!services.contains_key("127.0.0.1"), "{:?}", services.keys());
 }
 
 #[test]

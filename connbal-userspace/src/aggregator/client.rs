@@ -44,16 +44,21 @@ impl std::hash::Hash for Client {
         match &self.0 {
             Kind::Address(address) => address.hash(state),
             Kind::Owner(owner) => owner.hash(state),
+            Kind::NamespacedAddress(netns, address) => (netns, address).hash(state),
         }
     }
 }
 
 // Owners sort before addresses; owners by cgroup path, then command, then
-// process.
+// process. Addresses of other network namespaces come last.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 enum Kind {
     Owner(Arc<OwnerKey>),
     Address(IpAddr),
+    /// `--by ip` in host mode, for a socket in another network namespace
+    /// than the tracer's (by the kernel's netns cookie): 127.0.0.1 of two
+    /// containers are two clients.
+    NamespacedAddress(u64, IpAddr),
 }
 
 #[derive(Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -69,10 +74,26 @@ impl Client {
     }
 
     /// The client behind a packet from (or to) `address` on a socket of
-    /// `owner`, grouped as `by` says. Without an owner, or with `--by ip`,
-    /// the address is all there is.
-    pub fn of(by: ClientBy, address: IpAddr, owner: Option<&Owner>) -> Self {
-        let Some(owner) = owner.filter(|_| by != ClientBy::Ip) else {
+    /// `owner`, grouped as `by` says. Without an owner the address is all
+    /// there is; with `--by ip`, it is the address in the socket's network
+    /// namespace when that is known and not `home_netns` (the tracer's).
+    pub fn of(
+        by: ClientBy,
+        address: IpAddr,
+        owner: Option<&Owner>,
+        home_netns: Option<u64>,
+    ) -> Self {
+        if by == ClientBy::Ip {
+            let netns = owner
+                .and_then(|o| o.process.as_ref())
+                .map(|p| p.netns_cookie)
+                .filter(|&netns| Some(netns) != home_netns);
+            return match netns {
+                Some(netns) => Self(Kind::NamespacedAddress(netns, address)),
+                None => Self::from_address(address),
+            };
+        }
+        let Some(owner) = owner else {
             return Self::from_address(address);
         };
         let process = owner.process.as_ref();
@@ -94,15 +115,24 @@ impl Client {
     fn owner(&self) -> Option<&OwnerKey> {
         match &self.0 {
             Kind::Owner(owner) => Some(owner),
-            Kind::Address(_) => None,
+            Kind::Address(_) | Kind::NamespacedAddress(..) => None,
         }
     }
 
     /// The address, for clients known by address.
     pub const fn address(&self) -> Option<IpAddr> {
         match self.0 {
-            Kind::Address(address) => Some(address),
+            Kind::Address(address) | Kind::NamespacedAddress(_, address) => Some(address),
             Kind::Owner(_) => None,
+        }
+    }
+
+    /// The network namespace (the kernel's cookie) of an address client
+    /// from another namespace than the tracer's.
+    pub const fn netns_cookie(&self) -> Option<u64> {
+        match self.0 {
+            Kind::NamespacedAddress(netns, _) => Some(netns),
+            Kind::Address(_) | Kind::Owner(_) => None,
         }
     }
 
@@ -144,6 +174,13 @@ impl Client {
         self.owner().map_or(&NONE, |o| &o.cgroup.workload)
     }
 
+    /// Whether the client is more than a bare address, and so has a
+    /// `client_info` object in JSON: an owner, or an address of another
+    /// network namespace.
+    pub fn has_info(&self) -> bool {
+        !matches!(self.0, Kind::Address(_))
+    }
+
     /// Everything known about the client, for JSON (`client_info`).
     pub fn info(&self) -> ClientInfo<'_> {
         ClientInfo(self)
@@ -166,6 +203,9 @@ impl fmt::Display for Client {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let owner = match &self.0 {
             Kind::Address(address) => return fmt::Display::fmt(address, f),
+            Kind::NamespacedAddress(netns, address) => {
+                return write!(f, "{address} (netns cookie {netns})")
+            }
             Kind::Owner(owner) => owner,
         };
         let cgroup = &owner.cgroup;
@@ -202,6 +242,9 @@ impl Serialize for ClientInfo<'_> {
         let mut map = s.serialize_map(None)?;
         if let Some(address) = client.address() {
             map.serialize_entry("address", &address)?;
+        }
+        if let Some(netns) = client.netns_cookie() {
+            map.serialize_entry("netns_cookie", &netns)?;
         }
         if let Some(id) = client.cgroup_id() {
             map.serialize_entry("cgroup_id", &id)?;
@@ -407,27 +450,49 @@ mod tests {
         let address: IpAddr = "10.0.0.2".parse().unwrap();
         let a = owner("/test/app1", "curl", 100);
         let b = owner("/test/app1", "curl", 200);
-        let app = |o| Client::of(ClientBy::App, address, Some(o));
+        let app = |o| Client::of(ClientBy::App, address, Some(o), None);
         assert_eq!(
             app(&a),
             app(&b),
             "two curl processes of one cgroup are one app"
         );
         assert_eq!(app(&a).to_string(), "curl in /test/app1");
-        let process = |o| Client::of(ClientBy::Process, address, Some(o));
+        let process = |o| Client::of(ClientBy::Process, address, Some(o), None);
         assert_ne!(process(&a), process(&b));
         assert_eq!(process(&a).to_string(), "curl[100] in /test/app1");
         assert_eq!(
-            Client::of(ClientBy::Cgroup, address, Some(&a)).to_string(),
+            Client::of(ClientBy::Cgroup, address, Some(&a), None).to_string(),
             "/test/app1"
         );
         assert_eq!(
-            Client::of(ClientBy::Ip, address, Some(&a)).to_string(),
+            Client::of(ClientBy::App, address, None, None).to_string(),
             "10.0.0.2"
         );
+    }
+
+    #[test]
+    fn by_ip_in_host_mode_tells_network_namespaces_apart() {
+        // docs/semantics.md section 7: the same address in two namespaces
+        // is two clients; the tracer's own namespace shows bare.
+        let loopback: IpAddr = "127.0.0.1".parse().unwrap();
+        let a = owner("/test/app1", "curl", 100);
+        let home = a.process.map(|p| p.netns_cookie);
+        let by_ip = |netns| Client::of(ClientBy::Ip, loopback, Some(&a), netns);
+        assert_eq!(by_ip(home), Client::from_address(loopback));
+        assert_eq!(by_ip(home).to_string(), "127.0.0.1");
+        let elsewhere = by_ip(Some(1));
+        assert_ne!(elsewhere, by_ip(home));
+        assert_eq!(elsewhere.address(), Some(loopback));
         assert_eq!(
-            Client::of(ClientBy::App, address, None).to_string(),
-            "10.0.0.2"
+            elsewhere.to_string(),
+            format!("127.0.0.1 (netns cookie {})", home.unwrap())
+        );
+        let info = serde_json::to_value(elsewhere.info()).unwrap();
+        assert_eq!(info["netns_cookie"], home.unwrap());
+        // Without an owner (replay, --iface), only the address.
+        assert_eq!(
+            Client::of(ClientBy::Ip, loopback, None, Some(1)),
+            Client::from_address(loopback)
         );
     }
 
@@ -479,7 +544,8 @@ mod tests {
     #[test]
     fn hostile_commands_and_paths_stay_one_printable_line() {
         let o = owner("/t/a\tb\nc", "x\x1b[31m", 1);
-        let shown = Client::of(ClientBy::App, "10.0.0.1".parse().unwrap(), Some(&o)).to_string();
+        let shown =
+            Client::of(ClientBy::App, "10.0.0.1".parse().unwrap(), Some(&o), None).to_string();
         assert_eq!(shown, "x\\x1b[31m in /t/a\\x09b\\x0ac");
         assert!(shown.bytes().all(|b| (0x20..=0x7e).contains(&b)));
     }

@@ -87,6 +87,10 @@ pub struct Config {
     /// which tells apart clients that share an address and a query id (two
     /// containers with the same private address).
     pub match_sockets: bool,
+    /// The tracer's own network namespace (its kernel cookie), in host
+    /// mode: `--by ip` shows addresses there bare, and tells those of other
+    /// namespaces apart (docs/semantics.md section 7).
+    pub home_netns: Option<u64>,
 }
 
 #[derive(Debug)]
@@ -159,7 +163,7 @@ impl Aggregator {
     /// The client behind a packet from `address` with `owner`, as `--by`
     /// says; the processes behind owner clients are remembered.
     fn client_of(&mut self, address: std::net::IpAddr, owner: Option<&Owner>) -> Client {
-        let client = Client::of(self.config.by, address, owner);
+        let client = Client::of(self.config.by, address, owner, self.config.home_netns);
         if let Some(process) = owner.and_then(|o| o.process.as_ref()) {
             if client.is_owner() {
                 self.pids.note(&client, process.tgid);

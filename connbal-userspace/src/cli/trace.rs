@@ -114,7 +114,8 @@ pub enum ByArg {
     Cgroup,
     /// One process.
     Process,
-    /// The address packets came from, as the original did.
+    /// The address packets came from, as the original did (in host mode,
+    /// in its network namespace: 127.0.0.1 of two containers is two).
     Ip,
 }
 

@@ -43,7 +43,7 @@ impl<W: Write> EventSink<W> {
             let client = observation.client();
             let described = Described {
                 observation: &observation,
-                client_info: client.is_owner().then(|| client.info()),
+                client_info: client.has_info().then(|| client.info()),
             };
             let written = serde_json::to_writer(&mut self.out, &described)
                 .map_err(io::Error::from)

@@ -47,8 +47,9 @@ fn described_services<S: Serializer>(services: &&[Service], s: S) -> Result<S::O
     }))
 }
 
-/// A row or service, and for an owner client (not an address) every known
-/// attribute of it: cgroup id and path, container, pod, command.
+/// A row or service, and for an owner client every known attribute of it
+/// (cgroup id and path, container, pod, command); for an address of
+/// another network namespace, the address and the namespace's cookie.
 #[derive(Serialize)]
 struct Described<'a, T: Serialize> {
     #[serde(flatten)]
@@ -58,7 +59,7 @@ struct Described<'a, T: Serialize> {
 }
 
 fn owner_info(client: &Client) -> Option<ClientInfo<'_>> {
-    client.is_owner().then(|| client.info())
+    client.has_info().then(|| client.info())
 }
 
 /// Pretty-printed; one of a series (`--interval`) is one compact line, so a

@@ -29,7 +29,11 @@ struct TsvClient<'a>(&'a Client);
 impl std::fmt::Display for TsvClient<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self.0.address() {
-            Some(address) if !self.0.is_owner() => PaddedAddr(address).fmt(f),
+            // An address from another network namespace shows as it does
+            // everywhere, its namespace with it.
+            Some(address) if !self.0.is_owner() && self.0.netns_cookie().is_none() => {
+                PaddedAddr(address).fmt(f)
+            }
             _ => self.0.fmt(f),
         }
     }

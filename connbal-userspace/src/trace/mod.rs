@@ -11,6 +11,7 @@ mod cgroups;
 mod counters;
 pub mod loader;
 mod metrics_server;
+mod netns;
 mod plan;
 mod privileges;
 mod records;

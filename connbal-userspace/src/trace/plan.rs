@@ -51,7 +51,11 @@ impl Plan {
                 }
             },
         };
-        Ok(Self::decide(options, host, user))
+        let mut plan = Self::decide(options, host, user);
+        if plan.host.is_some() {
+            plan.config.home_netns = super::netns::own_cookie();
+        }
+        Ok(plan)
     }
 
     /// Everything decided from the flags alone.
