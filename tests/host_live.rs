@@ -320,6 +320,39 @@ fn by_ip_in_host_mode_keys_on_the_network_namespace_and_address() {
 }
 
 #[test]
+fn events_name_the_process_and_thread_behind_each_socket() {
+    let Some(_guard) = live() else { return };
+    let mut host = HostLab::new("events");
+    let root = host.cgroups.relative_root();
+    let trace = host_trace(&root, &["--events", "--format", "json"]);
+    host.run_app("app-a", PLAN_A);
+    let (stdout, stderr) = stop(trace);
+    let app = format!("python3 in {root}/app-a");
+    let events: Vec<serde_json::Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .filter(|e: &serde_json::Value| e["client"] == app.as_str())
+        .collect();
+    let connections: Vec<&serde_json::Value> = events
+        .iter()
+        .filter(|e| e["event"] == "connection")
+        .collect();
+    let answers: Vec<&serde_json::Value> = events
+        .iter()
+        .filter(|e| e["event"] == "dns_answer")
+        .collect();
+    assert_eq!(connections.len(), PLAN_A.len(), "{stdout}\n{stderr}");
+    assert_eq!(answers.len(), PLAN_A.len(), "{stdout}");
+    // One single-threaded Python process made every lookup and attempt.
+    let pid = &connections[0]["pid"];
+    assert!(pid.as_u64().is_some_and(|p| p > 1), "{}", connections[0]);
+    for event in connections.iter().chain(&answers) {
+        assert_eq!(&event["pid"], pid, "{event}");
+        assert_eq!(event["tid"], *pid, "the main thread: {event}");
+    }
+}
+
+#[test]
 fn kill_9_leaves_no_cgroup_program_behind() {
     let Some(_guard) = live() else { return };
     let cgroups = TestCgroup::new("kill9").expect("test cgroup");

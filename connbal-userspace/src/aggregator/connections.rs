@@ -5,7 +5,7 @@
 use super::client::Client;
 use super::event::Segment;
 use super::flows::{FlowKey, Seen};
-use super::observation::Observation;
+use super::observation::{Observation, Thread};
 use super::{Aggregator, Timestamp};
 use connbal_common::{is_attempt_reply, is_connection_attempt};
 use std::net::IpAddr;
@@ -37,7 +37,13 @@ impl Aggregator {
                 self.services
                     .connection(&from, service, s.ts, s.dst.ip(), true);
             }
-            self.observe_connection(s.ts, &from, s.dst.ip(), s.dst.port(), false);
+            self.observe_connection(
+                s.ts,
+                &from,
+                (s.dst.ip(), s.dst.port()),
+                false,
+                Thread::of(s.owner),
+            );
         }
         if !self.config.all_tcp {
             return;
@@ -60,9 +66,15 @@ impl Aggregator {
             // Whichever side is the tracked backend; unknown either way is
             // reported from the sender's side.
             if self.backends.contains(&to, s.src.ip()) {
-                self.observe_connection(s.ts, &to, s.src.ip(), s.src.port(), true);
+                self.observe_connection(s.ts, &to, (s.src.ip(), s.src.port()), true, None);
             } else {
-                self.observe_connection(s.ts, &from, s.dst.ip(), s.dst.port(), true);
+                self.observe_connection(
+                    s.ts,
+                    &from,
+                    (s.dst.ip(), s.dst.port()),
+                    true,
+                    Thread::of(s.owner),
+                );
             }
         }
     }
@@ -77,13 +89,15 @@ impl Aggregator {
         }
     }
 
+    /// `thread`: the process behind the packet's socket, when the client
+    /// is its sender.
     fn observe_connection(
         &mut self,
         ts: Timestamp,
         client: &Client,
-        backend: IpAddr,
-        port: u16,
+        (backend, port): (IpAddr, u16),
         midstream: bool,
+        thread: Option<Thread>,
     ) {
         if !self.observations.enabled() {
             return;
@@ -101,6 +115,7 @@ impl Aggregator {
             port,
             name,
             midstream,
+            thread,
         });
     }
 }

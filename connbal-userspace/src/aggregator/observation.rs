@@ -3,6 +3,7 @@
 //! collected when asked for, so the default path pays nothing.
 
 use super::client::Client;
+use super::event::Owner;
 use super::Timestamp;
 use serde::{Serialize, Serializer};
 use std::net::IpAddr;
@@ -22,6 +23,8 @@ pub enum Observation {
         /// The addresses this answer counted as backends (none for a single
         /// address, or a name behind an alias).
         backends: Vec<AnsweredBackend>,
+        #[serde(flatten)]
+        thread: Option<Thread>,
     },
     /// A TCP connection attempt (a bare SYN; with `-a`, also the first
     /// segment of a flow already open).
@@ -36,7 +39,29 @@ pub enum Observation {
         name: Option<Arc<str>>,
         /// `-a`: seen mid-flow rather than at its SYN.
         midstream: bool,
+        #[serde(flatten)]
+        thread: Option<Thread>,
     },
+}
+
+/// The process and thread behind the packet's socket (host mode: from the
+/// socket's last connect or sendmsg), shown as `pid` and `tid`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct Thread {
+    /// The process (thread group) id.
+    pub pid: u32,
+    /// The thread that made the call.
+    pub tid: u32,
+}
+
+impl Thread {
+    pub fn of(owner: Option<&Owner>) -> Option<Self> {
+        let process = owner?.process.as_ref()?;
+        Some(Self {
+            pid: process.tgid,
+            tid: process.pid,
+        })
+    }
 }
 
 impl Observation {

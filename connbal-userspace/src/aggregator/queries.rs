@@ -5,7 +5,7 @@ use super::client::Client;
 use super::dns::{self, Header};
 use super::event::Owner;
 use super::name::NameKey;
-use super::observation::{self, Observation};
+use super::observation::{self, Observation, Thread};
 use super::{Aggregator, Timestamp, NANOS};
 use connbal_common::DNS_PORT;
 use std::net::{IpAddr, SocketAddr};
@@ -120,7 +120,13 @@ impl Aggregator {
         if is_query {
             self.query(ts, (src, dst), message, (header, socket), truncated, owner);
         } else {
-            self.response(ts, (src, dst), message, (header, socket), truncated);
+            self.response(
+                ts,
+                (src, dst),
+                message,
+                (header, socket),
+                (truncated, owner),
+            );
         }
     }
 
@@ -195,7 +201,7 @@ impl Aggregator {
         (src, dst): (SocketAddr, SocketAddr),
         message: &[u8],
         (header, socket): (Header, u64),
-        truncated: bool,
+        (truncated, owner): (bool, Option<&Owner>),
     ) {
         if header.answers == 0 {
             return;
@@ -247,6 +253,8 @@ impl Aggregator {
                 question: question.name,
                 qtype: observation::qtype_name(question.qtype),
                 backends: answered,
+                // The response arrives on the socket its query left from.
+                thread: Thread::of(owner),
             });
         }
     }
