@@ -144,7 +144,7 @@ pub mod record {
         /// Byte 13 of the TCP header; 0 for UDP.
         pub tcp_flags: u8,
         pub bits: u8,
-        pub ifindex: u32,
+        pub tcp_seq: u32,
         /// `bpf_ktime_get_ns()`: CLOCK_MONOTONIC.
         pub ktime_ns: u64,
         /// Network byte order; IPv4 in the first 4 bytes.
@@ -152,12 +152,10 @@ pub mod record {
         pub dst_addr: [u8; 16],
         pub src_port: u16,
         pub dst_port: u16,
-        pub tcp_seq: u32,
-        /// Payload bytes that follow the header in a DNS record.
+        /// Payload bytes that follow the header in a DNS record (fewer than
+        /// the packet carried when `BIT_TRUNCATED` is set).
         pub copied_len: u16,
-        /// Payload bytes the packet carried.
-        pub wire_len: u16,
-        pub _reserved: u32,
+        pub _reserved: u16,
         /// Who owns the packet's socket (host mode, and TC egress where the
         /// kernel knows the socket): valid with `BIT_SOCKET`.
         pub cgroup_id: u64,
@@ -200,7 +198,7 @@ pub mod record {
     /// `MAX_DNS_PAYLOAD`).
     pub const SHORT_DNS_PAYLOAD: usize = 512;
 
-    const _: () = assert!(HEADER_LEN == 112);
+    const _: () = assert!(HEADER_LEN == 104);
     const _: () = assert!(core::mem::align_of::<DnsRecord>() <= 8);
 
     /// Where each field of [`RecordHeader`] sits in a ring-buffer item: the
@@ -211,22 +209,20 @@ pub mod record {
         pub const IP_VERSION: usize = 1;
         pub const TCP_FLAGS: usize = 2;
         pub const BITS: usize = 3;
-        pub const IFINDEX: usize = 4;
+        pub const TCP_SEQ: usize = 4;
         pub const KTIME_NS: usize = 8;
         pub const SRC_ADDR: usize = 16;
         pub const DST_ADDR: usize = 32;
         pub const SRC_PORT: usize = 48;
         pub const DST_PORT: usize = 50;
-        pub const TCP_SEQ: usize = 52;
-        pub const COPIED_LEN: usize = 56;
-        pub const WIRE_LEN: usize = 58;
-        pub const RESERVED: usize = 60;
-        pub const CGROUP_ID: usize = 64;
-        pub const SOCKET_COOKIE: usize = 72;
-        pub const NETNS_COOKIE: usize = 80;
-        pub const TGID: usize = 88;
-        pub const PID: usize = 92;
-        pub const COMM: usize = 96;
+        pub const COPIED_LEN: usize = 52;
+        pub const RESERVED: usize = 54;
+        pub const CGROUP_ID: usize = 56;
+        pub const SOCKET_COOKIE: usize = 64;
+        pub const NETNS_COOKIE: usize = 72;
+        pub const TGID: usize = 80;
+        pub const PID: usize = 84;
+        pub const COMM: usize = 88;
     }
 
     impl RecordHeader {
@@ -250,7 +246,6 @@ pub mod record {
                 ip_version: b[offset::IP_VERSION],
                 tcp_flags: b[offset::TCP_FLAGS],
                 bits: b[offset::BITS],
-                ifindex: u32_at(offset::IFINDEX),
                 ktime_ns: u64_at(offset::KTIME_NS),
                 src_addr: array(offset::SRC_ADDR),
                 dst_addr: array(offset::DST_ADDR),
@@ -258,8 +253,7 @@ pub mod record {
                 dst_port: u16_at(offset::DST_PORT),
                 tcp_seq: u32_at(offset::TCP_SEQ),
                 copied_len: u16_at(offset::COPIED_LEN),
-                wire_len: u16_at(offset::WIRE_LEN),
-                _reserved: u32_at(offset::RESERVED),
+                _reserved: u16_at(offset::RESERVED),
                 cgroup_id: u64_at(offset::CGROUP_ID),
                 socket_cookie: u64_at(offset::SOCKET_COOKIE),
                 netns_cookie: u64_at(offset::NETNS_COOKIE),
@@ -277,7 +271,6 @@ pub mod record {
             put(offset::IP_VERSION, &[self.ip_version]);
             put(offset::TCP_FLAGS, &[self.tcp_flags]);
             put(offset::BITS, &[self.bits]);
-            put(offset::IFINDEX, &self.ifindex.to_ne_bytes());
             put(offset::KTIME_NS, &self.ktime_ns.to_ne_bytes());
             put(offset::SRC_ADDR, &self.src_addr);
             put(offset::DST_ADDR, &self.dst_addr);
@@ -285,7 +278,6 @@ pub mod record {
             put(offset::DST_PORT, &self.dst_port.to_ne_bytes());
             put(offset::TCP_SEQ, &self.tcp_seq.to_ne_bytes());
             put(offset::COPIED_LEN, &self.copied_len.to_ne_bytes());
-            put(offset::WIRE_LEN, &self.wire_len.to_ne_bytes());
             put(offset::RESERVED, &self._reserved.to_ne_bytes());
             put(offset::CGROUP_ID, &self.cgroup_id.to_ne_bytes());
             put(offset::SOCKET_COOKIE, &self.socket_cookie.to_ne_bytes());
@@ -463,7 +455,6 @@ mod tests {
             ip_version: 6,
             tcp_flags: 0x18,
             bits: record::BIT_TCP,
-            ifindex: 7,
             ktime_ns: 0x0102_0304_0506_0708,
             src_addr: [1; 16],
             dst_addr: [2; 16],
@@ -471,7 +462,6 @@ mod tests {
             dst_port: 40000,
             tcp_seq: 99,
             copied_len: 100,
-            wire_len: 3000,
             _reserved: 0,
             cgroup_id: 0x1234,
             socket_cookie: 0x5678,
@@ -497,7 +487,6 @@ mod tests {
             (offset::IP_VERSION, offset_of!(H, ip_version)),
             (offset::TCP_FLAGS, offset_of!(H, tcp_flags)),
             (offset::BITS, offset_of!(H, bits)),
-            (offset::IFINDEX, offset_of!(H, ifindex)),
             (offset::KTIME_NS, offset_of!(H, ktime_ns)),
             (offset::SRC_ADDR, offset_of!(H, src_addr)),
             (offset::DST_ADDR, offset_of!(H, dst_addr)),
@@ -505,7 +494,6 @@ mod tests {
             (offset::DST_PORT, offset_of!(H, dst_port)),
             (offset::TCP_SEQ, offset_of!(H, tcp_seq)),
             (offset::COPIED_LEN, offset_of!(H, copied_len)),
-            (offset::WIRE_LEN, offset_of!(H, wire_len)),
             (offset::RESERVED, offset_of!(H, _reserved)),
             (offset::CGROUP_ID, offset_of!(H, cgroup_id)),
             (offset::SOCKET_COOKIE, offset_of!(H, socket_cookie)),

@@ -293,12 +293,6 @@ impl Packet {
         // SAFETY: as above.
         unsafe { (*self.skb).len }
     }
-
-    #[inline(always)]
-    fn ifindex(&self) -> u32 {
-        // SAFETY: as above.
-        unsafe { (*self.skb).ifindex }
-    }
 }
 
 impl EbpfContext for Packet {
@@ -605,7 +599,6 @@ fn header(
         ip_version: version,
         tcp_flags: flags,
         bits,
-        ifindex: ctx.ifindex(),
         // SAFETY: helper call without arguments.
         ktime_ns: unsafe { bpf_ktime_get_ns() },
         src_addr: src,
@@ -721,7 +714,6 @@ fn emit_dns_into<const N: usize>(
     }
     header.kind = KIND_DNS;
     header.copied_len = copy as u16;
-    header.wire_len = payload_len.min(usize::from(u16::MAX)) as u16;
     if copy < payload_len {
         header.bits |= BIT_TRUNCATED;
         bump(counter::DNS_TRUNCATED);
