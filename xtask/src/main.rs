@@ -1,6 +1,6 @@
 #![forbid(unsafe_code)]
 use anyhow::{bail, Result};
-use clap::{Parser, Subcommand};
+use clap::{Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
 
 #[derive(Parser)]
@@ -8,6 +8,16 @@ use std::path::PathBuf;
 struct Cli {
     #[command(subcommand)]
     task: Task,
+}
+
+/// What `gen-capture` writes.
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum CaptureMix {
+    /// DNS lookups (A, AAAA, SRV, CNAME), connections and bulk data, as
+    /// snoop, pcap and pcapng.
+    Synthetic,
+    /// The original tool's benchmark mix, as snoop.
+    Original,
 }
 
 #[derive(Subcommand)]
@@ -30,8 +40,8 @@ enum Task {
         packets: u64,
         /// `original`: the original tool's benchmark mix (IPv4, mostly
         /// bulk), as DIR/original-mix.snoop.
-        #[arg(long, default_value = "synthetic")]
-        mix: String,
+        #[arg(long, value_enum, default_value_t = CaptureMix::Synthetic)]
+        mix: CaptureMix,
         #[arg(long, default_value_t = 1)]
         seed: u64,
         #[arg(long, default_value = "target/bench")]
@@ -129,18 +139,17 @@ fn main() -> Result<()> {
             seed,
             out,
         } => {
-            match mix.as_str() {
-                "synthetic" => {
+            match mix {
+                CaptureMix::Synthetic => {
                     let (written, bytes) = xtask::gen::generate(&out, packets, seed)?;
                     println!("wrote {written} packets ({bytes} bytes of frames) to {}/synthetic.{{pcap,pcapng,snoop}}", out.display());
                     Ok(())
                 }
-                "original" => {
+                CaptureMix::Original => {
                     let (written, bytes) = xtask::gen::generate_original_mix(&out, packets, seed)?;
                     println!("wrote {written} packets ({bytes} bytes of frames) to {}/original-mix.snoop", out.display());
                     Ok(())
                 }
-                other => anyhow::bail!("--mix: {other:?} is not a mix (synthetic, original)"),
             }
         }
         Task::Setup => xtask::ebpf::setup(),
