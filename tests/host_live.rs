@@ -1,3 +1,5 @@
+//! Checks docs/semantics.md section 7 (clients) live.
+//!
 //! Host mode (`connbal trace` without `--iface`), as root, against real
 //! processes in cgroups and network namespaces this test creates: cgroup
 //! programs are attached only to the test's own cgroup, never to the root

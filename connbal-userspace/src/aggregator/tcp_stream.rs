@@ -225,6 +225,8 @@ fn starts_a_message(data: &[u8]) -> bool {
     matches!(dns::parse_question(message), Ok((header, _, _)) if header.questions == 1)
 }
 
+/// Checks docs/semantics.md section 1, DNS over TCP: messages reassembled
+/// per flow, and the stream resumed after a gap.
 #[cfg(test)]
 mod tests {
     use super::*;

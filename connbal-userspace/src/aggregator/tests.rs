@@ -1,5 +1,6 @@
-//! One test (at least) per clause of docs/semantics.md. Each
-//! drives the aggregator with hand-built events and checks the report.
+//! One test (at least) per clause of docs/semantics.md, each citing its
+//! section. Each drives the aggregator with hand-built events and checks
+//! the report.
 
 use super::dns::{CLASS_IN, TYPE_A, TYPE_AAAA, TYPE_SRV};
 use super::*;
@@ -127,6 +128,7 @@ fn four_a_answer(id: u16, name: &str) -> Vec<u8> {
 /// Spec 5's worked example, rebuilt from the story it tells: 16 lookups of a
 /// 4-address name, 16 connections spread 5/3/2/6, and one SRV lookup of 3
 /// XMPP servers of which one got a connection.
+/// Checks docs/semantics.md section 5, the worked example.
 #[test]
 fn spec_worked_example() {
     let mut h = Harness::new();
@@ -184,6 +186,7 @@ fn spec_worked_example() {
 /// The verdicts for the worked example are what its "Reading it" paragraph
 /// says, except that 5/3/2/6 over 16 connections is what random choice
 /// gives about half the time, so it is not called uneven.
+/// Checks docs/semantics.md section 8.
 #[test]
 fn worked_example_verdicts() {
     use verdict::{Check, Finding};
@@ -241,6 +244,7 @@ fn worked_example_verdicts() {
 }
 
 /// Lookups spaced further apart than the TTL honour it.
+/// Checks docs/semantics.md section 8.
 #[test]
 fn lookups_after_the_ttl_expired_honour_it() {
     use verdict::{Check, Finding};
@@ -268,6 +272,7 @@ fn lookups_after_the_ttl_expired_honour_it() {
     assert_eq!(ttl.finding, Finding::HonoursTtl, "{}", ttl.text);
 }
 
+/// Checks docs/semantics.md section 8.
 #[test]
 fn srv_priorities_and_weights_reach_the_verdicts() {
     use verdict::{Check, Expectation, Finding};
@@ -305,6 +310,7 @@ fn srv_priorities_and_weights_reach_the_verdicts() {
 
 // --- Section 2: tracking queries -------------------------------------------
 
+/// Checks docs/semantics.md section 2.
 #[test]
 fn only_single_question_in_class_a_aaaa_srv_queries_are_tracked() {
     let mut h = Harness::new();
@@ -336,6 +342,7 @@ fn only_single_question_in_class_a_aaaa_srv_queries_are_tracked() {
     assert_eq!(h.tsv(), "");
 }
 
+/// Checks docs/semantics.md section 2, `-F`.
 #[test]
 fn filter_skips_queries_whose_name_lacks_the_substring() {
     let mut h = Harness::with(Config {
@@ -355,6 +362,7 @@ fn filter_skips_queries_whose_name_lacks_the_substring() {
 
 /// `-F` matches the name asked or the canonical name the answer gives: a
 /// client asking for an alias of pool.example is in `-F pool`.
+/// Checks docs/semantics.md section 2, `-F`.
 #[test]
 fn filter_matches_the_canonical_name_after_cnames() {
     let mut h = Harness::with(Config {
@@ -375,6 +383,7 @@ fn filter_matches_the_canonical_name_after_cnames() {
     assert_eq!(h.counters().responses_filtered_out, 0);
 }
 
+/// Checks docs/semantics.md section 2.
 #[test]
 fn pending_queries_expire_on_the_originals_sweep_schedule() {
     // Sweeps run when the capture clock has moved more than 10 s since the
@@ -401,6 +410,7 @@ fn pending_queries_expire_on_the_originals_sweep_schedule() {
 
 // --- Section 3: matching responses ----------------------------------------
 
+/// Checks docs/semantics.md section 3.
 #[test]
 fn a_response_must_match_id_endpoints_port_and_name() {
     let mut h = Harness::new();
@@ -424,6 +434,7 @@ fn a_response_must_match_id_endpoints_port_and_name() {
     assert_eq!(h.tsv().lines().count(), 4);
 }
 
+/// Checks docs/semantics.md section 3.
 #[test]
 fn a_duplicate_response_counts_nothing() {
     let mut h = Harness::new();
@@ -438,6 +449,7 @@ fn a_duplicate_response_counts_nothing() {
     assert_eq!(h.counters().unmatched_responses, 1);
 }
 
+/// Checks docs/semantics.md section 3, A records.
 #[test]
 fn a_single_a_answer_is_not_a_backend_set() {
     let mut h = Harness::new();
@@ -453,6 +465,7 @@ fn a_single_a_answer_is_not_a_backend_set() {
     assert_eq!(h.counters().responses_matched, 1);
 }
 
+/// Checks docs/semantics.md section 3.
 #[test]
 fn opt_and_authority_records_are_skipped() {
     let mut h = Harness::new();
@@ -468,6 +481,7 @@ fn opt_and_authority_records_are_skipped() {
     assert_eq!(h.tsv(), "172.016.101.190\t192.000.002.001:?\t0\t1\tweb.example.\n172.016.101.190\t192.000.002.002:?\t0\t1\tweb.example.\n");
 }
 
+/// Checks docs/semantics.md section 3.
 #[test]
 fn a_record_of_another_class_abandons_the_rest() {
     let mut h = Harness::new();
@@ -485,6 +499,7 @@ fn a_record_of_another_class_abandons_the_rest() {
     );
 }
 
+/// Checks docs/semantics.md section 3, CNAME records.
 #[test]
 fn cname_with_at_most_two_answers_abandons_the_message() {
     let mut h = Harness::new();
@@ -498,6 +513,7 @@ fn cname_with_at_most_two_answers_abandons_the_message() {
     assert_eq!(h.tsv(), "");
 }
 
+/// Checks docs/semantics.md section 3, the name credited.
 #[test]
 fn cname_to_a_multi_address_name_credits_the_canonical_name() {
     let mut h = Harness::new();
@@ -537,6 +553,7 @@ fn srv_answer(
     b.build()
 }
 
+/// Checks docs/semantics.md section 3, SRV records.
 #[test]
 fn srv_target_looked_up_separately_counts_even_with_one_address() {
     let mut h = Harness::new();
@@ -564,6 +581,7 @@ fn srv_target_looked_up_separately_counts_even_with_one_address() {
     );
 }
 
+/// Checks docs/semantics.md section 3, SRV records.
 #[test]
 fn additional_records_count_only_for_known_srv_targets() {
     let mut h = Harness::new();
@@ -583,6 +601,7 @@ fn additional_records_count_only_for_known_srv_targets() {
     );
 }
 
+/// Checks docs/semantics.md section 6 (per real port) and 4.
 #[test]
 fn srv_counts_stay_on_real_ports() {
     // The original could credit SRV counts to a port never in any SRV answer
@@ -606,6 +625,7 @@ fn srv_counts_stay_on_real_ports() {
     );
 }
 
+/// Checks docs/semantics.md section 4 and 5.
 #[test]
 fn a_target_with_several_srv_ports_gets_a_row_per_port() {
     let mut h = Harness::new();
@@ -622,6 +642,7 @@ fn a_target_with_several_srv_ports_gets_a_row_per_port() {
     );
 }
 
+/// Checks docs/semantics.md section 3, AAAA.
 #[test]
 fn aaaa_sets_count_like_a_sets() {
     let mut h = Harness::new();
@@ -637,6 +658,7 @@ fn aaaa_sets_count_like_a_sets() {
     assert_eq!(h.tsv(), "2001:db8::2\t[2001:db8::10]:?\t0\t1\tv6.example.\n2001:db8::2\t[2001:db8::11]:443\t1\t1\tv6.example.\n");
 }
 
+/// Checks docs/semantics.md section 2.
 #[test]
 fn messages_with_over_1000_answers_are_ignored() {
     let mut h = Harness::new();
@@ -653,6 +675,7 @@ fn messages_with_over_1000_answers_are_ignored() {
 
 // --- Section 4: backends and connections ----------------------------------
 
+/// Checks docs/semantics.md section 4.
 #[test]
 fn connections_to_addresses_never_in_dns_are_not_reported() {
     let mut h = Harness::new();
@@ -666,6 +689,7 @@ fn connections_to_addresses_never_in_dns_are_not_reported() {
     assert_eq!(h.counters().connections_to_backends, 0);
 }
 
+/// Checks docs/semantics.md section 1, connection attempts.
 #[test]
 fn only_a_bare_syn_counts_without_all_tcp() {
     let mut h = Harness::new();
@@ -677,6 +701,7 @@ fn only_a_bare_syn_counts_without_all_tcp() {
     assert!(h.tsv().lines().all(|l| l.contains(":?\t0\t")));
 }
 
+/// Checks docs/semantics.md section 4, `-a`.
 #[test]
 fn all_tcp_counts_a_flow_open_before_the_capture_once_either_way() {
     let mut h = Harness::with(Config {
@@ -699,6 +724,7 @@ fn all_tcp_counts_a_flow_open_before_the_capture_once_either_way() {
     assert_eq!(h.counters().flows_seen_midstream, 1);
 }
 
+/// Checks docs/semantics.md section 4, `-a`.
 #[test]
 fn all_tcp_matches_default_mode_when_every_connection_starts_inside() {
     let run = |all_tcp| {
@@ -728,6 +754,7 @@ fn all_tcp_matches_default_mode_when_every_connection_starts_inside() {
 
 // --- DNS over TCP (Extension) ---------------------------------------------
 
+/// Checks docs/semantics.md section 1, DNS over TCP.
 #[test]
 fn dns_over_tcp_is_reassembled_per_flow() {
     let mut h = Harness::new();
@@ -751,6 +778,7 @@ fn dns_over_tcp_is_reassembled_per_flow() {
 
 // --- Section 6: what the original got wrong --------------------------------
 
+/// Checks docs/semantics.md section 6, malformed messages.
 #[test]
 fn malformed_answers_are_skipped_and_counted_and_the_query_stays_pending() {
     let mut h = Harness::new();
@@ -765,6 +793,7 @@ fn malformed_answers_are_skipped_and_counted_and_the_query_stays_pending() {
     assert_eq!(h.tsv().lines().count(), 4);
 }
 
+/// Checks docs/semantics.md section 6, ports.
 #[test]
 fn a_backend_keeps_any_number_of_ports() {
     let mut h = Harness::new();
@@ -779,6 +808,7 @@ fn a_backend_keeps_any_number_of_ports() {
     );
 }
 
+/// Checks docs/semantics.md section 6, names.
 #[test]
 fn names_longer_than_255_presentation_bytes_are_kept_whole() {
     // 4 labels of 60 bytes with escapes: over 255 bytes once presented.
@@ -800,11 +830,13 @@ fn names_longer_than_255_presentation_bytes_are_kept_whole() {
     assert!(shown.starts_with("\\001\\001"));
 }
 
+/// Checks docs/semantics.md section 2 and 3, class IN.
 #[test]
 fn class_in_constant_matches_the_wire_value() {
     assert_eq!(CLASS_IN, 1);
 }
 
+/// Checks docs/semantics.md section 4, `-a`.
 #[test]
 fn all_tcp_trusts_a_flow_verdict_from_the_source() {
     // Live mode: the kernel's flow table says which segment starts a flow
@@ -838,6 +870,7 @@ fn all_tcp_trusts_a_flow_verdict_from_the_source() {
     );
 }
 
+/// Checks docs/semantics.md section 3, the TC bit.
 #[test]
 fn a_truncated_response_counts_nothing_and_the_retry_counts_once() {
     // dnsmasq answers a large SRV set over UDP with TC set and the records
@@ -866,6 +899,7 @@ fn a_truncated_response_counts_nothing_and_the_retry_counts_once() {
 /// on one private address, or two processes behind NAT) and even a query
 /// id are two clients; each response comes back on its query's socket and
 /// is credited to that query's app.
+/// Checks docs/semantics.md section 7.
 #[test]
 fn owners_sharing_an_address_and_a_query_id_stay_apart() {
     let mut h = Harness::with(Config {
@@ -951,6 +985,7 @@ fn owners_sharing_an_address_and_a_query_id_stay_apart() {
 
 /// A response is the query's: a stub's answer arriving on the app's socket
 /// counts for the app, whatever the response packet's own owner says.
+/// Checks docs/semantics.md section 7.
 #[test]
 fn a_response_is_credited_to_its_query_s_client() {
     let mut h = Harness::with(Config {
@@ -993,6 +1028,7 @@ fn a_response_is_credited_to_its_query_s_client() {
 /// One connect() is one attempt, however many times its SYN is seen: the
 /// three retransmissions to a backend that drops SYNs, and the copy a
 /// second interface shows (`trace -i lo`), have its 4-tuple and ISN.
+/// Checks docs/semantics.md section 1, attempts and their replies.
 #[test]
 fn retransmitted_and_twice_seen_syns_are_one_attempt_with_its_outcome() {
     let mut h = Harness::new();
@@ -1055,6 +1091,7 @@ fn retransmitted_and_twice_seen_syns_are_one_attempt_with_its_outcome() {
 
 /// A capture of SYNs alone (the original's filter) holds no reply: it
 /// cannot tell a dead backend from a live one, so no outcome is claimed.
+/// Checks docs/semantics.md section 1, attempt replies.
 #[test]
 fn without_any_reply_in_the_input_outcomes_are_not_claimed() {
     let mut h = Harness::new();
@@ -1114,6 +1151,7 @@ fn check_of(s: &Service, check: verdict::Check) -> &verdict::Verdict {
 /// under one pool into one (2 seen, 1 expected), so chi-square is
 /// 1 + 2·0.5²/9.5 over 2 degrees of freedom, p = e^(-χ²/2) ≈ 0.59. Against
 /// 4 equal shares it was "uneven, p = 0.005".
+/// Checks docs/semantics.md section 8.
 #[test]
 fn a_client_that_follows_a_scale_down_is_balanced() {
     let mut h = Harness::new();
@@ -1159,6 +1197,7 @@ fn a_client_that_follows_a_scale_down_is_balanced() {
 /// among all four, though it looks the name up again and is told two.
 /// Its connections to the two withdrawn addresses after their last answer
 /// expired are stale; the rest are judged for balance as usual.
+/// Checks docs/semantics.md section 8.
 #[test]
 fn a_client_that_ignores_a_scale_down_is_uneven_and_stale() {
     let mut h = Harness::new();
@@ -1199,6 +1238,7 @@ fn a_client_that_ignores_a_scale_down_is_uneven_and_stale() {
 /// The JVM-cache case: one lookup with TTL 5 s, then 20
 /// connections every 5 s. The first is within the TTL, the other 19 come
 /// 5 to 95 s after the answer expired.
+/// Checks docs/semantics.md section 8.
 #[test]
 fn a_client_that_never_re_resolves_is_told() {
     let mut h = Harness::new();
@@ -1224,6 +1264,7 @@ fn a_client_that_never_re_resolves_is_told() {
 
 /// Its mirror: a client that looks up again whenever the answer expired
 /// honours the TTL, and connections within the TTL are not late.
+/// Checks docs/semantics.md section 8.
 #[test]
 fn a_client_that_re_resolves_on_expiry_is_ok() {
     let mut h = Harness::new();

@@ -260,6 +260,8 @@ fn rebuild(key: Key, buf: IpDefragBuf) -> Vec<u8> {
     packet
 }
 
+/// Checks docs/semantics.md section 1, IP fragments: bounds, timeouts, and
+/// every fragment counted once.
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,3 +1,7 @@
+//! Checks docs/semantics.md section 1: the link layers, tunnels and
+//! encapsulations a frame may come in, what is damage and what is not IP,
+//! and that the fixed-offset path decides as the full decoder does.
+
 use super::full::MAX_DEPTH;
 use super::tunnel::{GENEVE_PORT, VXLAN_PORT};
 use super::*;

@@ -325,7 +325,8 @@ mod tests {
 
     #[test]
     fn report_counts_are_read_by_path_and_a_missing_one_is_an_error() {
-        let json = r#"{"rows": [{"conns": 3}], "input": {"records": 12, "kernel": {"records_lost": 0}}}"#;
+        let json =
+            r#"{"rows": [{"conns": 3}], "input": {"records": 12, "kernel": {"records_lost": 0}}}"#;
         assert_eq!(report_count(json, &["input", "records"]).unwrap(), 12);
         assert_eq!(
             report_count(json, &["input", "kernel", "records_lost"]).unwrap(),
@@ -335,6 +336,9 @@ mod tests {
         let missing = report_count(json, &["input", "packets"]).unwrap_err();
         assert!(missing.to_string().contains("input.packets"), "{missing}");
         assert!(report_count("not json", &["input"]).is_err());
-        assert_eq!(report_rows(json).unwrap(), serde_json::json!([{"conns": 3}]));
+        assert_eq!(
+            report_rows(json).unwrap(),
+            serde_json::json!([{"conns": 3}])
+        );
     }
 }

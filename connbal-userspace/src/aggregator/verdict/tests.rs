@@ -1,3 +1,6 @@
+//! Checks docs/semantics.md section 8: the verdicts, their thresholds and
+//! the chance of unused backends.
+
 use super::*;
 use crate::aggregator::backends::SrvPreference;
 use crate::aggregator::Timestamp;
