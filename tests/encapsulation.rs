@@ -312,7 +312,7 @@ fn ipv6_fragments(
         .map(|(i, piece)| {
             let h = etherparse::Ipv6Header {
                 traffic_class: 0,
-                flow_label: Default::default(),
+                flow_label: etherparse::Ipv6FlowLabel::default(),
                 payload_length: 8 + piece.len() as u16,
                 next_header: etherparse::IpNumber::IPV6_FRAGMENTATION_HEADER,
                 hop_limit: 64,
@@ -588,7 +588,7 @@ fn skipped_blocks_and_links_are_accounted_for() {
     let mut only_radiotap = Vec::new();
     pcapng_section(&mut only_radiotap, false).unwrap();
     pcapng_interface(&mut only_radiotap, LinkType::Other(127), false).unwrap();
-    for f in frames(|p| p.to_vec()) {
+    for f in frames(<[u8]>::to_vec) {
         pcapng_packet(&mut only_radiotap, 0, &f, false).unwrap();
     }
     let out = replay_stdin(&["-"], &only_radiotap);

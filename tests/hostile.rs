@@ -70,10 +70,10 @@ fn a_record(addr: [u8; 4]) -> Vec<u8> {
 const WEB: &[&[u8]] = &[b"web", b"example", b"test"];
 
 /// A good lookup, then the hostile response to it.
-fn dns_capture(bad_response: Vec<u8>) -> Vec<u8> {
+fn dns_capture(bad_response: &[u8]) -> Vec<u8> {
     let frames = vec![
         frame(0, udp(true, &query(WEB, 1))),
-        frame(1, udp(false, &bad_response)),
+        frame(1, udp(false, bad_response)),
     ];
     pcap_bytes(
         LinkType::Ethernet,
@@ -318,7 +318,7 @@ fn corpus() -> Vec<(&'static str, Vec<u8>, Expect)> {
     };
     cases.push((
         "dns-self-pointer.pcap",
-        dns_capture(response(WEB, 1, [1, 0, 0], &loop_owner)),
+        dns_capture(&response(WEB, 1, [1, 0, 0], &loop_owner)),
         Skipped {
             counter: "malformed_dns_skipped",
             count: 1,
@@ -338,7 +338,7 @@ fn corpus() -> Vec<(&'static str, Vec<u8>, Expect)> {
     };
     cases.push((
         "dns-compression-loop.pcap",
-        dns_capture(response(WEB, 1, [1, 0, 0], &two_hop_loop)),
+        dns_capture(&response(WEB, 1, [1, 0, 0], &two_hop_loop)),
         Skipped {
             counter: "malformed_dns_skipped",
             count: 1,
@@ -353,7 +353,7 @@ fn corpus() -> Vec<(&'static str, Vec<u8>, Expect)> {
     };
     cases.push((
         "dns-forward-pointer.pcap",
-        dns_capture(response(WEB, 1, [1, 0, 0], &forward)),
+        dns_capture(&response(WEB, 1, [1, 0, 0], &forward)),
         Skipped {
             counter: "malformed_dns_skipped",
             count: 1,
@@ -363,7 +363,7 @@ fn corpus() -> Vec<(&'static str, Vec<u8>, Expect)> {
     past_end.extend_from_slice(&[50, b'a', b'b']);
     cases.push((
         "dns-label-past-end.pcap",
-        dns_capture(response(WEB, 1, [2, 0, 0], &past_end)),
+        dns_capture(&response(WEB, 1, [2, 0, 0], &past_end)),
         Skipped {
             counter: "malformed_dns_skipped",
             count: 1,
@@ -382,7 +382,7 @@ fn corpus() -> Vec<(&'static str, Vec<u8>, Expect)> {
     };
     cases.push((
         "dns-name-over-255-bytes.pcap",
-        dns_capture(response(WEB, 1, [1, 0, 0], &long)),
+        dns_capture(&response(WEB, 1, [1, 0, 0], &long)),
         Skipped {
             counter: "malformed_dns_skipped",
             count: 1,
@@ -390,7 +390,7 @@ fn corpus() -> Vec<(&'static str, Vec<u8>, Expect)> {
     ));
     cases.push((
         "dns-answer-count-lies.pcap",
-        dns_capture(response(WEB, 1, [900, 0, 0], &a_record([1, 2, 3, 4]))),
+        dns_capture(&response(WEB, 1, [900, 0, 0], &a_record([1, 2, 3, 4]))),
         Skipped {
             counter: "malformed_dns_skipped",
             count: 1,
@@ -399,7 +399,7 @@ fn corpus() -> Vec<(&'static str, Vec<u8>, Expect)> {
     let srv_cut = vec![0xc0, 12, 0, 33, 0, 1, 0, 0, 1, 44, 0, 5, 0, 10, 0, 5, 0x14];
     cases.push((
         "dns-srv-rdata-cut-short.pcap",
-        dns_capture(response(WEB, 33, [1, 0, 0], &srv_cut)),
+        dns_capture(&response(WEB, 33, [1, 0, 0], &srv_cut)),
         Skipped {
             counter: "malformed_dns_skipped",
             count: 1,
@@ -409,7 +409,7 @@ fn corpus() -> Vec<(&'static str, Vec<u8>, Expect)> {
     rdata_past[11] = 200;
     cases.push((
         "dns-rdata-past-end.pcap",
-        dns_capture(response(WEB, 1, [1, 0, 0], &rdata_past)),
+        dns_capture(&response(WEB, 1, [1, 0, 0], &rdata_past)),
         Skipped {
             counter: "malformed_dns_skipped",
             count: 1,

@@ -185,7 +185,7 @@ fn completions_are_valid_scripts_for_their_shells() {
                 String::from_utf8_lossy(&result.stderr)
             ),
             Err(_) => {
-                eprintln!("skipped: {shell} is not installed to syntax-check its completions")
+                eprintln!("skipped: {shell} is not installed to syntax-check its completions");
             }
         }
         let _ = std::fs::remove_file(&path);

@@ -53,7 +53,7 @@ fn filter_matches_the_name_asked_or_the_name_credited() {
         expected_default()
             .lines()
             .filter(|l| l.ends_with(name))
-            .map(|l| format!("{l}\n"))
+            .flat_map(|l| [l, "\n"])
             .collect()
     };
     assert_eq!(

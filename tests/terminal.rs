@@ -127,7 +127,7 @@ fn a_long_replay_shows_bytes_rate_and_eta_while_it_runs() {
         bin(),
         shell_quote(&big.0)
     ));
-    let screens = pane.watch(Duration::from_secs(120), |s| s.contains("<<done>>"));
+    let screens = pane.watch(Duration::from_mins(2), |s| s.contains("<<done>>"));
     let during: Vec<&String> = screens.iter().filter(|s| s.contains("ETA")).collect();
     let last = screens.last().unwrap();
     assert!(

@@ -558,12 +558,11 @@ fn connected_rows(tsv: &str) -> Vec<(String, String, u64, String)> {
             let (backend, port) = f[1].rsplit_once(':')?;
             let conns: u64 = f[2].parse().ok()?;
             // Back from the zero-padded report form to plain addresses.
-            let backend: std::net::IpAddr = match backend.strip_prefix('[') {
-                Some(v6) => v6.trim_end_matches(']').parse().ok()?,
-                None => {
-                    let octets: Vec<u8> = backend.split('.').map(|o| o.parse().unwrap()).collect();
-                    std::net::IpAddr::from([octets[0], octets[1], octets[2], octets[3]])
-                }
+            let backend: std::net::IpAddr = if let Some(v6) = backend.strip_prefix('[') {
+                v6.trim_end_matches(']').parse().ok()?
+            } else {
+                let octets: Vec<u8> = backend.split('.').map(|o| o.parse().unwrap()).collect();
+                std::net::IpAddr::from([octets[0], octets[1], octets[2], octets[3]])
             };
             (conns > 0).then(|| {
                 (
@@ -628,7 +627,7 @@ fn events_and_metrics_follow_a_live_trace() {
         .stderr
         .lines()
         .filter(|l| !l.starts_with("connbal:") && !l.is_empty())
-        .map(|l| format!("{l}\n"))
+        .flat_map(|l| [l, "\n"])
         .collect();
     assert_eq!(report, expected_default());
     let expected = connected_rows(&report);
@@ -636,7 +635,7 @@ fn events_and_metrics_follow_a_live_trace() {
 
     // Events: one JSON line each; connections to known backends add up to
     // the report's counts.
-    let mut seen: std::collections::HashMap<(String, String), u64> = Default::default();
+    let mut seen = std::collections::HashMap::<(String, String), u64>::default();
     let mut answers = 0;
     for line in finished.stdout.lines() {
         let e: serde_json::Value = serde_json::from_str(line).expect("a JSON line");

@@ -6,6 +6,10 @@
 //! notion of "interesting packet" (spec section 1).
 #![no_std]
 #![forbid(unsafe_code)]
+#![expect(
+    clippy::inline_always,
+    reason = "the eBPF program calls these per packet; BPF-to-BPF calls cost, and the verifier tracks bounds best through inlined code"
+)]
 
 /// DNS is recognised purely by port, in either direction (spec 1.1).
 pub const DNS_PORT: u16 = 53;
@@ -155,7 +159,7 @@ pub mod record {
         /// Payload bytes that follow the header in a DNS record (fewer than
         /// the packet carried when `BIT_TRUNCATED` is set).
         pub copied_len: u16,
-        pub _reserved: u16,
+        pub reserved: u16,
         /// Who owns the packet's socket (host mode, and TC egress where the
         /// kernel knows the socket): valid with `BIT_SOCKET`.
         pub cgroup_id: u64,
@@ -253,7 +257,7 @@ pub mod record {
                 dst_port: u16_at(offset::DST_PORT),
                 tcp_seq: u32_at(offset::TCP_SEQ),
                 copied_len: u16_at(offset::COPIED_LEN),
-                _reserved: u16_at(offset::RESERVED),
+                reserved: u16_at(offset::RESERVED),
                 cgroup_id: u64_at(offset::CGROUP_ID),
                 socket_cookie: u64_at(offset::SOCKET_COOKIE),
                 netns_cookie: u64_at(offset::NETNS_COOKIE),
@@ -278,7 +282,7 @@ pub mod record {
             put(offset::DST_PORT, &self.dst_port.to_ne_bytes());
             put(offset::TCP_SEQ, &self.tcp_seq.to_ne_bytes());
             put(offset::COPIED_LEN, &self.copied_len.to_ne_bytes());
-            put(offset::RESERVED, &self._reserved.to_ne_bytes());
+            put(offset::RESERVED, &self.reserved.to_ne_bytes());
             put(offset::CGROUP_ID, &self.cgroup_id.to_ne_bytes());
             put(offset::SOCKET_COOKIE, &self.socket_cookie.to_ne_bytes());
             put(offset::NETNS_COOKIE, &self.netns_cookie.to_ne_bytes());
@@ -329,7 +333,7 @@ pub mod record {
     pub struct FlowState {
         pub last_seen_ns: u64,
         pub closed: u32,
-        pub _reserved: u32,
+        pub reserved: u32,
     }
 }
 
@@ -354,7 +358,7 @@ impl record::FlowState {
         Self {
             last_seen_ns: now_ns,
             closed: closes_flow(flags) as u32,
-            _reserved: 0,
+            reserved: 0,
         }
     }
 
@@ -376,7 +380,7 @@ impl record::FlowState {
         let forgotten = self.expired(now_ns);
         self.last_seen_ns = now_ns;
         if forgotten {
-            self.closed = closes as u32;
+            self.closed = u32::from(closes);
             return FlowEvent::New;
         }
         if flags & tcp_flags::SYN != 0 {
@@ -462,7 +466,7 @@ mod tests {
             dst_port: 40000,
             tcp_seq: 99,
             copied_len: 100,
-            _reserved: 0,
+            reserved: 0,
             cgroup_id: 0x1234,
             socket_cookie: 0x5678,
             netns_cookie: 0x9abc,
@@ -494,7 +498,7 @@ mod tests {
             (offset::DST_PORT, offset_of!(H, dst_port)),
             (offset::TCP_SEQ, offset_of!(H, tcp_seq)),
             (offset::COPIED_LEN, offset_of!(H, copied_len)),
-            (offset::RESERVED, offset_of!(H, _reserved)),
+            (offset::RESERVED, offset_of!(H, reserved)),
             (offset::CGROUP_ID, offset_of!(H, cgroup_id)),
             (offset::SOCKET_COOKIE, offset_of!(H, socket_cookie)),
             (offset::NETNS_COOKIE, offset_of!(H, netns_cookie)),

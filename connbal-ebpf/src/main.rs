@@ -243,7 +243,7 @@ fn flag(global: &u8) -> bool {
 #[inline(always)]
 fn submit_flags() -> u64 {
     // SAFETY: a plain read of a static the loader may have rewritten.
-    let threshold = unsafe { core::ptr::read_volatile(&WAKEUP_BYTES) };
+    let threshold = unsafe { core::ptr::read_volatile(core::ptr::addr_of!(WAKEUP_BYTES)) };
     if EVENTS.query(BPF_RB_AVAIL_DATA.into()) >= threshold {
         BPF_RB_FORCE_WAKEUP.into()
     } else {
@@ -500,9 +500,8 @@ fn tcp(ctx: &Packet, ip: &Ip, hook: Hook) -> Option<()> {
     if all_tcp {
         match track_flow(ip.version, &src, &dst, src_port, dst_port, flags) {
             FlowEvent::New => bits |= BIT_FLOW_NEW,
-            FlowEvent::Closed => {}
             FlowEvent::Nothing if verdict == TcpVerdict::Drop || !local => return None,
-            FlowEvent::Nothing => {}
+            FlowEvent::Closed | FlowEvent::Nothing => {}
         }
     }
     let seq = u32::from_be_bytes([t[4], t[5], t[6], t[7]]);
@@ -618,7 +617,7 @@ fn header(
 #[inline(always)]
 fn add_owner(ctx: &Packet, header: &mut RecordHeader) {
     // SAFETY: a plain read of a static the loader may have rewritten.
-    let owners = unsafe { core::ptr::read_volatile(&OWNERS) };
+    let owners = unsafe { core::ptr::read_volatile(core::ptr::addr_of!(OWNERS)) };
     if owners < Owners::Socket as u8 {
         return;
     }
@@ -700,9 +699,9 @@ fn emit_dns_into<const N: usize>(
         // most that; the helper checks the source range in the skb.
         let loaded = unsafe {
             bpf_skb_load_bytes(
-                ctx.skb as *const _,
+                ctx.skb.cast_const().cast(),
                 payload as u32,
-                core::ptr::addr_of_mut!((*record).payload) as *mut _,
+                core::ptr::addr_of_mut!((*record).payload).cast(),
                 masked as u32,
             )
         };

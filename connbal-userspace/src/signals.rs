@@ -45,7 +45,7 @@ fn interrupt_blocking_calls(signal: i32) -> Result<(), SignalError> {
     let mut action: libc::sigaction = unsafe { std::mem::zeroed() };
     // SAFETY: querying the current action into a valid, exclusively borrowed
     // struct; a null new action means "do not change".
-    if unsafe { libc::sigaction(signal, std::ptr::null(), &mut action) } != 0 {
+    if unsafe { libc::sigaction(signal, std::ptr::null(), &raw mut action) } != 0 {
         return Err(SignalError::Sigaction {
             signal,
             source: io::Error::last_os_error(),
@@ -54,7 +54,7 @@ fn interrupt_blocking_calls(signal: i32) -> Result<(), SignalError> {
     action.sa_flags &= !libc::SA_RESTART;
     // SAFETY: re-installing the handler signal-hook just registered, with the
     // same handler, mask and flags except SA_RESTART.
-    if unsafe { libc::sigaction(signal, &action, std::ptr::null_mut()) } != 0 {
+    if unsafe { libc::sigaction(signal, &raw const action, std::ptr::null_mut()) } != 0 {
         return Err(SignalError::Sigaction {
             signal,
             source: io::Error::last_os_error(),

@@ -76,7 +76,7 @@ pub fn expected_default() -> String {
         // client ignores (RFC 2181 section 9), and so does connbal; the TCP
         // retry carries all 10 targets with their A records in the
         // additional section: dns 1 each. One connection, to .73.
-        let conns = if n == 73 { 1 } else { 0 };
+        let conns = i32::from(n == 73);
         format!("198.051.100.010\t203.000.113.0{n}:7000\t{conns}\t1\t_big._tcp.connbal.test.")
     });
     let rest = [
@@ -116,9 +116,12 @@ pub fn expected_default() -> String {
         // Not here: one.connbal.test (a single A answer is not a backend set)
         // and 203.0.113.99 (never in DNS), though both got connections.
     ];
-    big.chain(rest.iter().map(|l| l.to_string()))
-        .map(|line| format!("{line}\n"))
-        .collect()
+    big.chain(rest.iter().map(std::string::ToString::to_string))
+        .fold(String::new(), |mut text, line| {
+            text.push_str(&line);
+            text.push('\n');
+            text
+        })
 }
 
 /// Whether root-only tests should run here. Off root they skip with a
@@ -152,7 +155,10 @@ pub fn live_tests(
     if !root_tests_enabled(tools) {
         return None;
     }
-    Some(lock.lock().unwrap_or_else(|poisoned| poisoned.into_inner()))
+    Some(
+        lock.lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner),
+    )
 }
 
 /// Whether tests needing these tools (but not root) can run. Under CI=true
@@ -234,7 +240,7 @@ impl Tmux {
 
     /// Waits for the command to finish and returns the final pane.
     pub fn finished(&self, escapes: bool) -> String {
-        let seen = self.watch(std::time::Duration::from_secs(60), |s| {
+        let seen = self.watch(std::time::Duration::from_mins(1), |s| {
             s.contains("<<done>>")
         });
         let last = seen.last().expect("at least one capture");

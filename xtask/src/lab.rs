@@ -30,7 +30,7 @@ const PREFIX: &str = "cbl";
 /// Upper bound on any single lab operation that waits.
 const STEP_TIMEOUT: Duration = Duration::from_secs(10);
 /// Listeners stop by themselves after this, whatever happens to the lab.
-const SERVER_LIFETIME: Duration = Duration::from_secs(600);
+const SERVER_LIFETIME: Duration = Duration::from_mins(10);
 
 static LAB_COUNTER: AtomicUsize = AtomicUsize::new(0);
 
@@ -65,7 +65,7 @@ pub fn missing_tools(tools: &[&str]) -> Vec<String> {
                 .output()
                 .is_ok_and(|o| o.status.success())
         })
-        .map(|t| t.to_string())
+        .map(std::string::ToString::to_string)
         .collect()
 }
 

@@ -3,6 +3,7 @@
 #[cfg(test)]
 mod tests {
     use std::fs;
+    use std::path::Path;
 
     /// Integration tests live in the workspace's tests/ (outside the
     /// package that runs them), so cargo does not find them by itself: each
@@ -15,7 +16,9 @@ mod tests {
         let mut undeclared = Vec::new();
         for entry in fs::read_dir(root.join("tests")).unwrap() {
             let name = entry.unwrap().file_name().to_string_lossy().to_string();
-            if name.ends_with(".rs") && !manifest.contains(&format!("path = \"../tests/{name}\"")) {
+            if Path::new(&name).extension().is_some_and(|e| e == "rs")
+                && !manifest.contains(&format!("path = \"../tests/{name}\""))
+            {
                 undeclared.push(name);
             }
         }

@@ -8,6 +8,7 @@
 //! `cargo xtask snapshots --bless` and shows up in review as a diff.
 
 use anyhow::{bail, Context, Result};
+use std::fmt::Write as _;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -101,13 +102,14 @@ pub fn render(root: &Path, connbal: &Path, scratch: &Path) -> Result<Vec<(String
             let text = |bytes: &[u8]| {
                 normalise(&String::from_utf8_lossy(bytes)).replace(&shown, &input_name)
             };
-            content.push_str(&format!(
+            let _ = write!(
+                content,
                 "=== {variant}: connbal replay {} {input_name}\n--- exit {}\n--- stdout\n{}--- stderr\n{}",
                 args.join(" "),
                 out.status.code().map_or("signal".to_string(), |c| c.to_string()),
                 text(&out.stdout),
                 text(&out.stderr),
-            ));
+            );
         }
         snapshots.push((format!("{input_name}.txt"), content));
     }

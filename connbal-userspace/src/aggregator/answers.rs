@@ -85,19 +85,16 @@ pub struct Credits {
 impl Credits {
     fn note(&mut self, name: Arc<str>, ttl: u32) -> usize {
         // Pointer equality first: an answer credits the same Arc many times.
-        match self
+        if let Some(i) = self
             .names
             .iter_mut()
             .position(|(n, _)| Arc::ptr_eq(n, &name) || *n == name)
         {
-            Some(i) => {
-                self.names[i].1 = self.names[i].1.min(ttl);
-                i
-            }
-            None => {
-                self.names.push((name, ttl));
-                self.names.len() - 1
-            }
+            self.names[i].1 = self.names[i].1.min(ttl);
+            i
+        } else {
+            self.names.push((name, ttl));
+            self.names.len() - 1
         }
     }
 }
@@ -171,7 +168,13 @@ impl Aggregator {
                     };
                     let (name, srv) =
                         self.credit_address(client, address, record, checked_key, answer_count);
-                    self.note_answered(&mut answered, address, &name, record.ttl, checked_key);
+                    self.note_answered(
+                        &mut answered,
+                        address,
+                        name.as_ref(),
+                        record.ttl,
+                        checked_key,
+                    );
                     if let Some(name) = name {
                         let offer = Offer {
                             address,
@@ -256,7 +259,7 @@ impl Aggregator {
         &self,
         answered: &mut Vec<AnsweredBackend>,
         address: IpAddr,
-        credited: &Option<Arc<str>>,
+        credited: Option<&Arc<str>>,
         ttl: u32,
         checked_key: Option<NameKey>,
     ) {

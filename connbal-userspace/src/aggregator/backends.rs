@@ -247,19 +247,18 @@ impl Backend {
     }
 
     fn port_mut(&mut self, port: u16) -> &mut PortCount {
-        let index = match self.ports.iter().position(|p| p.port == port) {
-            Some(i) => i,
-            None => {
-                self.ports.push(PortCount {
-                    port,
-                    connections: 0,
-                    attempts: 0,
-                    answered: 0,
-                    refused: 0,
-                    srv_dns: 0,
-                });
-                self.ports.len() - 1
-            }
+        let index = if let Some(i) = self.ports.iter().position(|p| p.port == port) {
+            i
+        } else {
+            self.ports.push(PortCount {
+                port,
+                connections: 0,
+                attempts: 0,
+                answered: 0,
+                refused: 0,
+                srv_dns: 0,
+            });
+            self.ports.len() - 1
         };
         &mut self.ports[index]
     }

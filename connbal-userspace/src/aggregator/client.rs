@@ -10,7 +10,7 @@
 use super::event::{Cgroup, Owner, Process};
 use serde::ser::SerializeMap;
 use serde::{Serialize, Serializer};
-use std::fmt;
+use std::fmt::{self, Write as _};
 use std::net::IpAddr;
 use std::sync::Arc;
 
@@ -356,11 +356,19 @@ impl Workload {
         if workload.container.is_none() {
             workload.unit = segments
                 .last()
-                .filter(|s| s.ends_with(".service") || s.ends_with(".scope"))
+                .filter(|s| is_unit(s))
                 .map(|s| printable(s.as_bytes()));
         }
         workload
     }
+}
+
+#[expect(
+    clippy::case_sensitive_file_extension_comparisons,
+    reason = "systemd's unit types are case-sensitive: nginx.Service is no unit"
+)]
+fn is_unit(segment: &str) -> bool {
+    segment.ends_with(".service") || segment.ends_with(".scope")
 }
 
 fn is_container_id(text: &str) -> bool {
@@ -376,7 +384,9 @@ fn printable(bytes: &[u8]) -> String {
         match b {
             b'\\' => out.push_str("\\\\"),
             0x20..=0x7e => out.push(b as char),
-            _ => out.push_str(&format!("\\x{b:02x}")),
+            _ => {
+                let _ = write!(out, "\\x{b:02x}");
+            }
         }
     }
     out

@@ -48,14 +48,13 @@ impl Aggregator {
         if !self.config.all_tcp {
             return;
         }
-        let new_flow = match s.first_of_flow {
-            Some(new_flow) => new_flow,
-            None => {
-                let key = FlowKey::new(s.src, s.dst);
-                let (seen, evicted) = self.flows.observe(key, s.ts, s.flags);
-                self.counters.flows_evicted += u64::from(evicted);
-                seen == Seen::New
-            }
+        let new_flow = if let Some(new_flow) = s.first_of_flow {
+            new_flow
+        } else {
+            let key = FlowKey::new(s.src, s.dst);
+            let (seen, evicted) = self.flows.observe(key, s.ts, s.flags);
+            self.counters.flows_evicted += u64::from(evicted);
+            seen == Seen::New
         };
         if new_flow && !attempt {
             let to = self.client_of(s.dst.ip(), s.owner);

@@ -332,6 +332,10 @@ mod tests {
             .a(name, [10, 0, 0, 2])
             .build();
         // An A record whose owner is written as the given raw bytes.
+        #[expect(
+            clippy::items_after_statements,
+            reason = "a helper beside the messages it builds"
+        )]
         fn a_with_owner(m: &mut MessageBuilder, owner: &[u8], last: u8) {
             m.raw(owner)
                 .u16(TYPE_A)

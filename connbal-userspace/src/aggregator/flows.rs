@@ -61,15 +61,14 @@ impl FlowTable {
     /// follows too ([`FlowState::observe`]); also says whether the table had
     /// to evict its oldest flow to make room.
     pub fn observe(&mut self, key: FlowKey, ts: Timestamp, flags: u8) -> (Seen, bool) {
-        match self.flows.get_mut(&key) {
-            Some(state) => match state.observe(ts.0, flags) {
+        if let Some(state) = self.flows.get_mut(&key) {
+            match state.observe(ts.0, flags) {
                 FlowEvent::New => (Seen::New, false),
                 FlowEvent::Closed | FlowEvent::Nothing => (Seen::Known, false),
-            },
-            None => {
-                let evicted = self.flows.insert(key, FlowState::first_seen(ts.0, flags));
-                (Seen::New, evicted)
             }
+        } else {
+            let evicted = self.flows.insert(key, FlowState::first_seen(ts.0, flags));
+            (Seen::New, evicted)
         }
     }
 

@@ -45,7 +45,7 @@ impl NameKeys {
 
 pub fn presentation(name: &Name) -> String {
     let mut out = String::with_capacity(name.len() + 1);
-    for label in name.iter() {
+    for label in name {
         for &byte in label {
             match byte {
                 b'.' | b'\\' => {

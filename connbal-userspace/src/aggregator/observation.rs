@@ -123,6 +123,10 @@ pub fn qtype_name(qtype: u16) -> &'static str {
     }
 }
 
+#[expect(
+    clippy::trivially_copy_pass_by_ref,
+    reason = "serde's serialize_with passes the field by reference"
+)]
 fn rfc3339<S: Serializer>(ts: &Timestamp, s: S) -> Result<S::Ok, S::Error> {
     s.collect_str(&humantime::format_rfc3339_nanos(ts.to_system_time()))
 }

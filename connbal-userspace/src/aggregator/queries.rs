@@ -96,9 +96,8 @@ impl Aggregator {
         owner: Option<&Owner>,
     ) {
         self.counters.dns_messages += 1;
-        let header = match Header::parse(message) {
-            Ok(h) => h,
-            Err(_) => return self.count_undecodable(truncated),
+        let Ok(header) = Header::parse(message) else {
+            return self.count_undecodable(truncated);
         };
         if header.questions != 1 {
             if header.questions > 1 {
@@ -168,9 +167,8 @@ impl Aggregator {
         truncated: bool,
         owner: Option<&Owner>,
     ) {
-        let question = match dns::parse_question(message) {
-            Ok((_, q, _)) => q,
-            Err(_) => return self.count_undecodable(truncated),
+        let Ok((_, question, _)) = dns::parse_question(message) else {
+            return self.count_undecodable(truncated);
         };
         let tracked_type = matches!(question.qtype, dns::TYPE_A | dns::TYPE_AAAA | dns::TYPE_SRV);
         if question.qclass != dns::CLASS_IN || !tracked_type {
@@ -226,11 +224,11 @@ impl Aggregator {
             }
             return;
         }
-        let (question, records) = match dns::parse_question(message).and_then(|(_, q, at)| {
+        let decoded = dns::parse_question(message).and_then(|(_, q, at)| {
             dns::parse_records(message, &header, at, &q.name).map(|r| (q, r))
-        }) {
-            Ok(decoded) => decoded,
-            Err(_) => return self.count_undecodable(truncated),
+        });
+        let Ok((question, records)) = decoded else {
+            return self.count_undecodable(truncated);
         };
         let name = self.names.key(&question.name);
         let Some(query) = self.pending.answer(&key, name) else {

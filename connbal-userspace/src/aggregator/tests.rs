@@ -70,11 +70,11 @@ impl Harness {
         self.query_from(CLIENT, id, name, qtype);
     }
 
-    fn respond_to(&mut self, client: &str, msg: Vec<u8>) {
-        self.udp(sock(SERVER, 53), sock(client, CLIENT_PORT), &msg);
+    fn respond_to(&mut self, client: &str, msg: &[u8]) {
+        self.udp(sock(SERVER, 53), sock(client, CLIENT_PORT), msg);
     }
 
-    fn respond(&mut self, msg: Vec<u8>) {
+    fn respond(&mut self, msg: &[u8]) {
         self.respond_to(CLIENT, msg);
     }
 
@@ -146,7 +146,7 @@ fn spec_worked_example() {
     plan.rotate_left(3);
     for (i, backend) in plan.iter().enumerate() {
         h.query(i as u16, web, TYPE_A);
-        h.respond(four_a_answer(i as u16, web));
+        h.respond(&four_a_answer(i as u16, web));
         h.syn(backend, 80);
     }
     let xmpp = "_xmpp-client._tcp.example.com";
@@ -159,7 +159,7 @@ fn spec_worked_example() {
     for (t, last) in [("x1", 123), ("x2", 124), ("x3", 125)] {
         b.a(&format!("{t}.example.com"), [165, 225, 123, last]);
     }
-    h.respond(b.build());
+    h.respond(&b.build());
     h.syn("165.225.123.124", 5222);
 
     assert_eq!(
@@ -202,7 +202,7 @@ fn worked_example_verdicts() {
     for (backend, n) in spread {
         for _ in 0..n {
             h.query(i, web, TYPE_A);
-            h.respond(four_a_answer(i, web));
+            h.respond(&four_a_answer(i, web));
             h.syn(backend, 80);
             h.advance_ms(5_000);
             i += 1;
@@ -253,7 +253,7 @@ fn lookups_after_the_ttl_expired_honour_it() {
     for i in 0..4u16 {
         h.query(i, web, TYPE_A);
         h.respond(
-            MessageBuilder::new(i, true, [1, 2, 0, 0])
+            &MessageBuilder::new(i, true, [1, 2, 0, 0])
                 .ttl(30)
                 .question(web, TYPE_A)
                 .a(web, [10, 0, 0, 1])
@@ -287,7 +287,7 @@ fn srv_priorities_and_weights_reach_the_verdicts() {
     b.a("p1.example.com", [10, 1, 0, 1]);
     b.a("p2.example.com", [10, 1, 0, 2]);
     b.a("backup.example.com", [10, 1, 0, 3]);
-    h.respond(b.build());
+    h.respond(&b.build());
     for _ in 0..6 {
         h.syn("10.1.0.1", 5432);
     }
@@ -332,7 +332,7 @@ fn only_single_question_in_class_a_aaaa_srv_queries_are_tracked() {
     assert_eq!(c.ignored_multiple_questions, 1);
     // The untracked MX query means its multi-answer response matches nothing.
     h.respond(
-        MessageBuilder::new(1, true, [1, 2, 0, 0])
+        &MessageBuilder::new(1, true, [1, 2, 0, 0])
             .question("mx.example", 15)
             .a("mx.example", [1, 1, 1, 1])
             .a("mx.example", [1, 1, 1, 2])
@@ -351,8 +351,8 @@ fn filter_skips_queries_whose_name_lacks_the_substring() {
     });
     h.query(1, "web.svc.example", TYPE_A);
     h.query(2, "other.example", TYPE_A);
-    h.respond(four_a_answer(1, "web.svc.example"));
-    h.respond(four_a_answer(2, "other.example"));
+    h.respond(&four_a_answer(1, "web.svc.example"));
+    h.respond(&four_a_answer(2, "other.example"));
     assert_eq!(h.tsv().lines().count(), 4);
     assert!(h.tsv().lines().all(|l| l.ends_with("web.svc.example.")));
     // The answer to the query -F left out is not a loss: counted apart.
@@ -376,7 +376,7 @@ fn filter_matches_the_canonical_name_after_cnames() {
         .cname("alias.example", "pool.example")
         .a("pool.example", [10, 0, 0, 1])
         .a("pool.example", [10, 0, 0, 2]);
-    h.respond(answer.build());
+    h.respond(&answer.build());
     let tsv = h.tsv();
     assert_eq!(tsv.lines().count(), 2, "{tsv}");
     assert!(tsv.lines().all(|l| l.ends_with("\tpool.example.")));
@@ -391,7 +391,7 @@ fn pending_queries_expire_on_the_originals_sweep_schedule() {
     let mut h = Harness::new();
     h.query(1, "late.example", TYPE_A); // t=0: first event, sweep clock starts
     h.advance_ms(10_500);
-    h.respond(four_a_answer(1, "late.example")); // sweep at 10.5 s removes it
+    h.respond(&four_a_answer(1, "late.example")); // sweep at 10.5 s removes it
     assert_eq!(h.counters().pending_expired, 1);
     assert_eq!(h.counters().unmatched_responses, 1);
 
@@ -400,7 +400,7 @@ fn pending_queries_expire_on_the_originals_sweep_schedule() {
     h.advance_ms(8_000); // t≈22.5 s: only 12 s since the last sweep...
     h.query(3, "other.example", TYPE_A); // ...so this event sweeps (slow is 8 s old, kept)
     h.advance_ms(3_000); // slow is now 11 s old, but no sweep is due
-    h.respond(four_a_answer(2, "slow.example"));
+    h.respond(&four_a_answer(2, "slow.example"));
     assert_eq!(
         h.counters().responses_matched,
         1,
@@ -415,9 +415,9 @@ fn pending_queries_expire_on_the_originals_sweep_schedule() {
 fn a_response_must_match_id_endpoints_port_and_name() {
     let mut h = Harness::new();
     h.query(7, "web.example", TYPE_A);
-    h.respond(four_a_answer(8, "web.example")); // wrong id
-    h.respond(four_a_answer(7, "other.example")); // wrong name
-    h.respond_to("172.16.101.191", four_a_answer(7, "web.example")); // wrong client
+    h.respond(&four_a_answer(8, "web.example")); // wrong id
+    h.respond(&four_a_answer(7, "other.example")); // wrong name
+    h.respond_to("172.16.101.191", &four_a_answer(7, "web.example")); // wrong client
     h.udp(
         sock("192.0.2.54", 53),
         sock(CLIENT, CLIENT_PORT),
@@ -430,7 +430,7 @@ fn a_response_must_match_id_endpoints_port_and_name() {
     ); // wrong port
     assert_eq!(h.counters().unmatched_responses, 5);
     assert_eq!(h.tsv(), "");
-    h.respond(four_a_answer(7, "WEB.example")); // DNS names compare case-insensitively
+    h.respond(&four_a_answer(7, "WEB.example")); // DNS names compare case-insensitively
     assert_eq!(h.tsv().lines().count(), 4);
 }
 
@@ -439,8 +439,8 @@ fn a_response_must_match_id_endpoints_port_and_name() {
 fn a_duplicate_response_counts_nothing() {
     let mut h = Harness::new();
     h.query(1, "web.example", TYPE_A);
-    h.respond(four_a_answer(1, "web.example"));
-    h.respond(four_a_answer(1, "web.example"));
+    h.respond(&four_a_answer(1, "web.example"));
+    h.respond(&four_a_answer(1, "web.example"));
     assert!(
         h.tsv().lines().all(|l| l.contains("\t0\t1\t")),
         "{}",
@@ -455,7 +455,7 @@ fn a_single_a_answer_is_not_a_backend_set() {
     let mut h = Harness::new();
     h.query(1, "one.example", TYPE_A);
     h.respond(
-        MessageBuilder::new(1, true, [1, 1, 0, 0])
+        &MessageBuilder::new(1, true, [1, 1, 0, 0])
             .question("one.example", TYPE_A)
             .a("one.example", [192, 0, 2, 1])
             .build(),
@@ -477,7 +477,7 @@ fn opt_and_authority_records_are_skipped() {
         .a("ns.example", [192, 0, 2, 99]) // authority section: skipped
         .opt()
         .build();
-    h.respond(msg);
+    h.respond(&msg);
     assert_eq!(h.tsv(), "172.016.101.190\t192.000.002.001:?\t0\t1\tweb.example.\n172.016.101.190\t192.000.002.002:?\t0\t1\tweb.example.\n");
 }
 
@@ -492,7 +492,7 @@ fn a_record_of_another_class_abandons_the_rest() {
         .record("web.example", TYPE_A, 3, &[192, 0, 2, 2])
         .a("web.example", [192, 0, 2, 3])
         .build();
-    h.respond(msg);
+    h.respond(&msg);
     assert_eq!(
         h.tsv(),
         "172.016.101.190\t192.000.002.001:?\t0\t1\tweb.example.\n"
@@ -509,7 +509,7 @@ fn cname_with_at_most_two_answers_abandons_the_message() {
         .cname("alias.example", "real.example")
         .a("real.example", [192, 0, 2, 1])
         .build();
-    h.respond(msg);
+    h.respond(&msg);
     assert_eq!(h.tsv(), "");
 }
 
@@ -524,7 +524,7 @@ fn cname_to_a_multi_address_name_credits_the_canonical_name() {
         .a("real.example", [192, 0, 2, 1])
         .a("real.example", [192, 0, 2, 2])
         .build();
-    h.respond(msg);
+    h.respond(&msg);
     h.syn("192.0.2.2", 443);
     assert_eq!(
         h.tsv(),
@@ -558,7 +558,7 @@ fn srv_answer(
 fn srv_target_looked_up_separately_counts_even_with_one_address() {
     let mut h = Harness::new();
     h.query(1, "_db._tcp.example", TYPE_SRV);
-    h.respond(srv_answer(
+    h.respond(&srv_answer(
         1,
         "_db._tcp.example",
         &[("db1.example", 5432), ("db2.example", 5433)],
@@ -567,7 +567,7 @@ fn srv_target_looked_up_separately_counts_even_with_one_address() {
     assert_eq!(h.tsv(), "", "SRV registration alone counts nothing");
     h.query(2, "db1.example", TYPE_A);
     h.respond(
-        MessageBuilder::new(2, true, [1, 1, 0, 0])
+        &MessageBuilder::new(2, true, [1, 1, 0, 0])
             .question("db1.example", TYPE_A)
             .a("db1.example", [192, 0, 2, 11])
             .build(),
@@ -586,7 +586,7 @@ fn srv_target_looked_up_separately_counts_even_with_one_address() {
 fn additional_records_count_only_for_known_srv_targets() {
     let mut h = Harness::new();
     h.query(1, "_s._tcp.example", TYPE_SRV);
-    h.respond(srv_answer(
+    h.respond(&srv_answer(
         1,
         "_s._tcp.example",
         &[("t1.example", 8080)],
@@ -611,7 +611,7 @@ fn srv_counts_stay_on_real_ports() {
     let mut h = Harness::new();
     for id in 1..=2 {
         h.query(id, "_x._tcp.example", TYPE_SRV);
-        h.respond(srv_answer(
+        h.respond(&srv_answer(
             id,
             "_x._tcp.example",
             &[("t.example", 5222)],
@@ -630,7 +630,7 @@ fn srv_counts_stay_on_real_ports() {
 fn a_target_with_several_srv_ports_gets_a_row_per_port() {
     let mut h = Harness::new();
     h.query(1, "_x._tcp.example", TYPE_SRV);
-    h.respond(srv_answer(
+    h.respond(&srv_answer(
         1,
         "_x._tcp.example",
         &[("t.example", 5222), ("t.example", 5223)],
@@ -653,7 +653,7 @@ fn aaaa_sets_count_like_a_sets() {
         .aaaa("v6.example", "2001:db8::10".parse().unwrap())
         .aaaa("v6.example", "2001:db8::11".parse().unwrap())
         .build();
-    h.respond_to(client, msg);
+    h.respond_to(client, &msg);
     h.syn_from(client, "2001:db8::11", 443);
     assert_eq!(h.tsv(), "2001:db8::2\t[2001:db8::10]:?\t0\t1\tv6.example.\n2001:db8::2\t[2001:db8::11]:443\t1\t1\tv6.example.\n");
 }
@@ -666,9 +666,9 @@ fn messages_with_over_1000_answers_are_ignored() {
     let mut b = MessageBuilder::new(1, true, [1, 1001, 0, 0]);
     b.question("big.example", TYPE_A);
     for i in 0..1001u32 {
-        b.a("big.example", (0xc0000200 + i).to_be_bytes());
+        b.a("big.example", (0xc000_0200 + i).to_be_bytes());
     }
-    h.respond(b.build());
+    h.respond(&b.build());
     assert_eq!(h.counters().ignored_too_many_answers, 1);
     assert_eq!(h.tsv(), "");
 }
@@ -681,7 +681,7 @@ fn connections_to_addresses_never_in_dns_are_not_reported() {
     let mut h = Harness::new();
     h.syn("198.51.100.1", 80);
     h.query(1, "web.example", TYPE_A);
-    h.respond(four_a_answer(1, "web.example"));
+    h.respond(&four_a_answer(1, "web.example"));
     h.syn_from("172.16.101.191", "172.16.100.149", 80); // another client's backend set
     assert!(!h.tsv().contains("198.051"));
     assert!(h.tsv().lines().all(|l| l.contains(":?\t0\t1\t")));
@@ -694,7 +694,7 @@ fn connections_to_addresses_never_in_dns_are_not_reported() {
 fn only_a_bare_syn_counts_without_all_tcp() {
     let mut h = Harness::new();
     h.query(1, "web.example", TYPE_A);
-    h.respond(four_a_answer(1, "web.example"));
+    h.respond(&four_a_answer(1, "web.example"));
     let (c, b) = (sock(CLIENT, 50000), sock("172.16.100.149", 80));
     h.segment(c, b, ACK | PSH, 5, b"GET /");
     h.segment(b, c, SYN | ACK, 9, &[]);
@@ -709,7 +709,7 @@ fn all_tcp_counts_a_flow_open_before_the_capture_once_either_way() {
         ..Config::default()
     });
     h.query(1, "web.example", TYPE_A);
-    h.respond(four_a_answer(1, "web.example"));
+    h.respond(&four_a_answer(1, "web.example"));
     let (c, b) = (sock(CLIENT, 50000), sock("172.16.100.149", 80));
     // Mid-flow: first segment is from the backend to the client.
     h.segment(b, c, ACK | PSH, 100, b"data");
@@ -733,7 +733,7 @@ fn all_tcp_matches_default_mode_when_every_connection_starts_inside() {
             ..Config::default()
         });
         h.query(1, "web.example", TYPE_A);
-        h.respond(four_a_answer(1, "web.example"));
+        h.respond(&four_a_answer(1, "web.example"));
         for (i, backend) in ["172.16.100.149", "172.16.100.149", "172.16.100.219"]
             .iter()
             .enumerate()
@@ -786,10 +786,10 @@ fn malformed_answers_are_skipped_and_counted_and_the_query_stays_pending() {
     let mut bad = four_a_answer(1, "web.example");
     let len = bad.len();
     bad[len - 5] = 200; // last RDLENGTH now points past the end
-    h.respond(bad);
+    h.respond(&bad);
     assert_eq!(h.counters().malformed_dns_skipped, 1);
     assert_eq!(h.tsv(), "");
-    h.respond(four_a_answer(1, "web.example"));
+    h.respond(&four_a_answer(1, "web.example"));
     assert_eq!(h.tsv().lines().count(), 4);
 }
 
@@ -798,7 +798,7 @@ fn malformed_answers_are_skipped_and_counted_and_the_query_stays_pending() {
 fn a_backend_keeps_any_number_of_ports() {
     let mut h = Harness::new();
     h.query(1, "web.example", TYPE_A);
-    h.respond(four_a_answer(1, "web.example"));
+    h.respond(&four_a_answer(1, "web.example"));
     for port in 8000..8040 {
         h.syn("172.16.100.149", port);
     }
@@ -816,7 +816,7 @@ fn names_longer_than_255_presentation_bytes_are_kept_whole() {
     let name = [label.as_str(); 4].join(".");
     let mut h = Harness::new();
     h.query(1, &name, TYPE_A);
-    h.respond(four_a_answer(1, &name));
+    h.respond(&four_a_answer(1, &name));
     let shown = h
         .tsv()
         .lines()
@@ -846,7 +846,7 @@ fn all_tcp_trusts_a_flow_verdict_from_the_source() {
         ..Config::default()
     });
     h.query(1, "web.example", TYPE_A);
-    h.respond(four_a_answer(1, "web.example"));
+    h.respond(&four_a_answer(1, "web.example"));
     let (c, b) = (sock(CLIENT, 50000), sock("172.16.100.149", 80));
     for first_of_flow in [Some(true), Some(false), Some(false)] {
         let event = Event::Tcp(Segment {
@@ -884,11 +884,11 @@ fn a_truncated_response_counts_nothing_and_the_retry_counts_once() {
     h.query(1, "_big._tcp.example", TYPE_SRV);
     let mut partial = srv_answer(1, "_big._tcp.example", &targets[..1], &extra[..1]);
     partial[2] |= 0x02; // TC
-    h.respond(partial);
+    h.respond(&partial);
     assert_eq!(h.tsv(), "");
     assert_eq!(h.counters().ignored_truncated_responses, 1);
     h.query(2, "_big._tcp.example", TYPE_SRV);
-    h.respond(srv_answer(2, "_big._tcp.example", &targets, &extra));
+    h.respond(&srv_answer(2, "_big._tcp.example", &targets, &extra));
     assert_eq!(
         h.tsv(),
         "172.016.101.190\t192.000.002.001:7000\t0\t1\t_big._tcp.example.\n172.016.101.190\t192.000.002.002:7000\t0\t1\t_big._tcp.example.\n"
@@ -1033,7 +1033,7 @@ fn a_response_is_credited_to_its_query_s_client() {
 fn retransmitted_and_twice_seen_syns_are_one_attempt_with_its_outcome() {
     let mut h = Harness::new();
     h.query(1, "web.example", TYPE_A);
-    h.respond(four_a_answer(1, "web.example"));
+    h.respond(&four_a_answer(1, "web.example"));
     let (live, refusing, dropping) = ("172.16.100.149", "172.16.100.219", "172.16.100.245");
     // Answered: the SYN twice (two interfaces), then the SYN-ACK twice.
     let c = h.syn(live, 80);
@@ -1096,7 +1096,7 @@ fn retransmitted_and_twice_seen_syns_are_one_attempt_with_its_outcome() {
 fn without_any_reply_in_the_input_outcomes_are_not_claimed() {
     let mut h = Harness::new();
     h.query(1, "web.example", TYPE_A);
-    h.respond(four_a_answer(1, "web.example"));
+    h.respond(&four_a_answer(1, "web.example"));
     h.syn("172.16.100.149", 80);
     let report = h.agg.report();
     assert!(report.rows().all(|r| r.outcomes.is_none()));
@@ -1119,7 +1119,7 @@ fn answer_of(id: u16, name: &str, ttl: u32, lasts: &[u8]) -> Vec<u8> {
 impl Harness {
     fn lookup(&mut self, id: u16, name: &str, ttl: u32, lasts: &[u8]) {
         self.query(id, name, TYPE_A);
-        self.respond(answer_of(id, name, ttl, lasts));
+        self.respond(&answer_of(id, name, ttl, lasts));
     }
 
     fn at_secs(&mut self, secs: u64) {

@@ -54,6 +54,10 @@ struct ReadAhead {
 
 /// The reading thread: reads `reader` into chunks until the end of the
 /// input, an error, a stop, or the consumer going away.
+#[expect(
+    clippy::needless_pass_by_value,
+    reason = "the thread's entry point: it owns its channels and stop flag for as long as it runs"
+)]
 fn read_ahead(
     mut reader: Box<dyn Read + Send>,
     stop: Arc<AtomicBool>,
@@ -80,8 +84,8 @@ fn read_ahead(
         }
         let read = read_once(&mut reader, &stop, &mut chunk[HEADROOM..]);
         let last = !matches!(read, Ok(n) if n > 0);
-        let sent = chunks.send(read.map(|n| (chunk, HEADROOM + n)));
-        if last || sent.is_err() {
+        let handed_over = chunks.send(read.map(|n| (chunk, HEADROOM + n)));
+        if last || handed_over.is_err() {
             return;
         }
     }
@@ -98,7 +102,7 @@ fn read_once(
             return Err(io::ErrorKind::Interrupted.into());
         }
         match reader.read(into) {
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             other => return other,
         }
     }

@@ -246,7 +246,7 @@ fn rebuild(key: Key, buf: IpDefragBuf) -> Vec<u8> {
         Key::V6 { src, dst, .. } => {
             let header = Ipv6Header {
                 traffic_class: 0,
-                flow_label: Default::default(),
+                flow_label: etherparse::Ipv6FlowLabel::default(),
                 payload_length: u16::try_from(payload.len()).unwrap_or(u16::MAX),
                 next_header: protocol,
                 hop_limit: 64,

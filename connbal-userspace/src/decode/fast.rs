@@ -81,9 +81,10 @@ struct Addresses {
 
 impl Addresses {
     fn read(self, d: &[u8]) -> (IpAddr, IpAddr) {
-        let one = |at: usize| match self.len {
-            4 => IpAddr::from([d[at], d[at + 1], d[at + 2], d[at + 3]]),
-            _ => {
+        let one = |at: usize| {
+            if self.len == 4 {
+                IpAddr::from([d[at], d[at + 1], d[at + 2], d[at + 3]])
+            } else {
                 let mut octets = [0u8; 16];
                 octets.copy_from_slice(&d[at..at + 16]);
                 IpAddr::from(octets)

@@ -52,8 +52,8 @@ pub(super) struct Piece<'a> {
 /// The fragment `piece` is, with what identifies its datagram; `None` for
 /// an IPv6 packet whose fragment header cannot be found.
 pub(super) fn fragment_of<'a>(
-    net: &Option<LaxNetSlice<'a>>,
-    piece: Piece<'a>,
+    net: Option<&LaxNetSlice<'a>>,
+    piece: &Piece<'a>,
 ) -> Option<Fragment<'a>> {
     match net {
         Some(LaxNetSlice::Ipv4(v4)) => {

@@ -44,7 +44,7 @@ pub fn decode_sliced<'a>(frame: &Frame<'a>, all_tcp: bool) -> Decoded<'a> {
         let Some(packet) = packet else {
             return Decoded::new(damaged, tunnelled);
         };
-        match decode_packet(frame, packet, cut_short, all_tcp) {
+        match decode_packet(frame, &packet, cut_short, all_tcp) {
             Layer::Found(found) => return Decoded::new(found, tunnelled),
             Layer::Tunnel(inner) => {
                 tunnelled |= depth == 0;
@@ -64,7 +64,7 @@ enum Layer<'a> {
 
 fn decode_packet<'a>(
     frame: &Frame<'a>,
-    packet: LaxSlicedPacket<'a>,
+    packet: &LaxSlicedPacket<'a>,
     cut_short: bool,
     all_tcp: bool,
 ) -> Layer<'a> {
@@ -141,7 +141,7 @@ fn decode_packet<'a>(
                 data: ip_payload.payload,
                 cut: truncated,
             };
-            match fragment_of(&packet.net, piece) {
+            match fragment_of(packet.net.as_ref(), &piece) {
                 Some(fragment) => Found::Fragment(fragment),
                 None => Found::UnplaceableFragment,
             }

@@ -197,7 +197,10 @@ fn ipv4_options_are_skipped() {
     ip.options = [1, 1, 1, 1, 1, 1, 1, 0][..].try_into().unwrap();
     ip.total_len = (ip.header_len() + 12) as u16;
     PacketBuilder::ethernet2(MAC, MAC)
-        .ip(etherparse::IpHeaders::Ipv4(ip, Default::default()))
+        .ip(etherparse::IpHeaders::Ipv4(
+            ip,
+            etherparse::Ipv4Extensions::default(),
+        ))
         .udp(40000, 53)
         .write(&mut out, b"dns!")
         .unwrap();

@@ -33,6 +33,10 @@ struct JsonSpan {
 }
 
 /// The rows of every service, as one list.
+#[expect(
+    clippy::trivially_copy_pass_by_ref,
+    reason = "serde's serialize_with passes the field by reference"
+)]
 fn all_rows<S: Serializer>(report: &&Report, s: S) -> Result<S::Ok, S::Error> {
     s.collect_seq(report.rows().map(|row| Described {
         item: row,

@@ -66,18 +66,15 @@ impl Family {
     /// Adds `value` to the series of `labels`: counters sum (two clients
     /// may print alike), gauges take the latest.
     fn add(&mut self, labels: Labels, value: Value) {
-        match self.index.get(&labels) {
-            Some(&at) => {
-                let sample = &mut self.samples[at];
-                sample.value = match (sample.value, value) {
-                    (Value::Counter(a), Value::Counter(b)) => Value::Counter(a.saturating_add(b)),
-                    (_, latest) => latest,
-                }
+        if let Some(&at) = self.index.get(&labels) {
+            let sample = &mut self.samples[at];
+            sample.value = match (sample.value, value) {
+                (Value::Counter(a), Value::Counter(b)) => Value::Counter(a.saturating_add(b)),
+                (_, latest) => latest,
             }
-            None => {
-                self.index.insert(labels.clone(), self.samples.len());
-                self.samples.push(Sample { labels, value });
-            }
+        } else {
+            self.index.insert(labels.clone(), self.samples.len());
+            self.samples.push(Sample { labels, value });
         }
     }
 }

@@ -18,6 +18,7 @@ pub use tsv::{render as render_tsv, write_rows as write_tsv_rows};
 use crate::aggregator::{Counters, Report, Span};
 use crate::tally::{self, Tally};
 use serde::Serialize;
+use std::fmt::Write as _;
 use std::io::{self, IsTerminal as _, Write};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -44,6 +45,10 @@ pub enum OutputError {
 
 /// How and where reports are printed, decided once from the flags.
 #[derive(Clone, Copy, Debug)]
+#[expect(
+    clippy::struct_excessive_bools,
+    reason = "four independent yes-or-no facts about one output, decided once"
+)]
 pub struct Style {
     pub format: Format,
     /// Colours in the table (a terminal without `NO_COLOR`).
@@ -123,12 +128,13 @@ impl Coverage {
             },
         );
         if let Some(span) = self.span {
-            line.push_str(&format!(
+            let _ = write!(
+                line,
                 " in {} ({} to {})",
                 human_duration(span.duration()),
                 humantime::format_rfc3339_seconds(span.start.to_system_time()),
                 humantime::format_rfc3339_seconds(span.end.to_system_time()),
-            ));
+            );
         }
         line
     }
@@ -290,7 +296,5 @@ pub fn write_counters(
 /// Peak resident set size of this process, in KiB (getrusage).
 pub fn peak_rss_kib() -> u64 {
     use nix::sys::resource::{getrusage, UsageWho};
-    getrusage(UsageWho::RUSAGE_SELF)
-        .map(|u| u.max_rss().max(0) as u64)
-        .unwrap_or(0)
+    getrusage(UsageWho::RUSAGE_SELF).map_or(0, |u| u.max_rss().max(0) as u64)
 }

@@ -14,8 +14,8 @@ impl std::fmt::Display for PaddedAddr {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self.0 {
             IpAddr::V4(a) => {
-                let [a, b, c, d] = a.octets();
-                write!(f, "{a:03}.{b:03}.{c:03}.{d:03}")
+                let [first, second, third, fourth] = a.octets();
+                write!(f, "{first:03}.{second:03}.{third:03}.{fourth:03}")
             }
             IpAddr::V6(a) => write!(f, "{a}"),
         }

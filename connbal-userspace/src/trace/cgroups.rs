@@ -236,12 +236,15 @@ mod tests {
             first.path.as_deref(),
             Some(format!("/docker/{id}").as_str())
         );
-        let named = first
+        let container = first
             .workload
             .container
             .as_ref()
             .expect("a docker container");
-        assert_eq!((named.runtime, named.id.as_str()), ("docker", id.as_str()));
+        assert_eq!(
+            (container.runtime, container.id.as_str()),
+            ("docker", id.as_str())
+        );
         // The same name, from the cache, after the directory is gone.
         assert!(Arc::ptr_eq(&first.workload, &again.workload));
         assert_eq!(again.path, first.path);

@@ -361,7 +361,7 @@ impl Session {
                 }
                 _ = self.sigint.recv() => return Ok(Ending::Signal),
                 _ = self.sigterm.recv() => return Ok(Ending::Signal),
-                _ = async { tokio::time::sleep_until(deadline.expect("guarded")).await }, if deadline.is_some() => return Ok(Ending::Duration),
+                () = async { tokio::time::sleep_until(deadline.expect("guarded")).await }, if deadline.is_some() => return Ok(Ending::Duration),
                 due = async { self.due.as_mut().expect("guarded").recv().await }, if self.due.is_some() => {
                     // None: every sink is gone; stop polling for requests.
                     let Some(due) = due else {

@@ -24,7 +24,7 @@ pub fn own_cookie() -> Option<u64> {
             libc::SOL_SOCKET,
             libc::SO_NETNS_COOKIE,
             std::ptr::addr_of_mut!(cookie).cast(),
-            &mut len,
+            &raw mut len,
         )
     };
     (rc == 0 && len as usize == std::mem::size_of::<u64>()).then_some(cookie)

@@ -127,18 +127,18 @@ mod tests {
         }
     }
 
-    fn host() -> Option<(PathBuf, PathBuf)> {
-        Some(("/sys/fs/cgroup".into(), "/sys/fs/cgroup/test".into()))
+    fn host() -> (PathBuf, PathBuf) {
+        ("/sys/fs/cgroup".into(), "/sys/fs/cgroup/test".into())
     }
 
     #[test]
     fn host_mode_groups_by_app_matches_sockets_and_names_processes() {
-        let plan = Plan::decide(&options(&[], None), host(), None);
+        let plan = Plan::decide(&options(&[], None), Some(host()), None);
         assert_eq!(plan.config.by, ClientBy::App);
         assert!(plan.config.match_sockets);
         assert_eq!(plan.loader.owners, Owners::Process);
         // --by ip in host mode still needs the process hooks' owners.
-        let plan = Plan::decide(&options(&[], Some(ClientBy::Ip)), host(), None);
+        let plan = Plan::decide(&options(&[], Some(ClientBy::Ip)), Some(host()), None);
         assert_eq!(plan.loader.owners, Owners::Process);
     }
 

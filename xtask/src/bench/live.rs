@@ -2,7 +2,11 @@
 //! the empty one, drops by ring size, and connbal trace beside the
 //! tcpdump pipeline, under bounded loads in the lab's namespaces.
 
-use super::*;
+use super::{
+    build_release, inside_cgroup, measure_cpu, median, process_cpu, prog_stats, report_count,
+    report_rows, spread, start_host_trace, start_trace, stop_trace, BpfStats, Pipeline, PACED_RATE,
+    PACED_ROUNDS,
+};
 use anyhow::{bail, Result};
 use std::path::Path;
 

@@ -101,12 +101,11 @@ fn machine_task_cpu() -> f64 {
             }
         }
     }
-    let own = nix::sys::resource::getrusage(nix::sys::resource::UsageWho::RUSAGE_SELF)
-        .map(|u| {
+    let own =
+        nix::sys::resource::getrusage(nix::sys::resource::UsageWho::RUSAGE_SELF).map_or(0.0, |u| {
             let secs = |t: nix::sys::time::TimeVal| t.tv_sec() as f64 + t.tv_usec() as f64 / 1e6;
             secs(u.user_time()) + secs(u.system_time())
-        })
-        .unwrap_or(0.0);
+        });
     nanos as f64 / 1e9 + own
 }
 

@@ -1,7 +1,7 @@
 //! `cargo xtask bench-profile`: the side-by-side comparison under
 //! `perf record -a`, and where the machine's time went by symbol.
 
-use super::*;
+use super::{build_release, start_trace, stop_trace, Command, Pipeline, PACED_RATE};
 use anyhow::{bail, Result};
 use std::path::Path;
 
@@ -57,7 +57,7 @@ pub fn profile(root: &Path, seconds: u64) -> Result<()> {
             perf_shares(&data, "sym")?,
         ));
     }
-    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+    let cpus = std::thread::available_parallelism().map_or(1, std::num::NonZero::get) as f64;
     let busy = |comms: &[(String, f64)]| {
         let idle = comms
             .iter()
@@ -69,12 +69,13 @@ pub fn profile(root: &Path, seconds: u64) -> Result<()> {
     println!("Paced mixed load ({PACED_RATE} DNS queries/s), {seconds} s per observer, perf record -a at 1999 Hz:\n");
     println!("| observer | idle | busy CPU-s | above the load alone |");
     println!("|---|---|---|---|");
-    for (observer, comms, _) in &profiles {
+    for (i, (observer, comms, _)) in profiles.iter().enumerate() {
         let cpu = busy(comms);
         println!(
             "| {observer} | {:.1}% | {cpu:.2} | {} |",
             100.0 - cpu / (cpus * seconds as f64) * 100.0,
-            if cpu == base {
+            // The first observer is the load alone: the baseline itself.
+            if i == 0 {
                 "-".to_string()
             } else {
                 format!("{:.2}", cpu - base)

@@ -38,6 +38,10 @@ pub(super) const CHECKS: [CheckFn; 6] = [
     failing_backends,
 ];
 
+#[expect(
+    clippy::unnecessary_wraps,
+    reason = "every check has the one signature CHECKS holds"
+)]
 fn unused_backends(f: &Facts<'_>) -> Option<Judgement> {
     let candidates = &f.candidates;
     let backends = candidates.loads.len() as u64;

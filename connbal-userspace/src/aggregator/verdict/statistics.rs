@@ -122,9 +122,7 @@ pub(super) fn balance(candidates: &Candidates) -> Option<Balance> {
         .map(|&(c, expected)| (c as f64 - expected).powi(2) / expected)
         .sum();
     let degrees_of_freedom = pooled.len() as u64 - 1;
-    let p_value = ChiSquared::new(degrees_of_freedom as f64)
-        .map(|d| d.sf(chi_square))
-        .unwrap_or(f64::NAN);
+    let p_value = ChiSquared::new(degrees_of_freedom as f64).map_or(f64::NAN, |d| d.sf(chi_square));
     let n_f = n as f64;
     let shares: Vec<f64> = candidates
         .cells

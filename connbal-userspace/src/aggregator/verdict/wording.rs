@@ -236,7 +236,7 @@ fn failing(b: &FailingBackend) -> String {
     let port = b.port.map_or_else(|| "?".to_string(), |p| p.to_string());
     match b.address {
         std::net::IpAddr::V6(v6) => format!("[{v6}]:{port} {how}"),
-        v4 => format!("{v4}:{port} {how}"),
+        std::net::IpAddr::V4(v4) => format!("{v4}:{port} {how}"),
     }
 }
 

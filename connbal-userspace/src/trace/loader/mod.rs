@@ -20,6 +20,7 @@ use aya::programs::ProgramError;
 use aya::{Ebpf, EbpfError, EbpfLoader};
 use connbal_common::record::{counter, Owners};
 use serde::Serialize;
+use std::fmt::Write as _;
 use std::io;
 
 /// Built by `cargo xtask build-ebpf`; see `ebpf/*.sources.sha256`.
@@ -78,7 +79,7 @@ fn chain(error: &dyn std::error::Error) -> String {
     let mut text = error.to_string();
     let mut source = error.source();
     while let Some(cause) = source {
-        text.push_str(&format!(": {cause}"));
+        let _ = write!(text, ": {cause}");
         source = cause.source();
     }
     text

@@ -15,9 +15,8 @@ use std::path::{Path, PathBuf};
 const LOCK_DIR: &str = "/run/connbal";
 /// The lock file of `iface` in this network namespace.
 fn lock_path(iface: &str) -> PathBuf {
-    let netns = fs::metadata("/proc/self/ns/net")
-        .map(|m| std::os::unix::fs::MetadataExt::ino(&m))
-        .unwrap_or(0);
+    let netns =
+        fs::metadata("/proc/self/ns/net").map_or(0, |m| std::os::unix::fs::MetadataExt::ino(&m));
     PathBuf::from(LOCK_DIR).join(format!("{netns}-{iface}.lock"))
 }
 
