@@ -3,7 +3,7 @@
 //! (spec 4).
 
 use super::client::Client;
-use super::event::Segment;
+use super::event::{Owner, Segment};
 use super::flows::{FlowKey, Seen};
 use super::observation::{Observation, Thread};
 use super::{Aggregator, Timestamp};
@@ -37,13 +37,7 @@ impl Aggregator {
                 self.services
                     .connection(&from, service, s.ts, s.dst.ip(), true);
             }
-            self.observe_connection(
-                s.ts,
-                &from,
-                (s.dst.ip(), s.dst.port()),
-                false,
-                Thread::of(s.owner),
-            );
+            self.observe_connection(s.ts, &from, (s.dst.ip(), s.dst.port()), false, s.owner);
         }
         if !self.config.all_tcp {
             return;
@@ -67,13 +61,7 @@ impl Aggregator {
             if self.backends.contains(&to, s.src.ip()) {
                 self.observe_connection(s.ts, &to, (s.src.ip(), s.src.port()), true, None);
             } else {
-                self.observe_connection(
-                    s.ts,
-                    &from,
-                    (s.dst.ip(), s.dst.port()),
-                    true,
-                    Thread::of(s.owner),
-                );
+                self.observe_connection(s.ts, &from, (s.dst.ip(), s.dst.port()), true, s.owner);
             }
         }
     }
@@ -88,15 +76,15 @@ impl Aggregator {
         }
     }
 
-    /// `thread`: the process behind the packet's socket, when the client
-    /// is its sender.
+    /// `owner`: the packet's socket's, when the client is its sender (its
+    /// process and thread are shown).
     fn observe_connection(
         &mut self,
         ts: Timestamp,
         client: &Client,
         (backend, port): (IpAddr, u16),
         midstream: bool,
-        thread: Option<Thread>,
+        owner: Option<&Owner>,
     ) {
         if !self.observations.enabled() {
             return;
@@ -114,7 +102,7 @@ impl Aggregator {
             port,
             name,
             midstream,
-            thread,
+            thread: Thread::of(owner),
         });
     }
 }
