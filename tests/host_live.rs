@@ -393,6 +393,70 @@ fn kill_9_leaves_no_cgroup_program_behind() {
 }
 
 #[test]
+fn sighup_ends_the_trace_with_its_report_and_says_why() {
+    // A closed terminal or a process manager's reload sends SIGHUP: the
+    // report, nothing left attached, and JSON says what ended the trace.
+    let Some(_guard) = live() else { return };
+    let mut host = HostLab::new("hup");
+    let root = host.cgroups.relative_root();
+    let trace = host_trace(&root, &["--format", "json"]);
+    host.run_app("app-a", PLAN_A);
+    let finished = trace.stop("-HUP");
+    assert!(
+        finished.status.success(),
+        "{:?}: {}",
+        finished.status,
+        finished.stderr
+    );
+    let json: serde_json::Value = serde_json::from_str(&finished.stdout).expect("JSON report");
+    assert_eq!(json["input"]["ended"], "signal SIGHUP", "{}", json["input"]);
+    assert_eq!(json["error"], serde_json::Value::Null);
+    let app = format!("python3 in {root}/app-a");
+    assert_eq!(services(&json)[&app]["connections"], PLAN_A.len() as u64);
+    let shown = Command::new("bpftool")
+        .args(["cgroup", "show"])
+        .arg(&host.cgroups.root)
+        .output()
+        .expect("bpftool cgroup show");
+    assert!(!String::from_utf8_lossy(&shown.stdout).contains("connbal"));
+}
+
+#[test]
+fn a_live_trace_ends_when_the_reader_of_its_reports_goes_away() {
+    // `connbal trace --interval 1s | head -1` used to trace on forever.
+    use std::io::BufRead as _;
+    let Some(_guard) = live() else { return };
+    let cgroups = TestCgroup::new("epipe").expect("test cgroup");
+    let mut child = connbal()
+        .args(["trace", "--cgroup", &cgroups.relative_root()])
+        .args(["--interval", "1s", "--format", "json"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("connbal trace");
+    let mut first = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut first)
+        .expect("a first report");
+    assert!(first.starts_with('{'), "{first}");
+    // The reader is gone (dropped above); the next report finds no one.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("connbal trace kept tracing after its reader went away");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(status.success(), "{status:?}");
+}
+
+#[test]
 fn a_cgroup_that_does_not_exist_is_one_clear_line() {
     let out = connbal()
         .args(["trace", "--cgroup", "/no/such/connbal-cgroup"])

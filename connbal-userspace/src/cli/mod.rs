@@ -14,7 +14,8 @@ use connbal::output::Format;
 
 const EXIT_CODES: &str = "\
 Exit status:
-  0  the report was printed (also after Ctrl-C or SIGTERM)
+  0  the report was printed (also after Ctrl-C, SIGTERM or SIGHUP, or when
+     the reader of a live trace's reports went away)
   2  bad usage; the input could not be read or was damaged; the traced
      interface disappeared; or the eBPF program could not be loaded. The
      report for everything read until then is still printed.";

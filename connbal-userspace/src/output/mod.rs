@@ -41,6 +41,10 @@ pub enum OutputError {
     /// A man page or a completion script.
     #[error("writing to stdout: {0}")]
     Stdout(io::Error),
+    /// The reader went away (`| head`): it has all it wanted. A live trace
+    /// ends on it; a last report has nowhere to go and that is fine.
+    #[error("the reader of {stream} went away")]
+    Closed { stream: &'static str },
 }
 
 /// How and where reports are printed, decided once from the flags.
@@ -172,13 +176,10 @@ pub fn print_report<I: Serialize>(style: &Style, p: &Printed<'_, I>) -> Result<(
         Format::Tsv => tsv::write(&mut out, p.report, p.periodic),
         Format::Json => json::write(&mut out, p, p.periodic),
     };
+    let stream = if style.to_stderr { "stderr" } else { "stdout" };
     match written.and_then(|()| out.flush()) {
-        // A reader that went away (`| head`) has all it wanted.
-        Err(e) if e.kind() == io::ErrorKind::BrokenPipe => Ok(()),
-        Err(source) => Err(OutputError::Write {
-            stream: if style.to_stderr { "stderr" } else { "stdout" },
-            source,
-        }),
+        Err(e) if e.kind() == io::ErrorKind::BrokenPipe => Err(OutputError::Closed { stream }),
+        Err(source) => Err(OutputError::Write { stream, source }),
         Ok(()) => Ok(()),
     }
 }
@@ -194,7 +195,11 @@ pub struct Finish<'a, I: Serialize + Tally> {
 }
 
 pub fn finish<I: Serialize + Tally>(style: &Style, f: &Finish<'_, I>) -> Result<(), OutputError> {
-    print_report(style, &f.printed)?;
+    match print_report(style, &f.printed) {
+        // The last report: a reader that went away has all it wanted.
+        Ok(()) | Err(OutputError::Closed { .. }) => {}
+        Err(e) => return Err(e),
+    }
     if style.format == Format::Tsv && style.tsv_summary_to_stderr {
         // One write: stderr is unbuffered, and a formatted eprintln! may
         // reach a shared terminal in pieces between the rows `| cat` prints.

@@ -137,6 +137,10 @@ pub struct TraceStats {
     /// mismatch.
     pub unreadable_records: u64,
     pub kernel: KernelCounters,
+    /// Why the trace ended (in the last report only): `signal SIGTERM`,
+    /// `duration`, `output closed`, or what disappeared.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ended: Option<String>,
 }
 
 impl Tally for TraceStats {
@@ -148,11 +152,28 @@ impl Tally for TraceStats {
     }
 }
 
+/// Why a trace ended; JSON's input section says it (`ended`).
 enum Ending {
-    Signal,
+    /// SIGINT, SIGTERM or SIGHUP: what a person or a process manager sends.
+    Signal(&'static str),
     Duration,
+    /// The reader of the reports went away (`connbal trace --interval 1s |
+    /// head -1`).
+    OutputClosed,
     InterfaceGone(String),
     CgroupGone(String),
+}
+
+impl Ending {
+    fn describe(&self) -> String {
+        match self {
+            Ending::Signal(signal) => format!("signal {signal}"),
+            Ending::Duration => "duration".to_string(),
+            Ending::OutputClosed => "output closed".to_string(),
+            Ending::InterfaceGone(name) => format!("interface {name} disappeared"),
+            Ending::CgroupGone(path) => format!("cgroup {path} disappeared"),
+        }
+    }
 }
 
 pub fn run(options: TraceOptions) -> Result<(), TraceError> {
@@ -187,6 +208,7 @@ struct Session {
     style: Style,
     sigint: Signal,
     sigterm: Signal,
+    sighup: Signal,
     ring: AsyncFd<RingBuf<MapData>>,
     kernel_log: Option<AsyncFd<aya_log::EbpfLogger<StderrLog>>>,
     /// Reports asked for by the sinks (`--interval`, `--metrics`); `None`
@@ -219,6 +241,9 @@ async fn attach(mut options: TraceOptions) -> Result<Session, TraceError> {
     };
     let sigint = handle(SignalKind::interrupt(), "SIGINT")?;
     let sigterm = handle(SignalKind::terminate(), "SIGTERM")?;
+    // A closed terminal or `systemctl reload`: the report and a clean
+    // detach, as for SIGTERM, not death with filters left behind.
+    let sighup = handle(SignalKind::hangup(), "SIGHUP")?;
     let attached = match &host {
         Some((_, dir)) => loader::load_and_attach_cgroup(dir, &loader_options),
         None => loader::load_and_attach(&options.interfaces, &loader_options),
@@ -305,6 +330,7 @@ async fn attach(mut options: TraceOptions) -> Result<Session, TraceError> {
         records: 0,
         unreadable_records: 0,
         kernel: KernelCounters::default(),
+        ended: None,
     };
     Ok(Session {
         style: Style::decide(options.format, options.config.events),
@@ -312,6 +338,7 @@ async fn attach(mut options: TraceOptions) -> Result<Session, TraceError> {
         options,
         sigint,
         sigterm,
+        sighup,
         ring,
         kernel_log,
         due: Some(due),
@@ -359,8 +386,9 @@ impl Session {
                     guard.get_inner_mut().flush();
                     guard.clear_ready();
                 }
-                _ = self.sigint.recv() => return Ok(Ending::Signal),
-                _ = self.sigterm.recv() => return Ok(Ending::Signal),
+                _ = self.sigint.recv() => return Ok(Ending::Signal("SIGINT")),
+                _ = self.sigterm.recv() => return Ok(Ending::Signal("SIGTERM")),
+                _ = self.sighup.recv() => return Ok(Ending::Signal("SIGHUP")),
                 () = async { tokio::time::sleep_until(deadline.expect("guarded")).await }, if deadline.is_some() => return Ok(Ending::Duration),
                 due = async { self.due.as_mut().expect("guarded").recv().await }, if self.due.is_some() => {
                     // None: every sink is gone; stop polling for requests.
@@ -370,12 +398,16 @@ impl Session {
                     };
                     self.catch_up();
                     let report = self.pipeline.report();
-                    due.deliver(&Snapshot {
+                    let delivered = due.deliver(&Snapshot {
                         report: &report,
                         stats: &self.stats,
                         coverage: self.coverage(),
                         style: &self.style,
-                    })?;
+                    });
+                    match delivered {
+                        Err(TraceError::Output(OutputError::Closed { .. })) => return Ok(Ending::OutputClosed),
+                        other => other?,
+                    }
                 }
                 _ = drain_tick.tick() => {
                     drain(self.ring.get_mut(), &mut self.pipeline, &self.clock, &mut self.stats, self.host.as_mut().map(|(_, names)| names));
@@ -428,6 +460,7 @@ impl Session {
     /// The last records, the report, and detaching.
     fn finish(mut self, ending: Ending) -> Result<(), TraceError> {
         self.catch_up();
+        self.stats.ended = Some(ending.describe());
         let report = self.pipeline.report();
         let mut source_warnings = Vec::new();
         if self.stats.kernel.records_lost > 0 {
@@ -448,8 +481,11 @@ impl Session {
                 printed: Printed {
                     report: &report,
                     input: &self.stats,
-                    error: None,
-                    interrupted: matches!(ending, Ending::Signal),
+                    error: match &ending {
+                        Ending::InterfaceGone(_) | Ending::CgroupGone(_) => Some(ending.describe()),
+                        _ => None,
+                    },
+                    interrupted: matches!(ending, Ending::Signal(_)),
                     periodic: self.options.interval.is_some(),
                     coverage: self.coverage(),
                 },
@@ -463,7 +499,7 @@ impl Session {
         match ending {
             Ending::InterfaceGone(name) => Err(TraceError::InterfaceGone(name)),
             Ending::CgroupGone(path) => Err(TraceError::CgroupGone(path)),
-            Ending::Signal | Ending::Duration => Ok(()),
+            Ending::Signal(_) | Ending::Duration | Ending::OutputClosed => Ok(()),
         }
     }
 }
