@@ -82,9 +82,10 @@ pub struct TraceArgs {
     #[arg(long, value_name = "ADDR", value_parser = listen_address)]
     pub metrics: Option<std::net::SocketAddr>,
 
-    /// At most this many backend series (and as many name series) per
-    /// scrape; the ones with the fewest connections are folded, and counted
-    /// in connbal_metrics_folded_series.
+    /// At most this many series in each scrape, all families together:
+    /// the counters are always written, then the busiest services (with
+    /// their verdicts), then the busiest backend rows; what does not fit is
+    /// folded and counted in connbal_metrics_folded_series.
     #[arg(long, value_name = "N", default_value_t = connbal::output::metrics::DEFAULT_MAX_SERIES)]
     pub metrics_max_series: usize,
 

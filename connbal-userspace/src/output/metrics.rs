@@ -96,40 +96,6 @@ pub fn model(report: &Report, input: &dyn Tally, max_series: usize) -> Vec<Famil
         "dns_appearances",
         "Times the backend (and port, for SRV) appeared in DNS answers to the client",
     );
-    let mut folded_connections = 0;
-    let mut folded_series = 0i64;
-
-    // Keep the busiest rows when there are too many.
-    let mut rows: Vec<&Row> = report.rows().collect();
-    rows.sort_by(|a, b| b.conns.cmp(&a.conns).then_with(|| a.report_order(b)));
-    for (i, row) in rows.iter().enumerate() {
-        if i >= max_series {
-            folded_series += 1;
-            folded_connections += row.conns;
-            continue;
-        }
-        let backend = vec![
-            ("client", row.client.to_string()),
-            ("backend", row.backend.to_string()),
-            ("port", row.port.map_or("?".to_string(), |p| p.to_string())),
-            ("name", row.name.to_string()),
-        ];
-        let owner = owner_labels(&row.client);
-        connections.add(joined(&backend, &[], &owner), Value::Counter(row.conns));
-        appearances.add(joined(&backend, &[], &owner), Value::Counter(row.dns));
-        let o = row.outcomes.unwrap_or_default();
-        for (outcome, count) in [
-            ("answered", o.answered),
-            ("refused", o.refused),
-            ("unanswered", o.unanswered),
-        ] {
-            if count > 0 {
-                let outcome = [("outcome", outcome.to_string())];
-                outcomes.add(joined(&backend, &outcome, &owner), Value::Counter(count));
-            }
-        }
-    }
-
     let mut lookups = Family::new(
         Kind::Counter,
         "service_lookups",
@@ -170,14 +136,36 @@ pub fn model(report: &Report, input: &dyn Tally, max_series: usize) -> Vec<Famil
         "service_verdict_ok",
         "1 when the check found nothing worth attention, 0 otherwise",
     );
-    // Busiest first here too, so the cap folds the quietest names.
+    // The cap counts every series of the exposition. The counter families
+    // and the two fold series are always written; the rest of the budget
+    // goes to the busiest services first (their verdicts are what alerts
+    // read), then to the busiest backend rows. Past it, what does not fit
+    // is folded and counted.
+    let aggregator_events = counter_family(
+        "aggregator_events",
+        "What the aggregator saw, skipped, evicted or dropped, by counter",
+        &report.counters,
+    );
+    let input_events = counter_family(
+        "input_events",
+        "Records read, and the kernel program's counters (packets seen, records lost), by counter",
+        input,
+    );
+    let always = aggregator_events.samples.len() + input_events.samples.len() + 2;
+    let mut budget = max_series.saturating_sub(always);
+    let mut folded_connections = 0;
+    let mut folded_series = 0i64;
+    let mut full = false;
     let mut services: Vec<&Service> = report.services.iter().collect();
     services.sort_by_key(|s| std::cmp::Reverse(s.connections));
-    for (i, service) in services.into_iter().enumerate() {
-        if i >= max_series {
+    for service in services {
+        let cost = 6 + usize::from(service.balance.is_some()) + service.verdicts.len();
+        if full || cost > budget {
+            full = true;
             folded_series += 1;
             continue;
         }
+        budget -= cost;
         let owner = owner_labels(&service.client);
         let labels = joined(
             &[
@@ -211,6 +199,44 @@ pub fn model(report: &Report, input: &dyn Tally, max_series: usize) -> Vec<Famil
             );
         }
     }
+
+    // Keep the busiest rows when there are too many.
+    let mut rows: Vec<&Row> = report.rows().collect();
+    rows.sort_by(|a, b| b.conns.cmp(&a.conns).then_with(|| a.report_order(b)));
+    for row in rows {
+        let o = row.outcomes.unwrap_or_default();
+        let cost = 2 + [o.answered, o.refused, o.unanswered]
+            .iter()
+            .filter(|&&n| n > 0)
+            .count();
+        if full || cost > budget {
+            full = true;
+            folded_series += 1;
+            folded_connections += row.conns;
+            continue;
+        }
+        budget -= cost;
+        let backend = vec![
+            ("client", row.client.to_string()),
+            ("backend", row.backend.to_string()),
+            ("port", row.port.map_or("?".to_string(), |p| p.to_string())),
+            ("name", row.name.to_string()),
+        ];
+        let owner = owner_labels(&row.client);
+        connections.add(joined(&backend, &[], &owner), Value::Counter(row.conns));
+        appearances.add(joined(&backend, &[], &owner), Value::Counter(row.dns));
+        for (outcome, count) in [
+            ("answered", o.answered),
+            ("refused", o.refused),
+            ("unanswered", o.unanswered),
+        ] {
+            if count > 0 {
+                let outcome = [("outcome", outcome.to_string())];
+                outcomes.add(joined(&backend, &outcome, &owner), Value::Counter(count));
+            }
+        }
+    }
+
     let mut folded = Family::new(
         Kind::Gauge,
         "metrics_folded_series",
@@ -238,16 +264,8 @@ pub fn model(report: &Report, input: &dyn Tally, max_series: usize) -> Vec<Famil
         verdict_ok,
         folded,
         folded_total,
-        counter_family(
-            "aggregator_events",
-            "What the aggregator saw, skipped, evicted or dropped, by counter",
-            &report.counters,
-        ),
-        counter_family(
-            "input_events",
-            "Records read, and the kernel program's counters (packets seen, records lost), by counter",
-            input,
-        ),
+        aggregator_events,
+        input_events,
     ]
 }
 

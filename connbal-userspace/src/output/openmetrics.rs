@@ -273,24 +273,44 @@ mod tests {
         ), "{text}");
     }
 
+    /// Series lines: every line that is not a comment.
+    fn series(text: &str) -> usize {
+        text.lines()
+            .filter(|l| !l.starts_with('#') && !l.is_empty())
+            .count()
+    }
+
     #[test]
-    fn the_cardinality_cap_keeps_the_busiest_rows_and_counts_the_rest() {
+    fn the_cap_bounds_every_series_of_the_exposition_and_keeps_the_busiest() {
+        // --metrics-max-series names the whole exposition's series: 10,000
+        // used to give 138,087, the cap applying to one family at a time.
         let none = Input {
             records: 0,
             kernel_records_lost: 0,
         };
-        let text = render(&report_with(5, 4), &none, 1);
-        let series = text
-            .lines()
-            .filter(|l| l.starts_with("connbal_connections_total{"))
-            .count();
-        assert_eq!(series, 1, "{text}");
+        let report = report_with(5, 4);
+        let everything = render(&report, &none, usize::MAX);
+        let total = series(&everything);
+        assert!(everything.contains("connbal_metrics_folded_series 0\n"));
+        // The counter families and the fold series are always written.
+        let always = series(&render(&report, &none, 0));
+        for max in [always, always + 5, total - 1, total] {
+            let text = render(&report, &none, max);
+            assert!(series(&text) <= max, "{max}: {} series\n{text}", series(&text));
+        }
+        // One series short: the quietest row (two series, no connection)
+        // is folded, and the busiest row and the service stay.
+        let text = render(&report, &none, total - 1);
+        assert!(text.contains("connbal_metrics_folded_series 1\n"), "{text}");
+        assert!(text.contains("connbal_folded_connections_total 0\n"), "{text}");
         assert!(
             text.contains("backend=\"10.1.0.1\",port=\"443\""),
-            "the busiest row stays"
+            "the busiest row stays: {text}"
         );
-        // 4 backend rows folded; the one service fits.
-        assert!(text.contains("connbal_metrics_folded_series 4\n"), "{text}");
-        assert!(text.contains("connbal_folded_connections_total 0\n"));
+        assert!(text.contains("connbal_service_verdict_ok{"), "{text}");
+        // Nothing but what is always written: the row and the service fold.
+        let text = render(&report, &none, always);
+        assert!(text.contains("connbal_metrics_folded_series 6\n"), "{text}");
+        assert!(text.contains("connbal_folded_connections_total 4\n"), "{text}");
     }
 }
