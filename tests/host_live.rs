@@ -457,6 +457,62 @@ fn a_live_trace_ends_when_the_reader_of_its_reports_goes_away() {
 }
 
 #[test]
+fn slow_readers_and_a_scrape_storm_share_one_rendering() {
+    // 200 scrapers that ask and never read, then 40 at once: the storm is
+    // answered from one report (not one per scrape, on the thread that
+    // drains the ring), and the next scrape still comes.
+    use std::io::{Read as _, Write as _};
+    let Some(_guard) = live() else { return };
+    let cgroups = TestCgroup::new("scrape").expect("test cgroup");
+    let port = "127.0.0.1:9471";
+    let trace = host_trace(&cgroups.relative_root(), &["--metrics", port]);
+    let ask = |stream: &mut std::net::TcpStream| {
+        stream
+            .write_all(b"GET /metrics HTTP/1.1\r\nHost: connbal\r\nConnection: close\r\n\r\n")
+            .unwrap();
+    };
+    let slow: Vec<std::net::TcpStream> = (0..200)
+        .map(|_| {
+            let mut stream = std::net::TcpStream::connect(port).expect("connect");
+            ask(&mut stream);
+            stream
+        })
+        .collect();
+    let scrape = move || -> String {
+        let mut stream = std::net::TcpStream::connect(port).expect("connect");
+        stream
+            .set_read_timeout(Some(Duration::from_secs(20)))
+            .unwrap();
+        ask(&mut stream);
+        let mut text = String::new();
+        stream
+            .read_to_string(&mut text)
+            .expect("the scrape's answer");
+        text
+    };
+    let built = |text: &str| -> u64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix("connbal_input_events_total{counter=\"reports_built\"} "))
+            .unwrap_or_else(|| panic!("no reports_built in {text}"))
+            .trim()
+            .parse()
+            .unwrap()
+    };
+    let before = built(&scrape());
+    let storm: Vec<_> = (0..40).map(|_| std::thread::spawn(scrape)).collect();
+    let answers: Vec<String> = storm.into_iter().map(|t| t.join().unwrap()).collect();
+    assert!(answers.iter().all(|a| a.starts_with("HTTP/1.1 200")));
+    std::thread::sleep(Duration::from_millis(1100));
+    let after = built(&scrape());
+    // The storm lasts well under two seconds: at most two reports for it,
+    // and one for the last scrape.
+    assert!(after - before <= 3, "{before} then {after} reports built");
+    drop(slow);
+    let finished = trace.stop("-INT");
+    assert!(finished.status.success(), "{}", finished.stderr);
+}
+
+#[test]
 fn a_cgroup_that_does_not_exist_is_one_clear_line() {
     let out = connbal()
         .args(["trace", "--cgroup", "/no/such/connbal-cgroup"])

@@ -296,13 +296,20 @@ mod tests {
         let always = series(&render(&report, &none, 0));
         for max in [always, always + 5, total - 1, total] {
             let text = render(&report, &none, max);
-            assert!(series(&text) <= max, "{max}: {} series\n{text}", series(&text));
+            assert!(
+                series(&text) <= max,
+                "{max}: {} series\n{text}",
+                series(&text)
+            );
         }
         // One series short: the quietest row (two series, no connection)
         // is folded, and the busiest row and the service stay.
         let text = render(&report, &none, total - 1);
         assert!(text.contains("connbal_metrics_folded_series 1\n"), "{text}");
-        assert!(text.contains("connbal_folded_connections_total 0\n"), "{text}");
+        assert!(
+            text.contains("connbal_folded_connections_total 0\n"),
+            "{text}"
+        );
         assert!(
             text.contains("backend=\"10.1.0.1\",port=\"443\""),
             "the busiest row stays: {text}"
@@ -311,6 +318,9 @@ mod tests {
         // Nothing but what is always written: the row and the service fold.
         let text = render(&report, &none, always);
         assert!(text.contains("connbal_metrics_folded_series 6\n"), "{text}");
-        assert!(text.contains("connbal_folded_connections_total 4\n"), "{text}");
+        assert!(
+            text.contains("connbal_folded_connections_total 4\n"),
+            "{text}"
+        );
     }
 }

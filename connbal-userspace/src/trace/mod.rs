@@ -136,6 +136,9 @@ pub struct TraceStats {
     /// Records that did not parse; non-zero means a kernel/userspace layout
     /// mismatch.
     pub unreadable_records: u64,
+    /// Reports built for the sinks while tracing (`--interval`, scrapes);
+    /// scrapes within a second of one another share one.
+    pub reports_built: u64,
     pub kernel: KernelCounters,
     /// Why the trace ended (in the last report only): `signal SIGTERM`,
     /// `duration`, `output closed`, or what disappeared.
@@ -147,6 +150,7 @@ impl Tally for TraceStats {
     fn for_each_counter(&self, visit: &mut dyn FnMut(&str, u64)) {
         visit("records", self.records);
         visit("unreadable_records", self.unreadable_records);
+        visit("reports_built", self.reports_built);
         self.kernel
             .for_each_counter(&mut |name, value| visit(&format!("kernel_{name}"), value));
     }
@@ -329,6 +333,7 @@ async fn attach(mut options: TraceOptions) -> Result<Session, TraceError> {
         attach: loaded.mode,
         records: 0,
         unreadable_records: 0,
+        reports_built: 0,
         kernel: KernelCounters::default(),
         ended: None,
     };
@@ -397,6 +402,7 @@ impl Session {
                         continue;
                     };
                     self.catch_up();
+                    self.stats.reports_built += 1;
                     let report = self.pipeline.report();
                     let delivered = due.deliver(&Snapshot {
                         report: &report,
