@@ -783,6 +783,53 @@ fn the_documented_capabilities_are_enough_without_root() {
     );
 }
 
+/// Run as the README's capabilities-only install runs it, connbal's
+/// handles (BPF links, the ring buffer) cannot be taken by another process
+/// of the same user: with every capability dropped it would otherwise be
+/// ptrace-accessible to them (/proc/PID/fd, pidfd_getfd).
+#[test]
+fn another_process_of_the_same_user_cannot_take_its_handles() {
+    let Some(_guard) = live() else { return };
+    let lab = record::prepare_lab().expect("lab");
+    let mut command = lab.client("setpriv");
+    command
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "--inh-caps=-all,+bpf,+net_admin,+perfmon",
+            "--ambient-caps=+bpf,+net_admin,+perfmon",
+            "--bounding-set=-all,+bpf,+net_admin,+perfmon",
+        ])
+        .args([env!("CARGO_BIN_EXE_connbal"), "trace", "--iface"])
+        .args([&lab.client_if, "--format", "tsv"]);
+    let trace = Trace::spawn(command);
+    let pid = trace.pid();
+    let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap();
+    assert_eq!(comm.trim(), "connbal", "the traced pid is connbal's");
+    let same_user = |what: &str| {
+        Command::new("setpriv")
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+            .args(["--inh-caps=-all", "--bounding-set=-all", "ls"])
+            .arg(format!("/proc/{pid}/{what}"))
+            .output()
+            .expect("setpriv ls")
+    };
+    let fds = same_user("fd");
+    assert!(
+        !fds.status.success(),
+        "a same-user process listed connbal's descriptors: {}",
+        String::from_utf8_lossy(&fds.stdout)
+    );
+    assert!(
+        String::from_utf8_lossy(&fds.stderr).contains("Permission denied"),
+        "{}",
+        String::from_utf8_lossy(&fds.stderr)
+    );
+    let finished = trace.stop("-INT");
+    assert!(finished.status.success(), "{}", finished.stderr);
+}
+
 /// One connect() is one attempt with its outcome, live and in replay: a
 /// backend that answers, one that refuses (nothing listens: a reset), one
 /// whose SYNs an nftables rule drops (the SYN and its retransmissions, one

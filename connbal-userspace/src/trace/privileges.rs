@@ -56,8 +56,9 @@ pub fn missing_text() -> String {
 /// Drops what `connbal trace` no longer needs once it is attached: every
 /// capability (in netlink mode all but CAP_NET_ADMIN, which removing its
 /// filters on exit needs), optionally switching to `user`, and sets
-/// no_new_privs so nothing can be regained. Called before the first record
-/// is read.
+/// no_new_privs so nothing can be regained, and makes the process not
+/// dumpable so no other process of the user can take its handles. Called
+/// before the first record is read.
 pub fn drop_after_attach(
     user: Option<&nix::unistd::User>,
     keep_net_admin: bool,
@@ -92,6 +93,13 @@ pub fn drop_after_attach(
     caps::set(None, CapSet::Permitted, &keep).map_err(DropError::Caps)?;
     nix::sys::prctl::set_no_new_privs()
         .map_err(|e| DropError::Syscall("prctl(PR_SET_NO_NEW_PRIVS)", e))?;
+    // With no capability left, another process of the same user may
+    // ptrace-access connbal (its permitted set is a subset of anyone's):
+    // /proc/PID/fd and pidfd_getfd would hand it the programs' links and
+    // the ring buffer, to detach the first and read host-wide DNS from the
+    // second. Not dumpable, only root (CAP_SYS_PTRACE) may.
+    nix::sys::prctl::set_dumpable(false)
+        .map_err(|e| DropError::Syscall("prctl(PR_SET_DUMPABLE)", e))?;
     Ok(())
 }
 
