@@ -20,6 +20,9 @@ const RETRY_MISSING_AFTER: Duration = Duration::from_secs(1);
 /// Ids remembered as not found, at most (then the oldest misses are
 /// forgotten wholesale).
 const MAX_MISSES: usize = 1024;
+/// A name outlives its cgroup this long, for the records still in flight
+/// from it (clients already counted keep their names regardless).
+const FORGET_GONE_AFTER: Duration = Duration::from_mins(5);
 
 #[derive(Debug, thiserror::Error)]
 pub enum CgroupError {
@@ -107,22 +110,44 @@ pub trait CgroupLookup {
 
 /// Cgroup ids to paths under the traced subtree, learnt by walking it; each
 /// cgroup is named (its workload read from the path) once, when first
-/// found.
+/// found. Names of cgroups gone for `FORGET_GONE_AFTER` are forgotten, and
+/// sooner when the table is full, so a long-running agent names every live
+/// cgroup; what still does not fit is refused and counted.
 pub struct CgroupNames {
     mount: PathBuf,
     scope: PathBuf,
-    named: HashMap<u64, Cgroup>,
+    cap: usize,
+    named: HashMap<u64, Named>,
     /// Ids a walk did not find, and when.
     missing: HashMap<u64, Instant>,
+    walks: u64,
+    pub forgotten: u64,
+    pub refused: u64,
+}
+
+struct Named {
+    cgroup: Cgroup,
+    /// The last walk that found its directory.
+    found_by: u64,
+    /// When a walk first missed it.
+    gone_since: Option<Instant>,
 }
 
 impl CgroupNames {
     pub fn new(mount: PathBuf, scope: PathBuf) -> Self {
+        Self::with_cap(mount, scope, MAX_CGROUPS)
+    }
+
+    fn with_cap(mount: PathBuf, scope: PathBuf, cap: usize) -> Self {
         let mut names = Self {
             mount,
             scope,
+            cap,
             named: HashMap::new(),
             missing: HashMap::new(),
+            walks: 0,
+            forgotten: 0,
+            refused: 0,
         };
         names.walk();
         names
@@ -133,8 +158,8 @@ impl CgroupNames {
     /// found waits a second before it may walk again, so a flood of odd ids
     /// costs at most a walk per id per second.
     pub fn lookup(&mut self, id: u64) -> Cgroup {
-        if let Some(cgroup) = self.named.get(&id) {
-            return cgroup.clone();
+        if let Some(named) = self.named.get(&id) {
+            return named.cgroup.clone();
         }
         let recently_missed = self
             .missing
@@ -151,38 +176,81 @@ impl CgroupNames {
         }
         self.named
             .get(&id)
-            .cloned()
-            .unwrap_or_else(|| Cgroup::named(id, None))
+            .map_or_else(|| Cgroup::named(id, None), |named| named.cgroup.clone())
     }
 
+    /// Every directory of the subtree (bounded), then the table brought up
+    /// to date: found ones marked, gone ones forgotten after the grace
+    /// time, new ones named while there is room (made by forgetting every
+    /// gone one early, when needed).
     fn walk(&mut self) {
+        self.walks += 1;
+        let walk = self.walks;
+        let now = Instant::now();
+        let mut new = Vec::new();
+        for (id, dir) in self.directories() {
+            match self.named.get_mut(&id) {
+                Some(named) => {
+                    named.found_by = walk;
+                    named.gone_since = None;
+                }
+                None => new.push((id, dir)),
+            }
+        }
+        let before = self.named.len();
+        self.named.retain(|_, named| {
+            if named.found_by == walk {
+                return true;
+            }
+            let since = *named.gone_since.get_or_insert(now);
+            now.duration_since(since) < FORGET_GONE_AFTER
+        });
+        self.forgotten += (before - self.named.len()) as u64;
+        for (id, dir) in new {
+            if self.named.len() >= self.cap {
+                let full = self.named.len();
+                self.named.retain(|_, named| named.found_by == walk);
+                self.forgotten += (full - self.named.len()) as u64;
+            }
+            if self.named.len() >= self.cap {
+                self.refused += 1;
+                continue;
+            }
+            let path = Arc::from(relative(&self.mount, &dir));
+            self.named.insert(
+                id,
+                Named {
+                    cgroup: Cgroup::named(id, Some(path)),
+                    found_by: walk,
+                    gone_since: None,
+                },
+            );
+        }
+    }
+
+    /// The subtree's directories and their ids, at most `MAX_CGROUPS`.
+    fn directories(&self) -> Vec<(u64, PathBuf)> {
+        let mut found = Vec::new();
         let mut pending = vec![(self.scope.clone(), 0usize)];
-        let mut seen = 0;
         while let Some((dir, depth)) = pending.pop() {
-            seen += 1;
-            if seen > MAX_CGROUPS {
+            if found.len() >= MAX_CGROUPS {
                 break;
             }
             let Ok(meta) = fs::metadata(&dir) else {
                 continue;
             };
-            let id = meta.ino();
-            if !self.named.contains_key(&id) && self.named.len() < MAX_CGROUPS {
-                let path = Arc::from(relative(&self.mount, &dir));
-                self.named.insert(id, Cgroup::named(id, Some(path)));
-            }
-            if depth >= MAX_DEPTH {
-                continue;
-            }
-            let Ok(entries) = fs::read_dir(&dir) else {
-                continue;
-            };
-            for entry in entries.flatten() {
-                if entry.file_type().is_ok_and(|t| t.is_dir()) {
-                    pending.push((entry.path(), depth + 1));
+            if depth < MAX_DEPTH {
+                if let Ok(entries) = fs::read_dir(&dir) {
+                    for entry in entries.flatten() {
+                        if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                            pending.push((entry.path(), depth + 1));
+                        }
+                    }
                 }
             }
+            found.push((meta.ino(), dir));
         }
+        found
     }
 }
 
@@ -248,5 +316,36 @@ mod tests {
         // The same name, from the cache, after the directory is gone.
         assert!(Arc::ptr_eq(&first.workload, &again.workload));
         assert_eq!(again.path, first.path);
+    }
+
+    #[test]
+    fn a_full_table_makes_room_by_forgetting_gone_cgroups_and_counts_what_it_refuses() {
+        // A long-running host: more cgroups come and go than the table
+        // holds. The live ones keep getting names; gone ones make room.
+        let mount = std::env::temp_dir().join(format!("connbal-churn-{}", std::process::id()));
+        let make = |name: &str| {
+            let dir = mount.join(name);
+            fs::create_dir_all(&dir).unwrap();
+            fs::metadata(&dir).unwrap().ino()
+        };
+        // The table holds the root and three more.
+        let first: Vec<u64> = ["a", "b", "c"].iter().map(|n| make(n)).collect();
+        let mut names = CgroupNames::with_cap(mount.clone(), mount.clone(), 4);
+        assert!(first.iter().all(|&id| names.cgroup(id).path.is_some()));
+        for gone in ["a", "b", "c"] {
+            fs::remove_dir(mount.join(gone)).unwrap();
+        }
+        let later: Vec<u64> = ["d", "e", "f"].iter().map(|n| make(n)).collect();
+        for &id in &later {
+            assert!(names.cgroup(id).path.is_some(), "a live cgroup is named");
+        }
+        assert_eq!(names.forgotten, 3);
+        assert_eq!(names.refused, 0);
+        // Four live ones (the root, d, e, f) fill it: a fifth is refused,
+        // counted, and shown by id.
+        let fifth = make("g");
+        assert_eq!(names.cgroup(fifth).path, None);
+        assert_eq!(names.refused, 1);
+        fs::remove_dir_all(&mount).unwrap();
     }
 }

@@ -139,6 +139,11 @@ pub struct TraceStats {
     /// Reports built for the sinks while tracing (`--interval`, scrapes);
     /// scrapes within a second of one another share one.
     pub reports_built: u64,
+    /// Host mode: names of cgroups gone long enough (or gone when the name
+    /// table was full) forgotten, and cgroups left unnamed because it was
+    /// full of live ones.
+    pub cgroups_forgotten: u64,
+    pub cgroup_names_refused: u64,
     pub kernel: KernelCounters,
     /// Why the trace ended (in the last report only): `signal SIGTERM`,
     /// `duration`, `output closed`, or what disappeared.
@@ -151,6 +156,8 @@ impl Tally for TraceStats {
         visit("records", self.records);
         visit("unreadable_records", self.unreadable_records);
         visit("reports_built", self.reports_built);
+        visit("cgroups_forgotten", self.cgroups_forgotten);
+        visit("cgroup_names_refused", self.cgroup_names_refused);
         self.kernel
             .for_each_counter(&mut |name, value| visit(&format!("kernel_{name}"), value));
     }
@@ -334,6 +341,8 @@ async fn attach(mut options: TraceOptions) -> Result<Session, TraceError> {
         records: 0,
         unreadable_records: 0,
         reports_built: 0,
+        cgroups_forgotten: 0,
+        cgroup_names_refused: 0,
         kernel: KernelCounters::default(),
         ended: None,
     };
@@ -449,6 +458,10 @@ impl Session {
             self.host.as_mut().map(|(_, names)| names),
         );
         self.stats.kernel = self.loaded.counters();
+        if let Some((_, names)) = &self.host {
+            self.stats.cgroups_forgotten = names.forgotten;
+            self.stats.cgroup_names_refused = names.refused;
+        }
     }
 
     /// A traced interface, or the traced cgroup, that no longer exists.
@@ -473,6 +486,12 @@ impl Session {
             source_warnings.push(format!(
                 "{} records lost because the ring buffer was full; the report undercounts. Try a larger --ring-size (now {})",
                 self.stats.kernel.records_lost, self.options.ring_size
+            ));
+        }
+        if self.stats.cgroup_names_refused > 0 {
+            source_warnings.push(format!(
+                "{} cgroups were left unnamed (shown by id): the name table was full of live cgroups",
+                self.stats.cgroup_names_refused
             ));
         }
         if self.stats.unreadable_records > 0 {
