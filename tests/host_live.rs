@@ -513,6 +513,21 @@ fn slow_readers_and_a_scrape_storm_share_one_rendering() {
 }
 
 #[test]
+fn flags_of_the_other_mode_are_refused_in_one_line() {
+    // They used to be accepted and ignored.
+    for (args, says) in [
+        (&["trace", "--attach", "tcx"][..], "--attach"),
+        (&["trace", "--attach", "netlink"][..], "--attach"),
+    ] {
+        let out = connbal().args(args).stdin(Stdio::null()).output().unwrap();
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        let err = stderr(&out);
+        assert_eq!(err.lines().count(), 1, "{err}");
+        assert!(err.starts_with(&format!("connbal: {says} ")), "{err}");
+    }
+}
+
+#[test]
 fn a_cgroup_that_does_not_exist_is_one_clear_line() {
     let out = connbal()
         .args(["trace", "--cgroup", "/no/such/connbal-cgroup"])

@@ -31,6 +31,11 @@ The report:
   previous answer expired, and connections after it expired with no new
   lookup), stale backends (connections to addresses DNS no longer offers,
   after their last answer expired), failing backends and SRV priority.
+  Thresholds: unused backends and an uneven spread are flagged when random
+  choice would give them with chance below 1% (p < 0.01); a connection
+  counts as after its answer expired when it comes more than 1 s past the
+  TTL; the spread is judged when every backend in the test is expected
+  to get at least one connection (rarer ones are pooled).
   A client is an address (replay, --iface), or in host mode the app, cgroup
   or process that owns the socket (--by). TSV has the original's five
   columns: client  backend:port  conns  times-in-DNS  name. JSON adds the
@@ -102,8 +107,8 @@ pub enum ManPage {
 /// What both modes share: what to count and how to print it.
 #[derive(Debug, Args)]
 pub struct ReportArgs {
-    /// Also count connections already open when tracing started (the first
-    /// segment of an unseen flow, either direction).
+    /// Also count connections already open when the capture or the trace
+    /// started (the first segment of an unseen flow, either direction).
     #[arg(short = 'a', long = "all-tcp")]
     pub all_tcp: bool,
 
@@ -122,8 +127,8 @@ pub struct ReportArgs {
     #[arg(long)]
     pub events: bool,
 
-    /// Print input and skip counters to stderr (and the verifier log if the
-    /// kernel rejects the program).
+    /// Print input and skip counters to stderr (trace: also the kernel
+    /// verifier's log if it rejects the program).
     #[arg(short, long)]
     pub verbose: bool,
 }

@@ -10,11 +10,11 @@ Examples:
   connbal replay -a --format json old.snoop > report.json
   tcpdump -i eth0 -U -w - 'port 53 or tcp[tcpflags] & (tcp-syn|tcp-rst) != 0
     or (ip6[6] == 6 and ip6[53] & 0x06 != 0)' | connbal replay -
-  snoop -o /dev/stdout '(tcp and tcp[13] == 0x02) or (udp and port 53)' | connbal replay
+  snoop -o /dev/stdout '(tcp and tcp[13] & 0x06 != 0) or (udp and port 53)' | connbal replay
 
 Output: on a terminal, a table per client and name with each backend's
-share and the verdicts (unused backends, balance, TTL respect, SRV
-priority). Through a pipe, or with --format tsv, the original's line per
+share and the verdicts (unused backends, balance, TTL, stale backends,
+failing backends, SRV priority; see connbal --help for their thresholds). Through a pipe, or with --format tsv, the original's line per
 client, backend and port:
   client  backend:port  conns  times-in-DNS  name
 IPv4 addresses are zero-padded (172.016.101.190) so `sort -n` orders them.";

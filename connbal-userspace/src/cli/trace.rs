@@ -33,8 +33,8 @@ and, after a crash, on its next start (with the clsact qdisc, when connbal
 added it and no other filter is on it).
 
 Output: on a terminal, a table per client and name with each backend's
-share and the verdicts (unused backends, balance, TTL respect, SRV
-priority). Through a pipe, or with --format tsv, the original's line per
+share and the verdicts (unused backends, balance, TTL, stale backends,
+failing backends, SRV priority; see connbal --help for their thresholds). Through a pipe, or with --format tsv, the original's line per
 client, backend and port:
   client  backend:port  conns  times-in-DNS  name";
 

@@ -82,6 +82,8 @@ pub enum TraceError {
     },
     #[error("no such user: {0}")]
     NoSuchUser(String),
+    #[error("{0}")]
+    WrongMode(&'static str),
     #[error("looking up user {user}: {source}")]
     UserLookup {
         user: String,

@@ -27,6 +27,13 @@ impl Plan {
     /// Reads what the plan needs from the system (the cgroup2 mount, the
     /// user database) and decides the rest.
     pub fn resolve(options: &TraceOptions) -> Result<Plan, TraceError> {
+        // A flag of the other mode is a mistake to say, not to ignore
+        // (clap already refuses --cgroup with --iface).
+        if options.interfaces.is_empty() && options.attach != loader::AttachMode::Auto {
+            return Err(TraceError::WrongMode(
+                "--attach chooses how the TC filter attaches to --iface interfaces; host mode attaches cgroup links",
+            ));
+        }
         // Host mode: every socket under a cgroup, instead of interfaces.
         let host = if options.interfaces.is_empty() {
             let mount = cgroups::find_mount()?;
