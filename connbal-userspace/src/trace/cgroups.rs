@@ -332,10 +332,12 @@ mod tests {
         let first: Vec<u64> = ["a", "b", "c"].iter().map(|n| make(n)).collect();
         let mut names = CgroupNames::with_cap(mount.clone(), mount.clone(), 4);
         assert!(first.iter().all(|&id| names.cgroup(id).path.is_some()));
+        // Made before the others go, so that no inode number is reused
+        // (cgroup2 ids never are; a plain file system's may be).
+        let later: Vec<u64> = ["d", "e", "f"].iter().map(|n| make(n)).collect();
         for gone in ["a", "b", "c"] {
             fs::remove_dir(mount.join(gone)).unwrap();
         }
-        let later: Vec<u64> = ["d", "e", "f"].iter().map(|n| make(n)).collect();
         for &id in &later {
             assert!(names.cgroup(id).path.is_some(), "a live cgroup is named");
         }
