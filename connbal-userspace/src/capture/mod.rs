@@ -113,7 +113,7 @@ pub fn linktype_name(code: u32) -> String {
         258 => "LINKTYPE_PKTAP",
         263 => "LINKTYPE_IPOIB",
         276 => "LINKTYPE_LINUX_SLL2",
-        _ => return format!("link type {code}"),
+        _ => return code.to_string(),
     };
     format!("{name} ({code})")
 }

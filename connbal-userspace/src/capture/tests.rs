@@ -248,6 +248,15 @@ fn unknown_formats_and_link_types() {
         message.contains("unsupported pcap link type LINKTYPE_USER (147)"),
         "{message}"
     );
+    // A code with no name: its number, once ("link type link type 274"
+    // before).
+    let mut bytes = pcap_le(&[]);
+    bytes[20..24].copy_from_slice(&274u32.to_le_bytes());
+    let (_, _, message) = damage(bytes);
+    assert!(
+        message.contains("unsupported pcap link type 274") && !message.contains("type link"),
+        "{message}"
+    );
 
     let mut bytes = snoop_bytes(&[]);
     bytes[12..16].copy_from_slice(&8u32.to_be_bytes());

@@ -366,6 +366,15 @@ async fn attach(mut options: TraceOptions) -> Result<Session, TraceError> {
     })
 }
 
+/// A ring size as --ring-size takes it: 8M, 64K, or bytes.
+fn ring_size_text(bytes: u64) -> String {
+    match bytes {
+        b if b >= 1 << 20 && b % (1 << 20) == 0 => format!("{}M", b >> 20),
+        b if b >= 1 << 10 && b % (1 << 10) == 0 => format!("{}K", b >> 10),
+        b => b.to_string(),
+    }
+}
+
 fn wall_clock_now() -> Timestamp {
     Timestamp::from_system_time(std::time::SystemTime::now())
 }
@@ -487,7 +496,8 @@ impl Session {
         if self.stats.kernel.records_lost > 0 {
             source_warnings.push(format!(
                 "{} records lost because the ring buffer was full; the report undercounts. Try a larger --ring-size (now {})",
-                self.stats.kernel.records_lost, self.options.ring_size
+                self.stats.kernel.records_lost,
+                ring_size_text(self.options.ring_size)
             ));
         }
         if self.stats.cgroup_names_refused > 0 {

@@ -67,13 +67,10 @@ fn the_worked_examples_5_3_2_6_is_what_random_choice_gives() {
 fn a_lopsided_spread_is_uneven() {
     let s = assess_plain(&[40, 2, 3, 1]);
     assert_eq!(finding(&s, Check::Balance), Some(Finding::Uneven));
-    assert!(
-        !s.verdicts
-            .iter()
-            .find(|v| v.check == Check::Balance)
-            .unwrap()
-            .ok
-    );
+    let balance = verdict_of(&s, Check::Balance).unwrap();
+    assert!(!balance.ok);
+    // Below what three decimals show, it says so ("p = < 0.001" before).
+    assert!(balance.text.ends_with("with p < 0.001"), "{}", balance.text);
 }
 
 #[test]

@@ -207,13 +207,13 @@ fn spread(
     }
     if p_value < SIGNIFICANCE {
         format!(
-            "uneven: {shares}; {against} gives a spread this uneven with p = {}",
-            p_text(p_value)
+            "uneven: {shares}; {against} gives a spread this uneven with {}",
+            p_is(p_value)
         )
     } else {
         format!(
-            "spread consistent with {against} ({shares}, p = {})",
-            p_text(p_value)
+            "spread consistent with {against} ({shares}, {})",
+            p_is(p_value)
         )
     }
 }
@@ -262,11 +262,12 @@ fn percent_bound(p: f64) -> String {
     }
 }
 
-fn p_text(p: f64) -> String {
+/// "p = 0.308", or "p < 0.001" below what three decimals show.
+fn p_is(p: f64) -> String {
     if p < 0.001 {
-        "< 0.001".to_string()
+        "p < 0.001".to_string()
     } else {
-        format!("{p:.3}")
+        format!("p = {p:.3}")
     }
 }
 
