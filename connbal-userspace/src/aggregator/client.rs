@@ -396,7 +396,8 @@ fn printable(bytes: &[u8]) -> String {
 /// name them (`pids`), within MAX_CLIENTS clients.
 #[derive(Debug, Default)]
 pub struct PidsSeen {
-    pids: super::FastMap<Client, Vec<u32>>,
+    /// The first few, and whether more were seen.
+    pids: super::FastMap<Client, (Vec<u32>, bool)>,
 }
 
 /// Process ids kept per client; more are not listed.
@@ -405,19 +406,24 @@ const MAX_CLIENTS: usize = 1 << 16;
 
 impl PidsSeen {
     pub fn note(&mut self, client: &Client, tgid: u32) {
-        if let Some(pids) = self.pids.get_mut(client) {
-            if pids.len() < MAX_PIDS_PER_CLIENT && !pids.contains(&tgid) {
-                pids.push(tgid);
+        if let Some((pids, more)) = self.pids.get_mut(client) {
+            if !pids.contains(&tgid) {
+                if pids.len() < MAX_PIDS_PER_CLIENT {
+                    pids.push(tgid);
+                } else {
+                    *more = true;
+                }
             }
         } else if self.pids.len() < MAX_CLIENTS {
-            self.pids.insert(client.clone(), vec![tgid]);
+            self.pids.insert(client.clone(), (vec![tgid], false));
         }
     }
 
-    pub fn of(&self, client: &Client) -> Vec<u32> {
-        let mut pids = self.pids.get(client).cloned().unwrap_or_default();
+    /// The processes listed for `client`, sorted, and whether it had more.
+    pub fn of(&self, client: &Client) -> (Vec<u32>, bool) {
+        let (mut pids, more) = self.pids.get(client).cloned().unwrap_or_default();
         pids.sort_unstable();
-        pids
+        (pids, more)
     }
 }
 
@@ -558,5 +564,21 @@ mod tests {
             Client::of(ClientBy::App, "10.0.0.1".parse().unwrap(), Some(&o), None).to_string();
         assert_eq!(shown, "x\\x1b[31m in /t/a\\x09b\\x0ac");
         assert!(shown.bytes().all(|b| (0x20..=0x7e).contains(&b)));
+    }
+
+    #[test]
+    fn a_client_lists_its_first_processes_and_says_when_there_were_more() {
+        let mut seen = PidsSeen::default();
+        let client = Client::from_address("10.0.0.2".parse().unwrap());
+        for tgid in [30, 10, 20, 10] {
+            seen.note(&client, tgid);
+        }
+        assert_eq!(seen.of(&client), (vec![10, 20, 30], false));
+        for tgid in 100..110 {
+            seen.note(&client, tgid);
+        }
+        let (pids, more) = seen.of(&client);
+        assert_eq!(pids.len(), MAX_PIDS_PER_CLIENT);
+        assert!(more, "the list stops at 8 and says so");
     }
 }

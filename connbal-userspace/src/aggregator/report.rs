@@ -148,7 +148,7 @@ impl Aggregator {
             rows.to_vec(),
             lookups,
         );
-        service.pids = self.pids.of(&first.client);
+        (service.pids, service.more_pids) = self.pids.of(&first.client);
         service
     }
 }

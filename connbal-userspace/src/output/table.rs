@@ -97,7 +97,12 @@ fn render(report: &Report, colour: bool) -> String {
                 String::new()
             } else {
                 let pids: Vec<String> = service.pids.iter().map(u32::to_string).collect();
-                palette.dim(&format!("  pid {}", pids.join(", ")))
+                let (word, more) = match (pids.len(), service.more_pids) {
+                    (1, false) => ("pid", ""),
+                    (_, false) => ("pids", ""),
+                    (_, true) => ("pids", ", …"),
+                };
+                palette.dim(&format!("  {word} {}{more}", pids.join(", ")))
             };
             let _ = writeln!(
                 out,

@@ -93,6 +93,7 @@ pub fn assess(
         name,
         rows,
         pids: Vec::new(),
+        more_pids: false,
         backends: loads.len() as u64,
         backends_used: loads.iter().filter(|l| l.connections > 0).count() as u64,
         connections,

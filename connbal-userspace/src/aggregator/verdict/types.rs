@@ -27,6 +27,9 @@ pub struct Service {
     /// by address).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub pids: Vec<u32>,
+    /// More processes were seen than `pids` lists (it keeps the first 8).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub more_pids: bool,
     pub backends: u64,
     pub backends_used: u64,
     pub connections: u64,
