@@ -138,6 +138,47 @@ fn sigint_on_an_idle_pipe_prints_the_report_so_far() {
 }
 
 #[test]
+fn a_second_sigint_stops_waiting_for_the_writer_and_prints() {
+    // The writer keeps sending after the first Ctrl-C (a busy tcpdump
+    // handing over its tail): a second Ctrl-C is the user saying "now".
+    // It used to exit 130 with no report at all.
+    let bytes = recorded_pcap();
+    let starts = pcap_record_starts(&bytes);
+    let prefix = &bytes[..starts[starts.len() / 2]];
+    let (mut child, mut stdin) = replay_interrupted_after(prefix);
+    // A steady trickle of the rest, so the drain has reason to wait.
+    let rest = bytes[starts[starts.len() / 2]..].to_vec();
+    let writer = std::thread::spawn(move || {
+        for chunk in rest.chunks(64) {
+            if stdin.write_all(chunk).is_err() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        // Stays open, as a writer that has not exited yet.
+        std::thread::sleep(Duration::from_secs(5));
+    });
+    std::thread::sleep(Duration::from_millis(200));
+    let status = std::process::Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while child.try_wait().unwrap().is_none() {
+        assert!(
+            Instant::now() < deadline,
+            "connbal did not stop on the second SIGINT"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(!stdout(&out).is_empty(), "the report of what was read");
+    drop(writer);
+}
+
+#[test]
 fn a_terminal_on_stdin_is_refused_with_a_hint() {
     // Only checkable where a terminal exists; `script` gives one.
     let Ok(out) = std::process::Command::new("script")

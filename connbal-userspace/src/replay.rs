@@ -14,8 +14,6 @@ use std::fs::File;
 use std::io::IsTerminal as _;
 use std::os::fd::AsFd as _;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::AtomicBool;
-use std::sync::Arc;
 use std::time::Duration;
 
 pub const STDIN_NAME: &str = "<stdin>";
@@ -39,8 +37,8 @@ pub fn run(options: ReplayOptions) -> Result<(), Error> {
     if path.is_none() && std::io::stdin().is_terminal() {
         return Err(Error::StdinIsTerminal);
     }
-    let stop = signals::install_stop_flag()?;
-    let (stream, name) = open_input(path, stop.clone())?;
+    let flags = signals::install_stop_flags()?;
+    let (stream, name) = open_input(path, &flags)?;
     let mut reader = CaptureReader::open(stream, name)?;
     let style = Style::decide(options.format, options.config.events);
     let mut decoder = FrameDecoder::new(options.config.all_tcp);
@@ -107,7 +105,7 @@ fn enlarge_pipe(stdin: &std::io::Stdin) {
 /// Opens a file, or stdin for `None`. Returns the name errors use.
 fn open_input(
     path: Option<&Path>,
-    stop: Arc<AtomicBool>,
+    flags: &signals::StopFlags,
 ) -> Result<(ByteStream, String), CaptureError> {
     match path {
         None => {
@@ -122,8 +120,8 @@ fn open_input(
             };
             let fd = stdin.as_fd().try_clone_to_owned().map_err(open_error)?;
             let watched = fd.try_clone().map_err(open_error)?;
-            let stream = ByteStream::new(Box::new(File::from(fd)), stop)
-                .draining_after_stop(watched, PIPE_DRAIN);
+            let stream = ByteStream::new(Box::new(File::from(fd)), flags.stop.clone())
+                .draining_after_stop(watched, PIPE_DRAIN, flags.hurry.clone());
             Ok((stream, STDIN_NAME.to_string()))
         }
         Some(p) => {
@@ -134,7 +132,7 @@ fn open_input(
                 problem: Problem::Open(e),
             })?;
             let is_file = file.metadata().is_ok_and(|m| m.is_file());
-            let stream = ByteStream::new(Box::new(file), stop);
+            let stream = ByteStream::new(Box::new(file), flags.stop.clone());
             // A FIFO or a device named on the command line reads as a pipe.
             let stream = if is_file {
                 stream.reading_ahead()

@@ -1,7 +1,8 @@
 //! SIGINT/SIGTERM: stop reading and print the report for what was read.
 //!
-//! The first signal sets a flag; a second one exits at once (exit 130), for a
-//! user whose input never ends. The flag alone is not enough when the
+//! The first signal sets `stop`; a second sets `hurry` (stop waiting for a
+//! pipe's writer to hand over its tail, and print); a third exits at once
+//! (exit 130), for a user whose process is stuck elsewhere. The flag alone is not enough when the
 //! process sits in a blocking `read` on an idle pipe: signal-hook installs
 //! handlers with SA_RESTART, so the kernel would resume the read and the
 //! report would wait for the writer. Clearing SA_RESTART makes the read
@@ -13,7 +14,7 @@
 
 use signal_hook::consts::{SIGINT, SIGTERM};
 use std::io;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 #[derive(Debug, thiserror::Error)]
@@ -24,19 +25,49 @@ pub enum SignalError {
     Sigaction { signal: i32, source: io::Error },
 }
 
-/// Returns the flag that turns true on the first SIGINT or SIGTERM.
-pub fn install_stop_flag() -> Result<Arc<AtomicBool>, SignalError> {
+/// What the signals said so far.
+pub struct StopFlags {
+    /// The first SIGINT or SIGTERM: stop reading.
+    pub stop: Arc<AtomicBool>,
+    /// The second: stop waiting, print now.
+    pub hurry: Arc<AtomicBool>,
+}
+
+/// Installs the handlers; their flags turn true on the first and second
+/// SIGINT or SIGTERM.
+pub fn install_stop_flags() -> Result<StopFlags, SignalError> {
     let stop = Arc::new(AtomicBool::new(false));
+    let hurry = Arc::new(AtomicBool::new(false));
     for signal in [SIGINT, SIGTERM] {
-        // Order matters: the conditional shutdown sees the flag still clear
-        // on the first signal and exits only on the second.
-        signal_hook::flag::register_conditional_shutdown(signal, 130, Arc::clone(&stop))
-            .map_err(|source| SignalError::Register { signal, source })?;
-        signal_hook::flag::register(signal, Arc::clone(&stop))
-            .map_err(|source| SignalError::Register { signal, source })?;
+        let register = |result: io::Result<_>| {
+            result
+                .map(drop)
+                .map_err(|source| SignalError::Register { signal, source })
+        };
+        // Order matters: signal-hook runs a signal's actions in the order
+        // they were registered, so each sees the flags the signals before
+        // it left. Third signal: exit.
+        register(signal_hook::flag::register_conditional_shutdown(
+            signal,
+            130,
+            Arc::clone(&hurry),
+        ))?;
+        // Second: hurry, when stop was already set.
+        let (stopped, hurried) = (Arc::clone(&stop), Arc::clone(&hurry));
+        // SAFETY: the action only loads and stores atomics, which is
+        // async-signal-safe; it allocates nothing and takes no lock.
+        register(unsafe {
+            signal_hook::low_level::register(signal, move || {
+                if stopped.load(Ordering::SeqCst) {
+                    hurried.store(true, Ordering::SeqCst);
+                }
+            })
+        })?;
+        // First: stop.
+        register(signal_hook::flag::register(signal, Arc::clone(&stop)))?;
         interrupt_blocking_calls(signal)?;
     }
-    Ok(stop)
+    Ok(StopFlags { stop, hurry })
 }
 
 fn interrupt_blocking_calls(signal: i32) -> Result<(), SignalError> {

@@ -115,6 +115,8 @@ fn read_once(
 struct Drain {
     fd: OwnedFd,
     limit: Duration,
+    /// Set by a second Ctrl-C: stop waiting.
+    hurry: Arc<AtomicBool>,
     /// Set at the first look after the stop.
     deadline: Option<Instant>,
 }
@@ -161,11 +163,17 @@ impl ByteStream {
     }
 
     /// After a stop, go on reading `fd` (the pipe `reader` reads) until
-    /// its writer closes it, for at most `limit`.
-    pub fn draining_after_stop(mut self, fd: OwnedFd, limit: Duration) -> Self {
+    /// its writer closes it, for at most `limit`, or until `hurry`.
+    pub fn draining_after_stop(
+        mut self,
+        fd: OwnedFd,
+        limit: Duration,
+        hurry: Arc<AtomicBool>,
+    ) -> Self {
         self.drain = Some(Drain {
             fd,
             limit,
+            hurry,
             deadline: None,
         });
         self
@@ -183,7 +191,7 @@ impl ByteStream {
                 let deadline = *drain
                     .deadline
                     .get_or_insert_with(|| Instant::now() + drain.limit);
-                Instant::now() >= deadline
+                Instant::now() >= deadline || drain.hurry.load(Ordering::Relaxed)
             }
         }
     }

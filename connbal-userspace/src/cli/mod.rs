@@ -18,7 +18,9 @@ Exit status:
      the reader of a live trace's reports went away)
   2  bad usage; the input could not be read or was damaged; the traced
      interface disappeared; or the eBPF program could not be loaded. The
-     report for everything read until then is still printed.";
+     report for everything read until then is still printed.
+  130  a third Ctrl-C: exited at once, with no report (the first prints it,
+     the second stops waiting for a pipe's writer).";
 
 /// The report, for `connbal --help` and the man page.
 const REPORT: &str = "\
