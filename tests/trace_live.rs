@@ -354,6 +354,58 @@ fn ip_fragments_are_counted_not_decoded() {
 }
 
 #[test]
+fn one_of_two_interfaces_going_away_leaves_the_trace_on_the_other() {
+    // A pod's veth comes and goes; the trace of the others goes on.
+    let Some(_guard) = live() else { return };
+    let lab = record::prepare_lab().expect("lab");
+    let (extra, peer) = ("cbx0", "cbx1");
+    xtask::lab::run(Command::new("ip").args([
+        "-n",
+        &lab.client_ns,
+        "link",
+        "add",
+        extra,
+        "type",
+        "veth",
+        "peer",
+        "name",
+        peer,
+    ]))
+    .expect("a second veth");
+    xtask::lab::run(Command::new("ip").args(["-n", &lab.client_ns, "link", "set", extra, "up"]))
+        .expect("up");
+    let trace = start_trace(&lab, &["-i", extra, "--format", "json"]);
+    xtask::lab::run(Command::new("ip").args(["-n", &lab.client_ns, "link", "del", extra]))
+        .expect("delete the second veth");
+    std::thread::sleep(Duration::from_millis(600));
+    // Still tracing the first: a lookup made now is counted.
+    let dig = lab
+        .client("dig")
+        .args([&format!("@{SERVER_V4}"), "+short", "web.connbal.test"])
+        .output()
+        .expect("dig");
+    assert!(dig.status.success());
+    std::thread::sleep(Duration::from_millis(300));
+    let finished = trace.stop("-INT");
+    assert!(finished.status.success(), "{}", finished.stderr);
+    assert!(
+        finished.stderr.contains(&format!(
+            "interface {extra} disappeared; still tracing {}",
+            lab.client_if
+        )),
+        "{}",
+        finished.stderr
+    );
+    let json: serde_json::Value = serde_json::from_str(&finished.stdout).expect("JSON report");
+    assert_eq!(json["input"]["interfaces_gone"], serde_json::json!([extra]));
+    assert_eq!(
+        json["counters"]["responses_matched"], 1,
+        "{}",
+        json["counters"]
+    );
+}
+
+#[test]
 fn deleting_the_interface_ends_the_trace_with_the_report() {
     let Some(_guard) = live() else { return };
     let lab = record::prepare_lab().expect("lab");

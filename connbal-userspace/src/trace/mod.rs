@@ -128,6 +128,9 @@ pub enum TraceError {
 #[derive(Clone, Debug, Serialize)]
 pub struct TraceStats {
     pub interfaces: Vec<String>,
+    /// Traced interfaces that disappeared during the trace.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub interfaces_gone: Vec<String>,
     /// Host mode: the traced cgroup, as /proc/PID/cgroup shows paths.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cgroup: Option<String>,
@@ -336,6 +339,7 @@ async fn attach(mut options: TraceOptions) -> Result<Session, TraceError> {
     let clock = Clock::now().map_err(TraceError::Clock)?;
     let stats = TraceStats {
         interfaces: options.interfaces.clone(),
+        interfaces_gone: Vec::new(),
         cgroup: host
             .as_ref()
             .map(|(mount, dir)| cgroups::relative(mount, dir)),
@@ -475,16 +479,37 @@ impl Session {
         }
     }
 
-    /// A traced interface, or the traced cgroup, that no longer exists.
-    fn vanished(&self) -> Option<Ending> {
+    /// The traced cgroup, or the last traced interface, gone. An interface
+    /// that goes while others remain (a pod's veth) is dropped from the
+    /// trace with a warning, and listed in the report.
+    fn vanished(&mut self) -> Option<Ending> {
         if let Some((dir, _)) = &self.host {
             return (!dir.is_dir()).then(|| Ending::CgroupGone(dir.display().to_string()));
         }
-        self.loaded
-            .interfaces
-            .iter()
-            .find(|(name, index)| loader::interface_index(name) != Some(*index))
-            .map(|(name, _)| Ending::InterfaceGone(name.clone()))
+        let (live, gone): (Vec<_>, Vec<_>) = std::mem::take(&mut self.loaded.interfaces)
+            .into_iter()
+            .partition(|(name, index)| loader::interface_index(name) == Some(*index));
+        self.loaded.interfaces = live;
+        let last = gone.last().map(|(name, _)| name.clone());
+        for (name, _) in gone {
+            if !self.loaded.interfaces.is_empty() {
+                let left: Vec<&str> = self
+                    .loaded
+                    .interfaces
+                    .iter()
+                    .map(|(n, _)| n.as_str())
+                    .collect();
+                eprintln!(
+                    "connbal: interface {name} disappeared; still tracing {}",
+                    left.join(", ")
+                );
+            }
+            self.stats.interfaces_gone.push(name);
+        }
+        match last {
+            Some(name) if self.loaded.interfaces.is_empty() => Some(Ending::InterfaceGone(name)),
+            _ => None,
+        }
     }
 
     /// The last records, the report, and detaching.

@@ -47,7 +47,13 @@ impl Drop for InterfaceClaim {
         // Another live connbal holds it shared: its filters stay, and so
         // do the qdisc and the file.
         if lock.relock(FlockArg::LockExclusiveNonblock).is_ok() {
-            release_last(&lock, &self.iface, self.index, &self.path);
+            if super::interface_index(&self.iface) == Some(self.index) {
+                release_last(&lock, &self.iface, self.index, &self.path);
+            } else if still_linked(&lock, &self.path) {
+                // The interface went, and its qdisc and filters with it:
+                // only the lock file is left to remove.
+                let _ = fs::remove_file(&self.path);
+            }
         }
     }
 }
