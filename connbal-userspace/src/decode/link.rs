@@ -58,10 +58,19 @@ pub(super) fn unwrap_link(link: LinkType, data: &[u8]) -> Inner<'_> {
     let at = |n: usize| data.get(n..).filter(|_| data.len() >= n);
     match link {
         LinkType::Ethernet => {
-            // PPPoE sessions (DSL lines): 6 bytes of PPPoE, then PPP.
-            if data.len() >= 14 && be16(data, 12) == ETHERTYPE_PPPOE_SESSION {
-                return match at(22) {
-                    Some(rest) => by_ppp_protocol(be16(data, 20), rest),
+            // PPPoE sessions (DSL lines): 6 bytes of PPPoE, then PPP; on a
+            // provider's access network, behind VLAN tags (QinQ).
+            let mut ethertype_at = 12;
+            while data.len() >= ethertype_at + 6
+                && matches!(be16(data, ethertype_at), 0x8100 | 0x88a8 | 0x9100)
+            {
+                ethertype_at += 4;
+            }
+            if data.len() >= ethertype_at + 2 && be16(data, ethertype_at) == ETHERTYPE_PPPOE_SESSION
+            {
+                let ppp = ethertype_at + 2 + 6;
+                return match at(ppp + 2) {
+                    Some(rest) => by_ppp_protocol(be16(data, ppp), rest),
                     None => Inner::Damaged,
                 };
             }

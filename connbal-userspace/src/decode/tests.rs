@@ -471,7 +471,14 @@ fn link_types_and_tunnels_unwrap_to_the_inner_packet() {
             with(&[0x21], &ip),
             0,
         ),
-        ("PPPoE session", LinkType::Ethernet, pppoe, 0),
+        ("PPPoE session", LinkType::Ethernet, pppoe.clone(), 0),
+        // nDPI's dns.pcap: two 802.1Q tags, then PPPoE (tshark decodes it).
+        (
+            "PPPoE behind two VLAN tags",
+            LinkType::Ethernet,
+            with_vlan_tags(&pppoe, &[0x8100, 0x8100]),
+            0,
+        ),
         ("NFLOG", LinkType::Nflog, nflog, 0),
         ("PKTAP with Ethernet", LinkType::Pktap, pktap, 0),
         ("IP-in-IP", LinkType::Ethernet, outer_ip(4, &ip), 1),
