@@ -242,6 +242,13 @@ fn netlink_mode_removes_the_clsact_qdisc_it_added_and_only_that() {
     assert!(finished.status.success(), "{}", finished.stderr);
     assert!(!qdiscs(&lab).contains("clsact"), "{}", qdiscs(&lab));
     assert_eq!(lock_files(&lab), Vec::<String>::new());
+    // The last one out leaves no empty /run/connbal either (the tests of
+    // this binary run one at a time, so no other lock is expected).
+    assert!(
+        !std::path::Path::new("/run/connbal").exists(),
+        "{:?}",
+        std::fs::read_dir("/run/connbal").map(Iterator::count)
+    );
 
     // Killed, it leaves qdisc and filters; the next run (TCX) removes both.
     let killed = start_trace(&lab, &["--attach", "netlink"]);

@@ -52,7 +52,7 @@ impl Drop for InterfaceClaim {
             } else if still_linked(&lock, &self.path) {
                 // The interface went, and its qdisc and filters with it:
                 // only the lock file is left to remove.
-                let _ = fs::remove_file(&self.path);
+                remove_lock_file(&self.path);
             }
         }
     }
@@ -98,7 +98,7 @@ fn release_last(lock: &File, iface: &str, index: u32, path: &Path) {
             }
         }
     }
-    let _ = fs::remove_file(path);
+    remove_lock_file(path);
 }
 
 /// TCX mode takes no lock, but still removes netlink filters a killed
@@ -191,4 +191,14 @@ pub(super) fn claim_interface(iface: &str, index: u32) -> Result<InterfaceClaim,
         &path,
         io::Error::other("removed by other connbal runs at every attempt"),
     ))
+}
+
+/// Removes a lock file, and the lock directory once it is empty (the last
+/// connbal out leaves no /run/connbal behind; with another's lock file in
+/// it, removing the directory fails, as it should).
+fn remove_lock_file(path: &Path) {
+    let _ = fs::remove_file(path);
+    if let Some(dir) = path.parent() {
+        let _ = fs::remove_dir(dir);
+    }
 }
