@@ -803,13 +803,10 @@ fn naming_an_interface_twice_traces_it_once() {
     );
 }
 
-/// The capabilities the README and the error name are enough: an
-/// unprivileged user with CAP_BPF, CAP_NET_ADMIN and CAP_PERFMON (and
-/// nothing else) traces, and sees a lookup made meanwhile.
-#[test]
-fn the_documented_capabilities_are_enough_without_root() {
-    let Some(_guard) = live() else { return };
-    let lab = record::prepare_lab().expect("lab");
+/// `connbal trace` on the lab's client interface as the user nobody, with
+/// CAP_BPF, CAP_NET_ADMIN and CAP_PERFMON and nothing else: what the
+/// README's setcap install gives.
+fn capabilities_only(lab: &Lab) -> Command {
     let mut command = lab.client("setpriv");
     command
         .args([
@@ -822,7 +819,17 @@ fn the_documented_capabilities_are_enough_without_root() {
         ])
         .args([env!("CARGO_BIN_EXE_connbal"), "trace", "--iface"])
         .args([&lab.client_if, "--format", "tsv"]);
-    let trace = Trace::spawn(command);
+    command
+}
+
+/// The capabilities the README and the error name are enough: an
+/// unprivileged user with CAP_BPF, CAP_NET_ADMIN and CAP_PERFMON (and
+/// nothing else) traces, and sees a lookup made meanwhile.
+#[test]
+fn the_documented_capabilities_are_enough_without_root() {
+    let Some(_guard) = live() else { return };
+    let lab = record::prepare_lab().expect("lab");
+    let trace = Trace::spawn(capabilities_only(&lab));
     let dig = lab
         .client("dig")
         .args([&format!("@{SERVER_V4}"), "+short", "web.connbal.test"])
@@ -850,19 +857,7 @@ fn the_documented_capabilities_are_enough_without_root() {
 fn another_process_of_the_same_user_cannot_take_its_handles() {
     let Some(_guard) = live() else { return };
     let lab = record::prepare_lab().expect("lab");
-    let mut command = lab.client("setpriv");
-    command
-        .args([
-            "--reuid=65534",
-            "--regid=65534",
-            "--clear-groups",
-            "--inh-caps=-all,+bpf,+net_admin,+perfmon",
-            "--ambient-caps=+bpf,+net_admin,+perfmon",
-            "--bounding-set=-all,+bpf,+net_admin,+perfmon",
-        ])
-        .args([env!("CARGO_BIN_EXE_connbal"), "trace", "--iface"])
-        .args([&lab.client_if, "--format", "tsv"]);
-    let trace = Trace::spawn(command);
+    let trace = Trace::spawn(capabilities_only(&lab));
     let pid = trace.pid();
     let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap();
     assert_eq!(comm.trim(), "connbal", "the traced pid is connbal's");
