@@ -659,6 +659,9 @@ impl Drop for Lab {
                     let _ = fs::remove_file(entry.path());
                 }
             }
+            // And the directory, when that leaves it empty (a run that had
+            // become nobody could not remove its file, nor it).
+            let _ = fs::remove_dir("/run/connbal");
         }
     }
 }
