@@ -386,12 +386,7 @@ fn one_of_two_interfaces_going_away_leaves_the_trace_on_the_other() {
         .expect("delete the second veth");
     std::thread::sleep(Duration::from_millis(600));
     // Still tracing the first: a lookup made now is counted.
-    let dig = lab
-        .client("dig")
-        .args([&format!("@{SERVER_V4}"), "+short", "web.connbal.test"])
-        .output()
-        .expect("dig");
-    assert!(dig.status.success());
+    look_up_web(&lab);
     std::thread::sleep(Duration::from_millis(300));
     let finished = trace.stop("-INT");
     assert!(finished.status.success(), "{}", finished.stderr);
@@ -803,6 +798,16 @@ fn naming_an_interface_twice_traces_it_once() {
     );
 }
 
+/// One lookup of web.connbal.test (four A records) from the client.
+fn look_up_web(lab: &Lab) {
+    let dig = lab
+        .client("dig")
+        .args([&format!("@{SERVER_V4}"), "+short", "web.connbal.test"])
+        .output()
+        .expect("dig");
+    assert!(dig.status.success());
+}
+
 /// `connbal trace` on the lab's client interface as the user nobody, with
 /// CAP_BPF, CAP_NET_ADMIN and CAP_PERFMON and nothing else: what the
 /// README's setcap install gives.
@@ -830,12 +835,7 @@ fn the_documented_capabilities_are_enough_without_root() {
     let Some(_guard) = live() else { return };
     let lab = record::prepare_lab().expect("lab");
     let trace = Trace::spawn(capabilities_only(&lab));
-    let dig = lab
-        .client("dig")
-        .args([&format!("@{SERVER_V4}"), "+short", "web.connbal.test"])
-        .output()
-        .expect("dig");
-    assert!(dig.status.success());
+    look_up_web(&lab);
     let finished = trace.stop("-INT");
     assert!(finished.status.success(), "{}", finished.stderr);
     let report = finished.stdout;
