@@ -48,39 +48,44 @@ pub fn encode(families: &[Family]) -> String {
                 gauge.set(gauge_value(value));
                 registry.register(family.name, family.help, gauge);
             }
-            (Kind::Counter, None) => {
-                let series = Series::<Labels, Counter>::default();
-                for sample in &family.samples {
-                    series
-                        .get_or_create(&sample.labels)
-                        .inc_by(counter_value(sample.value));
-                }
-                registry.register(family.name, family.help, series);
-            }
-            (Kind::Gauge, None) => {
-                let series = Series::<Labels, Gauge>::default();
-                for sample in &family.samples {
-                    series
-                        .get_or_create(&sample.labels)
-                        .set(gauge_value(sample.value));
-                }
-                registry.register(family.name, family.help, series);
-            }
-            (Kind::FloatGauge, _) => {
-                let series = Series::<Labels, FloatGauge>::default();
-                for sample in &family.samples {
-                    if let Value::FloatGauge(v) = sample.value {
-                        series.get_or_create(&sample.labels).set(v);
+            (Kind::Counter, None) => registry.register(
+                family.name,
+                family.help,
+                series(family, |c: &Counter, v| {
+                    c.inc_by(counter_value(v));
+                }),
+            ),
+            (Kind::Gauge, None) => registry.register(
+                family.name,
+                family.help,
+                series(family, |g: &Gauge, v| {
+                    g.set(gauge_value(v));
+                }),
+            ),
+            (Kind::FloatGauge, _) => registry.register(
+                family.name,
+                family.help,
+                series(family, |g: &FloatGauge, v| {
+                    if let Value::FloatGauge(v) = v {
+                        g.set(v);
                     }
-                }
-                registry.register(family.name, family.help, series);
-            }
+                }),
+            ),
         }
     }
     let mut text = String::new();
     prometheus_client::encoding::text::encode(&mut text, &registry)
         .expect("writing to a String cannot fail");
     text
+}
+
+/// One series per sample of `family`, each given its value by `set`.
+fn series<M: Default>(family: &Family, set: impl Fn(&M, Value)) -> Series<Labels, M> {
+    let series = Series::<Labels, M>::default();
+    for sample in &family.samples {
+        set(&series.get_or_create(&sample.labels), sample.value);
+    }
+    series
 }
 
 fn counter_value(value: Value) -> u64 {
