@@ -134,6 +134,8 @@ fn live_trace_and_replay_of_tcpdump_give_the_identical_report() {
             name: r["name"].as_str().unwrap().into(),
             outcomes: None,
             srv: serde_json::from_value(r["srv"].clone()).unwrap(),
+            first_name: None,
+            address_dns: 0,
         })
         .collect();
     connbal::output::write_tsv_rows(&mut tsv, &rows).unwrap();

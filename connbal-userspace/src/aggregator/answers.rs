@@ -25,11 +25,14 @@ struct SrvTarget {
     preference: SrvPreference,
 }
 
-/// Targets named by SRV records, by target name: their A/AAAA records (in
-/// this answer or a later one) are backends of the service.
+/// Targets named by SRV records, by client and target name: their A/AAAA
+/// records (in this answer or a later one) are backends of the service for
+/// the client that asked for the SRV set. Another client resolving a target
+/// by name (a health checker) never asked for the set (docs/semantics.md
+/// section 7: sections 2 to 5 apply per client).
 #[derive(Debug, Default)]
 pub struct SrvTargets {
-    targets: FastMap<NameKey, SrvTarget>,
+    targets: FastMap<(Client, NameKey), SrvTarget>,
     /// Targets not tracked because the registry was full.
     pub dropped: u64,
 }
@@ -38,11 +41,12 @@ impl SrvTargets {
     /// Returns the service the target's addresses are credited under.
     fn register(
         &mut self,
+        client: &Client,
         service: &str,
-        port: u16,
-        target: NameKey,
+        (port, target): (u16, NameKey),
         preference: SrvPreference,
     ) -> Option<Arc<str>> {
+        let target = (client.clone(), target);
         if self.targets.len() >= MAX_SRV_TARGETS && !self.targets.contains_key(&target) {
             self.dropped += 1;
             return None;
@@ -59,12 +63,16 @@ impl SrvTargets {
         Some(entry.service.clone())
     }
 
-    fn get(&self, target: Option<NameKey>) -> Option<&SrvTarget> {
-        self.targets.get(&target?)
+    fn get(&self, client: &Client, target: Option<NameKey>) -> Option<&SrvTarget> {
+        // Most answers name no SRV target; no key to build for them.
+        if self.targets.is_empty() {
+            return None;
+        }
+        self.targets.get(&(client.clone(), target?))
     }
 
-    fn contains(&self, target: Option<NameKey>) -> bool {
-        self.get(target).is_some()
+    fn contains(&self, client: &Client, target: Option<NameKey>) -> bool {
+        self.get(client, target).is_some()
     }
 }
 
@@ -152,9 +160,12 @@ impl Aggregator {
                     };
                     // The set goes to the name its targets' addresses are
                     // credited under (the registry's, without allocating).
-                    let service =
-                        self.srv_targets
-                            .register(&record.owner, *port, target, preference);
+                    let service = self.srv_targets.register(
+                        client,
+                        &record.owner,
+                        (*port, target),
+                        preference,
+                    );
                     if let (Section::Answer, Some(service)) = (record.section, service) {
                         srv_owner = Some(credits.note(service, record.ttl));
                         if !credits.srv.iter().any(|&(t, _)| t == target) {
@@ -166,11 +177,16 @@ impl Aggregator {
                     let Some(address) = record.data.address() else {
                         continue;
                     };
-                    let (name, srv) =
-                        self.credit_address(client, address, record, checked_key, answer_count);
+                    let (name, srv) = self.credit_address(
+                        client,
+                        address,
+                        (record, (question, question_key)),
+                        checked_key,
+                        answer_count,
+                    );
                     self.note_answered(
                         &mut answered,
-                        address,
+                        (client, address),
                         name.as_ref(),
                         record.ttl,
                         checked_key,
@@ -186,7 +202,7 @@ impl Aggregator {
                     }
                 }
                 RecordData::Cname => {
-                    if answer_count <= 2 && !self.srv_targets.contains(checked_key) {
+                    if answer_count <= 2 && !self.srv_targets.contains(client, checked_key) {
                         // A single name behind an alias is not a service.
                         break;
                     }
@@ -230,25 +246,31 @@ impl Aggregator {
         &mut self,
         client: &Client,
         address: IpAddr,
-        record: &Record,
+        (record, question): (&Record, (&str, NameKey)),
         checked_key: Option<NameKey>,
         answer_count: usize,
     ) -> (Option<Arc<str>>, Option<SrvPreference>) {
         let names = &self.names;
-        if let Some(target) = self.srv_targets.get(checked_key) {
-            // The report groups rows by the backend's (first) name.
+        if let Some(target) = self.srv_targets.get(client, checked_key) {
+            // The report groups rows by the backend's service name.
             let name = self.backends.credit_srv_target(
                 client,
                 address,
-                || (target.service.clone(), names.key(&target.service)),
+                (names.key(&target.service), || target.service.clone()),
                 &target.ports,
                 target.preference,
             );
             (name, Some(target.preference))
         } else if record.section == Section::Answer && answer_count > 1 {
-            let name = self.backends.credit_address(client, address, || {
-                (Arc::from(record.owner.as_str()), names.key(&record.owner))
-            });
+            // Usually the name asked; hashing it again showed in profiles.
+            let key = if record.owner.eq_ignore_ascii_case(question.0) {
+                question.1
+            } else {
+                names.key(&record.owner)
+            };
+            let name = self
+                .backends
+                .credit_address(client, address, key, || Arc::from(record.owner.as_str()));
             (name, None)
         } else {
             (None, None)
@@ -258,7 +280,7 @@ impl Aggregator {
     fn note_answered(
         &self,
         answered: &mut Vec<AnsweredBackend>,
-        address: IpAddr,
+        (client, address): (&Client, IpAddr),
         credited: Option<&Arc<str>>,
         ttl: u32,
         checked_key: Option<NameKey>,
@@ -268,7 +290,7 @@ impl Aggregator {
         };
         let ports = self
             .srv_targets
-            .get(checked_key)
+            .get(client, checked_key)
             .map(|t| t.ports.clone())
             .unwrap_or_default();
         answered.push(AnsweredBackend {

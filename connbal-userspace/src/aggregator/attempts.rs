@@ -75,6 +75,9 @@ impl AttemptKey {
 struct Attempt {
     isn: u32,
     outcome: Outcome,
+    /// Which of its backend's names the attempt was credited to (0 but for
+    /// an address under several names).
+    credit: u16,
 }
 
 #[derive(Debug)]
@@ -118,17 +121,27 @@ impl AttemptTable {
             Attempt {
                 isn,
                 outcome: Outcome::Pending,
+                credit: 0,
             },
         );
         self.evicted += u64::from(evicted);
         true
     }
 
+    /// The attempt just counted from `src` to `dst` was credited to its
+    /// backend's `credit`th name.
+    pub fn credited(&mut self, src: SocketAddr, dst: SocketAddr, credit: u16) {
+        if let Some(attempt) = self.attempts.get_mut(&AttemptKey::new(src, dst)) {
+            attempt.credit = credit;
+        }
+    }
+
     /// A SYN-ACK or reset (`flags`) from the backend at `src` to the client
-    /// at `dst`: how it settles the pending attempt it answers. Replies to
+    /// at `dst`: how it settles the pending attempt it answers, and which
+    /// of the backend's names the attempt was credited to. Replies to
     /// settled or unknown attempts (a reset mid-connection, a SYN-ACK seen
     /// twice, a server's own SYN-ACKs) settle nothing.
-    pub fn reply(&mut self, src: SocketAddr, dst: SocketAddr, flags: u8) -> Option<Outcome> {
+    pub fn reply(&mut self, src: SocketAddr, dst: SocketAddr, flags: u8) -> Option<(Outcome, u16)> {
         self.replies_seen += 1;
         let attempt = self.attempts.get_mut(&AttemptKey::new(dst, src))?;
         if attempt.outcome != Outcome::Pending {
@@ -139,7 +152,7 @@ impl AttemptTable {
         } else {
             Outcome::Answered
         };
-        Some(attempt.outcome)
+        Some((attempt.outcome, attempt.credit))
     }
 }
 
@@ -162,10 +175,11 @@ mod tests {
         assert_eq!(table.repeated, 2);
         // The reply must come from the backend, not the client.
         assert_eq!(table.reply(c, s, RST), None);
-        assert_eq!(table.reply(s, c, SYN | ACK), Some(Outcome::Answered));
+        assert_eq!(table.reply(s, c, SYN | ACK), Some((Outcome::Answered, 0)));
         assert_eq!(table.reply(s, c, RST | ACK), None, "settled already");
         // Same 4-tuple, new ISN: a new attempt (the port was reused).
         assert!(table.attempt(c, s, 8));
-        assert_eq!(table.reply(s, c, RST | ACK), Some(Outcome::Refused));
+        table.credited(c, s, 2);
+        assert_eq!(table.reply(s, c, RST | ACK), Some((Outcome::Refused, 2)));
     }
 }

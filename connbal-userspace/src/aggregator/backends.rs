@@ -7,6 +7,7 @@ use super::name::NameKey;
 use super::FastMap;
 use serde::Serialize;
 use std::cmp::Ordering;
+use std::collections::hash_map::Entry;
 use std::net::IpAddr;
 use std::sync::Arc;
 
@@ -25,32 +26,56 @@ pub struct BackendTable {
     ports: PortBudget,
 }
 
-/// The backends themselves, against MAX_BACKENDS.
+/// The backends themselves, against MAX_BACKENDS: each (client, address,
+/// name) counts one, so one address under many names cannot grow the table
+/// past it either.
 #[derive(Debug, Default)]
 struct Entries {
     map: FastMap<(Client, IpAddr), Backend>,
+    credits: usize,
     dropped: u64,
 }
 
 impl Entries {
-    /// The backend for `key`, created (named by `name`) if there is room.
-    fn entry(
+    /// The backend's credit under the name keyed `service`, created (named
+    /// by `name`) if there is room.
+    fn credit(
         &mut self,
         key: (Client, IpAddr),
-        name: impl FnOnce() -> (Arc<str>, NameKey),
-    ) -> Option<&mut Backend> {
-        // The size first: the table is rarely full, and the lookup costs a
-        // hash of the key for every credited record.
-        if self.map.len() >= MAX_BACKENDS && !self.map.contains_key(&key) {
-            self.dropped += 1;
-            return None;
-        }
-        Some(self.map.entry(key).or_insert_with(|| {
-            let (name, service) = name();
-            Backend::new(name, service)
-        }))
+        service: NameKey,
+        name: impl FnOnce() -> Arc<str>,
+    ) -> Option<&mut Credit> {
+        // One hash for a backend seen before, the common case.
+        let full = self.credits >= MAX_BACKENDS;
+        let backend = match self.map.entry(key) {
+            Entry::Occupied(entry) => {
+                let backend = entry.into_mut();
+                if let Some(i) = backend.credits.iter().position(|c| c.service == service) {
+                    return Some(&mut backend.credits[i]);
+                }
+                if full || backend.credits.len() >= MAX_NAMES_PER_BACKEND {
+                    self.dropped += 1;
+                    return None;
+                }
+                backend
+            }
+            Entry::Vacant(_) if full => {
+                self.dropped += 1;
+                return None;
+            }
+            Entry::Vacant(entry) => entry.insert(Backend {
+                credits: Vec::with_capacity(1),
+            }),
+        };
+        self.credits += 1;
+        backend.credits.push(Credit::new(name(), service));
+        backend.credits.last_mut()
     }
 }
+
+/// Names one address is remembered under for one client; beyond, its
+/// credits under further names are refused (counted as backends dropped).
+pub const MAX_NAMES_PER_BACKEND: usize = 16;
 
 /// (backend, port) entries over all backends, against MAX_PORTS.
 #[derive(Debug, Default)]
@@ -60,31 +85,44 @@ struct PortBudget {
 }
 
 impl PortBudget {
-    /// The backend's counts for `port`, added if there is room.
-    fn slot<'b>(&mut self, backend: &'b mut Backend, port: u16) -> Option<&'b mut PortCount> {
-        if !backend.ports.iter().any(|p| p.port == port) {
+    /// The credit's counts for `port`, added if there is room.
+    fn slot<'b>(&mut self, credit: &'b mut Credit, port: u16) -> Option<&'b mut PortCount> {
+        if !credit.ports.iter().any(|p| p.port == port) {
             if self.used >= MAX_PORTS {
                 self.dropped += 1;
                 return None;
             }
             self.used += 1;
         }
-        Some(backend.port_mut(port))
+        Some(credit.port_mut(port))
     }
 }
 
+/// Which name a connection to a backend was credited to, for the services
+/// to judge it and its outcome to find it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Credited {
+    pub service: NameKey,
+    /// The credit's index among the backend's names.
+    pub index: u16,
+}
+
 impl BackendTable {
-    /// An address in an A/AAAA answer with several records (spec 3).
-    /// Returns the backend's name, which the report groups it under.
+    /// An address in an A/AAAA answer with several records (spec 3), under
+    /// the name keyed `service`. Returns the name the report groups it
+    /// under.
     pub fn credit_address(
         &mut self,
         client: &Client,
         address: IpAddr,
-        name: impl FnOnce() -> (Arc<str>, NameKey),
+        service: NameKey,
+        name: impl FnOnce() -> Arc<str>,
     ) -> Option<Arc<str>> {
-        let backend = self.entries.entry((client.clone(), address), name)?;
-        backend.address_dns += 1;
-        Some(backend.name.clone())
+        let credit = self
+            .entries
+            .credit((client.clone(), address), service, name)?;
+        credit.address_dns += 1;
+        Some(credit.name.clone())
     }
 
     /// The address of an SRV target, with the target's ports (spec 3).
@@ -92,74 +130,79 @@ impl BackendTable {
         &mut self,
         client: &Client,
         address: IpAddr,
-        name: impl FnOnce() -> (Arc<str>, NameKey),
+        (service, name): (NameKey, impl FnOnce() -> Arc<str>),
         ports: &[u16],
         preference: SrvPreference,
     ) -> Option<Arc<str>> {
-        let backend = self.entries.entry((client.clone(), address), name)?;
-        backend.srv = Some(preference);
+        let credit = self
+            .entries
+            .credit((client.clone(), address), service, name)?;
+        credit.srv = Some(preference);
         for &port in ports {
-            if let Some(slot) = self.ports.slot(backend, port) {
+            if let Some(slot) = self.ports.slot(credit, port) {
                 slot.srv_dns += 1;
             }
         }
-        Some(backend.name.clone())
+        Some(credit.name.clone())
     }
 
     /// One connection from `client` to a backend it got from DNS (with -a,
-    /// a flow found open): the key of the service it counted for, `None`
-    /// when the backend is unknown or its port found no room.
-    pub fn count_connection(
-        &mut self,
-        client: &Client,
-        address: IpAddr,
-        port: u16,
-    ) -> Option<NameKey> {
-        self.count(client, (address, port), false)
-    }
-
-    /// A connection attempt (a distinct SYN): a connection, whose outcome
-    /// [`Self::count_outcome`] may settle later.
-    pub fn count_attempt(
-        &mut self,
-        client: &Client,
-        address: IpAddr,
-        port: u16,
-    ) -> Option<NameKey> {
-        self.count(client, (address, port), true)
-    }
-
-    fn count(
+    /// a flow found open); `attempt` for a connection attempt (a distinct
+    /// SYN), whose outcome [`Self::count_outcome`] may settle later. An
+    /// address known under several names is credited to the one `choose`
+    /// picks from their keys (in first-seen order), which also names
+    /// another it could have followed. The credit, and that other name's
+    /// key; `None` when the backend is unknown or its port found no room.
+    pub fn count(
         &mut self,
         client: &Client,
         (address, port): (IpAddr, u16),
         attempt: bool,
-    ) -> Option<NameKey> {
-        let (slot, service) = self.port_of(client, address, port)?;
+        choose: impl FnOnce(&[NameKey]) -> (usize, Option<usize>),
+    ) -> Option<(Credited, Option<NameKey>)> {
+        let backend = self.entries.map.get_mut(&(client.clone(), address))?;
+        let (index, other) = if backend.credits.len() == 1 {
+            (0, None)
+        } else {
+            // At most MAX_NAMES_PER_BACKEND: no allocation per connection.
+            let mut keys = [NameKey::default(); MAX_NAMES_PER_BACKEND];
+            for (key, credit) in keys.iter_mut().zip(&backend.credits) {
+                *key = credit.service;
+            }
+            let keys = &keys[..backend.credits.len()];
+            let (index, other) = choose(keys);
+            (index, other.map(|o| keys[o]))
+        };
+        let credit = backend.credits.get_mut(index)?;
+        let service = credit.service;
+        let slot = self.ports.slot(credit, port)?;
         slot.connections += 1;
         slot.attempts += u64::from(attempt);
-        Some(service)
+        let credited = Credited {
+            service,
+            index: u16::try_from(index).unwrap_or(u16::MAX),
+        };
+        Some((credited, other))
     }
 
-    /// The counts of a known backend's `port`, added if there is room, and
-    /// the backend's service.
-    fn port_of(
+    /// What became of an attempt counted by [`Self::count`] under the
+    /// backend's `index`th name.
+    pub fn count_outcome(
         &mut self,
         client: &Client,
-        address: IpAddr,
-        port: u16,
-    ) -> Option<(&mut PortCount, NameKey)> {
-        let backend = self.entries.map.get_mut(&(client.clone(), address))?;
-        let service = backend.service;
-        Some((self.ports.slot(backend, port)?, service))
-    }
-
-    /// What became of an attempt counted by [`Self::count_attempt`].
-    pub fn count_outcome(&mut self, client: &Client, address: IpAddr, port: u16, outcome: Outcome) {
-        let Some(backend) = self.entries.map.get_mut(&(client.clone(), address)) else {
+        (address, port): (IpAddr, u16),
+        index: u16,
+        outcome: Outcome,
+    ) {
+        let Some(credit) = self
+            .entries
+            .map
+            .get_mut(&(client.clone(), address))
+            .and_then(|b| b.credits.get_mut(usize::from(index)))
+        else {
             return;
         };
-        if let Some(slot) = backend.ports.iter_mut().find(|p| p.port == port) {
+        if let Some(slot) = credit.ports.iter_mut().find(|p| p.port == port) {
             match outcome {
                 Outcome::Answered => slot.answered += 1,
                 Outcome::Refused => slot.refused += 1,
@@ -177,10 +220,12 @@ impl BackendTable {
         self.entries
             .map
             .get(&(client.clone(), address))
-            .map(|b| b.name.clone())
+            .and_then(|b| b.credits.first())
+            .map(|c| c.name.clone())
     }
 
-    /// New backends not tracked because MAX_BACKENDS was reached.
+    /// New backends (or names of one) not tracked because a cap was
+    /// reached.
     pub fn backends_dropped(&self) -> u64 {
         self.entries.dropped
     }
@@ -193,22 +238,37 @@ impl BackendTable {
     /// Every row, in report order; with their attempts' outcomes when
     /// `outcomes_known`.
     pub fn rows(&self, outcomes_known: bool) -> Vec<Row> {
-        let mut rows = Vec::with_capacity(self.entries.map.len());
+        let mut rows = Vec::with_capacity(self.entries.credits);
         for ((client, backend), b) in &self.entries.map {
-            rows_for(client, *backend, b, outcomes_known, &mut rows);
+            let first = (b.credits.len() > 1).then(|| b.credits[0].name.clone());
+            for credit in &b.credits {
+                let shared = Shared {
+                    first_name: first.clone(),
+                    address_dns: credit.address_dns,
+                };
+                rows_for(client, *backend, credit, outcomes_known, &shared, &mut rows);
+            }
         }
         rows.sort_by(Row::report_order);
         rows
     }
 }
 
+/// One address a client got from DNS, under each name it got it under: two
+/// names sharing addresses (vhosts, a CDN) each keep their own counts.
 #[derive(Debug)]
 struct Backend {
-    /// The name the backend was first seen with.
+    /// In first-seen order: the first is the original's name for it.
+    credits: Vec<Credit>,
+}
+
+/// A backend's counts under one name.
+#[derive(Debug)]
+struct Credit {
     name: Arc<str>,
     /// Its key: the service whose answers the connections are judged by.
     service: NameKey,
-    /// Times seen in an A/AAAA answer.
+    /// Times seen in an A/AAAA answer under this name.
     address_dns: u64,
     /// Kept small and in first-seen order; a backend rarely has more than a
     /// handful of ports, so a linear scan beats hashing.
@@ -235,7 +295,7 @@ struct PortCount {
     srv_dns: u64,
 }
 
-impl Backend {
+impl Credit {
     fn new(name: Arc<str>, service: NameKey) -> Self {
         Self {
             name,
@@ -284,6 +344,14 @@ pub struct Row {
     /// Set for backends named by an SRV record.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub srv: Option<SrvPreference>,
+    /// For the original's one line per (client, backend, port), which TSV
+    /// keeps: the backend's first name when it is known under several.
+    #[serde(skip)]
+    pub first_name: Option<Arc<str>>,
+    /// Times seen in an A/AAAA answer under this row's name (`dns` is the
+    /// SRV count of the port when this is 0).
+    #[serde(skip)]
+    pub address_dns: u64,
 }
 
 impl Row {
@@ -299,11 +367,18 @@ impl Row {
     }
 }
 
+/// What a row carries for TSV's merge of a backend's names.
+struct Shared {
+    first_name: Option<Arc<str>>,
+    address_dns: u64,
+}
+
 fn rows_for(
     client: &Client,
     backend: IpAddr,
-    b: &Backend,
+    b: &Credit,
     outcomes_known: bool,
+    shared: &Shared,
     out: &mut Vec<Row>,
 ) {
     let row = |port, conns, dns, outcomes| Row {
@@ -315,6 +390,8 @@ fn rows_for(
         name: b.name.clone(),
         outcomes,
         srv: b.srv,
+        first_name: shared.first_name.clone(),
+        address_dns: shared.address_dns,
     };
     if b.ports.is_empty() {
         let outcomes = outcomes_known.then(Outcomes::default);

@@ -2,6 +2,7 @@
 //! DNS, and with `-a` the flows already open when the capture started
 //! (spec 4).
 
+use super::backends::Credited;
 use super::client::Client;
 use super::event::{Owner, Segment};
 use super::flows::{FlowKey, Seen};
@@ -14,12 +15,12 @@ impl Aggregator {
     pub(super) fn tcp_segment(&mut self, s: &Segment<'_>) {
         let attempt = is_connection_attempt(s.flags);
         if is_attempt_reply(s.flags) {
-            if let Some(outcome) = self.attempts.reply(s.src, s.dst, s.flags) {
+            if let Some((outcome, credit)) = self.attempts.reply(s.src, s.dst, s.flags) {
                 // The reply goes to the client that made the attempt: in
                 // host mode on the same socket, so to the same owner.
                 let client = self.client_of(s.dst.ip(), s.owner);
                 self.backends
-                    .count_outcome(&client, s.src.ip(), s.src.port(), outcome);
+                    .count_outcome(&client, (s.src.ip(), s.src.port()), credit, outcome);
             }
             if !self.config.all_tcp {
                 return;
@@ -32,10 +33,12 @@ impl Aggregator {
         // the attempt already counted.
         if attempt && self.attempts.attempt(s.src, s.dst, s.seq) {
             self.counters.connection_attempts += 1;
-            if let Some(service) = self.backends.count_attempt(&from, s.dst.ip(), s.dst.port()) {
-                self.counters.connections_to_backends += 1;
-                self.services
-                    .connection(&from, service, s.ts, s.dst.ip(), true);
+            if let Some(credited) =
+                self.credit_connection(s.ts, &from, (s.dst.ip(), s.dst.port()), true)
+            {
+                if credited.index != 0 {
+                    self.attempts.credited(s.src, s.dst, credited.index);
+                }
             }
             self.observe_connection(s.ts, &from, (s.dst.ip(), s.dst.port()), false, s.owner);
         }
@@ -69,11 +72,32 @@ impl Aggregator {
     /// A flow already open (`-a`): it counts, and for the balance it is
     /// judged against the answer in force when it was first seen.
     fn count_connection(&mut self, ts: Timestamp, client: &Client, backend: IpAddr, port: u16) {
-        if let Some(service) = self.backends.count_connection(client, backend, port) {
-            self.counters.connections_to_backends += 1;
-            self.services
-                .connection(client, service, ts, backend, false);
+        self.credit_connection(ts, client, (backend, port), false);
+    }
+
+    /// A connection to a backend the client got from DNS, credited to the
+    /// name it followed (docs/semantics.md section 4) and judged against
+    /// that name's answer in force.
+    fn credit_connection(
+        &mut self,
+        ts: Timestamp,
+        client: &Client,
+        (backend, port): (IpAddr, u16),
+        attempt: bool,
+    ) -> Option<Credited> {
+        let services = &self.services;
+        let (credited, other) = self
+            .backends
+            .count(client, (backend, port), attempt, |names| {
+                services.choose(client, names, backend, ts)
+            })?;
+        self.counters.connections_to_backends += 1;
+        if let Some(other) = other {
+            self.services.shared(client, credited.service, other);
         }
+        self.services
+            .connection(client, credited.service, ts, backend, attempt);
+        Some(credited)
     }
 
     /// `owner`: the packet's socket's, when the client is its sender (its

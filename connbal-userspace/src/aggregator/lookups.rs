@@ -65,6 +65,58 @@ impl ServiceTable {
         self.services.get(&(client.clone(), name))
     }
 
+    /// Which of `names`, under each of which `client` was given `address`,
+    /// a connection to it at `at` used: the one whose answer in force
+    /// holds it most firmly (unexpired before expired before only offered
+    /// once), then the one answered last, then the first. Also the other
+    /// name whose unexpired answer held it too, if any: the connection
+    /// could have followed either, and the report says so.
+    pub fn choose(
+        &self,
+        client: &Client,
+        names: &[NameKey],
+        address: std::net::IpAddr,
+        at: Timestamp,
+    ) -> (usize, Option<usize>) {
+        let mut best: Option<(usize, (u8, Timestamp))> = None;
+        let mut fresh = Vec::new();
+        for (i, &name) in names.iter().enumerate() {
+            let Some(lookups) = self.services.get(&(client.clone(), name)) else {
+                continue;
+            };
+            let holding = lookups.timeline.holding(address, at);
+            if holding == 2 {
+                fresh.push(i);
+            }
+            let rank = (holding, lookups.last_answer);
+            if best.is_none_or(|(_, b)| rank > b) {
+                best = Some((i, rank));
+            }
+        }
+        let chosen = best.map_or(0, |(i, _)| i);
+        let other = fresh.into_iter().find(|&i| i != chosen);
+        (chosen, other)
+    }
+
+    /// A connection credited to `name` that could have followed `other`'s
+    /// answer as well.
+    pub fn shared(&mut self, client: &Client, name: NameKey, other: NameKey) {
+        let other_name = self
+            .services
+            .get(&(client.clone(), other))
+            .map(|l| l.name.clone());
+        if let (Some(lookups), Some(other_name)) =
+            (self.services.get_mut(&(client.clone(), name)), other_name)
+        {
+            lookups.shared_connections += 1;
+            if lookups.shared_with.len() < MAX_SHARED_NAMES
+                && !lookups.shared_with.contains(&other_name)
+            {
+                lookups.shared_with.push(other_name);
+            }
+        }
+    }
+
     /// A connection from `client` to `address`, a backend of the service
     /// `name`, judged against the answer in force.
     pub fn connection(
@@ -85,6 +137,9 @@ impl ServiceTable {
 /// targets are each looked up separately) tracks only the first ones.
 const MAX_QUESTIONS_PER_SERVICE: usize = 16;
 const NANOS: u64 = 1_000_000_000;
+/// Other names a service's connections could have followed, kept to name
+/// them in its verdict.
+const MAX_SHARED_NAMES: usize = 4;
 
 #[derive(Debug)]
 pub struct ServiceLookups {
@@ -93,6 +148,12 @@ pub struct ServiceLookups {
     pub ttl_min: u32,
     pub ttl_max: u32,
     questions: Vec<Question>,
+    /// When the latest answer crediting it arrived.
+    pub last_answer: Timestamp,
+    /// Connections credited here to addresses another name's unexpired
+    /// answer held too, and (the first few of) those names.
+    pub shared_connections: u64,
+    pub shared_with: Vec<Arc<str>>,
     /// The answers in force, and the connections judged against them.
     pub timeline: Timeline,
 }
@@ -114,6 +175,9 @@ impl ServiceLookups {
             ttl_min: u32::MAX,
             ttl_max: 0,
             questions: Vec::new(),
+            last_answer: Timestamp(0),
+            shared_connections: 0,
+            shared_with: Vec::new(),
             timeline: Timeline::default(),
         }
     }
@@ -127,6 +191,7 @@ impl ServiceLookups {
         offered: Offered<'_>,
     ) {
         let ttl = offered.ttl;
+        self.last_answer = self.last_answer.max(at);
         self.ttl_min = self.ttl_min.min(ttl);
         self.ttl_max = self.ttl_max.max(ttl);
         let expires = Timestamp(at.0.saturating_add(u64::from(ttl) * NANOS));

@@ -14,7 +14,7 @@ use std::hash::{BuildHasher, Hasher};
 /// need to recognise a name again, and a flood of them should not cost a
 /// heap string each; the seed is random per run, so collisions cannot be
 /// aimed.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct NameKey(u64);
 
 impl NameKey {

@@ -1381,3 +1381,6 @@ mod properties {
         }
     }
 }
+
+mod shared_names;
+mod srv_per_client;

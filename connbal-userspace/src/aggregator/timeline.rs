@@ -209,6 +209,30 @@ impl Timeline {
         kept > 0 && kept == offers.len()
     }
 
+    /// How firmly the client held `address` under this service at `at`:
+    /// 2 when an answer in force offers it and had not expired (with the
+    /// grace), 1 when an answer in force offers it, past its TTL, 0 when
+    /// it was only offered before. The aggregator credits a connection to
+    /// an address offered under several names to the one held most firmly.
+    pub fn holding(&self, address: IpAddr, at: Timestamp) -> u8 {
+        let key = key_of(address);
+        let in_force = self
+            .in_force
+            .binary_search_by_key(&key, |c| c.address)
+            .is_ok();
+        if !in_force {
+            return 0;
+        }
+        let fresh = self
+            .addresses
+            .binary_search_by_key(&key, |l| l.key)
+            .is_ok_and(|i| {
+                let until = self.addresses[i].offered_until;
+                at <= until || at.nanos_since(until) <= EXPIRY_GRACE_NANOS
+            });
+        1 + u8::from(fresh)
+    }
+
     /// A connection from the client to `address`; `attempt` when it was
     /// made now (a SYN), not found already open (`-a`).
     pub fn connection(&mut self, at: Timestamp, address: IpAddr, attempt: bool) {

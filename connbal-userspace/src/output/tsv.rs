@@ -2,7 +2,9 @@
 //! `client  backend:port  conns  times-in-DNS  name`, for `sort -n` and
 //! scripts.
 
-use crate::aggregator::{Client, Report, Row};
+use crate::aggregator::{Client, Outcomes, Report, Row};
+use std::borrow::Cow;
+use std::collections::BTreeMap;
 use std::io::{self, Write};
 use std::net::IpAddr;
 
@@ -72,10 +74,98 @@ pub fn write_rows<'r>(
     Ok(())
 }
 
-/// The report's rows; one of a series (`--interval`) ends with a blank line
-/// so the reports stay apart.
+/// The original's rows: one per (client, backend, port), under the name the
+/// backend was first seen with. The report keeps an address given under
+/// several names (vhosts, a CDN) apart per name; TSV is for the original's
+/// scripts, so it sums them back (spec 4: a backend's DNS count is every
+/// A/AAAA answer that held it, else its port's SRV count).
+pub fn original_rows<'r>(rows: impl IntoIterator<Item = &'r Row>) -> Vec<Cow<'r, Row>> {
+    let mut out: Vec<Cow<'r, Row>> = Vec::new();
+    let mut merged: BTreeMap<(&'r Client, IpAddr), Vec<&'r Row>> = BTreeMap::new();
+    for row in rows {
+        if row.first_name.is_some() {
+            merged
+                .entry((&row.client, row.backend))
+                .or_default()
+                .push(row);
+        } else {
+            out.push(Cow::Borrowed(row));
+        }
+    }
+    if merged.is_empty() {
+        return out;
+    }
+    for names in merged.into_values() {
+        let first = names[0];
+        let name = first
+            .first_name
+            .clone()
+            .unwrap_or_else(|| first.name.clone());
+        let address_dns: u64 = names
+            .iter()
+            .filter(|r| is_first_port_of_name(r, &names))
+            .map(|r| r.address_dns)
+            .sum();
+        let mut ports: Vec<u16> = names.iter().filter_map(|r| r.port).collect();
+        ports.sort_unstable();
+        ports.dedup();
+        let srv = names.iter().find_map(|r| r.srv);
+        let row = |port: Option<u16>, conns: u64, srv_dns: u64, outcomes| Row {
+            client: first.client.clone(),
+            backend: first.backend,
+            port,
+            conns,
+            dns: if address_dns > 0 {
+                address_dns
+            } else {
+                srv_dns
+            },
+            name: name.clone(),
+            outcomes,
+            srv,
+            first_name: None,
+            address_dns,
+        };
+        if ports.is_empty() {
+            out.push(Cow::Owned(row(None, 0, 0, first.outcomes)));
+            continue;
+        }
+        for port in ports {
+            let on_port = || names.iter().filter(move |r| r.port == Some(port));
+            let conns = on_port().map(|r| r.conns).sum();
+            let srv_dns = on_port()
+                .filter(|r| r.address_dns == 0)
+                .map(|r| r.dns)
+                .sum();
+            let outcomes = first.outcomes.map(|_| {
+                on_port()
+                    .filter_map(|r| r.outcomes)
+                    .fold(Outcomes::default(), |a, o| Outcomes {
+                        answered: a.answered + o.answered,
+                        refused: a.refused + o.refused,
+                        unanswered: a.unanswered + o.unanswered,
+                    })
+            });
+            out.push(Cow::Owned(row(Some(port), conns, srv_dns, outcomes)));
+        }
+    }
+    out.sort_by(|a, b| a.report_order(b));
+    out
+}
+
+/// A name's A/AAAA count is on each of its rows (one per port): counted
+/// once, on its first.
+fn is_first_port_of_name(row: &Row, names: &[&Row]) -> bool {
+    names
+        .iter()
+        .find(|r| r.name == row.name)
+        .is_some_and(|first| std::ptr::eq(*first, row))
+}
+
+/// The report's rows as the original printed them; one report of a series
+/// (`--interval`) ends with a blank line so the reports stay apart.
 pub fn write(out: &mut impl Write, report: &Report, periodic: bool) -> io::Result<()> {
-    write_rows(out, report.rows())?;
+    write_rows(out, original_rows(report.rows()).iter().map(AsRef::as_ref))?;
     if periodic {
         writeln!(out)?;
     }
@@ -85,7 +175,11 @@ pub fn write(out: &mut impl Write, report: &Report, periodic: bool) -> io::Resul
 /// The rows as TSV text (tests compare reports this way).
 pub fn render(report: &Report) -> String {
     let mut out = Vec::new();
-    write_rows(&mut out, report.rows()).expect("writing to a Vec cannot fail");
+    write_rows(
+        &mut out,
+        original_rows(report.rows()).iter().map(AsRef::as_ref),
+    )
+    .expect("writing to a Vec cannot fail");
     String::from_utf8(out).expect("report rows are ASCII")
 }
 
@@ -104,6 +198,8 @@ mod tests {
             name: Arc::from("web.example.com."),
             outcomes: None,
             srv: None,
+            first_name: None,
+            address_dns: 16,
         }
     }
 

@@ -7,6 +7,7 @@ use super::super::backends::Row;
 use super::expectation::Candidates;
 use super::statistics::chance_of_unused;
 use super::types::{BackendLoad, Balance, FailingBackend, Judgement, StaleBackend};
+use std::sync::Arc;
 
 /// What every check may read about one service.
 pub(super) struct Facts<'a> {
@@ -24,18 +25,21 @@ pub(super) struct Facts<'a> {
     pub late_max_secs: f64,
     pub answer_sets: u64,
     pub stale_backends: &'a [StaleBackend],
+    pub shared_connections: u64,
+    pub shared_with: &'a [Arc<str>],
 }
 
 pub(super) type CheckFn = fn(&Facts<'_>) -> Option<Judgement>;
 
 /// Every check, in the order its verdict is shown.
-pub(super) const CHECKS: [CheckFn; 6] = [
+pub(super) const CHECKS: [CheckFn; 7] = [
     unused_backends,
     balance,
     ttl,
     stale_backends,
     srv_priority,
     failing_backends,
+    shared_addresses,
 ];
 
 #[expect(
@@ -217,5 +221,15 @@ fn failing_backends(f: &Facts<'_>) -> Option<Judgement> {
         backends,
         answered_elsewhere,
         none_answered: failed == attempts,
+    })
+}
+
+/// Connections to addresses this name shares with another whose answer was
+/// also unexpired: counted here (the name looked up last), and said so.
+fn shared_addresses(f: &Facts<'_>) -> Option<Judgement> {
+    (f.shared_connections > 0).then(|| Judgement::Shared {
+        connections: f.shared_connections,
+        of: f.connections,
+        names: f.shared_with.to_vec(),
     })
 }

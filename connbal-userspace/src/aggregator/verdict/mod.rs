@@ -81,7 +81,10 @@ pub fn assess(
         late_max_secs: secs(late.max_nanos),
         answer_sets,
         stale_backends: &stale_backends,
+        shared_connections: lookups.map_or(0, |l| l.shared_connections),
+        shared_with: lookups.map_or(&[], |l| &l.shared_with),
     };
+    let (shared_connections, shared_with) = (facts.shared_connections, facts.shared_with.to_vec());
     let verdicts = CHECKS
         .iter()
         .filter_map(|check| check(&facts))
@@ -105,6 +108,8 @@ pub fn assess(
         connections_after_expiry: late.connections,
         max_secs_after_expiry: (late.connections > 0).then(|| secs(late.max_nanos)),
         stale_backends,
+        shared_connections,
+        shared_with,
         balance,
         verdicts,
     }

@@ -52,9 +52,23 @@ pub struct Service {
     /// answer holding them expired.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub stale_backends: Vec<StaleBackend>,
+    /// Connections credited to this name to addresses another name's
+    /// unexpired answer held too (docs/semantics.md section 4).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub shared_connections: u64,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub shared_with: Vec<Arc<str>>,
     /// Present when the balance could be judged.
     pub balance: Option<Balance>,
     pub verdicts: Vec<Verdict>,
+}
+
+#[expect(
+    clippy::trivially_copy_pass_by_ref,
+    reason = "serde's skip_serializing_if passes a reference"
+)]
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -110,6 +124,7 @@ pub enum Check {
     SrvPriority,
     FailingBackends,
     StaleBackends,
+    SharedAddresses,
 }
 
 impl Check {
@@ -123,6 +138,7 @@ impl Check {
             Check::SrvPriority => "srv_priority",
             Check::FailingBackends => "failing_backends",
             Check::StaleBackends => "stale_backends",
+            Check::SharedAddresses => "shared_addresses",
         }
     }
 }
@@ -154,6 +170,7 @@ pub enum Finding {
     Failing,
     NoneStale,
     Stale,
+    Shared,
 }
 
 /// What a check found, with the numbers that decided it: the structure
@@ -257,6 +274,13 @@ pub enum Judgement {
         /// Not one attempt was answered.
         none_answered: bool,
     },
+    /// `shared_addresses`: connections that could have followed another
+    /// name's answer; said, not alerted on.
+    Shared {
+        connections: u64,
+        of: u64,
+        names: Vec<Arc<str>>,
+    },
 }
 
 /// A backend (address and port, as its row has them) whose attempts were
@@ -285,6 +309,7 @@ impl Judgement {
             Self::NoneStale { .. } | Self::Stale { .. } => Check::StaleBackends,
             Self::PriorityHonoured { .. } | Self::PriorityIgnored { .. } => Check::SrvPriority,
             Self::AllAnswered { .. } | Self::Failing { .. } => Check::FailingBackends,
+            Self::Shared { .. } => Check::SharedAddresses,
         }
     }
 
@@ -308,6 +333,7 @@ impl Judgement {
             Self::PriorityIgnored { .. } => Finding::PriorityIgnored,
             Self::AllAnswered { .. } => Finding::AllAnswered,
             Self::Failing { .. } => Finding::Failing,
+            Self::Shared { .. } => Finding::Shared,
         }
     }
 
@@ -324,6 +350,7 @@ impl Judgement {
                 | Finding::NoneStale
                 | Finding::PriorityHonoured
                 | Finding::AllAnswered
+                | Finding::Shared
         )
     }
 }

@@ -172,6 +172,15 @@ pub(super) fn text(judgement: &Judgement) -> String {
             let each: Vec<String> = backends.iter().map(failing).collect();
             format!("{}{why}", each.join("; "))
         }
+        Judgement::Shared {
+            connections,
+            of,
+            names,
+        } => format!(
+            "{connections} of {} went to addresses that {} also offered, unexpired; each counts here, the name looked up last",
+            plural(*of, "connection", "connections"),
+            names.join(", ")
+        ),
     }
 }
 
