@@ -1382,5 +1382,6 @@ mod properties {
     }
 }
 
+mod dual_stack;
 mod shared_names;
 mod srv_per_client;

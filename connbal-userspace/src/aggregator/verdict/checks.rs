@@ -6,7 +6,7 @@
 use super::super::backends::Row;
 use super::expectation::Candidates;
 use super::statistics::chance_of_unused;
-use super::types::{BackendLoad, Balance, FailingBackend, Judgement, StaleBackend};
+use super::types::{BackendLoad, Balance, FailingBackend, Family, Judgement, StaleBackend};
 use std::sync::Arc;
 
 /// What every check may read about one service.
@@ -27,6 +27,9 @@ pub(super) struct Facts<'a> {
     pub stale_backends: &'a [StaleBackend],
     pub shared_connections: u64,
     pub shared_with: &'a [Arc<str>],
+    /// The one family a dual-stack service's client used; `loads` and
+    /// `candidates` hold its backends only.
+    pub family: Option<Family>,
 }
 
 pub(super) type CheckFn = fn(&Facts<'_>) -> Option<Judgement>;
@@ -55,7 +58,11 @@ fn unused_backends(f: &Facts<'_>) -> Option<Judgement> {
     let priority = candidates.priority;
     let unused = candidates.loads.iter().filter(|&&(c, _)| c == 0).count() as u64;
     if unused == 0 {
-        return Some(Judgement::AllUsed { backends, priority });
+        return Some(Judgement::AllUsed {
+            backends,
+            priority,
+            family: f.family,
+        });
     }
     let judged = candidates.judged;
     let probabilities: Vec<f64> = candidates.choosable().map(|(_, p)| p).collect();
@@ -66,6 +73,7 @@ fn unused_backends(f: &Facts<'_>) -> Option<Judgement> {
         unused,
         backends,
         priority,
+        family: f.family,
         judged,
         unused_choosable: unused_choosable as u64,
         // Fewer connections than backends leave some unused for certain.
@@ -85,6 +93,7 @@ fn balance(f: &Facts<'_>) -> Option<Judgement> {
         return Some(Judgement::TooFewToJudge {
             connections: n,
             backends,
+            family: f.family,
         });
     };
     // The rows' shares count every connection; over answers in force these
@@ -96,6 +105,7 @@ fn balance(f: &Facts<'_>) -> Option<Judgement> {
         (n, low, high)
     });
     Some(Judgement::Spread {
+        family: f.family,
         expected: candidates.expectation,
         over_answers_in_force: candidates.over_answers_in_force,
         min_share: b.min_share,

@@ -28,7 +28,7 @@ mod wording;
 
 pub use statistics::{chance_of_unused, SIGNIFICANCE};
 pub use types::{
-    BackendLoad, Balance, Check, Expectation, FailingBackend, Finding, Judgement, Service,
+    BackendLoad, Balance, Check, Expectation, FailingBackend, Family, Finding, Judgement, Service,
     StaleBackend, Verdict,
 };
 pub use wording::plural;
@@ -36,7 +36,7 @@ pub use wording::plural;
 use super::backends::Row;
 use super::client::Client;
 use super::lookups::ServiceLookups;
-use super::timeline::Timeline;
+use super::timeline::{AddressLog, Timeline};
 use checks::{Facts, CHECKS};
 use expectation::Candidates;
 use std::sync::Arc;
@@ -52,10 +52,30 @@ pub fn assess(
     lookups: Option<&ServiceLookups>,
 ) -> Service {
     let connections: u64 = loads.iter().map(|l| l.connections).sum();
+    let family = family_used(loads);
+    let (backends, backends_used) = (
+        loads.len() as u64,
+        loads.iter().filter(|l| l.connections > 0).count() as u64,
+    );
+    let in_family = |address| family.is_none_or(|f| Family::of(address) == f);
+    let loads_in_family: Vec<BackendLoad>;
+    let loads = if family.is_some() {
+        loads_in_family = loads
+            .iter()
+            .copied()
+            .filter(|l| in_family(l.address))
+            .collect();
+        &loads_in_family[..]
+    } else {
+        loads
+    };
     let (lookup_count, within_ttl) = lookups.map_or((0, 0), ServiceLookups::counts);
     let ttl = lookups.and_then(ServiceLookups::ttl_range);
     let timeline = lookups.map(|l| &l.timeline);
-    let logs = timeline.map(Timeline::addresses).unwrap_or_default();
+    let mut logs = timeline.map(Timeline::addresses).unwrap_or_default();
+    if family.is_some() {
+        within_family(&mut logs, in_family);
+    }
     let candidates = Candidates::of(loads, timeline.filter(|t| !t.incomplete), &logs);
     let answer_sets = timeline.map_or(0, |t| t.sets);
     let late = timeline.map(|t| t.late).unwrap_or_default();
@@ -83,6 +103,7 @@ pub fn assess(
         stale_backends: &stale_backends,
         shared_connections: lookups.map_or(0, |l| l.shared_connections),
         shared_with: lookups.map_or(&[], |l| &l.shared_with),
+        family,
     };
     let (shared_connections, shared_with) = (facts.shared_connections, facts.shared_with.to_vec());
     let verdicts = CHECKS
@@ -97,8 +118,8 @@ pub fn assess(
         rows,
         pids: Vec::new(),
         more_pids: false,
-        backends: loads.len() as u64,
-        backends_used: loads.iter().filter(|l| l.connections > 0).count() as u64,
+        backends,
+        backends_used,
         connections,
         lookups: lookup_count,
         lookups_within_ttl: within_ttl,
@@ -110,8 +131,43 @@ pub fn assess(
         stale_backends,
         shared_connections,
         shared_with,
+        family_used: family,
         balance,
         verdicts,
+    }
+}
+
+/// The one family a dual-stack service's connections all went to. A
+/// client following RFC 6724 (curl, getaddrinfo's sorting) uses IPv6 when
+/// it can and never the IPv4 backends: judging it over both families calls
+/// every dual-stack service broken.
+fn family_used(loads: &[BackendLoad]) -> Option<Family> {
+    let mut offered = loads.iter().map(|l| Family::of(l.address));
+    let first = offered.next()?;
+    if offered.all(|f| f == first) {
+        return None;
+    }
+    let mut used = loads
+        .iter()
+        .filter(|l| l.connections > 0)
+        .map(|l| Family::of(l.address));
+    let only = used.next()?;
+    used.all(|f| f == only).then_some(only)
+}
+
+/// Keeps the logs of the family used, their expected counts scaled so that
+/// they add up to the connections made, as choosing within the family
+/// would have spread them. Exact when each answer held both families in
+/// the same proportion (a dual-stack name's usual A and AAAA sets).
+fn within_family(logs: &mut Vec<AddressLog>, in_family: impl Fn(std::net::IpAddr) -> bool) {
+    logs.retain(|l| in_family(l.address));
+    let expected: f64 = logs.iter().map(|l| l.expected).sum();
+    let observed: u64 = logs.iter().map(|l| l.observed).sum();
+    if expected > 0.0 {
+        let scale = observed as f64 / expected;
+        for log in logs {
+            log.expected *= scale;
+        }
     }
 }
 

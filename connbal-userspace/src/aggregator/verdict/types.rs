@@ -58,6 +58,11 @@ pub struct Service {
     pub shared_connections: u64,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub shared_with: Vec<Arc<str>>,
+    /// Set when the service offered both address families and every
+    /// connection went to this one: the balance and unused backends are
+    /// judged within it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub family_used: Option<Family>,
     /// Present when the balance could be judged.
     pub balance: Option<Balance>,
     pub verdicts: Vec<Verdict>,
@@ -94,6 +99,24 @@ pub struct Balance {
     pub max_share: f64,
     pub min_share: f64,
     pub coefficient_of_variation: f64,
+}
+
+/// The one address family a dual-stack service's client used: its spread
+/// and unused backends are judged within it (docs/semantics.md section 8).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Family {
+    Ipv4,
+    Ipv6,
+}
+
+impl Family {
+    pub fn of(address: IpAddr) -> Self {
+        match address {
+            IpAddr::V4(_) => Self::Ipv4,
+            IpAddr::V6(_) => Self::Ipv6,
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -187,12 +210,14 @@ pub enum Judgement {
         backends: u64,
         /// The SRV priority chosen among, when it was one.
         priority: Option<u16>,
+        family: Option<Family>,
     },
     /// `unused_backends`: some got none; chance decides whether it matters.
     Unused {
         unused: u64,
         backends: u64,
         priority: Option<u16>,
+        family: Option<Family>,
         /// Connections random choice is judged over.
         judged: u64,
         /// Unused backends random choice could have picked.
@@ -206,9 +231,11 @@ pub enum Judgement {
     TooFewToJudge {
         connections: u64,
         backends: u64,
+        family: Option<Family>,
     },
     /// `balance`: the chi-square test's outcome.
     Spread {
+        family: Option<Family>,
         expected: Expectation,
         over_answers_in_force: bool,
         min_share: f64,

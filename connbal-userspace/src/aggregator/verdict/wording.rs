@@ -2,7 +2,7 @@
 //! this one place.
 
 use super::statistics::SIGNIFICANCE;
-use super::types::{Expectation, FailingBackend, Judgement, StaleBackend};
+use super::types::{Expectation, FailingBackend, Family, Judgement, StaleBackend};
 
 /// The verdict's text for a person.
 pub(super) fn text(judgement: &Judgement) -> String {
@@ -11,18 +11,24 @@ pub(super) fn text(judgement: &Judgement) -> String {
             "no connection to any of the {} it was given",
             plural(*backends, "backend", "backends")
         ),
-        Judgement::AllUsed { backends, priority } => {
+        Judgement::AllUsed {
+            backends,
+            priority,
+            family,
+        } => {
             let q = qualifier(*priority);
-            match backends {
+            let text = match backends {
                 1 => format!("its one {q}backend got connections"),
                 2 => format!("both {q}backends got connections"),
                 _ => format!("all {backends} {q}backends got connections"),
-            }
+            };
+            within(text, *family)
         }
         Judgement::Unused {
             unused,
             backends,
             priority,
+            family,
             judged,
             unused_choosable,
             certain,
@@ -46,6 +52,7 @@ pub(super) fn text(judgement: &Judgement) -> String {
                     percent_bound(*chance)
                 )
             };
+            let head = within(head, *family);
             if *chance >= SIGNIFICANCE {
                 format!("{head}; plausible by chance: {odds}")
             } else {
@@ -55,23 +62,31 @@ pub(super) fn text(judgement: &Judgement) -> String {
         Judgement::TooFewToJudge {
             connections,
             backends,
-        } => format!(
-            "{} over {backends} backends: too few to judge the spread",
-            plural(*connections, "connection", "connections")
+            family,
+        } => within(
+            format!(
+                "{} over {backends} backends: too few to judge the spread",
+                plural(*connections, "connection", "connections")
+            ),
+            *family,
         ),
         Judgement::Spread {
+            family,
             expected,
             over_answers_in_force,
             min_share,
             max_share,
             in_force,
             p_value,
-        } => spread(
-            *expected,
-            *over_answers_in_force,
-            (*min_share, *max_share),
-            *in_force,
-            *p_value,
+        } => within(
+            spread(
+                *expected,
+                *over_answers_in_force,
+                (*min_share, *max_share),
+                *in_force,
+                *p_value,
+            ),
+            *family,
         ),
         Judgement::DoesNotReresolve {
             late_connections,
@@ -181,6 +196,20 @@ pub(super) fn text(judgement: &Judgement) -> String {
             plural(*of, "connection", "connections"),
             names.join(", ")
         ),
+    }
+}
+
+/// A dual-stack service judged within the one family its client used says
+/// so: the other family's backends were not in the client's choice.
+fn within(text: String, family: Option<Family>) -> String {
+    match family {
+        None => text,
+        Some(Family::Ipv6) => {
+            format!("{text} (IPv6 only, as RFC 6724 prefers; its IPv4 backends are not judged)")
+        }
+        Some(Family::Ipv4) => {
+            format!("{text} (IPv4 only, the one family it used; its IPv6 backends are not judged)")
+        }
     }
 }
 
