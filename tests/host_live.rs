@@ -10,7 +10,7 @@
 //! call getaddrinfo before every connection. The address join sees one
 //! lookup from 198.51.100.10 and every connection from it; host mode must
 //! see each app's own lookups and connections, and the stub as a client of
-//! its own.
+//! its own, known as a resolver by its socket answering on port 53.
 
 mod common;
 use common::*;
@@ -197,8 +197,10 @@ fn apps_behind_a_local_stub_are_seen_with_their_own_lookups_and_connections() {
         assert_eq!(s["lookups"], plan.len() as u64, "{client}: {s}");
         assert_eq!(s["connections"], plan.len() as u64, "{client}: {s}");
         assert_eq!(row_counts(&json, client), counts(chosen), "{client}");
+        // Through the cache on its own host: the recommended setup, ok.
         let ttl = verdict(s, "ttl");
-        assert_eq!(ttl["finding"], "resolves_before_every_connection", "{s}");
+        assert_eq!(ttl["finding"], "through_local_resolver", "{s}");
+        assert_eq!(ttl["ok"], true, "{s}");
         // The SYN-ACKs reach the app's socket, and settle its attempts.
         let failing = verdict(s, "failing_backends");
         assert_eq!(failing["finding"], "all_answered", "{s}");
@@ -220,6 +222,24 @@ fn apps_behind_a_local_stub_are_seen_with_their_own_lookups_and_connections() {
         "the stub answers from its cache: {s}"
     );
     assert_eq!(s["client_info"]["command"], "dnsmasq");
+    // Its socket on port 53 answered the apps: a resolver, not judged on
+    // the backends it never connects to, and nothing to page on.
+    assert_eq!(s["resolver"], true, "{s}");
+    let checks: Vec<&str> = s["verdicts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["check"].as_str().unwrap())
+        .collect();
+    assert!(!checks.contains(&"unused_backends"), "{s}");
+    assert!(
+        s["verdicts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|v| v["ok"] == true),
+        "{s}"
+    );
 
     // The address view of the same traffic, for contrast: every lookup the
     // apps made went to 127.0.0.53, none of it leaves as one per app.

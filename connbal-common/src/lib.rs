@@ -107,6 +107,12 @@ pub mod record {
 
     pub const KIND_DNS: u8 = 1;
     pub const KIND_TCP: u8 = 2;
+    /// Host mode: a socket sent a UDP datagram from port 53, so it answers
+    /// DNS (a stub, a cache, a forwarder). The header only (its addresses,
+    /// ports and owner), once per socket while the kernel remembers it:
+    /// the aggregator does not judge a resolver on the backends of the
+    /// names it looks up for others.
+    pub const KIND_SERVER: u8 = 3;
 
     /// `RecordHeader::bits`: the DNS payload came over TCP.
     pub const BIT_TCP: u8 = 1;

@@ -46,8 +46,8 @@ use aya_ebpf::{
 use aya_log_ebpf::debug;
 use connbal_common::record::{
     counter, DnsRecord, FlowKey, FlowState, Owners, RecordHeader, SocketOwner, BIT_FLOW_NEW,
-    BIT_PROCESS, BIT_SOCKET, BIT_TCP, BIT_TRUNCATED, KIND_DNS, KIND_TCP, MAX_DNS_PAYLOAD,
-    SHORT_DNS_PAYLOAD,
+    BIT_PROCESS, BIT_SOCKET, BIT_TCP, BIT_TRUNCATED, KIND_DNS, KIND_SERVER, KIND_TCP,
+    MAX_DNS_PAYLOAD, SHORT_DNS_PAYLOAD,
 };
 use connbal_common::{
     classify_tcp, is_attempt_reply, is_connection_attempt, is_dns_port, FlowEvent, TcpVerdict,
@@ -92,6 +92,12 @@ static FLOWS: LruHashMap<FlowKey, FlowState> = LruHashMap::with_max_entries(1 <<
 /// last connect or sendmsg. LRU, so sockets that closed long ago make room.
 #[map]
 static SOCKETS: LruHashMap<u64, SocketOwner> = LruHashMap::with_max_entries(1 << 16, 0);
+
+/// Host mode: sockets seen answering DNS, by cookie, so that each is
+/// reported once (`KIND_SERVER`) rather than with every response. LRU, so
+/// a server socket forgotten is reported again, which costs one record.
+#[map]
+static SERVER_SOCKETS: LruHashMap<u64, u8> = LruHashMap::with_max_entries(1 << 12, 0);
 
 const ETH_P_IP: u16 = 0x0800;
 const ETH_P_IPV6: u16 = 0x86dd;
@@ -166,13 +172,25 @@ enum Hook {
 
 /// Remembers the calling process as the owner of the socket (connect and
 /// sendmsg run in its context; packets later may not). Only sockets that
-/// matter: every connect (TCP connection attempts follow it), and UDP
-/// sends to port 53.
+/// matter: every connect (TCP connection attempts follow it), UDP sends to
+/// port 53, and UDP sends from it (a resolver answering, which
+/// `KIND_SERVER` reports with its process).
+/// The socket is bound to port 53: a DNS server's.
+#[inline(always)]
+fn sends_from_dns_port(ctx: &SockAddrContext) -> bool {
+    // SAFETY: the kernel hands sock_addr programs a full socket in `sk`;
+    // checked for null all the same, and only its port is read.
+    unsafe {
+        let sk = (*ctx.sock_addr).__bindgen_anon_1.sk;
+        !sk.is_null() && (*sk).src_port == u32::from(DNS_PORT)
+    }
+}
+
 #[inline(always)]
 fn remember_owner(ctx: &SockAddrContext, connect: bool) {
     // SAFETY: reading a field of the context the kernel handed us.
     let port = u16::from_be(unsafe { (*ctx.sock_addr).user_port } as u16);
-    if !connect && port != DNS_PORT {
+    if !connect && port != DNS_PORT && !sends_from_dns_port(ctx) {
         return;
     }
     // SAFETY: helper calls on the context the kernel handed us.
@@ -516,7 +534,7 @@ fn tcp(ctx: &Packet, ip: &Ip, hook: Hook) -> Option<()> {
     );
     match verdict {
         TcpVerdict::DnsPayload => emit_dns(ctx, header, payload, payload_len),
-        _ => emit_tcp(header),
+        _ => emit_header(header),
     }
     Some(())
 }
@@ -525,7 +543,13 @@ fn tcp(ctx: &Packet, ip: &Ip, hook: Hook) -> Option<()> {
 fn udp(ctx: &Packet, ip: &Ip, hook: Hook) -> Option<()> {
     let u: [u8; 8] = bytes(ctx, ip.l4)?;
     let (src_port, dst_port) = (be16([u[0], u[1]]), be16([u[2], u[3]]));
-    if !is_dns_port(src_port, dst_port) || !local_client_side(hook, src_port, dst_port, 0) {
+    if !is_dns_port(src_port, dst_port) {
+        return None;
+    }
+    if !local_client_side(hook, src_port, dst_port, 0) {
+        if hook == Hook::SocketEgress && src_port == DNS_PORT {
+            note_server_socket(ctx, ip, (src_port, dst_port));
+        }
         return None;
     }
     let payload = ip.l4 + 8;
@@ -648,8 +672,28 @@ fn add_owner(ctx: &Packet, header: &mut RecordHeader) {
     }
 }
 
+/// A socket answering DNS, reported the first time it is seen doing so.
 #[inline(always)]
-fn emit_tcp(header: RecordHeader) {
+fn note_server_socket(ctx: &Packet, ip: &Ip, ports: (u16, u16)) -> Option<()> {
+    // SAFETY: a helper call on the context the kernel handed us.
+    let cookie = unsafe { bpf_get_socket_cookie(ctx.as_ptr()) };
+    // SAFETY: a lookup in our own map; nothing is kept from it.
+    if cookie == 0 || unsafe { SERVER_SOCKETS.get(cookie) }.is_some() {
+        return None;
+    }
+    // Full (an LRU never is) or raced by another CPU: at worst reported
+    // twice, which the aggregator takes as once.
+    let _ = SERVER_SOCKETS.insert(cookie, 1, 0);
+    let addresses = addresses(ctx, ip)?;
+    let mut header = header(ctx, ip.version, addresses, ports, 0, 0, 0);
+    header.kind = KIND_SERVER;
+    emit_header(header);
+    Some(())
+}
+
+/// A header-only record: a TCP segment, or a server socket.
+#[inline(always)]
+fn emit_header(header: RecordHeader) {
     match EVENTS.reserve::<RecordHeader>(0) {
         Some(mut entry) => {
             entry.write(header);

@@ -113,10 +113,11 @@ impl Aggregator {
     pub(super) fn apply_answer(
         &mut self,
         ts: Timestamp,
-        client: &Client,
+        (client, server): (&Client, IpAddr),
         (question_asked, question_key): (&dns::Question, NameKey),
         records: &[Record],
     ) -> Vec<AnsweredBackend> {
+        let local_server = is_local_resolver(server).then_some(server);
         let mut answered = Vec::new();
         let question = question_asked.name.as_str();
         let mut credits = std::mem::take(&mut self.credits);
@@ -230,6 +231,7 @@ impl Aggregator {
                 ttl,
                 offers: &credits.one,
                 srv: (srv_owner == Some(index)).then_some(&credits.srv),
+                local_server,
             };
             self.services
                 .record((client.clone(), name_key, name), asked, ts, offered);
@@ -299,5 +301,20 @@ impl Aggregator {
             ttl,
             ports,
         });
+    }
+}
+
+/// A resolver on the client's own host: a stub or cache on loopback
+/// (systemd-resolved's 127.0.0.53, dnsmasq, Docker's 127.0.0.11) or a
+/// node-local cache on a link-local address (Kubernetes' 169.254.20.10).
+/// Asking it before every connection costs the upstream nothing.
+fn is_local_resolver(server: IpAddr) -> bool {
+    match server {
+        IpAddr::V4(v4) => v4.is_loopback() || v4.is_link_local(),
+        IpAddr::V6(v6) => {
+            v6.is_loopback()
+                || v6.is_unicast_link_local()
+                || v6.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback())
+        }
     }
 }

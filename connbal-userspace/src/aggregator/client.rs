@@ -427,6 +427,26 @@ impl PidsSeen {
     }
 }
 
+/// Clients seen serving DNS: they answer queries (a stub, a cache, a
+/// forwarder). Their own lookups are upstream, on behalf of others, so
+/// they are not judged on unused backends. Within MAX_CLIENTS.
+#[derive(Debug, Default)]
+pub struct Resolvers {
+    clients: std::collections::HashSet<Client, foldhash::fast::RandomState>,
+}
+
+impl Resolvers {
+    pub fn note(&mut self, client: Client) {
+        if self.clients.len() < MAX_CLIENTS || self.clients.contains(&client) {
+            self.clients.insert(client);
+        }
+    }
+
+    pub fn contains(&self, client: &Client) -> bool {
+        !self.clients.is_empty() && self.clients.contains(client)
+    }
+}
+
 /// A cgroup with its path, for tests and callers that build owners.
 pub fn cgroup(id: u64, path: Option<&str>) -> Cgroup {
     Cgroup::named(id, path.map(Arc::from))

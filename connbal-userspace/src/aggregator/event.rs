@@ -92,6 +92,8 @@ pub enum Event<'a> {
     /// A TCP segment the pre-filter kept: a connection attempt, a DNS-over-TCP
     /// segment, or any segment under `--all-tcp`.
     Tcp(Segment<'a>),
+    /// Host mode: a socket seen answering DNS (sending from port 53).
+    Server(ServerSocket<'a>),
 }
 
 impl Event<'_> {
@@ -99,6 +101,7 @@ impl Event<'_> {
         match self {
             Event::Udp(d) => d.ts,
             Event::Tcp(s) => s.ts,
+            Event::Server(s) => s.ts,
         }
     }
 }
@@ -111,6 +114,14 @@ pub struct Datagram<'a> {
     pub payload: &'a [u8],
     /// The payload was cut short (snap length, or the live copy bound).
     pub truncated: bool,
+    pub owner: Option<&'a Owner>,
+}
+
+/// A socket that answers DNS, and the address it answered from.
+#[derive(Clone, Copy, Debug)]
+pub struct ServerSocket<'a> {
+    pub ts: Timestamp,
+    pub address: SocketAddr,
     pub owner: Option<&'a Owner>,
 }
 

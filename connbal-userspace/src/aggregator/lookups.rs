@@ -9,7 +9,7 @@
 
 use super::client::Client;
 use super::name::NameKey;
-use super::timeline::{Offer, SlotBudget, SrvSet, Timeline};
+use super::timeline::{Offer, SlotBudget, SrvSet, Timeline, EXPIRY_GRACE_NANOS};
 use super::{FastMap, Timestamp};
 use std::sync::Arc;
 
@@ -26,6 +26,8 @@ pub struct Offered<'a> {
     pub ttl: u32,
     pub offers: &'a [Offer],
     pub srv: Option<&'a SrvSet>,
+    /// The resolver that answered, when it runs on the client's host.
+    pub local_server: Option<std::net::IpAddr>,
 }
 
 /// Lookups per (client, credited name), within MAX_SERVICES.
@@ -150,6 +152,10 @@ pub struct ServiceLookups {
     questions: Vec<Question>,
     /// When the latest answer crediting it arrived.
     pub last_answer: Timestamp,
+    /// Answers from a resolver on the client's host, and the first such.
+    pub answers_from_local: u64,
+    pub local_server: Option<std::net::IpAddr>,
+    answers: u64,
     /// Connections credited here to addresses another name's unexpired
     /// answer held too, and (the first few of) those names.
     pub shared_connections: u64,
@@ -176,6 +182,9 @@ impl ServiceLookups {
             ttl_max: 0,
             questions: Vec::new(),
             last_answer: Timestamp(0),
+            answers_from_local: 0,
+            local_server: None,
+            answers: 0,
             shared_connections: 0,
             shared_with: Vec::new(),
             timeline: Timeline::default(),
@@ -192,6 +201,11 @@ impl ServiceLookups {
     ) {
         let ttl = offered.ttl;
         self.last_answer = self.last_answer.max(at);
+        self.answers += 1;
+        if let Some(server) = offered.local_server {
+            self.answers_from_local += 1;
+            self.local_server.get_or_insert(server);
+        }
         self.ttl_min = self.ttl_min.min(ttl);
         self.ttl_max = self.ttl_max.max(ttl);
         let expires = Timestamp(at.0.saturating_add(u64::from(ttl) * NANOS));
@@ -200,7 +214,10 @@ impl ServiceLookups {
             Some(i) => {
                 let q = &mut self.questions[i];
                 q.answers += 1;
-                if at < q.expires {
+                // The same grace as connections get: a cache that refreshes
+                // just before the TTL ends (dnsmasq counts whole seconds
+                // and asks some 0.2 s early) honours it.
+                if at.0.saturating_add(EXPIRY_GRACE_NANOS) < q.expires.0 {
                     q.within_ttl += 1;
                 }
                 q.expires = expires;
@@ -243,8 +260,16 @@ impl ServiceLookups {
             ttl,
             offers: &[],
             srv: None,
+            local_server: None,
         };
         self.record(&mut SlotBudget::default(), question, at, offered);
+    }
+
+    /// Every answer came from a resolver on the client's host: which.
+    pub fn only_local_server(&self) -> Option<std::net::IpAddr> {
+        (self.answers > 0 && self.answers_from_local == self.answers)
+            .then_some(self.local_server)
+            .flatten()
     }
 
     /// (lookups, of which within the previous answer's TTL), from the
@@ -279,7 +304,7 @@ mod tests {
         let a = q(1, 1);
         l.record_ttl(a, at_secs(0), 300);
         l.record_ttl(a, at_secs(10), 300);
-        l.record_ttl(a, at_secs(309), 300);
+        l.record_ttl(a, at_secs(305), 300);
         l.record_ttl(a, at_secs(700), 300);
         assert_eq!(l.counts(), (4, 2));
         assert_eq!(l.ttl_range(), Some((300, 300)));
@@ -294,6 +319,22 @@ mod tests {
         }
         assert_eq!(l.counts(), (5, 4));
         assert_eq!(l.ttl_range(), Some((30, 60)));
+    }
+
+    /// dnsmasq counts whole seconds and asks again some 0.16 s before a 5 s
+    /// TTL ends: within the grace connections get, that honours the TTL.
+    #[test]
+    fn a_lookup_within_a_second_of_expiry_is_not_within_ttl() {
+        let mut l = ServiceLookups::new(Arc::from("web."));
+        let a = q(1, 1);
+        let mut at = Timestamp::from_secs(0);
+        for _ in 0..5 {
+            l.record_ttl(a, at, 5);
+            at = Timestamp(at.0 + 4_840_000_000);
+        }
+        assert_eq!(l.counts(), (5, 0));
+        l.record_ttl(a, Timestamp(at.0 - 3_000_000_000), 5);
+        assert_eq!(l.counts(), (6, 1));
     }
 
     #[test]

@@ -39,7 +39,7 @@ pub use attempts::{Outcomes, MAX_ATTEMPTS};
 pub use backends::{Row, SrvPreference, MAX_BACKENDS, MAX_PORTS};
 pub use client::{cgroup, Client, ClientBy, ClientInfo, Container, Workload};
 pub use dns_tcp::MAX_DNS_STREAMS;
-pub use event::{Cgroup, Datagram, Event, Owner, Process, Segment, Span, Timestamp};
+pub use event::{Cgroup, Datagram, Event, Owner, Process, Segment, ServerSocket, Span, Timestamp};
 pub use lookups::MAX_SERVICES;
 pub use observation::{AnsweredBackend, Observation};
 pub use queries::MAX_PENDING_QUERIES;
@@ -112,6 +112,8 @@ pub struct Aggregator {
     credits: answers::Credits,
     /// Process ids seen per owner client (`--by app|cgroup`).
     pids: client::PidsSeen,
+    /// Clients seen answering DNS queries.
+    resolvers: client::Resolvers,
 }
 
 impl Aggregator {
@@ -131,6 +133,7 @@ impl Aggregator {
             last_sweep: None,
             credits: answers::Credits::default(),
             pids: client::PidsSeen::default(),
+            resolvers: client::Resolvers::default(),
         }
     }
 
@@ -156,6 +159,10 @@ impl Aggregator {
                     self.dns_segment(s);
                 }
                 self.tcp_segment(s);
+            }
+            Event::Server(s) => {
+                let server = self.client_of(s.address.ip(), s.owner);
+                self.resolvers.note(server);
             }
         }
     }

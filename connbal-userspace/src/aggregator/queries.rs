@@ -242,7 +242,16 @@ impl Aggregator {
             return;
         }
         self.counters.responses_matched += 1;
-        let answered = self.apply_answer(ts, &query.client, (&question, name), &records);
+        // Its sender serves DNS. Known by address here; a local resolver's
+        // own socket says so in host mode (`Datagram::from_server`).
+        let server = Client::of(self.config.by, src.ip(), None, self.config.home_netns);
+        self.resolvers.note(server);
+        let answered = self.apply_answer(
+            ts,
+            (&query.client, query.server),
+            (&question, name),
+            &records,
+        );
         if self.observations.enabled() {
             self.observations.push(Observation::DnsAnswer {
                 time: ts,

@@ -142,7 +142,7 @@ impl Aggregator {
             .services
             .get(&first.client, self.names.key(&first.name));
         let mut service = verdict::assess(
-            first.client.clone(),
+            (first.client.clone(), self.resolvers.contains(&first.client)),
             first.name.clone(),
             &loads,
             rows.to_vec(),

@@ -1383,5 +1383,6 @@ mod properties {
 }
 
 mod dual_stack;
+mod resolvers;
 mod shared_names;
 mod srv_per_client;

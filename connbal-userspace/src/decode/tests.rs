@@ -97,6 +97,7 @@ fn event(link: LinkType, data: &[u8], all_tcp: bool) -> (Option<String>, InputSt
                 "tcp {} > {} flags={:#x} seq={} {:?}",
                 s.src, s.dst, s.flags, s.seq, s.payload
             ),
+            Event::Server(s) => format!("server {}", s.address),
         });
     });
     let stats = InputStats {

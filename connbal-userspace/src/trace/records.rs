@@ -2,10 +2,12 @@
 //! hand-made bytes.
 
 use super::cgroups::CgroupLookup;
-use crate::aggregator::{Cgroup, Datagram, Event, Owner, Process, Segment, Timestamp};
+use crate::aggregator::{
+    Cgroup, Datagram, Event, Owner, Process, Segment, ServerSocket, Timestamp,
+};
 use connbal_common::record::{
     RecordHeader, BIT_FLOW_NEW, BIT_PROCESS, BIT_SOCKET, BIT_TCP, BIT_TRUNCATED, HEADER_LEN,
-    KIND_DNS, KIND_TCP,
+    KIND_DNS, KIND_SERVER, KIND_TCP,
 };
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
@@ -87,6 +89,13 @@ pub fn to_event<'a>(
     let payload = match h.kind {
         KIND_DNS => item.get(HEADER_LEN..HEADER_LEN + usize::from(h.copied_len))?,
         KIND_TCP => &[][..],
+        KIND_SERVER => {
+            return Some(Event::Server(ServerSocket {
+                ts,
+                address: src,
+                owner,
+            }))
+        }
         _ => return None,
     };
     let truncated = h.bits & BIT_TRUNCATED != 0;
@@ -178,6 +187,15 @@ mod tests {
         let item = record(KIND_TCP, 4, BIT_TCP | BIT_FLOW_NEW, &[]);
         match event(&item, &clock, true) {
             Some(Event::Tcp(s)) => assert!(s.payload.is_empty() && s.first_of_flow == Some(true)),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_server_socket_record_names_the_address_it_answered_from() {
+        let item = record(KIND_SERVER, 4, 0, &[]);
+        match event(&item, &Clock::from_offset(0), false) {
+            Some(Event::Server(s)) => assert_eq!(s.address.to_string(), "192.0.2.1:40000"),
             other => panic!("{other:?}"),
         }
     }

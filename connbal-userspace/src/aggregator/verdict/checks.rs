@@ -30,6 +30,10 @@ pub(super) struct Facts<'a> {
     /// The one family a dual-stack service's client used; `loads` and
     /// `candidates` hold its backends only.
     pub family: Option<Family>,
+    /// Every answer came from this resolver on the client's own host.
+    pub local_server: Option<std::net::IpAddr>,
+    /// The client answers DNS queries itself.
+    pub resolver: bool,
 }
 
 pub(super) type CheckFn = fn(&Facts<'_>) -> Option<Judgement>;
@@ -45,11 +49,12 @@ pub(super) const CHECKS: [CheckFn; 7] = [
     shared_addresses,
 ];
 
-#[expect(
-    clippy::unnecessary_wraps,
-    reason = "every check has the one signature CHECKS holds"
-)]
+/// Not for a resolver: it looks names up for the clients it serves, and
+/// connects to none of their backends.
 fn unused_backends(f: &Facts<'_>) -> Option<Judgement> {
+    if f.resolver {
+        return None;
+    }
     let candidates = &f.candidates;
     let backends = candidates.loads.len() as u64;
     if f.connections == 0 {
@@ -130,6 +135,12 @@ fn ttl(f: &Facts<'_>) -> Option<Judgement> {
         (0, _) => None,
         (1, _) => Some(Judgement::SingleLookup { ttl }),
         (_, 0) => Some(Judgement::HonoursTtl { lookups, ttl }),
+        _ if f.local_server.is_some() => Some(Judgement::ThroughLocalResolver {
+            lookups,
+            within_ttl,
+            connections,
+            server: f.local_server?,
+        }),
         _ if connections >= 2 && lookups >= connections && 2 * within_ttl >= lookups - 1 => {
             Some(Judgement::ResolvesBeforeEveryConnection {
                 lookups,

@@ -45,7 +45,7 @@ use std::sync::Arc;
 /// from its report rows (one per backend and port; the service keeps
 /// them) and its lookups.
 pub fn assess(
-    client: Client,
+    (client, resolver): (Client, bool),
     name: Arc<str>,
     loads: &[BackendLoad],
     rows: Vec<Row>,
@@ -104,6 +104,8 @@ pub fn assess(
         shared_connections: lookups.map_or(0, |l| l.shared_connections),
         shared_with: lookups.map_or(&[], |l| &l.shared_with),
         family,
+        local_server: lookups.and_then(ServiceLookups::only_local_server),
+        resolver,
     };
     let (shared_connections, shared_with) = (facts.shared_connections, facts.shared_with.to_vec());
     let verdicts = CHECKS
@@ -132,6 +134,7 @@ pub fn assess(
         shared_connections,
         shared_with,
         family_used: family,
+        resolver,
         balance,
         verdicts,
     }

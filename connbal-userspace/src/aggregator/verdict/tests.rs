@@ -31,7 +31,7 @@ fn srv_loads(spec: &[(u64, u16, u16)]) -> Vec<BackendLoad> {
 
 fn assess_plain(conns: &[u64]) -> Service {
     assess(
-        "10.0.0.1".parse().unwrap(),
+        ("10.0.0.1".parse().unwrap(), false),
         Arc::from("web."),
         &loads(conns),
         Vec::new(),
@@ -270,7 +270,7 @@ fn lookups(n: u64, gap_secs: u64, ttl: u32) -> ServiceLookups {
 
 fn ttl_finding(conns: &[u64], l: &ServiceLookups) -> (Finding, String) {
     let s = assess(
-        "10.0.0.1".parse().unwrap(),
+        ("10.0.0.1".parse().unwrap(), false),
         Arc::from("web."),
         &loads(conns),
         Vec::new(),
@@ -309,7 +309,7 @@ fn srv_priority_and_weights_set_the_expectation() {
     // Two priority-10 targets weighted 3:1, one priority-20 backup.
     let honoured = srv_loads(&[(30, 10, 75), (10, 10, 25), (0, 20, 50)]);
     let s = assess(
-        "10.0.0.1".parse().unwrap(),
+        ("10.0.0.1".parse().unwrap(), false),
         Arc::from("_x._tcp."),
         &honoured,
         Vec::new(),
@@ -335,7 +335,7 @@ fn srv_priority_and_weights_set_the_expectation() {
     // Even 20/20 against 3:1 weights is uneven.
     let even = srv_loads(&[(20, 10, 75), (20, 10, 25)]);
     let s = assess(
-        "10.0.0.1".parse().unwrap(),
+        ("10.0.0.1".parse().unwrap(), false),
         Arc::from("_x._tcp."),
         &even,
         Vec::new(),
@@ -345,7 +345,7 @@ fn srv_priority_and_weights_set_the_expectation() {
 
     let ignored = srv_loads(&[(5, 10, 1), (5, 10, 1), (10, 20, 1)]);
     let s = assess(
-        "10.0.0.1".parse().unwrap(),
+        ("10.0.0.1".parse().unwrap(), false),
         Arc::from("_x._tcp."),
         &ignored,
         Vec::new(),

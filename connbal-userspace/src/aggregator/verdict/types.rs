@@ -63,6 +63,10 @@ pub struct Service {
     /// judged within it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub family_used: Option<Family>,
+    /// The client answers DNS queries itself (a stub, cache or forwarder):
+    /// its lookups serve others, so unused backends are not judged.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub resolver: bool,
     /// Present when the balance could be judged.
     pub balance: Option<Balance>,
     pub verdicts: Vec<Verdict>,
@@ -186,6 +190,7 @@ pub enum Finding {
     HonoursTtl,
     ResolvesBeforeEveryConnection,
     ReresolvesWithinTtl,
+    ThroughLocalResolver,
     DoesNotReresolve,
     PriorityHonoured,
     PriorityIgnored,
@@ -271,6 +276,15 @@ pub enum Judgement {
         connections: u64,
         ttl: Option<(u32, u32)>,
     },
+    /// Asks before every connection, or within the TTL, but every answer
+    /// came from a resolver on its own host: the recommended setup
+    /// (getaddrinfo per connect through a local cache).
+    ThroughLocalResolver {
+        lookups: u64,
+        within_ttl: u64,
+        connections: u64,
+        server: IpAddr,
+    },
     /// `stale_backends`: the answers changed, and no connection went stale.
     NoneStale {
         answer_sets: u64,
@@ -332,7 +346,8 @@ impl Judgement {
             | Self::SingleLookup { .. }
             | Self::HonoursTtl { .. }
             | Self::ResolvesBeforeEveryConnection { .. }
-            | Self::ReresolvesWithinTtl { .. } => Check::Ttl,
+            | Self::ReresolvesWithinTtl { .. }
+            | Self::ThroughLocalResolver { .. } => Check::Ttl,
             Self::NoneStale { .. } | Self::Stale { .. } => Check::StaleBackends,
             Self::PriorityHonoured { .. } | Self::PriorityIgnored { .. } => Check::SrvPriority,
             Self::AllAnswered { .. } | Self::Failing { .. } => Check::FailingBackends,
@@ -354,6 +369,7 @@ impl Judgement {
             Self::HonoursTtl { .. } => Finding::HonoursTtl,
             Self::ResolvesBeforeEveryConnection { .. } => Finding::ResolvesBeforeEveryConnection,
             Self::ReresolvesWithinTtl { .. } => Finding::ReresolvesWithinTtl,
+            Self::ThroughLocalResolver { .. } => Finding::ThroughLocalResolver,
             Self::NoneStale { .. } => Finding::NoneStale,
             Self::Stale { .. } => Finding::Stale,
             Self::PriorityHonoured { .. } => Finding::PriorityHonoured,
@@ -374,6 +390,7 @@ impl Judgement {
                 | Finding::ConsistentWithRandom
                 | Finding::SingleLookup
                 | Finding::HonoursTtl
+                | Finding::ThroughLocalResolver
                 | Finding::NoneStale
                 | Finding::PriorityHonoured
                 | Finding::AllAnswered

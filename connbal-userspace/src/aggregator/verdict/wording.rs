@@ -131,6 +131,15 @@ pub(super) fn text(judgement: &Judgement) -> String {
             ttl_text(*ttl),
             plural(*connections, "connection", "connections")
         ),
+        Judgement::ThroughLocalResolver {
+            lookups,
+            within_ttl,
+            connections,
+            server,
+        } => format!(
+            "{lookups} lookups for {}, {within_ttl} within the previous answer's TTL, all answered by the resolver on its own host at {server}: fine, that cache spares the upstream",
+            plural(*connections, "connection", "connections")
+        ),
         Judgement::NoneStale { answer_sets } => format!(
             "{answer_sets} answer sets; no connection went to an address after the last answer holding it expired"
         ),
