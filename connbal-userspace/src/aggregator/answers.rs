@@ -128,6 +128,10 @@ impl Aggregator {
         // The SRV set's owner, credited with the set even when no address
         // comes with it: the set in force decides which targets count.
         let mut srv_owner: Option<usize> = None;
+        // An answer through CNAMEs is good for its chain's least TTL: the
+        // alias may point elsewhere once its own record expires (Envoy had
+        // this bug, envoyproxy/envoy#28925).
+        let mut chain_ttl = u32::MAX;
         for record in records {
             if record.data == RecordData::Opt {
                 continue;
@@ -198,7 +202,12 @@ impl Aggregator {
                             target: srv.and(checked_key),
                             srv,
                         };
-                        let index = credits.note(name, record.ttl);
+                        let ttl = if record.section == Section::Answer {
+                            record.ttl.min(chain_ttl)
+                        } else {
+                            record.ttl
+                        };
+                        let index = credits.note(name, ttl);
                         credits.offers.push((index, offer));
                     }
                 }
@@ -207,6 +216,9 @@ impl Aggregator {
                         // A single name behind an alias is not a service.
                         break;
                     }
+                    if record.section == Section::Answer {
+                        chain_ttl = chain_ttl.min(record.ttl);
+                    }
                 }
                 RecordData::Opt | RecordData::Other => {}
             }
@@ -214,10 +226,13 @@ impl Aggregator {
         let asked = (question_key, question_asked.qtype);
         for (index, (name, ttl)) in credits.names.drain(..).enumerate() {
             // Usually the name asked; hashing it again showed in profiles.
-            let name_key = if name.eq_ignore_ascii_case(question) {
-                question_key
+            let (name_key, asked_as) = if name.eq_ignore_ascii_case(question) {
+                (question_key, None)
             } else {
-                self.names.key(&name)
+                // Asked as an alias when CNAMEs led here (not for an SRV
+                // target's own lookup, credited to its service).
+                let through_alias = chain_ttl != u32::MAX;
+                (self.names.key(&name), through_alias.then_some(question))
             };
             credits.one.clear();
             credits.one.extend(
@@ -232,6 +247,7 @@ impl Aggregator {
                 offers: &credits.one,
                 srv: (srv_owner == Some(index)).then_some(&credits.srv),
                 local_server,
+                asked_as,
             };
             self.services
                 .record((client.clone(), name_key, name), asked, ts, offered);

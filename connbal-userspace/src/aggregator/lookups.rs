@@ -28,6 +28,9 @@ pub struct Offered<'a> {
     pub srv: Option<&'a SrvSet>,
     /// The resolver that answered, when it runs on the client's host.
     pub local_server: Option<std::net::IpAddr>,
+    /// The name the client asked, when the answer credited another (the
+    /// canonical name behind CNAMEs, an SRV service for its target).
+    pub asked_as: Option<&'a str>,
 }
 
 /// Lookups per (client, credited name), within MAX_SERVICES.
@@ -139,8 +142,8 @@ impl ServiceTable {
 /// targets are each looked up separately) tracks only the first ones.
 const MAX_QUESTIONS_PER_SERVICE: usize = 16;
 const NANOS: u64 = 1_000_000_000;
-/// Other names a service's connections could have followed, kept to name
-/// them in its verdict.
+/// Other names a service's connections could have followed, and names it
+/// was asked as, kept to name them in the report.
 const MAX_SHARED_NAMES: usize = 4;
 
 #[derive(Debug)]
@@ -160,6 +163,9 @@ pub struct ServiceLookups {
     /// answer held too, and (the first few of) those names.
     pub shared_connections: u64,
     pub shared_with: Vec<Arc<str>>,
+    /// Names the client asked that were answered with this one (aliases
+    /// behind CNAMEs; an SRV target's own name), the first few.
+    pub asked_as: Vec<Arc<str>>,
     /// The answers in force, and the connections judged against them.
     pub timeline: Timeline,
 }
@@ -187,6 +193,7 @@ impl ServiceLookups {
             answers: 0,
             shared_connections: 0,
             shared_with: Vec::new(),
+            asked_as: Vec::new(),
             timeline: Timeline::default(),
         }
     }
@@ -202,6 +209,13 @@ impl ServiceLookups {
         let ttl = offered.ttl;
         self.last_answer = self.last_answer.max(at);
         self.answers += 1;
+        if let Some(asked) = offered.asked_as {
+            if self.asked_as.len() < MAX_SHARED_NAMES
+                && !self.asked_as.iter().any(|a| a.eq_ignore_ascii_case(asked))
+            {
+                self.asked_as.push(Arc::from(asked));
+            }
+        }
         if let Some(server) = offered.local_server {
             self.answers_from_local += 1;
             self.local_server.get_or_insert(server);
@@ -261,6 +275,7 @@ impl ServiceLookups {
             offers: &[],
             srv: None,
             local_server: None,
+            asked_as: None,
         };
         self.record(&mut SlotBudget::default(), question, at, offered);
     }

@@ -1382,6 +1382,7 @@ mod properties {
     }
 }
 
+mod cname_chains;
 mod dual_stack;
 mod resolvers;
 mod shared_names;

@@ -136,6 +136,11 @@ pub fn model(report: &Report, input: &dyn Tally, max_series: usize) -> Vec<Famil
         "service_verdict_ok",
         "1 when the check found nothing worth attention, 0 otherwise",
     );
+    let mut asked_as = Family::new(
+        Kind::Gauge,
+        "service_asked_as",
+        "1 for each name the client asked that CNAMEs answered with the service's name (dns.question.name)",
+    );
     // The cap counts every series of the exposition. The counter families
     // and the two fold series are always written; the rest of the budget
     // goes to the busiest services first (their verdicts are what alerts
@@ -159,7 +164,10 @@ pub fn model(report: &Report, input: &dyn Tally, max_series: usize) -> Vec<Famil
     let mut services: Vec<&Service> = report.services.iter().collect();
     services.sort_by_key(|s| std::cmp::Reverse(s.connections));
     for service in services {
-        let cost = 6 + usize::from(service.balance.is_some()) + service.verdicts.len();
+        let cost = 6
+            + usize::from(service.balance.is_some())
+            + service.verdicts.len()
+            + service.asked_as.len();
         if full || cost > budget {
             full = true;
             folded_series += 1;
@@ -190,6 +198,10 @@ pub fn model(report: &Report, input: &dyn Tally, max_series: usize) -> Vec<Famil
         );
         if let Some(balance) = &service.balance {
             p_value.add(labels.clone(), Value::FloatGauge(balance.p_value));
+        }
+        for asked in &service.asked_as {
+            let asked = [("asked", asked.to_string())];
+            asked_as.add(joined(&labels[..2], &asked, &owner), Value::Gauge(1));
         }
         for verdict in &service.verdicts {
             let check = [("check", Check::name(verdict.check).to_string())];
@@ -262,6 +274,7 @@ pub fn model(report: &Report, input: &dyn Tally, max_series: usize) -> Vec<Famil
         unused,
         p_value,
         verdict_ok,
+        asked_as,
         folded,
         folded_total,
         aggregator_events,

@@ -126,6 +126,10 @@ fn render_service(out: &mut String, palette: &Palette, service: &Service) {
         (Some(lo), Some(hi)) => facts.push(format!("TTL {lo}-{hi} s")),
         _ => {}
     }
+    if !service.asked_as.is_empty() {
+        let names: Vec<&str> = service.asked_as.iter().map(|n| &**n).collect();
+        facts.push(format!("asked as {}", names.join(", ")));
+    }
     let _ = writeln!(
         out,
         "  {}  {}",

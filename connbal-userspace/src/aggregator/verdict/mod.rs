@@ -117,6 +117,7 @@ pub fn assess(
     Service {
         client,
         name,
+        asked_as: lookups.map(|l| l.asked_as.clone()).unwrap_or_default(),
         rows,
         pids: Vec::new(),
         more_pids: false,

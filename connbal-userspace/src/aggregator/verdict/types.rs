@@ -18,7 +18,14 @@ pub struct BackendLoad {
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Service {
     pub client: Client,
+    /// The name credited: the canonical name behind CNAMEs, or the SRV
+    /// service.
     pub name: Arc<str>,
+    /// Names the client asked that were answered with `name` through
+    /// CNAMEs (OpenTelemetry's `dns.question.name`): the name a person
+    /// searches for.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub asked_as: Vec<Arc<str>>,
     /// The service's report rows (one per backend and port), in report
     /// order. JSON lists them apart, under `rows`.
     #[serde(skip)]
