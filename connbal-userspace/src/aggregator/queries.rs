@@ -137,7 +137,7 @@ impl Aggregator {
         };
         records
             .iter()
-            .any(|r| r.section == dns::Section::Answer && r.owner.contains(filter.as_str()))
+            .any(|r| r.section == dns::Section::Answer && name_contains(&r.owner, filter))
     }
 
     /// With `-F`, whether the message's question is one the filter leaves
@@ -147,7 +147,7 @@ impl Aggregator {
         let Some(filter) = &self.config.filter else {
             return false;
         };
-        dns::parse_question(message).is_ok_and(|(_, q, _)| !q.name.contains(filter.as_str()))
+        dns::parse_question(message).is_ok_and(|(_, q, _)| !name_contains(&q.name, filter))
     }
 
     fn count_undecodable(&mut self, truncated: bool) {
@@ -178,7 +178,7 @@ impl Aggregator {
             .config
             .filter
             .as_ref()
-            .is_some_and(|filter| !question.name.contains(filter.as_str()));
+            .is_some_and(|filter| !name_contains(&question.name, filter));
         self.counters.queries_tracked += 1;
         let query = PendingQuery {
             seen: ts,
@@ -265,4 +265,15 @@ impl Aggregator {
             });
         }
     }
+}
+
+/// `-F`: whether `name` contains `filter`, ignoring ASCII case as DNS names
+/// compare (RFC 4343). Hand-written: the standard library has no
+/// case-insensitive substring search, and this runs only with `-F`.
+fn name_contains(name: &str, filter: &str) -> bool {
+    let (name, filter) = (name.as_bytes(), filter.as_bytes());
+    filter.is_empty()
+        || name
+            .windows(filter.len())
+            .any(|window| window.eq_ignore_ascii_case(filter))
 }

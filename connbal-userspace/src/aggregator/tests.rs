@@ -1387,3 +1387,4 @@ mod dual_stack;
 mod resolvers;
 mod shared_names;
 mod srv_per_client;
+mod wording;

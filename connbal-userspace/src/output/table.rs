@@ -83,7 +83,17 @@ fn render(report: &Report, colour: bool) -> String {
     let palette = Palette { colour };
     let mut out = String::new();
     if report.services.is_empty() {
-        out.push_str("no lookup with several backends seen yet\n");
+        let filtered = report.counters.responses_filtered_out;
+        if filtered > 0 {
+            // Not "nothing seen": answers came, and -F left them out.
+            let _ = writeln!(
+                out,
+                "no lookup with several backends matched the filter ({} left out by -F)",
+                plural(filtered, "response", "responses")
+            );
+        } else {
+            out.push_str("no lookup with several backends seen yet\n");
+        }
         return out;
     }
     let mut client: Option<&Client> = None;
@@ -227,6 +237,24 @@ fn bar(share: f64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A report whose answers `-F` all left out says so, not "nothing seen".
+    #[test]
+    fn an_empty_report_says_the_filter_left_answers_out() {
+        let mut report = Report {
+            services: Vec::new(),
+            counters: crate::aggregator::Counters::default(),
+        };
+        assert_eq!(
+            render(&report, false),
+            "no lookup with several backends seen yet\n"
+        );
+        report.counters.responses_filtered_out = 3;
+        assert_eq!(
+            render(&report, false),
+            "no lookup with several backends matched the filter (3 responses left out by -F)\n"
+        );
+    }
 
     #[test]
     fn bars_fill_in_eighths() {

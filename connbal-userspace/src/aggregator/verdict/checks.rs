@@ -36,6 +36,14 @@ pub(super) struct Facts<'a> {
     pub resolver: bool,
 }
 
+impl Facts<'_> {
+    /// Connections to the backends judged (those of the family used, for a
+    /// dual-stack client that used one).
+    fn connections_in_family(&self) -> u64 {
+        self.loads.iter().map(|l| l.connections).sum()
+    }
+}
+
 pub(super) type CheckFn = fn(&Facts<'_>) -> Option<Judgement>;
 
 /// Every check, in the order its verdict is shown.
@@ -60,7 +68,11 @@ fn unused_backends(f: &Facts<'_>) -> Option<Judgement> {
     if f.connections == 0 {
         return Some(Judgement::NoConnections { backends });
     }
-    let priority = candidates.priority;
+    // "priority-0 backends" only when every backend counted is one: a
+    // failover target of priority 1 that got connections is among them.
+    let priority = candidates
+        .priority
+        .filter(|_| candidates.loads.iter().all(|&(_, p)| p > 0.0));
     let unused = candidates.loads.iter().filter(|&&(c, _)| c == 0).count() as u64;
     if unused == 0 {
         return Some(Judgement::AllUsed {
@@ -109,7 +121,10 @@ fn balance(f: &Facts<'_>) -> Option<Judgement> {
         let (low, high) = expected.fold((1.0f64, 0.0f64), |(l, h), e| (l.min(e), h.max(e)));
         (n, low, high)
     });
+    let judged = (!candidates.over_answers_in_force && n < f.connections_in_family())
+        .then_some((n, f.connections_in_family()));
     Some(Judgement::Spread {
+        judged,
         family: f.family,
         expected: candidates.expectation,
         over_answers_in_force: candidates.over_answers_in_force,

@@ -70,7 +70,12 @@ fn a_lopsided_spread_is_uneven() {
     let balance = verdict_of(&s, Check::Balance).unwrap();
     assert!(!balance.ok);
     // Below what three decimals show, it says so ("p = < 0.001" before).
-    assert!(balance.text.ends_with("with p < 0.001"), "{}", balance.text);
+    // The threshold that decided is stated where it decides.
+    assert!(
+        balance.text.ends_with("with p < 0.001, below 0.01"),
+        "{}",
+        balance.text
+    );
 }
 
 #[test]
@@ -112,7 +117,7 @@ fn two_unused_of_four_after_twenty_is_not_chance() {
     assert_eq!(v.finding, Finding::Unused);
     assert_eq!(
         v.text,
-        "2 of 4 backends got no connection; not chance: random choice over 20 connections leaves at least 2 unused with chance 5.7e-6"
+        "2 of 4 backends got no connection; not chance (below 1%): random choice over 20 connections leaves at least 2 unused with chance 5.7e-6"
     );
 }
 

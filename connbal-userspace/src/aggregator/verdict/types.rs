@@ -255,6 +255,10 @@ pub enum Judgement {
         /// Over answers in force: the connections to addresses in force,
         /// and the least and greatest share expected of them.
         in_force: Option<(u64, f64, f64)>,
+        /// When not every connection was judged (some went outside the
+        /// choice: a lower SRV priority, an address no answer held then):
+        /// (judged, of all).
+        judged: Option<(u64, u64)>,
         p_value: f64,
     },
     /// `ttl`: connections after the answer expired, with no new lookup.

@@ -53,10 +53,11 @@ pub(super) fn text(judgement: &Judgement) -> String {
                 )
             };
             let head = within(head, *family);
+            let threshold = format!("{}%", SIGNIFICANCE * 100.0);
             if *chance >= SIGNIFICANCE {
-                format!("{head}; plausible by chance: {odds}")
+                format!("{head}; plausible by chance (at least {threshold}): {odds}")
             } else {
-                format!("{head}; not chance: {odds}")
+                format!("{head}; not chance (below {threshold}): {odds}")
             }
         }
         Judgement::TooFewToJudge {
@@ -77,13 +78,14 @@ pub(super) fn text(judgement: &Judgement) -> String {
             min_share,
             max_share,
             in_force,
+            judged,
             p_value,
         } => within(
             spread(
                 *expected,
                 *over_answers_in_force,
                 (*min_share, *max_share),
-                *in_force,
+                (*in_force, *judged),
                 *p_value,
             ),
             *family,
@@ -226,17 +228,17 @@ fn spread(
     expected: Expectation,
     over_answers_in_force: bool,
     (min_share, max_share): (f64, f64),
-    in_force: Option<(u64, f64, f64)>,
+    (in_force, judged): (Option<(u64, f64, f64)>, Option<(u64, u64)>),
     p_value: f64,
 ) -> String {
     let against = match (expected, over_answers_in_force) {
         (Expectation::Uniform, false) => "random choice",
         (Expectation::SrvWeights, false) => "weighted random choice (SRV weights)",
         (Expectation::Uniform, true) => {
-            "random choice among the addresses in force at each connection"
+            "random choice among the addresses its latest answers held at each connection"
         }
         (Expectation::SrvWeights, true) => {
-            "weighted random choice (SRV weights) among the targets in force at each connection"
+            "weighted random choice (SRV weights) among the targets its latest answers held at each connection"
         }
     };
     let mut shares = format!(
@@ -244,22 +246,28 @@ fn spread(
         min_share * 100.0,
         max_share * 100.0
     );
+    // The shares are of the connections judged, which the table's (of all
+    // of the name's connections) are not when some fell outside.
+    if let Some((judged, of)) = judged {
+        shares = format!("{shares} of the {judged} of {of} connections judged");
+    }
     if let Some((n, low, high)) = in_force {
         shares = format!(
-            "{} to addresses in force, {shares} against {:.0}% to {:.0}% expected",
+            "{} to addresses its latest answers held, {shares} against {:.0}% to {:.0}% expected",
             plural(n, "connection", "connections"),
             low * 100.0,
             high * 100.0
         );
     }
+    let threshold = SIGNIFICANCE;
     if p_value < SIGNIFICANCE {
         format!(
-            "uneven: {shares}; {against} gives a spread this uneven with {}",
+            "uneven: {shares}; {against} gives a spread this uneven with {}, below {threshold}",
             p_is(p_value)
         )
     } else {
         format!(
-            "spread consistent with {against} ({shares}, {})",
+            "spread consistent with {against} ({shares}, {}, not below {threshold})",
             p_is(p_value)
         )
     }
