@@ -85,7 +85,8 @@ pub(super) fn text(judgement: &Judgement) -> String {
                 *expected,
                 *over_answers_in_force,
                 (*min_share, *max_share),
-                (*in_force, *judged),
+                *in_force,
+                *judged,
                 *p_value,
             ),
             *family,
@@ -228,7 +229,8 @@ fn spread(
     expected: Expectation,
     over_answers_in_force: bool,
     (min_share, max_share): (f64, f64),
-    (in_force, judged): (Option<(u64, f64, f64)>, Option<(u64, u64)>),
+    in_force: Option<(u64, f64, f64)>,
+    judged: Option<(u64, u64)>,
     p_value: f64,
 ) -> String {
     let against = match (expected, over_answers_in_force) {
