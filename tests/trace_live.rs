@@ -298,8 +298,12 @@ fn netlink_mode_removes_the_clsact_qdisc_it_added_and_only_that() {
 fn an_overfilled_small_ring_counts_and_reports_its_drops() {
     let Some(_guard) = live() else { return };
     let mut lab = Lab::new().expect("lab");
-    lab.start_dnsmasq("203.0.113.11 web.connbal.test\n", &[])
-        .expect("dnsmasq");
+    // Two addresses: the answers that do arrive make a service to judge.
+    lab.start_dnsmasq(
+        "203.0.113.11 web.connbal.test\n203.0.113.12 web.connbal.test\n",
+        &[],
+    )
+    .expect("dnsmasq");
     // One page: room for a single DNS record at a time.
     let trace = start_trace(&lab, &["--ring-size", "4096", "--format", "json"]);
     let to = SocketAddr::from((SERVER_V4, 53));
@@ -327,6 +331,17 @@ fn an_overfilled_small_ring_counts_and_reports_its_drops() {
     );
     // The report still came out, covering what did arrive.
     assert!(json["input"]["records"].as_u64().unwrap() > 0);
+    // And every verdict says it may be wrong, and why, so that an alert
+    // can leave it out.
+    let services = json["services"].as_array().unwrap();
+    assert!(!services.is_empty(), "{json}");
+    for service in services {
+        for verdict in service["verdicts"].as_array().unwrap() {
+            assert_eq!(verdict["complete"], false, "{verdict}");
+            assert_eq!(verdict["incomplete"]["reason"], "records_lost", "{verdict}");
+            assert!(verdict["text"].as_str().unwrap().contains("may be wrong"));
+        }
+    }
 }
 
 /// A DNS datagram larger than the veth's MTU leaves as IP fragments: the

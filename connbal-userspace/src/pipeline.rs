@@ -49,6 +49,12 @@ impl<W: Write> Pipeline<W> {
         }
     }
 
+    /// Records the source lost so far (a full ring buffer): the verdicts
+    /// say they may be wrong.
+    pub fn input_lost(&mut self, records: u64) {
+        self.aggregator.input_lost(records);
+    }
+
     pub fn report(&self) -> Report {
         self.aggregator.report()
     }

@@ -153,7 +153,8 @@ pub struct ServiceLookups {
     pub ttl_min: u32,
     pub ttl_max: u32,
     questions: Vec<Question>,
-    /// When the latest answer crediting it arrived.
+    /// When the first and the latest answer crediting it arrived.
+    pub first_answer: Timestamp,
     pub last_answer: Timestamp,
     /// Answers from a resolver on the client's host, and the first such.
     pub answers_from_local: u64,
@@ -187,6 +188,7 @@ impl ServiceLookups {
             ttl_min: u32::MAX,
             ttl_max: 0,
             questions: Vec::new(),
+            first_answer: Timestamp(u64::MAX),
             last_answer: Timestamp(0),
             answers_from_local: 0,
             local_server: None,
@@ -207,6 +209,7 @@ impl ServiceLookups {
         offered: Offered<'_>,
     ) {
         let ttl = offered.ttl;
+        self.first_answer = self.first_answer.min(at);
         self.last_answer = self.last_answer.max(at);
         self.answers += 1;
         if let Some(asked) = offered.asked_as {

@@ -91,6 +91,10 @@ pub struct Config {
     /// mode: `--by ip` shows addresses there bare, and tells those of other
     /// namespaces apart (docs/semantics.md section 7).
     pub home_netns: Option<u64>,
+    /// Live: when the trace began. Answers given before it were not seen,
+    /// so a name first looked up within its TTL of it may have had one in
+    /// force already.
+    pub live_since: Option<Timestamp>,
 }
 
 #[derive(Debug)]
@@ -114,6 +118,8 @@ pub struct Aggregator {
     pids: client::PidsSeen,
     /// Clients seen answering DNS queries.
     resolvers: client::Resolvers,
+    /// Records the source lost before they reached the aggregator.
+    input_lost: u64,
 }
 
 impl Aggregator {
@@ -134,7 +140,14 @@ impl Aggregator {
             credits: answers::Credits::default(),
             pids: client::PidsSeen::default(),
             resolvers: client::Resolvers::default(),
+            input_lost: 0,
         }
+    }
+
+    /// Records the source lost so far (a live trace's full ring buffer):
+    /// every count may be short, and the verdicts say so.
+    pub fn input_lost(&mut self, records: u64) {
+        self.input_lost = records;
     }
 
     pub fn config(&self) -> &Config {

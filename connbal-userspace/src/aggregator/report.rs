@@ -2,7 +2,7 @@
 //! (spec 5), and the counters of what was seen, skipped and refused.
 
 use super::backends::Row;
-use super::verdict::{self, BackendLoad, Service};
+use super::verdict::{self, BackendLoad, Completeness, Service};
 use super::Aggregator;
 use crate::tally::counter_set;
 use serde::Serialize;
@@ -69,6 +69,21 @@ counter_set! {
     }
 }
 
+impl Counters {
+    /// Entries a full table refused or evicted that a count or a verdict
+    /// could have needed: the report may be short by them.
+    pub fn tables_dropped(&self) -> u64 {
+        self.pending_evicted
+            + self.flows_evicted
+            + self.backends_dropped
+            + self.srv_targets_dropped
+            + self.ports_dropped
+            + self.dns_streams_dropped
+            + self.services_dropped
+            + self.connection_attempts_evicted
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct Report {
     /// One per (client, name), in report order, each with its rows.
@@ -109,18 +124,21 @@ impl Aggregator {
 
     pub fn report(&self) -> Report {
         let rows = self.backends.rows(self.attempts.replies_seen > 0);
+        let counters = self.counters();
+        let completeness = Completeness {
+            records_lost: self.input_lost,
+            tables_dropped: counters.tables_dropped(),
+            live_since: self.config.live_since,
+        };
         let mut services = Vec::new();
         for group in rows.chunk_by(|a, b| a.client == b.client && a.name == b.name) {
-            services.push(self.assess(group));
+            services.push(self.assess(group, &completeness));
         }
-        Report {
-            services,
-            counters: self.counters(),
-        }
+        Report { services, counters }
     }
 
     /// The verdicts for one (client, name) run of report-ordered rows.
-    fn assess(&self, rows: &[Row]) -> Service {
+    fn assess(&self, rows: &[Row], completeness: &Completeness) -> Service {
         let first = &rows[0];
         // Rows come per port; the verdicts look at backend addresses.
         let mut loads: Vec<(IpAddr, BackendLoad)> = Vec::new();
@@ -144,9 +162,9 @@ impl Aggregator {
         let mut service = verdict::assess(
             (first.client.clone(), self.resolvers.contains(&first.client)),
             first.name.clone(),
-            &loads,
-            rows.to_vec(),
+            (&loads, rows.to_vec()),
             lookups,
+            completeness,
         );
         (service.pids, service.more_pids) = self.pids.of(&first.client);
         service

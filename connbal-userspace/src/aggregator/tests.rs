@@ -1383,6 +1383,7 @@ mod properties {
 }
 
 mod cname_chains;
+mod completeness;
 mod dual_stack;
 mod resolvers;
 mod shared_names;

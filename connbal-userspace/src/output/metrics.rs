@@ -136,6 +136,11 @@ pub fn model(report: &Report, input: &dyn Tally, max_series: usize) -> Vec<Famil
         "service_verdict_ok",
         "1 when the check found nothing worth attention, 0 otherwise",
     );
+    let mut verdict_incomplete = Family::new(
+        Kind::Gauge,
+        "service_verdict_incomplete",
+        "Present (1) for a verdict judged from input that may miss something (records lost, full tables, a trace begun within the TTL): alerts leave these out",
+    );
     let mut asked_as = Family::new(
         Kind::Gauge,
         "service_asked_as",
@@ -167,6 +172,7 @@ pub fn model(report: &Report, input: &dyn Tally, max_series: usize) -> Vec<Famil
         let cost = 6
             + usize::from(service.balance.is_some())
             + service.verdicts.len()
+            + service.verdicts.iter().filter(|v| !v.complete).count()
             + service.asked_as.len();
         if full || cost > budget {
             full = true;
@@ -209,6 +215,9 @@ pub fn model(report: &Report, input: &dyn Tally, max_series: usize) -> Vec<Famil
                 joined(&labels[..2], &check, &owner),
                 Value::Gauge(i64::from(verdict.ok)),
             );
+            if !verdict.complete {
+                verdict_incomplete.add(joined(&labels[..2], &check, &owner), Value::Gauge(1));
+            }
         }
     }
 
@@ -274,6 +283,7 @@ pub fn model(report: &Report, input: &dyn Tally, max_series: usize) -> Vec<Famil
         unused,
         p_value,
         verdict_ok,
+        verdict_incomplete,
         asked_as,
         folded,
         folded_total,

@@ -354,7 +354,12 @@ async fn attach(mut options: TraceOptions) -> Result<Session, TraceError> {
     };
     Ok(Session {
         style: Style::decide(options.format, options.config.events),
-        pipeline: Pipeline::new(options.config.clone()),
+        pipeline: Pipeline::new(Config {
+            // Answers given before now were not seen: the TTL verdicts of
+            // names first looked up within their TTL of it say so.
+            live_since: Some(wall_clock_now()),
+            ..options.config.clone()
+        }),
         options,
         sigint,
         sigterm,
@@ -473,6 +478,7 @@ impl Session {
             self.host.as_mut().map(|(_, names)| names),
         );
         self.stats.kernel = self.loaded.counters();
+        self.pipeline.input_lost(self.stats.kernel.records_lost);
         if let Some((_, names)) = &self.host {
             self.stats.cgroups_forgotten = names.forgotten;
             self.stats.cgroup_names_refused = names.refused;

@@ -28,8 +28,8 @@ mod wording;
 
 pub use statistics::{chance_of_unused, SIGNIFICANCE};
 pub use types::{
-    BackendLoad, Balance, Check, Expectation, FailingBackend, Family, Finding, Judgement, Service,
-    StaleBackend, Verdict,
+    BackendLoad, Balance, Check, Expectation, FailingBackend, Family, Finding, Incomplete,
+    Judgement, Service, StaleBackend, Verdict,
 };
 pub use wording::plural;
 
@@ -47,9 +47,9 @@ use std::sync::Arc;
 pub fn assess(
     (client, resolver): (Client, bool),
     name: Arc<str>,
-    loads: &[BackendLoad],
-    rows: Vec<Row>,
+    (loads, rows): (&[BackendLoad], Vec<Row>),
     lookups: Option<&ServiceLookups>,
+    completeness: &Completeness,
 ) -> Service {
     let connections: u64 = loads.iter().map(|l| l.connections).sum();
     let family = family_used(loads);
@@ -108,11 +108,12 @@ pub fn assess(
         resolver,
     };
     let (shared_connections, shared_with) = (facts.shared_connections, facts.shared_with.to_vec());
-    let verdicts = CHECKS
+    let mut verdicts: Vec<Verdict> = CHECKS
         .iter()
         .filter_map(|check| check(&facts))
         .map(|judgement| Verdict::from(&judgement))
         .collect();
+    completeness.mark(&mut verdicts, lookups);
     let balance = facts.balance;
     Service {
         client,
@@ -171,6 +172,57 @@ fn within_family(logs: &mut Vec<AddressLog>, in_family: impl Fn(std::net::IpAddr
         let scale = observed as f64 / expected;
         for log in logs {
             log.expected *= scale;
+        }
+    }
+}
+
+/// What the whole report may be missing, which every verdict it touches
+/// says (docs/semantics.md section 8, completeness).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Completeness {
+    /// Records the source lost (a live trace's full ring buffer).
+    pub records_lost: u64,
+    /// Entries the aggregator's tables refused or evicted.
+    pub tables_dropped: u64,
+    /// Live: when the trace began.
+    pub live_since: Option<crate::time::Timestamp>,
+}
+
+impl Completeness {
+    fn mark(&self, verdicts: &mut [Verdict], lookups: Option<&ServiceLookups>) {
+        // Which names an address counted for is not a count: nothing lost
+        // changes that another name's answer held it.
+        let counted = |v: &&mut Verdict| v.check != Check::SharedAddresses;
+        if self.records_lost > 0 {
+            let why = Incomplete::RecordsLost {
+                records: self.records_lost,
+            };
+            verdicts
+                .iter_mut()
+                .filter(counted)
+                .for_each(|v| v.mark_incomplete(why));
+        }
+        if self.tables_dropped > 0 {
+            let why = Incomplete::TablesFull {
+                entries: self.tables_dropped,
+            };
+            verdicts
+                .iter_mut()
+                .filter(counted)
+                .for_each(|v| v.mark_incomplete(why));
+        }
+        let (Some(since), Some(lookups)) = (self.live_since, lookups) else {
+            return;
+        };
+        let Some((_, ttl_max)) = lookups.ttl_range() else {
+            return;
+        };
+        let before = lookups.first_answer.nanos_since(since) / 1_000_000_000;
+        if before < u64::from(ttl_max) {
+            let why = Incomplete::TraceBeganWithinTtl { secs: before };
+            for v in verdicts.iter_mut().filter(|v| v.check == Check::Ttl) {
+                v.mark_incomplete(why);
+            }
         }
     }
 }

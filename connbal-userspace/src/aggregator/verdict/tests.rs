@@ -33,9 +33,9 @@ fn assess_plain(conns: &[u64]) -> Service {
     assess(
         ("10.0.0.1".parse().unwrap(), false),
         Arc::from("web."),
-        &loads(conns),
-        Vec::new(),
+        (&loads(conns), Vec::new()),
         None,
+        &Completeness::default(),
     )
 }
 
@@ -277,9 +277,9 @@ fn ttl_finding(conns: &[u64], l: &ServiceLookups) -> (Finding, String) {
     let s = assess(
         ("10.0.0.1".parse().unwrap(), false),
         Arc::from("web."),
-        &loads(conns),
-        Vec::new(),
+        (&loads(conns), Vec::new()),
         Some(l),
+        &Completeness::default(),
     );
     let v = s.verdicts.iter().find(|v| v.check == Check::Ttl).unwrap();
     (v.finding, v.text.clone())
@@ -316,9 +316,9 @@ fn srv_priority_and_weights_set_the_expectation() {
     let s = assess(
         ("10.0.0.1".parse().unwrap(), false),
         Arc::from("_x._tcp."),
-        &honoured,
-        Vec::new(),
+        (&honoured, Vec::new()),
         None,
+        &Completeness::default(),
     );
     assert_eq!(
         s.balance.as_ref().unwrap().expected,
@@ -342,9 +342,9 @@ fn srv_priority_and_weights_set_the_expectation() {
     let s = assess(
         ("10.0.0.1".parse().unwrap(), false),
         Arc::from("_x._tcp."),
-        &even,
-        Vec::new(),
+        (&even, Vec::new()),
         None,
+        &Completeness::default(),
     );
     assert_eq!(finding(&s, Check::Balance), Some(Finding::Uneven));
 
@@ -352,9 +352,9 @@ fn srv_priority_and_weights_set_the_expectation() {
     let s = assess(
         ("10.0.0.1".parse().unwrap(), false),
         Arc::from("_x._tcp."),
-        &ignored,
-        Vec::new(),
+        (&ignored, Vec::new()),
         None,
+        &Completeness::default(),
     );
     let v = s
         .verdicts

@@ -148,6 +148,36 @@ pub struct Verdict {
     /// False when the finding is worth a person's attention.
     pub ok: bool,
     pub text: String,
+    /// False when what it was judged from may be missing something: an
+    /// alert should not page on it (the text says why).
+    pub complete: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub incomplete: Option<Incomplete>,
+}
+
+/// Why a verdict may be wrong.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(tag = "reason", rename_all = "snake_case")]
+pub enum Incomplete {
+    /// The source lost records (a live trace's full ring buffer): any
+    /// lookup, attempt or reply may be among them.
+    RecordsLost { records: u64 },
+    /// The aggregator's tables refused or evicted entries (their caps).
+    TablesFull { entries: u64 },
+    /// The trace began this long before the name's first lookup seen,
+    /// within its TTL: an earlier answer may have been in force.
+    TraceBeganWithinTtl { secs: u64 },
+}
+
+impl Verdict {
+    /// What it was judged from may be missing something.
+    pub fn mark_incomplete(&mut self, why: Incomplete) {
+        if self.incomplete.is_none() {
+            self.complete = false;
+            self.incomplete = Some(why);
+            self.text = format!("{}; {}", self.text, super::wording::incomplete(why));
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -417,6 +447,8 @@ impl From<&Judgement> for Verdict {
             finding: judgement.finding(),
             ok: judgement.ok(),
             text: super::wording::text(judgement),
+            complete: true,
+            incomplete: None,
         }
     }
 }

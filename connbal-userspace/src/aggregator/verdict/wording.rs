@@ -2,7 +2,7 @@
 //! this one place.
 
 use super::statistics::SIGNIFICANCE;
-use super::types::{Expectation, FailingBackend, Family, Judgement, StaleBackend};
+use super::types::{Expectation, FailingBackend, Family, Incomplete, Judgement, StaleBackend};
 
 /// The verdict's text for a person.
 pub(super) fn text(judgement: &Judgement) -> String {
@@ -207,6 +207,24 @@ pub(super) fn text(judgement: &Judgement) -> String {
             "{connections} of {} went to addresses that {} also offered, unexpired; each counts here, the name looked up last",
             plural(*of, "connection", "connections"),
             names.join(", ")
+        ),
+    }
+}
+
+/// Why a verdict may be wrong, appended to its text.
+pub(super) fn incomplete(why: Incomplete) -> String {
+    match why {
+        Incomplete::RecordsLost { records } => format!(
+            "may be wrong: {} lost before they were counted (the ring buffer was full)",
+            plural(records, "record was", "records were")
+        ),
+        Incomplete::TablesFull { entries } => format!(
+            "may be wrong: {} refused or evicted by full tables",
+            plural(entries, "entry was", "entries were")
+        ),
+        Incomplete::TraceBeganWithinTtl { secs } => format!(
+            "may be wrong: the trace began {} before the first lookup seen, within its TTL, so an earlier answer may have been in force",
+            duration(secs as f64)
         ),
     }
 }
