@@ -562,3 +562,140 @@ fn a_cgroup_that_does_not_exist_is_one_clear_line() {
         "{err}"
     );
 }
+
+/// A real Prometheus, with the shipped rules (deploy/prometheus), scraping
+/// `connbal trace --metrics` over a well-behaved app (resolves per connect
+/// through the local cache, spreads evenly), a misbehaving one (takes the
+/// first address every time) and the caching stub: the alert is pending
+/// for exactly the misbehaving app's failing checks, and for nothing else.
+#[test]
+fn the_shipped_alerts_fire_for_the_misbehaving_client_only() {
+    let Some(_guard) = live() else { return };
+    if !tools_available(&["prometheus", "curl"]) {
+        return;
+    }
+    let mut host = HostLab::new("alerts");
+    let root = host.cgroups.relative_root();
+    let connbal_port = free_loopback_port();
+    let trace = host_trace(&root, &["--metrics", &format!("127.0.0.1:{connbal_port}")]);
+    let even: Vec<usize> = (0..12).map(|i| i % 4).collect();
+    host.run_app("app-good", &even);
+    host.run_app("app-pinned", &[0; 12]);
+
+    let prometheus = Prometheus::start(&host.lab.dir, connbal_port);
+    // Every second a scrape and a rule evaluation: wait until the alerts
+    // have settled (the same set twice, three seconds apart), at most 40 s.
+    let deadline = std::time::Instant::now() + Duration::from_secs(40);
+    let mut last = None;
+    let alerts = loop {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the alerts never settled: {last:?}\n{}",
+            prometheus.log()
+        );
+        std::thread::sleep(Duration::from_secs(3));
+        let now = prometheus.alerts();
+        if !now.is_empty() && last.as_ref() == Some(&now) {
+            break now;
+        }
+        last = Some(now);
+    };
+    drop(prometheus);
+    let (_, stderr) = stop(trace);
+
+    let pinned = format!("python3 in {root}/app-pinned");
+    let expected: std::collections::BTreeSet<(String, String, String)> =
+        ["unused_backends", "balance"]
+            .into_iter()
+            .map(|check| {
+                (
+                    "ConnbalVerdictFailing".to_string(),
+                    pinned.clone(),
+                    check.to_string(),
+                )
+            })
+            .collect();
+    assert_eq!(alerts, expected, "{stderr}");
+}
+
+fn free_loopback_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free loopback port")
+        .port()
+}
+
+/// A Prometheus server on loopback with the shipped rules, scraping
+/// connbal every second; stopped (and its data removed with the lab's
+/// directory) on drop.
+struct Prometheus {
+    child: std::process::Child,
+    port: u16,
+    log: std::path::PathBuf,
+}
+
+impl Prometheus {
+    fn start(dir: &std::path::Path, connbal_port: u16) -> Prometheus {
+        let rules = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("../deploy/prometheus/connbal.rules.yml")
+            .canonicalize()
+            .expect("the shipped rules");
+        let config = dir.join("prometheus.yml");
+        std::fs::write(
+            &config,
+            format!(
+                "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n\
+                 rule_files:\n  - {}\n\
+                 scrape_configs:\n  - job_name: connbal\n    static_configs:\n      - targets: ['127.0.0.1:{connbal_port}']\n",
+                rules.display()
+            ),
+        )
+        .unwrap();
+        let port = free_loopback_port();
+        let log = dir.join("prometheus.log");
+        let child = Command::new("prometheus")
+            .arg(format!("--config.file={}", config.display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.join("tsdb").display()
+            ))
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .expect("start prometheus");
+        Prometheus { child, port, log }
+    }
+
+    /// The alerts pending or firing, as (alertname, client, check).
+    fn alerts(&self) -> std::collections::BTreeSet<(String, String, String)> {
+        let out = Command::new("curl")
+            .args(["-sf", "--max-time", "5"])
+            .arg(format!("http://127.0.0.1:{}/api/v1/alerts", self.port))
+            .output()
+            .expect("curl");
+        let Ok(json) = serde_json::from_slice::<serde_json::Value>(&out.stdout) else {
+            return std::collections::BTreeSet::new();
+        };
+        json["data"]["alerts"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|a| {
+                let label = |l: &str| a["labels"][l].as_str().unwrap_or_default().to_string();
+                (label("alertname"), label("client"), label("check"))
+            })
+            .collect()
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Prometheus {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

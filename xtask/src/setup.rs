@@ -20,6 +20,8 @@ pub const TEST_TOOLS: &[(&str, &str)] = &[
     ("python3", "python3"),
     ("nft", "nftables"),
     ("man", "man-db"),
+    ("promtool", "prometheus"),
+    ("prometheus", "prometheus"),
 ];
 
 pub fn install_test_packages() -> Result<()> {

@@ -197,6 +197,42 @@ mod tests {
         assert!(text.ends_with("# EOF\n"));
     }
 
+    /// The shipped alerting rules (deploy/prometheus) read only series
+    /// connbal writes: a renamed metric fails here, not silently in a
+    /// fleet's Prometheus.
+    #[test]
+    fn every_series_the_alerting_rules_read_is_written() {
+        let mut report = report_with(2, 3);
+        for verdict in &mut report.services[0].verdicts {
+            verdict.mark_incomplete(crate::aggregator::verdict::Incomplete::RecordsLost {
+                records: 1,
+            });
+        }
+        let input = Input {
+            records: 7,
+            kernel_records_lost: 1,
+        };
+        let text = render(&report, &input, 100);
+        let rules = include_str!("../../../deploy/prometheus/connbal.rules.yml");
+        let mut read = Vec::new();
+        for (at, _) in rules.match_indices("connbal_") {
+            let name: String = rules[at..]
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                .collect();
+            if !read.contains(&name) {
+                read.push(name);
+            }
+        }
+        assert!(read.len() >= 3, "{read:?}");
+        for name in &read {
+            assert!(
+                text.contains(&format!("\n{name}{{")) || text.contains(&format!("\n{name} ")),
+                "the rules read {name}, which connbal does not write:\n{text}"
+            );
+        }
+    }
+
     /// Outcomes per backend: the three attempts share a 4-tuple (each a
     /// new ISN); the reset settles the latest, the other two stay
     /// unanswered.

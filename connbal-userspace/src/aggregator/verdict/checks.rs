@@ -136,8 +136,44 @@ fn balance(f: &Facts<'_>) -> Option<Judgement> {
 }
 
 fn ttl(f: &Facts<'_>) -> Option<Judgement> {
-    let (lookups, within_ttl, connections, ttl) =
-        (f.lookups, f.lookups_within_ttl, f.connections, f.ttl);
+    ttl_judged(f.ttl_facts())
+}
+
+/// What the `ttl` check reads: copied, so that the judgement can be asked
+/// again with one more lookup within the TTL (completeness).
+#[derive(Clone, Copy, Debug)]
+pub(super) struct TtlFacts {
+    pub lookups: u64,
+    pub within_ttl: u64,
+    pub connections: u64,
+    pub ttl: Option<(u32, u32)>,
+    pub late_connections: u64,
+    pub late_max_secs: f64,
+    pub local_server: Option<std::net::IpAddr>,
+}
+
+impl Facts<'_> {
+    pub(super) fn ttl_facts(&self) -> TtlFacts {
+        TtlFacts {
+            lookups: self.lookups,
+            within_ttl: self.lookups_within_ttl,
+            connections: self.connections,
+            ttl: self.ttl,
+            late_connections: self.late_connections,
+            late_max_secs: self.late_max_secs,
+            local_server: self.local_server,
+        }
+    }
+}
+
+pub(super) fn ttl_judged(f: TtlFacts) -> Option<Judgement> {
+    let TtlFacts {
+        lookups,
+        within_ttl,
+        connections,
+        ttl,
+        ..
+    } = f;
     if lookups > 0 && f.late_connections > 0 {
         return Some(Judgement::DoesNotReresolve {
             late_connections: f.late_connections,
@@ -171,6 +207,17 @@ fn ttl(f: &Facts<'_>) -> Option<Judgement> {
             ttl,
         }),
     }
+}
+
+/// Whether the `ttl` finding would differ had the first lookup seen come
+/// within the TTL of an answer given before the trace began.
+pub(super) fn ttl_depends_on_an_earlier_answer(f: &Facts<'_>) -> bool {
+    let now = f.ttl_facts();
+    let one_more = TtlFacts {
+        within_ttl: (now.within_ttl + 1).min(now.lookups),
+        ..now
+    };
+    ttl_judged(now).map(|j| j.finding()) != ttl_judged(one_more).map(|j| j.finding())
 }
 
 /// Connections to addresses DNS had stopped offering; nothing while the

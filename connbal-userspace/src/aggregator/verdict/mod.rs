@@ -113,7 +113,8 @@ pub fn assess(
         .filter_map(|check| check(&facts))
         .map(|judgement| Verdict::from(&judgement))
         .collect();
-    completeness.mark(&mut verdicts, lookups);
+    let ttl_unsure = checks::ttl_depends_on_an_earlier_answer(&facts);
+    completeness.mark(&mut verdicts, lookups.filter(|_| ttl_unsure));
     let balance = facts.balance;
     Service {
         client,
@@ -189,6 +190,8 @@ pub struct Completeness {
 }
 
 impl Completeness {
+    /// `lookups` when the `ttl` finding depends on whether an answer given
+    /// before a live trace began was still in force.
     fn mark(&self, verdicts: &mut [Verdict], lookups: Option<&ServiceLookups>) {
         // Which names an address counted for is not a count: nothing lost
         // changes that another name's answer held it.
