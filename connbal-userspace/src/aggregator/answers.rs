@@ -88,6 +88,8 @@ pub struct Credits {
     srv: SrvSet,
     /// One name's offers, handed to the service table.
     one: Vec<Offer>,
+    /// Their addresses, for the host-wide freshest answer.
+    addresses: Vec<IpAddr>,
 }
 
 impl Credits {
@@ -251,6 +253,15 @@ impl Aggregator {
             };
             self.services
                 .record((client.clone(), name_key, name), asked, ts, offered);
+            // What the name resolves to now, whoever asked: plain A/AAAA
+            // answers (an SRV set's targets are per client).
+            if credits.one.iter().all(|o| o.srv.is_none()) {
+                credits.addresses.clear();
+                credits
+                    .addresses
+                    .extend(credits.one.iter().map(|o| o.address));
+                self.fresh.note(name_key, ts, &credits.addresses);
+            }
         }
         credits.offers.clear();
         credits.srv.clear();

@@ -95,8 +95,13 @@ impl Aggregator {
         if let Some(other) = other {
             self.services.shared(client, credited.service, other);
         }
-        self.services
-            .connection(client, credited.service, ts, backend, attempt);
+        self.services.connection(
+            (client, credited.service),
+            ts,
+            backend,
+            attempt,
+            &self.fresh,
+        );
         Some(credited)
     }
 

@@ -8,6 +8,7 @@
 //! service's lookup count is that of its most-asked question.
 
 use super::client::Client;
+use super::fresh::FreshAnswers;
 use super::name::NameKey;
 use super::timeline::{Offer, SlotBudget, SrvSet, Timeline, EXPIRY_GRACE_NANOS};
 use super::{FastMap, Timestamp};
@@ -123,17 +124,20 @@ impl ServiceTable {
     }
 
     /// A connection from `client` to `address`, a backend of the service
-    /// `name`, judged against the answer in force.
+    /// `name`, judged against the answer in force; `fresh` says whether a
+    /// later answer (to any client) dropped the address.
     pub fn connection(
         &mut self,
-        client: &Client,
-        name: NameKey,
+        (client, name): (&Client, NameKey),
         at: Timestamp,
         address: std::net::IpAddr,
         attempt: bool,
+        fresh: &FreshAnswers,
     ) {
         if let Some(lookups) = self.services.get_mut(&(client.clone(), name)) {
-            lookups.timeline.connection(at, address, attempt);
+            let since = lookups.last_answer;
+            let dropped = || fresh.dropped_since(name, address, since);
+            lookups.timeline.connection(at, address, attempt, dropped);
         }
     }
 }

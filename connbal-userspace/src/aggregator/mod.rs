@@ -26,6 +26,7 @@ pub mod dns;
 mod dns_tcp;
 mod event;
 mod flows;
+mod fresh;
 mod lookups;
 mod name;
 mod observation;
@@ -120,6 +121,8 @@ pub struct Aggregator {
     resolvers: client::Resolvers,
     /// Records the source lost before they reached the aggregator.
     input_lost: u64,
+    /// The freshest answer host-wide for each name.
+    fresh: fresh::FreshAnswers,
 }
 
 impl Aggregator {
@@ -141,6 +144,7 @@ impl Aggregator {
             pids: client::PidsSeen::default(),
             resolvers: client::Resolvers::default(),
             input_lost: 0,
+            fresh: fresh::FreshAnswers::default(),
         }
     }
 

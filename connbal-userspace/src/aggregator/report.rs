@@ -40,6 +40,9 @@ counter_set! {
         /// (client, name) pairs whose lookups were not tracked (table full);
         /// their TTL verdict is missing.
         pub services_dropped: u64,
+        /// Names whose host-wide freshest answer was not kept (a cap):
+        /// their stale verdicts use each client's own answers only.
+        pub fresh_names_dropped: u64,
         /// Addresses of answers not kept in a service's timeline (a cap);
         /// that service's balance is judged from its backends' last
         /// preferences instead.
@@ -112,6 +115,7 @@ impl Aggregator {
             dns_streams_dropped: self.dns_streams.dropped,
             services_dropped: self.services.dropped,
             timeline_slots_dropped: self.services.slots.dropped,
+            fresh_names_dropped: self.fresh.dropped,
             tcp_dns_unplaced_segments: self.dns_streams.unplaced_segments + open_held,
             tcp_dns_unfinished_messages: self.dns_streams.unfinished_messages + open_unfinished,
             tcp_dns_resynchronised: self.dns_streams.resynchronised,

@@ -1388,4 +1388,5 @@ mod dual_stack;
 mod resolvers;
 mod shared_names;
 mod srv_per_client;
+mod stale_host_wide;
 mod wording;

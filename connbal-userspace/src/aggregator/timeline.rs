@@ -234,8 +234,16 @@ impl Timeline {
     }
 
     /// A connection from the client to `address`; `attempt` when it was
-    /// made now (a SYN), not found already open (`-a`).
-    pub fn connection(&mut self, at: Timestamp, address: IpAddr, attempt: bool) {
+    /// made now (a SYN), not found already open (`-a`). `dropped`: whether
+    /// an answer given since (to any client) no longer holds the address;
+    /// asked only of a connection made after its own answer expired.
+    pub fn connection(
+        &mut self,
+        at: Timestamp,
+        address: IpAddr,
+        attempt: bool,
+        dropped: impl FnOnce() -> bool,
+    ) {
         let late = |deadline: Timestamp| {
             let past = at.nanos_since(deadline);
             (at > deadline && past > EXPIRY_GRACE_NANOS).then_some(past)
@@ -244,10 +252,22 @@ impl Timeline {
         if let Ok(i) = self.in_force.binary_search_by_key(&address, |c| c.address) {
             self.in_force[i].connections += 1;
             self.in_force_connections += 1;
-            if let Some(past) = self.expires.filter(|_| attempt).and_then(late) {
-                self.late.connections += 1;
-                self.late.max_nanos = self.late.max_nanos.max(past);
+            let Some(past) = self.expires.filter(|_| attempt).and_then(late) else {
+                return;
+            };
+            // Still in the client's own answer, long expired, and DNS has
+            // dropped it since: the worst kind of stale, a pool that never
+            // asks again. Counted stale rather than late.
+            if let Ok(log) = self.addresses.binary_search_by_key(&address, |l| l.key) {
+                let log = &mut self.addresses[log];
+                if let Some(stale_for) = late(log.offered_until).filter(|_| dropped()) {
+                    log.stale += 1;
+                    log.stale_max_nanos = log.stale_max_nanos.max(stale_for);
+                    return;
+                }
             }
+            self.late.connections += 1;
+            self.late.max_nanos = self.late.max_nanos.max(past);
             return;
         }
         if !attempt {
@@ -435,11 +455,11 @@ mod tests {
     fn expected_counts_follow_the_set_in_force() {
         let (mut t, mut b) = (Timeline::default(), SlotBudget::default());
         answer(&mut t, &mut b, 0, 60, &[1, 2, 3, 4]);
-        t.connection(at(1), ip(1), true);
-        t.connection(at(1), ip(2), true);
+        t.connection(at(1), ip(1), true, || false);
+        t.connection(at(1), ip(2), true, || false);
         answer(&mut t, &mut b, 2, 60, &[3, 4]);
         for i in 0..18 {
-            t.connection(at(3), ip(3 + (i % 2)), true);
+            t.connection(at(3), ip(3 + (i % 2)), true, || false);
         }
         assert_eq!(
             expected_of(&t),
@@ -462,11 +482,16 @@ mod tests {
         let (mut t, mut b) = (Timeline::default(), SlotBudget::default());
         answer(&mut t, &mut b, 0, 5, &[1, 2]);
         // Within the grace: still the answer's connection.
-        t.connection(Timestamp(5 * NANOS + EXPIRY_GRACE_NANOS), ip(1), true);
-        t.connection(at(100), ip(1), true);
-        t.connection(at(30), ip(2), true);
+        t.connection(
+            Timestamp(5 * NANOS + EXPIRY_GRACE_NANOS),
+            ip(1),
+            true,
+            || false,
+        );
+        t.connection(at(100), ip(1), true, || false);
+        t.connection(at(30), ip(2), true, || false);
         // Found open (-a): not made late.
-        t.connection(at(200), ip(2), false);
+        t.connection(at(200), ip(2), false, || false);
         assert_eq!(
             t.late,
             LateUse {
@@ -476,8 +501,8 @@ mod tests {
         );
         answer(&mut t, &mut b, 300, 5, &[2]);
         // 10.0.0.1's last answer expired at 5 s.
-        t.connection(at(301), ip(1), true);
-        t.connection(at(302), ip(2), true);
+        t.connection(at(301), ip(1), true, || false);
+        t.connection(at(302), ip(2), true, || false);
         let logs = t.addresses();
         assert_eq!((logs[0].stale, logs[0].stale_max_nanos), (1, 296 * NANOS));
         assert_eq!(logs[1].stale, 0);
@@ -488,7 +513,7 @@ mod tests {
         let (mut t, mut b) = (Timeline::default(), SlotBudget::default());
         answer(&mut t, &mut b, 0, 60, &[1, 2]);
         answer(&mut t, &mut b, 10, 60, &[2]);
-        t.connection(at(20), ip(1), true);
+        t.connection(at(20), ip(1), true, || false);
         assert_eq!(t.addresses()[0].stale, 0);
     }
 
@@ -521,12 +546,12 @@ mod tests {
         t.answer(&mut b, 2, until, &[srv_offer(2, 2)], None);
         t.answer(&mut b, 3, until, &[srv_offer(3, 3)], None);
         for _ in 0..4 {
-            t.connection(at(1), ip(1), true);
+            t.connection(at(1), ip(1), true, || false);
         }
         // Target 1 leaves the set: target 2 alone is best now.
         t.answer(&mut b, 0, until, &[], Some(&srv[1..]));
-        t.connection(at(2), ip(2), true);
-        t.connection(at(2), ip(2), true);
+        t.connection(at(2), ip(2), true, || false);
+        t.connection(at(2), ip(2), true, || false);
         assert_eq!(
             expected_of(&t),
             vec![(1, 3.0, 4), (2, 1.0 + 2.0, 2), (3, 0.0, 0)]
