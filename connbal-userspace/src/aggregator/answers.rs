@@ -90,6 +90,10 @@ pub struct Credits {
     one: Vec<Offer>,
     /// Their addresses, for the host-wide freshest answer.
     addresses: Vec<IpAddr>,
+    /// `-a`: addresses credited that open flows may wait on, and those
+    /// flows' ports.
+    answered: Vec<IpAddr>,
+    ports: Vec<u16>,
 }
 
 impl Credits {
@@ -198,6 +202,9 @@ impl Aggregator {
                         record.ttl,
                         checked_key,
                     );
+                    if name.is_some() && !self.waiting.is_empty() {
+                        credits.answered.push(address);
+                    }
                     if let Some(name) = name {
                         let offer = Offer {
                             address,
@@ -265,6 +272,15 @@ impl Aggregator {
         }
         credits.offers.clear();
         credits.srv.clear();
+        // Flows found open before these addresses were known count now,
+        // against the answer just given.
+        for address in credits.answered.drain(..) {
+            credits.ports.clear();
+            self.waiting.answered(client, address, &mut credits.ports);
+            for &port in &credits.ports {
+                self.count_connection(ts, client, address, port);
+            }
+        }
         self.credits = credits;
         answered
     }

@@ -8,6 +8,7 @@ use super::event::{Owner, Segment};
 use super::flows::{FlowKey, Seen};
 use super::observation::{Observation, Thread};
 use super::{Aggregator, Timestamp};
+use connbal_common::tcp_flags::{FIN, RST};
 use connbal_common::{is_attempt_reply, is_connection_attempt};
 use std::net::IpAddr;
 
@@ -53,12 +54,27 @@ impl Aggregator {
             self.counters.flows_evicted += u64::from(evicted);
             seen == Seen::New
         };
+        if !new_flow && s.flags & (FIN | RST) != 0 && !self.waiting.is_empty() {
+            self.waiting.closed(FlowKey::new(s.src, s.dst));
+        }
         if new_flow && !attempt {
             let to = self.client_of(s.dst.ip(), s.owner);
             // Spec 4: counted both ways, whichever side is the backend.
             self.counters.flows_seen_midstream += 1;
-            self.count_connection(s.ts, &from, s.dst.ip(), s.dst.port());
-            self.count_connection(s.ts, &to, s.src.ip(), s.src.port());
+            let counted = self.count_connection(s.ts, &from, s.dst.ip(), s.dst.port())
+                | self.count_connection(s.ts, &to, s.src.ip(), s.src.port());
+            // Neither end is a backend yet: it counts once one is answered,
+            // if the flow is still open then. A flow whose first segment
+            // already closes it is over.
+            if !counted && s.flags & (FIN | RST) == 0 {
+                self.waiting.wait(
+                    FlowKey::new(s.src, s.dst),
+                    [
+                        (from.clone(), s.dst.ip(), s.dst.port()),
+                        (to.clone(), s.src.ip(), s.src.port()),
+                    ],
+                );
+            }
             // Whichever side is the tracked backend; unknown either way is
             // reported from the sender's side.
             if self.backends.contains(&to, s.src.ip()) {
@@ -70,9 +86,17 @@ impl Aggregator {
     }
 
     /// A flow already open (`-a`): it counts, and for the balance it is
-    /// judged against the answer in force when it was first seen.
-    fn count_connection(&mut self, ts: Timestamp, client: &Client, backend: IpAddr, port: u16) {
-        self.credit_connection(ts, client, (backend, port), false);
+    /// judged against the answer in force when it was first seen (or, for
+    /// one that waited, when its address was answered). Whether it counted.
+    pub(super) fn count_connection(
+        &mut self,
+        ts: Timestamp,
+        client: &Client,
+        backend: IpAddr,
+        port: u16,
+    ) -> bool {
+        self.credit_connection(ts, client, (backend, port), false)
+            .is_some()
     }
 
     /// A connection to a backend the client got from DNS, credited to the

@@ -35,6 +35,7 @@ mod report;
 mod tcp_stream;
 mod timeline;
 pub mod verdict;
+mod waiting;
 
 pub use attempts::{Outcomes, MAX_ATTEMPTS};
 pub use backends::{Row, SrvPreference, MAX_BACKENDS, MAX_PORTS};
@@ -123,6 +124,8 @@ pub struct Aggregator {
     input_lost: u64,
     /// The freshest answer host-wide for each name.
     fresh: fresh::FreshAnswers,
+    /// `-a`: flows found open before either end was a backend.
+    waiting: waiting::WaitingFlows,
 }
 
 impl Aggregator {
@@ -145,6 +148,7 @@ impl Aggregator {
             resolvers: client::Resolvers::default(),
             input_lost: 0,
             fresh: fresh::FreshAnswers::default(),
+            waiting: waiting::WaitingFlows::default(),
         }
     }
 

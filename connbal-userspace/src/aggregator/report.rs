@@ -69,6 +69,9 @@ counter_set! {
         pub connections_to_backends: u64,
         /// `-a`: flows first seen after their SYN (already open at the start).
         pub flows_seen_midstream: u64,
+        /// `-a`: flows found open before either end was a backend, forgotten
+        /// (a cap) before DNS named one; they never counted.
+        pub waiting_flows_evicted: u64,
     }
 }
 
@@ -84,6 +87,8 @@ impl Counters {
             + self.dns_streams_dropped
             + self.services_dropped
             + self.connection_attempts_evicted
+        // Not waiting_flows_evicted: under -a most flows found open go to
+        // addresses DNS never names, and forgetting those loses nothing.
     }
 }
 
@@ -116,6 +121,7 @@ impl Aggregator {
             services_dropped: self.services.dropped,
             timeline_slots_dropped: self.services.slots.dropped,
             fresh_names_dropped: self.fresh.dropped,
+            waiting_flows_evicted: self.waiting.evicted,
             tcp_dns_unplaced_segments: self.dns_streams.unplaced_segments + open_held,
             tcp_dns_unfinished_messages: self.dns_streams.unfinished_messages + open_unfinished,
             tcp_dns_resynchronised: self.dns_streams.resynchronised,

@@ -1389,4 +1389,5 @@ mod resolvers;
 mod shared_names;
 mod srv_per_client;
 mod stale_host_wide;
+mod waiting_flows;
 mod wording;
