@@ -134,6 +134,7 @@ fn live_trace_and_replay_of_tcpdump_give_the_identical_report() {
             name: r["name"].as_str().unwrap().into(),
             outcomes: None,
             srv: serde_json::from_value(r["srv"].clone()).unwrap(),
+            first_in_answers: r["first_in_answers"].as_u64().unwrap(),
             first_name: None,
             address_dns: 0,
         })

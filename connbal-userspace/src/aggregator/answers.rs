@@ -138,6 +138,9 @@ impl Aggregator {
         // alias may point elsewhere once its own record expires (Envoy had
         // this bug, envoyproxy/envoy#28925).
         let mut chain_ttl = u32::MAX;
+        // The answer's first address: how often each backend is listed
+        // first tells a server that never rotates its answers.
+        let mut first_in_answer = true;
         for record in records {
             if record.data == RecordData::Opt {
                 continue;
@@ -188,9 +191,10 @@ impl Aggregator {
                     let Some(address) = record.data.address() else {
                         continue;
                     };
+                    let first = record.section == Section::Answer && first_in_answer;
+                    first_in_answer &= record.section != Section::Answer;
                     let (name, srv) = self.credit_address(
-                        client,
-                        address,
+                        (client, address, first),
                         (record, (question, question_key)),
                         checked_key,
                         answer_count,
@@ -289,8 +293,7 @@ impl Aggregator {
     /// preference when it is a target's.
     fn credit_address(
         &mut self,
-        client: &Client,
-        address: IpAddr,
+        (client, address, first): (&Client, IpAddr, bool),
         (record, question): (&Record, (&str, NameKey)),
         checked_key: Option<NameKey>,
         answer_count: usize,
@@ -315,7 +318,9 @@ impl Aggregator {
             };
             let name = self
                 .backends
-                .credit_address(client, address, key, || Arc::from(record.owner.as_str()));
+                .credit_address((client, address, first), key, || {
+                    Arc::from(record.owner.as_str())
+                });
             (name, None)
         } else {
             (None, None)

@@ -113,8 +113,7 @@ impl BackendTable {
     /// under.
     pub fn credit_address(
         &mut self,
-        client: &Client,
-        address: IpAddr,
+        (client, address, first): (&Client, IpAddr, bool),
         service: NameKey,
         name: impl FnOnce() -> Arc<str>,
     ) -> Option<Arc<str>> {
@@ -122,6 +121,7 @@ impl BackendTable {
             .entries
             .credit((client.clone(), address), service, name)?;
         credit.address_dns += 1;
+        credit.first_in_answers += u64::from(first);
         Some(credit.name.clone())
     }
 
@@ -270,6 +270,8 @@ struct Credit {
     service: NameKey,
     /// Times seen in an A/AAAA answer under this name.
     address_dns: u64,
+    /// Times it was the first address of such an answer.
+    first_in_answers: u64,
     /// Kept small and in first-seen order; a backend rarely has more than a
     /// handful of ports, so a linear scan beats hashing.
     ports: Vec<PortCount>,
@@ -301,6 +303,7 @@ impl Credit {
             name,
             service,
             address_dns: 0,
+            first_in_answers: 0,
             ports: Vec::new(),
             srv: None,
         }
@@ -344,6 +347,9 @@ pub struct Row {
     /// Set for backends named by an SRV record.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub srv: Option<SrvPreference>,
+    /// Times the backend was the first address of an A/AAAA answer to the
+    /// client: a server that never rotates lists one first every time.
+    pub first_in_answers: u64,
     /// For the original's one line per (client, backend, port), which TSV
     /// keeps: the backend's first name when it is known under several.
     #[serde(skip)]
@@ -390,6 +396,7 @@ fn rows_for(
         name: b.name.clone(),
         outcomes,
         srv: b.srv,
+        first_in_answers: b.first_in_answers,
         first_name: shared.first_name.clone(),
         address_dns: shared.address_dns,
     };

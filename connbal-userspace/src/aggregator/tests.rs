@@ -232,13 +232,14 @@ fn worked_example_verdicts() {
         [
             (Check::UnusedBackends, Finding::AllUsed, true),
             (Check::Balance, Finding::ConsistentWithRandom, true),
+            (Check::AnswerOrder, Finding::FirstNotPreferred, true),
             (Check::Ttl, Finding::ResolvesBeforeEveryConnection, false),
         ],
         "{:#?}",
         service.verdicts
     );
     assert_eq!(
-        service.verdicts[2].text,
+        service.verdicts[3].text,
         "resolves before every connection: 16 lookups for 16 connections, 15 of them within the TTL 300 s"
     );
 }
@@ -1382,6 +1383,7 @@ mod properties {
     }
 }
 
+mod answer_order;
 mod cname_chains;
 mod completeness;
 mod dual_stack;

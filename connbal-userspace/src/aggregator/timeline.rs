@@ -108,6 +108,17 @@ pub struct AddressLog {
     pub stale_max_nanos: u64,
 }
 
+/// Connections to the address the latest answer listed first.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct FirstChoice {
+    /// Connections judged (made while an answer with several addresses
+    /// was the latest).
+    pub connections: u64,
+    pub to_first: u64,
+    /// What random choice would give the first address.
+    pub expected: f64,
+}
+
 /// Connection attempts made after the whole answer in force expired.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct LateUse {
@@ -133,6 +144,13 @@ pub struct Timeline {
     /// Sorted by address.
     addresses: Vec<AddressLog>,
     pub late: LateUse,
+    /// Where each connection went in the order of the latest answer: the
+    /// address listed first, the number of addresses it listed, and the
+    /// connections to that first address against what random choice
+    /// gives it (the sum of 1/addresses over the connections).
+    first_listed: Option<AddrKey>,
+    listed: usize,
+    pub first_choice: FirstChoice,
     /// An offer or an address was not kept (a cap): the verdicts built on
     /// this timeline would be guesses, so they fall back to the rows.
     pub incomplete: bool,
@@ -150,6 +168,10 @@ impl Timeline {
         offers: &[Offer],
         srv: Option<&[(NameKey, SrvPreference)]>,
     ) {
+        if let Some(first) = offers.first() {
+            self.first_listed = Some(key_of(first.address));
+            self.listed = offers.len();
+        }
         for offer in offers {
             match self.log(budget, offer.address) {
                 Some(log) => log.offered_until = log.offered_until.max(offered_until),
@@ -249,6 +271,11 @@ impl Timeline {
             (at > deadline && past > EXPIRY_GRACE_NANOS).then_some(past)
         };
         let address = key_of(address);
+        if let (Some(first), true) = (self.first_listed, attempt && self.listed > 1) {
+            self.first_choice.connections += 1;
+            self.first_choice.to_first += u64::from(first == address);
+            self.first_choice.expected += 1.0 / self.listed as f64;
+        }
         if let Ok(i) = self.in_force.binary_search_by_key(&address, |c| c.address) {
             self.in_force[i].connections += 1;
             self.in_force_connections += 1;

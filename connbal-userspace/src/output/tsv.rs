@@ -123,6 +123,11 @@ pub fn original_rows<'r>(rows: impl IntoIterator<Item = &'r Row>) -> Vec<Cow<'r,
             name: name.clone(),
             outcomes,
             srv,
+            first_in_answers: names
+                .iter()
+                .filter(|r| is_first_port_of_name(r, &names))
+                .map(|r| r.first_in_answers)
+                .sum(),
             first_name: None,
             address_dns,
         };
@@ -198,6 +203,7 @@ mod tests {
             name: Arc::from("web.example.com."),
             outcomes: None,
             srv: None,
+            first_in_answers: 0,
             first_name: None,
             address_dns: 16,
         }

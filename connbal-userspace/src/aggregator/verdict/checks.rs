@@ -4,8 +4,10 @@
 //! is a `Judgement` variant, a function here and its entry in the list.
 
 use super::super::backends::Row;
+use super::super::timeline::FirstChoice;
 use super::expectation::Candidates;
 use super::statistics::chance_of_unused;
+use super::statistics::{chance_of_at_least, SIGNIFICANCE};
 use super::types::{BackendLoad, Balance, FailingBackend, Family, Judgement, StaleBackend};
 use std::sync::Arc;
 
@@ -34,6 +36,8 @@ pub(super) struct Facts<'a> {
     pub local_server: Option<std::net::IpAddr>,
     /// The client answers DNS queries itself.
     pub resolver: bool,
+    /// Where its attempts went in the order of the latest answer.
+    pub first_choice: FirstChoice,
 }
 
 impl Facts<'_> {
@@ -47,9 +51,10 @@ impl Facts<'_> {
 pub(super) type CheckFn = fn(&Facts<'_>) -> Option<Judgement>;
 
 /// Every check, in the order its verdict is shown.
-pub(super) const CHECKS: [CheckFn; 7] = [
+pub(super) const CHECKS: [CheckFn; 8] = [
     unused_backends,
     balance,
+    answer_order,
     ttl,
     stale_backends,
     srv_priority,
@@ -314,5 +319,56 @@ fn shared_addresses(f: &Facts<'_>) -> Option<Judgement> {
         connections: f.shared_connections,
         of: f.connections,
         names: f.shared_with.to_vec(),
+    })
+}
+
+/// Attempts judged before the answer order is: fewer say nothing.
+const MIN_ORDER_CONNECTIONS: u64 = 5;
+
+/// Whether the client takes the address its answer lists first, beyond
+/// what random choice gives it, and whether the server rotates its
+/// answers: together they tell the client from the server as the cause of
+/// an uneven spread (coredns/coredns#4960; getaddrinfo's RFC 6724 sorting;
+/// clients that take the first SRV record).
+fn answer_order(f: &Facts<'_>) -> Option<Judgement> {
+    let FirstChoice {
+        connections,
+        to_first,
+        expected,
+    } = f.first_choice;
+    if connections < MIN_ORDER_CONNECTIONS {
+        return None;
+    }
+    let chance = chance_of_at_least(to_first, connections, expected / connections as f64);
+    if chance >= SIGNIFICANCE {
+        return Some(Judgement::FirstNotPreferred {
+            to_first,
+            connections,
+            expected,
+        });
+    }
+    // How often each backend was listed first (per address, once per name:
+    // rows repeat a backend per port).
+    let mut firsts: Vec<(std::net::IpAddr, u64, u64)> = Vec::new();
+    for row in f.rows {
+        if !firsts.iter().any(|&(a, _, _)| a == row.backend) {
+            firsts.push((row.backend, row.first_in_answers, row.address_dns));
+        }
+    }
+    let listed: Vec<u64> = firsts.iter().map(|&(_, n, _)| n).collect();
+    let ever = listed.iter().filter(|&&n| n > 0).count() as u64;
+    let least = listed.iter().copied().min().unwrap_or(0);
+    let most = listed.iter().copied().max().unwrap_or(0);
+    let answers: u64 = listed.iter().sum();
+    let always_first = (ever == 1 && answers > 1)
+        .then(|| firsts.iter().find(|&&(_, n, _)| n > 0).map(|&(a, _, _)| a))
+        .flatten();
+    Some(Judgement::TakesFirst {
+        to_first,
+        connections,
+        expected,
+        chance,
+        firsts: (ever, least, most, listed.len() as u64),
+        always_first,
     })
 }

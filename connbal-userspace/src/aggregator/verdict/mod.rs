@@ -106,6 +106,7 @@ pub fn assess(
         family,
         local_server: lookups.and_then(ServiceLookups::only_local_server),
         resolver,
+        first_choice: timeline.map(|t| t.first_choice).unwrap_or_default(),
     };
     let (shared_connections, shared_with) = (facts.shared_connections, facts.shared_with.to_vec());
     let mut verdicts: Vec<Verdict> = CHECKS

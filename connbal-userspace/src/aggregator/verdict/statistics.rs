@@ -4,7 +4,7 @@
 
 use super::expectation::Candidates;
 use super::types::Balance;
-use statrs::distribution::{ChiSquared, ContinuousCDF};
+use statrs::distribution::{Binomial, ChiSquared, ContinuousCDF, DiscreteCDF};
 
 /// Below this probability a spread (or an unused backend) is called
 /// unlikely to be chance.
@@ -141,4 +141,17 @@ pub(super) fn balance(candidates: &Candidates) -> Option<Balance> {
         min_share: shares.iter().copied().fold(1.0, f64::min),
         coefficient_of_variation: variance.sqrt() / mean,
     })
+}
+
+/// The chance that `n` independent choices, each picking a given address
+/// with probability `p`, pick it at least `k` times (the binomial upper
+/// tail, from statrs).
+pub fn chance_of_at_least(k: u64, n: u64, p: f64) -> f64 {
+    if k == 0 {
+        return 1.0;
+    }
+    match Binomial::new(p.clamp(0.0, 1.0), n) {
+        Ok(binomial) => binomial.sf(k - 1).clamp(0.0, 1.0),
+        Err(_) => 1.0,
+    }
 }

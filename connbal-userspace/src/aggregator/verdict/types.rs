@@ -189,6 +189,7 @@ pub enum Check {
     FailingBackends,
     StaleBackends,
     SharedAddresses,
+    AnswerOrder,
 }
 
 impl Check {
@@ -203,6 +204,7 @@ impl Check {
             Check::FailingBackends => "failing_backends",
             Check::StaleBackends => "stale_backends",
             Check::SharedAddresses => "shared_addresses",
+            Check::AnswerOrder => "answer_order",
         }
     }
 }
@@ -236,6 +238,8 @@ pub enum Finding {
     NoneStale,
     Stale,
     Shared,
+    FirstNotPreferred,
+    TakesFirst,
 }
 
 /// What a check found, with the numbers that decided it: the structure
@@ -356,6 +360,24 @@ pub enum Judgement {
         /// Not one attempt was answered.
         none_answered: bool,
     },
+    /// `answer_order`: where connections went in the order of the latest
+    /// answer. `firsts`: how often each backend was listed first, least
+    /// and most, over `backends`.
+    FirstNotPreferred {
+        to_first: u64,
+        connections: u64,
+        expected: f64,
+    },
+    TakesFirst {
+        to_first: u64,
+        connections: u64,
+        expected: f64,
+        chance: f64,
+        /// (backends ever listed first, least and most times, backends).
+        firsts: (u64, u64, u64, u64),
+        /// The one address listed first in every answer, if one was.
+        always_first: Option<IpAddr>,
+    },
     /// `shared_addresses`: connections that could have followed another
     /// name's answer; said, not alerted on.
     Shared {
@@ -393,6 +415,7 @@ impl Judgement {
             Self::PriorityHonoured { .. } | Self::PriorityIgnored { .. } => Check::SrvPriority,
             Self::AllAnswered { .. } | Self::Failing { .. } => Check::FailingBackends,
             Self::Shared { .. } => Check::SharedAddresses,
+            Self::FirstNotPreferred { .. } | Self::TakesFirst { .. } => Check::AnswerOrder,
         }
     }
 
@@ -418,6 +441,8 @@ impl Judgement {
             Self::AllAnswered { .. } => Finding::AllAnswered,
             Self::Failing { .. } => Finding::Failing,
             Self::Shared { .. } => Finding::Shared,
+            Self::FirstNotPreferred { .. } => Finding::FirstNotPreferred,
+            Self::TakesFirst { .. } => Finding::TakesFirst,
         }
     }
 
@@ -436,6 +461,7 @@ impl Judgement {
                 | Finding::PriorityHonoured
                 | Finding::AllAnswered
                 | Finding::Shared
+                | Finding::FirstNotPreferred
         )
     }
 }

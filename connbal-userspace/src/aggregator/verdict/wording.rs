@@ -199,6 +199,36 @@ pub(super) fn text(judgement: &Judgement) -> String {
             let each: Vec<String> = backends.iter().map(failing).collect();
             format!("{}{why}", each.join("; "))
         }
+        Judgement::FirstNotPreferred {
+            to_first,
+            connections,
+            expected,
+        } => format!(
+            "no preference for the address listed first: {to_first} of {connections} connections went to it, random choice gives {expected:.1}"
+        ),
+        Judgement::TakesFirst {
+            to_first,
+            connections,
+            expected,
+            chance,
+            firsts: (ever, least, most, backends),
+            always_first,
+        } => {
+            let head = format!(
+                "takes the address listed first: {to_first} of {connections} connections went to it, random choice gives {expected:.1} (chance {}, below {}%)",
+                percent_bound(*chance),
+                SIGNIFICANCE * 100.0
+            );
+            match always_first {
+                Some(address) => format!(
+                    "{head}; and the DNS server lists {address} first in every answer, so both are the cause: the server does not rotate its answers (CoreDNS without its loadbalance plugin), and the client takes the first"
+                ),
+                None if *ever > 1 => format!(
+                    "{head}; the DNS server rotates its answers ({ever} of the {backends} backends came first, {least} to {most} times each), so the client is the cause: getaddrinfo's RFC 6724 sorting, or a client that takes the first record"
+                ),
+                None => head,
+            }
+        }
         Judgement::Shared {
             connections,
             of,
