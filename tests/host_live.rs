@@ -50,6 +50,40 @@ for choice in plan:
     print(addr, flush=True)
 "#;
 
+/// A JVM app: the main thread resolves (through the JVM's own address
+/// cache), a pool of four worker threads connects, one connection each in
+/// turn; prints each backend it chose.
+const JAVA_APP: &str = r#"
+import java.net.*;
+import java.util.*;
+import java.util.concurrent.*;
+
+public class App {
+    public static void main(String[] args) throws Exception {
+        String name = args[0];
+        ExecutorService pool = Executors.newFixedThreadPool(4);
+        for (String choice : args[1].split(",")) {
+            List<String> addrs = new ArrayList<>();
+            for (InetAddress a : InetAddress.getAllByName(name)) {
+                if (a instanceof Inet4Address) addrs.add(a.getHostAddress());
+            }
+            Collections.sort(addrs);
+            String addr = addrs.get(Integer.parseInt(choice) % addrs.size());
+            pool.submit(() -> {
+                try (Socket s = new Socket()) {
+                    s.connect(new InetSocketAddress(addr, 80), 5000);
+                    s.getOutputStream().write("GET / HTTP/1.0\r\n\r\n".getBytes());
+                    s.getInputStream().readAllBytes();
+                }
+                return null;
+            }).get();
+            System.out.println(addr);
+        }
+        pool.shutdown();
+    }
+}
+"#;
+
 struct HostLab {
     lab: Lab,
     cgroups: TestCgroup,
@@ -89,11 +123,26 @@ impl HostLab {
 
     /// Runs the app in cgroup `cgroup` of the test, in namespace `ns`.
     fn run_app_in(&mut self, ns: &str, cgroup: &str, plan: &[usize]) -> Vec<String> {
+        let script = self.app_script.clone();
+        self.run_in(ns, cgroup, &["python3", script.to_str().unwrap()], plan)
+    }
+
+    /// Runs the JVM app in cgroup `cgroup`, in the client namespace.
+    fn run_java_app(&mut self, cgroup: &str, plan: &[usize]) -> Vec<String> {
+        let source = self.lab.dir.join("App.java");
+        std::fs::write(&source, JAVA_APP).unwrap();
+        let ns = self.lab.client_ns.clone();
+        self.run_in(&ns, cgroup, &["java", source.to_str().unwrap()], plan)
+    }
+
+    /// Runs `program` with the name and plan in cgroup `cgroup` of the
+    /// test, in namespace `ns`, and returns the backends it chose.
+    fn run_in(&mut self, ns: &str, cgroup: &str, program: &[&str], plan: &[usize]) -> Vec<String> {
         let dir = self.cgroups.child(cgroup).unwrap();
         let plan = plan.iter().map(usize::to_string).collect::<Vec<_>>();
         let out = TestCgroup::command_in(&dir, "ip")
-            .args(["netns", "exec", ns, "python3"])
-            .arg(&self.app_script)
+            .args(["netns", "exec", ns])
+            .args(program)
             .args([NAME, &plan.join(",")])
             .output()
             .expect("run the app");
@@ -698,4 +747,46 @@ impl Drop for Prometheus {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// A JVM resolves on its main thread and connects from a pool of worker
+/// threads ("pool-1-thread-1" to "-4"): one app, one client ("java"), with
+/// every connection. Named by thread, it was five clients, and the
+/// workers' connections, made by clients that never looked the name up,
+/// counted nowhere.
+#[test]
+fn a_jvm_is_one_client_whatever_its_threads_are_called() {
+    let Some(_guard) = live() else { return };
+    if !tools_available(&["java", "javac"]) {
+        return;
+    }
+    let mut host = HostLab::new("jvm");
+    let root = host.cgroups.relative_root();
+    let trace = host_trace(&root, &["--format", "json"]);
+    let plan: Vec<usize> = (0..8).map(|i| i % 4).collect();
+    let chosen = host.run_java_app("jvm", &plan);
+    let (stdout, stderr) = stop(trace);
+    let json: serde_json::Value = serde_json::from_str(&stdout)
+        .unwrap_or_else(|e| panic!("JSON report: {e}\n{stdout}\n{stderr}"));
+    let services = services(&json);
+    let jvm = format!("java in {root}/jvm");
+    let stub = format!("dnsmasq in {root}/stub");
+    assert_eq!(
+        services.keys().collect::<std::collections::BTreeSet<_>>(),
+        [&stub, &jvm].into_iter().collect(),
+        "one client for the JVM, named by its process: {stderr}"
+    );
+    let s = &services[&jvm];
+    assert_eq!(s["connections"], plan.len() as u64, "{s}");
+    assert_eq!(row_counts(&json, &jvm), counts(&chosen));
+    // The JVM's own address cache answers most lookups: it asked less
+    // often than it connected, and never needed to within the TTL.
+    assert!(s["lookups"].as_u64().unwrap() >= 1, "{s}");
+    let checks: std::collections::BTreeMap<&str, bool> = s["verdicts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| (v["check"].as_str().unwrap(), v["ok"] == true))
+        .collect();
+    assert!(checks.values().all(|ok| *ok), "{s}");
 }

@@ -20,6 +20,9 @@ pub const TEST_TOOLS: &[(&str, &str)] = &[
     ("python3", "python3"),
     ("nft", "nftables"),
     ("man", "man-db"),
+    // `java App.java` compiles the source: the JDK, not just a JRE.
+    ("javac", "default-jdk-headless"),
+    ("java", "default-jdk-headless"),
     ("promtool", "prometheus"),
     ("prometheus", "prometheus"),
 ];

@@ -14,6 +14,7 @@ mod metrics_server;
 mod netns;
 mod plan;
 mod privileges;
+mod processes;
 mod records;
 mod sinks;
 
@@ -27,6 +28,7 @@ use connbal_common::record::RecordHeader;
 use loader::{AttachMode, KernelCounters, Loaded, LoaderError};
 use metrics_server::MetricsError;
 use plan::Plan;
+use processes::ProcessNames;
 use records::Clock;
 use serde::Serialize;
 use sinks::{Due, Snapshot};
@@ -238,7 +240,7 @@ struct Session {
     stats: TraceStats,
     /// Host mode: the traced cgroup directory, and the names of the
     /// cgroups under it.
-    host: Option<(PathBuf, CgroupNames)>,
+    host: Option<(PathBuf, CgroupNames, ProcessNames)>,
 }
 
 /// Everything privileged: signal handlers, the program loaded and attached,
@@ -371,7 +373,13 @@ async fn attach(mut options: TraceOptions) -> Result<Session, TraceError> {
         clock,
         started: wall_clock_now(),
         stats,
-        host: host.map(|(mount, dir)| (dir.clone(), CgroupNames::new(mount, dir))),
+        host: host.map(|(mount, dir)| {
+            (
+                dir.clone(),
+                CgroupNames::new(mount, dir),
+                ProcessNames::new(),
+            )
+        }),
     })
 }
 
@@ -412,7 +420,7 @@ impl Session {
             tokio::select! {
                 ready = self.ring.readable_mut() => {
                     let mut guard = ready.map_err(|source| TraceError::Wait { what: "the ring buffer", source })?;
-                    drain(guard.get_inner_mut(), &mut self.pipeline, &self.clock, &mut self.stats, self.host.as_mut().map(|(_, names)| names));
+                    drain(guard.get_inner_mut(), &mut self.pipeline, &self.clock, &mut self.stats, self.host.as_mut().map(|(_, cgroups, processes)| (cgroups, processes)));
                     guard.clear_ready();
                 }
                 ready = async { self.kernel_log.as_mut().expect("guarded").readable_mut().await }, if self.kernel_log.is_some() => {
@@ -445,7 +453,7 @@ impl Session {
                     }
                 }
                 _ = drain_tick.tick() => {
-                    drain(self.ring.get_mut(), &mut self.pipeline, &self.clock, &mut self.stats, self.host.as_mut().map(|(_, names)| names));
+                    drain(self.ring.get_mut(), &mut self.pipeline, &self.clock, &mut self.stats, self.host.as_mut().map(|(_, cgroups, processes)| (cgroups, processes)));
                 }
                 _ = interface_check.tick() => {
                     if let Some(gone) = self.vanished() {
@@ -475,11 +483,13 @@ impl Session {
             &mut self.pipeline,
             &self.clock,
             &mut self.stats,
-            self.host.as_mut().map(|(_, names)| names),
+            self.host
+                .as_mut()
+                .map(|(_, cgroups, processes)| (cgroups, processes)),
         );
         self.stats.kernel = self.loaded.counters();
         self.pipeline.input_lost(self.stats.kernel.records_lost);
-        if let Some((_, names)) = &self.host {
+        if let Some((_, names, _)) = &self.host {
             self.stats.cgroups_forgotten = names.forgotten;
             self.stats.cgroup_names_refused = names.refused;
         }
@@ -489,7 +499,7 @@ impl Session {
     /// that goes while others remain (a pod's veth) is dropped from the
     /// trace with a warning, and listed in the report.
     fn vanished(&mut self) -> Option<Ending> {
-        if let Some((dir, _)) = &self.host {
+        if let Some((dir, _, _)) = &self.host {
             return (!dir.is_dir()).then(|| Ending::CgroupGone(dir.display().to_string()));
         }
         let (live, gone): (Vec<_>, Vec<_>) = std::mem::take(&mut self.loaded.interfaces)
@@ -577,16 +587,27 @@ fn drain(
     pipeline: &mut Pipeline,
     clock: &Clock,
     stats: &mut TraceStats,
-    mut cgroups: Option<&mut CgroupNames>,
+    mut host: Option<(&mut CgroupNames, &mut ProcessNames)>,
 ) {
+    let now = std::time::Instant::now();
     while let Some(item) = ring.next() {
         stats.records += 1;
         let Some(header) = RecordHeader::from_bytes(&item) else {
             stats.unreadable_records += 1;
             continue;
         };
-        let lookup = cgroups.as_deref_mut().map(|c| c as &mut dyn CgroupLookup);
-        let owner = records::owner(&header, lookup);
+        let lookup = host
+            .as_mut()
+            .map(|(cgroups, _)| &mut **cgroups as &mut dyn CgroupLookup);
+        let mut owner = records::owner(&header, lookup);
+        // An app is its process: named by its main thread, not the thread
+        // that made the call.
+        if let (Some((_, processes)), Some(process)) = (
+            host.as_mut(),
+            owner.as_mut().and_then(|o| o.process.as_mut()),
+        ) {
+            process.command = processes.command(process.tgid, process.command, now);
+        }
         match records::to_event(&header, &item, clock, pipeline.all_tcp(), owner.as_ref()) {
             Some(event) => pipeline.event(&event),
             None => stats.unreadable_records += 1,
