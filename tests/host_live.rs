@@ -296,8 +296,9 @@ fn apps_behind_a_local_stub_are_seen_with_their_own_lookups_and_connections() {
 }
 
 /// A "container": its own network namespace and a docker-shaped cgroup,
-/// resolving through a stub on 127.0.0.11 inside it (Docker's embedded
-/// DNS), its traffic leaving through a bridge with MASQUERADE in the
+/// resolving through Docker's embedded DNS as dockerd sets it up (a
+/// resolver on 127.0.0.11 at a high port, reached through a DNAT of
+/// 127.0.0.11:53), its traffic leaving through a bridge with MASQUERADE in the
 /// "host" namespace. Host mode names the app by its container; the
 /// address view sees only the host's address.
 #[test]
@@ -307,11 +308,14 @@ fn a_container_behind_nat_is_named_from_its_runtime_cgroup() {
     let ctr_ns = host.lab.add_container().expect("container namespace");
     let id = "3f2a1b4c5d6e7f8091a2b3c4d5e6f708192a3b4c5d6e7f8091a2b3c4d5e6f708";
     let dockerd = host.cgroups.child("system.slice/docker.service").unwrap();
+    // As dockerd does it: the resolver on a high port, and a DNAT from
+    // 127.0.0.11:53 in the container's namespace. The socket hooks see the
+    // query after the DNAT, to the high port.
     host.lab
-        .start_stub(&ctr_ns, "127.0.0.11", |program| {
+        .start_docker_embedded_dns(&ctr_ns, |program| {
             TestCgroup::command_in(&dockerd, program)
         })
-        .expect("the container's stub");
+        .expect("the container's embedded DNS");
     host.lab.resolv_conf(&ctr_ns, "127.0.0.11").unwrap();
     let root = host.cgroups.relative_root();
     let trace = host_trace(&root, &["--format", "json"]);

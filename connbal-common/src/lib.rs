@@ -190,6 +190,15 @@ pub mod record {
         pub tgid: u32,
         pub pid: u32,
         pub comm: [u8; 16],
+        /// Where the last connect or sendmsg asked to go, before any NAT
+        /// (network byte order, IPv4 in the first 4 bytes; `asked_port` 0
+        /// when unknown). A UDP datagram a DNAT moved away from port 53
+        /// (Docker's embedded DNS: 127.0.0.11:53 to a high port) is still
+        /// the query the app sent there.
+        pub asked_addr: [u8; 16],
+        pub asked_port: u16,
+        pub asked_version: u8,
+        pub reserved: [u8; 5],
     }
 
     /// A DNS record: header plus payload, reserved at this fixed size

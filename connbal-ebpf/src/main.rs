@@ -133,25 +133,25 @@ pub fn connbal_cgroup_ingress(ctx: SkBuffContext) -> i32 {
 
 #[cgroup_sock_addr(connect4)]
 pub fn connbal_connect4(ctx: SockAddrContext) -> i32 {
-    remember_owner(&ctx, true);
+    remember_owner(&ctx, true, false);
     CGROUP_ALLOW
 }
 
 #[cgroup_sock_addr(connect6)]
 pub fn connbal_connect6(ctx: SockAddrContext) -> i32 {
-    remember_owner(&ctx, true);
+    remember_owner(&ctx, true, true);
     CGROUP_ALLOW
 }
 
 #[cgroup_sock_addr(sendmsg4)]
 pub fn connbal_sendmsg4(ctx: SockAddrContext) -> i32 {
-    remember_owner(&ctx, false);
+    remember_owner(&ctx, false, false);
     CGROUP_ALLOW
 }
 
 #[cgroup_sock_addr(sendmsg6)]
 pub fn connbal_sendmsg6(ctx: SockAddrContext) -> i32 {
-    remember_owner(&ctx, false);
+    remember_owner(&ctx, false, true);
     CGROUP_ALLOW
 }
 
@@ -175,6 +175,31 @@ enum Hook {
 /// matter: every connect (TCP connection attempts follow it), UDP sends to
 /// port 53, and UDP sends from it (a resolver answering, which
 /// `KIND_SERVER` reports with its process).
+/// The address a connect or sendmsg asked for, as the app gave it (before
+/// any NAT): (IP version, address in network byte order). `v6`: the
+/// program is an IPv6 hook; the verifier lets each read only its own
+/// family's field, so the choice is made per program, not at run time.
+#[inline(always)]
+fn asked_address(ctx: &SockAddrContext, v6: bool) -> (u8, [u8; 16]) {
+    let mut addr = [0u8; 16];
+    // SAFETY: reading fields of the context the kernel handed us, the one
+    // this program's attach type allows.
+    unsafe {
+        let sa = &*ctx.sock_addr;
+        if v6 {
+            let words = sa.user_ip6;
+            for (chunk, word) in addr.chunks_exact_mut(4).zip(words) {
+                chunk.copy_from_slice(&word.to_ne_bytes());
+            }
+            (6, addr)
+        } else {
+            // user_ip4 is in network byte order: its bytes as stored.
+            addr[..4].copy_from_slice(&sa.user_ip4.to_ne_bytes());
+            (4, addr)
+        }
+    }
+}
+
 /// The socket is bound to port 53: a DNS server's.
 #[inline(always)]
 fn sends_from_dns_port(ctx: &SockAddrContext) -> bool {
@@ -187,7 +212,7 @@ fn sends_from_dns_port(ctx: &SockAddrContext) -> bool {
 }
 
 #[inline(always)]
-fn remember_owner(ctx: &SockAddrContext, connect: bool) {
+fn remember_owner(ctx: &SockAddrContext, connect: bool, v6: bool) {
     // SAFETY: reading a field of the context the kernel handed us.
     let port = u16::from_be(unsafe { (*ctx.sock_addr).user_port } as u16);
     if !connect && port != DNS_PORT && !sends_from_dns_port(ctx) {
@@ -201,11 +226,16 @@ fn remember_owner(ctx: &SockAddrContext, connect: bool) {
         )
     };
     let pid_tgid = bpf_get_current_pid_tgid();
+    let (asked_version, asked_addr) = asked_address(ctx, v6);
     let owner = SocketOwner {
         netns_cookie,
         tgid: (pid_tgid >> 32) as u32,
         pid: pid_tgid as u32,
         comm: bpf_get_current_comm().unwrap_or_default(),
+        asked_addr,
+        asked_port: port,
+        asked_version,
+        reserved: [0; 5],
     };
     let _ = SOCKETS.insert(cookie, owner, 0);
 }
@@ -544,6 +574,11 @@ fn udp(ctx: &Packet, ip: &Ip, hook: Hook) -> Option<()> {
     let u: [u8; 8] = bytes(ctx, ip.l4)?;
     let (src_port, dst_port) = (be16([u[0], u[1]]), be16([u[2], u[3]]));
     if !is_dns_port(src_port, dst_port) {
+        // Leaving a socket for loopback, not port 53: Docker's embedded DNS
+        // after its DNAT, when the app asked for port 53.
+        if hook == Hook::SocketEgress && loopback_destination(ctx, ip) {
+            return dnat_query(ctx, ip, (src_port, dst_port), u);
+        }
         return None;
     }
     if !local_client_side(hook, src_port, dst_port, 0) {
@@ -670,6 +705,42 @@ fn add_owner(ctx: &Packet, header: &mut RecordHeader) {
         header.pid = owner.pid;
         header.comm = owner.comm;
     }
+}
+
+/// Whether the packet goes to a loopback address (127/8, ::1): the one
+/// check every other UDP datagram pays for the DNAT case below.
+#[inline(always)]
+fn loopback_destination(ctx: &Packet, ip: &Ip) -> bool {
+    if ip.version == 4 {
+        bytes::<1>(ctx, ip.addrs + 4).is_some_and(|b| b[0] == 127)
+    } else {
+        bytes::<16>(ctx, ip.addrs + 16).is_some_and(|b| b == IPV6_LOOPBACK)
+    }
+}
+
+const IPV6_LOOPBACK: [u8; 16] = [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1];
+
+/// A UDP datagram a DNAT moved off port 53: when its socket's last connect
+/// or sendmsg asked for port 53, it is that DNS query, recorded as the app
+/// sent it (to the address and port it asked for), so that the response,
+/// which conntrack returns from port 53, finds it.
+#[inline(always)]
+fn dnat_query(ctx: &Packet, ip: &Ip, (src_port, _): (u16, u16), udp: [u8; 8]) -> Option<()> {
+    // SAFETY: a helper call on the context the kernel handed us.
+    let cookie = unsafe { bpf_get_socket_cookie(ctx.as_ptr()) };
+    // SAFETY: a lookup in our own map; the fields are copied out at once.
+    let owner = unsafe { SOCKETS.get(cookie) }?;
+    if owner.asked_port != DNS_PORT || owner.asked_version != ip.version {
+        return None;
+    }
+    let asked = owner.asked_addr;
+    let payload = ip.l4 + 8;
+    let udp_payload = usize::from(be16([udp[4], udp[5]])).saturating_sub(8);
+    let payload_len = udp_payload.min(ip.end.saturating_sub(payload));
+    let (src, _) = addresses(ctx, ip)?;
+    let header = header(ctx, ip.version, (src, asked), (src_port, DNS_PORT), 0, 0, 0);
+    emit_dns(ctx, header, payload, payload_len);
+    Some(())
 }
 
 /// A socket answering DNS, reported the first time it is seen doing so.

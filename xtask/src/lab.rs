@@ -509,6 +509,39 @@ impl Lab {
         listen: &str,
         wrap: impl FnOnce(&str) -> Command,
     ) -> Result<()> {
+        self.start_stub_on(ns, (listen, 53), wrap)
+    }
+
+    /// Docker's embedded DNS as dockerd sets it up in a container on a
+    /// user-defined network: a resolver on 127.0.0.11 at a high port, and
+    /// a DNAT in the namespace's nat OUTPUT hook from 127.0.0.11:53 to it
+    /// (conntrack turns the replies' source back into port 53). The
+    /// container's programs ask 127.0.0.11:53 and never see the port.
+    pub fn start_docker_embedded_dns(
+        &mut self,
+        ns: &str,
+        wrap: impl FnOnce(&str) -> Command,
+    ) -> Result<()> {
+        const PORT: u16 = 40195;
+        for rule in [
+            "add table ip docker_embedded_dns".to_string(),
+            "add chain ip docker_embedded_dns output { type nat hook output priority -100 ; }"
+                .to_string(),
+            format!(
+                "add rule ip docker_embedded_dns output ip daddr 127.0.0.11 udp dport 53 dnat to 127.0.0.11:{PORT}"
+            ),
+        ] {
+            run(self.command_in(ns, "nft").arg(rule))?;
+        }
+        self.start_stub_on(ns, ("127.0.0.11", PORT), wrap)
+    }
+
+    fn start_stub_on(
+        &mut self,
+        ns: &str,
+        (listen, port): (&str, u16),
+        wrap: impl FnOnce(&str) -> Command,
+    ) -> Result<()> {
         let mut cmd = wrap("ip");
         cmd.args(["netns", "exec", ns, "dnsmasq"])
             .args([
@@ -522,6 +555,7 @@ impl Lab {
                 "--log-facility=-",
             ])
             .arg(format!("--listen-address={listen}"))
+            .arg(format!("--port={port}"))
             .arg(format!("--server={SERVER_V4}"))
             .arg(format!(
                 "--pid-file={}",
