@@ -312,9 +312,7 @@ fn a_container_behind_nat_is_named_from_its_runtime_cgroup() {
     // 127.0.0.11:53 in the container's namespace. The socket hooks see the
     // query after the DNAT, to the high port.
     host.lab
-        .start_docker_embedded_dns(&ctr_ns, |program| {
-            TestCgroup::command_in(&dockerd, program)
-        })
+        .start_docker_embedded_dns(&ctr_ns, |program| TestCgroup::command_in(&dockerd, program))
         .expect("the container's embedded DNS");
     host.lab.resolv_conf(&ctr_ns, "127.0.0.11").unwrap();
     let root = host.cgroups.relative_root();

@@ -23,6 +23,13 @@ pub const TEST_TOOLS: &[(&str, &str)] = &[
     // `java App.java` compiles the source: the JDK, not just a JRE.
     ("javac", "default-jdk-headless"),
     ("java", "default-jdk-headless"),
+    // A real Docker (tests/runtimes_live.rs), its image built from Debian
+    // packages, since no registry is reachable.
+    ("dockerd", "docker.io"),
+    ("docker", "docker.io"),
+    ("iptables", "iptables"),
+    ("mmdebstrap", "mmdebstrap"),
+    ("nsenter", "util-linux"),
     ("promtool", "prometheus"),
     ("prometheus", "prometheus"),
 ];

@@ -322,12 +322,17 @@ impl Workload {
                     });
                 }
             }
-            // cgroupfs drivers: /docker/<id>, /kubepods/…/pod<uid>/<id>.
+            // cgroupfs drivers: /docker/<id>, /kubepods/…/pod<uid>/<id>,
+            // and a daemon's --cgroup-parent (`dockerd --cgroup-parent=/ci`
+            // puts containers at /ci/<id>): a 64-hex leaf is a container's
+            // id whatever the runtime.
             let parent = i.checked_sub(1).map(|p| segments[p]);
+            let leaf = i + 1 == segments.len();
             if is_container_id(segment) {
                 let runtime = match parent {
                     Some("docker") => Some("docker"),
                     Some(p) if p.starts_with("pod") => Some("container"),
+                    _ if leaf && workload.container.is_none() => Some("container"),
                     _ => None,
                 };
                 if let Some(runtime) = runtime {
@@ -561,6 +566,9 @@ mod tests {
         ));
         assert_eq!(cgroupfs.container.unwrap().runtime, "container");
         assert!(cgroupfs.pod.is_some());
+        // A daemon's --cgroup-parent: the runtime is not in the path.
+        let parented = Workload::of_path(&format!("/ci-runners/{id}"));
+        assert_eq!(parented.container.unwrap().runtime, "container");
         assert_eq!(
             Workload::of_path(&format!("/machine.slice/libpod-{id}.scope"))
                 .container
