@@ -108,7 +108,7 @@ impl Dockerd {
             child,
             cgroups,
         };
-        let deadline = Instant::now() + Duration::from_secs(60);
+        let deadline = Instant::now() + Duration::from_mins(1);
         while !dockerd.docker(&["version"]).status.success() {
             assert!(
                 Instant::now() < deadline,
