@@ -32,7 +32,11 @@ struct SrvTarget {
 /// section 7: sections 2 to 5 apply per client).
 #[derive(Debug, Default)]
 pub struct SrvTargets {
-    targets: FastMap<(Client, NameKey), SrvTarget>,
+    /// By target name first: most A records name no target, and a miss
+    /// then costs the hash of a name, not of a client too (profiles).
+    /// Rarely more than one client per target.
+    targets: FastMap<NameKey, Vec<(Client, SrvTarget)>>,
+    len: usize,
     /// Targets not tracked because the registry was full.
     pub dropped: u64,
 }
@@ -46,16 +50,27 @@ impl SrvTargets {
         (port, target): (u16, NameKey),
         preference: SrvPreference,
     ) -> Option<Arc<str>> {
-        let target = (client.clone(), target);
-        if self.targets.len() >= MAX_SRV_TARGETS && !self.targets.contains_key(&target) {
-            self.dropped += 1;
-            return None;
-        }
-        let entry = self.targets.entry(target).or_insert_with(|| SrvTarget {
-            service: Arc::from(service),
-            ports: Vec::new(),
-            preference,
-        });
+        let clients = self.targets.entry(target).or_default();
+        let index = match clients.iter().position(|(c, _)| c == client) {
+            Some(i) => i,
+            None if self.len >= MAX_SRV_TARGETS => {
+                self.dropped += 1;
+                return None;
+            }
+            None => {
+                self.len += 1;
+                clients.push((
+                    client.clone(),
+                    SrvTarget {
+                        service: Arc::from(service),
+                        ports: Vec::new(),
+                        preference,
+                    },
+                ));
+                clients.len() - 1
+            }
+        };
+        let entry = &mut clients[index].1;
         entry.preference = preference;
         if !entry.ports.contains(&port) {
             entry.ports.push(port);
@@ -65,10 +80,14 @@ impl SrvTargets {
 
     fn get(&self, client: &Client, target: Option<NameKey>) -> Option<&SrvTarget> {
         // Most answers name no SRV target; no key to build for them.
-        if self.targets.is_empty() {
+        if self.len == 0 {
             return None;
         }
-        self.targets.get(&(client.clone(), target?))
+        self.targets
+            .get(&target?)?
+            .iter()
+            .find(|(c, _)| c == client)
+            .map(|(_, t)| t)
     }
 
     fn contains(&self, client: &Client, target: Option<NameKey>) -> bool {
@@ -239,7 +258,8 @@ impl Aggregator {
         let asked = (question_key, question_asked.qtype);
         for (index, (name, ttl)) in credits.names.drain(..).enumerate() {
             // Usually the name asked; hashing it again showed in profiles.
-            let (name_key, asked_as) = if name.eq_ignore_ascii_case(question) {
+            let (name_key, asked_as) = if *name == *question || name.eq_ignore_ascii_case(question)
+            {
                 (question_key, None)
             } else {
                 // Asked as an alias when CNAMEs led here (not for an SRV
@@ -310,8 +330,10 @@ impl Aggregator {
             );
             (name, Some(target.preference))
         } else if record.section == Section::Answer && answer_count > 1 {
-            // Usually the name asked; hashing it again showed in profiles.
-            let key = if record.owner.eq_ignore_ascii_case(question.0) {
+            // Usually the name asked, spelled alike (memcmp first, then
+            // ignoring case); hashing it again showed in profiles.
+            let key = if record.owner == question.0 || record.owner.eq_ignore_ascii_case(question.0)
+            {
                 question.1
             } else {
                 names.key(&record.owner)

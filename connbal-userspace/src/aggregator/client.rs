@@ -438,9 +438,16 @@ impl PidsSeen {
 #[derive(Debug, Default)]
 pub struct Resolvers {
     clients: std::collections::HashSet<Client, foldhash::fast::RandomState>,
+    /// The address last noted: a capture's responses mostly come from one
+    /// server, which then costs a compare, not a hash (profiles).
+    pub last: Option<std::net::IpAddr>,
 }
 
 impl Resolvers {
+    pub fn is_last(&self, address: std::net::IpAddr) -> bool {
+        self.last == Some(address)
+    }
+
     pub fn note(&mut self, client: Client) {
         if self.clients.len() < MAX_CLIENTS || self.clients.contains(&client) {
             self.clients.insert(client);

@@ -42,19 +42,28 @@ impl FreshAnswers {
             self.dropped += 1;
             return;
         }
-        let kept = (addresses.len() <= MAX_ADDRESSES).then(|| addresses.to_vec());
+        let fits = addresses.len() <= MAX_ADDRESSES;
         match self.answers.get_mut(&key) {
             Some(fresh) if fresh.at > at => {}
             Some(fresh) => {
                 fresh.at = at;
-                fresh.addresses = kept;
+                // Reused, not reallocated: the same name is answered over
+                // and over, mostly with the same set (profiles).
+                match (&mut fresh.addresses, fits) {
+                    (Some(held), true) => {
+                        held.clear();
+                        held.extend_from_slice(addresses);
+                    }
+                    (held, true) => *held = Some(addresses.to_vec()),
+                    (held, false) => *held = None,
+                }
             }
             None => {
                 self.answers.insert(
                     key,
                     Fresh {
                         at,
-                        addresses: kept,
+                        addresses: fits.then(|| addresses.to_vec()),
                     },
                 );
             }

@@ -244,8 +244,11 @@ impl Aggregator {
         self.counters.responses_matched += 1;
         // Its sender serves DNS. Known by address here; a local resolver's
         // own socket says so in host mode (`Datagram::from_server`).
-        let server = Client::of(self.config.by, src.ip(), None, self.config.home_netns);
-        self.resolvers.note(server);
+        if !self.resolvers.is_last(src.ip()) {
+            let server = Client::of(self.config.by, src.ip(), None, self.config.home_netns);
+            self.resolvers.note(server);
+            self.resolvers.last = Some(src.ip());
+        }
         let answered = self.apply_answer(
             ts,
             (&query.client, query.server),
