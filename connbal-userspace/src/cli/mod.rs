@@ -28,16 +28,27 @@ The report:
   Per client and name, each backend with its port, connections, share and
   times seen in DNS, and the verdicts: unused backends (and whether random
   choice would plausibly leave them unused), balance (a chi-square test
-  against random choice among the addresses in force at each connection,
-  by SRV weight within the best priority), TTL (lookups before the
+  against random choice among the addresses the client's latest answers
+  held at each connection, by SRV weight within the best priority; within
+  one address family when the client used only one, as RFC 6724 clients
+  do), answer order (whether the client takes the address listed first,
+  and whether the server rotates its answers), TTL (lookups before the
   previous answer expired, and connections after it expired with no new
-  lookup), stale backends (connections to addresses DNS no longer offers,
-  after their last answer expired), failing backends and SRV priority.
-  Thresholds: unused backends and an uneven spread are flagged when random
-  choice would give them with chance below 1% (p < 0.01); a connection
-  counts as after its answer expired when it comes more than 1 s past the
-  TTL; the spread is judged when every backend in the test is expected
-  to get at least one connection (rarer ones are pooled).
+  lookup; an answer through CNAMEs lasts its chain's least TTL; lookups
+  through a resolver on the client's own host are fine), stale backends
+  (connections to addresses DNS no longer offers, to this client or, since
+  its own answer expired, to any other), failing backends, SRV priority,
+  and shared addresses (connections to an address two names offered,
+  counted for the name looked up last). A resolver (a client seen
+  answering DNS) is not judged on unused backends. A verdict judged from
+  input that may miss something (records lost, a full table, a trace
+  begun within the TTL) says it may be wrong (JSON complete: false).
+  Thresholds: unused backends, an uneven spread and taking the first
+  address are flagged when random choice would give them with chance
+  below 1% (p < 0.01); a lookup or connection within 1 s of its answer's
+  expiry is on time; the spread is judged when every backend in the test
+  is expected to get at least one connection (rarer ones are pooled);
+  answer order is judged from 5 connection attempts.
   A client is an address (replay, --iface), or in host mode the app, cgroup
   or process that owns the socket (--by). TSV has the original's five
   columns: client  backend:port  conns  times-in-DNS  name. JSON adds the
