@@ -5,6 +5,9 @@
 //! nowhere else. No registry is reachable: the image is a minbase Debian
 //! with python3 (mmdebstrap, cached in /var/cache/connbal-test), imported.
 //!
+//! podman runs the same way (no daemon; netavark's bridge and aardvark-dns
+//! in that namespace, its network configuration in the test's directory).
+//!
 //! The scenario is the one Docker users run most: a user-defined network,
 //! so containers resolve through Docker's embedded DNS (127.0.0.11, reached
 //! through a DNAT to a high port inside each container), three backends
@@ -22,7 +25,7 @@ use std::time::{Duration, Instant};
 use xtask::cgroup::TestCgroup;
 
 static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
-const TOOLS: &[&str] = &[
+const DOCKER_TOOLS: &[&str] = &[
     "dockerd",
     "docker",
     "mmdebstrap",
@@ -30,6 +33,7 @@ const TOOLS: &[&str] = &[
     "nsenter",
     "ip",
 ];
+const PODMAN_TOOLS: &[&str] = &["podman", "mmdebstrap", "nsenter", "ip", "pkill"];
 const IMAGE: &str = "connbal-test:python3";
 const ROOTFS: &str = "/var/cache/connbal-test/rootfs-bookworm-python3.tar";
 
@@ -66,77 +70,125 @@ for i in range(n):
     print(addr, flush=True)
 "#;
 
-/// dockerd in a network namespace of its own, its state in a directory of
-/// its own; stopped, and everything it made removed, on drop.
-struct Dockerd {
+/// A container runtime run by this test: its CLI pointed at state in a
+/// directory of its own, inside a network namespace of its own (so its
+/// bridges and firewall rules are there, not on the host), its
+/// containers' cgroups under one this test made. Everything it made is
+/// removed on drop.
+struct Runtime {
     ns: String,
     dir: PathBuf,
-    child: std::process::Child,
-    /// Its containers' cgroups go under this one.
+    /// The CLI and its global flags.
+    cli: Vec<String>,
+    /// Flags every `run` needs here.
+    run_flags: Vec<String>,
+    /// dockerd; podman has no daemon.
+    daemon: Option<std::process::Child>,
     cgroups: TestCgroup,
 }
 
-impl Dockerd {
-    fn start() -> Dockerd {
-        let ns = format!("connbal-dk-{}", std::process::id());
+impl Runtime {
+    fn prepare(name: &str) -> (String, PathBuf, TestCgroup) {
+        let ns = format!("connbal-{name}-{}", std::process::id());
         let dir = std::env::temp_dir().join(&ns);
         std::fs::create_dir_all(dir.join("app")).unwrap();
-        let cgroups = TestCgroup::new("docker").expect("test cgroup");
+        let cgroups = TestCgroup::new(name).expect("test cgroup");
         run(Command::new("ip").args(["netns", "add", &ns]));
         run(Command::new("ip").args(["-n", &ns, "link", "set", "lo", "up"]));
-        // nsenter, not `ip netns exec`: that remounts /sys, which hides
-        // the cgroup mounts dockerd needs.
-        let child = Command::new("nsenter")
+        (ns, dir, cgroups)
+    }
+
+    /// Debian's dockerd. nsenter, not `ip netns exec`: that remounts /sys,
+    /// which hides the cgroup mounts dockerd needs.
+    fn docker() -> Runtime {
+        let (ns, dir, cgroups) = Self::prepare("docker");
+        let socket = format!("--host=unix://{}", dir.join("docker.sock").display());
+        let daemon = Command::new("nsenter")
             .arg(format!("--net=/run/netns/{ns}"))
             .arg("dockerd")
             .arg(format!("--data-root={}", dir.join("data").display()))
             .arg(format!("--exec-root={}", dir.join("exec").display()))
-            .arg(format!(
-                "--host=unix://{}",
-                dir.join("docker.sock").display()
-            ))
+            .arg(&socket)
             .arg(format!("--pidfile={}", dir.join("docker.pid").display()))
             .arg(format!("--cgroup-parent={}", cgroups.relative_root()))
             .args(["--bridge=none", "--storage-driver=vfs"])
             .stdout(Stdio::null())
-            .stderr(std::fs::File::create(dir.join("dockerd.log")).unwrap())
+            .stderr(std::fs::File::create(dir.join("daemon.log")).unwrap())
             .spawn()
             .expect("start dockerd");
-        let dockerd = Dockerd {
+        let runtime = Runtime {
             ns,
             dir,
-            child,
+            cli: vec!["docker".into(), socket],
+            run_flags: Vec::new(),
+            daemon: Some(daemon),
             cgroups,
         };
         let deadline = Instant::now() + Duration::from_mins(1);
-        while !dockerd.docker(&["version"]).status.success() {
+        while !runtime.cmd(&["version"]).status.success() {
             assert!(
                 Instant::now() < deadline,
                 "dockerd did not start: {}",
-                dockerd.log()
+                runtime.log()
             );
             std::thread::sleep(Duration::from_millis(200));
         }
-        dockerd
+        runtime
     }
 
-    fn docker(&self, args: &[&str]) -> std::process::Output {
-        Command::new("docker")
-            .arg(format!(
-                "--host=unix://{}",
-                self.dir.join("docker.sock").display()
-            ))
-            .args(args)
+    /// Debian's podman (netavark and aardvark-dns), rootful, its network
+    /// configuration in the test's directory rather than /etc.
+    fn podman() -> Runtime {
+        let (ns, dir, cgroups) = Self::prepare("podman");
+        let cli = vec![
+            "nsenter".to_string(),
+            format!("--net=/run/netns/{ns}"),
+            "podman".into(),
+            format!("--root={}", dir.join("root").display()),
+            format!("--runroot={}", dir.join("run").display()),
+            format!("--tmpdir={}", dir.join("tmp").display()),
+            format!("--network-config-dir={}", dir.join("networks").display()),
+            "--cgroup-manager=cgroupfs".into(),
+            "--events-backend=none".into(),
+        ];
+        // Its default rlimits are above these machines' hard limits.
+        let run_flags = vec![
+            "--ulimit=nofile=1024:1024".into(),
+            "--ulimit=nproc=4096:4096".into(),
+            format!("--cgroup-parent={}", cgroups.relative_root()),
+        ];
+        Runtime {
+            ns,
+            dir,
+            cli,
+            run_flags,
+            daemon: None,
+            cgroups,
+        }
+    }
+
+    fn cmd(&self, args: &[&str]) -> std::process::Output {
+        let (program, global) = self.cli.split_first().unwrap();
+        let mut command = Command::new(program);
+        command.args(global);
+        if let Some((&"run", rest)) = args.split_first() {
+            command.arg("run").args(&self.run_flags).args(rest);
+        } else {
+            command.args(args);
+        }
+        command
+            .env("TMPDIR", self.dir.join("tmp"))
             .output()
-            .expect("run docker")
+            .expect("run the runtime's CLI")
     }
 
-    /// `docker ARGS`, which must succeed; its stdout.
+    /// The CLI with ARGS, which must succeed; its stdout.
     fn ok(&self, args: &[&str]) -> String {
-        let out = self.docker(args);
+        let out = self.cmd(args);
         assert!(
             out.status.success(),
-            "docker {}: {}\n{}",
+            "{} {}: {}\n{}",
+            self.cli[0],
             args.join(" "),
             String::from_utf8_lossy(&out.stderr),
             self.log()
@@ -145,28 +197,34 @@ impl Dockerd {
     }
 
     fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.join("dockerd.log")).unwrap_or_default()
+        std::fs::read_to_string(self.dir.join("daemon.log")).unwrap_or_default()
     }
 }
 
-impl Drop for Dockerd {
+impl Drop for Runtime {
     fn drop(&mut self) {
-        let ids = self.docker(&["ps", "-aq"]);
+        let ids = self.cmd(&["ps", "-aq"]);
         for id in String::from_utf8_lossy(&ids.stdout).split_whitespace() {
-            let _ = self.docker(&["rm", "-f", id]);
+            let _ = self.cmd(&["rm", "-f", id]);
         }
-        let _ = self.docker(&["network", "prune", "-f"]);
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
+        let _ = self.cmd(&["network", "rm", "-f", "webnet"]);
+        if let Some(daemon) = self.daemon.as_mut() {
+            let _ = Command::new("kill")
+                .args(["-TERM", &daemon.id().to_string()])
+                .status();
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while daemon.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            let _ = daemon.kill();
+            let _ = daemon.wait();
+        }
+        // Helpers the runtime left running with its state (aardvark-dns).
+        let _ = Command::new("pkill")
+            .args(["-KILL", "-f", &self.dir.display().to_string()])
             .status();
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while self.child.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        // What dockerd and its containerd leave mounted under their roots
-        // (network namespaces of containers, the vfs layers).
+        // What it left mounted under its state (container namespaces,
+        // layers).
         if let Ok(mounts) = std::fs::read_to_string("/proc/self/mountinfo") {
             let mut points: Vec<&str> = mounts
                 .lines()
@@ -180,15 +238,20 @@ impl Drop for Dockerd {
         }
         let _ = std::fs::remove_dir_all(&self.dir);
         let _ = Command::new("ip").args(["netns", "del", &self.ns]).status();
-        // The cgroupfs driver also made the parent in each cgroup v1
-        // hierarchy of this hybrid layout: remove those too.
+        // The cgroupfs driver also made the parent (and the containers'
+        // directories) in each cgroup v1 hierarchy of this hybrid layout.
         let parent = self.cgroups.relative_root();
         if let Ok(entries) = std::fs::read_dir("/sys/fs/cgroup") {
             for entry in entries.flatten() {
                 let dir = entry.path().join(parent.trim_start_matches('/'));
-                if dir.is_dir() {
-                    let _ = std::fs::remove_dir(&dir);
+                if let Ok(children) = std::fs::read_dir(&dir) {
+                    for child in children.flatten() {
+                        if child.file_type().is_ok_and(|t| t.is_dir()) {
+                            let _ = std::fs::remove_dir(child.path());
+                        }
+                    }
                 }
+                let _ = std::fs::remove_dir(&dir);
             }
         }
     }
@@ -220,16 +283,13 @@ fn rootfs() -> &'static str {
     ROOTFS
 }
 
-#[test]
-fn containers_on_a_user_defined_docker_network_are_counted_exactly() {
-    let Some(_guard) = live_tests(&ONE_AT_A_TIME, TOOLS) else {
-        return;
-    };
-    let docker = Dockerd::start();
-    docker.ok(&["import", rootfs(), IMAGE]);
-    docker.ok(&["network", "create", "webnet"]);
+/// The scenario on `runtime`: backends, the trace, both clients; the JSON
+/// report and what each client chose.
+fn scenario(runtime: &Runtime) -> (serde_json::Value, Vec<String>, Vec<String>) {
+    runtime.ok(&["import", rootfs(), IMAGE]);
+    runtime.ok(&["network", "create", "webnet"]);
     for i in 1..=3 {
-        docker.ok(&[
+        runtime.ok(&[
             "run",
             "-d",
             "--network",
@@ -244,15 +304,15 @@ fn containers_on_a_user_defined_docker_network_are_counted_exactly() {
             BACKEND,
         ]);
     }
-    std::fs::write(docker.dir.join("app/client.py"), CLIENT).unwrap();
-    let volume = format!("{}:/app:ro", docker.dir.join("app").display());
+    std::fs::write(runtime.dir.join("app/client.py"), CLIENT).unwrap();
+    let volume = format!("{}:/app:ro", runtime.dir.join("app").display());
 
-    let root = docker.cgroups.relative_root();
+    let root = runtime.cgroups.relative_root();
     let mut command = connbal();
     command.args(["trace", "--cgroup", &root, "--format", "json"]);
     let trace = Trace::spawn(command);
     let client = |mode: &str, n: &str| -> Vec<String> {
-        docker
+        runtime
             .ok(&[
                 "run",
                 "--rm",
@@ -278,15 +338,18 @@ fn containers_on_a_user_defined_docker_network_are_counted_exactly() {
     assert!(finished.status.success(), "{}", finished.stderr);
     let json: serde_json::Value = serde_json::from_str(&finished.stdout)
         .unwrap_or_else(|e| panic!("JSON report: {e}\n{}", finished.stdout));
+    (json, each, once)
+}
 
-    // Before, none of it: the queries, DNAT'd to the embedded resolver's
-    // high port, were never seen, and all 13 responses were unmatched.
+/// Each client container is one service with exactly the lookups and
+/// connections it made, connection by connection.
+fn assert_exact(json: &serde_json::Value, each: &[String], once: &[String]) {
     assert_eq!(json["counters"]["unmatched_responses"], 0, "{json}");
     let services: Vec<&serde_json::Value> = json["services"]
         .as_array()
         .unwrap()
         .iter()
-        .filter(|s| s["name"] == "web.")
+        .filter(|s| s["name"] == "web." || s["name"] == "web.dns.podman.")
         .collect();
     assert_eq!(
         services.len(),
@@ -299,13 +362,48 @@ fn containers_on_a_user_defined_docker_network_are_counted_exactly() {
             .find(|s| s["lookups"] == lookups)
             .unwrap_or_else(|| panic!("no client with {lookups} lookups: {json}"))
     };
-    for (s, chosen) in [(by_lookups(12), &each), (by_lookups(1), &once)] {
+    for (s, chosen) in [(by_lookups(12), each), (by_lookups(1), once)] {
         assert_eq!(s["connections"], chosen.len() as u64, "{s}");
         assert_eq!(s["client_info"]["command"], "python3", "{s}");
-        assert_eq!(rows_of(&json, s), counts(chosen), "{s}");
+        assert_eq!(rows_of(json, s), counts(chosen), "{s}");
     }
-    // Docker's round robin, followed: 4/4/4 over the three backends.
-    assert_eq!(counts(&each).values().collect::<Vec<_>>(), [&4, &4, &4]);
+    // The runtime's round robin, followed: 4/4/4 over the three backends.
+    assert_eq!(counts(each).values().collect::<Vec<_>>(), [&4, &4, &4]);
+}
+
+/// Docker resolves through its embedded DNS on 127.0.0.11, reached through
+/// a DNAT to a high port in each container: before, none of it was seen
+/// (0 services; the queries went to the high port, and all 13 responses
+/// were unmatched).
+#[test]
+fn containers_on_a_user_defined_docker_network_are_counted_exactly() {
+    let Some(_guard) = live_tests(&ONE_AT_A_TIME, DOCKER_TOOLS) else {
+        return;
+    };
+    let docker = Runtime::docker();
+    let (json, each, once) = scenario(&docker);
+    assert_exact(&json, &each, &once);
+}
+
+/// podman (netavark, aardvark-dns on the bridge's address, no DNAT): it was
+/// exact already; this keeps it so.
+#[test]
+fn containers_on_a_podman_network_are_counted_exactly() {
+    let Some(_guard) = live_tests(&ONE_AT_A_TIME, PODMAN_TOOLS) else {
+        return;
+    };
+    let podman = Runtime::podman();
+    let (json, each, once) = scenario(&podman);
+    assert_exact(&json, &each, &once);
+    // Named by its runtime, from the cgroup podman made.
+    let services = json["services"].as_array().unwrap();
+    assert!(
+        services
+            .iter()
+            .filter(|s| s["client_info"]["command"] == "python3")
+            .all(|s| s["client_info"]["container_runtime"] == "podman"),
+        "{json}"
+    );
 }
 
 fn counts(chosen: &[String]) -> BTreeMap<String, u64> {

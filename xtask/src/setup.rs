@@ -30,6 +30,12 @@ pub const TEST_TOOLS: &[(&str, &str)] = &[
     ("iptables", "iptables"),
     ("mmdebstrap", "mmdebstrap"),
     ("nsenter", "util-linux"),
+    ("pkill", "procps"),
+    // podman with the network stack Debian pairs it with (netavark and
+    // aardvark-dns live in /usr/lib/podman, so they go with podman).
+    ("podman", "podman"),
+    ("podman", "netavark"),
+    ("podman", "aardvark-dns"),
     ("promtool", "prometheus"),
     ("prometheus", "prometheus"),
 ];
