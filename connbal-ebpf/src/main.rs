@@ -587,15 +587,21 @@ fn udp(ctx: &Packet, ip: &Ip, hook: Hook) -> Option<()> {
         }
         return None;
     }
-    let payload = ip.l4 + 8;
-    // The UDP length, not the frame, bounds the payload, so Ethernet
-    // padding is never taken for DNS bytes.
-    let udp_payload = usize::from(be16([u[4], u[5]])).saturating_sub(8);
-    let payload_len = udp_payload.min(ip.end.saturating_sub(payload));
+    let (payload, payload_len) = udp_payload(ip, u);
     let (src, dst) = addresses(ctx, ip)?;
     let header = header(ctx, ip.version, (src, dst), (src_port, dst_port), 0, 0, 0);
     emit_dns(ctx, header, payload, payload_len);
     Some(())
+}
+
+/// Where a UDP datagram's payload starts, and its length. The UDP length,
+/// not the frame, bounds it, so Ethernet padding is never taken for DNS
+/// bytes.
+#[inline(always)]
+fn udp_payload(ip: &Ip, udp: [u8; 8]) -> (usize, usize) {
+    let payload = ip.l4 + 8;
+    let udp_payload = usize::from(be16([udp[4], udp[5]])).saturating_sub(8);
+    (payload, udp_payload.min(ip.end.saturating_sub(payload)))
 }
 
 /// The kernel's flow table under spec 4's `-a` rule
@@ -734,9 +740,7 @@ fn dnat_query(ctx: &Packet, ip: &Ip, (src_port, _): (u16, u16), udp: [u8; 8]) ->
         return None;
     }
     let asked = owner.asked_addr;
-    let payload = ip.l4 + 8;
-    let udp_payload = usize::from(be16([udp[4], udp[5]])).saturating_sub(8);
-    let payload_len = udp_payload.min(ip.end.saturating_sub(payload));
+    let (payload, payload_len) = udp_payload(ip, udp);
     let (src, _) = addresses(ctx, ip)?;
     let header = header(ctx, ip.version, (src, asked), (src_port, DNS_PORT), 0, 0, 0);
     emit_dns(ctx, header, payload, payload_len);
