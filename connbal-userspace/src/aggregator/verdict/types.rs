@@ -239,6 +239,7 @@ pub enum Finding {
     Stale,
     Shared,
     FirstNotPreferred,
+    TakesFirstRotated,
     TakesFirst,
 }
 
@@ -442,6 +443,10 @@ impl Judgement {
             Self::Failing { .. } => Finding::Failing,
             Self::Shared { .. } => Finding::Shared,
             Self::FirstNotPreferred { .. } => Finding::FirstNotPreferred,
+            // Taking the first of answers the server rotates spreads as the
+            // rotation does (curl, getaddrinfo with equal preferences): it
+            // is said, not flagged. Without rotation it is all one backend.
+            Self::TakesFirst { firsts, .. } if firsts.0 > 1 => Finding::TakesFirstRotated,
             Self::TakesFirst { .. } => Finding::TakesFirst,
         }
     }
@@ -462,6 +467,7 @@ impl Judgement {
                 | Finding::AllAnswered
                 | Finding::Shared
                 | Finding::FirstNotPreferred
+                | Finding::TakesFirstRotated
         )
     }
 }

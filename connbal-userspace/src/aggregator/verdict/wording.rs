@@ -224,7 +224,7 @@ pub(super) fn text(judgement: &Judgement) -> String {
                     "{head}; and the DNS server lists {address} first in every answer, so both are the cause: the server does not rotate its answers (CoreDNS without its loadbalance plugin), and the client takes the first"
                 ),
                 None if *ever > 1 => format!(
-                    "{head}; the DNS server rotates its answers ({ever} of the {backends} backends came first, {least} to {most} times each), so the client is the cause: getaddrinfo's RFC 6724 sorting, or a client that takes the first record"
+                    "{head}; the DNS server rotates its answers ({ever} of the {backends} backends came first, {least} to {most} times each), so the spread follows its rotation (a client that takes the first record, or getaddrinfo's RFC 6724 sorting among equals)"
                 ),
                 None => head,
             }
