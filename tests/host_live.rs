@@ -792,3 +792,88 @@ fn a_jvm_is_one_client_whatever_its_threads_are_called() {
         .collect();
     assert!(checks.values().all(|ok| *ok), "{s}");
 }
+
+/// curl against a dual-stack name (2 A and 2 AAAA records) through the
+/// caching stub, eight times: following RFC 6724 it uses IPv6 only. Judged
+/// over all four backends, that read "2 of 4 backends got no connection;
+/// not chance" for every dual-stack service; judged within IPv6, as the
+/// client chose, it says so.
+#[test]
+fn curl_on_a_dual_stack_name_is_judged_within_the_family_it_used() {
+    let Some(_guard) = live() else { return };
+    if !tools_available(&["curl"]) {
+        return;
+    }
+    let mut host = HostLab::new("dual");
+    // A fresh namespace's IPv6 addresses are tentative until duplicate
+    // address detection ends (about a second); until then curl's happy
+    // eyeballs falls back to IPv4. Wait for it, as a booted host has.
+    for ns in [host.lab.client_ns.clone(), host.lab.server_ns.clone()] {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let out = Command::new("ip")
+                .args(["-n", &ns, "-6", "addr", "show", "tentative"])
+                .output()
+                .expect("ip addr");
+            if out.stdout.is_empty() {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "IPv6 addresses still tentative in {ns}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+    let root = host.cgroups.relative_root();
+    let trace = host_trace(&root, &["--format", "json"]);
+    let dir = host.cgroups.child("curl").unwrap();
+    let ns = host.lab.client_ns.clone();
+    let mut used = Vec::new();
+    for _ in 0..8 {
+        // Its exit status is the backend's business (it may close
+        // without an HTTP answer); where it connected is what counts.
+        let out = TestCgroup::command_in(&dir, "ip")
+            .args(["netns", "exec", &ns, "curl", "-s", "-o", "/dev/null"])
+            .args(["--max-time", "5", "-w", "%{remote_ip}\\n"])
+            .arg("http://dual.connbal.test/")
+            .output()
+            .expect("run curl");
+        used.extend(
+            String::from_utf8_lossy(&out.stdout)
+                .lines()
+                .map(str::to_string),
+        );
+    }
+    let (stdout, stderr) = stop(trace);
+    let json: serde_json::Value = serde_json::from_str(&stdout)
+        .unwrap_or_else(|e| panic!("JSON report: {e}\n{stdout}\n{stderr}"));
+    assert_eq!(used.len(), 8, "{used:?}");
+    assert!(
+        used.iter().all(|a| a.contains(':')),
+        "curl preferred IPv6 here, as RFC 6724 has it: {used:?}"
+    );
+    let client = format!("curl in {root}/curl");
+    let s = json["services"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["client"] == client.as_str() && s["name"] == "dual.connbal.test.")
+        .unwrap_or_else(|| panic!("no service for {client}: {json}"));
+    assert_eq!(s["connections"], 8, "{s}");
+    assert_eq!(s["backends"], 4, "{s}");
+    assert_eq!(s["family_used"], "ipv6", "{s}");
+    let unused = verdict(s, "unused_backends");
+    let text = unused["text"].as_str().unwrap();
+    assert!(text.contains("IPv6 only, as RFC 6724 prefers"), "{text}");
+    // Within IPv6: both AAAA backends used is "all used", never "2 of 4
+    // got no connection".
+    let v6_used = counts(&used).len();
+    if v6_used == 2 {
+        assert_eq!(unused["finding"], "all_used", "{s}");
+    }
+    assert!(!text.contains("of 4"), "{text}");
+    // curl takes the first address of each answer; the stub rotates them,
+    // so its spread follows the rotation: said, not flagged.
+    assert_eq!(verdict(s, "answer_order")["ok"], true, "{s}");
+}

@@ -40,6 +40,10 @@ pub const HOSTS: &str = "\
 2001:db8:200::1 v6.connbal.test
 2001:db8:200::2 v6.connbal.test
 2001:db8:200::3 v6.connbal.test
+203.0.113.91 dual.connbal.test
+203.0.113.92 dual.connbal.test
+2001:db8:200::11 dual.connbal.test
+2001:db8:200::12 dual.connbal.test
 ";
 
 pub fn dnsmasq_options() -> Vec<String> {
