@@ -127,6 +127,18 @@ impl HostLab {
         self.run_in(ns, cgroup, &["python3", script.to_str().unwrap()], plan)
     }
 
+    /// Runs the app on `name` instead of the lab's usual one.
+    fn run_app_on(&mut self, cgroup: &str, name: &str, plan: &[usize]) -> Vec<String> {
+        let script = self.app_script.clone();
+        let ns = self.lab.client_ns.clone();
+        self.run_with_name(
+            &ns,
+            cgroup,
+            (&["python3", script.to_str().unwrap()], name),
+            plan,
+        )
+    }
+
     /// Runs the JVM app in cgroup `cgroup`, in the client namespace.
     fn run_java_app(&mut self, cgroup: &str, plan: &[usize]) -> Vec<String> {
         let source = self.lab.dir.join("App.java");
@@ -138,12 +150,22 @@ impl HostLab {
     /// Runs `program` with the name and plan in cgroup `cgroup` of the
     /// test, in namespace `ns`, and returns the backends it chose.
     fn run_in(&mut self, ns: &str, cgroup: &str, program: &[&str], plan: &[usize]) -> Vec<String> {
+        self.run_with_name(ns, cgroup, (program, NAME), plan)
+    }
+
+    fn run_with_name(
+        &mut self,
+        ns: &str,
+        cgroup: &str,
+        (program, name): (&[&str], &str),
+        plan: &[usize],
+    ) -> Vec<String> {
         let dir = self.cgroups.child(cgroup).unwrap();
         let plan = plan.iter().map(usize::to_string).collect::<Vec<_>>();
         let out = TestCgroup::command_in(&dir, "ip")
             .args(["netns", "exec", ns])
             .args(program)
-            .args([NAME, &plan.join(",")])
+            .args([name, &plan.join(",")])
             .output()
             .expect("run the app");
         assert!(
@@ -876,4 +898,57 @@ fn curl_on_a_dual_stack_name_is_judged_within_the_family_it_used() {
     // curl takes the first address of each answer; the stub rotates them,
     // so its spread follows the rotation: said, not flagged.
     assert_eq!(verdict(s, "answer_order")["ok"], true, "{s}");
+}
+
+/// Two names on one address set (vhosts, a CDN): an app resolves `db`
+/// before each of 10 connections, then `api` before each of 5, both on
+/// .95 and .96. Before, the backends carried the first name only: one
+/// service `db` with 15 connections, and `api` nowhere. And an alias: an
+/// app asking for `alias.connbal.test` (CNAME to mid, to pool) is reported
+/// under pool with the name it asked.
+#[test]
+fn names_sharing_addresses_and_aliases_are_reported_as_the_app_asked() {
+    let Some(_guard) = live() else { return };
+    let mut host = HostLab::new("names");
+    let root = host.cgroups.relative_root();
+    let trace = host_trace(&root, &["--format", "json"]);
+    let db = host.run_app_on("app", "db.connbal.test", &[0, 1, 0, 1, 0, 1, 0, 1, 0, 1]);
+    let api = host.run_app_on("app", "api.connbal.test", &[0, 1, 0, 1, 0]);
+    let alias = host.run_app_on("aliased", "alias.connbal.test", &[0, 1, 2, 0]);
+    let (stdout, stderr) = stop(trace);
+    let json: serde_json::Value = serde_json::from_str(&stdout)
+        .unwrap_or_else(|e| panic!("JSON report: {e}\n{stdout}\n{stderr}"));
+    let service = |client: &str, name: &str| -> serde_json::Value {
+        json["services"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["client"] == client && s["name"] == name)
+            .cloned()
+            .unwrap_or_else(|| panic!("no {name} for {client}: {json}"))
+    };
+    let app = format!("python3 in {root}/app");
+    let db_s = service(&app, "db.connbal.test.");
+    let api_s = service(&app, "api.connbal.test.");
+    assert_eq!(
+        (&db_s["lookups"], &db_s["connections"]),
+        (&10.into(), &10.into()),
+        "{db_s}"
+    );
+    assert_eq!(
+        (&api_s["lookups"], &api_s["connections"]),
+        (&5.into(), &5.into()),
+        "{api_s}"
+    );
+    assert_eq!(db.len() + api.len(), 15);
+    // db's answer was still unexpired when api's connections were made:
+    // said, never failed.
+    assert_eq!(verdict(&api_s, "shared_addresses")["ok"], true, "{api_s}");
+    let aliased = service(&format!("python3 in {root}/aliased"), "pool.connbal.test.");
+    assert_eq!(aliased["connections"], alias.len() as u64, "{aliased}");
+    assert_eq!(
+        aliased["asked_as"],
+        serde_json::json!(["alias.connbal.test."]),
+        "{aliased}"
+    );
 }

@@ -44,6 +44,10 @@ pub const HOSTS: &str = "\
 203.0.113.92 dual.connbal.test
 2001:db8:200::11 dual.connbal.test
 2001:db8:200::12 dual.connbal.test
+203.0.113.95 db.connbal.test
+203.0.113.96 db.connbal.test
+203.0.113.95 api.connbal.test
+203.0.113.96 api.connbal.test
 ";
 
 pub fn dnsmasq_options() -> Vec<String> {
@@ -217,9 +221,13 @@ pub fn run_step(lab: &Lab, step: &Step) -> Result<()> {
 /// Builds the lab the plan needs: backends, dnsmasq, listeners.
 pub fn prepare_lab() -> Result<Lab> {
     let mut lab = Lab::new()?;
+    // Names may share addresses (db and api): each address once.
+    let mut added = std::collections::HashSet::new();
     for line in HOSTS.lines() {
         let addr = line.split_whitespace().next().context("hosts line")?;
-        lab.add_backend(addr.parse()?)?;
+        if added.insert(addr) {
+            lab.add_backend(addr.parse()?)?;
+        }
     }
     lab.add_backend("203.0.113.99".parse()?)?;
     lab.start_dnsmasq(HOSTS, &dnsmasq_options())?;
