@@ -952,3 +952,79 @@ fn names_sharing_addresses_and_aliases_are_reported_as_the_app_asked() {
         "{aliased}"
     );
 }
+
+/// A pool of long-lived connections opened before the trace, kept busy:
+/// the app resolves again only after the trace began, when its flows were
+/// already seen. Under `-a` they count once that answer names their
+/// backends, while still open. Before: "0 connections, no connection to
+/// any of the 3 backends", with every flow seen midstream.
+const POOL_APP: &str = r#"
+import select, socket, sys
+name, n = sys.argv[1], int(sys.argv[2])
+addrs = sorted({a[4][0] for a in socket.getaddrinfo(name, 80, socket.AF_INET, socket.SOCK_STREAM)})
+conns = [socket.create_connection((addrs[i % len(addrs)], 80), timeout=5) for i in range(n)]
+for c in conns:
+    c.sendall(b"GET / HTTP/1.0\r\n")
+print("open", flush=True)
+# Busy until told to go on: a header line on each connection every 0.3 s
+# (the backends wait for the blank line that ends the request).
+while not select.select([sys.stdin], [], [], 0.3)[0]:
+    for c in conns:
+        c.sendall(b"X-Busy: 1\r\n")
+sys.stdin.readline()
+socket.getaddrinfo(name, 80, socket.AF_INET, socket.SOCK_STREAM)
+for c in conns:
+    c.sendall(b"\r\n")
+    while c.recv(4096):
+        pass
+    c.close()
+print("done", flush=True)
+"#;
+
+#[test]
+fn a_pool_opened_before_the_trace_counts_once_its_app_resolves_again() {
+    use std::io::{BufRead as _, Write as _};
+    let Some(_guard) = live() else { return };
+    let mut host = HostLab::new("pool");
+    let root = host.cgroups.relative_root();
+    let script = host.lab.dir.join("pool.py");
+    std::fs::write(&script, POOL_APP).unwrap();
+    let dir = host.cgroups.child("pool").unwrap();
+    let mut app = TestCgroup::command_in(&dir, "ip")
+        .args(["netns", "exec", &host.lab.client_ns, "python3"])
+        .arg(&script)
+        .args(["pool.connbal.test", "6"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("start the pool app");
+    let mut lines = std::io::BufReader::new(app.stdout.take().unwrap()).lines();
+    assert_eq!(lines.next().unwrap().unwrap(), "open");
+    // By cgroup: sockets connected before the trace have no process the
+    // kernel saw (the connect hook ran before it was attached), so by app
+    // their flows would be a client with no command (issue 23).
+    let trace = host_trace(&root, &["-a", "--by", "cgroup", "--format", "json"]);
+    // Its busy lines now meet the kernel's flow table: six flows, seen
+    // midstream, to backends no answer has named yet.
+    std::thread::sleep(Duration::from_millis(700));
+    writeln!(app.stdin.as_mut().unwrap(), "go").unwrap();
+    assert_eq!(lines.next().unwrap().unwrap(), "done");
+    assert!(app.wait().unwrap().success());
+    let (stdout, stderr) = stop(trace);
+    let json: serde_json::Value = serde_json::from_str(&stdout)
+        .unwrap_or_else(|e| panic!("JSON report: {e}\n{stdout}\n{stderr}"));
+    let cgroup = format!("{root}/pool");
+    let s = json["services"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| {
+            s["client_info"]["cgroup"] == cgroup.as_str() && s["name"] == "pool.connbal.test."
+        })
+        .unwrap_or_else(|| panic!("no pool service for {cgroup}: {json}"));
+    assert_eq!(s["lookups"], 1, "{s}");
+    assert_eq!(s["connections"], 6, "{s}\n{}", json["counters"]);
+    assert_eq!(verdict(s, "unused_backends")["finding"], "all_used", "{s}");
+    // Found open, they were made before: never late.
+    assert_eq!(s["connections_after_expiry"], 0, "{s}");
+}
