@@ -1028,3 +1028,97 @@ fn a_pool_opened_before_the_trace_counts_once_its_app_resolves_again() {
     // Found open, they were made before: never late.
     assert_eq!(s["connections_after_expiry"], 0, "{s}");
 }
+
+/// A pool that resolved once and never asks again keeps connecting to an
+/// address DNS has since dropped. Its own answer stays in force (it never
+/// replaced it), so before only "does not re-resolve" was said; another
+/// app on the host was given the fresher answer, and the address is
+/// stale.
+const STALE_POOL: &str = r#"
+import socket, sys
+name = sys.argv[1]
+addrs = sorted({a[4][0] for a in socket.getaddrinfo(name, 80, socket.AF_INET, socket.SOCK_STREAM)})
+def fetch(addr):
+    with socket.create_connection((addr, 80), timeout=5) as s:
+        s.sendall(b"GET / HTTP/1.0\r\n\r\n")
+        while s.recv(4096):
+            pass
+fetch(addrs[0])
+print(addrs[0], flush=True)
+sys.stdin.readline()
+for _ in range(3):
+    fetch(addrs[0])
+print("done", flush=True)
+"#;
+
+#[test]
+fn a_pool_still_using_an_address_dns_dropped_since_is_stale() {
+    use std::io::{BufRead as _, Write as _};
+    use xtask::record::failover;
+    let Some(_guard) = live() else { return };
+    let mut lab = Lab::new().expect("namespace lab");
+    for line in failover::BEFORE.lines() {
+        let addr = line.split_whitespace().next().unwrap();
+        lab.add_backend(addr.parse().unwrap()).unwrap();
+    }
+    lab.start_dnsmasq(
+        failover::BEFORE,
+        &[format!("--local-ttl={}", failover::TTL_SECS)],
+    )
+    .expect("dnsmasq");
+    lab.serve_tcp(&[80]).expect("backends");
+    lab.client_resolv_conf(&xtask::lab::SERVER_V4.to_string())
+        .unwrap();
+    let mut cgroups = TestCgroup::new("stale").expect("test cgroup");
+    let root = cgroups.relative_root();
+    let script = lab.dir.join("stale.py");
+    std::fs::write(&script, STALE_POOL).unwrap();
+    let trace = host_trace(&root, &["--format", "json"]);
+
+    let pool_dir = cgroups.child("pool").unwrap();
+    let mut pool = TestCgroup::command_in(&pool_dir, "ip")
+        .args(["netns", "exec", &lab.client_ns, "python3"])
+        .arg(&script)
+        .arg(failover::NAME)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("start the pool");
+    let mut lines = std::io::BufReader::new(pool.stdout.take().unwrap()).lines();
+    assert_eq!(lines.next().unwrap().unwrap(), failover::DROPPED);
+    // DNS drops it; another app on the host is given the fresher answer.
+    lab.reload_hosts(
+        failover::AFTER,
+        failover::NAME,
+        &["203.0.113.62", "203.0.113.63"],
+    )
+    .expect("reload");
+    let other_dir = cgroups.child("other").unwrap();
+    let other = TestCgroup::command_in(&other_dir, "ip")
+        .args(["netns", "exec", &lab.client_ns, "dig", "+short"])
+        .arg(failover::NAME)
+        .output()
+        .expect("dig");
+    assert!(other.status.success());
+    // Past the pool's own answer's TTL and the grace, it connects again.
+    std::thread::sleep(Duration::from_millis(failover::PAUSE_MILLIS));
+    writeln!(pool.stdin.as_mut().unwrap(), "go").unwrap();
+    assert_eq!(lines.next().unwrap().unwrap(), "done");
+    assert!(pool.wait().unwrap().success());
+    let (stdout, stderr) = stop(trace);
+    let json: serde_json::Value = serde_json::from_str(&stdout)
+        .unwrap_or_else(|e| panic!("JSON report: {e}\n{stdout}\n{stderr}"));
+    let client = format!("python3 in {root}/pool");
+    let s = json["services"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["client"] == client.as_str())
+        .unwrap_or_else(|| panic!("no service for {client}: {json}"));
+    assert_eq!(s["lookups"], 1, "{s}");
+    assert_eq!(s["connections"], 4, "{s}");
+    let stale = verdict(s, "stale_backends");
+    assert_eq!(stale["finding"], "stale", "{s}");
+    assert_eq!(s["stale_backends"][0]["address"], failover::DROPPED, "{s}");
+    assert_eq!(s["stale_backends"][0]["connections"], 3, "{s}");
+}
