@@ -188,6 +188,27 @@ fn host_trace(cgroup: &str, args: &[&str]) -> Trace {
     Trace::spawn(command)
 }
 
+/// SIGINT, then the JSON report and stderr once it exits.
+fn stop_json(trace: Trace) -> (serde_json::Value, String) {
+    let (stdout, stderr) = stop(trace);
+    let json = serde_json::from_str(&stdout)
+        .unwrap_or_else(|e| panic!("JSON report: {e}\n{stdout}\n{stderr}"));
+    (json, stderr)
+}
+
+/// The report's one service `matching`, which it must have.
+fn service_where(
+    json: &serde_json::Value,
+    matching: impl Fn(&serde_json::Value) -> bool,
+) -> &serde_json::Value {
+    json["services"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| matching(s))
+        .unwrap_or_else(|| panic!("no such service: {json}"))
+}
+
 /// SIGINT, then the report (stdout) and stderr once it exits.
 fn stop(trace: Trace) -> (String, String) {
     let finished = trace.stop("-INT");
@@ -248,9 +269,7 @@ fn apps_behind_a_local_stub_are_seen_with_their_own_lookups_and_connections() {
     let trace = host_trace(&root, &["--format", "json"]);
     let chosen_a = host.run_app("app-a", PLAN_A);
     let chosen_b = host.run_app("app-b", PLAN_B);
-    let (stdout, stderr) = stop(trace);
-    let json: serde_json::Value = serde_json::from_str(&stdout)
-        .unwrap_or_else(|e| panic!("JSON report: {e}\n{stdout}\n{stderr}"));
+    let (json, stderr) = stop_json(trace);
     let services = services(&json);
     let app_a = format!("python3 in {root}/app-a");
     let app_b = format!("python3 in {root}/app-b");
@@ -789,9 +808,7 @@ fn a_jvm_is_one_client_whatever_its_threads_are_called() {
     let trace = host_trace(&root, &["--format", "json"]);
     let plan: Vec<usize> = (0..8).map(|i| i % 4).collect();
     let chosen = host.run_java_app("jvm", &plan);
-    let (stdout, stderr) = stop(trace);
-    let json: serde_json::Value = serde_json::from_str(&stdout)
-        .unwrap_or_else(|e| panic!("JSON report: {e}\n{stdout}\n{stderr}"));
+    let (json, stderr) = stop_json(trace);
     let services = services(&json);
     let jvm = format!("java in {root}/jvm");
     let stub = format!("dnsmasq in {root}/stub");
@@ -867,21 +884,16 @@ fn curl_on_a_dual_stack_name_is_judged_within_the_family_it_used() {
                 .map(str::to_string),
         );
     }
-    let (stdout, stderr) = stop(trace);
-    let json: serde_json::Value = serde_json::from_str(&stdout)
-        .unwrap_or_else(|e| panic!("JSON report: {e}\n{stdout}\n{stderr}"));
+    let (json, _) = stop_json(trace);
     assert_eq!(used.len(), 8, "{used:?}");
     assert!(
         used.iter().all(|a| a.contains(':')),
         "curl preferred IPv6 here, as RFC 6724 has it: {used:?}"
     );
     let client = format!("curl in {root}/curl");
-    let s = json["services"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["client"] == client.as_str() && s["name"] == "dual.connbal.test.")
-        .unwrap_or_else(|| panic!("no service for {client}: {json}"));
+    let s = service_where(&json, |s| {
+        s["client"] == client.as_str() && s["name"] == "dual.connbal.test."
+    });
     assert_eq!(s["connections"], 8, "{s}");
     assert_eq!(s["backends"], 4, "{s}");
     assert_eq!(s["family_used"], "ipv6", "{s}");
@@ -915,17 +927,9 @@ fn names_sharing_addresses_and_aliases_are_reported_as_the_app_asked() {
     let db = host.run_app_on("app", "db.connbal.test", &[0, 1, 0, 1, 0, 1, 0, 1, 0, 1]);
     let api = host.run_app_on("app", "api.connbal.test", &[0, 1, 0, 1, 0]);
     let alias = host.run_app_on("aliased", "alias.connbal.test", &[0, 1, 2, 0]);
-    let (stdout, stderr) = stop(trace);
-    let json: serde_json::Value = serde_json::from_str(&stdout)
-        .unwrap_or_else(|e| panic!("JSON report: {e}\n{stdout}\n{stderr}"));
+    let (json, _) = stop_json(trace);
     let service = |client: &str, name: &str| -> serde_json::Value {
-        json["services"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|s| s["client"] == client && s["name"] == name)
-            .cloned()
-            .unwrap_or_else(|| panic!("no {name} for {client}: {json}"))
+        service_where(&json, |s| s["client"] == client && s["name"] == name).clone()
     };
     let app = format!("python3 in {root}/app");
     let db_s = service(&app, "db.connbal.test.");
@@ -1010,18 +1014,11 @@ fn a_pool_opened_before_the_trace_counts_once_its_app_resolves_again() {
     writeln!(app.stdin.as_mut().unwrap(), "go").unwrap();
     assert_eq!(lines.next().unwrap().unwrap(), "done");
     assert!(app.wait().unwrap().success());
-    let (stdout, stderr) = stop(trace);
-    let json: serde_json::Value = serde_json::from_str(&stdout)
-        .unwrap_or_else(|e| panic!("JSON report: {e}\n{stdout}\n{stderr}"));
+    let (json, _) = stop_json(trace);
     let cgroup = format!("{root}/pool");
-    let s = json["services"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| {
-            s["client_info"]["cgroup"] == cgroup.as_str() && s["name"] == "pool.connbal.test."
-        })
-        .unwrap_or_else(|| panic!("no pool service for {cgroup}: {json}"));
+    let s = service_where(&json, |s| {
+        s["client_info"]["cgroup"] == cgroup.as_str() && s["name"] == "pool.connbal.test."
+    });
     assert_eq!(s["lookups"], 1, "{s}");
     assert_eq!(s["connections"], 6, "{s}\n{}", json["counters"]);
     assert_eq!(verdict(s, "unused_backends")["finding"], "all_used", "{s}");
@@ -1105,16 +1102,9 @@ fn a_pool_still_using_an_address_dns_dropped_since_is_stale() {
     writeln!(pool.stdin.as_mut().unwrap(), "go").unwrap();
     assert_eq!(lines.next().unwrap().unwrap(), "done");
     assert!(pool.wait().unwrap().success());
-    let (stdout, stderr) = stop(trace);
-    let json: serde_json::Value = serde_json::from_str(&stdout)
-        .unwrap_or_else(|e| panic!("JSON report: {e}\n{stdout}\n{stderr}"));
+    let (json, _) = stop_json(trace);
     let client = format!("python3 in {root}/pool");
-    let s = json["services"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["client"] == client.as_str())
-        .unwrap_or_else(|| panic!("no service for {client}: {json}"));
+    let s = service_where(&json, |s| s["client"] == client.as_str());
     assert_eq!(s["lookups"], 1, "{s}");
     assert_eq!(s["connections"], 4, "{s}");
     let stale = verdict(s, "stale_backends");
