@@ -333,7 +333,7 @@ fn apps_behind_a_local_stub_are_seen_with_their_own_lookups_and_connections() {
 
     // The address view of the same traffic, for contrast: every lookup the
     // apps made went to 127.0.0.53, none of it leaves as one per app.
-    assert!(json["input"]["cgroup"] == root.as_str());
+    assert!(json["input"]["cgroups"] == serde_json::json!([root]));
 }
 
 /// A "container": its own network namespace and a docker-shaped cgroup,
@@ -1111,4 +1111,57 @@ fn a_pool_still_using_an_address_dns_dropped_since_is_stale() {
     assert_eq!(stale["finding"], "stale", "{s}");
     assert_eq!(s["stale_backends"][0]["address"], failover::DROPPED, "{s}");
     assert_eq!(s["stale_backends"][0]["connections"], 3, "{s}");
+}
+
+/// `--cgroup` repeated: the apps of each named subtree, none of a sibling;
+/// one subtree removed mid-trace is dropped with a warning while the trace
+/// goes on; a subtree inside another is refused (its records would count
+/// twice).
+#[test]
+fn several_cgroups_are_traced_together_and_one_may_go() {
+    let Some(_guard) = live() else { return };
+    let mut host = HostLab::new("many");
+    let root = host.cgroups.relative_root();
+    for name in ["a", "b", "c"] {
+        host.cgroups.child(name).unwrap();
+    }
+    let nested = connbal()
+        .args(["trace", "--cgroup", &root, "--cgroup", &format!("{root}/a")])
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&nested.stderr);
+    assert!(!nested.status.success(), "{said}");
+    assert!(
+        said.contains(&format!("--cgroup {root}/a is inside --cgroup {root}")),
+        "{said}"
+    );
+
+    let (a, b) = (format!("{root}/a"), format!("{root}/b"));
+    let mut command = connbal();
+    command.args(["trace", "--cgroup", &a, "--cgroup", &b, "--format", "json"]);
+    let trace = Trace::spawn(command);
+    let chosen_a = host.run_app("a", PLAN_A);
+    let chosen_b = host.run_app("b", PLAN_B);
+    host.run_app("c", PLAN_B);
+    std::fs::remove_dir(host.cgroups.root.join("b")).expect("remove cgroup b");
+    // The trace checks its cgroups four times a second; a removed one
+    // must not end it while another remains.
+    std::thread::sleep(Duration::from_millis(800));
+    let chosen_a_later = host.run_app("a", PLAN_B);
+    let (json, stderr) = stop_json(trace);
+    assert!(
+        stderr.contains(&format!("cgroup {b} disappeared; still tracing the others")),
+        "{stderr}"
+    );
+    assert_eq!(json["input"]["cgroups"], serde_json::json!([a, b]));
+    assert_eq!(json["input"]["cgroups_gone"], serde_json::json!([b]));
+    assert_eq!(json["input"]["ended"], "signal SIGINT");
+    let services = services(&json);
+    let clients: Vec<&String> = services.keys().collect();
+    let (app_a, app_b) = (format!("python3 in {a}"), format!("python3 in {b}"));
+    assert_eq!(clients, [&app_a, &app_b], "c and the stub are not traced");
+    let mut both = chosen_a.clone();
+    both.extend(chosen_a_later);
+    assert_eq!(row_counts(&json, &app_a), counts(&both));
+    assert_eq!(row_counts(&json, &app_b), counts(&chosen_b));
 }

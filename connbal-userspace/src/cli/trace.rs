@@ -47,9 +47,10 @@ pub struct TraceArgs {
 
     /// Host mode: only this cgroup v2 subtree (a container, a systemd
     /// slice, a pod): its directory under the cgroup2 mount, or its path as
-    /// /proc/PID/cgroup shows it. Default: the whole hierarchy.
+    /// /proc/PID/cgroup shows it; repeat for several (none inside another).
+    /// Default: the whole hierarchy.
     #[arg(long, value_name = "PATH", conflicts_with = "interfaces")]
-    pub cgroup: Option<std::path::PathBuf>,
+    pub cgroup: Vec<std::path::PathBuf>,
 
     /// What makes a client: app (cgroup and command name; host mode's
     /// default), cgroup, process, or ip (the default with --iface).
@@ -142,7 +143,14 @@ impl TraceArgs {
                 .filter(|(i, name)| !self.interfaces[..*i].contains(name))
                 .map(|(_, name)| name.clone())
                 .collect(),
-            cgroup: self.cgroup,
+            // `--cgroup a --cgroup a` is one subtree, attached once.
+            cgroups: self
+                .cgroup
+                .iter()
+                .enumerate()
+                .filter(|(i, path)| !self.cgroup[..*i].contains(path))
+                .map(|(_, path)| path.clone())
+                .collect(),
             by: self.by.map(|by| match by {
                 ByArg::App => ClientBy::App,
                 ByArg::Cgroup => ClientBy::Cgroup,

@@ -32,6 +32,8 @@ pub enum CgroupError {
     NotMounted,
     #[error("--cgroup {arg}: no such cgroup under {mount} (give the directory, or the path /proc/PID/cgroup shows)")]
     NoSuchCgroup { arg: String, mount: String },
+    #[error("--cgroup {inner} is inside --cgroup {outer}: its sockets would be counted twice; give only {outer}")]
+    Nested { inner: String, outer: String },
 }
 
 /// The mount point of the cgroup v2 hierarchy: `/sys/fs/cgroup` on current
@@ -91,6 +93,26 @@ pub fn resolve(mount: &Path, arg: &Path) -> Result<PathBuf, CgroupError> {
     }
 }
 
+/// The directories of every `--cgroup`, none inside another: the programs
+/// of both would run on its sockets, and each record would count twice.
+pub fn resolve_all(mount: &Path, args: &[PathBuf]) -> Result<Vec<PathBuf>, CgroupError> {
+    let dirs = args
+        .iter()
+        .map(|arg| resolve(mount, arg))
+        .collect::<Result<Vec<_>, _>>()?;
+    for (i, inner) in dirs.iter().enumerate() {
+        for (j, outer) in dirs.iter().enumerate() {
+            if i != j && inner.starts_with(outer) {
+                return Err(CgroupError::Nested {
+                    inner: relative(mount, inner),
+                    outer: relative(mount, outer),
+                });
+            }
+        }
+    }
+    Ok(dirs)
+}
+
 /// The path of a cgroup relative to the mount, as `/proc/PID/cgroup`
 /// shows it.
 pub fn relative(mount: &Path, dir: &Path) -> String {
@@ -115,7 +137,7 @@ pub trait CgroupLookup {
 /// cgroup; what still does not fit is refused and counted.
 pub struct CgroupNames {
     mount: PathBuf,
-    scope: PathBuf,
+    scopes: Vec<PathBuf>,
     cap: usize,
     named: HashMap<u64, Named>,
     /// Ids a walk did not find, and when.
@@ -134,14 +156,14 @@ struct Named {
 }
 
 impl CgroupNames {
-    pub fn new(mount: PathBuf, scope: PathBuf) -> Self {
-        Self::with_cap(mount, scope, MAX_CGROUPS)
+    pub fn new(mount: PathBuf, scopes: Vec<PathBuf>) -> Self {
+        Self::with_cap(mount, scopes, MAX_CGROUPS)
     }
 
-    fn with_cap(mount: PathBuf, scope: PathBuf, cap: usize) -> Self {
+    fn with_cap(mount: PathBuf, scopes: Vec<PathBuf>, cap: usize) -> Self {
         let mut names = Self {
             mount,
-            scope,
+            scopes,
             cap,
             named: HashMap::new(),
             missing: HashMap::new(),
@@ -228,10 +250,11 @@ impl CgroupNames {
         }
     }
 
-    /// The subtree's directories and their ids, at most `MAX_CGROUPS`.
+    /// The subtrees' directories and their ids, at most `MAX_CGROUPS`.
     fn directories(&self) -> Vec<(u64, PathBuf)> {
         let mut found = Vec::new();
-        let mut pending = vec![(self.scope.clone(), 0usize)];
+        let mut pending: Vec<(PathBuf, usize)> =
+            self.scopes.iter().map(|scope| (scope.clone(), 0)).collect();
         while let Some((dir, depth)) = pending.pop() {
             if found.len() >= MAX_CGROUPS {
                 break;
@@ -296,7 +319,7 @@ mod tests {
         let container = mount.join("docker").join(&id);
         fs::create_dir_all(&container).unwrap();
         let ino = fs::metadata(&container).unwrap().ino();
-        let mut names = CgroupNames::new(mount.clone(), mount.clone());
+        let mut names = CgroupNames::new(mount.clone(), vec![mount.clone()]);
         let first = names.cgroup(ino);
         fs::remove_dir_all(&mount).unwrap();
         let again = names.cgroup(ino);
@@ -330,7 +353,7 @@ mod tests {
         };
         // The table holds the root and three more.
         let first: Vec<u64> = ["a", "b", "c"].iter().map(|n| make(n)).collect();
-        let mut names = CgroupNames::with_cap(mount.clone(), mount.clone(), 4);
+        let mut names = CgroupNames::with_cap(mount.clone(), vec![mount.clone()], 4);
         assert!(first.iter().all(|&id| names.cgroup(id).path.is_some()));
         // Made before the others go, so that no inode number is reused
         // (cgroup2 ids never are; a plain file system's may be).

@@ -49,10 +49,10 @@ const DRAIN_EVERY: Duration = Duration::from_millis(50);
 pub struct TraceOptions {
     /// Interfaces for the TC classifier; none means host mode.
     pub interfaces: Vec<String>,
-    /// Host mode: the cgroup v2 subtree to observe (`--cgroup`), as a
+    /// Host mode: the cgroup v2 subtrees to observe (`--cgroup`), each a
     /// directory under the mount or a path as /proc/PID/cgroup shows it;
-    /// `None` for the whole hierarchy.
-    pub cgroup: Option<PathBuf>,
+    /// none for the whole hierarchy.
+    pub cgroups: Vec<PathBuf>,
     /// `--by`; `None`: by app in host mode, by address with interfaces.
     pub by: Option<ClientBy>,
     pub duration: Option<Duration>,
@@ -133,9 +133,12 @@ pub struct TraceStats {
     /// Traced interfaces that disappeared during the trace.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub interfaces_gone: Vec<String>,
-    /// Host mode: the traced cgroup, as /proc/PID/cgroup shows paths.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub cgroup: Option<String>,
+    /// Host mode: the traced cgroups, as /proc/PID/cgroup shows paths.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub cgroups: Vec<String>,
+    /// Traced cgroups removed during the trace.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub cgroups_gone: Vec<String>,
     /// TCX or netlink; absent in host mode.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub attach: Option<AttachMode>,
@@ -238,9 +241,16 @@ struct Session {
     started: Timestamp,
     pipeline: Pipeline,
     stats: TraceStats,
-    /// Host mode: the traced cgroup directory, and the names of the
-    /// cgroups under it.
-    host: Option<(PathBuf, CgroupNames, ProcessNames)>,
+    host: Option<Host>,
+}
+
+/// Host mode: the traced cgroups, and the names of what runs under them.
+struct Host {
+    mount: PathBuf,
+    /// The traced directories still there.
+    dirs: Vec<PathBuf>,
+    cgroups: CgroupNames,
+    processes: ProcessNames,
 }
 
 /// Everything privileged: signal handlers, the program loaded and attached,
@@ -263,7 +273,7 @@ async fn attach(mut options: TraceOptions) -> Result<Session, TraceError> {
     // detach, as for SIGTERM, not death with filters left behind.
     let sighup = handle(SignalKind::hangup(), "SIGHUP")?;
     let attached = match &host {
-        Some((_, dir)) => loader::load_and_attach_cgroup(dir, &loader_options),
+        Some((_, dirs)) => loader::load_and_attach_cgroup(dirs, &loader_options),
         None => loader::load_and_attach(&options.interfaces, &loader_options),
     };
     let mut loaded = attached.map_err(|error| {
@@ -322,9 +332,12 @@ async fn attach(mut options: TraceOptions) -> Result<Session, TraceError> {
         .map(|addr| format!("; metrics at http://{addr}/metrics"))
         .unwrap_or_default();
     match (&host, loaded.mode) {
-        (Some((mount, dir)), _) => eprintln!(
+        (Some((mount, dirs)), _) => eprintln!(
             "connbal: tracing every socket under cgroup {} (host mode, by {}){serving}; Ctrl-C to stop",
-            cgroups::relative(mount, dir),
+            dirs.iter()
+                .map(|dir| cgroups::relative(mount, dir))
+                .collect::<Vec<_>>()
+                .join(", "),
             by_name(options.config.by),
         ),
         (None, mode) => eprintln!(
@@ -342,9 +355,12 @@ async fn attach(mut options: TraceOptions) -> Result<Session, TraceError> {
     let stats = TraceStats {
         interfaces: options.interfaces.clone(),
         interfaces_gone: Vec::new(),
-        cgroup: host
-            .as_ref()
-            .map(|(mount, dir)| cgroups::relative(mount, dir)),
+        cgroups: host.as_ref().map_or_else(Vec::new, |(mount, dirs)| {
+            dirs.iter()
+                .map(|dir| cgroups::relative(mount, dir))
+                .collect()
+        }),
+        cgroups_gone: Vec::new(),
         attach: loaded.mode,
         records: 0,
         unreadable_records: 0,
@@ -373,12 +389,11 @@ async fn attach(mut options: TraceOptions) -> Result<Session, TraceError> {
         clock,
         started: wall_clock_now(),
         stats,
-        host: host.map(|(mount, dir)| {
-            (
-                dir.clone(),
-                CgroupNames::new(mount, dir),
-                ProcessNames::new(),
-            )
+        host: host.map(|(mount, dirs)| Host {
+            cgroups: CgroupNames::new(mount.clone(), dirs.clone()),
+            processes: ProcessNames::new(),
+            mount,
+            dirs,
         }),
     })
 }
@@ -420,7 +435,7 @@ impl Session {
             tokio::select! {
                 ready = self.ring.readable_mut() => {
                     let mut guard = ready.map_err(|source| TraceError::Wait { what: "the ring buffer", source })?;
-                    drain(guard.get_inner_mut(), &mut self.pipeline, &self.clock, &mut self.stats, self.host.as_mut().map(|(_, cgroups, processes)| (cgroups, processes)));
+                    drain(guard.get_inner_mut(), &mut self.pipeline, &self.clock, &mut self.stats, self.host.as_mut());
                     guard.clear_ready();
                 }
                 ready = async { self.kernel_log.as_mut().expect("guarded").readable_mut().await }, if self.kernel_log.is_some() => {
@@ -453,7 +468,7 @@ impl Session {
                     }
                 }
                 _ = drain_tick.tick() => {
-                    drain(self.ring.get_mut(), &mut self.pipeline, &self.clock, &mut self.stats, self.host.as_mut().map(|(_, cgroups, processes)| (cgroups, processes)));
+                    drain(self.ring.get_mut(), &mut self.pipeline, &self.clock, &mut self.stats, self.host.as_mut());
                 }
                 _ = interface_check.tick() => {
                     if let Some(gone) = self.vanished() {
@@ -483,24 +498,37 @@ impl Session {
             &mut self.pipeline,
             &self.clock,
             &mut self.stats,
-            self.host
-                .as_mut()
-                .map(|(_, cgroups, processes)| (cgroups, processes)),
+            self.host.as_mut(),
         );
         self.stats.kernel = self.loaded.counters();
         self.pipeline.input_lost(self.stats.kernel.records_lost);
-        if let Some((_, names, _)) = &self.host {
-            self.stats.cgroups_forgotten = names.forgotten;
-            self.stats.cgroup_names_refused = names.refused;
+        if let Some(host) = &self.host {
+            self.stats.cgroups_forgotten = host.cgroups.forgotten;
+            self.stats.cgroup_names_refused = host.cgroups.refused;
         }
     }
 
-    /// The traced cgroup, or the last traced interface, gone. An interface
-    /// that goes while others remain (a pod's veth) is dropped from the
-    /// trace with a warning, and listed in the report.
+    /// The last traced cgroup or interface gone. One that goes while
+    /// others remain (a pod's veth, one of several containers) is dropped
+    /// from the trace with a warning, and listed in the report.
     fn vanished(&mut self) -> Option<Ending> {
-        if let Some((dir, _, _)) = &self.host {
-            return (!dir.is_dir()).then(|| Ending::CgroupGone(dir.display().to_string()));
+        if let Some(host) = &mut self.host {
+            let (live, gone): (Vec<_>, Vec<_>) = std::mem::take(&mut host.dirs)
+                .into_iter()
+                .partition(|dir| dir.is_dir());
+            host.dirs = live;
+            let mut last = None;
+            for dir in gone {
+                let path = cgroups::relative(&host.mount, &dir);
+                if !host.dirs.is_empty() {
+                    eprintln!("connbal: cgroup {path} disappeared; still tracing the others");
+                }
+                self.stats.cgroups_gone.push(path.clone());
+                last = Some(path);
+            }
+            return last
+                .filter(|_| host.dirs.is_empty())
+                .map(Ending::CgroupGone);
         }
         let (live, gone): (Vec<_>, Vec<_>) = std::mem::take(&mut self.loaded.interfaces)
             .into_iter()
@@ -587,7 +615,7 @@ fn drain(
     pipeline: &mut Pipeline,
     clock: &Clock,
     stats: &mut TraceStats,
-    mut host: Option<(&mut CgroupNames, &mut ProcessNames)>,
+    mut host: Option<&mut Host>,
 ) {
     let now = std::time::Instant::now();
     while let Some(item) = ring.next() {
@@ -598,11 +626,11 @@ fn drain(
         };
         let lookup = host
             .as_mut()
-            .map(|(cgroups, _)| &mut **cgroups as &mut dyn CgroupLookup);
+            .map(|host| &mut host.cgroups as &mut dyn CgroupLookup);
         let mut owner = records::owner(&header, lookup);
         // An app is its process: named by its main thread, not the thread
         // that made the call.
-        if let (Some((_, processes)), Some(process)) = (
+        if let (Some(Host { processes, .. }), Some(process)) = (
             host.as_mut(),
             owner.as_mut().and_then(|o| o.process.as_mut()),
         ) {

@@ -13,9 +13,9 @@ use nix::unistd::User;
 use std::path::PathBuf;
 
 pub(super) struct Plan {
-    /// Host mode: the cgroup2 mount and the traced directory under it;
+    /// Host mode: the cgroup2 mount and the traced directories under it;
     /// `None` with `--iface`.
-    pub host: Option<(PathBuf, PathBuf)>,
+    pub host: Option<(PathBuf, Vec<PathBuf>)>,
     /// The aggregator's configuration, `by` and socket matching decided.
     pub config: Config,
     pub loader: loader::Options,
@@ -37,11 +37,12 @@ impl Plan {
         // Host mode: every socket under a cgroup, instead of interfaces.
         let host = if options.interfaces.is_empty() {
             let mount = cgroups::find_mount()?;
-            let dir = match &options.cgroup {
-                Some(arg) => cgroups::resolve(&mount, arg)?,
-                None => mount.clone(),
+            let dirs = if options.cgroups.is_empty() {
+                vec![mount.clone()]
+            } else {
+                cgroups::resolve_all(&mount, &options.cgroups)?
             };
-            Some((mount, dir))
+            Some((mount, dirs))
         } else {
             None
         };
@@ -68,7 +69,7 @@ impl Plan {
     /// Everything decided from the flags alone.
     fn decide(
         options: &TraceOptions,
-        host: Option<(PathBuf, PathBuf)>,
+        host: Option<(PathBuf, Vec<PathBuf>)>,
         user: Option<User>,
     ) -> Plan {
         let host_mode = host.is_some();
@@ -117,7 +118,7 @@ mod tests {
     fn options(interfaces: &[&str], by: Option<ClientBy>) -> TraceOptions {
         TraceOptions {
             interfaces: interfaces.iter().map(ToString::to_string).collect(),
-            cgroup: None,
+            cgroups: Vec::new(),
             by,
             duration: None,
             interval: None,
@@ -134,8 +135,8 @@ mod tests {
         }
     }
 
-    fn host() -> (PathBuf, PathBuf) {
-        ("/sys/fs/cgroup".into(), "/sys/fs/cgroup/test".into())
+    fn host() -> (PathBuf, Vec<PathBuf>) {
+        ("/sys/fs/cgroup".into(), vec!["/sys/fs/cgroup/test".into()])
     }
 
     #[test]

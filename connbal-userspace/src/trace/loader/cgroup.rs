@@ -4,7 +4,7 @@
 use super::{load, program, program_error, Loaded, LoaderError, Options};
 use aya::programs::{CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, CgroupSockAddr};
 use std::fs::File;
-use std::path::Path;
+use std::path::PathBuf;
 
 /// Host mode: packets at the socket, both ways.
 const CGROUP_SKB_PROGRAMS: [(&str, CgroupSkbAttachType); 2] = [
@@ -30,8 +30,8 @@ const EMPTY_SOCK_ADDR_PROGRAMS: [&str; 4] = [
     "connbal_empty_sendmsg6",
 ];
 
-/// Host mode: the cgroup_skb programs and the connect/sendmsg hooks on the
-/// cgroup v2 directory `cgroup`, so every socket in its subtree is seen,
+/// Host mode: the cgroup_skb programs and the connect/sendmsg hooks on each
+/// cgroup v2 directory of `cgroups`, so every socket in their subtrees is seen,
 /// in every network namespace, including those of processes started later.
 ///
 /// Attached as links (Linux 5.7+), which the kernel removes when the last
@@ -42,39 +42,55 @@ const EMPTY_SOCK_ADDR_PROGRAMS: [&str; 4] = [
 ///
 /// `options.owners` should be `Owners::Process`: the hooks exist to name
 /// the process (the plan sets it).
-pub fn load_and_attach_cgroup(cgroup: &Path, options: &Options) -> Result<Loaded, LoaderError> {
+pub fn load_and_attach_cgroup(
+    cgroups: &[PathBuf],
+    options: &Options,
+) -> Result<Loaded, LoaderError> {
     let (mut ebpf, counters) = load(options)?;
-    let shown = cgroup.display().to_string();
-    let dir = File::open(cgroup).map_err(|source| LoaderError::OpenCgroup {
-        path: shown.clone(),
-        source,
-    })?;
+    let dirs = cgroups
+        .iter()
+        .map(|cgroup| {
+            let shown = cgroup.display().to_string();
+            File::open(cgroup)
+                .map(|dir| (dir, shown.clone()))
+                .map_err(|source| LoaderError::OpenCgroup {
+                    path: shown,
+                    source,
+                })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
     let (skb_programs, sock_addr_programs) = if options.noop {
         (EMPTY_CGROUP_SKB_PROGRAMS, EMPTY_SOCK_ADDR_PROGRAMS)
     } else {
         (CGROUP_SKB_PROGRAMS, SOCK_ADDR_PROGRAMS)
     };
+    // One program, loaded once, gets a link per cgroup; the links live in
+    // the program and go with it.
     for (name, attach_type) in skb_programs {
         let program: &mut CgroupSkb = program(&mut ebpf, name)?;
         program.load().map_err(program_error)?;
-        program
-            .attach(&dir, attach_type, CgroupAttachMode::Single)
-            .map_err(|source| LoaderError::AttachCgroup {
-                program: name,
-                path: shown.clone(),
-                source,
-            })?;
+        for (dir, shown) in &dirs {
+            program
+                .attach(dir, attach_type, CgroupAttachMode::Single)
+                .map_err(|source| LoaderError::AttachCgroup {
+                    program: name,
+                    path: shown.clone(),
+                    source,
+                })?;
+        }
     }
     for name in sock_addr_programs {
         let program: &mut CgroupSockAddr = program(&mut ebpf, name)?;
         program.load().map_err(program_error)?;
-        program
-            .attach(&dir, CgroupAttachMode::Single)
-            .map_err(|source| LoaderError::AttachCgroup {
-                program: name,
-                path: shown.clone(),
-                source,
-            })?;
+        for (dir, shown) in &dirs {
+            program
+                .attach(dir, CgroupAttachMode::Single)
+                .map_err(|source| LoaderError::AttachCgroup {
+                    program: name,
+                    path: shown.clone(),
+                    source,
+                })?;
+        }
     }
     Ok(Loaded {
         ebpf,
