@@ -404,7 +404,7 @@ fn reports_say_the_time_span_and_close_with_a_summary() {
     assert_eq!(
         summary,
         format!(
-            "{} packets, {} DNS answers, {} connection attempts in {}m {}s (2023-11-14T22:13:21Z to {})",
+            "{} packets, {} DNS answers, {} connection attempts in {} min {} s (2023-11-14T22:13:21Z to {})",
             starts.len(),
             json["counters"]["responses_matched"],
             json["counters"]["connection_attempts"],

@@ -297,3 +297,27 @@ fn the_failover_capture_names_its_stale_backend() {
     let json: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
     check_failover_report(&json, true);
 }
+
+#[test]
+fn the_summary_under_a_filter_counts_the_filtered_names_answers_and_attempts() {
+    // `-F web` is about web's answers and the attempts that followed
+    // them, out of every attempt seen: the same filter for both numbers.
+    let pcap = data("recorded/veth.pcap");
+    let pcap = pcap.to_str().unwrap();
+    let json: serde_json::Value =
+        serde_json::from_str(&stdout(&replay(&["-F", "web", "--format", "json", pcap]))).unwrap();
+    let connections: u64 = json["services"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["connections"].as_u64().unwrap())
+        .sum();
+    let table = stdout(&replay(&["-F", "web", "--format", "table", pcap]));
+    let summary = table.lines().last().unwrap();
+    let want = format!(
+        "289 packets, {} DNS answers for -F web, {connections} connection attempts to their backends (of {}) in",
+        json["counters"]["responses_matched"], json["counters"]["connection_attempts"],
+    );
+    assert!(summary.starts_with(&want), "{summary}\nwant: {want}");
+    assert!(connections < json["counters"]["connection_attempts"].as_u64().unwrap());
+}

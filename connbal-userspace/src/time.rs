@@ -36,6 +36,26 @@ impl Timestamp {
     }
 }
 
+/// A duration for a person, written one way in every report and verdict:
+/// a number, a space, a unit. Milliseconds under a second (a short
+/// capture), one decimal under ten seconds, whole seconds under two
+/// minutes, then minutes and hours.
+pub fn human_duration(duration: std::time::Duration) -> String {
+    let secs = duration.as_secs_f64();
+    let whole = duration.as_secs();
+    if secs < 1.0 {
+        format!("{} ms", duration.as_millis())
+    } else if secs < 9.95 {
+        format!("{secs:.1} s")
+    } else if secs < 120.0 {
+        format!("{secs:.0} s")
+    } else if whole < 7200 {
+        format!("{} min {} s", whole / 60, whole % 60)
+    } else {
+        format!("{} h {} min", whole / 3600, whole % 3600 / 60)
+    }
+}
+
 /// The time a report covers: from the first packet to the last (replay), or
 /// from the start of the trace to the report (trace).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -61,5 +81,23 @@ impl Span {
 
     pub const fn duration(&self) -> std::time::Duration {
         std::time::Duration::from_nanos(self.end.nanos_since(self.start))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::human_duration;
+    use std::time::Duration;
+
+    #[test]
+    fn durations_read_one_way_from_milliseconds_to_hours() {
+        let text = |secs: f64| human_duration(Duration::from_secs_f64(secs));
+        assert_eq!(text(0.0042), "4 ms");
+        assert_eq!(text(1.77), "1.8 s");
+        assert_eq!(text(9.96), "10 s");
+        assert_eq!(text(10.0), "10 s");
+        assert_eq!(text(119.4), "119 s");
+        assert_eq!(text(125.0), "2 min 5 s");
+        assert_eq!(text(7260.0), "2 h 1 min");
     }
 }

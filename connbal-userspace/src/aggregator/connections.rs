@@ -116,6 +116,9 @@ impl Aggregator {
                 services.choose(client, names, backend, ts)
             })?;
         self.counters.connections_to_backends += 1;
+        if attempt {
+            self.counters.connection_attempts_to_backends += 1;
+        }
         if let Some(other) = other {
             self.services.shared(client, credited.service, other);
         }

@@ -67,6 +67,9 @@ counter_set! {
         /// SYN-ACKs and resets seen; with none, outcomes are not reported.
         pub connection_attempt_replies: u64,
         pub connections_to_backends: u64,
+        /// Attempts (not `-a`'s flows found open) to a backend of a name:
+        /// with `-F`, the attempts the filter is about.
+        pub connection_attempts_to_backends: u64,
         /// `-a`: flows first seen after their SYN (already open at the start).
         pub flows_seen_midstream: u64,
         /// `-a`: flows found open before either end was a backend, forgotten
@@ -97,6 +100,8 @@ pub struct Report {
     /// One per (client, name), in report order, each with its rows.
     pub services: Vec<Service>,
     pub counters: Counters,
+    /// `-F`: the report is about these names only.
+    pub filter: Option<String>,
 }
 
 impl Report {
@@ -144,7 +149,11 @@ impl Aggregator {
         for group in rows.chunk_by(|a, b| a.client == b.client && a.name == b.name) {
             services.push(self.assess(group, &completeness));
         }
-        Report { services, counters }
+        Report {
+            services,
+            counters,
+            filter: self.config.filter.clone(),
+        }
     }
 
     /// The verdicts for one (client, name) run of report-ordered rows.

@@ -109,47 +109,50 @@ pub struct Coverage {
 
 impl Coverage {
     /// The line that closes a report: what was seen, and over what time.
-    pub fn summary(&self, counters: &Counters) -> String {
-        let mut line = format!(
-            "{} {}, {} {}, {} {}",
-            self.packets,
-            if self.packets == 1 {
-                "packet"
-            } else {
-                "packets"
-            },
-            counters.responses_matched,
-            if counters.responses_matched == 1 {
-                "DNS answer"
-            } else {
-                "DNS answers"
-            },
-            counters.connection_attempts,
-            if counters.connection_attempts == 1 {
-                "connection attempt"
-            } else {
-                "connection attempts"
-            },
-        );
+    /// With `-F`, answers and attempts alike are those of the filtered
+    /// names, the attempts out of all seen.
+    pub fn summary(&self, report: &Report) -> String {
+        let counters = &report.counters;
+        let plural =
+            |n: u64, one: &str, many: &str| format!("{n} {}", if n == 1 { one } else { many });
+        let mut line = format!("{}, ", plural(self.packets, "packet", "packets"));
+        match &report.filter {
+            None => {
+                let _ = write!(
+                    line,
+                    "{}, {}",
+                    plural(counters.responses_matched, "DNS answer", "DNS answers"),
+                    plural(
+                        counters.connection_attempts,
+                        "connection attempt",
+                        "connection attempts"
+                    ),
+                );
+            }
+            Some(filter) => {
+                let _ = write!(
+                    line,
+                    "{} for -F {filter}, {} to their backends (of {})",
+                    plural(counters.responses_matched, "DNS answer", "DNS answers"),
+                    plural(
+                        counters.connection_attempts_to_backends,
+                        "connection attempt",
+                        "connection attempts"
+                    ),
+                    counters.connection_attempts,
+                );
+            }
+        }
         if let Some(span) = self.span {
             let _ = write!(
                 line,
                 " in {} ({} to {})",
-                human_duration(span.duration()),
+                crate::time::human_duration(span.duration()),
                 humantime::format_rfc3339_seconds(span.start.to_system_time()),
                 humantime::format_rfc3339_seconds(span.end.to_system_time()),
             );
         }
         line
-    }
-}
-
-/// Milliseconds under ten seconds (a short capture), whole seconds above.
-fn human_duration(duration: std::time::Duration) -> String {
-    if duration < std::time::Duration::from_secs(10) {
-        format!("{:.3} s", duration.as_secs_f64())
-    } else {
-        humantime::format_duration(std::time::Duration::from_secs(duration.as_secs())).to_string()
     }
 }
 
@@ -163,7 +166,7 @@ pub fn print_report<I: Serialize>(style: &Style, p: &Printed<'_, I>) -> Result<(
     let written = match style.format {
         Format::Table => {
             let redraw = p.periodic && style.terminal;
-            let summary = p.coverage.summary(&p.report.counters);
+            let summary = p.coverage.summary(p.report);
             table::write(
                 &mut out,
                 p.report,
@@ -205,7 +208,7 @@ pub fn finish<I: Serialize + Tally>(style: &Style, f: &Finish<'_, I>) -> Result<
         // reach a shared terminal in pieces between the rows `| cat` prints.
         let line = format!(
             "connbal: {}\n",
-            f.printed.coverage.summary(&f.printed.report.counters)
+            f.printed.coverage.summary(f.printed.report)
         );
         let _ = io::stderr().write_all(line.as_bytes());
     }

@@ -244,6 +244,7 @@ mod tests {
         let mut report = Report {
             services: Vec::new(),
             counters: crate::aggregator::Counters::default(),
+            filter: None,
         };
         assert_eq!(
             render(&report, false),

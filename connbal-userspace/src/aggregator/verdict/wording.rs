@@ -384,11 +384,7 @@ fn ttl_text(ttl: Option<(u32, u32)>) -> String {
     }
 }
 
-/// Seconds for a person: whole from 10 s up, one decimal below.
+/// Seconds as every report writes a duration.
 fn duration(secs: f64) -> String {
-    if secs >= 10.0 {
-        format!("{secs:.0} s")
-    } else {
-        format!("{secs:.1} s")
-    }
+    crate::time::human_duration(std::time::Duration::from_secs_f64(secs.max(0.0)))
 }
