@@ -1165,3 +1165,76 @@ fn several_cgroups_are_traced_together_and_one_may_go() {
     assert_eq!(row_counts(&json, &app_a), counts(&both));
     assert_eq!(row_counts(&json, &app_b), counts(&chosen_b));
 }
+
+/// A reader that stops reading fills the pipe. The trace must neither
+/// block on it (SIGTERM ignored, records not drained) nor keep its programs
+/// attached: reports are skipped while it tracks on, and the last report
+/// waits a bounded time after detaching.
+#[test]
+fn sigterm_ends_a_trace_whose_stdout_nobody_reads() {
+    let Some(_guard) = live() else { return };
+    let cgroups = TestCgroup::new("stall").expect("test cgroup");
+    let mut child = connbal()
+        .args(["trace", "--cgroup", &cgroups.relative_root()])
+        .args(["--interval", "50ms", "--format", "json"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("connbal trace");
+    // Held, never read; the smallest pipe fills within a few reports.
+    let unread = child.stdout.take().unwrap();
+    nix::fcntl::fcntl(&unread, nix::fcntl::FcntlArg::F_SETPIPE_SZ(4096)).expect("F_SETPIPE_SZ");
+    let stderr = xtask::lab::line_reader(child.stderr.take().unwrap());
+    let mut seen = xtask::lab::wait_for_line(
+        &stderr,
+        "is not being read fast enough",
+        Duration::from_secs(15),
+    )
+    .unwrap_or_else(|e| {
+        let _ = child.kill();
+        panic!("no warning about skipped reports: {e}")
+    });
+    let attached = || -> String {
+        let out = Command::new("bpftool")
+            .args(["cgroup", "show"])
+            .arg(&cgroups.root)
+            .output()
+            .expect("bpftool cgroup show");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    assert!(attached().contains("connbal"), "attached while tracing");
+    assert!(Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap()
+        .success());
+    // Detached at once, though the last report has nowhere to go yet.
+    wait_until(
+        Duration::from_secs(3),
+        || !attached().contains("connbal"),
+        || format!("programs still attached after SIGTERM: {}", attached()),
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("SIGTERM ignored while stdout is full");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    drop(unread);
+    seen.extend(stderr.iter());
+    let said = seen.join("\n");
+    assert!(
+        !status.success(),
+        "the last report was lost: an error: {said}"
+    );
+    assert!(
+        said.contains("stdout was not read for 10 s: the last report was not written"),
+        "{said}"
+    );
+}

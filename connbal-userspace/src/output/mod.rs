@@ -45,6 +45,12 @@ pub enum OutputError {
     /// ends on it; a last report has nowhere to go and that is fine.
     #[error("the reader of {stream} went away")]
     Closed { stream: &'static str },
+    /// A live trace's last report, after its programs were detached.
+    #[error("{stream} was not read for {}: the last report was not written", crate::time::human_duration(*waited))]
+    Stalled {
+        stream: &'static str,
+        waited: std::time::Duration,
+    },
 }
 
 /// How and where reports are printed, decided once from the flags.
@@ -163,7 +169,31 @@ pub fn print_report<I: Serialize>(style: &Style, p: &Printed<'_, I>) -> Result<(
         Box::new(io::stdout().lock())
     };
     let mut out = io::BufWriter::new(target);
-    let written = match style.format {
+    let written = write_report(&mut out, *style, p);
+    let stream = if style.to_stderr { "stderr" } else { "stdout" };
+    match written.and_then(|()| out.flush()) {
+        Err(e) if e.kind() == io::ErrorKind::BrokenPipe => Err(OutputError::Closed { stream }),
+        Err(source) => Err(OutputError::Write { stream, source }),
+        Ok(()) => Ok(()),
+    }
+}
+
+/// The report's bytes, as `print_report` writes them, for a writer that
+/// must not block (a live trace's).
+pub fn render_report<I: Serialize>(style: &Style, p: &Printed<'_, I>) -> Vec<u8> {
+    let mut bytes = Vec::new();
+    // Writing to memory fails only where serde_json's Serialize impls
+    // would, which ours do not.
+    let _ = write_report(&mut bytes, *style, p);
+    bytes
+}
+
+fn write_report<I: Serialize>(
+    mut out: &mut dyn Write,
+    style: Style,
+    p: &Printed<'_, I>,
+) -> io::Result<()> {
+    match style.format {
         Format::Table => {
             let redraw = p.periodic && style.terminal;
             let summary = p.coverage.summary(p.report);
@@ -178,12 +208,6 @@ pub fn print_report<I: Serialize>(style: &Style, p: &Printed<'_, I>) -> Result<(
         }
         Format::Tsv => tsv::write(&mut out, p.report, p.periodic),
         Format::Json => json::write(&mut out, p, p.periodic),
-    };
-    let stream = if style.to_stderr { "stderr" } else { "stdout" };
-    match written.and_then(|()| out.flush()) {
-        Err(e) if e.kind() == io::ErrorKind::BrokenPipe => Err(OutputError::Closed { stream }),
-        Err(source) => Err(OutputError::Write { stream, source }),
-        Ok(()) => Ok(()),
     }
 }
 
@@ -198,7 +222,16 @@ pub struct Finish<'a, I: Serialize + Tally> {
 }
 
 pub fn finish<I: Serialize + Tally>(style: &Style, f: &Finish<'_, I>) -> Result<(), OutputError> {
-    match print_report(style, &f.printed) {
+    finish_with(style, f, |printed| print_report(style, printed))
+}
+
+/// `finish`, the report itself printed by `print`.
+pub fn finish_with<I: Serialize + Tally>(
+    style: &Style,
+    f: &Finish<'_, I>,
+    print: impl FnOnce(&Printed<'_, I>) -> Result<(), OutputError>,
+) -> Result<(), OutputError> {
+    match print(&f.printed) {
         // The last report: a reader that went away has all it wanted.
         Ok(()) | Err(OutputError::Closed { .. }) => {}
         Err(e) => return Err(e),

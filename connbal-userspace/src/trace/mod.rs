@@ -17,6 +17,7 @@ mod privileges;
 mod processes;
 mod records;
 mod sinks;
+mod stdout_writer;
 
 use crate::aggregator::{ClientBy, Config, Span, Timestamp};
 use crate::output::{self, Coverage, Finish, Format, OutputError, Printed, Style};
@@ -35,11 +36,16 @@ use sinks::{Due, Snapshot};
 use std::io;
 use std::path::PathBuf;
 use std::time::Duration;
+use stdout_writer::{StdoutWriter, Stream};
 use tokio::io::unix::AsyncFd;
 use tokio::signal::unix::{Signal, SignalKind};
 use tokio::sync::mpsc;
 
 /// How often to check that the traced interfaces still exist.
+/// How long the last report may wait for a reader that is behind (the
+/// programs are detached by then); systemd waits 90 s before SIGKILL,
+/// Kubernetes 30 s.
+const LAST_REPORT_WAIT: Duration = Duration::from_secs(10);
 const INTERFACE_CHECK: Duration = Duration::from_millis(250);
 /// The kernel wakes us only when a quarter of the ring is full; below that,
 /// records wait at most this long.
@@ -149,6 +155,10 @@ pub struct TraceStats {
     /// Reports built for the sinks while tracing (`--interval`, scrapes);
     /// scrapes within a second of one another share one.
     pub reports_built: u64,
+    /// `--interval` reports skipped, and `--events` lines dropped, because
+    /// stdout was not read fast enough (the trace never waits for it).
+    pub reports_skipped: u64,
+    pub event_lines_dropped: u64,
     /// Host mode: names of cgroups gone long enough (or gone when the name
     /// table was full) forgotten, and cgroups left unnamed because it was
     /// full of live ones.
@@ -166,6 +176,8 @@ impl Tally for TraceStats {
         visit("records", self.records);
         visit("unreadable_records", self.unreadable_records);
         visit("reports_built", self.reports_built);
+        visit("reports_skipped", self.reports_skipped);
+        visit("event_lines_dropped", self.event_lines_dropped);
         visit("cgroups_forgotten", self.cgroups_forgotten);
         visit("cgroup_names_refused", self.cgroup_names_refused);
         self.kernel
@@ -239,7 +251,9 @@ struct Session {
     clock: Clock,
     /// When tracing began: every report covers the time since.
     started: Timestamp,
-    pipeline: Pipeline,
+    pipeline: Pipeline<StdoutWriter>,
+    /// Where reports and events go, never blocking the loop.
+    writer: StdoutWriter,
     stats: TraceStats,
     host: Option<Host>,
 }
@@ -365,19 +379,26 @@ async fn attach(mut options: TraceOptions) -> Result<Session, TraceError> {
         records: 0,
         unreadable_records: 0,
         reports_built: 0,
+        reports_skipped: 0,
+        event_lines_dropped: 0,
         cgroups_forgotten: 0,
         cgroup_names_refused: 0,
         kernel: KernelCounters::default(),
         ended: None,
     };
+    let writer = StdoutWriter::start();
     Ok(Session {
         style: Style::decide(options.format, options.config.events),
-        pipeline: Pipeline::new(Config {
-            // Answers given before now were not seen: the TTL verdicts of
-            // names first looked up within their TTL of it say so.
-            live_since: Some(wall_clock_now()),
-            ..options.config.clone()
-        }),
+        pipeline: Pipeline::with_events_to(
+            Config {
+                // Answers given before now were not seen: the TTL verdicts
+                // of names first looked up within their TTL of it say so.
+                live_since: Some(wall_clock_now()),
+                ..options.config.clone()
+            },
+            writer.clone(),
+        ),
+        writer,
         options,
         sigint,
         sigterm,
@@ -461,6 +482,7 @@ impl Session {
                         stats: &self.stats,
                         coverage: self.coverage(),
                         style: &self.style,
+                        writer: &self.writer,
                     });
                     match delivered {
                         Err(TraceError::Output(OutputError::Closed { .. })) => return Ok(Ending::OutputClosed),
@@ -502,6 +524,8 @@ impl Session {
         );
         self.stats.kernel = self.loaded.counters();
         self.pipeline.input_lost(self.stats.kernel.records_lost);
+        self.stats.reports_skipped = self.writer.reports_skipped();
+        self.stats.event_lines_dropped = self.writer.event_lines_dropped();
         if let Some(host) = &self.host {
             self.stats.cgroups_forgotten = host.cgroups.forgotten;
             self.stats.cgroup_names_refused = host.cgroups.refused;
@@ -581,7 +605,18 @@ impl Session {
                 self.stats.unreadable_records
             ));
         }
-        output::finish(
+        let coverage = self.coverage();
+        // Detach before the last report: a reader that does not read can
+        // delay the exit, never keep the programs attached.
+        drop(self.ring);
+        drop(self.kernel_log);
+        drop(self.loaded);
+        let stream = if self.style.to_stderr {
+            Stream::Stderr
+        } else {
+            Stream::Stdout
+        };
+        output::finish_with(
             &self.style,
             &Finish {
                 printed: Printed {
@@ -593,15 +628,16 @@ impl Session {
                     },
                     interrupted: matches!(ending, Ending::Signal(_)),
                     periodic: self.options.interval.is_some(),
-                    coverage: self.coverage(),
+                    coverage,
                 },
                 source_warnings,
                 verbose: self.options.verbose,
             },
+            |printed| {
+                let bytes = output::render_report(&self.style, printed);
+                self.writer.finish(stream, bytes, LAST_REPORT_WAIT)
+            },
         )?;
-        // Detach before saying goodbye, so a caller that waits for exit sees
-        // a clean interface.
-        drop(self);
         match ending {
             Ending::InterfaceGone(name) => Err(TraceError::InterfaceGone(name)),
             Ending::CgroupGone(path) => Err(TraceError::CgroupGone(path)),
@@ -612,7 +648,7 @@ impl Session {
 
 fn drain(
     ring: &mut RingBuf<MapData>,
-    pipeline: &mut Pipeline,
+    pipeline: &mut Pipeline<StdoutWriter>,
     clock: &Clock,
     stats: &mut TraceStats,
     mut host: Option<&mut Host>,

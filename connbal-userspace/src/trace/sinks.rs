@@ -5,6 +5,7 @@
 //! knows no output by name: a new one is a `ReportSink` and whatever sends
 //! its requests.
 
+use super::stdout_writer::{StdoutWriter, Stream};
 use super::{TraceError, TraceStats};
 use crate::aggregator::Report;
 use crate::output::{self, openmetrics, Coverage, Printed, Style};
@@ -20,6 +21,7 @@ pub(super) struct Snapshot<'a> {
     pub stats: &'a TraceStats,
     pub coverage: Coverage,
     pub style: &'a Style,
+    pub writer: &'a StdoutWriter,
 }
 
 /// A sink's request for one report.
@@ -47,7 +49,7 @@ struct Periodic;
 
 impl ReportSink for Periodic {
     fn deliver(self: Box<Self>, s: &Snapshot<'_>) -> Result<(), TraceError> {
-        output::print_report(
+        let bytes = output::render_report(
             s.style,
             &Printed {
                 report: s.report,
@@ -57,7 +59,13 @@ impl ReportSink for Periodic {
                 periodic: true,
                 coverage: s.coverage,
             },
-        )?;
+        );
+        let stream = if s.style.to_stderr {
+            Stream::Stderr
+        } else {
+            Stream::Stdout
+        };
+        s.writer.offer_report(stream, bytes)?;
         Ok(())
     }
 }
