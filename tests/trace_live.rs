@@ -1041,3 +1041,55 @@ for host, port, timeout in [("{answers}", 8061, 3), ("{refuses}", 8062, 3), ("{d
     .expect("JSON");
     assert_eq!(outcomes(&replayed), expected[1..].to_vec());
 }
+
+#[test]
+fn a_lock_file_of_a_dead_namespace_is_not_read_as_the_live_ones() {
+    // Namespace inodes are reused: a lock file left by a run in a namespace
+    // since gone, marked "connbal created clsact", must not make a run in a
+    // new namespace with the same inode delete the administrator's qdisc.
+    let Some(_guard) = live() else { return };
+    let lab = Lab::new().expect("lab");
+    let out = lab
+        .client("stat")
+        .args(["-L", "-c", "%i", "/proc/self/ns/net"])
+        .output()
+        .unwrap();
+    let inode = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    let iface = &lab.client_if;
+    std::fs::create_dir_all("/run/connbal").unwrap();
+    let stale = [
+        // An older connbal's name: the namespace's inode alone.
+        format!("/run/connbal/{inode}-{iface}.lock"),
+        // Another namespace's cookie, the same inode (reused).
+        format!("/run/connbal/1-{inode}-{iface}.lock"),
+        // A namespace whose inode no live namespace has.
+        format!("/run/connbal/2-1-{iface}.lock"),
+    ];
+    for path in &stale {
+        std::fs::write(path, "connbal created clsact\n").unwrap();
+    }
+    let tc = |args: &[&str]| {
+        let out = lab.client("tc").args(args).output().unwrap();
+        assert!(out.status.success(), "tc {args:?}: {out:?}");
+    };
+    tc(&["qdisc", "add", "dev", iface, "clsact"]);
+    let finished = start_trace(&lab, &["--attach", "netlink", "--duration", "1s"]).wait();
+    let left: Vec<bool> = stale
+        .iter()
+        .map(|p| std::path::Path::new(p).exists())
+        .collect();
+    for path in &stale {
+        let _ = std::fs::remove_file(path);
+    }
+    let _ = std::fs::remove_dir("/run/connbal");
+    assert!(finished.status.success(), "{}", finished.stderr);
+    assert!(
+        qdiscs(&lab).contains("clsact"),
+        "the administrator's qdisc was deleted: {}",
+        qdiscs(&lab)
+    );
+    // The inode-named and the dead namespace's files are swept; the one
+    // whose inode is alive again is kept (its cookie says it is not ours).
+    assert_eq!(left, [false, true, false]);
+    assert!(!netlink_filters(&lab, "ingress").contains("connbal_tc"));
+}

@@ -4,6 +4,12 @@
 //! no other connbal is tracing that interface. The last one out also
 //! deletes the clsact qdisc, when connbal created it and no filter is left
 //! on it, and the lock file.
+//!
+//! A lock file is named by its network namespace's cookie, which the kernel
+//! never gives twice in a boot (/run is emptied at boot), and by its inode,
+//! which is reused: an inode alone let a new namespace inherit a dead one's
+//! "connbal created clsact" and delete an administrator's qdisc. The inode
+//! serves the sweep of files whose namespace is gone.
 
 use super::{clsact, LoaderError};
 use aya::programs::tc::{self, TcAttachType};
@@ -15,9 +21,86 @@ use std::path::{Path, PathBuf};
 const LOCK_DIR: &str = "/run/connbal";
 /// The lock file of `iface` in this network namespace.
 fn lock_path(iface: &str) -> PathBuf {
-    let netns =
-        fs::metadata("/proc/self/ns/net").map_or(0, |m| std::os::unix::fs::MetadataExt::ino(&m));
-    PathBuf::from(LOCK_DIR).join(format!("{netns}-{iface}.lock"))
+    let cookie = crate::trace::netns::own_cookie().unwrap_or(0);
+    PathBuf::from(LOCK_DIR).join(format!("{cookie}-{}-{iface}.lock", own_netns_inode()))
+}
+
+fn own_netns_inode() -> u64 {
+    fs::metadata("/proc/self/ns/net").map_or(0, |m| std::os::unix::fs::MetadataExt::ino(&m))
+}
+
+/// The namespace cookie and inode a lock file's name carries; `None` for
+/// a name of another shape (older connbal's `INODE-IFACE.lock`).
+fn lock_name_namespace(name: &str) -> Option<(u64, u64)> {
+    let mut parts = name.strip_suffix(".lock")?.splitn(3, '-');
+    let cookie = parts.next()?.parse().ok()?;
+    let inode = parts.next()?.parse().ok()?;
+    parts.next().filter(|iface| !iface.is_empty())?;
+    Some((cookie, inode))
+}
+
+/// Network namespaces alive now, by inode: those of processes, and those
+/// kept by a bind mount (`ip netns add`). A namespace held only by an open
+/// descriptor is missed; its lock file then goes early, and the worst
+/// that costs is a clsact qdisc connbal created left in place.
+fn live_netns_inodes() -> std::collections::HashSet<u64> {
+    use std::os::unix::fs::MetadataExt;
+    let mut live = std::collections::HashSet::new();
+    let pids = fs::read_dir("/proc").into_iter().flatten().flatten();
+    let mounted = fs::read_dir("/run/netns").into_iter().flatten().flatten();
+    for entry in pids.take(1 << 20) {
+        if entry
+            .file_name()
+            .to_string_lossy()
+            .bytes()
+            .all(|b| b.is_ascii_digit())
+        {
+            if let Ok(meta) = fs::metadata(entry.path().join("ns/net")) {
+                live.insert(meta.ino());
+            }
+        }
+    }
+    for entry in mounted.take(1 << 16) {
+        if let Ok(meta) = fs::metadata(entry.path()) {
+            live.insert(meta.ino());
+        }
+    }
+    live
+}
+
+/// Removes lock files no live connbal holds whose namespace is gone (its
+/// interfaces, filters and qdiscs went with it), and older connbal's
+/// inode-named files, which a reused inode would misread.
+fn sweep_dead_namespaces() {
+    let own = crate::trace::netns::own_cookie().unwrap_or(0);
+    let Ok(entries) = fs::read_dir(LOCK_DIR) else {
+        return;
+    };
+    let mut live = None;
+    for entry in entries.flatten().take(1 << 16) {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        // connbal writes the suffix; a name of another case is not ours.
+        if entry.path().extension().is_none_or(|ext| ext != "lock") {
+            continue;
+        }
+        let dead = match lock_name_namespace(&name) {
+            Some((cookie, _)) if cookie == own => false,
+            Some((_, inode)) => !live.get_or_insert_with(live_netns_inodes).contains(&inode),
+            None => true,
+        };
+        if !dead {
+            continue;
+        }
+        let path = entry.path();
+        let Ok(file) = OpenOptions::new().read(true).open(&path) else {
+            continue;
+        };
+        if let Ok(exclusive) = Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+            if still_linked(&exclusive, &path) {
+                let _ = fs::remove_file(&path);
+            }
+        }
+    }
 }
 
 /// What a lock file holds when connbal, not the administrator, created the
@@ -140,6 +223,7 @@ pub(super) fn claim_interface(iface: &str, index: u32) -> Result<InterfaceClaim,
         source,
     };
     let path = lock_path(iface);
+    sweep_dead_namespaces();
     for _ in 0..CLAIM_ATTEMPTS {
         fs::create_dir_all(LOCK_DIR).map_err(|e| lock_error(Path::new(LOCK_DIR), e))?;
         let file = OpenOptions::new()
@@ -200,5 +284,24 @@ fn remove_lock_file(path: &Path) {
     let _ = fs::remove_file(path);
     if let Some(dir) = path.parent() {
         let _ = fs::remove_dir(dir);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::lock_name_namespace;
+
+    #[test]
+    fn lock_names_carry_the_namespace_cookie_and_inode() {
+        assert_eq!(
+            lock_name_namespace("8193-4026531840-eth0.lock"),
+            Some((8193, 4_026_531_840))
+        );
+        // Interface names may hold dashes.
+        assert_eq!(lock_name_namespace("7-42-veth-a-b.lock"), Some((7, 42)));
+        // Older connbal's inode-only names, and strangers.
+        assert_eq!(lock_name_namespace("4026531840-eth0.lock"), None);
+        assert_eq!(lock_name_namespace("1-2-.lock"), None);
+        assert_eq!(lock_name_namespace("notes.txt"), None);
     }
 }
