@@ -131,6 +131,7 @@ pub fn tcp_reassembly(mut data: &[u8]) {
             seq,
             payload,
             truncated: flags & 0x40 != 0 && !payload.is_empty(),
+            ack: None,
             first_of_flow: None,
             owner: None,
         };

@@ -75,6 +75,27 @@ impl DnsStreams {
         messages
     }
 
+    /// The segment's acknowledgment number passes a gap in the other
+    /// direction's stream: the messages held after the gap, recovered now,
+    /// before this segment's own (an answer after its query).
+    fn acknowledged(&mut self, s: &Segment<'_>) -> Vec<(Direction, Vec<u8>)> {
+        let Some(ack) = s.ack else {
+            return Vec::new();
+        };
+        let key = (s.dst, s.src);
+        let Some((_, stream)) = self.streams.get_mut(&key) else {
+            return Vec::new();
+        };
+        let mut messages = Vec::new();
+        let Some(skipped) = stream.acknowledged(ack, &mut messages) else {
+            return Vec::new();
+        };
+        self.unplaced_segments += skipped.segments;
+        self.unfinished_messages += u64::from(skipped.unfinished_message);
+        self.resynchronised += 1;
+        messages.into_iter().map(|m| (key, m)).collect()
+    }
+
     /// Ends streams as the segment's flags say: FIN ends only the sender's
     /// direction (the peer may still answer), RST both.
     /// Returns the messages recovered from the streams that closed, with
@@ -147,6 +168,12 @@ impl DnsStreams {
 
 impl Aggregator {
     pub(super) fn dns_segment(&mut self, s: &Segment<'_>) {
+        for (direction, message) in self.dns_streams.acknowledged(s) {
+            // The peer's socket: in host mode the owner is this socket's
+            // for both directions; replay, the only source of `ack`, has
+            // none.
+            self.dns_message(s.ts, direction, &message, false, s.owner);
+        }
         let mut messages = self.dns_streams.push(s);
         for message in messages.drain(..) {
             self.dns_message(s.ts, (s.src, s.dst), &message, false, s.owner);

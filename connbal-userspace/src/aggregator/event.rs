@@ -133,6 +133,10 @@ pub struct Segment<'a> {
     /// Byte 13 of the TCP header.
     pub flags: u8,
     pub seq: u32,
+    /// The acknowledgment number of a DNS-over-TCP segment with payload,
+    /// where the source has it (replay): bytes the peer acknowledged that
+    /// the capture never showed are a hole no retransmission will fill.
+    pub ack: Option<u32>,
     /// Only kept for DNS-over-TCP; empty otherwise.
     pub payload: &'a [u8],
     pub truncated: bool,

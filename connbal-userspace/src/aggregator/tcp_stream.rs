@@ -12,7 +12,10 @@
 //! least a header and a question, a header with one question, and the
 //! question decoding. Segments passed over until then are counted, and so
 //! is whatever a stream still holds when it closes, idles out or the input
-//! ends.
+//! ends. A gap the peer has acknowledged (the capture missed bytes the
+//! peer received) will never fill: the stream goes on at once from the
+//! held segments after it, which may begin a message together (a length
+//! prefix sent alone, as dig and glibc do).
 
 use super::dns;
 
@@ -133,7 +136,7 @@ impl Stream {
         let (restart, _) = self
             .held
             .iter()
-            .filter(|(_, data)| starts_a_message(data))
+            .filter(|(seq, _)| starts_a_message(&self.held_run_from(*seq)))
             .min_by_key(|(seq, _)| seq.wrapping_sub(next))?;
         let restart = *restart;
         let before = self.held.len();
@@ -150,6 +153,39 @@ impl Stream {
             segments: given_up,
             unfinished_message,
         })
+    }
+
+    /// The peer acknowledged bytes up to `ack`: a gap before it was
+    /// received but not captured, and will never fill. Goes on past it as
+    /// `skip_gap` does; `None` when there is no such gap or nothing held
+    /// after it begins a message.
+    pub fn acknowledged(&mut self, ack: u32, messages: &mut Vec<Vec<u8>>) -> Option<SkippedGap> {
+        let past_a_gap = ack.wrapping_sub(self.next_seq) as i32 > 0;
+        if self.held.is_empty() || !past_a_gap {
+            return None;
+        }
+        self.skip_gap(messages)
+    }
+
+    /// The bytes of the held segments contiguous from `seq`, enough to
+    /// judge whether a message begins there (a length prefix may be a
+    /// segment of its own).
+    fn held_run_from(&self, seq: u32) -> Vec<u8> {
+        const ENOUGH: usize = 2 + dns::HEADER_LEN + 260;
+        let mut run = Vec::new();
+        let mut at = seq;
+        // Each step takes one segment: bounded by the few held.
+        for _ in 0..self.held.len() {
+            let Some((_, data)) = self.held.iter().find(|(s, _)| *s == at) else {
+                break;
+            };
+            run.extend_from_slice(data);
+            at = at.wrapping_add(data.len() as u32);
+            if run.len() >= ENOUGH {
+                break;
+            }
+        }
+        run
     }
 
     /// Segments held for a gap that never filled, and whether a message

@@ -79,6 +79,17 @@ impl Harness {
     }
 
     fn segment(&mut self, src: SocketAddr, dst: SocketAddr, flags: u8, seq: u32, payload: &[u8]) {
+        self.segment_acking(src, dst, (flags, seq, None), payload);
+    }
+
+    /// A segment as a capture has it: with its acknowledgment number.
+    fn segment_acking(
+        &mut self,
+        src: SocketAddr,
+        dst: SocketAddr,
+        (flags, seq, ack): (u8, u32, Option<u32>),
+        payload: &[u8],
+    ) {
         let event = Event::Tcp(Segment {
             ts: self.ts(),
             src,
@@ -87,6 +98,7 @@ impl Harness {
             seq,
             payload,
             truncated: false,
+            ack,
             first_of_flow: None,
             owner: None,
         });
@@ -777,6 +789,83 @@ fn dns_over_tcp_is_reassembled_per_flow() {
     assert_eq!(h.counters().dns_messages, 2);
 }
 
+/// A length-prefixed DNS message, as DNS over TCP sends it.
+fn tcp_framed(message: &[u8]) -> Vec<u8> {
+    [&(message.len() as u16).to_be_bytes()[..], message].concat()
+}
+
+/// Checks docs/semantics.md section 1, DNS over TCP: a gap the peer has
+/// acknowledged (suricata-verify's dns-tcp-ts-gap: the capture lost the
+/// client's second query) never fills, so the query after it is read when
+/// the server's answer acknowledges it, before that answer, and matches.
+#[test]
+fn dns_over_tcp_goes_on_past_a_gap_the_peer_acknowledged() {
+    let mut h = Harness::new();
+    let (c, s) = (sock(CLIENT, 41000), sock(SERVER, 53));
+    let query = |id| {
+        tcp_framed(
+            &MessageBuilder::new(id, false, [1, 0, 0, 0])
+                .question("tcp.example", TYPE_A)
+                .build(),
+        )
+    };
+    let answer = |id| tcp_framed(&four_a_answer(id, "tcp.example"));
+    let (q_len, a_len) = (query(0).len() as u32, answer(0).len() as u32);
+    h.segment(c, s, SYN, 1000, &[]);
+    h.segment(s, c, SYN | ACK, 5000, &[]);
+    h.segment_acking(c, s, (ACK | PSH, 1001, Some(5001)), &query(0));
+    h.segment_acking(s, c, (ACK | PSH, 5001, Some(1001 + q_len)), &answer(0));
+    // Query 1 is not in the capture; its answer is, acknowledging it.
+    h.segment_acking(
+        s,
+        c,
+        (ACK | PSH, 5001 + a_len, Some(1001 + 2 * q_len)),
+        &answer(1),
+    );
+    h.segment_acking(
+        c,
+        s,
+        (ACK | PSH, 1001 + 2 * q_len, Some(5001 + 2 * a_len)),
+        &query(2),
+    );
+    h.segment_acking(
+        s,
+        c,
+        (ACK | PSH, 5001 + 2 * a_len, Some(1001 + 3 * q_len)),
+        &answer(2),
+    );
+    let counters = h.counters();
+    assert_eq!(counters.responses_matched, 2, "{counters:?}");
+    assert_eq!(counters.unmatched_responses, 1, "{counters:?}");
+    assert_eq!(counters.tcp_dns_resynchronised, 1, "{counters:?}");
+}
+
+/// Checks docs/semantics.md section 1, DNS over TCP: after a gap, a
+/// length prefix sent in a segment of its own (dig, glibc) and the message
+/// in the next begin a message together (dnscap's dnso1tcp-midmiss).
+#[test]
+fn dns_over_tcp_resumes_at_a_length_prefix_sent_alone() {
+    let mut h = Harness::new();
+    let (c, s) = (sock(CLIENT, 41000), sock(SERVER, 53));
+    let query = MessageBuilder::new(7, false, [1, 0, 0, 0])
+        .question("tcp.example", TYPE_A)
+        .build();
+    let framed = tcp_framed(&query);
+    let answer = tcp_framed(&four_a_answer(7, "tcp.example"));
+    h.segment(c, s, SYN, 1000, &[]);
+    h.segment(s, c, SYN | ACK, 5000, &[]);
+    // 30 bytes of the client's stream were never captured.
+    let after_gap = 1001 + 30;
+    h.segment_acking(c, s, (ACK | PSH, after_gap, Some(5001)), &framed[..2]);
+    h.segment_acking(c, s, (ACK | PSH, after_gap + 2, Some(5001)), &framed[2..]);
+    let end = after_gap + framed.len() as u32;
+    h.segment_acking(s, c, (ACK | PSH, 5001, Some(end)), &answer);
+    let counters = h.counters();
+    assert_eq!(counters.responses_matched, 1, "{counters:?}");
+    assert_eq!(counters.tcp_dns_unplaced_segments, 0, "{counters:?}");
+    assert_eq!(h.tsv().lines().count(), 4, "{}", h.tsv());
+}
+
 // --- Section 6: what the original got wrong --------------------------------
 
 /// Checks docs/semantics.md section 6, malformed messages.
@@ -858,6 +947,7 @@ fn all_tcp_trusts_a_flow_verdict_from_the_source() {
             seq: 1,
             payload: &[],
             truncated: false,
+            ack: None,
             first_of_flow,
             owner: None,
         });
@@ -957,6 +1047,7 @@ fn owners_sharing_an_address_and_a_query_id_stay_apart() {
             seq,
             payload: &[],
             truncated: false,
+            ack: None,
             first_of_flow: None,
             owner: Some(owner),
         }));

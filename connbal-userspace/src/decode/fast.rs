@@ -125,6 +125,7 @@ fn quick_tcp<'a>(
                 seq: u32::from_be_bytes([tcp[4], tcp[5], tcp[6], tcp[7]]),
                 payload: &[],
                 truncated: false,
+                ack: None,
                 first_of_flow: None,
                 owner: None,
             }))

@@ -129,6 +129,10 @@ fn decode_packet<'a>(
                 seq: tcp.sequence_number(),
                 payload,
                 truncated: truncated && !payload.is_empty(),
+                // What the peer has received: past a hole in the capture,
+                // the reassembler of the other direction goes on without it.
+                ack: (flags & connbal_common::tcp_flags::ACK != 0 && !payload.is_empty())
+                    .then(|| tcp.acknowledgment_number()),
                 first_of_flow: None,
                 owner: None,
             }))

@@ -157,6 +157,7 @@ mod tests {
                 seq: attempt as u32,
                 payload: &[],
                 truncated: false,
+                ack: None,
                 first_of_flow: None,
                 owner: None,
             }));
@@ -249,6 +250,7 @@ mod tests {
                 seq,
                 payload: &[],
                 truncated: false,
+                ack: None,
                 first_of_flow: None,
                 owner: None,
             }));
@@ -261,6 +263,7 @@ mod tests {
             seq: 0,
             payload: &[],
             truncated: false,
+            ack: None,
             first_of_flow: None,
             owner: None,
         }));

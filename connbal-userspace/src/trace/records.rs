@@ -117,6 +117,7 @@ pub fn to_event<'a>(
         seq: h.tcp_seq,
         payload,
         truncated,
+        ack: None,
         first_of_flow: all_tcp.then_some(h.bits & BIT_FLOW_NEW != 0),
         owner,
     }))
