@@ -1093,3 +1093,50 @@ fn a_lock_file_of_a_dead_namespace_is_not_read_as_the_live_ones() {
     assert_eq!(left, [false, true, false]);
     assert!(!netlink_filters(&lab, "ingress").contains("connbal_tc"));
 }
+
+#[test]
+fn scraping_under_load_costs_the_trace_no_record() {
+    // A report on a busy host takes a while to build; the ring must not
+    // fill meanwhile. Ever-new names make every scrape's report large, a
+    // small ring makes any stall of its reader show as records lost, and
+    // the scrapes come back to back.
+    let Some(_guard) = live() else { return };
+    let lab = Lab::new().expect("lab");
+    let port = "127.0.0.1:9473";
+    let trace = start_trace(
+        &lab,
+        &["--ring-size", "256K", "--metrics", port, "--format", "json"],
+    );
+    let rate: u64 = std::env::var("CONNBAL_TEST_STORM_RATE")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(20_000);
+    let (sent, scrapes) = std::thread::scope(|scope| {
+        let load = scope.spawn(|| {
+            let churn = xtask::load::Mix::DnsChurn;
+            xtask::load::run_paced(&lab, churn, Duration::from_secs(8), Some(rate))
+        });
+        let mut scrapes = 0u32;
+        while !load.is_finished() {
+            let out = lab
+                .client("curl")
+                .args(["-sf", "-o", "/dev/null", "--max-time", "20"])
+                .arg(format!("http://{port}/metrics"))
+                .output()
+                .unwrap();
+            scrapes += u32::from(out.status.success());
+        }
+        (load.join().unwrap().expect("load"), scrapes)
+    });
+    let finished = trace.stop("-INT");
+    assert!(finished.status.success(), "{}", finished.stderr);
+    let json: serde_json::Value = serde_json::from_str(&finished.stdout).expect("JSON report");
+    let input = &json["input"];
+    assert!(scrapes >= 3, "{scrapes} scrapes answered");
+    assert!(input["reports_built"].as_u64().unwrap() >= 3, "{input}");
+    assert!(sent.dns_queries > 50_000, "{sent:?}");
+    assert_eq!(
+        input["kernel"]["records_lost"], 0,
+        "{scrapes} scrapes, {sent:?}: {input}"
+    );
+}

@@ -21,6 +21,9 @@ pub const DNS_PORT: u16 = 53;
 pub enum Mix {
     Bulk,
     Dns,
+    /// DNS as `Dns`, each query for a name of its own (`nID.load.test`, up
+    /// to 65,536): ever-new services, as on a busy host over hours.
+    DnsChurn,
     Syn,
     All,
 }
@@ -44,15 +47,26 @@ fn in_netns<T: Send + 'static>(
     }))
 }
 
-/// A DNS response to `query` with four A records, built from its question.
+/// A DNS response to `query` with four A records, built from its question:
+/// 203.0.113.11-14, or for a churn name (`nID.load.test`) four addresses
+/// of its own in 10.0.0.0/8, so that every name is a service with
+/// backends of its own.
 fn answer(query: &[u8]) -> Option<Vec<u8>> {
     let question_end = 12 + query.get(12..)?.iter().position(|&b| b == 0)? + 1 + 4;
     let mut r = query.get(..question_end)?.to_vec();
     r[2] = 0x81;
     r[3] = 0x80;
     r[6..8].copy_from_slice(&4u16.to_be_bytes());
+    let churn = query.get(13) == Some(&b'n');
+    let [hi, lo] = [r[0], r[1]];
     for last in 11..15u8 {
-        r.extend_from_slice(&[0xc0, 12, 0, 1, 0, 1, 0, 0, 1, 44, 0, 4, 203, 0, 113, last]);
+        let address = if churn {
+            [10, hi, lo, last]
+        } else {
+            [203, 0, 113, last]
+        };
+        r.extend_from_slice(&[0xc0, 12, 0, 1, 0, 1, 0, 0, 1, 44, 0, 4]);
+        r.extend_from_slice(&address);
     }
     Some(r)
 }
@@ -147,7 +161,7 @@ pub fn run_paced(lab: &Lab, mix: Mix, duration: Duration, rate: Option<u64>) -> 
             Ok(())
         })?);
     }
-    if matches!(mix, Mix::Dns | Mix::All) {
+    if matches!(mix, Mix::Dns | Mix::DnsChurn | Mix::All) {
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         servers.push(in_netns(&lab.server_ns, move || {
             let socket = UdpSocket::bind((SERVER_V4, DNS_PORT))?;
@@ -183,10 +197,12 @@ pub fn run_paced(lab: &Lab, mix: Mix, duration: Duration, rate: Option<u64>) -> 
             while !stop_at() {
                 for _ in 0..32 {
                     id = id.wrapping_add(1);
-                    if socket
-                        .send(&crate::gen::dns_query(id, "web.load.test", 1))
-                        .is_ok()
-                    {
+                    let query = if mix == Mix::DnsChurn {
+                        crate::gen::dns_query(id, &format!("n{id}.load.test"), 1)
+                    } else {
+                        crate::gen::dns_query(id, "web.load.test", 1)
+                    };
+                    if socket.send(&query).is_ok() {
                         sent.fetch_add(1, Ordering::Relaxed);
                     }
                 }

@@ -16,6 +16,7 @@ mod plan;
 mod privileges;
 mod processes;
 mod records;
+mod ring_reader;
 mod sinks;
 mod stdout_writer;
 
@@ -23,7 +24,6 @@ use crate::aggregator::{ClientBy, Config, Span, Timestamp};
 use crate::output::{self, Coverage, Finish, Format, OutputError, Printed, Style};
 use crate::pipeline::Pipeline;
 use crate::tally::Tally;
-use aya::maps::{MapData, RingBuf};
 use cgroups::{CgroupError, CgroupLookup, CgroupNames};
 use connbal_common::record::RecordHeader;
 use loader::{AttachMode, KernelCounters, Loaded, LoaderError};
@@ -31,6 +31,7 @@ use metrics_server::MetricsError;
 use plan::Plan;
 use processes::ProcessNames;
 use records::Clock;
+use ring_reader::{Batch, RingReader};
 use serde::Serialize;
 use sinks::{Due, Snapshot};
 use std::io;
@@ -41,15 +42,12 @@ use tokio::io::unix::AsyncFd;
 use tokio::signal::unix::{Signal, SignalKind};
 use tokio::sync::mpsc;
 
-/// How often to check that the traced interfaces still exist.
 /// How long the last report may wait for a reader that is behind (the
 /// programs are detached by then); systemd waits 90 s before SIGKILL,
 /// Kubernetes 30 s.
 const LAST_REPORT_WAIT: Duration = Duration::from_secs(10);
+/// How often to check that the traced interfaces still exist.
 const INTERFACE_CHECK: Duration = Duration::from_millis(250);
-/// The kernel wakes us only when a quarter of the ring is full; below that,
-/// records wait at most this long.
-const DRAIN_EVERY: Duration = Duration::from_millis(50);
 
 /// What `connbal trace` was asked to do.
 pub struct TraceOptions {
@@ -242,7 +240,7 @@ struct Session {
     sigint: Signal,
     sigterm: Signal,
     sighup: Signal,
-    ring: AsyncFd<RingBuf<MapData>>,
+    ring: RingReader,
     kernel_log: Option<AsyncFd<aya_log::EbpfLogger<StderrLog>>>,
     /// Reports asked for by the sinks (`--interval`, `--metrics`); `None`
     /// when there are none, or all have gone.
@@ -304,8 +302,8 @@ async fn attach(mut options: TraceOptions) -> Result<Session, TraceError> {
         error: Box::new(error),
         verifier_log: None,
     })?;
-    let ring = async_fd::ring(ring).map_err(|source| TraceError::Register {
-        what: "the ring buffer",
+    let ring = RingReader::start(ring).map_err(|source| TraceError::Register {
+        what: "the ring buffer's reader thread",
         source,
     })?;
     let kernel_log = if options.kernel_debug {
@@ -450,14 +448,15 @@ impl Session {
             .duration
             .map(|d| tokio::time::Instant::now() + d);
         let mut interface_check = tokio::time::interval(INTERFACE_CHECK);
-        let mut drain_tick = tokio::time::interval(DRAIN_EVERY);
-        drain_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         loop {
             tokio::select! {
-                ready = self.ring.readable_mut() => {
-                    let mut guard = ready.map_err(|source| TraceError::Wait { what: "the ring buffer", source })?;
-                    drain(guard.get_inner_mut(), &mut self.pipeline, &self.clock, &mut self.stats, self.host.as_mut());
-                    guard.clear_ready();
+                batch = self.ring.next() => {
+                    // None: the reader thread is gone, which only ending
+                    // the trace does.
+                    let Some(batch) = batch else {
+                        return Err(TraceError::Wait { what: "the ring buffer's reader thread", source: io::Error::other("it stopped") });
+                    };
+                    aggregate([batch], &mut self.pipeline, &self.clock, &mut self.stats, self.host.as_mut());
                 }
                 ready = async { self.kernel_log.as_mut().expect("guarded").readable_mut().await }, if self.kernel_log.is_some() => {
                     let mut guard = ready.map_err(|source| TraceError::Wait { what: "kernel logs", source })?;
@@ -489,9 +488,6 @@ impl Session {
                         other => other?,
                     }
                 }
-                _ = drain_tick.tick() => {
-                    drain(self.ring.get_mut(), &mut self.pipeline, &self.clock, &mut self.stats, self.host.as_mut());
-                }
                 _ = interface_check.tick() => {
                     if let Some(gone) = self.vanished() {
                         return Ok(gone);
@@ -515,8 +511,8 @@ impl Session {
     }
 
     fn catch_up(&mut self) {
-        drain(
-            self.ring.get_mut(),
+        aggregate(
+            self.ring.ready(),
             &mut self.pipeline,
             &self.clock,
             &mut self.stats,
@@ -582,6 +578,15 @@ impl Session {
 
     /// The last records, the report, and detaching.
     fn finish(mut self, ending: Ending) -> Result<(), TraceError> {
+        // Every record: those the reader handed over, and the ring's last.
+        let rest = self.ring.stop();
+        aggregate(
+            rest,
+            &mut self.pipeline,
+            &self.clock,
+            &mut self.stats,
+            self.host.as_mut(),
+        );
         self.catch_up();
         self.stats.ended = Some(ending.describe());
         let report = self.pipeline.report();
@@ -646,20 +651,36 @@ impl Session {
     }
 }
 
-fn drain(
-    ring: &mut RingBuf<MapData>,
+/// Records, as the reader thread copied them out, to the aggregator.
+fn aggregate(
+    batches: impl IntoIterator<Item = Batch>,
     pipeline: &mut Pipeline<StdoutWriter>,
     clock: &Clock,
     stats: &mut TraceStats,
     mut host: Option<&mut Host>,
 ) {
     let now = std::time::Instant::now();
-    while let Some(item) = ring.next() {
-        stats.records += 1;
-        let Some(header) = RecordHeader::from_bytes(&item) else {
-            stats.unreadable_records += 1;
-            continue;
-        };
+    for batch in batches {
+        for item in batch.records() {
+            aggregate_record(item, pipeline, (clock, now), stats, host.as_deref_mut());
+        }
+    }
+    pipeline.flush_events();
+}
+
+fn aggregate_record(
+    item: &[u8],
+    pipeline: &mut Pipeline<StdoutWriter>,
+    (clock, now): (&Clock, std::time::Instant),
+    stats: &mut TraceStats,
+    mut host: Option<&mut Host>,
+) {
+    stats.records += 1;
+    let Some(header) = RecordHeader::from_bytes(item) else {
+        stats.unreadable_records += 1;
+        return;
+    };
+    {
         let lookup = host
             .as_mut()
             .map(|host| &mut host.cgroups as &mut dyn CgroupLookup);
@@ -672,10 +693,9 @@ fn drain(
         ) {
             process.command = processes.command(process.tgid, process.command, now);
         }
-        match records::to_event(&header, &item, clock, pipeline.all_tcp(), owner.as_ref()) {
+        match records::to_event(&header, item, clock, pipeline.all_tcp(), owner.as_ref()) {
             Some(event) => pipeline.event(&event),
             None => stats.unreadable_records += 1,
         }
     }
-    pipeline.flush_events();
 }
