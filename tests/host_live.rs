@@ -84,6 +84,59 @@ public class App {
 }
 "#;
 
+/// An SRV app: before each connection it asks its resolver for the SRV
+/// set (a hand-built query: Python's standard library has no SRV lookup),
+/// takes the target the plan chooses among those of the best priority,
+/// resolves it with getaddrinfo, connects and fetches; prints the target
+/// and the address it used.
+const SRV_APP: &str = r#"
+import random, socket, struct, sys
+name, plan = sys.argv[1], [int(p) for p in sys.argv[2].split(",")]
+server = next(l.split()[1] for l in open("/etc/resolv.conf") if l.startswith("nameserver"))
+
+def read_name(msg, at):
+    labels, after = [], None
+    while msg[at]:
+        if msg[at] >= 0xC0:
+            after = at + 2 if after is None else after
+            at = ((msg[at] & 0x3F) << 8) | msg[at + 1]
+            continue
+        labels.append(msg[at + 1:at + 1 + msg[at]].decode())
+        at += 1 + msg[at]
+    return ".".join(labels), at + 1 if after is None else after
+
+def srv(name):
+    qname = b"".join(bytes([len(l)]) + l.encode() for l in name.split(".")) + b"\0"
+    query = struct.pack(">6H", random.randrange(65536), 0x0100, 1, 0, 0, 0) + qname + struct.pack(">2H", 33, 1)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.settimeout(5)
+        s.sendto(query, (server, 53))
+        msg = s.recv(4096)
+    count = struct.unpack(">H", msg[6:8])[0]
+    at = read_name(msg, 12)[1] + 4
+    found = []
+    for _ in range(count):
+        at = read_name(msg, at)[1]
+        rtype, _, _, rdlen = struct.unpack(">HHIH", msg[at:at + 10])
+        at += 10
+        if rtype == 33:
+            priority, _, port = struct.unpack(">3H", msg[at:at + 6])
+            found.append((priority, read_name(msg, at + 6)[0], port))
+        at += rdlen
+    return sorted(found)
+
+for choice in plan:
+    targets = srv(name)
+    best = [t for t in targets if t[0] == targets[0][0]]
+    _, target, port = best[choice % len(best)]
+    addr = socket.getaddrinfo(target, port, socket.AF_INET, socket.SOCK_STREAM)[0][4][0]
+    with socket.create_connection((addr, port), timeout=5) as s:
+        s.sendall(b"GET / HTTP/1.0\r\n\r\n")
+        while s.recv(4096):
+            pass
+    print(target, addr, flush=True)
+"#;
+
 struct HostLab {
     lab: Lab,
     cgroups: TestCgroup,
@@ -135,6 +188,23 @@ impl HostLab {
             &ns,
             cgroup,
             (&["python3", script.to_str().unwrap()], name),
+            plan,
+        )
+    }
+
+    /// Runs the SRV app on `_app._tcp.connbal.test` in cgroup `cgroup`, in
+    /// the client namespace; returns "target address" per connection.
+    fn run_srv_app(&mut self, cgroup: &str, plan: &[usize]) -> Vec<String> {
+        let script = self.lab.dir.join("srv_app.py");
+        std::fs::write(&script, SRV_APP).unwrap();
+        let ns = self.lab.client_ns.clone();
+        self.run_with_name(
+            &ns,
+            cgroup,
+            (
+                &["python3", script.to_str().unwrap()],
+                "_app._tcp.connbal.test",
+            ),
             plan,
         )
     }
@@ -1236,5 +1306,64 @@ fn sigterm_ends_a_trace_whose_stdout_nobody_reads() {
     assert!(
         said.contains("stdout was not read for 10 s: the last report was not written"),
         "{said}"
+    );
+}
+
+/// docs/semantics.md section 7 applies sections 2 to 5 per client: an app
+/// that resolves the SRV set and connects to its targets is a client of
+/// the SRV name, spread over its two equal targets; a health checker in
+/// another cgroup that resolves one target by name and connects never
+/// asked for the SRV record and is not its client. Before, SRV targets
+/// were shared by every client (issue 24, item 8).
+#[test]
+fn an_srv_app_is_judged_on_its_targets_and_a_checker_of_one_target_is_not_its_client() {
+    let Some(_guard) = live() else { return };
+    let mut host = HostLab::new("srv");
+    let root = host.cgroups.relative_root();
+    let trace = host_trace(&root, &["--format", "json"]);
+    let plan: Vec<usize> = (0..12).map(|i| i % 2).collect();
+    let used = host.run_srv_app("srv-app", &plan);
+    let checker_used = host.run_app_on("checker", "s1.connbal.test", &[0; 4]);
+    let (json, stderr) = stop_json(trace);
+    assert_eq!(used.len(), 12, "{used:?}");
+    assert_eq!(checker_used, ["203.0.113.97"; 4], "{checker_used:?}");
+
+    let app = format!("python3 in {root}/srv-app");
+    let s = service_where(&json, |s| {
+        s["client"] == app.as_str() && s["name"] == "_app._tcp.connbal.test."
+    });
+    assert_eq!(s["connections"], 12, "{s}\n{stderr}");
+    assert_eq!(s["backends"], 2, "{s}");
+    let addresses: Vec<String> = used
+        .iter()
+        .map(|l| l.split(' ').nth(1).unwrap().to_string())
+        .collect();
+    let mut by_backend = BTreeMap::new();
+    for row in json["rows"].as_array().unwrap() {
+        if row["client"] == app.as_str() && row["name"] == "_app._tcp.connbal.test." {
+            let address = row["backend"]
+                .as_str()
+                .unwrap()
+                .split(':')
+                .next()
+                .unwrap()
+                .to_string();
+            *by_backend.entry(address).or_insert(0u64) += row["conns"].as_u64().unwrap();
+        }
+    }
+    assert_eq!(by_backend, counts(&addresses), "{s}");
+    for v in s["verdicts"].as_array().unwrap() {
+        assert_eq!(v["ok"], true, "a well-behaved SRV client: {v}");
+    }
+    let checker = format!("python3 in {root}/checker");
+    let of_checker: Vec<&serde_json::Value> = json["services"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["client"] == checker.as_str() && s["name"] == "_app._tcp.connbal.test.")
+        .collect();
+    assert!(
+        of_checker.is_empty(),
+        "the checker never asked for the SRV set: {of_checker:?}"
     );
 }

@@ -48,6 +48,8 @@ pub const HOSTS: &str = "\
 203.0.113.96 db.connbal.test
 203.0.113.95 api.connbal.test
 203.0.113.96 api.connbal.test
+203.0.113.97 s1.connbal.test
+203.0.113.98 s2.connbal.test
 ";
 
 pub fn dnsmasq_options() -> Vec<String> {
@@ -58,6 +60,13 @@ pub fn dnsmasq_options() -> Vec<String> {
     // Ten SRV records with long target names: over 512 bytes, so a UDP
     // answer without EDNS comes back truncated and the client retries over TCP.
     options.extend((1..=10).map(|n| format!("--srv-host=_big._tcp.connbal.test,member-of-the-large-service-{n:02}.connbal.test,7000,10,10")));
+    // An SRV set of two equal targets on port 80, for apps that resolve
+    // SRV and connect (and health checkers that resolve one target).
+    options.extend(
+        ["s1", "s2"]
+            .iter()
+            .map(|t| format!("--srv-host=_app._tcp.connbal.test,{t}.connbal.test,80,0,10")),
+    );
     // A CNAME chain: alias -> mid -> pool.
     options.push("--cname=alias.connbal.test,mid.connbal.test".into());
     options.push("--cname=mid.connbal.test,pool.connbal.test".into());
