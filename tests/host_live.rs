@@ -209,6 +209,53 @@ impl HostLab {
         )
     }
 
+    /// A fresh namespace's IPv6 addresses are tentative until duplicate
+    /// address detection ends (about a second); until then curl's happy
+    /// eyeballs falls back to IPv4. Waits for it, as a booted host has.
+    fn wait_for_ipv6(&self) {
+        for ns in [&self.lab.client_ns, &self.lab.server_ns] {
+            let deadline = std::time::Instant::now() + Duration::from_secs(10);
+            loop {
+                let out = Command::new("ip")
+                    .args(["-n", ns, "-6", "addr", "show", "tentative"])
+                    .output()
+                    .expect("ip addr");
+                if out.stdout.is_empty() {
+                    break;
+                }
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "IPv6 addresses still tentative in {ns}"
+                );
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+    }
+
+    /// curl `url` `times` times in cgroup `cgroup` of the client namespace;
+    /// returns the address each run connected to.
+    fn run_curl(&mut self, cgroup: &str, url: &str, times: usize) -> Vec<String> {
+        let dir = self.cgroups.child(cgroup).unwrap();
+        let mut used = Vec::new();
+        for _ in 0..times {
+            // Its exit status is the backend's business (it may close
+            // without an HTTP answer); where it connected is what counts.
+            let out = TestCgroup::command_in(&dir, "ip")
+                .args(["netns", "exec", &self.lab.client_ns])
+                .args(["curl", "-s", "-o", "/dev/null"])
+                .args(["--max-time", "5", "-w", "%{remote_ip}\\n"])
+                .arg(url)
+                .output()
+                .expect("run curl");
+            used.extend(
+                String::from_utf8_lossy(&out.stdout)
+                    .lines()
+                    .map(str::to_string),
+            );
+        }
+        used
+    }
+
     /// Runs the JVM app in cgroup `cgroup`, in the client namespace.
     fn run_java_app(&mut self, cgroup: &str, plan: &[usize]) -> Vec<String> {
         let source = self.lab.dir.join("App.java");
@@ -726,10 +773,14 @@ fn a_cgroup_that_does_not_exist_is_one_clear_line() {
 }
 
 /// A real Prometheus, with the shipped rules (deploy/prometheus), scraping
-/// `connbal trace --metrics` over a well-behaved app (resolves per connect
-/// through the local cache, spreads evenly), a misbehaving one (takes the
-/// first address every time) and the caching stub: the alert is pending
-/// for exactly the misbehaving app's failing checks, and for nothing else.
+/// `connbal trace --metrics` over the lab of real programs: a
+/// well-behaved Python app (resolves per connect through the local cache,
+/// spreads evenly), a JVM whose pool threads connect, curl on a dual-stack
+/// name, an app on two names sharing one address set, an app asking for
+/// an alias, an SRV app and a health checker of one of its targets, the
+/// caching stub, and one misbehaving app (takes the first address every
+/// time): the alert is pending for exactly the misbehaving app's failing
+/// checks, and for nothing else.
 #[test]
 fn the_shipped_alerts_fire_for_the_misbehaving_client_only() {
     let Some(_guard) = live() else { return };
@@ -741,8 +792,19 @@ fn the_shipped_alerts_fire_for_the_misbehaving_client_only() {
     let connbal_port = free_loopback_port();
     let trace = host_trace(&root, &["--metrics", &format!("127.0.0.1:{connbal_port}")]);
     let even: Vec<usize> = (0..12).map(|i| i % 4).collect();
+    host.wait_for_ipv6();
     host.run_app("app-good", &even);
     host.run_app("app-pinned", &[0; 12]);
+    host.run_java_app("app-jvm", &even);
+    // Enough connections that 2 of 4 backends unused would not be chance,
+    // were it judged across both families.
+    host.run_curl("curl", "http://dual.connbal.test/", 16);
+    let alternate: Vec<usize> = (0..8).map(|i| i % 2).collect();
+    host.run_app_on("app-names", "db.connbal.test", &alternate);
+    host.run_app_on("app-names", "api.connbal.test", &alternate);
+    host.run_app_on("app-alias", "alias.connbal.test", &even);
+    host.run_srv_app("app-srv", &alternate);
+    host.run_app_on("checker", "s1.connbal.test", &[0; 4]);
 
     let prometheus = Prometheus::start(&host.lab.dir, connbal_port);
     // Every second a scrape and a rule evaluation: wait until the alerts
@@ -914,46 +976,10 @@ fn curl_on_a_dual_stack_name_is_judged_within_the_family_it_used() {
         return;
     }
     let mut host = HostLab::new("dual");
-    // A fresh namespace's IPv6 addresses are tentative until duplicate
-    // address detection ends (about a second); until then curl's happy
-    // eyeballs falls back to IPv4. Wait for it, as a booted host has.
-    for ns in [host.lab.client_ns.clone(), host.lab.server_ns.clone()] {
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        loop {
-            let out = Command::new("ip")
-                .args(["-n", &ns, "-6", "addr", "show", "tentative"])
-                .output()
-                .expect("ip addr");
-            if out.stdout.is_empty() {
-                break;
-            }
-            assert!(
-                std::time::Instant::now() < deadline,
-                "IPv6 addresses still tentative in {ns}"
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
+    host.wait_for_ipv6();
     let root = host.cgroups.relative_root();
     let trace = host_trace(&root, &["--format", "json"]);
-    let dir = host.cgroups.child("curl").unwrap();
-    let ns = host.lab.client_ns.clone();
-    let mut used = Vec::new();
-    for _ in 0..8 {
-        // Its exit status is the backend's business (it may close
-        // without an HTTP answer); where it connected is what counts.
-        let out = TestCgroup::command_in(&dir, "ip")
-            .args(["netns", "exec", &ns, "curl", "-s", "-o", "/dev/null"])
-            .args(["--max-time", "5", "-w", "%{remote_ip}\\n"])
-            .arg("http://dual.connbal.test/")
-            .output()
-            .expect("run curl");
-        used.extend(
-            String::from_utf8_lossy(&out.stdout)
-                .lines()
-                .map(str::to_string),
-        );
-    }
+    let used = host.run_curl("curl", "http://dual.connbal.test/", 8);
     let (json, _) = stop_json(trace);
     assert_eq!(used.len(), 8, "{used:?}");
     assert!(
