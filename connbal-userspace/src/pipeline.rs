@@ -49,6 +49,12 @@ impl<W: Write> Pipeline<W> {
         }
     }
 
+    /// Forgets the clients `gone` says are gone (see
+    /// `Aggregator::forget_clients`).
+    pub fn forget_clients(&mut self, gone: &dyn Fn(&crate::aggregator::Client) -> bool) {
+        self.aggregator.forget_clients(gone);
+    }
+
     /// Records the source lost so far (a full ring buffer): the verdicts
     /// say they may be wrong.
     pub fn input_lost(&mut self, records: u64) {

@@ -42,6 +42,17 @@ pub struct SrvTargets {
 }
 
 impl SrvTargets {
+    /// Forgets the targets the clients `gone` says are gone asked for.
+    pub fn forget(&mut self, gone: &dyn Fn(&Client) -> bool) {
+        let len = &mut self.len;
+        self.targets.retain(|_, clients| {
+            let before = clients.len();
+            clients.retain(|(client, _)| !gone(client));
+            *len -= before - clients.len();
+            !clients.is_empty()
+        });
+    }
+
     /// Returns the service the target's addresses are credited under.
     fn register(
         &mut self,

@@ -108,6 +108,20 @@ pub struct Credited {
 }
 
 impl BackendTable {
+    /// Forgets every backend of the clients `gone` says are gone, giving
+    /// their room back to the caps.
+    pub fn forget(&mut self, gone: &dyn Fn(&Client) -> bool) {
+        let (entries, ports) = (&mut self.entries, &mut self.ports);
+        entries.map.retain(|(client, _), backend| {
+            if !gone(client) {
+                return true;
+            }
+            entries.credits -= backend.credits.len();
+            ports.used -= backend.credits.iter().map(|c| c.ports.len()).sum::<usize>();
+            false
+        });
+    }
+
     /// An address in an A/AAAA answer with several records (spec 3), under
     /// the name keyed `service`. Returns the name the report groups it
     /// under.

@@ -410,6 +410,10 @@ pub const MAX_PIDS_PER_CLIENT: usize = 8;
 const MAX_CLIENTS: usize = 1 << 16;
 
 impl PidsSeen {
+    pub fn forget(&mut self, gone: &dyn Fn(&Client) -> bool) {
+        self.pids.retain(|client, _| !gone(client));
+    }
+
     pub fn note(&mut self, client: &Client, tgid: u32) {
         if let Some((pids, more)) = self.pids.get_mut(client) {
             if !pids.contains(&tgid) {
@@ -444,6 +448,10 @@ pub struct Resolvers {
 }
 
 impl Resolvers {
+    pub fn forget(&mut self, gone: &dyn Fn(&Client) -> bool) {
+        self.clients.retain(|client| !gone(client));
+    }
+
     pub fn is_last(&self, address: std::net::IpAddr) -> bool {
         self.last == Some(address)
     }

@@ -46,6 +46,22 @@ pub struct ServiceTable {
 }
 
 impl ServiceTable {
+    /// Forgets the services of the clients `gone` says are gone; returns
+    /// how many distinct clients that was.
+    pub fn forget(&mut self, gone: &dyn Fn(&Client) -> bool) -> usize {
+        let mut clients = std::collections::HashSet::new();
+        let slots = &mut self.slots;
+        self.services.retain(|(client, _), lookups| {
+            if !gone(client) {
+                return true;
+            }
+            slots.give_back(lookups.timeline.slots_held());
+            clients.insert(client.clone());
+            false
+        });
+        clients.len()
+    }
+
     /// One answer to `asked` that credited `name` for `client`.
     pub fn record(
         &mut self,

@@ -152,6 +152,21 @@ impl Aggregator {
         }
     }
 
+    /// Forgets every client `gone` says is gone (a live trace's clients of
+    /// cgroups removed a while ago): its services, backends, SRV targets,
+    /// processes and waiting flows, their room given back to the caps, so
+    /// that an agent's memory follows what runs now. Counted as
+    /// `clients_forgotten`; their connections leave the report with them.
+    pub fn forget_clients(&mut self, gone: &dyn Fn(&Client) -> bool) {
+        let forgotten = self.services.forget(gone);
+        self.backends.forget(gone);
+        self.srv_targets.forget(gone);
+        self.pids.forget(gone);
+        self.resolvers.forget(gone);
+        self.waiting.forget(gone);
+        self.counters.clients_forgotten += forgotten as u64;
+    }
+
     /// Records the source lost so far (a live trace's full ring buffer):
     /// every count may be short, and the verdicts say so.
     pub fn input_lost(&mut self, records: u64) {

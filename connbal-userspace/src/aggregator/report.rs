@@ -72,6 +72,9 @@ counter_set! {
         pub connection_attempts_to_backends: u64,
         /// `-a`: flows first seen after their SYN (already open at the start).
         pub flows_seen_midstream: u64,
+        /// Clients of cgroups gone a while, forgotten with everything
+        /// counted for them (a live trace).
+        pub clients_forgotten: u64,
         /// `-a`: flows found open before either end was a backend, forgotten
         /// (a cap) before DNS named one; they never counted.
         pub waiting_flows_evicted: u64,

@@ -1478,6 +1478,7 @@ mod answer_order;
 mod cname_chains;
 mod completeness;
 mod dual_stack;
+mod forget_clients;
 mod resolvers;
 mod shared_names;
 mod srv_per_client;

@@ -64,7 +64,7 @@ impl SlotBudget {
         true
     }
 
-    fn give_back(&mut self, slots: usize) {
+    pub fn give_back(&mut self, slots: usize) {
         self.used = self.used.saturating_sub(slots);
     }
 }
@@ -157,6 +157,12 @@ pub struct Timeline {
 }
 
 impl Timeline {
+    /// The slots of the budget this timeline holds (its offers and
+    /// addresses), to give back when it is forgotten.
+    pub fn slots_held(&self) -> usize {
+        self.offers.len() + self.addresses.len()
+    }
+
     /// A new answer to question `question` that offered `offers` (an SRV
     /// answer also `srv`), each until `offered_until`; the service's latest
     /// answers now all expire by `expires`.

@@ -37,6 +37,12 @@ impl Default for WaitingFlows {
 }
 
 impl WaitingFlows {
+    /// Forgets the flows waiting for the clients `gone` says are gone
+    /// (their entries in `open` age out with the FIFO).
+    pub fn forget(&mut self, gone: &dyn Fn(&Client) -> bool) {
+        self.by_address.retain(|(client, _), _| !gone(client));
+    }
+
     pub fn is_empty(&self) -> bool {
         self.open.len() == 0
     }

@@ -23,6 +23,8 @@ const MAX_MISSES: usize = 1024;
 /// A name outlives its cgroup this long, for the records still in flight
 /// from it (clients already counted keep their names regardless).
 const FORGET_GONE_AFTER: Duration = Duration::from_mins(5);
+/// The longest a live trace goes without walking the subtree.
+const REWALK_AFTER: Duration = Duration::from_mins(1);
 
 #[derive(Debug, thiserror::Error)]
 pub enum CgroupError {
@@ -143,8 +145,12 @@ pub struct CgroupNames {
     /// Ids a walk did not find, and when.
     missing: HashMap<u64, Instant>,
     walks: u64,
+    last_walk: Instant,
     pub forgotten: u64,
     pub refused: u64,
+    /// Ids forgotten since the trace last took them, to forget their
+    /// clients too.
+    forgotten_ids: Vec<u64>,
 }
 
 struct Named {
@@ -168,8 +174,10 @@ impl CgroupNames {
             named: HashMap::new(),
             missing: HashMap::new(),
             walks: 0,
+            last_walk: Instant::now(),
             forgotten: 0,
             refused: 0,
+            forgotten_ids: Vec::new(),
         };
         names.walk();
         names
@@ -201,6 +209,17 @@ impl CgroupNames {
             .map_or_else(|| Cgroup::named(id, None), |named| named.cgroup.clone())
     }
 
+    /// A walk when none ran for `REWALK_AFTER`: without new cgroups no
+    /// lookup walks, and cgroups that went would never be noticed. Returns
+    /// the ids forgotten since the last call, whose clients the trace then
+    /// forgets too.
+    pub fn refresh(&mut self) -> Vec<u64> {
+        if self.last_walk.elapsed() >= REWALK_AFTER {
+            self.walk();
+        }
+        std::mem::take(&mut self.forgotten_ids)
+    }
+
     /// Every directory of the subtree (bounded), then the table brought up
     /// to date: found ones marked, gone ones forgotten after the grace
     /// time, new ones named while there is room (made by forgetting every
@@ -209,6 +228,7 @@ impl CgroupNames {
         self.walks += 1;
         let walk = self.walks;
         let now = Instant::now();
+        self.last_walk = now;
         let mut new = Vec::new();
         for (id, dir) in self.directories() {
             match self.named.get_mut(&id) {
@@ -220,18 +240,30 @@ impl CgroupNames {
             }
         }
         let before = self.named.len();
-        self.named.retain(|_, named| {
+        let forgotten_ids = &mut self.forgotten_ids;
+        self.named.retain(|id, named| {
             if named.found_by == walk {
                 return true;
             }
             let since = *named.gone_since.get_or_insert(now);
-            now.duration_since(since) < FORGET_GONE_AFTER
+            let keep = now.duration_since(since) < FORGET_GONE_AFTER;
+            if !keep {
+                forgotten_ids.push(*id);
+            }
+            keep
         });
         self.forgotten += (before - self.named.len()) as u64;
         for (id, dir) in new {
             if self.named.len() >= self.cap {
                 let full = self.named.len();
-                self.named.retain(|_, named| named.found_by == walk);
+                let forgotten_ids = &mut self.forgotten_ids;
+                self.named.retain(|id, named| {
+                    let keep = named.found_by == walk;
+                    if !keep {
+                        forgotten_ids.push(*id);
+                    }
+                    keep
+                });
                 self.forgotten += (full - self.named.len()) as u64;
             }
             if self.named.len() >= self.cap {
@@ -366,6 +398,14 @@ mod tests {
         }
         assert_eq!(names.forgotten, 3);
         assert_eq!(names.refused, 0);
+        // Their ids go to the trace once, for their clients to be
+        // forgotten too.
+        let mut forgotten = names.refresh();
+        forgotten.sort_unstable();
+        let mut gone = first.clone();
+        gone.sort_unstable();
+        assert_eq!(forgotten, gone);
+        assert!(names.refresh().is_empty());
         // Four live ones (the root, d, e, f) fill it: a fifth is refused,
         // counted, and shown by id.
         let fifth = make("g");

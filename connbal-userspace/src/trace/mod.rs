@@ -492,6 +492,7 @@ impl Session {
                     if let Some(gone) = self.vanished() {
                         return Ok(gone);
                     }
+                    self.forget_gone_cgroups();
                 }
             }
         }
@@ -526,6 +527,22 @@ impl Session {
             self.stats.cgroups_forgotten = host.cgroups.forgotten;
             self.stats.cgroup_names_refused = host.cgroups.refused;
         }
+    }
+
+    /// The clients of cgroups whose names were forgotten (gone for
+    /// `FORGET_GONE_AFTER`, or pushed out of a full name table) are
+    /// forgotten too.
+    fn forget_gone_cgroups(&mut self) {
+        let Some(host) = &mut self.host else {
+            return;
+        };
+        let ids = host.cgroups.refresh();
+        if ids.is_empty() {
+            return;
+        }
+        let ids: std::collections::HashSet<u64> = ids.into_iter().collect();
+        self.pipeline
+            .forget_clients(&|client| client.cgroup_id().is_some_and(|id| ids.contains(&id)));
     }
 
     /// The last traced cgroup or interface gone. One that goes while
