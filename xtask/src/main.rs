@@ -78,6 +78,22 @@ enum Task {
         #[arg(long, default_value_t = 10)]
         seconds: u64,
     },
+    /// An always-on agent (root): connbal trace --metrics under ever-new
+    /// names, scraped every second, with metrics clients that never read;
+    /// prints resident memory over time, the exposition's size and records
+    /// lost.
+    BenchSoak {
+        #[arg(long, default_value_t = 300)]
+        seconds: u64,
+        /// DNS lookups per second.
+        #[arg(long, default_value_t = 10_000)]
+        rate: u64,
+        /// connbal's --metrics-max-series (its default: 10,000).
+        #[arg(long, default_value_t = 10_000)]
+        max_series: usize,
+        #[arg(long, default_value_t = 200)]
+        slow_readers: usize,
+    },
     /// Write the memory-test flood (random queries and TCP segments) as a
     /// pcap file, for measuring with /usr/bin/time -v.
     GenFlood {
@@ -132,6 +148,17 @@ fn main() -> Result<()> {
         Task::BenchProfile { seconds } => {
             xtask::bench::profile(&xtask::ebpf::workspace_root(), seconds)
         }
+        Task::BenchSoak {
+            seconds,
+            rate,
+            max_series,
+            slow_readers,
+        } => xtask::bench::soak(
+            &xtask::ebpf::workspace_root(),
+            seconds,
+            (rate, max_series),
+            slow_readers,
+        ),
         Task::BenchReplay { runs } => xtask::bench::replay(&xtask::ebpf::workspace_root(), runs),
         Task::GenCapture {
             packets,

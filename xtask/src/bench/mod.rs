@@ -1,5 +1,6 @@
 //! The benchmarks, one file each: `replay` (`cargo xtask bench-replay`),
-//! `live` (`bench-live`) and `profile` (`bench-profile`); `overhead.rs`
+//! `live` (`bench-live`), `profile` (`bench-profile`) and `soak`
+//! (`bench-soak`); `overhead.rs`
 //! uses the pieces here too. What they share: the release build, traces
 //! and the tcpdump pipeline started and stopped, CPU accounting, BPF run
 //! statistics, and connbal's JSON reports read as JSON.
@@ -7,10 +8,12 @@
 mod live;
 mod profile;
 mod replay;
+mod soak;
 
 pub use live::live;
 pub use profile::profile;
 pub use replay::replay;
+pub use soak::soak;
 
 use anyhow::{Context, Result};
 use std::path::{Path, PathBuf};
