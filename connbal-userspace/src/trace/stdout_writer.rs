@@ -92,6 +92,11 @@ impl StdoutWriter {
                 }
             })
             .expect("spawning the output thread");
+        Self::over(to_thread, acks)
+    }
+
+    /// The handle over the thread's two channels.
+    fn over(to_thread: SyncSender<Chunk>, acks: Receiver<Ack>) -> Self {
         Self {
             shared: Rc::new(Shared {
                 to_thread: RefCell::new(Some(to_thread)),
@@ -314,18 +319,7 @@ mod tests {
         // stuck is one whose queue stays full.
         let (to_thread, _chunks) = mpsc::sync_channel::<Chunk>(1);
         let (_ack, acks) = mpsc::channel::<Ack>();
-        let writer = StdoutWriter {
-            shared: Rc::new(Shared {
-                to_thread: RefCell::new(Some(to_thread)),
-                acks,
-                sent: Cell::new(0),
-                acked: Cell::new(0),
-                failed: RefCell::new(None),
-                reports_skipped: Cell::new(0),
-                event_lines_dropped: Cell::new(0),
-                events: RefCell::new(Vec::new()),
-            }),
-        };
+        let writer = StdoutWriter::over(to_thread, acks);
         for _ in 0..3 {
             writer
                 .offer_report(Stream::Stdout, b"{}\n".to_vec())
