@@ -1393,3 +1393,44 @@ fn an_srv_app_is_judged_on_its_targets_and_a_checker_of_one_target_is_not_its_cl
         "the checker never asked for the SRV set: {of_checker:?}"
     );
 }
+
+/// A long-running host: 70,000 cgroups come and go in batches of 1,000,
+/// each batch seen by the trace (a lookup from one of them makes it walk
+/// the subtree and name all the batch), more than the name table's 65,536.
+/// An app in a cgroup made after all that is still named, not shown by id
+/// (issue 25 item 5).
+#[test]
+fn live_cgroups_are_named_after_70000_came_and_went() {
+    let Some(_guard) = live() else { return };
+    let mut host = HostLab::new("churn");
+    let root = host.cgroups.relative_root();
+    let trace = host_trace(&root, &["--format", "json"]);
+    let ns = host.lab.client_ns.clone();
+    for batch in 0..70 {
+        let dirs: Vec<std::path::PathBuf> = (0..1000)
+            .map(|i| host.cgroups.root.join(format!("gone-{batch}-{i}")))
+            .collect();
+        for dir in &dirs {
+            std::fs::create_dir(dir).expect("a cgroup");
+        }
+        let seen = TestCgroup::command_in(&dirs[0], "ip")
+            .args(["netns", "exec", &ns, "dig", "+short", "+tries=1", "+time=2"])
+            .args(["@127.0.0.53", "web.connbal.test"])
+            .output()
+            .expect("dig");
+        assert!(seen.status.success(), "{seen:?}");
+        // The trace reads records every 50 ms; the batch must still be
+        // there when it walks.
+        std::thread::sleep(Duration::from_millis(150));
+        for dir in &dirs {
+            std::fs::remove_dir(dir).expect("remove a cgroup");
+        }
+    }
+    host.run_app("live-app", PLAN_B);
+    let (json, stderr) = stop_json(trace);
+    let input = &json["input"];
+    assert!(input["cgroups_forgotten"].as_u64().unwrap() > 0, "{input}");
+    assert_eq!(input["cgroup_names_refused"], 0, "{input}\n{stderr}");
+    let app = format!("python3 in {root}/live-app");
+    assert_eq!(services(&json)[&app]["connections"], PLAN_B.len() as u64);
+}
