@@ -80,6 +80,9 @@ pub struct Lab {
     children: Vec<(String, Child)>,
     stop_servers: Arc<AtomicBool>,
     servers: Vec<JoinHandle<()>>,
+    /// Whether this lab made /etc/netns itself (then it removes it, once
+    /// empty, as it found the host).
+    made_etc_netns: AtomicBool,
 }
 
 impl Lab {
@@ -91,6 +94,7 @@ impl Lab {
         fs::create_dir_all(&dir)?;
         let mut lab = Lab {
             extra_namespaces: Vec::new(),
+            made_etc_netns: AtomicBool::new(false),
             client_ns: format!("{tag}c"),
             server_ns: format!("{tag}s"),
             client_if: format!("{tag}c0"),
@@ -491,6 +495,9 @@ impl Lab {
     /// lab.
     pub fn resolv_conf(&self, ns: &str, nameserver: &str) -> Result<()> {
         let dir = Path::new("/etc/netns").join(ns);
+        if !Path::new("/etc/netns").exists() {
+            self.made_etc_netns.store(true, Ordering::Relaxed);
+        }
         fs::create_dir_all(&dir)?;
         fs::write(
             dir.join("resolv.conf"),
@@ -677,6 +684,10 @@ impl Drop for Lab {
         {
             let _ = ip(&["netns", "del", ns]);
             let _ = fs::remove_dir_all(Path::new("/etc/netns").join(ns));
+        }
+        // Fails while another lab's files are in it, as it should.
+        if self.made_etc_netns.load(Ordering::Relaxed) {
+            let _ = fs::remove_dir("/etc/netns");
         }
         let _ = fs::remove_dir_all(&self.dir);
         // connbal keeps a lock file per interface it traced in netlink
