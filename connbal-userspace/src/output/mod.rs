@@ -121,34 +121,22 @@ impl Coverage {
         let counters = &report.counters;
         let plural =
             |n: u64, one: &str, many: &str| format!("{n} {}", if n == 1 { one } else { many });
+        let answers = plural(counters.responses_matched, "DNS answer", "DNS answers");
+        let attempts = |n| plural(n, "connection attempt", "connection attempts");
         let mut line = format!("{}, ", plural(self.packets, "packet", "packets"));
-        match &report.filter {
-            None => {
-                let _ = write!(
-                    line,
-                    "{}, {}",
-                    plural(counters.responses_matched, "DNS answer", "DNS answers"),
-                    plural(
-                        counters.connection_attempts,
-                        "connection attempt",
-                        "connection attempts"
-                    ),
-                );
-            }
-            Some(filter) => {
-                let _ = write!(
-                    line,
-                    "{} for -F {filter}, {} to their backends (of {})",
-                    plural(counters.responses_matched, "DNS answer", "DNS answers"),
-                    plural(
-                        counters.connection_attempts_to_backends,
-                        "connection attempt",
-                        "connection attempts"
-                    ),
-                    counters.connection_attempts,
-                );
-            }
-        }
+        let _ = match &report.filter {
+            None => write!(
+                line,
+                "{answers}, {}",
+                attempts(counters.connection_attempts)
+            ),
+            Some(filter) => write!(
+                line,
+                "{answers} for -F {filter}, {} to their backends (of {})",
+                attempts(counters.connection_attempts_to_backends),
+                counters.connection_attempts,
+            ),
+        };
         if let Some(span) = self.span {
             let _ = write!(
                 line,
