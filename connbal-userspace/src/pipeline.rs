@@ -64,4 +64,10 @@ impl<W: Write> Pipeline<W> {
     pub fn report(&self) -> Report {
         self.aggregator.report()
     }
+
+    /// The `limit` services with the most connections; see
+    /// [`crate::aggregator::Aggregator::report_busiest`].
+    pub fn report_busiest(&self, limit: usize) -> Report {
+        self.aggregator.report_busiest(limit)
+    }
 }

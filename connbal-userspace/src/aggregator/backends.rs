@@ -252,10 +252,20 @@ impl BackendTable {
     /// Every row, in report order; with their attempts' outcomes when
     /// `outcomes_known`.
     pub fn rows(&self, outcomes_known: bool) -> Vec<Row> {
-        let mut rows = Vec::with_capacity(self.entries.credits);
+        self.rows_of(outcomes_known, |_, _| true)
+    }
+
+    /// The rows of the services (client, name) `wanted` keeps, in report
+    /// order.
+    pub fn rows_of(
+        &self,
+        outcomes_known: bool,
+        wanted: impl Fn(&Client, &str) -> bool,
+    ) -> Vec<Row> {
+        let mut rows = Vec::new();
         for ((client, backend), b) in &self.entries.map {
             let first = (b.credits.len() > 1).then(|| b.credits[0].name.clone());
-            for credit in &b.credits {
+            for credit in b.credits.iter().filter(|c| wanted(client, &c.name)) {
                 let shared = Shared {
                     first_name: first.clone(),
                     address_dns: credit.address_dns,
@@ -265,6 +275,30 @@ impl BackendTable {
         }
         rows.sort_by(Row::report_order);
         rows
+    }
+}
+
+/// A service's share of the backend table: what ranks it among the
+/// services and what leaving it out of a report leaves out.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ServiceSize {
+    pub connections: u64,
+    pub rows: usize,
+}
+
+impl BackendTable {
+    /// Every service's connections and rows, without building its rows:
+    /// a report of the busiest services ranks them from this.
+    pub fn service_sizes(&self) -> super::FastMap<(&Client, &str), ServiceSize> {
+        let mut sizes: super::FastMap<(&Client, &str), ServiceSize> = super::FastMap::default();
+        for ((client, _), b) in &self.entries.map {
+            for credit in &b.credits {
+                let size = sizes.entry((client, &*credit.name)).or_default();
+                size.connections += credit.ports.iter().map(|p| p.connections).sum::<u64>();
+                size.rows += credit.ports.len().max(1);
+            }
+        }
+        sizes
     }
 }
 

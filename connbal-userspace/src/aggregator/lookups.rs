@@ -37,7 +37,9 @@ pub struct Offered<'a> {
 /// Lookups per (client, credited name), within MAX_SERVICES.
 #[derive(Debug, Default)]
 pub struct ServiceTable {
-    services: FastMap<(Client, NameKey), ServiceLookups>,
+    /// Boxed: a service's lookups are some 300 bytes, and a table of 2^18
+    /// buckets holding them inline doubles that at every resize.
+    services: FastMap<(Client, NameKey), Box<ServiceLookups>>,
     /// Services whose lookups were not tracked (table full): their TTL
     /// verdict is missing.
     pub dropped: u64,
@@ -75,7 +77,7 @@ impl ServiceTable {
         if let Some(lookups) = self.services.get_mut(&key) {
             lookups.record(&mut self.slots, asked, at, offered);
         } else if self.services.len() < MAX_SERVICES {
-            let mut lookups = ServiceLookups::new(name);
+            let mut lookups = Box::new(ServiceLookups::new(name));
             lookups.record(&mut self.slots, asked, at, offered);
             self.services.insert(key, lookups);
         } else {
@@ -84,7 +86,7 @@ impl ServiceTable {
     }
 
     pub fn get(&self, client: &Client, name: NameKey) -> Option<&ServiceLookups> {
-        self.services.get(&(client.clone(), name))
+        self.services.get(&(client.clone(), name)).map(|l| &**l)
     }
 
     /// Which of `names`, under each of which `client` was given `address`,

@@ -45,7 +45,7 @@ pub use event::{Cgroup, Datagram, Event, Owner, Process, Segment, ServerSocket, 
 pub use lookups::MAX_SERVICES;
 pub use observation::{AnsweredBackend, Observation};
 pub use queries::MAX_PENDING_QUERIES;
-pub use report::{Counters, Report};
+pub use report::{Counters, LeftOut, Report};
 pub use verdict::Service;
 
 use answers::SrvTargets;
@@ -61,6 +61,7 @@ use queries::PendingQueries;
 use std::collections::HashMap;
 
 type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+type FastSet<K> = std::collections::HashSet<K, foldhash::fast::RandomState>;
 
 const NANOS: u64 = 1_000_000_000;
 /// Spec 2: pending queries expire after 10 s, swept when the capture clock

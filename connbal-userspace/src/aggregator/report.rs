@@ -1,9 +1,10 @@
 //! The report: rows grouped per (client, name) service with their verdicts
 //! (spec 5), and the counters of what was seen, skipped and refused.
 
-use super::backends::Row;
+use super::backends::{Row, ServiceSize};
+use super::client::Client;
 use super::verdict::{self, BackendLoad, Completeness, Service};
-use super::Aggregator;
+use super::{Aggregator, FastSet};
 use crate::tally::counter_set;
 use serde::Serialize;
 use std::net::IpAddr;
@@ -105,6 +106,17 @@ pub struct Report {
     pub counters: Counters,
     /// `-F`: the report is about these names only.
     pub filter: Option<String>,
+    /// What a report of the busiest services only left out.
+    pub left_out: LeftOut,
+}
+
+/// The services a report of the busiest ones left out, and their rows and
+/// connections, so that its reader can count what it does not show.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LeftOut {
+    pub services: usize,
+    pub rows: usize,
+    pub connections: u64,
 }
 
 impl Report {
@@ -142,6 +154,42 @@ impl Aggregator {
 
     pub fn report(&self) -> Report {
         let rows = self.backends.rows(self.attempts.replies_seen > 0);
+        self.report_from(&rows, LeftOut::default())
+    }
+
+    /// A report of the `limit` services with the most connections (ties in
+    /// report order), with what it left out counted: a scrape needs no
+    /// more than its series cap can show, and building every row of a
+    /// table at its cap (2^18 backends) for each scrape costs the trace
+    /// more memory than the tables themselves.
+    pub fn report_busiest(&self, limit: usize) -> Report {
+        let sizes = self.backends.service_sizes();
+        if sizes.len() <= limit {
+            return self.report();
+        }
+        let mut ranked: Vec<(&(&Client, &str), &ServiceSize)> = sizes.iter().collect();
+        ranked.sort_unstable_by(|(a, a_size), (b, b_size)| {
+            b_size
+                .connections
+                .cmp(&a_size.connections)
+                .then_with(|| a.cmp(b))
+        });
+        let mut left_out = LeftOut::default();
+        for (_, size) in &ranked[limit..] {
+            left_out.services += 1;
+            left_out.rows += size.rows;
+            left_out.connections += size.connections;
+        }
+        let kept: FastSet<(&Client, &str)> = ranked[..limit].iter().map(|(k, _)| **k).collect();
+        let rows = self
+            .backends
+            .rows_of(self.attempts.replies_seen > 0, |client, name| {
+                kept.contains(&(client, name))
+            });
+        self.report_from(&rows, left_out)
+    }
+
+    fn report_from(&self, rows: &[Row], left_out: LeftOut) -> Report {
         let counters = self.counters();
         let completeness = Completeness {
             records_lost: self.input_lost,
@@ -156,6 +204,7 @@ impl Aggregator {
             services,
             counters,
             filter: self.config.filter.clone(),
+            left_out,
         }
     }
 

@@ -80,6 +80,19 @@ impl Family {
 }
 
 /// Every family of one exposition, in the order they are written.
+/// The fewest series a service costs in [`model`].
+const SERVICE_SERIES_AT_LEAST: usize = 6;
+
+/// More services than [`model`] can show under `max_series`: a scrape's
+/// report needs no more (`Aggregator::report_busiest`). Each costs at least
+/// SERVICE_SERIES_AT_LEAST series, so the busiest this many cannot all
+/// fit, and once one does not, every later service and every row is
+/// folded: leaving out the rest changes nothing but the fold counts,
+/// which the report's `left_out` supplies.
+pub fn services_that_fit(max_series: usize) -> usize {
+    max_series / SERVICE_SERIES_AT_LEAST + 1
+}
+
 pub fn model(report: &Report, input: &dyn Tally, max_series: usize) -> Vec<Family> {
     let mut connections = Family::new(
         Kind::Counter,
@@ -163,13 +176,17 @@ pub fn model(report: &Report, input: &dyn Tally, max_series: usize) -> Vec<Famil
     );
     let always = aggregator_events.samples.len() + input_events.samples.len() + 2;
     let mut budget = max_series.saturating_sub(always);
-    let mut folded_connections = 0;
-    let mut folded_series = 0i64;
+    // Services the report left out could not have fitted (see
+    // `services_that_fit`), nor could any row once a service did not.
+    let left_out = report.left_out;
+    let mut folded_connections = left_out.connections;
+    let mut folded_series =
+        to_i64(u64::try_from(left_out.services + left_out.rows).unwrap_or(u64::MAX));
     let mut full = false;
     let mut services: Vec<&Service> = report.services.iter().collect();
     services.sort_by_key(|s| std::cmp::Reverse(s.connections));
     for service in services {
-        let cost = 6
+        let cost = SERVICE_SERIES_AT_LEAST
             + usize::from(service.balance.is_some())
             + service.verdicts.len()
             + service.verdicts.iter().filter(|v| !v.complete).count()

@@ -367,4 +367,79 @@ mod tests {
             "{text}"
         );
     }
+
+    /// A scrape builds a report of the busiest services only; its
+    /// exposition must be the one the whole report gives, fold counts
+    /// included, at every cap.
+    #[test]
+    fn a_scrape_of_the_busiest_services_reads_as_one_of_the_whole_report() {
+        let mut agg = Aggregator::new(Config::default());
+        let server: SocketAddr = "10.0.0.53:53".parse().unwrap();
+        let ts = Timestamp::from_secs(100);
+        let mut seq = 0u32;
+        for service in 0u8..30 {
+            // Three clients, names of two to five backends, and connection
+            // counts with ties, so that the ranking's tie order matters.
+            let client: SocketAddr = format!("10.0.0.{}:40000", 2 + service % 3).parse().unwrap();
+            let name = format!("n{service}.example");
+            let backends = 2 + service % 4;
+            let id = u16::from(service);
+            let query = MessageBuilder::new(id, false, [1, 0, 0, 0])
+                .question(&name, TYPE_A)
+                .build();
+            let mut answer = MessageBuilder::new(id, true, [1, u16::from(backends), 0, 0]);
+            answer.question(&name, TYPE_A);
+            for b in 0..backends {
+                answer.a(&name, [10, 2, service, b + 1]);
+            }
+            let answer = answer.build();
+            for (src, dst, payload) in [(client, server, &query), (server, client, &answer)] {
+                agg.process(&Event::Udp(Datagram {
+                    ts,
+                    src,
+                    dst,
+                    payload,
+                    truncated: false,
+                    owner: None,
+                }));
+            }
+            for attempt in 0..u32::from(service % 7) {
+                seq += 1;
+                agg.process(&Event::Tcp(Segment {
+                    ts,
+                    src: client,
+                    dst: SocketAddr::from(([10, 2, service, 1 + (attempt % 2) as u8], 443)),
+                    flags: connbal_common::tcp_flags::SYN,
+                    seq,
+                    payload: &[],
+                    truncated: false,
+                    ack: None,
+                    first_of_flow: None,
+                    owner: None,
+                }));
+            }
+        }
+        let none = Input {
+            records: 0,
+            kernel_records_lost: 0,
+        };
+        let whole = agg.report();
+        let total = series(&render(&whole, &none, usize::MAX));
+        let mut left_out_somewhere = false;
+        for max in (0..=total + 6).step_by(3) {
+            let busiest = agg.report_busiest(crate::output::metrics::services_that_fit(max));
+            left_out_somewhere |= busiest.left_out.services > 0;
+            // prometheus-client writes a family's series in hash order.
+            let lines = |report| {
+                let mut lines: Vec<String> = render(report, &none, max)
+                    .lines()
+                    .map(str::to_string)
+                    .collect();
+                lines.sort();
+                lines
+            };
+            assert_eq!(lines(&busiest), lines(&whole), "max {max}");
+        }
+        assert!(left_out_somewhere, "no cap left a service out");
+    }
 }

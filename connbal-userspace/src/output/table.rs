@@ -245,6 +245,7 @@ mod tests {
             services: Vec::new(),
             counters: crate::aggregator::Counters::default(),
             filter: None,
+            left_out: crate::aggregator::LeftOut::default(),
         };
         assert_eq!(
             render(&report, false),

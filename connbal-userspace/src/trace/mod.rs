@@ -33,7 +33,7 @@ use processes::ProcessNames;
 use records::Clock;
 use ring_reader::{Batch, RingReader};
 use serde::Serialize;
-use sinks::{Due, Snapshot};
+use sinks::{Due, Scope, Snapshot};
 use std::io;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -475,7 +475,10 @@ impl Session {
                     };
                     self.catch_up();
                     self.stats.reports_built += 1;
-                    let report = self.pipeline.report();
+                    let report = match due.scope() {
+                        Scope::Whole => self.pipeline.report(),
+                        Scope::Busiest(limit) => self.pipeline.report_busiest(limit),
+                    };
                     let delivered = due.deliver(&Snapshot {
                         report: &report,
                         stats: &self.stats,

@@ -8,7 +8,7 @@
 use super::stdout_writer::{StdoutWriter, Stream};
 use super::{TraceError, TraceStats};
 use crate::aggregator::Report;
-use crate::output::{self, openmetrics, Coverage, Printed, Style};
+use crate::output::{self, metrics, openmetrics, Coverage, Printed, Style};
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 
@@ -26,7 +26,20 @@ pub(super) struct Snapshot<'a> {
 
 /// A sink's request for one report.
 pub(super) trait ReportSink: Send {
+    /// How much of the report the sink shows: the loop builds no more.
+    fn scope(&self) -> Scope {
+        Scope::Whole
+    }
+
     fn deliver(self: Box<Self>, snapshot: &Snapshot<'_>) -> Result<(), TraceError>;
+}
+
+/// The part of a report a sink needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Scope {
+    Whole,
+    /// The busiest services, this many at most.
+    Busiest(usize),
 }
 
 pub(super) type Due = Box<dyn ReportSink>;
@@ -78,6 +91,10 @@ pub(super) struct Scrape {
 }
 
 impl ReportSink for Scrape {
+    fn scope(&self) -> Scope {
+        Scope::Busiest(metrics::services_that_fit(self.max_series))
+    }
+
     fn deliver(self: Box<Self>, s: &Snapshot<'_>) -> Result<(), TraceError> {
         let text = openmetrics::render(s.report, s.stats, self.max_series);
         // The scraper may have hung up; nothing to do then.
