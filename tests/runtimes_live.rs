@@ -8,6 +8,9 @@
 //! podman runs the same way (no daemon; netavark's bridge and aardvark-dns
 //! in that namespace, its network configuration in the test's directory).
 //!
+//! connbal asks each runtime's API (dockerd's socket, podman's `system
+//! service`) for the client containers' names and compose labels.
+//!
 //! The scenario is the one Docker users run most: a user-defined network,
 //! so containers resolve through Docker's embedded DNS (127.0.0.11, reached
 //! through a DNAT to a high port inside each container), three backends
@@ -82,8 +85,10 @@ struct Runtime {
     cli: Vec<String>,
     /// Flags every `run` needs here.
     run_flags: Vec<String>,
-    /// dockerd; podman has no daemon.
+    /// dockerd; podman's API service (podman itself has no daemon).
     daemon: Option<std::process::Child>,
+    /// The Docker Engine API socket connbal asks for container names.
+    api: PathBuf,
     cgroups: TestCgroup,
 }
 
@@ -117,6 +122,7 @@ impl Runtime {
             .spawn()
             .expect("start dockerd");
         let runtime = Runtime {
+            api: dir.join("docker.sock"),
             ns,
             dir,
             cli: vec!["docker".into(), socket],
@@ -157,12 +163,31 @@ impl Runtime {
             "--ulimit=nproc=4096:4096".into(),
             format!("--cgroup-parent={}", cgroups.relative_root()),
         ];
+        // Its Docker-compatible API, as `systemctl start podman.socket`
+        // would serve it, over the same state.
+        let api = dir.join("podman.sock");
+        let (program, global) = cli.split_first().unwrap();
+        let daemon = Command::new(program)
+            .args(global)
+            .args(["system", "service", "--time=0"])
+            .arg(format!("unix://{}", api.display()))
+            .env("TMPDIR", dir.join("tmp"))
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(dir.join("daemon.log")).unwrap())
+            .spawn()
+            .expect("start podman system service");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !api.exists() {
+            assert!(Instant::now() < deadline, "podman's API did not start");
+            std::thread::sleep(Duration::from_millis(100));
+        }
         Runtime {
+            api,
             ns,
             dir,
             cli,
             run_flags,
-            daemon: None,
+            daemon: Some(daemon),
             cgroups,
         }
     }
@@ -310,7 +335,9 @@ fn scenario(runtime: &Runtime) -> (serde_json::Value, Vec<String>, Vec<String>) 
     let root = runtime.cgroups.relative_root();
     let mut command = connbal();
     command.args(["trace", "--cgroup", &root, "--format", "json"]);
+    command.arg("--runtime-socket").arg(&runtime.api);
     let trace = Trace::spawn(command);
+    // Short-lived (`--rm`), named, and labelled as compose labels them.
     let client = |mode: &str, n: &str| -> Vec<String> {
         runtime
             .ok(&[
@@ -320,6 +347,12 @@ fn scenario(runtime: &Runtime) -> (serde_json::Value, Vec<String>, Vec<String>) 
                 "webnet",
                 "-v",
                 &volume,
+                "--name",
+                &format!("shop-{mode}-1"),
+                "--label",
+                "com.docker.compose.project=shop",
+                "--label",
+                &format!("com.docker.compose.service={mode}"),
                 IMAGE,
                 "python3",
                 "/app/client.py",
@@ -362,10 +395,27 @@ fn assert_exact(json: &serde_json::Value, each: &[String], once: &[String]) {
             .find(|s| s["lookups"] == lookups)
             .unwrap_or_else(|| panic!("no client with {lookups} lookups: {json}"))
     };
-    for (s, chosen) in [(by_lookups(12), each), (by_lookups(1), once)] {
+    for (s, chosen, mode) in [
+        (by_lookups(12), each, "each"),
+        (by_lookups(1), once, "once"),
+    ] {
         assert_eq!(s["connections"], chosen.len() as u64, "{s}");
         assert_eq!(s["client_info"]["command"], "python3", "{s}");
         assert_eq!(rows_of(json, s), counts(chosen), "{s}");
+        // Named as its runtime names it, from the runtime's API.
+        let info = &s["client_info"];
+        assert_eq!(info["container_name"], format!("shop-{mode}-1"), "{s}");
+        assert_eq!(info["compose_project"], "shop", "{s}");
+        assert_eq!(info["compose_service"], mode, "{s}");
+        // podman calls it localhost/connbal-test:python3.
+        assert!(info["image"].as_str().unwrap().ends_with(IMAGE), "{s}");
+        assert!(
+            s["client"]
+                .as_str()
+                .unwrap()
+                .ends_with(&format!(" shop-{mode}-1")),
+            "{s}"
+        );
     }
     // The runtime's round robin, followed: 4/4/4 over the three backends.
     assert_eq!(counts(each).values().collect::<Vec<_>>(), [&4, &4, &4]);

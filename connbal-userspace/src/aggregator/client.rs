@@ -12,7 +12,7 @@ use serde::ser::SerializeMap;
 use serde::{Serialize, Serializer};
 use std::fmt::{self, Write as _};
 use std::net::IpAddr;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 /// What makes two lookups or connections the same client (`--by`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -218,7 +218,12 @@ impl fmt::Display for Client {
         }
         let workload = self.workload();
         match (&workload.container, &cgroup.path) {
-            (Some(container), _) => write!(f, "{} {}", container.runtime, container.short_id()),
+            (Some(container), _) => write!(
+                f,
+                "{} {}",
+                container.shown_runtime(),
+                container.shown_name()
+            ),
             (None, Some(_)) => f.write_str(&self.cgroup_path().unwrap_or_default()),
             (None, None) => write!(f, "cgroup {}", cgroup.id),
         }
@@ -254,8 +259,23 @@ impl Serialize for ClientInfo<'_> {
         }
         let workload = client.workload();
         if let Some(container) = &workload.container {
-            map.serialize_entry("container_runtime", &container.runtime)?;
+            map.serialize_entry("container_runtime", &container.shown_runtime())?;
             map.serialize_entry("container", &container.id)?;
+            if let Some(names) = container.names.get() {
+                map.serialize_entry("container_name", &names.name)?;
+                for (key, value) in [
+                    ("image", &names.image),
+                    ("compose_project", &names.compose_project),
+                    ("compose_service", &names.compose_service),
+                    ("pod_name", &names.pod_name),
+                    ("pod_namespace", &names.pod_namespace),
+                    ("pod_container", &names.pod_container),
+                ] {
+                    if let Some(value) = value {
+                        map.serialize_entry(key, value)?;
+                    }
+                }
+            }
         }
         if let Some(pod) = &workload.pod {
             map.serialize_entry("pod", pod)?;
@@ -276,16 +296,67 @@ impl Serialize for ClientInfo<'_> {
 /// A container, as its runtime named its cgroup.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Container {
-    /// `docker`, `containerd`, `cri-o`, `podman`.
+    /// `docker`, `containerd`, `cri-o`, `podman`; `container` for a 64-hex
+    /// leaf whose runtime the path does not say.
     pub runtime: &'static str,
     pub id: String,
+    /// What the runtime's API calls it, once asked (trace::runtimes): set
+    /// at most once, later than the cgroup is named, and never part of a
+    /// client's key.
+    pub names: Arc<OnceLock<ContainerNames>>,
 }
 
 impl Container {
+    pub fn new(runtime: &'static str, id: &str) -> Self {
+        Self {
+            runtime,
+            id: id.to_string(),
+            names: Arc::default(),
+        }
+    }
+
     /// The 12-character form `docker ps` shows.
     pub fn short_id(&self) -> &str {
         self.id.get(..12).unwrap_or(&self.id)
     }
+
+    /// What a person calls it: its runtime's name for it when known
+    /// (`web-1`; a pod's `namespace/pod/container`), else the short id.
+    pub fn shown_name(&self) -> &str {
+        self.names
+            .get()
+            .map_or_else(|| self.short_id(), |n| n.shown.as_str())
+    }
+
+    /// The runtime: the one whose API named it, else the one the cgroup
+    /// path says.
+    pub fn shown_runtime(&self) -> &'static str {
+        self.names.get().map_or(self.runtime, |n| n.runtime)
+    }
+}
+
+/// A container's names from its runtime's API: what `docker ps` and
+/// `kubectl get pods` show, and the compose and Kubernetes labels a person
+/// groups by. Only these labels are kept, so a container with hundreds of
+/// labels costs no more than one with none.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ContainerNames {
+    /// The runtime whose API answered (`docker`, `podman`).
+    pub runtime: &'static str,
+    /// The name to show: `namespace/pod/container` for a pod's container,
+    /// the runtime's container name otherwise.
+    pub shown: String,
+    /// The runtime's name (`web-1`, `k8s_app_web-5d9c…` for a kubelet's).
+    pub name: String,
+    pub image: Option<String>,
+    /// `com.docker.compose.project` and `.service`.
+    pub compose_project: Option<String>,
+    pub compose_service: Option<String>,
+    /// `io.kubernetes.pod.name`, `.pod.namespace` and `.container.name`,
+    /// which kubelet sets on every container it starts.
+    pub pod_name: Option<String>,
+    pub pod_namespace: Option<String>,
+    pub pod_container: Option<String>,
 }
 
 /// What a cgroup path says about the workload inside it.
@@ -316,10 +387,7 @@ impl Workload {
                 ("libpod-", "podman"),
             ] {
                 if let Some(id) = scope.strip_prefix(prefix).filter(|id| is_container_id(id)) {
-                    workload.container = Some(Container {
-                        runtime,
-                        id: id.to_string(),
-                    });
+                    workload.container = Some(Container::new(runtime, id));
                 }
             }
             // cgroupfs drivers: /docker/<id>, /kubepods/…/pod<uid>/<id>,
@@ -336,10 +404,7 @@ impl Workload {
                     _ => None,
                 };
                 if let Some(runtime) = runtime {
-                    workload.container = Some(Container {
-                        runtime,
-                        id: segment.to_string(),
-                    });
+                    workload.container = Some(Container::new(runtime, segment));
                 }
             }
             if segments[..i].iter().any(|s| s.starts_with("kubepods"))

@@ -39,7 +39,7 @@ mod waiting;
 
 pub use attempts::{Outcomes, MAX_ATTEMPTS};
 pub use backends::{Row, SrvPreference, MAX_BACKENDS, MAX_PORTS};
-pub use client::{cgroup, Client, ClientBy, ClientInfo, Container, Workload};
+pub use client::{cgroup, Client, ClientBy, ClientInfo, Container, ContainerNames, Workload};
 pub use dns_tcp::MAX_DNS_STREAMS;
 pub use event::{Cgroup, Datagram, Event, Owner, Process, Segment, ServerSocket, Span, Timestamp};
 pub use lookups::MAX_SERVICES;

@@ -3,7 +3,7 @@
 use clap::{Args, ValueEnum};
 use connbal::aggregator::ClientBy;
 use connbal::trace::loader::AttachMode;
-use connbal::trace::TraceOptions;
+use connbal::trace::{RuntimeSockets, TraceOptions};
 use std::time::Duration;
 
 pub const EXAMPLES: &str = "\
@@ -51,6 +51,14 @@ pub struct TraceArgs {
     /// Default: the whole hierarchy.
     #[arg(long, value_name = "PATH", conflicts_with = "interfaces")]
     pub cgroup: Vec<std::path::PathBuf>,
+
+    /// Host mode: a Docker Engine API socket (dockerd's, or Podman's
+    /// compatible service) to ask for container names, images and compose
+    /// and Kubernetes labels; repeat for several, `none` for none. Default:
+    /// whichever of /run/docker.sock, /var/run/docker.sock and
+    /// /run/podman/podman.sock exist.
+    #[arg(long, value_name = "SOCKET", conflicts_with = "interfaces")]
+    pub runtime_socket: Vec<std::path::PathBuf>,
 
     /// What makes a client: app (cgroup and command name; host mode's
     /// default), cgroup, process, or ip (the default with --iface).
@@ -151,6 +159,13 @@ impl TraceArgs {
                 .filter(|(i, path)| !self.cgroup[..*i].contains(path))
                 .map(|(_, path)| path.clone())
                 .collect(),
+            runtime_sockets: if self.runtime_socket.iter().any(|s| s.as_os_str() == "none") {
+                RuntimeSockets::None
+            } else if self.runtime_socket.is_empty() {
+                RuntimeSockets::Default
+            } else {
+                RuntimeSockets::These(self.runtime_socket.clone())
+            },
             by: self.by.map(|by| match by {
                 ByArg::App => ClientBy::App,
                 ByArg::Cgroup => ClientBy::Cgroup,

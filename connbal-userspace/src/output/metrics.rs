@@ -326,7 +326,7 @@ fn owner_labels(client: &Client) -> Labels {
         return Vec::new();
     }
     let container = match &client.workload().container {
-        Some(container) => container.short_id().to_string(),
+        Some(container) => container.shown_name().to_string(),
         None => client.cgroup_path().unwrap_or_default(),
     };
     vec![

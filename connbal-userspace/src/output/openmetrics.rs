@@ -315,6 +315,28 @@ mod tests {
         assert!(text.contains(
             "connbal_service_lookups_total{client=\"curl in docker 3f2a1b4c5d6e\",name=\"web.example.\",app=\"curl\",container=\"3f2a1b4c5d6e\"} 1\n"
         ), "{text}");
+
+        // Once its runtime named the container, the labels carry the name.
+        let container = owner.cgroup.workload.container.as_ref().unwrap();
+        container
+            .names
+            .set(crate::aggregator::ContainerNames {
+                runtime: "docker",
+                shown: "shop-web-1".into(),
+                name: "shop-web-1".into(),
+                compose_service: Some("web".into()),
+                ..Default::default()
+            })
+            .unwrap();
+        let text = render(&agg.report(), &none, 100);
+        assert!(text.contains(
+            "connbal_service_lookups_total{client=\"curl in docker shop-web-1\",name=\"web.example.\",app=\"curl\",container=\"shop-web-1\"} 1\n"
+        ), "{text}");
+        let json = serde_json::to_value(agg.report().services[0].client.info()).unwrap();
+        assert_eq!(json["container_name"], "shop-web-1");
+        assert_eq!(json["compose_service"], "web");
+        assert_eq!(json["container"], id);
+        assert!(json.get("compose_project").is_none(), "{json}");
     }
 
     /// Series lines: every line that is not a comment.

@@ -151,6 +151,10 @@ pub struct CgroupNames {
     /// Ids forgotten since the trace last took them, to forget their
     /// clients too.
     forgotten_ids: Vec<u64>,
+    /// Where containers get their runtime's names, when there is one.
+    runtime_api: Option<Arc<super::runtimes::RuntimeApi>>,
+    /// Cgroups named as they were created, when watching works.
+    watch: Option<super::cgroup_watch::CgroupWatch>,
 }
 
 struct Named {
@@ -159,6 +163,10 @@ struct Named {
     found_by: u64,
     /// When a walk first missed it.
     gone_since: Option<Instant>,
+    /// Whether its container was queued for its runtime's names: on the
+    /// first record, so containers that never resolve or connect cost no
+    /// request.
+    asked: bool,
 }
 
 impl CgroupNames {
@@ -178,6 +186,8 @@ impl CgroupNames {
             forgotten: 0,
             refused: 0,
             forgotten_ids: Vec::new(),
+            runtime_api: None,
+            watch: None,
         };
         names.walk();
         names
@@ -188,25 +198,82 @@ impl CgroupNames {
     /// found waits a second before it may walk again, so a flood of odd ids
     /// costs at most a walk per id per second.
     pub fn lookup(&mut self, id: u64) -> Cgroup {
-        if let Some(named) = self.named.get(&id) {
-            return named.cgroup.clone();
+        if !self.named.contains_key(&id) {
+            self.take_created();
         }
-        let recently_missed = self
-            .missing
-            .get(&id)
-            .is_some_and(|at| at.elapsed() < RETRY_MISSING_AFTER);
-        if !recently_missed {
-            self.walk();
-            if !self.named.contains_key(&id) {
-                if self.missing.len() >= MAX_MISSES {
-                    self.missing.clear();
+        if !self.named.contains_key(&id) {
+            let recently_missed = self
+                .missing
+                .get(&id)
+                .is_some_and(|at| at.elapsed() < RETRY_MISSING_AFTER);
+            if !recently_missed {
+                self.walk();
+                if !self.named.contains_key(&id) {
+                    if self.missing.len() >= MAX_MISSES {
+                        self.missing.clear();
+                    }
+                    self.missing.insert(id, Instant::now());
                 }
-                self.missing.insert(id, Instant::now());
             }
         }
-        self.named
-            .get(&id)
-            .map_or_else(|| Cgroup::named(id, None), |named| named.cgroup.clone())
+        let Some(named) = self.named.get_mut(&id) else {
+            return Cgroup::named(id, None);
+        };
+        if !named.asked {
+            named.asked = true;
+            if let (Some(api), Some(container)) =
+                (&mut self.runtime_api, &named.cgroup.workload.container)
+            {
+                api.ask(container);
+            }
+        }
+        named.cgroup.clone()
+    }
+
+    /// Containers get their runtime's names through `api`.
+    pub fn name_containers_with(&mut self, api: super::runtimes::RuntimeApi) {
+        self.runtime_api = Some(Arc::new(api));
+    }
+
+    /// Names cgroups as they are created, from now on (`cgroup_watch`).
+    pub fn watch_creations(&mut self) -> Result<(), super::cgroup_watch::WatchError> {
+        let watch = super::cgroup_watch::CgroupWatch::start(
+            self.mount.clone(),
+            &self.scopes,
+            self.runtime_api.clone(),
+        )?;
+        self.watch = Some(watch);
+        Ok(())
+    }
+
+    /// The cgroups the watcher named since last time, into the table
+    /// (their containers were asked about at creation).
+    fn take_created(&mut self) {
+        let Some(watch) = &self.watch else {
+            return;
+        };
+        for cgroup in watch.take() {
+            if self.named.len() >= self.cap || self.named.contains_key(&cgroup.id) {
+                continue;
+            }
+            self.named.insert(
+                cgroup.id,
+                Named {
+                    cgroup,
+                    found_by: self.walks,
+                    gone_since: None,
+                    asked: true,
+                },
+            );
+        }
+    }
+
+    /// What asking the runtimes for names ran into.
+    pub fn runtime_notes(&self) -> Vec<String> {
+        self.runtime_api
+            .as_ref()
+            .map(|api| api.notes())
+            .unwrap_or_default()
     }
 
     /// A walk when none ran for `REWALK_AFTER`: without new cgroups no
@@ -214,6 +281,7 @@ impl CgroupNames {
     /// the ids forgotten since the last call, whose clients the trace then
     /// forgets too.
     pub fn refresh(&mut self) -> Vec<u64> {
+        self.take_created();
         if self.last_walk.elapsed() >= REWALK_AFTER {
             self.walk();
         }
@@ -277,6 +345,7 @@ impl CgroupNames {
                     cgroup: Cgroup::named(id, Some(path)),
                     found_by: walk,
                     gone_since: None,
+                    asked: false,
                 },
             );
         }

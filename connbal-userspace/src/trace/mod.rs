@@ -7,6 +7,7 @@
 //! [`Session::finish`] (the last drain, the report, detaching).
 
 mod async_fd;
+mod cgroup_watch;
 mod cgroups;
 mod counters;
 pub mod loader;
@@ -17,6 +18,7 @@ mod privileges;
 mod processes;
 mod records;
 mod ring_reader;
+mod runtimes;
 mod sinks;
 mod stdout_writer;
 
@@ -50,6 +52,17 @@ const LAST_REPORT_WAIT: Duration = Duration::from_secs(10);
 const INTERFACE_CHECK: Duration = Duration::from_millis(250);
 
 /// What `connbal trace` was asked to do.
+/// The runtime API sockets `--runtime-socket` names.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum RuntimeSockets {
+    /// Those of `runtimes::DEFAULT_SOCKETS` that exist.
+    #[default]
+    Default,
+    These(Vec<PathBuf>),
+    /// `--runtime-socket none`: containers are shown by id.
+    None,
+}
+
 pub struct TraceOptions {
     /// Interfaces for the TC classifier; none means host mode.
     pub interfaces: Vec<String>,
@@ -57,6 +70,8 @@ pub struct TraceOptions {
     /// directory under the mount or a path as /proc/PID/cgroup shows it;
     /// none for the whole hierarchy.
     pub cgroups: Vec<PathBuf>,
+    /// Host mode: where container names come from (`--runtime-socket`).
+    pub runtime_sockets: RuntimeSockets,
     /// `--by`; `None`: by app in host mode, by address with interfaces.
     pub by: Option<ClientBy>,
     pub duration: Option<Duration>,
@@ -364,6 +379,7 @@ async fn attach(mut options: TraceOptions) -> Result<Session, TraceError> {
     }
 
     let clock = Clock::now().map_err(TraceError::Clock)?;
+    let runtime_sockets = options.runtime_sockets.clone();
     let stats = TraceStats {
         interfaces: options.interfaces.clone(),
         interfaces_gone: Vec::new(),
@@ -408,11 +424,29 @@ async fn attach(mut options: TraceOptions) -> Result<Session, TraceError> {
         clock,
         started: wall_clock_now(),
         stats,
-        host: host.map(|(mount, dirs)| Host {
-            cgroups: CgroupNames::new(mount.clone(), dirs.clone()),
-            processes: ProcessNames::new(),
-            mount,
-            dirs,
+        host: host.map(|(mount, dirs)| {
+            let mut cgroups = CgroupNames::new(mount.clone(), dirs.clone());
+            let sockets = match &runtime_sockets {
+                RuntimeSockets::Default => Some(&[][..]),
+                RuntimeSockets::These(sockets) => Some(&sockets[..]),
+                RuntimeSockets::None => None,
+            };
+            if let Some(api) = sockets.and_then(runtimes::RuntimeApi::start) {
+                cgroups.name_containers_with(api);
+            }
+            // Without it, cgroups are named by walking when their records
+            // come, which a short-lived container may not outlive.
+            if let Err(error) = cgroups.watch_creations() {
+                eprintln!(
+                    "connbal: warning: cgroups are named when their records are read only: {error}"
+                );
+            }
+            Host {
+                cgroups,
+                processes: ProcessNames::new(),
+                mount,
+                dirs,
+            }
         }),
     })
 }
@@ -623,6 +657,9 @@ impl Session {
                 "{} cgroups were left unnamed (shown by id): the name table was full of live cgroups",
                 self.stats.cgroup_names_refused
             ));
+        }
+        if let Some(host) = &self.host {
+            source_warnings.extend(host.cgroups.runtime_notes());
         }
         if self.stats.unreadable_records > 0 {
             source_warnings.push(format!(

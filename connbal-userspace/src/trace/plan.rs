@@ -119,6 +119,7 @@ mod tests {
         TraceOptions {
             interfaces: interfaces.iter().map(ToString::to_string).collect(),
             cgroups: Vec::new(),
+            runtime_sockets: crate::trace::RuntimeSockets::Default,
             by,
             duration: None,
             interval: None,
