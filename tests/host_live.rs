@@ -137,6 +137,33 @@ for choice in plan:
     print(target, addr, flush=True)
 "#;
 
+/// The app, each lookup and connection made by a worker thread that names
+/// itself with prctl(PR_SET_NAME), as thread pools do (`worker-N`); prints
+/// each backend it chose.
+const THREADED_APP: &str = r#"
+import ctypes, socket, sys, threading
+name, plan = sys.argv[1], [int(p) for p in sys.argv[2].split(",")]
+libc = ctypes.CDLL(None, use_errno=True)
+PR_SET_NAME = 15
+
+def work(n, choice, chosen):
+    libc.prctl(PR_SET_NAME, f"worker-{n}".encode(), 0, 0, 0)
+    addrs = sorted({a[4][0] for a in socket.getaddrinfo(name, 80, socket.AF_INET, socket.SOCK_STREAM)})
+    addr = addrs[choice % len(addrs)]
+    with socket.create_connection((addr, 80), timeout=5) as s:
+        s.sendall(b"GET / HTTP/1.0\r\n\r\n")
+        while s.recv(4096):
+            pass
+    chosen.append(addr)
+
+for n, choice in enumerate(plan):
+    chosen = []
+    worker = threading.Thread(target=work, args=(n % 4, choice, chosen))
+    worker.start()
+    worker.join()
+    print(chosen[0], flush=True)
+"#;
+
 struct HostLab {
     lab: Lab,
     cgroups: TestCgroup,
@@ -1433,4 +1460,50 @@ fn live_cgroups_are_named_after_70000_came_and_went() {
     assert_eq!(input["cgroup_names_refused"], 0, "{input}\n{stderr}");
     let app = format!("python3 in {root}/live-app");
     assert_eq!(services(&json)[&app]["connections"], PLAN_B.len() as u64);
+}
+
+/// An app is its process: a Python app whose worker threads rename
+/// themselves with prctl (`worker-0`..`worker-3`, what `comm` then says
+/// for each thread) and each resolve and connect is one client named
+/// `python3`, not four named after threads (issue 23). The trace is
+/// stopped (SIGSTOP) while the app runs, so the app is gone, and its
+/// /proc with it, before any of its records is read: the kernel program
+/// names the process from its thread-group leader. With the thread's own
+/// name in the records (no BTF offsets), it is four clients `worker-N`.
+#[test]
+fn a_python_app_whose_threads_rename_themselves_is_one_client() {
+    let Some(_guard) = live() else { return };
+    let mut host = HostLab::new("prctl");
+    let script = host.lab.dir.join("threaded_app.py");
+    std::fs::write(&script, THREADED_APP).unwrap();
+    let root = host.cgroups.relative_root();
+    let trace = host_trace(&root, &["--format", "json"]);
+    let plan: Vec<usize> = (0..8).map(|i| i % 4).collect();
+    let ns = host.lab.client_ns.clone();
+    let tracer = trace.child.id().to_string();
+    let signal = |sig: &str| {
+        let status = Command::new("kill").args([sig, &tracer]).status().unwrap();
+        assert!(status.success(), "kill {sig}");
+    };
+    signal("-STOP");
+    let chosen = host.run_in(
+        &ns,
+        "threads",
+        &["python3", script.to_str().unwrap()],
+        &plan,
+    );
+    signal("-CONT");
+    let (json, stderr) = stop_json(trace);
+    let services = services(&json);
+    let app = format!("python3 in {root}/threads");
+    let stub = format!("dnsmasq in {root}/stub");
+    assert_eq!(
+        services.keys().collect::<std::collections::BTreeSet<_>>(),
+        [&stub, &app].into_iter().collect(),
+        "one client, named by its process: {stderr}"
+    );
+    let s = &services[&app];
+    assert_eq!(s["connections"], plan.len() as u64, "{s}");
+    assert_eq!(s["lookups"], plan.len() as u64, "{s}");
+    assert_eq!(row_counts(&json, &app), counts(&chosen));
 }

@@ -34,8 +34,10 @@ use aya_ebpf::{
     },
     helpers::{
         bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_smp_processor_id, bpf_ktime_get_ns,
+        bpf_probe_read_kernel,
         generated::{
-            bpf_get_netns_cookie, bpf_get_socket_cookie, bpf_skb_cgroup_id, bpf_skb_load_bytes,
+            bpf_get_current_task, bpf_get_netns_cookie, bpf_get_socket_cookie, bpf_skb_cgroup_id,
+            bpf_skb_load_bytes,
         },
     },
     macros::{cgroup_skb, cgroup_sock_addr, classifier, map},
@@ -71,6 +73,15 @@ static OWNERS: u8 = Owners::Nothing as u8;
 /// reader for every record cost more than everything else together.
 #[no_mangle]
 static WAKEUP_BYTES: u64 = 1 << 20;
+
+/// Where the thread-group leader's name is: the byte offsets of
+/// `task_struct.group_leader` and `task_struct.comm`, read by the loader
+/// from the running kernel's BTF (no CO-RE in Rust eBPF). 0: unknown, and
+/// the calling thread's name is taken instead.
+#[no_mangle]
+static LEADER_OFFSET: u32 = 0;
+#[no_mangle]
+static COMM_OFFSET: u32 = 0;
 
 /// Sized by the loader from `--ring-size`.
 #[map]
@@ -231,13 +242,48 @@ fn remember_owner(ctx: &SockAddrContext, connect: bool, v6: bool) {
         netns_cookie,
         tgid: (pid_tgid >> 32) as u32,
         pid: pid_tgid as u32,
-        comm: bpf_get_current_comm().unwrap_or_default(),
+        comm: process_comm(),
         asked_addr,
         asked_port: port,
         asked_version,
         reserved: [0; 5],
     };
     let _ = SOCKETS.insert(cookie, owner, 0);
+}
+
+/// The process's name: its thread-group leader's `comm`, not the calling
+/// thread's. Threads name themselves (`pool-1-thread-2`, `isc-net-0000`,
+/// a Python worker's prctl), and an app is its process; read here, in the
+/// process's context, it is right even for a process gone before its
+/// records are read.
+#[inline(always)]
+#[expect(
+    clippy::cast_ptr_alignment,
+    reason = "bpf_probe_read_kernel copies through the helper; the pointer is never dereferenced"
+)]
+fn process_comm() -> [u8; 16] {
+    // SAFETY: plain reads of statics the loader may have rewritten.
+    let (leader_at, comm_at) = unsafe {
+        (
+            core::ptr::read_volatile(core::ptr::addr_of!(LEADER_OFFSET)),
+            core::ptr::read_volatile(core::ptr::addr_of!(COMM_OFFSET)),
+        )
+    };
+    if leader_at != 0 && comm_at != 0 {
+        // SAFETY: bpf_get_current_task has no preconditions; the reads go
+        // through bpf_probe_read_kernel, which fails cleanly on a bad
+        // address, at offsets the running kernel's BTF gave.
+        let comm = unsafe {
+            let task = bpf_get_current_task() as *const u8;
+            bpf_probe_read_kernel(task.add(leader_at as usize).cast::<*const u8>()).and_then(
+                |leader| bpf_probe_read_kernel(leader.add(comm_at as usize).cast::<[u8; 16]>()),
+            )
+        };
+        if let Ok(comm) = comm {
+            return comm;
+        }
+    }
+    bpf_get_current_comm().unwrap_or_default()
 }
 
 /// Does nothing: the floor that `cargo xtask bench-live` measures the real

@@ -7,6 +7,7 @@
 //! [`Session::finish`] (the last drain, the report, detaching).
 
 mod async_fd;
+pub(crate) mod btf;
 mod cgroup_watch;
 mod cgroups;
 mod counters;

@@ -6,9 +6,11 @@
 //! main thread's, which `/proc/TGID/comm` gives; read once per process and
 //! remembered briefly, so a record costs a hash lookup.
 //!
-//! Not the eBPF side: reading the thread-group leader's name there needs
-//! `task_struct` offsets from the kernel's BTF (CO-RE), which the pinned
-//! aya-ebpf cannot relocate; userspace sees the same /proc.
+//! The kernel program reads the thread-group leader's name itself where
+//! the kernel has BTF (the loader hands it `task_struct`'s offsets, see
+//! `btf`), which also names a process gone before its records are read;
+//! this is the fallback without BTF, and catches a process that renamed
+//! its main thread after the socket's last connect or sendmsg.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};

@@ -179,11 +179,26 @@ fn load(options: &Options) -> Result<(Ebpf, MappedCounters), LoaderError> {
     let debug_log = u8::from(options.debug_log);
     let wakeup_bytes = ring_size / 4;
     let owners = options.owners as u8;
+    // The process's name comes from its thread-group leader; without the
+    // kernel's BTF the program takes the thread's, and userspace names
+    // the process from /proc while it lives.
+    let (leader_offset, comm_offset) = if options.owners >= Owners::Process {
+        super::btf::Btf::read(std::path::Path::new(super::btf::VMLINUX))
+            .and_then(|btf| super::btf::leader_comm_offsets(&btf))
+            .unwrap_or_else(|error| {
+                eprintln!("connbal: warning: processes are named from /proc only: {error}");
+                (0, 0)
+            })
+    } else {
+        (0, 0)
+    };
     let mut ebpf = EbpfLoader::new()
         .override_global("ALL_TCP", &all_tcp, true)
         .override_global("DEBUG_LOG", &debug_log, true)
         .override_global("WAKEUP_BYTES", &wakeup_bytes, true)
         .override_global("OWNERS", &owners, true)
+        .override_global("LEADER_OFFSET", &leader_offset, true)
+        .override_global("COMM_OFFSET", &comm_offset, true)
         .map_max_entries("EVENTS", ring_size as u32)
         .map_max_entries("COUNTERS", counter_entries)
         .load(OBJECT)

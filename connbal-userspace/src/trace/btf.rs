@@ -1,0 +1,269 @@
+//! Offsets of kernel structure members, read from the running kernel's
+//! BTF (`/sys/kernel/btf/vmlinux`) at start and handed to the kernel
+//! program as globals: Rust eBPF has no CO-RE relocations yet, and these
+//! layouts change between kernel builds.
+//!
+//! Written here rather than taken from aya-obj: its BTF parser keeps a
+//! struct's members crate-private (aya-obj 0.3), and all that is needed is
+//! a walk of the type section to one struct's members, which the BTF
+//! format (Documentation/bpf/btf.rst) makes short.
+
+use std::path::Path;
+
+pub const VMLINUX: &str = "/sys/kernel/btf/vmlinux";
+
+const MAGIC: u16 = 0xeb9f;
+const KIND_ARRAY: u32 = 3;
+const KIND_STRUCT: u32 = 4;
+const KIND_UNION: u32 = 5;
+/// Nested anonymous structs and unions followed at most this deep.
+const MAX_NESTING: usize = 8;
+
+#[derive(Debug, thiserror::Error)]
+pub enum BtfError {
+    #[error("reading {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("{0}: not BTF (or cut short)")]
+    Malformed(String),
+    #[error("the kernel's BTF has no struct {0}")]
+    NoStruct(String),
+    #[error("the kernel's struct {strukt} has no member {member}")]
+    NoMember { strukt: String, member: String },
+}
+
+/// The type section of a BTF blob, indexed by type id.
+pub struct Btf {
+    data: Vec<u8>,
+    strings_at: usize,
+    strings_len: usize,
+    /// Byte offset of each type (id 1 is the first; id 0 is void).
+    offsets: Vec<usize>,
+}
+
+/// One struct member: where it is and its type.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Member {
+    pub byte_offset: u32,
+    pub type_id: u32,
+}
+
+impl Btf {
+    pub fn read(path: &Path) -> Result<Self, BtfError> {
+        let data = std::fs::read(path).map_err(|source| BtfError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Self::parse(data).ok_or_else(|| BtfError::Malformed(path.display().to_string()))
+    }
+
+    fn parse(data: Vec<u8>) -> Option<Self> {
+        let u16_at = |at: usize| Some(u16::from_le_bytes(data.get(at..at + 2)?.try_into().ok()?));
+        let u32_at =
+            |at: usize| Some(u32::from_le_bytes(data.get(at..at + 4)?.try_into().ok()?) as usize);
+        if u16_at(0)? != MAGIC {
+            return None;
+        }
+        let header_len = u32_at(4)?;
+        let (type_off, type_len) = (u32_at(8)?, u32_at(12)?);
+        let (str_off, str_len) = (u32_at(16)?, u32_at(20)?);
+        let types_at = header_len + type_off;
+        let strings_at = header_len + str_off;
+        if data.len() < types_at + type_len || data.len() < strings_at + str_len {
+            return None;
+        }
+        let mut offsets = Vec::new();
+        let mut at = types_at;
+        while at < types_at + type_len {
+            offsets.push(at);
+            let info = u32_at(at + 4)?;
+            let vlen = info & 0xffff;
+            let kind = (info >> 24) & 0x1f;
+            let extra = match kind {
+                1 | 14 | 17 => 4,             // INT, VAR, DECL_TAG
+                3 => 12,                      // ARRAY
+                4 | 5 | 15 | 19 => 12 * vlen, // STRUCT, UNION, DATASEC, ENUM64
+                6 | 13 => 8 * vlen,           // ENUM, FUNC_PROTO
+                2 | 7..=12 | 16 | 18 => 0,    // PTR, FWD…FUNC, FLOAT, TYPE_TAG
+                _ => return None,
+            };
+            at += 12 + extra;
+        }
+        Some(Self {
+            data,
+            strings_at,
+            strings_len: str_len,
+            offsets,
+        })
+    }
+
+    fn u32_at(&self, at: usize) -> u32 {
+        self.data
+            .get(at..at + 4)
+            .and_then(|b| b.try_into().ok())
+            .map_or(0, u32::from_le_bytes)
+    }
+
+    fn name(&self, name_off: u32) -> &[u8] {
+        let start = self.strings_at + name_off as usize;
+        let end = self.strings_at + self.strings_len;
+        let rest = self.data.get(start..end).unwrap_or_default();
+        &rest[..rest.iter().position(|&b| b == 0).unwrap_or(rest.len())]
+    }
+
+    /// (kind, vlen, kind_flag, offset of the type's record) of `id`.
+    fn kind_of(&self, id: u32) -> Option<(u32, u32, bool, usize)> {
+        let at = *self.offsets.get((id as usize).checked_sub(1)?)?;
+        let info = self.u32_at(at + 4);
+        Some(((info >> 24) & 0x1f, info & 0xffff, info >> 31 == 1, at))
+    }
+
+    /// The member `member` of `struct name`, looking inside its anonymous
+    /// structs and unions as C does.
+    pub fn member(&self, name: &str, member: &str) -> Result<Member, BtfError> {
+        let id = (1..=self.offsets.len() as u32)
+            .find(|&id| {
+                self.kind_of(id).is_some_and(|(kind, _, _, at)| {
+                    kind == KIND_STRUCT && self.name(self.u32_at(at)) == name.as_bytes()
+                })
+            })
+            .ok_or_else(|| BtfError::NoStruct(name.to_string()))?;
+        self.find_member(id, member.as_bytes(), 0, 0)
+            .ok_or_else(|| BtfError::NoMember {
+                strukt: name.to_string(),
+                member: member.to_string(),
+            })
+    }
+
+    fn find_member(&self, id: u32, wanted: &[u8], base_bits: u32, depth: usize) -> Option<Member> {
+        let (kind, vlen, bitfields, at) = self.kind_of(id)?;
+        if !matches!(kind, KIND_STRUCT | KIND_UNION) || depth > MAX_NESTING {
+            return None;
+        }
+        for i in 0..vlen as usize {
+            let m = at + 12 + 12 * i;
+            let (name_off, type_id, offset) =
+                (self.u32_at(m), self.u32_at(m + 4), self.u32_at(m + 8));
+            // With kind_flag, the top byte is a bitfield's size.
+            let bits = base_bits
+                + if bitfields {
+                    offset & 0xff_ffff
+                } else {
+                    offset
+                };
+            if name_off == 0 {
+                if let Some(found) =
+                    self.find_member(self.resolved(type_id), wanted, bits, depth + 1)
+                {
+                    return Some(found);
+                }
+            } else if self.name(name_off) == wanted {
+                return Some(Member {
+                    byte_offset: bits / 8,
+                    type_id,
+                });
+            }
+        }
+        None
+    }
+
+    /// `id` with typedefs and qualifiers (volatile, const, restrict,
+    /// type tags) looked through.
+    fn resolved(&self, mut id: u32) -> u32 {
+        for _ in 0..16 {
+            match self.kind_of(id) {
+                Some((8..=11 | 18, _, _, at)) => id = self.u32_at(at + 8),
+                _ => break,
+            }
+        }
+        id
+    }
+
+    /// The number of elements of an array type, if `id` is one.
+    pub fn array_len(&self, id: u32) -> Option<u32> {
+        let (kind, _, _, at) = self.kind_of(self.resolved(id))?;
+        (kind == KIND_ARRAY).then(|| self.u32_at(at + 12 + 8))
+    }
+}
+
+/// Where the thread-group leader's name is, from a task: the offsets of
+/// `task_struct.group_leader` and `task_struct.comm`, the latter checked
+/// to be the 16 bytes the records carry.
+pub fn leader_comm_offsets(btf: &Btf) -> Result<(u32, u32), BtfError> {
+    let leader = btf.member("task_struct", "group_leader")?;
+    let comm = btf.member("task_struct", "comm")?;
+    if btf.array_len(comm.type_id) != Some(16) {
+        return Err(BtfError::NoMember {
+            strukt: "task_struct".into(),
+            member: "comm of 16 bytes".into(),
+        });
+    }
+    Ok((leader.byte_offset, comm.byte_offset))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The running kernel's own BTF, where there is one: the offsets are
+    /// where the kernel keeps them (checked against a known layout: comm
+    /// lies after group_leader, both inside task_struct's first 4 KiB).
+    #[test]
+    fn the_running_kernels_task_struct_gives_the_leader_and_its_name() {
+        let Ok(btf) = Btf::read(Path::new(VMLINUX)) else {
+            eprintln!("skipped: no {VMLINUX}");
+            return;
+        };
+        let (leader, comm) = leader_comm_offsets(&btf).unwrap();
+        assert!(
+            leader > 0 && comm > leader && comm < 8192,
+            "{leader} {comm}"
+        );
+        assert_eq!(leader % 8, 0);
+        // The same offsets bpftool reads, where it is installed.
+        if let Ok(out) = std::process::Command::new("bpftool")
+            .args(["btf", "dump", "file", VMLINUX, "format", "raw"])
+            .output()
+        {
+            let dump = String::from_utf8_lossy(&out.stdout);
+            let members: Vec<&str> = dump
+                .lines()
+                .skip_while(|l| !l.contains("] STRUCT 'task_struct' "))
+                .skip(1)
+                .take_while(|l| l.starts_with('\t'))
+                .collect();
+            let bits_of = |member: &str| {
+                members
+                    .iter()
+                    .find(|l| l.trim_start().starts_with(&format!("'{member}' ")))
+                    .and_then(|l| l.split("bits_offset=").nth(1))
+                    .and_then(|b| b.split_whitespace().next())
+                    .and_then(|b| b.parse::<u32>().ok())
+            };
+            assert_eq!(bits_of("group_leader"), Some(leader * 8));
+            assert_eq!(bits_of("comm"), Some(comm * 8));
+        }
+        // A member inside an anonymous union: sk_buff's `len` sits in
+        // plain sight, its `dev` inside a union.
+        assert!(btf.member("sk_buff", "dev").is_ok());
+        assert!(matches!(
+            btf.member("task_struct", "no_such_member"),
+            Err(BtfError::NoMember { .. })
+        ));
+        assert!(matches!(
+            btf.member("no_such_struct", "x"),
+            Err(BtfError::NoStruct(_))
+        ));
+    }
+
+    #[test]
+    fn anything_but_btf_is_refused() {
+        assert!(Btf::parse(b"not btf at all, not at all".to_vec()).is_none());
+        assert!(Btf::parse(vec![
+            0x9f, 0xeb, 1, 0, 24, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 0, 0
+        ])
+        .is_none());
+    }
+}
