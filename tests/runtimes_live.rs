@@ -73,6 +73,34 @@ for i in range(n):
     print(addr, flush=True)
 "#;
 
+/// A client run in two halves: after the first it prints `half` and waits
+/// for the gate file (the test stops a backend meanwhile). `each`
+/// resolves before every connection, `once` keeps the first address.
+/// Prints the address of each connection, `failed ADDR` for one that
+/// failed.
+const FAILOVER_CLIENT: &str = r#"
+import os, socket, sys, time
+name, mode, n, gate = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
+addrs = None
+for i in range(n):
+    if i == n // 2:
+        print("half", flush=True)
+        deadline = time.time() + 60
+        while not os.path.exists(gate) and time.time() < deadline:
+            time.sleep(0.05)
+    if mode == "each" or addrs is None:
+        addrs = sorted({a[4][0] for a in socket.getaddrinfo(name, 80, socket.AF_INET, socket.SOCK_STREAM)})
+    addr = addrs[i % len(addrs)] if mode == "each" else addrs[0]
+    try:
+        with socket.create_connection((addr, 80), timeout=1) as s:
+            s.sendall(b"GET / HTTP/1.0\r\n\r\n")
+            while s.recv(4096):
+                pass
+        print(addr, flush=True)
+    except OSError:
+        print("failed", addr, flush=True)
+"#;
+
 /// A container runtime run by this test: its CLI pointed at state in a
 /// directory of its own, inside a network namespace of its own (so its
 /// bridges and firewall rules are there, not on the host), its
@@ -478,4 +506,180 @@ fn rows_of(json: &serde_json::Value, service: &serde_json::Value) -> BTreeMap<St
         }
     }
     counts
+}
+
+/// Failover from a stopped container: midway through two clients' runs,
+/// the backend the pinning client chose is stopped. Docker's DNS stops
+/// offering it, so the client that resolves before every connection goes
+/// on over the other two, all answered; the pinning client keeps trying
+/// the stopped one, and its failed attempts are counted and judged
+/// (failing_backends), each report row equal to the clients' logs.
+#[test]
+fn a_client_fails_over_from_a_stopped_docker_container() {
+    let Some(_guard) = live_tests(&ONE_AT_A_TIME, DOCKER_TOOLS) else {
+        return;
+    };
+    let docker = Runtime::docker();
+    docker.ok(&["import", rootfs(), IMAGE]);
+    docker.ok(&["network", "create", "webnet"]);
+    for i in 1..=3 {
+        docker.ok(&[
+            "run",
+            "-d",
+            "--network",
+            "webnet",
+            "--network-alias",
+            "web",
+            "--name",
+            &format!("backend{i}"),
+            IMAGE,
+            "python3",
+            "-c",
+            BACKEND,
+        ]);
+    }
+    std::fs::write(docker.dir.join("app/client.py"), FAILOVER_CLIENT).unwrap();
+    let volume = format!("{}:/app", docker.dir.join("app").display());
+    let gate = docker.dir.join("app/gate");
+
+    let root = docker.cgroups.relative_root();
+    let mut command = connbal();
+    command.args(["trace", "--cgroup", &root, "--format", "json"]);
+    command.arg("--runtime-socket").arg(&docker.api);
+    let trace = Trace::spawn(command);
+    let start = |mode: &str, n: &str| {
+        docker
+            .ok(&[
+                "run",
+                "-d",
+                "--network",
+                "webnet",
+                "-v",
+                &volume,
+                "--name",
+                &format!("failover-{mode}"),
+                IMAGE,
+                "python3",
+                "/app/client.py",
+                "web",
+                mode,
+                n,
+                "/app/gate",
+            ])
+            .trim()
+            .to_string()
+    };
+    let (each, once) = (start("each", "12"), start("once", "8"));
+    let logs = |id: &str| -> Vec<String> {
+        docker
+            .ok(&["logs", id])
+            .lines()
+            .map(str::to_string)
+            .collect()
+    };
+    let deadline = Instant::now() + Duration::from_mins(1);
+    while !(logs(&each).contains(&"half".to_string()) && logs(&once).contains(&"half".to_string()))
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the clients did not reach half way"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // Stop the backend the pinning client chose.
+    let pinned = logs(&once)[0].clone();
+    let stopped = (1..=3)
+        .map(|i| format!("backend{i}"))
+        .find(|b| {
+            docker
+                .ok(&[
+                    "inspect",
+                    "-f",
+                    "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}",
+                    b,
+                ])
+                .trim()
+                == pinned
+        })
+        .expect("the pinned backend");
+    docker.ok(&["stop", "-t", "1", &stopped]);
+    std::fs::write(&gate, "").unwrap();
+    for id in [&each, &once] {
+        assert_eq!(docker.ok(&["wait", id]).trim(), "0");
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let finished = trace.stop("-INT");
+    assert!(finished.status.success(), "{}", finished.stderr);
+    let json: serde_json::Value = serde_json::from_str(&finished.stdout)
+        .unwrap_or_else(|e| panic!("JSON report: {e}\n{}", finished.stdout));
+
+    let service = |container: &str| {
+        json["services"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["name"] == "web." && s["client_info"]["container_name"] == container)
+            .unwrap_or_else(|| panic!("no service of {container}: {json}"))
+            .clone()
+    };
+    // Per backend: (answered, failed) from a client's log.
+    let outcomes_logged = |lines: &[String]| {
+        let mut by: BTreeMap<String, (u64, u64)> = BTreeMap::new();
+        for line in lines.iter().filter(|l| *l != "half") {
+            match line.strip_prefix("failed ") {
+                Some(addr) => by.entry(addr.to_string()).or_default().1 += 1,
+                None => by.entry(line.clone()).or_default().0 += 1,
+            }
+        }
+        by
+    };
+    let outcomes_reported = |s: &serde_json::Value| {
+        let mut by: BTreeMap<String, (u64, u64)> = BTreeMap::new();
+        for row in json["rows"].as_array().unwrap() {
+            if row["client"] == s["client"] && row["name"] == s["name"] && row["conns"] != 0 {
+                let o = &row["outcomes"];
+                let failed = o["refused"].as_u64().unwrap() + o["unanswered"].as_u64().unwrap();
+                let entry = by
+                    .entry(row["backend"].as_str().unwrap().to_string())
+                    .or_default();
+                entry.0 += o["answered"].as_u64().unwrap();
+                entry.1 += failed;
+            }
+        }
+        by
+    };
+    let verdict = |s: &serde_json::Value, check: &str| {
+        s["verdicts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|v| v["check"] == check)
+            .unwrap_or_else(|| panic!("no {check} verdict: {s}"))
+            .clone()
+    };
+
+    let each_log = logs(&each);
+    let s = service("failover-each");
+    assert_eq!(s["lookups"], 12, "{s}");
+    assert_eq!(outcomes_reported(&s), outcomes_logged(&each_log), "{s}");
+    assert!(
+        !each_log.iter().any(|l| l.starts_with("failed")),
+        "the resolving client never met the stopped backend: {each_log:?}"
+    );
+    assert_eq!(verdict(&s, "failing_backends")["ok"], true, "{s}");
+    // After the stop, its answers left the stopped backend out.
+    assert!(!each_log[7..].contains(&pinned), "{each_log:?}");
+
+    let once_log = logs(&once);
+    let s = service("failover-once");
+    assert_eq!(s["lookups"], 1, "{s}");
+    let logged = outcomes_logged(&once_log);
+    assert_eq!(logged[&pinned], (4, 4), "{once_log:?}");
+    assert_eq!(outcomes_reported(&s), logged, "{s}");
+    let failing = verdict(&s, "failing_backends");
+    assert_eq!(failing["ok"], false, "{s}");
+    assert!(
+        failing["text"].as_str().unwrap().contains(&pinned),
+        "{failing}"
+    );
 }
