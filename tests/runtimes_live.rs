@@ -101,6 +101,57 @@ for i in range(n):
         print("failed", addr, flush=True)
 "#;
 
+/// A client that resolves over TCP before every connection, asking
+/// Docker's embedded DNS (127.0.0.11:53) itself, as resolvers with `use-vc`
+/// or a truncated answer do; goes round the sorted answer and prints the
+/// address of each connection.
+const TCP_CLIENT: &str = r#"
+import random, socket, struct, sys
+name, n = sys.argv[1], int(sys.argv[2])
+
+def recv_exactly(s, n):
+    data = b""
+    while len(data) < n:
+        chunk = s.recv(n - len(data))
+        if not chunk:
+            raise EOFError
+        data += chunk
+    return data
+
+def resolve(name):
+    qname = b"".join(bytes([len(p)]) + p.encode() for p in name.split(".")) + b"\0"
+    query = struct.pack(">HHHHHH", random.randrange(65536), 0x0100, 1, 0, 0, 0) + qname + struct.pack(">HH", 1, 1)
+    with socket.create_connection(("127.0.0.11", 53), timeout=5) as s:
+        s.sendall(struct.pack(">H", len(query)) + query)
+        (length,) = struct.unpack(">H", recv_exactly(s, 2))
+        r = recv_exactly(s, length)
+    answers = struct.unpack(">H", r[6:8])[0]
+    i = 12 + len(qname) + 4
+    addrs = set()
+    for _ in range(answers):
+        if r[i] & 0xC0 == 0xC0:
+            i += 2
+        else:
+            while r[i]:
+                i += r[i] + 1
+            i += 1
+        rtype, _, _, rdlength = struct.unpack(">HHIH", r[i:i + 10])
+        i += 10
+        if rtype == 1:
+            addrs.add(socket.inet_ntoa(r[i:i + 4]))
+        i += rdlength
+    return sorted(addrs)
+
+for i in range(n):
+    addrs = resolve(name)
+    addr = addrs[i % len(addrs)]
+    with socket.create_connection((addr, 80), timeout=5) as s:
+        s.sendall(b"GET / HTTP/1.0\r\n\r\n")
+        while s.recv(4096):
+            pass
+    print(addr, flush=True)
+"#;
+
 /// A container runtime run by this test: its CLI pointed at state in a
 /// directory of its own, inside a network namespace of its own (so its
 /// bridges and firewall rules are there, not on the host), its
@@ -682,4 +733,76 @@ fn a_client_fails_over_from_a_stopped_docker_container() {
         failing["text"].as_str().unwrap().contains(&pinned),
         "{failing}"
     );
+}
+
+/// DNS over TCP to Docker's embedded DNS: the container connects to
+/// 127.0.0.11:53 and a DNAT moves the stream to a high port, which is all
+/// the socket's egress hook sees. Before, the queries were not recorded at
+/// all (the stream's segments went to a port other than 53) and the client
+/// was missing from the report.
+#[test]
+fn dns_over_tcp_through_dockers_dnat_is_counted() {
+    let Some(_guard) = live_tests(&ONE_AT_A_TIME, DOCKER_TOOLS) else {
+        return;
+    };
+    let docker = Runtime::docker();
+    docker.ok(&["import", rootfs(), IMAGE]);
+    docker.ok(&["network", "create", "webnet"]);
+    for i in 1..=3 {
+        docker.ok(&[
+            "run",
+            "-d",
+            "--network",
+            "webnet",
+            "--network-alias",
+            "web",
+            "--name",
+            &format!("backend{i}"),
+            IMAGE,
+            "python3",
+            "-c",
+            BACKEND,
+        ]);
+    }
+    std::fs::write(docker.dir.join("app/tcp_client.py"), TCP_CLIENT).unwrap();
+    let volume = format!("{}:/app:ro", docker.dir.join("app").display());
+    let root = docker.cgroups.relative_root();
+    let mut command = connbal();
+    command.args(["trace", "--cgroup", &root, "--format", "json"]);
+    command.arg("--runtime-socket").arg(&docker.api);
+    let trace = Trace::spawn(command);
+    let chosen: Vec<String> = docker
+        .ok(&[
+            "run",
+            "--network",
+            "webnet",
+            "-v",
+            &volume,
+            "--name",
+            "tcp-client",
+            IMAGE,
+            "python3",
+            "/app/tcp_client.py",
+            "web",
+            "9",
+        ])
+        .lines()
+        .map(str::to_string)
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+    let finished = trace.stop("-INT");
+    assert!(finished.status.success(), "{}", finished.stderr);
+    let json: serde_json::Value = serde_json::from_str(&finished.stdout)
+        .unwrap_or_else(|e| panic!("JSON report: {e}\n{}", finished.stdout));
+    let s = json["services"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["client_info"]["container_name"] == "tcp-client")
+        .unwrap_or_else(|| panic!("the TCP client is not in the report: {json}"));
+    assert_eq!(s["name"], "web.", "{s}");
+    assert_eq!(s["lookups"], 9, "{s}");
+    assert_eq!(s["connections"], 9, "{s}");
+    assert_eq!(rows_of(&json, s), counts(&chosen), "{s}");
+    assert_eq!(counts(&chosen).values().collect::<Vec<_>>(), [&3, &3, &3]);
 }

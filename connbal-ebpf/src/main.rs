@@ -576,9 +576,18 @@ fn tcp(ctx: &Packet, ip: &Ip, hook: Hook) -> Option<()> {
     // Ports, sequence number, data offset and flags: the first 14 bytes.
     let t: [u8; 14] = bytes(ctx, ip.l4)?;
     let flags = t[13];
-    let (src_port, dst_port) = (be16([t[0], t[1]]), be16([t[2], t[3]]));
+    let (src_port, mut dst_port) = (be16([t[0], t[1]]), be16([t[2], t[3]]));
     let payload = ip.l4 + usize::from(t[12] >> 4) * 4;
     let payload_len = ip.end.saturating_sub(payload);
+    // DNS over TCP to Docker's embedded DNS, seen after its DNAT (to a high
+    // port): the stream the app opened to 127.0.0.11:53.
+    let mut asked_dst = None;
+    if hook == Hook::SocketEgress && dst_port != DNS_PORT && docker_dns_destination(ctx, ip) {
+        if let Some(asked) = asked_dns(ctx, ip) {
+            asked_dst = Some(asked);
+            dst_port = DNS_PORT;
+        }
+    }
     // What the default mode keeps; bulk data stops here unless -a.
     let verdict = classify_tcp(flags, src_port, dst_port, payload_len, false);
     let all_tcp = flag(&ALL_TCP);
@@ -589,7 +598,10 @@ fn tcp(ctx: &Packet, ip: &Ip, hook: Hook) -> Option<()> {
     if !local && !all_tcp {
         return None;
     }
-    let (src, dst) = addresses(ctx, ip)?;
+    let (src, mut dst) = addresses(ctx, ip)?;
+    if let Some(asked) = asked_dst {
+        dst = asked;
+    }
     let mut bits = BIT_TCP;
     if all_tcp {
         match track_flow(ip.version, &src, &dst, src_port, dst_port, flags) {
@@ -772,20 +784,34 @@ fn loopback_destination(ctx: &Packet, ip: &Ip) -> bool {
 
 const IPV6_LOOPBACK: [u8; 16] = [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1];
 
+/// Whether a TCP segment goes to 127.0.0.11, Docker's embedded DNS: TCP
+/// checks this one address rather than all of loopback, so that busy
+/// loopback TCP (sidecar proxies, local databases) pays a compare, never
+/// a map lookup.
+#[inline(always)]
+fn docker_dns_destination(ctx: &Packet, ip: &Ip) -> bool {
+    ip.version == 4 && bytes::<4>(ctx, ip.addrs + 4).is_some_and(|b| b == [127, 0, 0, 11])
+}
+
+/// The address a packet's socket asked for, when its last connect or
+/// sendmsg asked for port 53 in the packet's IP version: the DNS server
+/// the app meant, before a DNAT moved it.
+#[inline(always)]
+fn asked_dns(ctx: &Packet, ip: &Ip) -> Option<[u8; 16]> {
+    // SAFETY: a helper call on the context the kernel handed us.
+    let cookie = unsafe { bpf_get_socket_cookie(ctx.as_ptr()) };
+    // SAFETY: a lookup in our own map; the fields are copied out at once.
+    let owner = unsafe { SOCKETS.get(cookie) }?;
+    (owner.asked_port == DNS_PORT && owner.asked_version == ip.version).then_some(owner.asked_addr)
+}
+
 /// A UDP datagram a DNAT moved off port 53: when its socket's last connect
 /// or sendmsg asked for port 53, it is that DNS query, recorded as the app
 /// sent it (to the address and port it asked for), so that the response,
 /// which conntrack returns from port 53, finds it.
 #[inline(always)]
 fn dnat_query(ctx: &Packet, ip: &Ip, (src_port, _): (u16, u16), udp: [u8; 8]) -> Option<()> {
-    // SAFETY: a helper call on the context the kernel handed us.
-    let cookie = unsafe { bpf_get_socket_cookie(ctx.as_ptr()) };
-    // SAFETY: a lookup in our own map; the fields are copied out at once.
-    let owner = unsafe { SOCKETS.get(cookie) }?;
-    if owner.asked_port != DNS_PORT || owner.asked_version != ip.version {
-        return None;
-    }
-    let asked = owner.asked_addr;
+    let asked = asked_dns(ctx, ip)?;
     let (payload, payload_len) = udp_payload(ip, udp);
     let (src, _) = addresses(ctx, ip)?;
     let header = header(ctx, ip.version, (src, asked), (src_port, DNS_PORT), 0, 0, 0);
