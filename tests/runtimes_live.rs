@@ -38,6 +38,7 @@ const DOCKER_TOOLS: &[&str] = &[
 ];
 const PODMAN_TOOLS: &[&str] = &["podman", "mmdebstrap", "nsenter", "ip", "pkill"];
 const IMAGE: &str = "connbal-test:python3";
+const RUN_CONTAINERD: &str = "/run/containerd";
 const ROOTFS: &str = "/var/cache/connbal-test/rootfs-bookworm-python3.tar";
 
 /// A backend: answers each connection with a few bytes and closes it
@@ -168,6 +169,10 @@ struct Runtime {
     daemon: Option<std::process::Child>,
     /// The Docker Engine API socket connbal asks for container names.
     api: PathBuf,
+    /// Whether /run/containerd was there before: containerd's shims put
+    /// their sockets in /run/containerd/s whatever the daemon's state
+    /// directories, and leave the directory behind.
+    had_run_containerd: bool,
     cgroups: TestCgroup,
 }
 
@@ -202,6 +207,7 @@ impl Runtime {
             .expect("start dockerd");
         let runtime = Runtime {
             api: dir.join("docker.sock"),
+            had_run_containerd: Path::new(RUN_CONTAINERD).exists(),
             ns,
             dir,
             cli: vec!["docker".into(), socket],
@@ -262,6 +268,7 @@ impl Runtime {
         }
         Runtime {
             api,
+            had_run_containerd: Path::new(RUN_CONTAINERD).exists(),
             ns,
             dir,
             cli,
@@ -341,6 +348,11 @@ impl Drop for Runtime {
             }
         }
         let _ = std::fs::remove_dir_all(&self.dir);
+        if !self.had_run_containerd {
+            // Only when empty: anything else there is not ours.
+            let _ = std::fs::remove_dir(Path::new(RUN_CONTAINERD).join("s"));
+            let _ = std::fs::remove_dir(RUN_CONTAINERD);
+        }
         let _ = Command::new("ip").args(["netns", "del", &self.ns]).status();
         // The cgroupfs driver also made the parent (and the containers'
         // directories) in each cgroup v1 hierarchy of this hybrid layout.
