@@ -37,6 +37,37 @@ const DOCKER_TOOLS: &[&str] = &[
     "ip",
 ];
 const PODMAN_TOOLS: &[&str] = &["podman", "mmdebstrap", "nsenter", "ip", "pkill"];
+const CONTAINERD_TOOLS: &[&str] = &[
+    "containerd",
+    "ctr",
+    "mmdebstrap",
+    "nsenter",
+    "ip",
+    "pkill",
+    "tar",
+];
+
+/// A DNS server for the containerd scenario (no runtime DNS there), on
+/// the address given: every A query gets the three backends, each on a
+/// loopback address of the namespace. Its last argument is the test's
+/// directory, so that the runtime's clean-up finds it.
+const DNS_SERVER: &str = r#"
+import socket, struct, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind((sys.argv[1], 53))
+while True:
+    q, peer = s.recvfrom(512)
+    qid, = struct.unpack(">H", q[:2])
+    end = 12
+    while q[end]:
+        end += q[end] + 1
+    question = q[12:end + 5]
+    answers = b"".join(
+        b"\xc0\x0c" + struct.pack(">HHIH", 1, 1, 30, 4) + socket.inet_aton(a)
+        for a in ("127.0.0.2", "127.0.0.3", "127.0.0.4")
+    )
+    s.sendto(struct.pack(">HHHHHH", qid, 0x8180, 1, 3, 0, 0) + question + answers, peer)
+"#;
 const IMAGE: &str = "connbal-test:python3";
 const RUN_CONTAINERD: &str = "/run/containerd";
 const ROOTFS: &str = "/var/cache/connbal-test/rootfs-bookworm-python3.tar";
@@ -48,6 +79,21 @@ import socket
 s = socket.socket()
 s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
 s.bind(("0.0.0.0", 80))
+s.listen(64)
+while True:
+    c, _ = s.accept()
+    c.recv(4096)
+    c.sendall(b"HTTP/1.0 200 OK\r\n\r\nok")
+    c.close()
+"#;
+
+/// A backend on the address given as its first argument (the containerd
+/// scenario's, on the namespace's loopback).
+const BACKEND_AT: &str = r#"
+import socket, sys
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind((sys.argv[1], 80))
 s.listen(64)
 while True:
     c, _ = s.accept()
@@ -167,7 +213,8 @@ struct Runtime {
     run_flags: Vec<String>,
     /// dockerd; podman's API service (podman itself has no daemon).
     daemon: Option<std::process::Child>,
-    /// The Docker Engine API socket connbal asks for container names.
+    /// Where connbal asks for container names: the Docker Engine API's
+    /// socket; containerd's state directory.
     api: PathBuf,
     /// Whether /run/containerd was there before: containerd's shims put
     /// their sockets in /run/containerd/s whatever the daemon's state
@@ -278,6 +325,54 @@ impl Runtime {
         }
     }
 
+    /// Debian's containerd (its CRI plugin off: no kubelet here), driven
+    /// with `ctr` in the `k8s.io` namespace, as kubelet's containers are.
+    fn containerd() -> Runtime {
+        let (ns, dir, cgroups) = Self::prepare("containerd");
+        let config = dir.join("config.toml");
+        std::fs::write(
+            &config,
+            "version = 2\ndisabled_plugins = [\"io.containerd.grpc.v1.cri\"]\n",
+        )
+        .unwrap();
+        let address = dir.join("containerd.sock");
+        let daemon = Command::new("nsenter")
+            .arg(format!("--net=/run/netns/{ns}"))
+            .arg("containerd")
+            .arg(format!("--root={}", dir.join("root").display()))
+            .arg(format!("--state={}", dir.join("state").display()))
+            .arg(format!("--address={}", address.display()))
+            .arg(format!("--config={}", config.display()))
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(dir.join("daemon.log")).unwrap())
+            .spawn()
+            .expect("start containerd");
+        let runtime = Runtime {
+            api: dir.join("state"),
+            had_run_containerd: Path::new(RUN_CONTAINERD).exists(),
+            ns,
+            cli: vec![
+                "ctr".into(),
+                format!("--address={}", address.display()),
+                "--namespace=k8s.io".into(),
+            ],
+            run_flags: vec!["--rootfs".into(), "--net-host".into()],
+            dir,
+            daemon: Some(daemon),
+            cgroups,
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !runtime.cmd(&["version"]).status.success() {
+            assert!(
+                Instant::now() < deadline,
+                "containerd did not start: {}",
+                runtime.log()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        runtime
+    }
+
     fn cmd(&self, args: &[&str]) -> std::process::Output {
         let (program, global) = self.cli.split_first().unwrap();
         let mut command = Command::new(program);
@@ -349,8 +444,12 @@ impl Drop for Runtime {
         }
         let _ = std::fs::remove_dir_all(&self.dir);
         if !self.had_run_containerd {
-            // Only when empty: anything else there is not ours.
-            let _ = std::fs::remove_dir(Path::new(RUN_CONTAINERD).join("s"));
+            // Only when empty: anything else there is not ours. ctr's fifos
+            // and runc's state go there too.
+            let run = Path::new(RUN_CONTAINERD);
+            for dir in ["s", "fifo", "runc/k8s.io", "runc"] {
+                let _ = std::fs::remove_dir(run.join(dir));
+            }
             let _ = std::fs::remove_dir(RUN_CONTAINERD);
         }
         let _ = Command::new("ip").args(["netns", "del", &self.ns]).status();
@@ -369,6 +468,19 @@ impl Drop for Runtime {
                 }
                 let _ = std::fs::remove_dir(&dir);
             }
+        }
+    }
+}
+
+/// Processes a test started beside a runtime, killed and reaped when it
+/// ends, however it ends.
+struct Helpers(Vec<std::process::Child>);
+
+impl Drop for Helpers {
+    fn drop(&mut self) {
+        for child in &mut self.0 {
+            let _ = child.kill();
+            let _ = child.wait();
         }
     }
 }
@@ -815,6 +927,126 @@ fn dns_over_tcp_through_dockers_dnat_is_counted() {
     assert_eq!(s["name"], "web.", "{s}");
     assert_eq!(s["lookups"], 9, "{s}");
     assert_eq!(s["connections"], 9, "{s}");
+    assert_eq!(rows_of(&json, s), counts(&chosen), "{s}");
+    assert_eq!(counts(&chosen).values().collect::<Vec<_>>(), [&3, &3, &3]);
+}
+
+/// A pod's container on containerd, started as kubelet starts them (in
+/// containerd's `k8s.io` namespace, kubelet's pod annotations in its OCI
+/// spec, a 64-hex id, `--rm`): named `namespace/pod/container` from its
+/// spec, with its lookups and connections exact.
+#[test]
+fn a_pods_container_on_containerd_is_named_from_kubelets_annotations() {
+    let Some(_guard) = live_tests(&ONE_AT_A_TIME, CONTAINERD_TOOLS) else {
+        return;
+    };
+    let containerd = Runtime::containerd();
+    let dir = containerd.dir.clone();
+    let netns = format!("--net=/run/netns/{}", containerd.ns);
+    // `ctr run --net-host` gives the container the host's resolv.conf:
+    // the DNS server listens on its first nameserver's address, in the
+    // test's namespace.
+    let nameserver = std::fs::read_to_string("/etc/resolv.conf")
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("nameserver "))
+        .map(|a| a.trim().to_string())
+        .filter(|a| a.parse::<std::net::Ipv4Addr>().is_ok())
+        .unwrap_or_else(|| "127.0.0.53".into());
+    run(Command::new("ip").args([
+        "-n",
+        &containerd.ns,
+        "addr",
+        "add",
+        &format!("{nameserver}/32"),
+        "dev",
+        "lo",
+    ]));
+    // The DNS server and the backends, outside the traced cgroup.
+    let tag = dir.display().to_string();
+    let mut helpers = Helpers(Vec::new());
+    for (script, arg) in [
+        (DNS_SERVER, nameserver.as_str()),
+        (BACKEND_AT, "127.0.0.2"),
+        (BACKEND_AT, "127.0.0.3"),
+        (BACKEND_AT, "127.0.0.4"),
+    ] {
+        helpers.0.push(
+            Command::new("nsenter")
+                .args([&netns, "python3", "-c", script, arg, &tag])
+                .stdout(Stdio::null())
+                .spawn()
+                .expect("start a helper"),
+        );
+    }
+    std::fs::create_dir_all(dir.join("rootfs")).unwrap();
+    run(Command::new("tar").args([
+        "-C",
+        &dir.join("rootfs").display().to_string(),
+        "-xf",
+        rootfs(),
+    ]));
+    std::fs::write(dir.join("app/client.py"), CLIENT).unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+
+    let root = containerd.cgroups.relative_root();
+    let mut command = connbal();
+    command.args(["trace", "--cgroup", &root, "--format", "json"]);
+    command.arg("--runtime-state").arg(&containerd.api);
+    let trace = Trace::spawn(command);
+    let id = "5e".repeat(32);
+    let mount = |src: &str, dst: &str| {
+        format!(
+            "type=bind,src={},dst={dst},options=rbind:ro",
+            dir.join(src).display()
+        )
+    };
+    let chosen: Vec<String> = containerd
+        .ok(&[
+            "run",
+            "--rm",
+            "--cgroup",
+            &format!("{root}/{id}"),
+            "--mount",
+            &mount("app", "/app"),
+            "--annotation",
+            "io.kubernetes.cri.sandbox-name=web-5d9c",
+            "--annotation",
+            "io.kubernetes.cri.sandbox-namespace=prod",
+            "--annotation",
+            "io.kubernetes.cri.container-name=app",
+            &dir.join("rootfs").display().to_string(),
+            &id,
+            "/usr/bin/python3",
+            "/app/client.py",
+            "web.test",
+            "each",
+            "9",
+        ])
+        .lines()
+        .map(str::to_string)
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+    let finished = trace.stop("-INT");
+    assert!(finished.status.success(), "{}", finished.stderr);
+    let json: serde_json::Value = serde_json::from_str(&finished.stdout)
+        .unwrap_or_else(|e| panic!("JSON report: {e}\n{}", finished.stdout));
+    let s = json["services"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "web.test.")
+        .unwrap_or_else(|| panic!("no web.test. service: {json}"));
+    let info = &s["client_info"];
+    assert_eq!(
+        s["client"], "python3 in containerd prod/web-5d9c/app",
+        "{s}"
+    );
+    assert_eq!(info["container"], id, "{s}");
+    assert_eq!(info["pod_name"], "web-5d9c", "{s}");
+    assert_eq!(info["pod_namespace"], "prod", "{s}");
+    assert_eq!(info["pod_container"], "app", "{s}");
+    assert_eq!(s["lookups"], 9, "{s}");
     assert_eq!(rows_of(&json, s), counts(&chosen), "{s}");
     assert_eq!(counts(&chosen).values().collect::<Vec<_>>(), [&3, &3, &3]);
 }

@@ -60,6 +60,13 @@ pub struct TraceArgs {
     #[arg(long, value_name = "SOCKET", conflicts_with = "interfaces")]
     pub runtime_socket: Vec<std::path::PathBuf>,
 
+    /// Host mode: a container runtime's state directory, where each running
+    /// container's OCI spec carries the pod annotations kubelet sets
+    /// (containerd's /run/containerd, CRI-O's /run/containers/storage);
+    /// repeat for several. Default: those two, where they exist.
+    #[arg(long, value_name = "DIR", conflicts_with = "interfaces")]
+    pub runtime_state: Vec<std::path::PathBuf>,
+
     /// What makes a client: app (cgroup and command name; host mode's
     /// default), cgroup, process, or ip (the default with --iface).
     #[arg(long, value_enum)]
@@ -166,6 +173,7 @@ impl TraceArgs {
             } else {
                 RuntimeSockets::These(self.runtime_socket.clone())
             },
+            runtime_states: self.runtime_state,
             by: self.by.map(|by| match by {
                 ByArg::App => ClientBy::App,
                 ByArg::Cgroup => ClientBy::Cgroup,

@@ -73,6 +73,9 @@ pub struct TraceOptions {
     pub cgroups: Vec<PathBuf>,
     /// Host mode: where container names come from (`--runtime-socket`).
     pub runtime_sockets: RuntimeSockets,
+    /// `--runtime-state`: containerd's or CRI-O's state directories; none
+    /// for the defaults that exist.
+    pub runtime_states: Vec<PathBuf>,
     /// `--by`; `None`: by app in host mode, by address with interfaces.
     pub by: Option<ClientBy>,
     pub duration: Option<Duration>,
@@ -381,6 +384,7 @@ async fn attach(mut options: TraceOptions) -> Result<Session, TraceError> {
 
     let clock = Clock::now().map_err(TraceError::Clock)?;
     let runtime_sockets = options.runtime_sockets.clone();
+    let runtime_states = options.runtime_states.clone();
     let stats = TraceStats {
         interfaces: options.interfaces.clone(),
         interfaces_gone: Vec::new(),
@@ -432,7 +436,9 @@ async fn attach(mut options: TraceOptions) -> Result<Session, TraceError> {
                 RuntimeSockets::These(sockets) => Some(&sockets[..]),
                 RuntimeSockets::None => None,
             };
-            if let Some(api) = sockets.and_then(runtimes::RuntimeApi::start) {
+            if let Some(api) =
+                sockets.and_then(|sockets| runtimes::RuntimeApi::start(sockets, &runtime_states))
+            {
                 cgroups.name_containers_with(api);
             }
             // Without it, cgroups are named by walking when their records

@@ -120,6 +120,7 @@ mod tests {
             interfaces: interfaces.iter().map(ToString::to_string).collect(),
             cgroups: Vec::new(),
             runtime_sockets: crate::trace::RuntimeSockets::Default,
+            runtime_states: Vec::new(),
             by,
             duration: None,
             interval: None,

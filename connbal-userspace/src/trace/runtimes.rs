@@ -24,6 +24,15 @@ pub const DEFAULT_SOCKETS: [&str; 3] = [
     "/var/run/docker.sock",
     "/run/podman/podman.sock",
 ];
+/// Where containerd and CRI-O keep their running containers' OCI specs
+/// when no `--runtime-state` is given.
+pub const DEFAULT_STATES: [&str; 2] = ["/run/containerd", "/run/containers/storage"];
+/// containerd's bundles: `<state>/io.containerd.runtime.v2.task/<ns>/<id>/`.
+const CONTAINERD_TASKS: &str = "io.containerd.runtime.v2.task";
+/// CRI-O's: `<state>/overlay-containers/<id>/userdata/`.
+const CRIO_CONTAINERS: &str = "overlay-containers";
+/// containerd namespaces looked in, at most.
+const MAX_NAMESPACES: usize = 64;
 /// Containers waiting to be asked about; past it a container stays an id.
 const QUEUED_MAX: usize = 1024;
 /// Containers asked about over the trace, at most (each is asked once).
@@ -68,24 +77,33 @@ pub struct RuntimeApi {
 }
 
 impl RuntimeApi {
-    /// Starts asking `sockets` (the defaults that exist when none are
-    /// given) on the current tokio runtime. `None` outside one.
-    pub fn start(sockets: &[PathBuf]) -> Option<Self> {
+    /// Starts asking `sockets` and reading the specs under `states` (the
+    /// defaults that exist when none are given) on the current tokio
+    /// runtime. `None` outside one.
+    pub fn start(sockets: &[PathBuf], states: &[PathBuf]) -> Option<Self> {
         let handle = tokio::runtime::Handle::try_current().ok()?;
-        let given = !sockets.is_empty();
-        let sockets: Vec<Socket> = if given {
-            sockets.iter().map(|p| Socket::at(p)).collect()
-        } else {
+        let sockets: Vec<Socket> = if sockets.is_empty() {
             DEFAULT_SOCKETS
                 .iter()
                 .map(Path::new)
                 .filter(|p| p.exists())
                 .map(Socket::at)
                 .collect()
+        } else {
+            sockets.iter().map(|p| Socket::at(p)).collect()
+        };
+        let states: Vec<PathBuf> = if states.is_empty() {
+            DEFAULT_STATES
+                .iter()
+                .map(PathBuf::from)
+                .filter(|p| p.exists())
+                .collect()
+        } else {
+            states.to_vec()
         };
         let notes = Arc::new(Mutex::new(Vec::new()));
         let (queue, waiting) = mpsc::channel(QUEUED_MAX);
-        handle.spawn(ask_each(waiting, sockets, Arc::clone(&notes)));
+        handle.spawn(ask_each(waiting, (sockets, states), Arc::clone(&notes)));
         Some(Self {
             queue,
             asked: Mutex::new(HashSet::new()),
@@ -132,7 +150,7 @@ impl Socket {
 /// runtime made a cgroup).
 async fn ask_each(
     mut waiting: mpsc::Receiver<Container>,
-    sockets: Vec<Socket>,
+    (sockets, states): (Vec<Socket>, Vec<PathBuf>),
     notes: Arc<Mutex<Vec<String>>>,
 ) {
     let note = |line: String| {
@@ -143,10 +161,16 @@ async fn ask_each(
         }
     };
     while let Some(container) = waiting.recv().await {
+        // A pod's container: its spec, a file read, before any socket.
+        if let Some(names) = from_specs(&states, &container.id) {
+            let _ = container.names.set(names);
+            continue;
+        }
         if sockets.is_empty() {
             note(format!(
-                "containers are shown by id: no runtime API socket ({}; give one with --runtime-socket)",
-                DEFAULT_SOCKETS.join(", ")
+                "containers are shown by id: no runtime API socket ({}; give one with --runtime-socket) and no pod annotations in a runtime's state ({})",
+                DEFAULT_SOCKETS.join(", "),
+                DEFAULT_STATES.join(", ")
             ));
             continue;
         }
@@ -168,6 +192,86 @@ async fn ask_each(
             }
         }
     }
+}
+
+/// The names kubelet's annotations give a container in its OCI spec under
+/// one of `states`: containerd's CRI plugin writes
+/// `io.kubernetes.cri.sandbox-name`, `.sandbox-namespace` and
+/// `.container-name`; CRI-O writes `io.kubernetes.pod.name`,
+/// `.pod.namespace` and `.container.name`. `None` without them (a plain
+/// `ctr run`, or no spec): other sources may know it.
+///
+/// Plain file reads on the task: runtimes keep these under /run, a tmpfs,
+/// where a read of a few KiB never waits on a disk.
+fn from_specs(states: &[PathBuf], id: &str) -> Option<ContainerNames> {
+    for state in states {
+        let mut specs = vec![(
+            state
+                .join(CRIO_CONTAINERS)
+                .join(id)
+                .join("userdata/config.json"),
+            "cri-o",
+        )];
+        if let Ok(namespaces) = std::fs::read_dir(state.join(CONTAINERD_TASKS)) {
+            for namespace in namespaces.flatten().take(MAX_NAMESPACES) {
+                specs.push((namespace.path().join(id).join("config.json"), "containerd"));
+            }
+        }
+        for (spec, runtime) in specs {
+            let Ok(text) = std::fs::read(&spec) else {
+                continue;
+            };
+            if let Some(names) = names_of_spec(runtime, &text) {
+                return Some(names);
+            }
+        }
+    }
+    None
+}
+
+/// Pod names from an OCI spec's annotations.
+fn names_of_spec(runtime: &'static str, spec: &[u8]) -> Option<ContainerNames> {
+    #[derive(serde::Deserialize)]
+    struct Spec {
+        #[serde(default)]
+        annotations: std::collections::HashMap<String, String>,
+    }
+    if spec.len() > ANSWER_MAX {
+        return None;
+    }
+    let spec: Spec = serde_json::from_slice(spec).ok()?;
+    let annotation = |keys: &[&str]| {
+        keys.iter()
+            .find_map(|k| spec.annotations.get(*k).filter(|v| !v.is_empty()).cloned())
+    };
+    let pod_name = annotation(&["io.kubernetes.cri.sandbox-name", "io.kubernetes.pod.name"]);
+    let pod_namespace = annotation(&[
+        "io.kubernetes.cri.sandbox-namespace",
+        "io.kubernetes.pod.namespace",
+    ]);
+    let pod_container = annotation(&[
+        "io.kubernetes.cri.container-name",
+        "io.kubernetes.container.name",
+    ]);
+    let (Some(pod), Some(namespace)) = (&pod_name, &pod_namespace) else {
+        return None;
+    };
+    // A pod's sandbox (pause) container has no container name.
+    let name = pod_container.clone().unwrap_or_else(|| "pause".to_string());
+    Some(ContainerNames {
+        runtime,
+        shown: format!("{namespace}/{pod}/{name}"),
+        name,
+        image: annotation(&[
+            "io.kubernetes.cri.image-name",
+            "io.kubernetes.cri-o.ImageName",
+        ]),
+        compose_project: None,
+        compose_service: None,
+        pod_name,
+        pod_namespace,
+        pod_container,
+    })
 }
 
 /// `GET /containers/{id}/json` on `socket`: the container's names, `None`
@@ -278,6 +382,53 @@ mod tests {
         assert_eq!((names.shown.as_str(), names.runtime), ("db", "podman"));
     }
 
+    /// The specs containerd's CRI plugin and CRI-O write, where they keep
+    /// them; a spec without pod annotations names nothing.
+    #[test]
+    fn a_pods_container_is_named_from_its_oci_spec() {
+        let state = std::env::temp_dir().join(format!("connbal-specs-{}", std::process::id()));
+        let id = "cd".repeat(32);
+        let containerd = state.join(CONTAINERD_TASKS).join("k8s.io").join(&id);
+        std::fs::create_dir_all(&containerd).unwrap();
+        std::fs::write(
+            containerd.join("config.json"),
+            r#"{"ociVersion":"1.0.2","annotations":{"io.kubernetes.cri.sandbox-name":"web-5d9c",
+            "io.kubernetes.cri.sandbox-namespace":"prod","io.kubernetes.cri.container-name":"app",
+            "io.kubernetes.cri.image-name":"shop/web:1.2"}}"#,
+        )
+        .unwrap();
+        let names = from_specs(std::slice::from_ref(&state), &id).unwrap();
+        assert_eq!(names.shown, "prod/web-5d9c/app");
+        assert_eq!(
+            (names.runtime, names.image.as_deref()),
+            ("containerd", Some("shop/web:1.2"))
+        );
+
+        let crio_id = "ef".repeat(32);
+        let crio = state.join(CRIO_CONTAINERS).join(&crio_id).join("userdata");
+        std::fs::create_dir_all(&crio).unwrap();
+        std::fs::write(
+            crio.join("config.json"),
+            r#"{"annotations":{"io.kubernetes.pod.name":"db-0","io.kubernetes.pod.namespace":"data",
+            "io.kubernetes.container.name":"postgres"}}"#,
+        )
+        .unwrap();
+        let names = from_specs(std::slice::from_ref(&state), &crio_id).unwrap();
+        assert_eq!(
+            (names.shown.as_str(), names.runtime),
+            ("data/db-0/postgres", "cri-o")
+        );
+
+        std::fs::write(
+            containerd.join("config.json"),
+            r#"{"annotations":{"x":"y"}}"#,
+        )
+        .unwrap();
+        assert!(from_specs(std::slice::from_ref(&state), &id).is_none());
+        assert!(from_specs(std::slice::from_ref(&state), &"00".repeat(32)).is_none());
+        std::fs::remove_dir_all(&state).unwrap();
+    }
+
     /// A socket nobody listens on, and one that is not there: ids stay,
     /// one note each, and the task goes on to the next container.
     #[tokio::test]
@@ -287,7 +438,11 @@ mod tests {
         let silent = dir.join("silent.sock");
         let _ = std::fs::remove_file(&silent);
         let listener = std::os::unix::net::UnixListener::bind(&silent).unwrap();
-        let api = RuntimeApi::start(&[dir.join("absent.sock"), silent.clone()]).unwrap();
+        let api = RuntimeApi::start(
+            &[dir.join("absent.sock"), silent.clone()],
+            std::slice::from_ref(&dir),
+        )
+        .unwrap();
         let container = Container::new("docker", &"ab".repeat(32));
         api.ask(&container);
         api.ask(&container);
