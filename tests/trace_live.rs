@@ -691,6 +691,9 @@ fn events_and_metrics_follow_a_live_trace() {
     };
     let metrics = curl("/metrics");
     let missing = curl("/nothing-here");
+    // A DaemonSet's probes.
+    assert_eq!(curl("/healthz"), "ok\n\n200 text/plain; charset=utf-8");
+    assert_eq!(curl("/readyz"), "ready\n\n200 text/plain; charset=utf-8");
     let finished = trace.stop("-INT");
     assert!(finished.status.success(), "{}", finished.stderr);
 
@@ -752,6 +755,13 @@ fn events_and_metrics_follow_a_live_trace() {
     ), "{metrics}");
     assert!(metrics.contains("connbal_input_events_total{counter=\"kernel_records_lost\"} 0\n"));
     assert!(metrics.contains("connbal_metrics_folded_series 0\n"));
+    assert!(
+        metrics.contains(&format!(
+            "connbal_build_info{{version=\"{}\"}} 1\n",
+            env!("CARGO_PKG_VERSION")
+        )),
+        "{metrics}"
+    );
     assert!(
         missing.ends_with("404 text/plain; charset=utf-8"),
         "{missing}"

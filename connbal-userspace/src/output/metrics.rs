@@ -174,7 +174,17 @@ pub fn model(report: &Report, input: &dyn Tally, max_series: usize) -> Vec<Famil
         "Records read, and the kernel program's counters (packets seen, records lost), by counter",
         input,
     );
-    let always = aggregator_events.samples.len() + input_events.samples.len() + 2;
+    let mut build_info = Family::new(
+        Kind::Gauge,
+        "build_info",
+        "1, labelled with the version of connbal that writes these series",
+    );
+    build_info.add(
+        vec![("version", env!("CARGO_PKG_VERSION").to_string())],
+        Value::Gauge(1),
+    );
+    // The counters, the two fold series and build_info.
+    let always = aggregator_events.samples.len() + input_events.samples.len() + 3;
     let mut budget = max_series.saturating_sub(always);
     // Services the report left out could not have fitted (see
     // `services_that_fit`), nor could any row once a service did not.
@@ -306,6 +316,7 @@ pub fn model(report: &Report, input: &dyn Tally, max_series: usize) -> Vec<Famil
         folded_total,
         aggregator_events,
         input_events,
+        build_info,
     ]
 }
 

@@ -55,7 +55,8 @@ pub async fn bind(addr: SocketAddr) -> Result<TcpListener, MetricsError> {
         .map_err(|source| MetricsError::Bind { addr, source })
 }
 
-/// Serves `GET /metrics` (and `/`) on `listener` until the process ends.
+/// Serves `GET /metrics` (and `/`), `/healthz` and `/readyz` on
+/// `listener` until the process ends.
 pub async fn serve(listener: TcpListener, scrapes: mpsc::Sender<Due>, max_series: usize) {
     let endpoint = Arc::new(Endpoint {
         scrapes,
@@ -103,8 +104,17 @@ async fn respond(
     if request.method() != Method::GET {
         return plain(StatusCode::METHOD_NOT_ALLOWED, "GET only\n");
     }
-    if !matches!(request.uri().path(), "/metrics" | "/") {
-        return plain(StatusCode::NOT_FOUND, "see /metrics\n");
+    match request.uri().path() {
+        "/metrics" | "/" => {}
+        // Liveness: the endpoint answers.
+        "/healthz" => return plain(StatusCode::OK, "ok\n"),
+        // Readiness: the programs are attached (the endpoint starts after
+        // that) and the trace loop still takes requests.
+        "/readyz" if endpoint.scrapes.is_closed() => {
+            return plain(StatusCode::SERVICE_UNAVAILABLE, "connbal is stopping\n")
+        }
+        "/readyz" => return plain(StatusCode::OK, "ready\n"),
+        _ => return plain(StatusCode::NOT_FOUND, "see /metrics, /healthz, /readyz\n"),
     }
     match exposition(endpoint).await {
         Some(text) => Response::builder()
