@@ -373,6 +373,38 @@ impl Runtime {
         runtime
     }
 
+    /// The test image, the `webnet` network, and three backends sharing
+    /// the alias `web` (the runtime's DNS round robin).
+    fn start_backends(&self) {
+        self.ok(&["import", rootfs(), IMAGE]);
+        self.ok(&["network", "create", "webnet"]);
+        for i in 1..=3 {
+            self.ok(&[
+                "run",
+                "-d",
+                "--network",
+                "webnet",
+                "--network-alias",
+                "web",
+                "--name",
+                &format!("backend{i}"),
+                IMAGE,
+                "python3",
+                "-c",
+                BACKEND,
+            ]);
+        }
+    }
+
+    /// connbal on the runtime's cgroups, JSON, asking its API for names.
+    fn trace(&self) -> Trace {
+        let mut command = connbal();
+        command.args(["trace", "--cgroup", &self.cgroups.relative_root()]);
+        command.args(["--format", "json", "--runtime-socket"]);
+        command.arg(&self.api);
+        Trace::spawn(command)
+    }
+
     fn cmd(&self, args: &[&str]) -> std::process::Output {
         let (program, global) = self.cli.split_first().unwrap();
         let mut command = Command::new(program);
@@ -485,6 +517,14 @@ impl Drop for Helpers {
     }
 }
 
+/// SIGINT, then the JSON report, which must come with a clean exit.
+fn report_of(trace: Trace) -> serde_json::Value {
+    let finished = trace.stop("-INT");
+    assert!(finished.status.success(), "{}", finished.stderr);
+    serde_json::from_str(&finished.stdout)
+        .unwrap_or_else(|e| panic!("JSON report: {e}\n{}", finished.stdout))
+}
+
 fn run(command: &mut Command) {
     let out = command.output().expect("run");
     assert!(
@@ -514,32 +554,11 @@ fn rootfs() -> &'static str {
 /// The scenario on `runtime`: backends, the trace, both clients; the JSON
 /// report and what each client chose.
 fn scenario(runtime: &Runtime) -> (serde_json::Value, Vec<String>, Vec<String>) {
-    runtime.ok(&["import", rootfs(), IMAGE]);
-    runtime.ok(&["network", "create", "webnet"]);
-    for i in 1..=3 {
-        runtime.ok(&[
-            "run",
-            "-d",
-            "--network",
-            "webnet",
-            "--network-alias",
-            "web",
-            "--name",
-            &format!("backend{i}"),
-            IMAGE,
-            "python3",
-            "-c",
-            BACKEND,
-        ]);
-    }
+    runtime.start_backends();
     std::fs::write(runtime.dir.join("app/client.py"), CLIENT).unwrap();
     let volume = format!("{}:/app:ro", runtime.dir.join("app").display());
 
-    let root = runtime.cgroups.relative_root();
-    let mut command = connbal();
-    command.args(["trace", "--cgroup", &root, "--format", "json"]);
-    command.arg("--runtime-socket").arg(&runtime.api);
-    let trace = Trace::spawn(command);
+    let trace = runtime.trace();
     // Short-lived (`--rm`), named, and labelled as compose labels them.
     let client = |mode: &str, n: &str| -> Vec<String> {
         runtime
@@ -570,10 +589,7 @@ fn scenario(runtime: &Runtime) -> (serde_json::Value, Vec<String>, Vec<String>) 
     let each = client("each", "12");
     let once = client("once", "8");
     std::thread::sleep(Duration::from_millis(300));
-    let finished = trace.stop("-INT");
-    assert!(finished.status.success(), "{}", finished.stderr);
-    let json: serde_json::Value = serde_json::from_str(&finished.stdout)
-        .unwrap_or_else(|e| panic!("JSON report: {e}\n{}", finished.stdout));
+    let json = report_of(trace);
     (json, each, once)
 }
 
@@ -695,33 +711,12 @@ fn a_client_fails_over_from_a_stopped_docker_container() {
         return;
     };
     let docker = Runtime::docker();
-    docker.ok(&["import", rootfs(), IMAGE]);
-    docker.ok(&["network", "create", "webnet"]);
-    for i in 1..=3 {
-        docker.ok(&[
-            "run",
-            "-d",
-            "--network",
-            "webnet",
-            "--network-alias",
-            "web",
-            "--name",
-            &format!("backend{i}"),
-            IMAGE,
-            "python3",
-            "-c",
-            BACKEND,
-        ]);
-    }
+    docker.start_backends();
     std::fs::write(docker.dir.join("app/client.py"), FAILOVER_CLIENT).unwrap();
     let volume = format!("{}:/app", docker.dir.join("app").display());
     let gate = docker.dir.join("app/gate");
 
-    let root = docker.cgroups.relative_root();
-    let mut command = connbal();
-    command.args(["trace", "--cgroup", &root, "--format", "json"]);
-    command.arg("--runtime-socket").arg(&docker.api);
-    let trace = Trace::spawn(command);
+    let trace = docker.trace();
     let start = |mode: &str, n: &str| {
         docker
             .ok(&[
@@ -783,10 +778,7 @@ fn a_client_fails_over_from_a_stopped_docker_container() {
         assert_eq!(docker.ok(&["wait", id]).trim(), "0");
     }
     std::thread::sleep(Duration::from_millis(300));
-    let finished = trace.stop("-INT");
-    assert!(finished.status.success(), "{}", finished.stderr);
-    let json: serde_json::Value = serde_json::from_str(&finished.stdout)
-        .unwrap_or_else(|e| panic!("JSON report: {e}\n{}", finished.stdout));
+    let json = report_of(trace);
 
     let service = |container: &str| {
         json["services"]
@@ -823,15 +815,6 @@ fn a_client_fails_over_from_a_stopped_docker_container() {
         }
         by
     };
-    let verdict = |s: &serde_json::Value, check: &str| {
-        s["verdicts"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|v| v["check"] == check)
-            .unwrap_or_else(|| panic!("no {check} verdict: {s}"))
-            .clone()
-    };
 
     let each_log = logs(&each);
     let s = service("failover-each");
@@ -841,7 +824,7 @@ fn a_client_fails_over_from_a_stopped_docker_container() {
         !each_log.iter().any(|l| l.starts_with("failed")),
         "the resolving client never met the stopped backend: {each_log:?}"
     );
-    assert_eq!(verdict(&s, "failing_backends")["ok"], true, "{s}");
+    assert_eq!(verdict_of(&s, "failing_backends")["ok"], true, "{s}");
     // After the stop, its answers left the stopped backend out.
     assert!(!each_log[7..].contains(&pinned), "{each_log:?}");
 
@@ -851,7 +834,7 @@ fn a_client_fails_over_from_a_stopped_docker_container() {
     let logged = outcomes_logged(&once_log);
     assert_eq!(logged[&pinned], (4, 4), "{once_log:?}");
     assert_eq!(outcomes_reported(&s), logged, "{s}");
-    let failing = verdict(&s, "failing_backends");
+    let failing = verdict_of(&s, "failing_backends");
     assert_eq!(failing["ok"], false, "{s}");
     assert!(
         failing["text"].as_str().unwrap().contains(&pinned),
@@ -870,31 +853,10 @@ fn dns_over_tcp_through_dockers_dnat_is_counted() {
         return;
     };
     let docker = Runtime::docker();
-    docker.ok(&["import", rootfs(), IMAGE]);
-    docker.ok(&["network", "create", "webnet"]);
-    for i in 1..=3 {
-        docker.ok(&[
-            "run",
-            "-d",
-            "--network",
-            "webnet",
-            "--network-alias",
-            "web",
-            "--name",
-            &format!("backend{i}"),
-            IMAGE,
-            "python3",
-            "-c",
-            BACKEND,
-        ]);
-    }
+    docker.start_backends();
     std::fs::write(docker.dir.join("app/tcp_client.py"), TCP_CLIENT).unwrap();
     let volume = format!("{}:/app:ro", docker.dir.join("app").display());
-    let root = docker.cgroups.relative_root();
-    let mut command = connbal();
-    command.args(["trace", "--cgroup", &root, "--format", "json"]);
-    command.arg("--runtime-socket").arg(&docker.api);
-    let trace = Trace::spawn(command);
+    let trace = docker.trace();
     let chosen: Vec<String> = docker
         .ok(&[
             "run",
@@ -914,10 +876,7 @@ fn dns_over_tcp_through_dockers_dnat_is_counted() {
         .map(str::to_string)
         .collect();
     std::thread::sleep(Duration::from_millis(300));
-    let finished = trace.stop("-INT");
-    assert!(finished.status.success(), "{}", finished.stderr);
-    let json: serde_json::Value = serde_json::from_str(&finished.stdout)
-        .unwrap_or_else(|e| panic!("JSON report: {e}\n{}", finished.stdout));
+    let json = report_of(trace);
     let s = json["services"]
         .as_array()
         .unwrap()
@@ -1027,10 +986,7 @@ fn a_pods_container_on_containerd_is_named_from_kubelets_annotations() {
         .map(str::to_string)
         .collect();
     std::thread::sleep(Duration::from_millis(300));
-    let finished = trace.stop("-INT");
-    assert!(finished.status.success(), "{}", finished.stderr);
-    let json: serde_json::Value = serde_json::from_str(&finished.stdout)
-        .unwrap_or_else(|e| panic!("JSON report: {e}\n{}", finished.stdout));
+    let json = report_of(trace);
     let s = json["services"]
         .as_array()
         .unwrap()

@@ -409,15 +409,7 @@ pub fn check_failover_report(json: &serde_json::Value, exact: bool) {
     assert_eq!(s["answer_sets"], 2);
     assert_eq!(s["lookups"], 2);
     assert_eq!(s["connections_after_expiry"], 0);
-    let verdict = |check: &str| {
-        s["verdicts"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|v| v["check"] == check)
-            .unwrap_or_else(|| panic!("no {check} verdict: {s}"))
-            .clone()
-    };
+    let verdict = |check: &str| verdict_of(s, check);
     let expect = |check: &str, finding: &str, ok: bool| {
         let v = verdict(check);
         assert_eq!(
@@ -450,4 +442,15 @@ pub fn check_failover_report(json: &serde_json::Value, exact: bool) {
             "connections to addresses DNS no longer offers: 203.0.113.61: 1 connection up to 2.1 s after the last answer holding it expired"
         );
     }
+}
+
+/// A JSON service's verdict of `check`.
+pub fn verdict_of(service: &serde_json::Value, check: &str) -> serde_json::Value {
+    service["verdicts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["check"] == check)
+        .unwrap_or_else(|| panic!("no {check} verdict: {service}"))
+        .clone()
 }
