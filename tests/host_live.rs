@@ -379,16 +379,6 @@ fn services(json: &serde_json::Value) -> BTreeMap<String, serde_json::Value> {
         .collect()
 }
 
-/// The service's verdict of `check`, which it must have.
-fn verdict<'a>(service: &'a serde_json::Value, check: &str) -> &'a serde_json::Value {
-    service["verdicts"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|v| v["check"] == check)
-        .unwrap_or_else(|| panic!("no {check} verdict: {service}"))
-}
-
 /// Connections per backend address for one client, from the JSON rows.
 fn row_counts(json: &serde_json::Value, client: &str) -> BTreeMap<String, u64> {
     let mut counts = BTreeMap::new();

@@ -517,6 +517,19 @@ impl Drop for Helpers {
     }
 }
 
+/// The report's one service `wanted` picks, which it must have.
+fn service_where(
+    json: &serde_json::Value,
+    wanted: impl Fn(&serde_json::Value) -> bool,
+) -> &serde_json::Value {
+    json["services"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| wanted(s))
+        .unwrap_or_else(|| panic!("no such service: {json}"))
+}
+
 /// SIGINT, then the JSON report, which must come with a clean exit.
 fn report_of(trace: Trace) -> serde_json::Value {
     let finished = trace.stop("-INT");
@@ -781,13 +794,9 @@ fn a_client_fails_over_from_a_stopped_docker_container() {
     let json = report_of(trace);
 
     let service = |container: &str| {
-        json["services"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|s| s["name"] == "web." && s["client_info"]["container_name"] == container)
-            .unwrap_or_else(|| panic!("no service of {container}: {json}"))
-            .clone()
+        service_where(&json, |s| {
+            s["name"] == "web." && s["client_info"]["container_name"] == container
+        })
     };
     // Per backend: (answered, failed) from a client's log.
     let outcomes_logged = |lines: &[String]| {
@@ -819,12 +828,12 @@ fn a_client_fails_over_from_a_stopped_docker_container() {
     let each_log = logs(&each);
     let s = service("failover-each");
     assert_eq!(s["lookups"], 12, "{s}");
-    assert_eq!(outcomes_reported(&s), outcomes_logged(&each_log), "{s}");
+    assert_eq!(outcomes_reported(s), outcomes_logged(&each_log), "{s}");
     assert!(
         !each_log.iter().any(|l| l.starts_with("failed")),
         "the resolving client never met the stopped backend: {each_log:?}"
     );
-    assert_eq!(verdict_of(&s, "failing_backends")["ok"], true, "{s}");
+    assert_eq!(verdict(s, "failing_backends")["ok"], true, "{s}");
     // After the stop, its answers left the stopped backend out.
     assert!(!each_log[7..].contains(&pinned), "{each_log:?}");
 
@@ -833,8 +842,8 @@ fn a_client_fails_over_from_a_stopped_docker_container() {
     assert_eq!(s["lookups"], 1, "{s}");
     let logged = outcomes_logged(&once_log);
     assert_eq!(logged[&pinned], (4, 4), "{once_log:?}");
-    assert_eq!(outcomes_reported(&s), logged, "{s}");
-    let failing = verdict_of(&s, "failing_backends");
+    assert_eq!(outcomes_reported(s), logged, "{s}");
+    let failing = verdict(s, "failing_backends");
     assert_eq!(failing["ok"], false, "{s}");
     assert!(
         failing["text"].as_str().unwrap().contains(&pinned),
@@ -877,12 +886,9 @@ fn dns_over_tcp_through_dockers_dnat_is_counted() {
         .collect();
     std::thread::sleep(Duration::from_millis(300));
     let json = report_of(trace);
-    let s = json["services"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["client_info"]["container_name"] == "tcp-client")
-        .unwrap_or_else(|| panic!("the TCP client is not in the report: {json}"));
+    let s = service_where(&json, |s| {
+        s["client_info"]["container_name"] == "tcp-client"
+    });
     assert_eq!(s["name"], "web.", "{s}");
     assert_eq!(s["lookups"], 9, "{s}");
     assert_eq!(s["connections"], 9, "{s}");
@@ -987,12 +993,7 @@ fn a_pods_container_on_containerd_is_named_from_kubelets_annotations() {
         .collect();
     std::thread::sleep(Duration::from_millis(300));
     let json = report_of(trace);
-    let s = json["services"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["name"] == "web.test.")
-        .unwrap_or_else(|| panic!("no web.test. service: {json}"));
+    let s = service_where(&json, |s| s["name"] == "web.test.");
     let info = &s["client_info"];
     assert_eq!(
         s["client"], "python3 in containerd prod/web-5d9c/app",

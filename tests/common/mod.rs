@@ -409,9 +409,8 @@ pub fn check_failover_report(json: &serde_json::Value, exact: bool) {
     assert_eq!(s["answer_sets"], 2);
     assert_eq!(s["lookups"], 2);
     assert_eq!(s["connections_after_expiry"], 0);
-    let verdict = |check: &str| verdict_of(s, check);
     let expect = |check: &str, finding: &str, ok: bool| {
-        let v = verdict(check);
+        let v = verdict(s, check);
         assert_eq!(
             (v["finding"].as_str(), v["ok"].as_bool()),
             (Some(finding), Some(ok)),
@@ -444,13 +443,12 @@ pub fn check_failover_report(json: &serde_json::Value, exact: bool) {
     }
 }
 
-/// A JSON service's verdict of `check`.
-pub fn verdict_of(service: &serde_json::Value, check: &str) -> serde_json::Value {
+/// The service's verdict of `check`, which it must have.
+pub fn verdict<'a>(service: &'a serde_json::Value, check: &str) -> &'a serde_json::Value {
     service["verdicts"]
         .as_array()
         .unwrap()
         .iter()
         .find(|v| v["check"] == check)
         .unwrap_or_else(|| panic!("no {check} verdict: {service}"))
-        .clone()
 }
