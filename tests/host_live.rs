@@ -340,17 +340,18 @@ fn stop_json(trace: Trace) -> (serde_json::Value, String) {
     (json, stderr)
 }
 
-/// The report's one service `matching`, which it must have.
-fn service_where(
-    json: &serde_json::Value,
-    matching: impl Fn(&serde_json::Value) -> bool,
-) -> &serde_json::Value {
-    json["services"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| matching(s))
-        .unwrap_or_else(|| panic!("no such service: {json}"))
+/// The report's clients are exactly `clients`: the app one client named
+/// by its process, beside the stub resolver.
+fn assert_clients(
+    services: &std::collections::BTreeMap<String, serde_json::Value>,
+    clients: &[&String],
+    stderr: &str,
+) {
+    assert_eq!(
+        services.keys().collect::<std::collections::BTreeSet<_>>(),
+        clients.iter().copied().collect(),
+        "one client per app, named by its process: {stderr}"
+    );
 }
 
 /// SIGINT, then the report (stdout) and stderr once it exits.
@@ -961,11 +962,7 @@ fn a_jvm_is_one_client_whatever_its_threads_are_called() {
     let services = services(&json);
     let jvm = format!("java in {root}/jvm");
     let stub = format!("dnsmasq in {root}/stub");
-    assert_eq!(
-        services.keys().collect::<std::collections::BTreeSet<_>>(),
-        [&stub, &jvm].into_iter().collect(),
-        "one client for the JVM, named by its process: {stderr}"
-    );
+    assert_clients(&services, &[&stub, &jvm], &stderr);
     let s = &services[&jvm];
     assert_eq!(s["connections"], plan.len() as u64, "{s}");
     assert_eq!(row_counts(&json, &jvm), counts(&chosen));
@@ -1487,11 +1484,7 @@ fn a_python_app_whose_threads_rename_themselves_is_one_client() {
     let services = services(&json);
     let app = format!("python3 in {root}/threads");
     let stub = format!("dnsmasq in {root}/stub");
-    assert_eq!(
-        services.keys().collect::<std::collections::BTreeSet<_>>(),
-        [&stub, &app].into_iter().collect(),
-        "one client, named by its process: {stderr}"
-    );
+    assert_clients(&services, &[&stub, &app], &stderr);
     let s = &services[&app];
     assert_eq!(s["connections"], plan.len() as u64, "{s}");
     assert_eq!(s["lookups"], plan.len() as u64, "{s}");

@@ -517,19 +517,6 @@ impl Drop for Helpers {
     }
 }
 
-/// The report's one service `wanted` picks, which it must have.
-fn service_where(
-    json: &serde_json::Value,
-    wanted: impl Fn(&serde_json::Value) -> bool,
-) -> &serde_json::Value {
-    json["services"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| wanted(s))
-        .unwrap_or_else(|| panic!("no such service: {json}"))
-}
-
 /// SIGINT, then the JSON report, which must come with a clean exit.
 fn report_of(trace: Trace) -> serde_json::Value {
     let finished = trace.stop("-INT");

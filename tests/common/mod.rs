@@ -452,3 +452,16 @@ pub fn verdict<'a>(service: &'a serde_json::Value, check: &str) -> &'a serde_jso
         .find(|v| v["check"] == check)
         .unwrap_or_else(|| panic!("no {check} verdict: {service}"))
 }
+
+/// The report's one service `matching`, which it must have.
+pub fn service_where(
+    json: &serde_json::Value,
+    matching: impl Fn(&serde_json::Value) -> bool,
+) -> &serde_json::Value {
+    json["services"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| matching(s))
+        .unwrap_or_else(|| panic!("no such service: {json}"))
+}
