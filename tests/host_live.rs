@@ -1114,10 +1114,10 @@ fn a_pool_opened_before_the_trace_counts_once_its_app_resolves_again() {
         .expect("start the pool app");
     let mut lines = std::io::BufReader::new(app.stdout.take().unwrap()).lines();
     assert_eq!(lines.next().unwrap().unwrap(), "open");
-    // By cgroup: sockets connected before the trace have no process the
-    // kernel saw (the connect hook ran before it was attached), so by app
-    // their flows would be a client with no command (issue 23).
-    let trace = host_trace(&root, &["-a", "--by", "cgroup", "--format", "json"]);
+    // By app: sockets connected before the trace passed no hook; the walk
+    // at start names their process, so the flows belong to the app that
+    // resolves, not to a client with no command.
+    let trace = host_trace(&root, &["-a", "--format", "json"]);
     // Its busy lines now meet the kernel's flow table: six flows, seen
     // midstream, to backends no answer has named yet.
     std::thread::sleep(Duration::from_millis(700));
@@ -1125,15 +1125,62 @@ fn a_pool_opened_before_the_trace_counts_once_its_app_resolves_again() {
     assert_eq!(lines.next().unwrap().unwrap(), "done");
     assert!(app.wait().unwrap().success());
     let (json, _) = stop_json(trace);
-    let cgroup = format!("{root}/pool");
+    let client = format!("python3 in {root}/pool");
     let s = service_where(&json, |s| {
-        s["client_info"]["cgroup"] == cgroup.as_str() && s["name"] == "pool.connbal.test."
+        s["client"] == client.as_str() && s["name"] == "pool.connbal.test."
     });
     assert_eq!(s["lookups"], 1, "{s}");
     assert_eq!(s["connections"], 6, "{s}\n{}", json["counters"]);
     assert_eq!(verdict(s, "unused_backends")["finding"], "all_used", "{s}");
     // Found open, they were made before: never late.
     assert_eq!(s["connections_after_expiry"], 0, "{s}");
+}
+
+#[test]
+fn a_daemon_resolving_over_a_socket_opened_before_the_trace_is_one_client() {
+    use std::io::BufRead as _;
+    let Some(_guard) = live() else { return };
+    let mut host = HostLab::new("daemon");
+    let root = host.cgroups.relative_root();
+    let script = host.lab.dir.join("daemon.py");
+    std::fs::write(&script, RESOLVER_SOCKET_DAEMON).unwrap();
+    let gate = host.lab.dir.join("gate");
+    let dir = host.cgroups.child("daemon").unwrap();
+    let plan = PLAN_A;
+    let mut daemon = TestCgroup::command_in(&dir, "ip")
+        .args(["netns", "exec", &host.lab.client_ns, "python3"])
+        .arg(&script)
+        .args(["127.0.0.53", NAME, &plan_text(plan)])
+        .arg(&gate)
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("start the daemon");
+    let mut lines = std::io::BufReader::new(daemon.stdout.take().unwrap()).lines();
+    assert_eq!(lines.next().unwrap().unwrap(), "open");
+    let trace = host_trace(&root, &["--format", "json"]);
+    std::fs::write(&gate, "").unwrap();
+    let chosen: Vec<String> = lines
+        .by_ref()
+        .map(Result::unwrap)
+        .take_while(|line| line != "done")
+        .collect();
+    assert!(daemon.wait().unwrap().success());
+    let (json, stderr) = stop_json(trace);
+    let services = services(&json);
+    let app = format!("python3 in {root}/daemon");
+    let stub = format!("dnsmasq in {root}/stub");
+    // Without the walk at start, its lookups are a client with no process
+    // (its bare cgroup) and its connections follow no lookup of its own.
+    assert_clients(&services, &[&stub, &app], &stderr);
+    let s = &services[&app];
+    assert_eq!(s["lookups"], plan.len() as u64, "{s}");
+    assert_eq!(s["connections"], plan.len() as u64, "{s}");
+    assert_eq!(row_counts(&json, &app), counts(&chosen));
+    assert!(
+        json["input"]["open_sockets_owned"].as_u64() >= Some(1),
+        "{}",
+        json["input"]
+    );
 }
 
 /// A pool that resolved once and never asks again keeps connecting to an

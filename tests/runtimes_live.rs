@@ -883,6 +883,63 @@ fn dns_over_tcp_through_dockers_dnat_is_counted() {
     assert_eq!(counts(&chosen).values().collect::<Vec<_>>(), [&3, &3, &3]);
 }
 
+/// A daemon container started before the trace, resolving over one UDP
+/// socket it connected to Docker's embedded DNS at start (as nginx,
+/// HAProxy and c-ares do): its queries leave through Docker's DNAT to a
+/// high port, from a socket no hook saw connect. The walk at start gives
+/// the socket its owner, and the DNAT'd query is still the one the app
+/// sent to 127.0.0.11:53.
+#[test]
+fn a_daemon_container_resolving_over_a_socket_from_before_the_trace_is_counted() {
+    let Some(_guard) = live_tests(&ONE_AT_A_TIME, DOCKER_TOOLS) else {
+        return;
+    };
+    let docker = Runtime::docker();
+    docker.start_backends();
+    std::fs::write(docker.dir.join("app/daemon.py"), RESOLVER_SOCKET_DAEMON).unwrap();
+    std::fs::create_dir_all(docker.dir.join("gate")).unwrap();
+    let app = format!("{}:/app:ro", docker.dir.join("app").display());
+    let gate = format!("{}:/gate", docker.dir.join("gate").display());
+    let plan = [0, 1, 2, 0, 1, 2, 0, 1, 2];
+    docker.ok(&[
+        "run",
+        "-d",
+        "--network",
+        "webnet",
+        "-v",
+        &app,
+        "-v",
+        &gate,
+        "--name",
+        "daemon",
+        IMAGE,
+        "python3",
+        "/app/daemon.py",
+        "127.0.0.11",
+        "web",
+        &plan_text(&plan),
+        "/gate/go",
+    ]);
+    let logs = || docker.ok(&["logs", "daemon"]);
+    wait_until(Duration::from_secs(30), || logs().contains("open"), logs);
+    let trace = docker.trace();
+    std::fs::write(docker.dir.join("gate/go"), "").unwrap();
+    wait_until(Duration::from_mins(1), || logs().contains("done"), logs);
+    let chosen: Vec<String> = logs()
+        .lines()
+        .filter(|line| !matches!(*line, "open" | "done"))
+        .map(str::to_string)
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+    let json = report_of(trace);
+    let s = service_where(&json, |s| s["client_info"]["container_name"] == "daemon");
+    assert_eq!(s["name"], "web.", "{s}");
+    assert_eq!(s["lookups"], plan.len() as u64, "{s}");
+    assert_eq!(s["connections"], plan.len() as u64, "{s}");
+    assert_eq!(rows_of(&json, s), counts(&chosen), "{s}");
+    assert_eq!(counts(&chosen).values().collect::<Vec<_>>(), [&3, &3, &3]);
+}
+
 /// A pod's container on containerd, started as kubelet starts them (in
 /// containerd's `k8s.io` namespace, kubelet's pod annotations in its OCI
 /// spec, a 64-hex id, `--rm`): named `namespace/pod/container` from its

@@ -57,6 +57,8 @@ use connbal_common::{
 };
 use core::mem::size_of;
 
+mod open_sockets;
+
 /// Set by the loader before load (read-only data, so the verifier prunes
 /// the branches that depend on it).
 #[no_mangle]
@@ -104,6 +106,9 @@ static FLOWS: LruHashMap<FlowKey, FlowState> = LruHashMap::with_max_entries(1 <<
 #[map]
 static SOCKETS: LruHashMap<u64, SocketOwner> = LruHashMap::with_max_entries(1 << 16, 0);
 
+/// Host mode: sockets found open at start (`open_sockets`), at most.
+const SOCKETS_AT_START_MAX: u32 = 1 << 14;
+
 /// Host mode: sockets seen answering DNS, by cookie, so that each is
 /// reported once (`KIND_SERVER`) rather than with every response. LRU, so
 /// a server socket forgotten is reported again, which costs one record.
@@ -122,7 +127,7 @@ const MAX_IPV6_EXTENSIONS: usize = 4;
 #[classifier]
 pub fn connbal_tc(ctx: TcContext) -> i32 {
     bump(counter::PACKETS_SEEN);
-    let _ = inspect(&Packet::new(ctx.skb.skb), Hook::Tc);
+    let _ = inspect(&Packet::new(ctx.skb.skb, Hook::Tc));
     TC_ACT_UNSPEC
 }
 
@@ -130,7 +135,7 @@ pub fn connbal_tc(ctx: TcContext) -> i32 {
 #[cgroup_skb(egress)]
 pub fn connbal_cgroup_egress(ctx: SkBuffContext) -> i32 {
     bump(counter::PACKETS_SEEN);
-    let _ = inspect(&Packet::new(ctx.skb.skb), Hook::SocketEgress);
+    let _ = inspect(&Packet::new(ctx.skb.skb, Hook::SocketEgress));
     CGROUP_ALLOW
 }
 
@@ -138,7 +143,7 @@ pub fn connbal_cgroup_egress(ctx: SkBuffContext) -> i32 {
 #[cgroup_skb(ingress)]
 pub fn connbal_cgroup_ingress(ctx: SkBuffContext) -> i32 {
     bump(counter::PACKETS_SEEN);
-    let _ = inspect(&Packet::new(ctx.skb.skb), Hook::SocketIngress);
+    let _ = inspect(&Packet::new(ctx.skb.skb, Hook::SocketIngress));
     CGROUP_ALLOW
 }
 
@@ -257,11 +262,20 @@ fn remember_owner(ctx: &SockAddrContext, connect: bool, v6: bool) {
 /// process's context, it is right even for a process gone before its
 /// records are read.
 #[inline(always)]
+fn process_comm() -> [u8; 16] {
+    // SAFETY: bpf_get_current_task has no preconditions.
+    let task = unsafe { bpf_get_current_task() } as *const u8;
+    leader_comm(task).unwrap_or_else(|| bpf_get_current_comm().unwrap_or_default())
+}
+
+/// `task`'s thread-group leader's `comm`; `None` when the offsets are
+/// unknown or a read fails.
+#[inline(always)]
 #[expect(
     clippy::cast_ptr_alignment,
     reason = "bpf_probe_read_kernel copies through the helper; the pointer is never dereferenced"
 )]
-fn process_comm() -> [u8; 16] {
+fn leader_comm(task: *const u8) -> Option<[u8; 16]> {
     // SAFETY: plain reads of statics the loader may have rewritten.
     let (leader_at, comm_at) = unsafe {
         (
@@ -269,21 +283,18 @@ fn process_comm() -> [u8; 16] {
             core::ptr::read_volatile(core::ptr::addr_of!(COMM_OFFSET)),
         )
     };
-    if leader_at != 0 && comm_at != 0 {
-        // SAFETY: bpf_get_current_task has no preconditions; the reads go
-        // through bpf_probe_read_kernel, which fails cleanly on a bad
-        // address, at offsets the running kernel's BTF gave.
-        let comm = unsafe {
-            let task = bpf_get_current_task() as *const u8;
-            bpf_probe_read_kernel(task.add(leader_at as usize).cast::<*const u8>()).and_then(
-                |leader| bpf_probe_read_kernel(leader.add(comm_at as usize).cast::<[u8; 16]>()),
-            )
-        };
-        if let Ok(comm) = comm {
-            return comm;
-        }
+    if leader_at == 0 || comm_at == 0 {
+        return None;
     }
-    bpf_get_current_comm().unwrap_or_default()
+    // SAFETY: the reads go through bpf_probe_read_kernel, which fails
+    // cleanly on a bad address, at offsets the running kernel's BTF gave.
+    unsafe {
+        bpf_probe_read_kernel(task.add(leader_at as usize).cast::<*const u8>())
+            .and_then(|leader| {
+                bpf_probe_read_kernel(leader.add(comm_at as usize).cast::<[u8; 16]>())
+            })
+            .ok()
+    }
 }
 
 /// Does nothing: the floor that `cargo xtask bench-live` measures the real
@@ -361,12 +372,13 @@ fn bump(slot: u32) {
 /// cgroup_skb both hand over an `__sk_buff`.
 struct Packet {
     skb: *mut __sk_buff,
+    hook: Hook,
 }
 
 impl Packet {
     #[inline(always)]
-    fn new(skb: *mut __sk_buff) -> Self {
-        Self { skb }
+    fn new(skb: *mut __sk_buff, hook: Hook) -> Self {
+        Self { skb, hook }
     }
 
     #[inline(always)]
@@ -443,7 +455,8 @@ fn addresses(ctx: &Packet, ip: &Ip) -> Option<([u8; 16], [u8; 16])> {
 }
 
 #[inline(always)]
-fn inspect(ctx: &Packet, hook: Hook) -> Option<()> {
+fn inspect(ctx: &Packet) -> Option<()> {
+    let hook = ctx.hook;
     let ip = if hook == Hook::Tc {
         ethernet(ctx)?
     } else {
@@ -583,7 +596,7 @@ fn tcp(ctx: &Packet, ip: &Ip, hook: Hook) -> Option<()> {
     // port): the stream the app opened to 127.0.0.11:53.
     let mut asked_dst = None;
     if hook == Hook::SocketEgress && dst_port != DNS_PORT && docker_dns_destination(ctx, ip) {
-        if let Some(asked) = asked_dns(ctx, ip) {
+        if let Some(asked) = asked_dns(ctx, ip, src_port) {
             asked_dst = Some(asked);
             dst_port = DNS_PORT;
         }
@@ -611,15 +624,7 @@ fn tcp(ctx: &Packet, ip: &Ip, hook: Hook) -> Option<()> {
         }
     }
     let seq = u32::from_be_bytes([t[4], t[5], t[6], t[7]]);
-    let header = header(
-        ctx,
-        ip.version,
-        (src, dst),
-        (src_port, dst_port),
-        flags,
-        seq,
-        bits,
-    );
+    let header = header(ctx, ip, (src, dst), (src_port, dst_port), flags, seq, bits);
     match verdict {
         TcpVerdict::DnsPayload => emit_dns(ctx, header, payload, payload_len),
         _ => emit_header(header),
@@ -647,7 +652,7 @@ fn udp(ctx: &Packet, ip: &Ip, hook: Hook) -> Option<()> {
     }
     let (payload, payload_len) = udp_payload(ip, u);
     let (src, dst) = addresses(ctx, ip)?;
-    let header = header(ctx, ip.version, (src, dst), (src_port, dst_port), 0, 0, 0);
+    let header = header(ctx, ip, (src, dst), (src_port, dst_port), 0, 0, 0);
     emit_dns(ctx, header, payload, payload_len);
     Some(())
 }
@@ -709,7 +714,7 @@ fn track_flow(
 #[inline(always)]
 fn header(
     ctx: &Packet,
-    version: u8,
+    ip: &Ip,
     (src, dst): ([u8; 16], [u8; 16]),
     (src_port, dst_port): (u16, u16),
     flags: u8,
@@ -718,7 +723,7 @@ fn header(
 ) -> RecordHeader {
     let mut header = RecordHeader {
         kind: KIND_TCP,
-        ip_version: version,
+        ip_version: ip.version,
         tcp_flags: flags,
         bits,
         // SAFETY: helper call without arguments.
@@ -730,15 +735,16 @@ fn header(
         tcp_seq: seq,
         ..RecordHeader::default()
     };
-    add_owner(ctx, &mut header);
+    add_owner(ctx, ip.protocol, &mut header);
     header
 }
 
-/// The packet's socket and, when a connect or sendmsg on it was seen, its
-/// process. Only records pay for this, never the packets dropped above,
-/// and only when the loader asked for owners.
+/// The packet's socket and, when a connect or sendmsg on it was seen (or
+/// the socket was open when the trace started), its process. Only records
+/// pay for this, never the packets dropped above, and only when the
+/// loader asked for owners.
 #[inline(always)]
-fn add_owner(ctx: &Packet, header: &mut RecordHeader) {
+fn add_owner(ctx: &Packet, protocol: u8, header: &mut RecordHeader) {
     // SAFETY: a plain read of a static the loader may have rewritten.
     let owners = unsafe { core::ptr::read_volatile(core::ptr::addr_of!(OWNERS)) };
     if owners < Owners::Socket as u8 {
@@ -761,13 +767,41 @@ fn add_owner(ctx: &Packet, header: &mut RecordHeader) {
     if owners < Owners::Process as u8 {
         return;
     }
-    // SAFETY: a lookup in our own map; the value is copied out at once.
-    if let Some(owner) = unsafe { SOCKETS.get(cookie) } {
+    // The socket's far end and its own port, by direction.
+    let (remote, local_port) = if ctx.hook == Hook::SocketIngress {
+        (&header.src_addr, header.dst_port)
+    } else {
+        (&header.dst_addr, header.src_port)
+    };
+    let far = open_sockets::far_key(local_port, protocol, header.ip_version);
+    if let Some(owner) = socket_owner(cookie, cgroup_id, remote, far) {
         header.bits |= BIT_PROCESS;
         header.netns_cookie = owner.netns_cookie;
         header.tgid = owner.tgid;
         header.pid = owner.pid;
         header.comm = owner.comm;
+    }
+}
+
+/// The owner the hooks recorded for the socket, or else the one the walk
+/// at start found for a socket like it (then remembered by cookie, so the
+/// walk's table is asked once per socket).
+#[inline(always)]
+fn socket_owner(
+    cookie: u64,
+    cgroup_id: u64,
+    remote: &[u8; 16],
+    far: u32,
+) -> Option<&'static SocketOwner> {
+    // SAFETY: lookups in our own map; the caller copies out what it needs.
+    unsafe {
+        if let Some(owner) = SOCKETS.get(cookie) {
+            return Some(owner);
+        }
+        if !open_sockets::adopt(cookie, cgroup_id, remote, far) {
+            return None;
+        }
+        SOCKETS.get(cookie)
     }
 }
 
@@ -797,11 +831,19 @@ fn docker_dns_destination(ctx: &Packet, ip: &Ip) -> bool {
 /// sendmsg asked for port 53 in the packet's IP version: the DNS server
 /// the app meant, before a DNAT moved it.
 #[inline(always)]
-fn asked_dns(ctx: &Packet, ip: &Ip) -> Option<[u8; 16]> {
-    // SAFETY: a helper call on the context the kernel handed us.
-    let cookie = unsafe { bpf_get_socket_cookie(ctx.as_ptr()) };
-    // SAFETY: a lookup in our own map; the fields are copied out at once.
-    let owner = unsafe { SOCKETS.get(cookie) }?;
+fn asked_dns(ctx: &Packet, ip: &Ip, local_port: u16) -> Option<[u8; 16]> {
+    // SAFETY: helper calls on the context the kernel handed us.
+    let (cookie, cgroup_id) = unsafe {
+        (
+            bpf_get_socket_cookie(ctx.as_ptr()),
+            bpf_skb_cgroup_id(ctx.skb),
+        )
+    };
+    // A DNAT keeps Docker's address and moves only the port, so a socket
+    // open since before the trace is still found by its far address.
+    let (_, remote) = addresses(ctx, ip)?;
+    let far = open_sockets::far_key(local_port, ip.protocol, ip.version);
+    let owner = socket_owner(cookie, cgroup_id, &remote, far)?;
     (owner.asked_port == DNS_PORT && owner.asked_version == ip.version).then_some(owner.asked_addr)
 }
 
@@ -811,10 +853,10 @@ fn asked_dns(ctx: &Packet, ip: &Ip) -> Option<[u8; 16]> {
 /// which conntrack returns from port 53, finds it.
 #[inline(always)]
 fn dnat_query(ctx: &Packet, ip: &Ip, (src_port, _): (u16, u16), udp: [u8; 8]) -> Option<()> {
-    let asked = asked_dns(ctx, ip)?;
+    let asked = asked_dns(ctx, ip, src_port)?;
     let (payload, payload_len) = udp_payload(ip, udp);
     let (src, _) = addresses(ctx, ip)?;
-    let header = header(ctx, ip.version, (src, asked), (src_port, DNS_PORT), 0, 0, 0);
+    let header = header(ctx, ip, (src, asked), (src_port, DNS_PORT), 0, 0, 0);
     emit_dns(ctx, header, payload, payload_len);
     Some(())
 }
@@ -832,7 +874,7 @@ fn note_server_socket(ctx: &Packet, ip: &Ip, ports: (u16, u16)) -> Option<()> {
     // twice, which the aggregator takes as once.
     let _ = SERVER_SOCKETS.insert(cookie, 1, 0);
     let addresses = addresses(ctx, ip)?;
-    let mut header = header(ctx, ip.version, addresses, ports, 0, 0, 0);
+    let mut header = header(ctx, ip, addresses, ports, 0, 0, 0);
     header.kind = KIND_SERVER;
     emit_header(header);
     Some(())

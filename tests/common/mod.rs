@@ -465,3 +465,58 @@ pub fn service_where(
         .find(|s| matching(s))
         .unwrap_or_else(|| panic!("no such service: {json}"))
 }
+
+/// A daemon in the way of nginx, HAProxy or c-ares: one UDP socket
+/// connected to its resolver (argv 1) for its lifetime, opened before the
+/// trace; prints `open`, waits (60 s at most) for the gate file (argv 4),
+/// then for each choice of the plan (argv 3, comma-separated) looks the
+/// name (argv 2) up with a plain `send` on that socket (which passes
+/// neither the connect nor the sendmsg hook) and connects to the chosen
+/// backend of the sorted answer; prints each, then `done`.
+pub const RESOLVER_SOCKET_DAEMON: &str = r#"
+import os, socket, struct, sys, time
+server, name, plan, gate = sys.argv[1], sys.argv[2], [int(p) for p in sys.argv[3].split(",")], sys.argv[4]
+resolver = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+resolver.connect((server, 53))
+resolver.settimeout(5)
+print("open", flush=True)
+deadline = time.time() + 60
+while not os.path.exists(gate) and time.time() < deadline:
+    time.sleep(0.05)
+qname = b"".join(bytes([len(l)]) + l.encode() for l in name.split(".")) + b"\0"
+def skip_name(r, i):
+    while r[i]:
+        if r[i] & 0xC0 == 0xC0:
+            return i + 2
+        i += r[i] + 1
+    return i + 1
+def lookup(qid):
+    resolver.send(struct.pack(">HHHHHH", qid, 0x0100, 1, 0, 0, 0) + qname + struct.pack(">HH", 1, 1))
+    r = resolver.recv(4096)
+    i, addrs = skip_name(r, 12) + 4, []
+    for _ in range(struct.unpack(">H", r[6:8])[0]):
+        i = skip_name(r, i)
+        kind, _, _, length = struct.unpack(">HHIH", r[i:i + 10])
+        i += 10
+        if kind == 1:
+            addrs.append(socket.inet_ntoa(r[i:i + length]))
+        i += length
+    return sorted(addrs)
+for n, choice in enumerate(plan):
+    addrs = lookup(n + 1)
+    addr = addrs[choice % len(addrs)]
+    with socket.create_connection((addr, 80), timeout=5) as s:
+        s.sendall(b"GET / HTTP/1.0\r\n\r\n")
+        while s.recv(4096):
+            pass
+    print(addr, flush=True)
+print("done", flush=True)
+"#;
+
+/// A plan as the apps take it: choices, comma-separated.
+pub fn plan_text(plan: &[usize]) -> String {
+    plan.iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(",")
+}

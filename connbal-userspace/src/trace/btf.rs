@@ -203,6 +203,79 @@ pub fn leader_comm_offsets(btf: &Btf) -> Result<(u32, u32), BtfError> {
     Ok((leader.byte_offset, comm.byte_offset))
 }
 
+/// Where the iterator over open sockets finds what it records, as the
+/// globals of the same names in the kernel program.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SocketLayout {
+    pub socket_sk: u32,
+    pub sk_family: u32,
+    pub sk_state: u32,
+    pub sk_num: u32,
+    pub sk_dport: u32,
+    pub sk_daddr: u32,
+    pub sk_v6_daddr: u32,
+    pub sk_net: u32,
+    pub sk_protocol: u32,
+    pub sk_cgroup: u32,
+    pub cgroup_kn: u32,
+    pub kn_id: u32,
+    pub net_cookie: u32,
+    pub task_tgid: u32,
+    pub task_pid: u32,
+}
+
+impl SocketLayout {
+    /// The globals to set, by name.
+    pub fn globals(&self) -> [(&'static str, u32); 15] {
+        [
+            ("SOCKET_SK_OFFSET", self.socket_sk),
+            ("SK_FAMILY_OFFSET", self.sk_family),
+            ("SK_STATE_OFFSET", self.sk_state),
+            ("SK_NUM_OFFSET", self.sk_num),
+            ("SK_DPORT_OFFSET", self.sk_dport),
+            ("SK_DADDR_OFFSET", self.sk_daddr),
+            ("SK_V6_DADDR_OFFSET", self.sk_v6_daddr),
+            ("SK_NET_OFFSET", self.sk_net),
+            ("SK_PROTOCOL_OFFSET", self.sk_protocol),
+            ("SK_CGROUP_OFFSET", self.sk_cgroup),
+            ("CGROUP_KN_OFFSET", self.cgroup_kn),
+            ("KN_ID_OFFSET", self.kn_id),
+            ("NET_COOKIE_OFFSET", self.net_cookie),
+            ("TASK_TGID_OFFSET", self.task_tgid),
+            ("TASK_PID_OFFSET", self.task_pid),
+        ]
+    }
+}
+
+/// `struct sock` begins with its `struct sock_common`, so the common
+/// fields' offsets hold for a `struct sock *`.
+pub fn socket_layout(btf: &Btf) -> Result<SocketLayout, BtfError> {
+    let at = |strukt: &str, member: &str| btf.member(strukt, member).map(|m| m.byte_offset);
+    if at("sock", "__sk_common")? != 0 {
+        return Err(BtfError::NoMember {
+            strukt: "sock".into(),
+            member: "__sk_common at offset 0".into(),
+        });
+    }
+    Ok(SocketLayout {
+        socket_sk: at("socket", "sk")?,
+        sk_family: at("sock_common", "skc_family")?,
+        sk_state: at("sock_common", "skc_state")?,
+        sk_num: at("sock_common", "skc_num")?,
+        sk_dport: at("sock_common", "skc_dport")?,
+        sk_daddr: at("sock_common", "skc_daddr")?,
+        sk_v6_daddr: at("sock_common", "skc_v6_daddr")?,
+        sk_net: at("sock_common", "skc_net")?,
+        sk_protocol: at("sock", "sk_protocol")?,
+        sk_cgroup: at("sock", "sk_cgrp_data")? + at("sock_cgroup_data", "cgroup")?,
+        cgroup_kn: at("cgroup", "kn")?,
+        kn_id: at("kernfs_node", "id")?,
+        net_cookie: at("net", "net_cookie")?,
+        task_tgid: at("task_struct", "tgid")?,
+        task_pid: at("task_struct", "pid")?,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -223,27 +296,12 @@ mod tests {
         );
         assert_eq!(leader % 8, 0);
         // The same offsets bpftool reads, where it is installed.
-        if let Ok(out) = std::process::Command::new("bpftool")
-            .args(["btf", "dump", "file", VMLINUX, "format", "raw"])
-            .output()
-        {
-            let dump = String::from_utf8_lossy(&out.stdout);
-            let members: Vec<&str> = dump
-                .lines()
-                .skip_while(|l| !l.contains("] STRUCT 'task_struct' "))
-                .skip(1)
-                .take_while(|l| l.starts_with('\t'))
-                .collect();
-            let bits_of = |member: &str| {
-                members
-                    .iter()
-                    .find(|l| l.trim_start().starts_with(&format!("'{member}' ")))
-                    .and_then(|l| l.split("bits_offset=").nth(1))
-                    .and_then(|b| b.split_whitespace().next())
-                    .and_then(|b| b.parse::<u32>().ok())
-            };
-            assert_eq!(bits_of("group_leader"), Some(leader * 8));
-            assert_eq!(bits_of("comm"), Some(comm * 8));
+        if let Some(dump) = bpftool_dump() {
+            assert_eq!(
+                bits_of(&dump, "task_struct", "group_leader"),
+                Some(leader * 8)
+            );
+            assert_eq!(bits_of(&dump, "task_struct", "comm"), Some(comm * 8));
         }
         // A member inside an anonymous union: sk_buff's `len` sits in
         // plain sight, its `dev` inside a union.
@@ -256,6 +314,72 @@ mod tests {
             btf.member("no_such_struct", "x"),
             Err(BtfError::NoStruct(_))
         ));
+    }
+
+    /// bpftool's raw dump of the running kernel's BTF, where it is installed.
+    fn bpftool_dump() -> Option<String> {
+        let out = std::process::Command::new("bpftool")
+            .args(["btf", "dump", "file", VMLINUX, "format", "raw"])
+            .output()
+            .ok()?;
+        out.status
+            .success()
+            .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    /// A direct (named, not inside an anonymous member) member's bit
+    /// offset, as bpftool prints it.
+    fn bits_of(dump: &str, strukt: &str, member: &str) -> Option<u32> {
+        dump.lines()
+            .skip_while(|l| !l.contains(&format!("] STRUCT '{strukt}' ")))
+            .skip(1)
+            .take_while(|l| l.starts_with('\t'))
+            .find(|l| l.trim_start().starts_with(&format!("'{member}' ")))
+            .and_then(|l| l.split("bits_offset=").nth(1))
+            .and_then(|b| b.split_whitespace().next())
+            .and_then(|b| b.parse::<u32>().ok())
+    }
+
+    /// What the open-socket iterator reads, where the kernel keeps it:
+    /// the direct members as bpftool reads them, and sock_common's fields
+    /// (inside anonymous unions, which bpftool prints apart) in the
+    /// order the kernel declares them.
+    #[test]
+    fn the_running_kernels_sockets_give_what_the_walk_at_start_reads() {
+        let Ok(btf) = Btf::read(Path::new(VMLINUX)) else {
+            eprintln!("skipped: no {VMLINUX}");
+            return;
+        };
+        let layout = socket_layout(&btf).unwrap();
+        let common = [
+            layout.sk_daddr,
+            layout.sk_dport,
+            layout.sk_num,
+            layout.sk_family,
+            layout.sk_state,
+            layout.sk_net,
+            layout.sk_v6_daddr,
+        ];
+        assert!(common.windows(2).all(|w| w[0] < w[1]), "{layout:?}");
+        assert_eq!(layout.sk_dport + 2, layout.sk_num, "{layout:?}");
+        assert!(layout.sk_protocol > layout.sk_v6_daddr, "{layout:?}");
+        if let Some(dump) = bpftool_dump() {
+            for (strukt, member, bytes) in [
+                ("socket", "sk", layout.socket_sk),
+                ("cgroup", "kn", layout.cgroup_kn),
+                ("kernfs_node", "id", layout.kn_id),
+                ("net", "net_cookie", layout.net_cookie),
+                ("task_struct", "tgid", layout.task_tgid),
+                ("task_struct", "pid", layout.task_pid),
+                ("sock", "sk_protocol", layout.sk_protocol),
+            ] {
+                assert_eq!(
+                    bits_of(&dump, strukt, member),
+                    Some(bytes * 8),
+                    "{strukt}.{member}"
+                );
+            }
+        }
     }
 
     #[test]

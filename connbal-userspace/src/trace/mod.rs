@@ -181,6 +181,11 @@ pub struct TraceStats {
     /// full of live ones.
     pub cgroups_forgotten: u64,
     pub cgroup_names_refused: u64,
+    /// Host mode: sockets open before the trace that were given their
+    /// process at start (a daemon's long-lived connection to its
+    /// resolver, say).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub open_sockets_owned: Option<u64>,
     pub kernel: KernelCounters,
     /// Why the trace ended (in the last report only): `signal SIGTERM`,
     /// `duration`, `output closed`, or what disappeared.
@@ -402,6 +407,10 @@ async fn attach(mut options: TraceOptions) -> Result<Session, TraceError> {
         event_lines_dropped: 0,
         cgroups_forgotten: 0,
         cgroup_names_refused: 0,
+        open_sockets_owned: loaded
+            .open_sockets
+            .as_ref()
+            .and_then(|found| found.as_ref().ok().copied()),
         kernel: KernelCounters::default(),
         ended: None,
     };
@@ -667,6 +676,11 @@ impl Session {
         }
         if let Some(host) = &self.host {
             source_warnings.extend(host.cgroups.runtime_notes());
+        }
+        if let Some(Err(error)) = &self.loaded.open_sockets {
+            source_warnings.push(format!(
+                "sockets open before the trace were given no process (each gets one when it next connects or sends to an address): {error}"
+            ));
         }
         if self.stats.unreadable_records > 0 {
             source_warnings.push(format!(

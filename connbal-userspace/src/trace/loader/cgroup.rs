@@ -1,7 +1,7 @@
 //! Host mode: the cgroup_skb programs and the connect/sendmsg hooks, as
 //! cgroup links on one cgroup v2 directory.
 
-use super::{load, program, program_error, Loaded, LoaderError, Options};
+use super::{load, program, program_error, Loaded, LoaderError, Object, Options};
 use aya::programs::{CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, CgroupSockAddr};
 use std::fs::File;
 use std::path::PathBuf;
@@ -46,7 +46,11 @@ pub fn load_and_attach_cgroup(
     cgroups: &[PathBuf],
     options: &Options,
 ) -> Result<Loaded, LoaderError> {
-    let (mut ebpf, counters) = load(options)?;
+    let Object {
+        mut ebpf,
+        counters,
+        socket_layout,
+    } = load(options)?;
     let dirs = cgroups
         .iter()
         .map(|cgroup| {
@@ -92,7 +96,28 @@ pub fn load_and_attach_cgroup(
                 })?;
         }
     }
+    // Sockets opened before now: their owners, once the hooks can no
+    // longer miss a new one. Without it, a daemon's long-lived resolver
+    // socket belongs to no process; the trace goes on either way.
+    let open_sockets = (!options.noop).then(|| {
+        socket_layout.and_then(|_| {
+            super::open_sockets::record_owners(&mut ebpf).map_err(|error| {
+                // The verifier's reason: its log's last line before
+                // the statistics.
+                let reason = error.verifier_log().and_then(|log| {
+                    log.lines()
+                        .rev()
+                        .find(|line| !line.starts_with("processed ") && !line.is_empty())
+                });
+                match reason {
+                    Some(reason) => format!("{error}: {reason}"),
+                    None => error.to_string(),
+                }
+            })
+        })
+    });
     Ok(Loaded {
+        open_sockets,
         ebpf,
         counters,
         mode: None,

@@ -8,11 +8,13 @@
 mod cgroup;
 mod clsact;
 mod netlink;
+mod open_sockets;
 mod tc;
 
 pub use cgroup::load_and_attach_cgroup;
 pub use tc::load_and_attach;
 
+use super::btf::SocketLayout;
 use super::counters::MappedCounters;
 use crate::tally::counter_set;
 use aya::maps::{Map, MapData, RingBuf};
@@ -129,6 +131,9 @@ pub struct Loaded {
     /// mode.
     pub mode: Option<AttachMode>,
     pub interfaces: Vec<(String, u32)>,
+    /// Host mode: how many sockets open before the trace were given their
+    /// owner, or why none could be.
+    pub open_sockets: Option<Result<u64, String>>,
     /// Held for the run: tells later connbal runs these filters are live.
     /// Declared after `ebpf`, so dropped after the filters are detached.
     _claims: Vec<netlink::InterfaceClaim>,
@@ -158,9 +163,9 @@ pub fn interface_index(name: &str) -> Option<u32> {
     nix::net::if_::if_nametoindex(name).ok()
 }
 
-/// The object loaded, with its counters mapped: what both placements
-/// start from.
-fn load(options: &Options) -> Result<(Ebpf, MappedCounters), LoaderError> {
+/// The object loaded, with its counters mapped and the kernel's layouts
+/// set: what both placements start from.
+fn load(options: &Options) -> Result<Object, LoaderError> {
     if !super::privileges::missing().is_empty() {
         return Err(LoaderError::Privileges {
             missing: super::privileges::missing_text(),
@@ -182,17 +187,32 @@ fn load(options: &Options) -> Result<(Ebpf, MappedCounters), LoaderError> {
     // The process's name comes from its thread-group leader; without the
     // kernel's BTF the program takes the thread's, and userspace names
     // the process from /proc while it lives.
-    let (leader_offset, comm_offset) = if options.owners >= Owners::Process {
-        super::btf::Btf::read(std::path::Path::new(super::btf::VMLINUX))
-            .and_then(|btf| super::btf::leader_comm_offsets(&btf))
+    let btf = (options.owners >= Owners::Process)
+        .then(|| super::btf::Btf::read(std::path::Path::new(super::btf::VMLINUX)));
+    let (leader_offset, comm_offset) = match &btf {
+        Some(btf) => btf
+            .as_ref()
+            .map_err(ToString::to_string)
+            .and_then(|btf| super::btf::leader_comm_offsets(btf).map_err(|e| e.to_string()))
             .unwrap_or_else(|error| {
                 eprintln!("connbal: warning: processes are named from /proc only: {error}");
                 (0, 0)
-            })
-    } else {
-        (0, 0)
+            }),
+        None => (0, 0),
     };
-    let mut ebpf = EbpfLoader::new()
+    // Left 0 (no BTF, or a layout it does not describe), the iterator over
+    // open sockets records nothing; the error goes to `record_owners`.
+    let socket_layout = match &btf {
+        Some(Ok(btf)) => super::btf::socket_layout(btf).map_err(|e| e.to_string()),
+        Some(Err(e)) => Err(e.to_string()),
+        None => Err("not asked for".into()),
+    };
+    let mut loader = EbpfLoader::new();
+    let globals = socket_layout.clone().unwrap_or_default().globals();
+    for (name, value) in &globals {
+        loader.override_global(name, value, true);
+    }
+    let mut ebpf = loader
         .override_global("ALL_TCP", &all_tcp, true)
         .override_global("DEBUG_LOG", &debug_log, true)
         .override_global("WAKEUP_BYTES", &wakeup_bytes, true)
@@ -213,7 +233,19 @@ fn load(options: &Options) -> Result<(Ebpf, MappedCounters), LoaderError> {
         })?,
         _ => return Err(LoaderError::Load("object has no COUNTERS array".into())),
     };
-    Ok((ebpf, counters))
+    Ok(Object {
+        ebpf,
+        counters,
+        socket_layout,
+    })
+}
+
+/// The object as loaded, before any program is attached.
+struct Object {
+    ebpf: Ebpf,
+    counters: MappedCounters,
+    /// The offsets the open-socket iterator was given, or why none.
+    socket_layout: Result<SocketLayout, String>,
 }
 
 fn program<'e, P>(ebpf: &'e mut Ebpf, name: &str) -> Result<&'e mut P, LoaderError>

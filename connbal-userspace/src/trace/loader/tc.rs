@@ -5,7 +5,7 @@
 
 use super::{
     interface_index, load, netlink, program, program_error, AttachMode, Loaded, LoaderError,
-    Options,
+    Object, Options,
 };
 use aya::programs::tc::{NlOptions, SchedClassifier, TcAttachOptions, TcAttachType};
 use aya::programs::LinkOrder;
@@ -27,7 +27,9 @@ pub fn load_and_attach(interfaces: &[String], options: &Options) -> Result<Loade
     // Declared before `ebpf`, so that on an early return it drops after the
     // filters are detached, as in `Loaded`.
     let mut claims = Vec::new();
-    let (mut ebpf, counters) = load(options)?;
+    let Object {
+        mut ebpf, counters, ..
+    } = load(options)?;
     let name = if options.noop { NOOP_PROGRAM } else { PROGRAM };
     let program: &mut SchedClassifier = program(&mut ebpf, name)?;
     program.load().map_err(program_error)?;
@@ -69,6 +71,7 @@ pub fn load_and_attach(interfaces: &[String], options: &Options) -> Result<Loade
         }
     }
     Ok(Loaded {
+        open_sockets: None,
         ebpf,
         counters,
         mode: Some(mode),
