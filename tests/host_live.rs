@@ -1183,6 +1183,64 @@ fn a_daemon_resolving_over_a_socket_opened_before_the_trace_is_one_client() {
     );
 }
 
+/// NodeLocal DNSCache as Kubernetes runs it: a cache on a link-local
+/// address (169.254.20.10) of the node, which every pod's
+/// resolv.conf names. One app asks it over UDP, one over TCP (glibc's
+/// `use-vc`, as a truncated answer or `options use-vc` makes it); each is
+/// one client with its own lookups and connections, and the cache a
+/// client of its own.
+#[test]
+fn apps_behind_a_node_local_cache_are_counted_over_udp_and_tcp() {
+    let Some(_guard) = live() else { return };
+    let mut host = HostLab::new("nodelocal");
+    let ns = host.lab.client_ns.clone();
+    let root = host.cgroups.relative_root();
+    // On a dummy interface in Kubernetes; this kernel has no dummy
+    // driver, and a local address routes the same on loopback.
+    let status = Command::new("ip")
+        .args(["-n", &ns, "addr", "add", "169.254.20.10/32", "dev", "lo"])
+        .status();
+    assert!(status.unwrap().success(), "ip addr add 169.254.20.10");
+    let cache = host.cgroups.child("nodelocaldns").unwrap();
+    host.lab
+        .start_stub(&ns, "169.254.20.10", |program| {
+            TestCgroup::command_in(&cache, program)
+        })
+        .expect("node-local cache");
+    host.lab.client_resolv_conf("169.254.20.10").unwrap();
+    let trace = host_trace(&root, &["--format", "json"]);
+    let script = host.app_script.display().to_string();
+    let over_udp = host.run_in(&ns, "udp", &["python3", &script], PLAN_A);
+    let over_tcp = host.run_in(
+        &ns,
+        "tcp",
+        &["env", "RES_OPTIONS=use-vc", "python3", &script],
+        PLAN_B,
+    );
+    let (json, stderr) = stop_json(trace);
+    let services = services(&json);
+    let udp = format!("python3 in {root}/udp");
+    let tcp = format!("python3 in {root}/tcp");
+    let cache = format!("dnsmasq in {root}/nodelocaldns");
+    assert_clients(&services, &[&cache, &tcp, &udp], &stderr);
+    for (app, plan, chosen) in [(&udp, PLAN_A, &over_udp), (&tcp, PLAN_B, &over_tcp)] {
+        let s = &services[app];
+        assert_eq!(s["lookups"], plan.len() as u64, "{s}");
+        assert_eq!(s["connections"], plan.len() as u64, "{s}");
+        assert_eq!(row_counts(&json, app), counts(chosen), "{app}");
+    }
+    // The TCP app's lookups were TCP: one connection to the cache each.
+    let counters = &json["counters"];
+    assert_eq!(
+        counters["connection_attempts"].as_u64().unwrap()
+            - counters["connection_attempts_to_backends"]
+                .as_u64()
+                .unwrap(),
+        PLAN_B.len() as u64,
+        "{counters}"
+    );
+}
+
 /// A pool that resolved once and never asks again keeps connecting to an
 /// address DNS has since dropped. Its own answer stays in force (it never
 /// replaced it), so before only "does not re-resolve" was said; another
