@@ -113,6 +113,12 @@ pub mod record {
     /// the aggregator does not judge a resolver on the backends of the
     /// names it looks up for others.
     pub const KIND_SERVER: u8 = 3;
+    /// Host mode: a new TCP connection whose destination a DNAT changed
+    /// (kube-proxy's Service rules, Docker's published ports): the header
+    /// holds the client (source) and the address the client asked for
+    /// (destination, the VIP), and a [`NatRecord`]'s tail the backend the
+    /// kernel chose. Header and tail, no owner.
+    pub const KIND_NAT: u8 = 4;
 
     /// `RecordHeader::bits`: the DNS payload came over TCP.
     pub const BIT_TCP: u8 = 1;
@@ -212,6 +218,21 @@ pub mod record {
         pub header: RecordHeader,
         pub payload: [u8; N],
     }
+
+    /// A [`KIND_NAT`] record: the header, then where the connection really
+    /// goes.
+    #[repr(C)]
+    #[derive(Clone, Copy)]
+    pub struct NatRecord {
+        pub header: RecordHeader,
+        /// Network byte order, IPv4 in the first 4 bytes.
+        pub backend_addr: [u8; 16],
+        pub backend_port: u16,
+        pub reserved: [u8; 6],
+    }
+
+    /// Bytes after the header in a [`NatRecord`] that carry the backend.
+    pub const NAT_TAIL_LEN: usize = 18;
 
     /// The payload size of the short DNS slot (a power of two, like
     /// `MAX_DNS_PAYLOAD`).

@@ -57,6 +57,7 @@ use connbal_common::{
 };
 use core::mem::size_of;
 
+mod nat;
 mod open_sockets;
 
 /// Set by the loader before load (read-only data, so the verifier prunes
@@ -780,6 +781,9 @@ fn add_owner(ctx: &Packet, protocol: u8, header: &mut RecordHeader) {
         header.tgid = owner.tgid;
         header.pid = owner.pid;
         header.comm = owner.comm;
+        if ctx.hook == Hook::SocketEgress && protocol == IPPROTO_TCP {
+            nat::as_asked(header, owner);
+        }
     }
 }
 

@@ -25,6 +25,28 @@ pub const SERVER_V6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0x100, 0, 0, 0, 0, 
 /// Backends live on the server's loopback, in these ranges.
 pub const BACKEND_NET_V4: &str = "203.0.113.0/24";
 pub const BACKEND_NET_V6: &str = "2001:db8:200::/64";
+/// The port the lab's pods serve on (`Lab::add_pods`).
+pub const POD_PORT: u16 = 8080;
+/// The pods' server: each connection gets the address it reached.
+const POD_SERVER: &str = r#"
+import socket, sys, threading
+listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+listener.bind(("0.0.0.0", int(sys.argv[1])))
+listener.listen(128)
+def answer(conn):
+    with conn:
+        conn.sendall(conn.getsockname()[0].encode() + b"\n")
+while True:
+    conn, _ = listener.accept()
+    threading.Thread(target=answer, args=(conn,), daemon=True).start()
+"#;
+/// Whether a pod answers: exits 0 once it does.
+const POD_PROBE: &str = r"
+import socket, sys
+with socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=1) as s:
+    assert s.recv(64).decode().strip() == sys.argv[1]
+";
 
 const PREFIX: &str = "cbl";
 /// Upper bound on any single lab operation that waits.
@@ -305,7 +327,20 @@ impl Lab {
     /// Starts tcpdump in the client namespace writing `file`, and returns
     /// once it is capturing.
     pub fn start_tcpdump(&mut self, iface: &str, file: &Path, extra: &[&str]) -> Result<u32> {
-        let mut cmd = self.client("tcpdump");
+        let client = self.client_ns.clone();
+        self.start_tcpdump_in(&client, iface, file, extra)
+    }
+
+    /// Starts tcpdump in namespace `ns` writing `file`, and returns once
+    /// it is capturing.
+    pub fn start_tcpdump_in(
+        &mut self,
+        ns: &str,
+        iface: &str,
+        file: &Path,
+        extra: &[&str],
+    ) -> Result<u32> {
+        let mut cmd = self.command_in(ns, "tcpdump");
         cmd.args(["-i", iface, "-U", "-n", "--immediate-mode", "-w"])
             .arg(file)
             .args(extra);
@@ -482,6 +517,78 @@ impl Lab {
             run(self.command_in(&host, "nft").args(rule.split(' ')))?;
         }
         Ok(ns)
+    }
+
+    /// Pods behind the server namespace, which plays the node: a namespace
+    /// of their own holding 10.244.1.1 to 10.244.1.COUNT, each serving TCP
+    /// `POD_PORT` and answering every connection with its own address and
+    /// a newline, so that a client can log which pod it reached. The server
+    /// routes and forwards to them (a node's pod network); what a Service
+    /// does with its VIP is the caller's rules. Deleted with the lab.
+    pub fn add_pods(&mut self, count: u8) -> Result<Vec<Ipv4Addr>> {
+        let ns = format!("{}p", self.server_ns.trim_end_matches('s'));
+        let inside = format!("{ns}0");
+        let outside = format!("{ns}1");
+        ip(&["netns", "add", &ns])?;
+        self.extra_namespaces.push(ns.clone());
+        let node = self.server_ns.clone();
+        ip(&[
+            "link", "add", &inside, "netns", &ns, "type", "veth", "peer", "name", &outside,
+            "netns", &node,
+        ])?;
+        ip(&[
+            "-n",
+            &node,
+            "addr",
+            "add",
+            "10.244.0.254/16",
+            "dev",
+            &outside,
+        ])?;
+        ip(&["-n", &node, "link", "set", &outside, "up"])?;
+        ip(&["-n", &ns, "link", "set", "lo", "up"])?;
+        let pods: Vec<Ipv4Addr> = (1..=count).map(|i| Ipv4Addr::new(10, 244, 1, i)).collect();
+        for pod in &pods {
+            ip(&[
+                "-n",
+                &ns,
+                "addr",
+                "add",
+                &format!("{pod}/16"),
+                "dev",
+                &inside,
+            ])?;
+        }
+        ip(&["-n", &ns, "link", "set", &inside, "up"])?;
+        ip(&["-n", &ns, "route", "add", "default", "via", "10.244.0.254"])?;
+        run(self
+            .command_in(&node, "sysctl")
+            .args(["-qw", "net.ipv4.ip_forward=1"]))?;
+        let mut server = self.command_in(&ns, "python3");
+        server
+            .args(["-c", POD_SERVER, &POD_PORT.to_string()])
+            .stdout(Stdio::null())
+            .stderr(File::create(self.dir.join("pods.log"))?);
+        self.spawn("pod server", server)?;
+        // Up once the node reaches every pod.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        for pod in &pods {
+            loop {
+                let reached = self
+                    .command_in(&node, "python3")
+                    .args(["-c", POD_PROBE, &pod.to_string(), &POD_PORT.to_string()])
+                    .output()
+                    .is_ok_and(|out| out.status.success());
+                if reached {
+                    break;
+                }
+                if Instant::now() > deadline {
+                    bail!("pod {pod} never answered on port {POD_PORT}");
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+        Ok(pods)
     }
 
     /// The resolver the client namespace's programs use (see

@@ -109,6 +109,9 @@ impl Observer {
     }
 }
 
+/// Host mode's tracepoint on every packet sent (issue 26).
+const NAT_TRACEPOINT: &str = "connbal_nat";
+
 /// An observer while attached, until `detach` stops it.
 enum Attached {
     Nothing,
@@ -392,6 +395,9 @@ pub fn run(root: &Path, seconds: u64, rounds: usize) -> Result<()> {
     let mut measured: Vec<Vec<Vec<Measured>>> =
         vec![vec![Vec::new(); OBSERVERS.len()]; LOADS.len()];
     let mut ns_per_packet: Vec<Vec<f64>> = vec![Vec::new(); OBSERVERS.len()];
+    // Host mode's NAT tracepoint runs for every packet the host sends,
+    // traced cgroup or not: its cost per run, apart.
+    let mut nat_ns: Vec<f64> = Vec::new();
     let started = Instant::now();
     for round in 0..rounds {
         for k in 0..OBSERVERS.len() {
@@ -405,10 +411,18 @@ pub fn run(root: &Path, seconds: u64, rounds: usize) -> Result<()> {
                 if let Some(programs) = observer.programs() {
                     let _stats = BpfStats::enable()?;
                     let before = bench::prog_stats(programs)?;
+                    let nat_before = bench::prog_stats(NAT_TRACEPOINT)?;
                     setup.run(Load::Bulk)?;
                     let after = bench::prog_stats(programs)?;
+                    let nat_after = bench::prog_stats(NAT_TRACEPOINT)?;
                     ns_per_packet[o]
                         .push((after.0 - before.0) as f64 / (after.1 - before.1).max(1) as f64);
+                    if observer == Observer::HostMode {
+                        nat_ns.push(
+                            (nat_after.0 - nat_before.0) as f64
+                                / (nat_after.1 - nat_before.1).max(1) as f64,
+                        );
+                    }
                 }
                 Ok(())
             })();
@@ -422,7 +436,7 @@ pub fn run(root: &Path, seconds: u64, rounds: usize) -> Result<()> {
             started.elapsed().as_secs_f64()
         );
     }
-    print_tables(seconds, rounds, &measured, &ns_per_packet);
+    print_tables(seconds, rounds, &measured, &ns_per_packet, &nat_ns);
     Ok(())
 }
 
@@ -499,6 +513,7 @@ fn print_tables(
     rounds: usize,
     measured: &[Vec<Vec<Measured>>],
     ns_per_packet: &[Vec<f64>],
+    nat_ns: &[f64],
 ) {
     let index = |wanted: Observer| OBSERVERS.iter().position(|o| *o == wanted).expect("listed");
     let nothing = index(Observer::Nothing);
@@ -591,6 +606,15 @@ fn print_tables(
             "| {} ({programs}…) | {} | {ratio} |",
             observer.label(),
             summary(ns, 1),
+        );
+    }
+    if !nat_ns.is_empty() {
+        let floor = &ns_per_packet[index(Observer::EmptyHostMode)];
+        let ratio: Vec<f64> = nat_ns.iter().zip(floor).map(|(n, e)| n / e).collect();
+        println!(
+            "| host mode's NAT tracepoint, per packet sent host-wide ({NAT_TRACEPOINT}) | {} | {} |",
+            summary(nat_ns, 1),
+            summary(&ratio, 2)
         );
     }
     println!("\nTargets (medians):\n");

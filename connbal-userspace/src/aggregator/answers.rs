@@ -356,6 +356,12 @@ impl Aggregator {
                 });
             (name, None)
         } else {
+            if record.section == Section::Answer && answer_count == 1 {
+                // One address is no backend set, but may be a VIP whose
+                // backends a DNAT chooses.
+                self.behind_vips
+                    .answered(client, address, &Arc::from(record.owner.as_str()));
+            }
             (None, None)
         }
     }

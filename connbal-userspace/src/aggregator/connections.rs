@@ -40,6 +40,8 @@ impl Aggregator {
                 if credited.index != 0 {
                     self.attempts.credited(s.src, s.dst, credited.index);
                 }
+            } else {
+                self.behind_vips.attempt(s.ts, &from, (s.src, s.dst), s.seq);
             }
             self.observe_connection(s.ts, &from, (s.dst.ip(), s.dst.port()), false, s.owner);
         }

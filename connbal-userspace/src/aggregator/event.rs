@@ -94,6 +94,18 @@ pub enum Event<'a> {
     Tcp(Segment<'a>),
     /// Host mode: a socket seen answering DNS (sending from port 53).
     Server(ServerSocket<'a>),
+    /// Host mode: where a DNAT sent a new TCP connection.
+    Nat(Translation),
+}
+
+/// A new TCP connection from `client` to the address it asked for
+/// (`asked`, a Service's VIP), which a DNAT sent to `backend` (a pod).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Translation {
+    pub ts: Timestamp,
+    pub client: SocketAddr,
+    pub asked: SocketAddr,
+    pub backend: SocketAddr,
 }
 
 impl Event<'_> {
@@ -102,6 +114,7 @@ impl Event<'_> {
             Event::Udp(d) => d.ts,
             Event::Tcp(s) => s.ts,
             Event::Server(s) => s.ts,
+            Event::Nat(t) => t.ts,
         }
     }
 }

@@ -19,6 +19,7 @@
 mod answers;
 mod attempts;
 mod backends;
+mod behind_vip;
 mod bounded;
 mod client;
 mod connections;
@@ -39,9 +40,12 @@ mod waiting;
 
 pub use attempts::{Outcomes, MAX_ATTEMPTS};
 pub use backends::{Row, SrvPreference, MAX_BACKENDS, MAX_PORTS};
+pub use behind_vip::{VipBackend, VipBalance, VipFinding, VipSpread};
 pub use client::{cgroup, Client, ClientBy, ClientInfo, Container, ContainerNames, Workload};
 pub use dns_tcp::MAX_DNS_STREAMS;
-pub use event::{Cgroup, Datagram, Event, Owner, Process, Segment, ServerSocket, Span, Timestamp};
+pub use event::{
+    Cgroup, Datagram, Event, Owner, Process, Segment, ServerSocket, Span, Timestamp, Translation,
+};
 pub use lookups::MAX_SERVICES;
 pub use observation::{AnsweredBackend, Observation};
 pub use queries::MAX_PENDING_QUERIES;
@@ -127,6 +131,9 @@ pub struct Aggregator {
     fresh: fresh::FreshAnswers,
     /// `-a`: flows found open before either end was a backend.
     waiting: waiting::WaitingFlows,
+    /// Connections to an address a client got alone (a VIP), by the
+    /// backend a DNAT chose.
+    behind_vips: behind_vip::BehindVips,
 }
 
 impl Aggregator {
@@ -150,6 +157,7 @@ impl Aggregator {
             input_lost: 0,
             fresh: fresh::FreshAnswers::default(),
             waiting: waiting::WaitingFlows::default(),
+            behind_vips: behind_vip::BehindVips::default(),
         }
     }
 
@@ -162,6 +170,7 @@ impl Aggregator {
         let forgotten = self.services.forget(gone);
         self.backends.forget(gone);
         self.srv_targets.forget(gone);
+        self.behind_vips.forget(gone);
         self.pids.forget(gone);
         self.resolvers.forget(gone);
         self.waiting.forget(gone);
@@ -201,6 +210,7 @@ impl Aggregator {
                 let server = self.client_of(s.address.ip(), s.owner);
                 self.resolvers.note(server);
             }
+            Event::Nat(t) => self.behind_vips.translated(t),
         }
     }
 

@@ -108,6 +108,9 @@ pub struct Report {
     pub filter: Option<String>,
     /// What a report of the busiest services only left out.
     pub left_out: LeftOut,
+    /// Host mode: each (client, name, VIP) whose connections a DNAT sent
+    /// on, with the backends it chose.
+    pub behind_vips: Vec<super::VipSpread>,
 }
 
 /// The services a report of the busiest ones left out, and their rows and
@@ -205,6 +208,7 @@ impl Aggregator {
             counters,
             filter: self.config.filter.clone(),
             left_out,
+            behind_vips: self.behind_vips.report(),
         }
     }
 

@@ -478,6 +478,117 @@ fn a_single_a_answer_is_not_a_backend_set() {
     assert_eq!(h.counters().responses_matched, 1);
 }
 
+/// Behind a VIP (issue 26): connections to the one address of an answer
+/// are counted by the backend a DNAT chose, whichever of the attempt and
+/// its translation comes first; a retransmitted SYN is the same attempt;
+/// a translation too far from its attempt, or never seen, leaves the
+/// attempt untranslated; translations of connections to other addresses
+/// count nowhere.
+#[test]
+fn connections_to_a_vip_are_counted_by_the_backend_the_nat_chose() {
+    let mut h = Harness::new();
+    h.query(1, "api.example", TYPE_A);
+    h.respond(
+        &MessageBuilder::new(1, true, [1, 1, 0, 0])
+            .question("api.example", TYPE_A)
+            .a("api.example", [10, 96, 0, 10])
+            .build(),
+    );
+    let vip = sock("10.96.0.10", 80);
+    let nat = |h: &mut Harness, client: SocketAddr, backend: &str| {
+        let event = Event::Nat(Translation {
+            ts: h.ts(),
+            client,
+            asked: vip,
+            backend: sock(backend, 8080),
+        });
+        h.agg.process(&event);
+        h.advance_ms(1);
+    };
+    // The attempt first (a pod's SYN, translated on the node), twice.
+    for _ in 0..2 {
+        let from = h.syn("10.96.0.10", 80);
+        h.segment(from, vip, SYN, 1, &[]);
+        nat(&mut h, from, "10.244.1.1");
+    }
+    // The translation first (a host-network client's own socket).
+    let from = sock(CLIENT, 40001);
+    nat(&mut h, from, "10.244.1.2");
+    h.segment(from, vip, SYN, 1, &[]);
+    // A translation long after its attempt is not its translation.
+    let late = h.syn("10.96.0.10", 80);
+    h.advance_ms(6_000);
+    nat(&mut h, late, "10.244.1.3");
+    // Translations of connections to addresses no answer gave alone.
+    nat(&mut h, sock(CLIENT, 40002), "10.244.1.3");
+    let report = h.agg.report();
+    assert_eq!(report.behind_vips.len(), 1, "{:?}", report.behind_vips);
+    let spread = &report.behind_vips[0];
+    assert_eq!(&*spread.name, "api.example.");
+    assert_eq!(spread.vip, vip);
+    assert_eq!(spread.connections, 4);
+    assert_eq!(spread.untranslated, 1);
+    let backends: Vec<(String, u64)> = spread
+        .backends
+        .iter()
+        .map(|b| (b.backend.to_string(), b.connections))
+        .collect();
+    assert_eq!(
+        backends,
+        [
+            ("10.244.1.1:8080".to_string(), 2),
+            ("10.244.1.2:8080".to_string(), 1)
+        ]
+    );
+    // A name of several addresses is a backend set, not a VIP.
+    assert!(report.services.is_empty());
+}
+
+/// Behind a VIP in replay: a capture holding a SYN before the node's DNAT
+/// (to the VIP) and after it (to the pod) joins them by their initial
+/// sequence number, which NAT never rewrites; a SYN with another ISN is
+/// another connection.
+#[test]
+fn a_syn_seen_before_and_after_the_dnat_gives_the_translation() {
+    let mut h = Harness::new();
+    h.query(1, "api.example", TYPE_A);
+    h.respond(
+        &MessageBuilder::new(1, true, [1, 1, 0, 0])
+            .question("api.example", TYPE_A)
+            .a("api.example", [10, 96, 0, 10])
+            .build(),
+    );
+    let vip = sock("10.96.0.10", 80);
+    for (port, isn, pod) in [
+        (50001, 777, "10.244.1.1"),
+        (50002, 778, "10.244.1.2"),
+        (50003, 779, "10.244.1.1"),
+    ] {
+        let from = sock(CLIENT, port);
+        h.segment(from, vip, SYN, isn, &[]);
+        h.segment(from, sock(pod, 8080), SYN, isn, &[]);
+    }
+    // Its other side never captured, or NAT'd another ISN: untranslated.
+    let from = sock(CLIENT, 50004);
+    h.segment(from, vip, SYN, 900, &[]);
+    h.segment(from, sock("10.244.1.2", 8080), SYN, 901, &[]);
+    let report = h.agg.report();
+    let spread = &report.behind_vips[0];
+    assert_eq!((spread.connections, spread.untranslated), (4, 1));
+    let backends: Vec<(String, u64)> = spread
+        .backends
+        .iter()
+        .map(|b| (b.backend.to_string(), b.connections))
+        .collect();
+    assert_eq!(
+        backends,
+        [
+            ("10.244.1.1:8080".to_string(), 2),
+            ("10.244.1.2:8080".to_string(), 1)
+        ]
+    );
+}
+
 /// Checks docs/semantics.md section 3.
 #[test]
 fn opt_and_authority_records_are_skipped() {

@@ -98,6 +98,7 @@ fn event(link: LinkType, data: &[u8], all_tcp: bool) -> (Option<String>, InputSt
                 s.src, s.dst, s.flags, s.seq, s.payload
             ),
             Event::Server(s) => format!("server {}", s.address),
+            Event::Nat(t) => format!("nat {} > {} = {}", t.client, t.asked, t.backend),
         });
     });
     let stats = InputStats {

@@ -1,7 +1,7 @@
 //! `--format json`: rows, per-service verdicts, the input's and the
 //! aggregator's counters, and how reading ended.
 
-use crate::aggregator::{Client, ClientInfo, Counters, Report, Service};
+use crate::aggregator::{Client, ClientInfo, Counters, Report, Service, VipSpread};
 use serde::{Serialize, Serializer};
 use std::io::{self, Write};
 
@@ -13,6 +13,13 @@ struct JsonReport<'a, I: Serialize> {
     /// One per (client, name), with the aggregator's verdicts.
     #[serde(serialize_with = "described_services")]
     services: &'a [Service],
+    /// Host mode: connections to an address a client got alone (a
+    /// Service's VIP), by the backend a DNAT chose; absent when none.
+    #[serde(
+        serialize_with = "described_spreads",
+        skip_serializing_if = "<[VipSpread]>::is_empty"
+    )]
+    behind_vips: &'a [VipSpread],
     input: &'a I,
     counters: &'a Counters,
     /// Set when reading stopped early: the rows cover what came before.
@@ -51,6 +58,13 @@ fn described_services<S: Serializer>(services: &&[Service], s: S) -> Result<S::O
     }))
 }
 
+fn described_spreads<S: Serializer>(spreads: &&[VipSpread], s: S) -> Result<S::Ok, S::Error> {
+    s.collect_seq(spreads.iter().map(|spread| Described {
+        item: spread,
+        client_info: owner_info(&spread.client),
+    }))
+}
+
 /// A row or service, and for an owner client every known attribute of it
 /// (cgroup id and path, container, pod, command); for an address of
 /// another network namespace, the address and the namespace's cookie.
@@ -76,6 +90,7 @@ pub fn write<I: Serialize>(
     let json = JsonReport {
         rows: printed.report,
         services: &printed.report.services,
+        behind_vips: &printed.report.behind_vips,
         input: printed.input,
         counters: &printed.report.counters,
         error: printed.error.as_deref(),

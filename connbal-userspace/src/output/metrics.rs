@@ -285,6 +285,42 @@ pub fn model(report: &Report, input: &dyn Tally, max_series: usize) -> Vec<Famil
         }
     }
 
+    // Behind each VIP: a series per backend the DNAT chose, and one for
+    // connections whose translation was not seen.
+    let mut behind_vip = Family::new(
+        Kind::Counter,
+        "vip_backend_connections",
+        "Connection attempts from a client to an address DNS gave it alone (a Service's VIP), by the backend a DNAT sent them to (`backend=\"untranslated\"`: not seen)",
+    );
+    for spread in &report.behind_vips {
+        let owner = owner_labels(&spread.client);
+        let level = [
+            ("client", spread.client.to_string()),
+            ("name", spread.name.to_string()),
+            ("vip", spread.vip.to_string()),
+        ];
+        let untranslated =
+            (spread.untranslated > 0).then_some(("untranslated".to_string(), spread.untranslated));
+        let each = spread
+            .backends
+            .iter()
+            .map(|b| (b.backend.to_string(), b.connections))
+            .chain(untranslated);
+        for (backend, count) in each {
+            if full || budget == 0 {
+                full = true;
+                folded_series += 1;
+                folded_connections += count;
+                continue;
+            }
+            budget -= 1;
+            behind_vip.add(
+                joined(&level, &[("backend", backend)], &owner),
+                Value::Counter(count),
+            );
+        }
+    }
+
     let mut folded = Family::new(
         Kind::Gauge,
         "metrics_folded_series",
@@ -312,6 +348,7 @@ pub fn model(report: &Report, input: &dyn Tally, max_series: usize) -> Vec<Famil
         verdict_ok,
         verdict_incomplete,
         asked_as,
+        behind_vip,
         folded,
         folded_total,
         aggregator_events,

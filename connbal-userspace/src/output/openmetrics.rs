@@ -234,6 +234,54 @@ mod tests {
         }
     }
 
+    /// Behind a VIP: a series per backend the DNAT chose, and one for the
+    /// connections whose translation was not seen.
+    #[test]
+    fn connections_behind_a_vip_are_series_per_backend() {
+        let mut agg = Aggregator::new(Config::default());
+        lookup(&mut agg, 1, None);
+        let vip: SocketAddr = "10.1.0.1:80".parse().unwrap();
+        for (port, backend) in [
+            (40001, Some("10.244.1.1:8080")),
+            (40002, Some("10.244.1.1:8080")),
+            (40003, None),
+        ] {
+            let client = SocketAddr::new(CLIENT.parse::<SocketAddr>().unwrap().ip(), port);
+            agg.process(&Event::Tcp(Segment {
+                ts: Timestamp::from_secs(100),
+                src: client,
+                dst: vip,
+                flags: connbal_common::tcp_flags::SYN,
+                seq: 1,
+                payload: &[],
+                truncated: false,
+                ack: None,
+                first_of_flow: None,
+                owner: None,
+            }));
+            if let Some(backend) = backend {
+                agg.process(&Event::Nat(crate::aggregator::Translation {
+                    ts: Timestamp::from_secs(100),
+                    client,
+                    asked: vip,
+                    backend: backend.parse().unwrap(),
+                }));
+            }
+        }
+        let none = Input {
+            records: 0,
+            kernel_records_lost: 0,
+        };
+        let text = render(&agg.report(), &none, 100);
+        let labels = "client=\"10.0.0.2\",name=\"web.example.\",vip=\"10.1.0.1:80\"";
+        for (backend, count) in [("10.244.1.1:8080", 2), ("untranslated", 1)] {
+            let line = format!(
+                "connbal_vip_backend_connections_total{{{labels},backend=\"{backend}\"}} {count}\n"
+            );
+            assert!(text.contains(&line), "{line}{text}");
+        }
+    }
+
     /// Outcomes per backend: the three attempts share a 4-tuple (each a
     /// new ISN); the reset settles the latest, the other two stay
     /// unanswered.

@@ -6,8 +6,8 @@
 //! control bytes, so a hostile name cannot move the cursor or recolour the
 //! terminal.
 
-use crate::aggregator::verdict::plural;
-use crate::aggregator::{Client, Report, Service};
+use crate::aggregator::verdict::{p_is, plural};
+use crate::aggregator::{Client, Report, Service, VipFinding, VipSpread};
 use anstyle::{AnsiColor, Style};
 use std::fmt::Write as _;
 use std::io;
@@ -80,6 +80,89 @@ pub fn write(
 }
 
 fn render(report: &Report, colour: bool) -> String {
+    let mut out = if report.services.is_empty() && !report.behind_vips.is_empty() {
+        String::new()
+    } else {
+        render_services(report, colour)
+    };
+    if !report.behind_vips.is_empty() {
+        if !out.is_empty() {
+            out.push('\n');
+        }
+        out.push_str(&render_behind_vips(&report.behind_vips, colour));
+    }
+    out
+}
+
+/// Each client's connections to a name it got one address for (a
+/// Service's VIP), by the backend a DNAT chose.
+fn render_behind_vips(spreads: &[VipSpread], colour: bool) -> String {
+    let palette = Palette { colour };
+    let mut out = String::new();
+    let mut client: Option<&Client> = None;
+    for spread in spreads {
+        if client != Some(&spread.client) {
+            if client.is_some() {
+                out.push('\n');
+            }
+            client = Some(&spread.client);
+            let _ = writeln!(
+                out,
+                "{}",
+                palette.heading(&format!("client {} behind VIPs", spread.client))
+            );
+        }
+        let _ = writeln!(
+            out,
+            "  {} via {}: {}",
+            spread.name,
+            spread.vip,
+            plural(spread.connections, "connection", "connections"),
+        );
+        let translated: u64 = spread.backends.iter().map(|b| b.connections).sum();
+        for backend in &spread.backends {
+            let share = backend.connections as f64 / translated.max(1) as f64;
+            let _ = writeln!(
+                out,
+                "    {:<40}  {:>5}  {:>4.0}% {}",
+                backend.backend.to_string(),
+                backend.connections,
+                share * 100.0,
+                bar(share).trim_end(),
+            );
+        }
+        if let Some(balance) = spread.balance {
+            let p = balance.p_value.map(p_is).unwrap_or_default();
+            let finding = match balance.finding {
+                VipFinding::Even => palette.good(&format!(
+                    "even over the {} backends seen ({p})",
+                    balance.backends_seen
+                )),
+                VipFinding::Uneven => palette.bad(&format!(
+                    "uneven over the {} backends seen: not an even random choice ({p})",
+                    balance.backends_seen
+                )),
+                VipFinding::OneBackend => palette.bad(
+                    "every connection to one backend: session affinity (sessionAffinity: ClientIP), or one ready endpoint",
+                ),
+            };
+            let _ = writeln!(out, "    {finding}");
+        }
+        if spread.untranslated > 0 {
+            let _ = writeln!(
+                out,
+                "    {}",
+                palette.dim(&format!(
+                    "{} with no translation seen",
+                    plural(spread.untranslated, "connection", "connections")
+                ))
+            );
+        }
+    }
+    out
+}
+
+fn render_services(report: &Report, colour: bool) -> String {
     let palette = Palette { colour };
     let mut out = String::new();
     if report.services.is_empty() {
@@ -238,6 +321,87 @@ fn bar(share: f64) -> String {
 mod tests {
     use super::*;
 
+    /// Behind a VIP: the name and VIP, each backend's share of the
+    /// translated connections, and what was not translated; no "nothing
+    /// seen" when that is all there is.
+    #[test]
+    fn connections_behind_a_vip_get_a_section_of_their_own() {
+        use crate::aggregator::{
+            Aggregator, Config, Datagram, Event, Segment, Timestamp, Translation,
+        };
+        use crate::testing::MessageBuilder;
+        let mut agg = Aggregator::new(Config::default());
+        let client: std::net::SocketAddr = "10.0.0.2:40000".parse().unwrap();
+        let server: std::net::SocketAddr = "10.0.0.53:53".parse().unwrap();
+        let vip: std::net::SocketAddr = "10.96.0.10:80".parse().unwrap();
+        let ts = Timestamp::from_secs(100);
+        let query = MessageBuilder::new(1, false, [1, 0, 0, 0])
+            .question("api.example", crate::aggregator::dns::TYPE_A)
+            .build();
+        let answer = MessageBuilder::new(1, true, [1, 1, 0, 0])
+            .question("api.example", crate::aggregator::dns::TYPE_A)
+            .a("api.example", [10, 96, 0, 10])
+            .build();
+        for (src, dst, payload) in [(client, server, &query), (server, client, &answer)] {
+            agg.process(&Event::Udp(Datagram {
+                ts,
+                src,
+                dst,
+                payload,
+                truncated: false,
+                owner: None,
+            }));
+        }
+        for (port, backend) in [
+            (40001, Some("10.244.1.1:8080")),
+            (40002, Some("10.244.1.1:8080")),
+            (40003, Some("10.244.1.2:8080")),
+            (40004, None),
+        ] {
+            let from = std::net::SocketAddr::new(client.ip(), port);
+            agg.process(&Event::Tcp(Segment {
+                ts,
+                src: from,
+                dst: vip,
+                flags: connbal_common::tcp_flags::SYN,
+                seq: 1,
+                payload: &[],
+                truncated: false,
+                ack: None,
+                first_of_flow: None,
+                owner: None,
+            }));
+            if let Some(backend) = backend {
+                agg.process(&Event::Nat(Translation {
+                    ts,
+                    client: from,
+                    asked: vip,
+                    backend: backend.parse().unwrap(),
+                }));
+            }
+        }
+        let text = render(&agg.report(), false);
+        assert!(
+            text.starts_with(
+                "client 10.0.0.2 behind VIPs\n  api.example. via 10.96.0.10:80: 4 connections\n"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("    10.244.1.1:8080                               2    67% "),
+            "{text}"
+        );
+        assert!(
+            text.contains("    10.244.1.2:8080                               1    33% "),
+            "{text}"
+        );
+        assert!(
+            text.contains("    1 connection with no translation seen\n"),
+            "{text}"
+        );
+        assert!(!text.contains("no lookup"), "{text}");
+    }
+
     /// A report whose answers `-F` all left out says so, not "nothing seen".
     #[test]
     fn an_empty_report_says_the_filter_left_answers_out() {
@@ -246,6 +410,7 @@ mod tests {
             counters: crate::aggregator::Counters::default(),
             filter: None,
             left_out: crate::aggregator::LeftOut::default(),
+            behind_vips: Vec::new(),
         };
         assert_eq!(
             render(&report, false),

@@ -123,18 +123,30 @@ impl Btf {
     /// The member `member` of `struct name`, looking inside its anonymous
     /// structs and unions as C does.
     pub fn member(&self, name: &str, member: &str) -> Result<Member, BtfError> {
-        let id = (1..=self.offsets.len() as u32)
-            .find(|&id| {
-                self.kind_of(id).is_some_and(|(kind, _, _, at)| {
-                    kind == KIND_STRUCT && self.name(self.u32_at(at)) == name.as_bytes()
-                })
-            })
-            .ok_or_else(|| BtfError::NoStruct(name.to_string()))?;
+        let id = self.struct_id(name)?;
         self.find_member(id, member.as_bytes(), 0, 0)
             .ok_or_else(|| BtfError::NoMember {
                 strukt: name.to_string(),
                 member: member.to_string(),
             })
+    }
+
+    fn struct_id(&self, name: &str) -> Result<u32, BtfError> {
+        (1..=self.offsets.len() as u32)
+            .find(|&id| {
+                self.kind_of(id).is_some_and(|(kind, _, _, at)| {
+                    kind == KIND_STRUCT && self.name(self.u32_at(at)) == name.as_bytes()
+                })
+            })
+            .ok_or_else(|| BtfError::NoStruct(name.to_string()))
+    }
+
+    /// The offset of `struct name`'s record in the type section.
+    fn find_struct(&self, name: &str) -> Result<usize, BtfError> {
+        let id = self.struct_id(name)?;
+        self.kind_of(id)
+            .map(|(_, _, _, at)| at)
+            .ok_or_else(|| BtfError::NoStruct(name.to_string()))
     }
 
     fn find_member(&self, id: u32, wanted: &[u8], base_bits: u32, depth: usize) -> Option<Member> {
@@ -179,6 +191,12 @@ impl Btf {
             }
         }
         id
+    }
+
+    /// The size in bytes of `struct name`.
+    pub fn size_of(&self, name: &str) -> Result<u32, BtfError> {
+        let at = self.find_struct(name)?;
+        Ok(self.u32_at(at + 8))
     }
 
     /// The number of elements of an array type, if `id` is one.
@@ -273,6 +291,53 @@ pub fn socket_layout(btf: &Btf) -> Result<SocketLayout, BtfError> {
         net_cookie: at("net", "net_cookie")?,
         task_tgid: at("task_struct", "tgid")?,
         task_pid: at("task_struct", "pid")?,
+    })
+}
+
+/// Where the NAT tracepoint finds a packet's conntrack entry and its two
+/// tuples, as the globals of the same names in the kernel program.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ConntrackLayout {
+    pub skb_nfct: u32,
+    pub ct_status: u32,
+    pub ct_tuplehash: u32,
+    pub tuplehash_size: u32,
+    pub tuplehash_tuple: u32,
+}
+
+impl ConntrackLayout {
+    pub fn globals(&self) -> [(&'static str, u32); 5] {
+        [
+            ("SKB_NFCT_OFFSET", self.skb_nfct),
+            ("CT_STATUS_OFFSET", self.ct_status),
+            ("CT_TUPLEHASH_OFFSET", self.ct_tuplehash),
+            ("TUPLEHASH_SIZE", self.tuplehash_size),
+            ("TUPLEHASH_TUPLE_OFFSET", self.tuplehash_tuple),
+        ]
+    }
+}
+
+/// The program reads inside `struct nf_conntrack_tuple` at fixed offsets
+/// (its layout has not changed since conntrack began): checked by its
+/// size, and by where its halves are.
+pub fn conntrack_layout(btf: &Btf) -> Result<ConntrackLayout, BtfError> {
+    let at = |strukt: &str, member: &str| btf.member(strukt, member).map(|m| m.byte_offset);
+    let unexpected = |what: &str| BtfError::NoMember {
+        strukt: "nf_conntrack_tuple".into(),
+        member: what.into(),
+    };
+    if btf.size_of("nf_conntrack_tuple")? != 40 {
+        return Err(unexpected("of 40 bytes"));
+    }
+    if at("nf_conntrack_tuple", "src")? != 0 || at("nf_conntrack_tuple", "dst")? != 20 {
+        return Err(unexpected("src at 0 and dst at 20"));
+    }
+    Ok(ConntrackLayout {
+        skb_nfct: at("sk_buff", "_nfct")?,
+        ct_status: at("nf_conn", "status")?,
+        ct_tuplehash: at("nf_conn", "tuplehash")?,
+        tuplehash_size: btf.size_of("nf_conntrack_tuple_hash")?,
+        tuplehash_tuple: at("nf_conntrack_tuple_hash", "tuple")?,
     })
 }
 
@@ -379,6 +444,38 @@ mod tests {
                     "{strukt}.{member}"
                 );
             }
+        }
+    }
+
+    /// What the NAT tracepoint reads, where bpftool says the kernel keeps
+    /// it.
+    #[test]
+    fn the_running_kernels_conntrack_gives_what_the_nat_tracepoint_reads() {
+        let Ok(btf) = Btf::read(Path::new(VMLINUX)) else {
+            eprintln!("skipped: no {VMLINUX}");
+            return;
+        };
+        let Ok(layout) = conntrack_layout(&btf) else {
+            eprintln!("skipped: no conntrack in this kernel's BTF");
+            return;
+        };
+        if let Some(dump) = bpftool_dump() {
+            for (strukt, member, bytes) in [
+                ("sk_buff", "_nfct", layout.skb_nfct),
+                ("nf_conn", "status", layout.ct_status),
+                ("nf_conn", "tuplehash", layout.ct_tuplehash),
+                ("nf_conntrack_tuple_hash", "tuple", layout.tuplehash_tuple),
+            ] {
+                assert_eq!(
+                    bits_of(&dump, strukt, member),
+                    Some(bytes * 8),
+                    "{strukt}.{member}"
+                );
+            }
+            assert!(dump.contains(&format!(
+                "] STRUCT 'nf_conntrack_tuple_hash' size={} ",
+                layout.tuplehash_size
+            )));
         }
     }
 

@@ -677,6 +677,11 @@ impl Session {
         if let Some(host) = &self.host {
             source_warnings.extend(host.cgroups.runtime_notes());
         }
+        if let Some(Err(error)) = &self.loaded.nat {
+            source_warnings.push(format!(
+                "where a DNAT sent each connection (a Service's pods behind its VIP) is not known: {error}"
+            ));
+        }
         if let Some(Err(error)) = &self.loaded.open_sockets {
             source_warnings.push(format!(
                 "sockets open before the trace were given no process (each gets one when it next connects or sends to an address): {error}"

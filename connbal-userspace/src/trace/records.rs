@@ -3,11 +3,11 @@
 
 use super::cgroups::CgroupLookup;
 use crate::aggregator::{
-    Cgroup, Datagram, Event, Owner, Process, Segment, ServerSocket, Timestamp,
+    Cgroup, Datagram, Event, Owner, Process, Segment, ServerSocket, Timestamp, Translation,
 };
 use connbal_common::record::{
     RecordHeader, BIT_FLOW_NEW, BIT_PROCESS, BIT_SOCKET, BIT_TCP, BIT_TRUNCATED, HEADER_LEN,
-    KIND_DNS, KIND_SERVER, KIND_TCP,
+    KIND_DNS, KIND_NAT, KIND_SERVER, KIND_TCP, NAT_TAIL_LEN,
 };
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
@@ -95,6 +95,17 @@ pub fn to_event<'a>(
                 address: src,
                 owner,
             }))
+        }
+        KIND_NAT => {
+            let tail = item.get(HEADER_LEN..HEADER_LEN + NAT_TAIL_LEN)?;
+            let backend_addr: [u8; 16] = tail[..16].try_into().ok()?;
+            let backend_port = u16::from_ne_bytes([tail[16], tail[17]]);
+            return Some(Event::Nat(Translation {
+                ts,
+                client: src,
+                asked: dst,
+                backend: SocketAddr::new(address(h.ip_version, backend_addr)?, backend_port),
+            }));
         }
         _ => return None,
     };
@@ -199,6 +210,32 @@ mod tests {
             Some(Event::Server(s)) => assert_eq!(s.address.to_string(), "192.0.2.1:40000"),
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn a_nat_record_names_the_client_the_address_it_asked_for_and_the_backend() {
+        let mut tail = [0u8; 24];
+        tail[..4].copy_from_slice(&[10, 244, 1, 2]);
+        tail[16..18].copy_from_slice(&8080u16.to_ne_bytes());
+        let item = record(KIND_NAT, 4, 0, &tail);
+        match event(&item, &Clock::from_offset(0), false) {
+            Some(Event::Nat(t)) => assert_eq!(
+                (
+                    t.client.to_string(),
+                    t.asked.to_string(),
+                    t.backend.to_string()
+                ),
+                (
+                    "192.0.2.1:40000".into(),
+                    "192.0.2.53:53".into(),
+                    "10.244.1.2:8080".into()
+                )
+            ),
+            other => panic!("{other:?}"),
+        }
+        // Cut short: refused, not misread.
+        let short = &item[..HEADER_LEN + NAT_TAIL_LEN - 1];
+        assert!(event(short, &Clock::from_offset(0), false).is_none());
     }
 
     #[test]

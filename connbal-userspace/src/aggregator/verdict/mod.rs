@@ -31,7 +31,7 @@ pub use types::{
     BackendLoad, Balance, Check, Expectation, FailingBackend, Family, Finding, Incomplete,
     Judgement, Service, StaleBackend, Verdict,
 };
-pub use wording::plural;
+pub use wording::{p_is, plural};
 
 use super::backends::Row;
 use super::client::Client;

@@ -368,7 +368,7 @@ fn percent_bound(p: f64) -> String {
 }
 
 /// "p = 0.308", or "p < 0.001" below what three decimals show.
-fn p_is(p: f64) -> String {
+pub fn p_is(p: f64) -> String {
     if p < 0.001 {
         "p < 0.001".to_string()
     } else {

@@ -50,6 +50,7 @@ pub fn load_and_attach_cgroup(
         mut ebpf,
         counters,
         socket_layout,
+        conntrack_layout,
     } = load(options)?;
     let dirs = cgroups
         .iter()
@@ -100,23 +101,16 @@ pub fn load_and_attach_cgroup(
     // longer miss a new one. Without it, a daemon's long-lived resolver
     // socket belongs to no process; the trace goes on either way.
     let open_sockets = (!options.noop).then(|| {
-        socket_layout.and_then(|_| {
-            super::open_sockets::record_owners(&mut ebpf).map_err(|error| {
-                // The verifier's reason: its log's last line before
-                // the statistics.
-                let reason = error.verifier_log().and_then(|log| {
-                    log.lines()
-                        .rev()
-                        .find(|line| !line.starts_with("processed ") && !line.is_empty())
-                });
-                match reason {
-                    Some(reason) => format!("{error}: {reason}"),
-                    None => error.to_string(),
-                }
-            })
-        })
+        socket_layout
+            .and_then(|_| super::open_sockets::record_owners(&mut ebpf).map_err(|e| described(&e)))
+    });
+    // Where a DNAT sent each new connection (a Service's VIP to its pod):
+    // host-wide, so without it the report still stands, one level short.
+    let nat = (!options.noop).then(|| {
+        conntrack_layout.and_then(|_| super::nat::attach(&mut ebpf).map_err(|e| described(&e)))
     });
     Ok(Loaded {
+        nat,
         open_sockets,
         ebpf,
         counters,
@@ -124,4 +118,18 @@ pub fn load_and_attach_cgroup(
         interfaces: Vec::new(),
         _claims: Vec::new(),
     })
+}
+
+/// An optional program's failure as one line: with the verifier's reason,
+/// its log's last line before the statistics.
+fn described(error: &LoaderError) -> String {
+    let reason = error.verifier_log().and_then(|log| {
+        log.lines()
+            .rev()
+            .find(|line| !line.starts_with("processed ") && !line.is_empty())
+    });
+    match reason {
+        Some(reason) => format!("{error}: {reason}"),
+        None => error.to_string(),
+    }
 }

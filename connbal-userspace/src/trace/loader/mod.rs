@@ -7,6 +7,7 @@
 
 mod cgroup;
 mod clsact;
+mod nat;
 mod netlink;
 mod open_sockets;
 mod tc;
@@ -14,7 +15,7 @@ mod tc;
 pub use cgroup::load_and_attach_cgroup;
 pub use tc::load_and_attach;
 
-use super::btf::SocketLayout;
+use super::btf::{ConntrackLayout, SocketLayout};
 use super::counters::MappedCounters;
 use crate::tally::counter_set;
 use aya::maps::{Map, MapData, RingBuf};
@@ -134,6 +135,8 @@ pub struct Loaded {
     /// Host mode: how many sockets open before the trace were given their
     /// owner, or why none could be.
     pub open_sockets: Option<Result<u64, String>>,
+    /// Host mode: whether the NAT tracepoint is attached, or why not.
+    pub nat: Option<Result<(), String>>,
     /// Held for the run: tells later connbal runs these filters are live.
     /// Declared after `ebpf`, so dropped after the filters are detached.
     _claims: Vec<netlink::InterfaceClaim>,
@@ -207,9 +210,15 @@ fn load(options: &Options) -> Result<Object, LoaderError> {
         Some(Err(e)) => Err(e.to_string()),
         None => Err("not asked for".into()),
     };
+    let conntrack_layout = match &btf {
+        Some(Ok(btf)) => super::btf::conntrack_layout(btf).map_err(|e| e.to_string()),
+        Some(Err(e)) => Err(e.to_string()),
+        None => Err("not asked for".into()),
+    };
     let mut loader = EbpfLoader::new();
-    let globals = socket_layout.clone().unwrap_or_default().globals();
-    for (name, value) in &globals {
+    let socket_globals = socket_layout.clone().unwrap_or_default().globals();
+    let conntrack_globals = conntrack_layout.clone().unwrap_or_default().globals();
+    for (name, value) in socket_globals.iter().chain(&conntrack_globals) {
         loader.override_global(name, value, true);
     }
     let mut ebpf = loader
@@ -237,6 +246,7 @@ fn load(options: &Options) -> Result<Object, LoaderError> {
         ebpf,
         counters,
         socket_layout,
+        conntrack_layout,
     })
 }
 
@@ -246,6 +256,8 @@ struct Object {
     counters: MappedCounters,
     /// The offsets the open-socket iterator was given, or why none.
     socket_layout: Result<SocketLayout, String>,
+    /// The offsets the NAT tracepoint was given, or why none.
+    conntrack_layout: Result<ConntrackLayout, String>,
 }
 
 fn program<'e, P>(ebpf: &'e mut Ebpf, name: &str) -> Result<&'e mut P, LoaderError>

@@ -72,6 +72,7 @@ pub fn load_and_attach(interfaces: &[String], options: &Options) -> Result<Loade
     }
     Ok(Loaded {
         open_sockets: None,
+        nat: None,
         ebpf,
         counters,
         mode: Some(mode),

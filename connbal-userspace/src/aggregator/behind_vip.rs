@@ -1,0 +1,358 @@
+//! The spread behind a VIP: the backends a DNAT chose for the connections
+//! a client made to an address DNS gave it alone.
+//!
+//! A Kubernetes Service name resolves to one address, its ClusterIP, and
+//! kube-proxy's rules pick the pod per connection. An answer of one
+//! address is no backend set (docs/semantics.md section 3), so those
+//! connections had no row at all. Here they get their own level: client,
+//! name, VIP, and the backends the kernel's NAT sent them to (host mode's
+//! `Translation` events).
+//!
+//! An attempt and its translation come in either order: the client's own
+//! socket reports its DNAT before the SYN, the tracepoint on the forwarded
+//! packet after it. Each waits a few seconds for the other in a bounded
+//! table; the backend set is only what was seen, as no DNS answer names it.
+
+use super::bounded::FifoMap;
+use super::client::Client;
+use super::event::Translation;
+use super::Timestamp;
+use serde::Serialize;
+use std::collections::{BTreeMap, HashMap};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+
+/// Single-address answers remembered, per client and address.
+const MAX_VIPS: usize = 1 << 14;
+/// Attempts and translations waiting for each other.
+const MAX_WAITING: usize = 1 << 14;
+/// (client, name, VIP) levels kept.
+const MAX_LEVELS: usize = 1 << 14;
+/// Backends kept per level; past it, connections still count, as
+/// `backends_dropped`.
+const MAX_BACKENDS: usize = 256;
+/// How far apart an attempt and its translation may be: the same packet,
+/// seen in two places, microseconds apart; a SYN retransmitted is the
+/// same attempt.
+const JOIN_WINDOW_NS: u64 = 5_000_000_000;
+
+/// A connection as its client made it: its own address and the VIP.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+struct Flow {
+    client: SocketAddr,
+    asked: SocketAddr,
+}
+
+#[derive(Debug)]
+pub struct BehindVips {
+    names: FifoMap<(Client, IpAddr), Arc<str>>,
+    attempts: FifoMap<Flow, (Timestamp, Client, Arc<str>)>,
+    translations: FifoMap<Flow, (Timestamp, SocketAddr)>,
+    /// Attempts waiting, by initial sequence number.
+    by_isn: FifoMap<u32, (Timestamp, Flow)>,
+    levels: HashMap<(Client, Arc<str>, SocketAddr), Level>,
+    /// Levels not kept because the table was full.
+    pub levels_dropped: u64,
+}
+
+#[derive(Debug, Default)]
+struct Level {
+    connections: u64,
+    /// Connections whose translation was never seen (no NAT behind the
+    /// address, or it was missed).
+    untranslated: u64,
+    backends: BTreeMap<SocketAddr, u64>,
+    backends_dropped: u64,
+}
+
+/// One (client, name, VIP) level of the report.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct VipSpread {
+    pub client: Client,
+    pub name: Arc<str>,
+    pub vip: SocketAddr,
+    /// Connection attempts to the VIP.
+    pub connections: u64,
+    /// Attempts whose backend was seen, by backend, busiest first.
+    pub backends: Vec<VipBackend>,
+    /// Attempts whose translation was not seen (yet, or at all).
+    pub untranslated: u64,
+    /// Attempts to backends past the per-VIP cap.
+    pub backends_dropped: u64,
+    /// The spread over the backends seen; absent with too few connections
+    /// to judge.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub balance: Option<VipBalance>,
+}
+
+/// What the spread over the backends seen says. Which backends exist is
+/// the EndpointSlice's, which DNS never shows, so a backend that got
+/// nothing is not known and no "unused backend" is said.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+pub struct VipBalance {
+    pub finding: VipFinding,
+    pub backends_seen: usize,
+    /// Chi-square against an even split over the backends seen, and its
+    /// p-value (absent for `one_backend`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub chi_square: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub p_value: Option<f64>,
+}
+
+impl Eq for VipBalance {}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum VipFinding {
+    /// As an even random choice spreads (kube-proxy's iptables and
+    /// nftables modes choose uniformly per connection).
+    Even,
+    /// Not the spread an even random choice gives (p below the verdicts'
+    /// significance). Skew by design reads the same: an IPVS scheduler,
+    /// `internalTrafficPolicy: Local`, `trafficDistribution`.
+    Uneven,
+    /// Every connection to one backend, past what chance explains:
+    /// session affinity (`sessionAffinity: ClientIP`), or a Service of one
+    /// ready endpoint.
+    OneBackend,
+}
+
+/// Every backend seen must be expected to get this many connections for
+/// the chi-square approximation to hold.
+const MIN_EXPECTED_PER_BACKEND: f64 = 5.0;
+/// Connections all to one backend before that is a finding: with two
+/// endpoints, an even choice does it by chance once in 2^(n-1).
+const ONE_BACKEND_AFTER: u64 = 8;
+
+fn balance(counts: &[u64]) -> Option<VipBalance> {
+    use statrs::distribution::{ChiSquared, ContinuousCDF};
+    let n: u64 = counts.iter().sum();
+    let k = counts.len();
+    if k == 1 {
+        return (n >= ONE_BACKEND_AFTER).then_some(VipBalance {
+            finding: VipFinding::OneBackend,
+            backends_seen: 1,
+            chi_square: None,
+            p_value: None,
+        });
+    }
+    let expected = n as f64 / k as f64;
+    if k < 2 || expected < MIN_EXPECTED_PER_BACKEND {
+        return None;
+    }
+    let chi_square: f64 = counts
+        .iter()
+        .map(|&c| (c as f64 - expected).powi(2) / expected)
+        .sum();
+    let p_value = ChiSquared::new((k - 1) as f64).map_or(f64::NAN, |d| d.sf(chi_square));
+    Some(VipBalance {
+        finding: if p_value < super::verdict::SIGNIFICANCE {
+            VipFinding::Uneven
+        } else {
+            VipFinding::Even
+        },
+        backends_seen: k,
+        chi_square: Some(chi_square),
+        p_value: Some(p_value),
+    })
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct VipBackend {
+    pub backend: SocketAddr,
+    pub connections: u64,
+}
+
+impl Default for BehindVips {
+    fn default() -> Self {
+        Self {
+            names: FifoMap::with_cap(MAX_VIPS),
+            attempts: FifoMap::with_cap(MAX_WAITING),
+            translations: FifoMap::with_cap(MAX_WAITING),
+            by_isn: FifoMap::with_cap(MAX_WAITING),
+            levels: HashMap::new(),
+            levels_dropped: 0,
+        }
+    }
+}
+
+impl BehindVips {
+    /// `client` was told `address` alone for `name`.
+    pub fn answered(&mut self, client: &Client, address: IpAddr, name: &Arc<str>) {
+        self.names.insert((client.clone(), address), name.clone());
+    }
+
+    /// A new attempt that counted for no backend set: whether it went to
+    /// an address its client got alone (a VIP), which this level counts.
+    ///
+    /// An attempt to any other address with the initial sequence number of
+    /// an attempt to a VIP still waiting is that attempt after its DNAT
+    /// (NAT never rewrites the ISN): a capture that holds the SYN on both
+    /// sides of the node (`tcpdump -i any` there) gives the translation
+    /// with no kernel help.
+    pub fn attempt(
+        &mut self,
+        ts: Timestamp,
+        client: &Client,
+        (from, to): (SocketAddr, SocketAddr),
+        isn: u32,
+    ) -> bool {
+        // Replay's hot path: most inputs never see a single-address answer.
+        if self.names.len() == 0 {
+            return false;
+        }
+        let Some(name) = self.names.get(&(client.clone(), to.ip())).cloned() else {
+            if let Some((seen, flow)) = self.by_isn.remove(&isn) {
+                if apart(seen, ts) <= JOIN_WINDOW_NS && flow.asked != to {
+                    self.translated(&Translation {
+                        ts,
+                        client: flow.client,
+                        asked: flow.asked,
+                        backend: to,
+                    });
+                }
+            }
+            return false;
+        };
+        let flow = Flow {
+            client: from,
+            asked: to,
+        };
+        let backend = self
+            .translations
+            .remove(&flow)
+            .filter(|(seen, _)| apart(*seen, ts) <= JOIN_WINDOW_NS)
+            .map(|(_, backend)| backend);
+        let key = (client.clone(), name.clone(), to);
+        if backend.is_none() {
+            self.attempts.insert(flow, (ts, client.clone(), name));
+            self.by_isn.insert(isn, (ts, flow));
+        }
+        self.count(key, backend);
+        true
+    }
+
+    /// Where a DNAT sent a connection.
+    pub fn translated(&mut self, t: &Translation) {
+        let flow = Flow {
+            client: t.client,
+            asked: t.asked,
+        };
+        match self.attempts.remove(&flow) {
+            Some((ts, client, name)) if apart(ts, t.ts) <= JOIN_WINDOW_NS => {
+                if let Some(level) = self.levels.get_mut(&(client, name, t.asked)) {
+                    level.untranslated = level.untranslated.saturating_sub(1);
+                    level.add_backend(t.backend);
+                }
+            }
+            // Before its attempt, or of a connection no level counts (a
+            // client outside the trace, an address no answer gave alone):
+            // kept briefly, for an attempt that follows.
+            _ => {
+                self.translations.insert(flow, (t.ts, t.backend));
+            }
+        }
+    }
+
+    fn count(&mut self, key: (Client, Arc<str>, SocketAddr), backend: Option<SocketAddr>) {
+        let full = self.levels.len() >= MAX_LEVELS;
+        let level = match self.levels.get_mut(&key) {
+            Some(level) => level,
+            None if full => {
+                self.levels_dropped += 1;
+                return;
+            }
+            None => self.levels.entry(key).or_default(),
+        };
+        level.connections += 1;
+        match backend {
+            Some(backend) => level.add_backend(backend),
+            None => level.untranslated += 1,
+        }
+    }
+
+    /// Clients gone are forgotten here as in the other tables.
+    pub fn forget(&mut self, gone: &dyn Fn(&Client) -> bool) {
+        self.names.retain(|(client, _), _| !gone(client));
+        self.attempts.retain(|_, (_, client, _)| !gone(client));
+        self.levels.retain(|(client, _, _), _| !gone(client));
+    }
+
+    /// Every level where a translation was seen, by client, name and
+    /// VIP: an address no NAT was seen behind (any single-address name in
+    /// a capture, say) is a plain address, as it always was.
+    pub fn report(&self) -> Vec<VipSpread> {
+        let mut spreads: Vec<VipSpread> = self
+            .levels
+            .iter()
+            .filter(|(_, level)| !level.backends.is_empty() || level.backends_dropped > 0)
+            .map(|((client, name, vip), level)| {
+                let mut backends: Vec<VipBackend> = level
+                    .backends
+                    .iter()
+                    .map(|(&backend, &connections)| VipBackend {
+                        backend,
+                        connections,
+                    })
+                    .collect();
+                backends.sort_by(|a, b| {
+                    b.connections
+                        .cmp(&a.connections)
+                        .then(a.backend.cmp(&b.backend))
+                });
+                let counts: Vec<u64> = backends.iter().map(|b| b.connections).collect();
+                VipSpread {
+                    client: client.clone(),
+                    name: name.clone(),
+                    vip: *vip,
+                    connections: level.connections,
+                    balance: (level.backends_dropped == 0)
+                        .then(|| balance(&counts))
+                        .flatten(),
+                    backends,
+                    untranslated: level.untranslated,
+                    backends_dropped: level.backends_dropped,
+                }
+            })
+            .collect();
+        spreads.sort_by(|a, b| (&a.client, &a.name, a.vip).cmp(&(&b.client, &b.name, b.vip)));
+        spreads
+    }
+}
+
+impl Level {
+    fn add_backend(&mut self, backend: SocketAddr) {
+        if let Some(count) = self.backends.get_mut(&backend) {
+            *count += 1;
+        } else if self.backends.len() < MAX_BACKENDS {
+            self.backends.insert(backend, 1);
+        } else {
+            self.backends_dropped += 1;
+        }
+    }
+}
+
+fn apart(a: Timestamp, b: Timestamp) -> u64 {
+    a.0.abs_diff(b.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_spread_over_backends_seen_is_judged_only_where_it_can_be() {
+        let finding = |counts: &[u64]| balance(counts).map(|b| b.finding);
+        assert_eq!(finding(&[10, 11, 9]), Some(VipFinding::Even));
+        assert_eq!(finding(&[28, 1, 1]), Some(VipFinding::Uneven));
+        // Pinned: one backend past chance; too few to say at all.
+        assert_eq!(finding(&[ONE_BACKEND_AFTER]), Some(VipFinding::OneBackend));
+        assert_eq!(finding(&[ONE_BACKEND_AFTER - 1]), None);
+        // Too few per backend for the chi-square to hold.
+        assert_eq!(finding(&[4, 5]), None);
+        let uneven = balance(&[28, 1, 1]).unwrap();
+        assert_eq!(uneven.backends_seen, 3);
+        assert!(uneven.p_value.unwrap() < 1e-6, "{uneven:?}");
+    }
+}
