@@ -940,6 +940,158 @@ fn a_daemon_container_resolving_over_a_socket_from_before_the_trace_is_counted()
     assert_eq!(counts(&chosen).values().collect::<Vec<_>>(), [&3, &3, &3]);
 }
 
+/// connbal's image (deploy/image/Dockerfile), built by the real daemon and
+/// run the way the DaemonSet runs it: the host's network and cgroup
+/// namespace, cgroup2 mounted read-only, every capability dropped but
+/// CAP_SYS_ADMIN (CAP_BPF and CAP_PERFMON, which this Docker cannot name)
+/// and CAP_NET_ADMIN. It traces the other containers on the same daemon,
+/// serves their spread as metrics, and on `docker stop` (SIGTERM) exits 0
+/// with nothing left attached. A real Prometheus scrapes it.
+#[test]
+fn the_agent_image_traces_the_other_containers_as_the_daemonset_runs_it() {
+    let tools = [DOCKER_TOOLS, &["curl", "bpftool", "prometheus"]].concat();
+    let Some(_guard) = live_tests(&ONE_AT_A_TIME, &tools) else {
+        return;
+    };
+    let docker = Runtime::docker();
+    docker.start_backends();
+    // No registry here: the imported rootfs stands in for the base image,
+    // by its name.
+    docker.ok(&["tag", IMAGE, "debian:bookworm-slim"]);
+    // The build context holds what the Dockerfile copies: the binary under
+    // test, where a release build puts it.
+    let context = docker.dir.join("image");
+    std::fs::create_dir_all(context.join("target/release")).unwrap();
+    std::fs::copy(
+        env!("CARGO_BIN_EXE_connbal"),
+        context.join("target/release/connbal"),
+    )
+    .unwrap();
+    let dockerfile = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/image/Dockerfile");
+    std::fs::copy(&dockerfile, context.join("Dockerfile")).unwrap();
+    docker.ok(&["build", "-t", "connbal:test", context.to_str().unwrap()]);
+    let root = docker.cgroups.relative_root();
+    let cgroup2 = xtask::cgroup::mount().expect("cgroup2 mount");
+    let mount = format!("{}:{}:ro", cgroup2.display(), cgroup2.display());
+    let socket = format!("{}:/run/docker.sock", docker.api.display());
+    docker.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "connbal-agent",
+        "--network",
+        "host",
+        "--cgroupns",
+        "host",
+        "--cap-drop",
+        "ALL",
+        // Debian's Docker 20.10 predates CAP_BPF and CAP_PERFMON in its
+        // capability list ("unknown capability"); CAP_SYS_ADMIN is what
+        // they split from, and what connbal accepts in their place.
+        "--cap-add",
+        "SYS_ADMIN",
+        "--cap-add",
+        "NET_ADMIN",
+        "--security-opt",
+        "seccomp=unconfined",
+        "-v",
+        &mount,
+        "-v",
+        &socket,
+        "connbal:test",
+        "trace",
+        "--cgroup",
+        &root,
+        "--metrics",
+        "127.0.0.1:9464",
+    ]);
+    let scrape = || {
+        Command::new("ip")
+            .args(["netns", "exec", &docker.ns, "curl", "-sf"])
+            .arg("http://127.0.0.1:9464/metrics")
+            .output()
+            .map(|out| String::from_utf8_lossy(&out.stdout).into_owned())
+            .unwrap_or_default()
+    };
+    let logs = || {
+        let out = docker.cmd(&["logs", "connbal-agent"]);
+        format!("{}{}", stdout(&out), stderr(&out))
+    };
+    wait_until(Duration::from_secs(30), || scrape().contains("# EOF"), logs);
+    std::fs::write(docker.dir.join("app/client.py"), CLIENT).unwrap();
+    let volume = format!("{}:/app:ro", docker.dir.join("app").display());
+    let chosen: Vec<String> = docker
+        .ok(&[
+            "run",
+            "--rm",
+            "--network",
+            "webnet",
+            "-v",
+            &volume,
+            "--name",
+            "shop-each-1",
+            IMAGE,
+            "python3",
+            "/app/client.py",
+            "web",
+            "each",
+            "12",
+        ])
+        .lines()
+        .map(str::to_string)
+        .collect();
+    let by_backend = counts(&chosen);
+    // Every backend's series, with the client's container by name.
+    let all_there = |text: &str| {
+        by_backend.iter().all(|(backend, n)| {
+            text.lines().any(|line| {
+                line.starts_with("connbal_connections_total{")
+                    && line.contains(&format!("backend=\"{backend}\""))
+                    && line.contains("container=\"shop-each-1\"")
+                    && line.ends_with(&format!(" {n}"))
+            })
+        })
+    };
+    wait_until(
+        Duration::from_secs(10),
+        || all_there(&scrape()),
+        || format!("{by_backend:?}\n{}\n{}", scrape(), logs()),
+    );
+    // And a real Prometheus, on the same network, sees the same spread.
+    let prometheus = Prometheus::start_in(Some(&docker.ns), &docker.dir, 9464);
+    let scraped = || -> BTreeMap<String, u64> {
+        prometheus
+            .query("sum by (backend) (connbal_connections_total{container=\"shop-each-1\"})")
+            .iter()
+            .filter_map(|sample| {
+                let backend = sample["metric"]["backend"].as_str()?.to_string();
+                let value = sample["value"][1].as_str()?.parse().ok()?;
+                Some((backend, value))
+            })
+            .collect()
+    };
+    wait_until(
+        Duration::from_secs(30),
+        || scraped() == by_backend,
+        || format!("{by_backend:?} != {:?}\n{}", scraped(), prometheus.log()),
+    );
+    drop(prometheus);
+    let stop = docker.ok(&["stop", "-t", "10", "connbal-agent"]);
+    assert!(stop.contains("connbal-agent"), "{stop}");
+    let exit = docker.ok(&["inspect", "-f", "{{.State.ExitCode}}", "connbal-agent"]);
+    assert_eq!(exit.trim(), "0", "{}", logs());
+    let attached = Command::new("bpftool")
+        .args(["cgroup", "show"])
+        .arg(cgroup2.join(root.trim_start_matches('/')))
+        .output()
+        .unwrap();
+    assert!(
+        stdout(&attached).trim().is_empty(),
+        "left attached: {}",
+        stdout(&attached)
+    );
+}
+
 /// A pod's container on containerd, started as kubelet starts them (in
 /// containerd's `k8s.io` namespace, kubelet's pod annotations in its OCI
 /// spec, a 64-hex id, `--rm`): named `namespace/pod/container` from its

@@ -520,3 +520,130 @@ pub fn plan_text(plan: &[usize]) -> String {
         .collect::<Vec<_>>()
         .join(",")
 }
+
+pub fn free_loopback_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free loopback port")
+        .port()
+}
+
+/// A Prometheus server on loopback with the shipped rules, scraping
+/// connbal every second; stopped (and its data removed with the lab's
+/// directory) on drop.
+pub struct Prometheus {
+    child: std::process::Child,
+    port: u16,
+    log: std::path::PathBuf,
+    /// The network namespace it runs in (`ip netns exec`), if not this one.
+    ns: Option<String>,
+}
+
+impl Prometheus {
+    pub fn start(dir: &std::path::Path, connbal_port: u16) -> Prometheus {
+        Self::start_in(None, dir, connbal_port)
+    }
+
+    /// In network namespace `ns`, when given (where the agent it scrapes
+    /// listens).
+    pub fn start_in(ns: Option<&str>, dir: &std::path::Path, connbal_port: u16) -> Prometheus {
+        let rules = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("../deploy/prometheus/connbal.rules.yml")
+            .canonicalize()
+            .expect("the shipped rules");
+        let config = dir.join("prometheus.yml");
+        std::fs::write(
+            &config,
+            format!(
+                "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n\
+                 rule_files:\n  - {}\n\
+                 scrape_configs:\n  - job_name: connbal\n    static_configs:\n      - targets: ['127.0.0.1:{connbal_port}']\n",
+                rules.display()
+            ),
+        )
+        .unwrap();
+        let port = free_loopback_port();
+        let log = dir.join("prometheus.log");
+        let child = in_ns(ns, "prometheus")
+            .arg(format!("--config.file={}", config.display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.join("tsdb").display()
+            ))
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .expect("start prometheus");
+        Prometheus {
+            child,
+            port,
+            log,
+            ns: ns.map(str::to_string),
+        }
+    }
+
+    /// GET `path` of its HTTP API, as JSON (null when it does not answer).
+    fn api(&self, path: &str) -> serde_json::Value {
+        let out = in_ns(self.ns.as_deref(), "curl")
+            .args(["-sf", "--max-time", "5", "-G"])
+            .arg(format!("http://127.0.0.1:{}{path}", self.port))
+            .output()
+            .expect("curl");
+        serde_json::from_slice(&out.stdout).unwrap_or_default()
+    }
+
+    /// An instant PromQL query's result vector (empty when none yet).
+    pub fn query(&self, promql: &str) -> Vec<serde_json::Value> {
+        let encoded: String = promql
+            .bytes()
+            .map(|b| {
+                if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+                    (b as char).to_string()
+                } else {
+                    format!("%{b:02X}")
+                }
+            })
+            .collect();
+        self.api(&format!("/api/v1/query?query={encoded}"))["data"]["result"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// The alerts pending or firing, as (alertname, client, check).
+    pub fn alerts(&self) -> std::collections::BTreeSet<(String, String, String)> {
+        self.api("/api/v1/alerts")["data"]["alerts"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|a| {
+                let label = |l: &str| a["labels"][l].as_str().unwrap_or_default().to_string();
+                (label("alertname"), label("client"), label("check"))
+            })
+            .collect()
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Prometheus {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `program`, run in network namespace `ns` when given.
+fn in_ns(ns: Option<&str>, program: &str) -> Command {
+    match ns {
+        Some(ns) => {
+            let mut command = Command::new("ip");
+            command.args(["netns", "exec", ns, program]);
+            command
+        }
+        None => Command::new(program),
+    }
+}
