@@ -949,7 +949,7 @@ fn a_daemon_container_resolving_over_a_socket_from_before_the_trace_is_counted()
 /// with nothing left attached. A real Prometheus scrapes it.
 #[test]
 fn the_agent_image_traces_the_other_containers_as_the_daemonset_runs_it() {
-    let tools = [DOCKER_TOOLS, &["curl", "bpftool", "prometheus"]].concat();
+    let tools = [DOCKER_TOOLS, &["curl", "bpftool", "prometheus", "python3"]].concat();
     let Some(_guard) = live_tests(&ONE_AT_A_TIME, &tools) else {
         return;
     };
@@ -974,7 +974,16 @@ fn the_agent_image_traces_the_other_containers_as_the_daemonset_runs_it() {
     let cgroup2 = xtask::cgroup::mount().expect("cgroup2 mount");
     let mount = format!("{}:{}:ro", cgroup2.display(), cgroup2.display());
     let socket = format!("{}:/run/docker.sock", docker.api.display());
-    docker.ok(&[
+    // The DaemonSet's own arguments (deploy/kubernetes/connbal.yaml),
+    // scoped to this test's cgroups.
+    let daemonset = manifest("DaemonSet");
+    let args: Vec<&str> = daemonset["spec"]["template"]["spec"]["containers"][0]["args"]
+        .as_array()
+        .expect("the DaemonSet's args")
+        .iter()
+        .map(|a| a.as_str().unwrap())
+        .collect();
+    let mut run = vec![
         "run",
         "-d",
         "--name",
@@ -999,12 +1008,10 @@ fn the_agent_image_traces_the_other_containers_as_the_daemonset_runs_it() {
         "-v",
         &socket,
         "connbal:test",
-        "trace",
-        "--cgroup",
-        &root,
-        "--metrics",
-        "127.0.0.1:9464",
-    ]);
+    ];
+    run.extend(&args);
+    run.extend(["--cgroup", &root]);
+    docker.ok(&run);
     let scrape = || {
         Command::new("ip")
             .args(["netns", "exec", &docker.ns, "curl", "-sf"])

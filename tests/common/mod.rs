@@ -647,3 +647,32 @@ fn in_ns(ns: Option<&str>, program: &str) -> Command {
         None => Command::new(program),
     }
 }
+
+/// The documents of deploy/kubernetes/connbal.yaml, as JSON (through
+/// Python's YAML reader: no YAML crate is a dependency).
+pub fn manifests() -> Vec<serde_json::Value> {
+    let path =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/kubernetes/connbal.yaml");
+    let out = Command::new("python3")
+        .args([
+            "-c",
+            "import json, sys, yaml; json.dump(list(yaml.safe_load_all(open(sys.argv[1]))), sys.stdout)",
+        ])
+        .arg(&path)
+        .output()
+        .expect("python3");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("the manifests as JSON")
+}
+
+/// The manifest of `kind`.
+pub fn manifest(kind: &str) -> serde_json::Value {
+    manifests()
+        .into_iter()
+        .find(|m| m["kind"] == kind)
+        .unwrap_or_else(|| panic!("no {kind} in deploy/kubernetes/connbal.yaml"))
+}

@@ -40,17 +40,34 @@ pub const TEST_TOOLS: &[(&str, &str)] = &[
     ("prometheus", "prometheus"),
 ];
 
+/// Python modules the tests import, and the Debian package providing each
+/// (tests/manifests.rs reads the Kubernetes manifests with PyYAML).
+pub const TEST_PYTHON_MODULES: &[(&str, &str)] = &[("yaml", "python3-yaml")];
+
+fn python_has(module: &str) -> bool {
+    Command::new("python3")
+        .args(["-c", &format!("import {module}")])
+        .output()
+        .is_ok_and(|out| out.status.success())
+}
+
 pub fn install_test_packages() -> Result<()> {
     let tools: Vec<&str> = TEST_TOOLS.iter().map(|(t, _)| *t).collect();
     let missing = crate::lab::missing_tools(&tools);
-    if missing.is_empty() {
-        return Ok(());
-    }
-    let packages: Vec<&str> = TEST_TOOLS
+    let mut packages: Vec<&str> = TEST_TOOLS
         .iter()
         .filter(|(t, _)| missing.iter().any(|m| m == t))
         .map(|(_, p)| *p)
         .collect();
+    packages.extend(
+        TEST_PYTHON_MODULES
+            .iter()
+            .filter(|(module, _)| !python_has(module))
+            .map(|(_, p)| *p),
+    );
+    if packages.is_empty() {
+        return Ok(());
+    }
     if !crate::lab::is_root() {
         eprintln!(
             "xtask: not root, so not installing {} (needed for the root-only tests, which will skip)",
