@@ -824,7 +824,7 @@ fn the_shipped_alerts_fire_for_the_misbehaving_client_only() {
     host.run_srv_app("app-srv", &alternate);
     host.run_app_on("checker", "s1.connbal.test", &[0; 4]);
 
-    let prometheus = Prometheus::start(&host.lab.dir, connbal_port);
+    let prometheus = Prometheus::start(&host.lab.dir, &[connbal_port]);
     // Every second a scrape and a rule evaluation: wait until the alerts
     // have settled (the same set twice, three seconds apart), at most 40 s.
     let deadline = std::time::Instant::now() + Duration::from_secs(40);
@@ -858,6 +858,98 @@ fn the_shipped_alerts_fire_for_the_misbehaving_client_only() {
             })
             .collect();
     assert_eq!(alerts, expected, "{stderr}");
+}
+
+/// The fleet (issue 27): two "nodes", each an agent on its own cgroup
+/// subtree with its own instance of one app, and one real Prometheus
+/// scraping both with the shipped recording rules. node-a's app is pinned
+/// to the first backend, node-b's spreads over the other three: each
+/// node's own verdict is "uneven", the fleet's spread is even, and the
+/// recording rule's chi-square equals the one summed offline from the two
+/// JSON reports' cells.
+#[test]
+fn a_fleets_balance_is_its_nodes_cells_summed_in_promql() {
+    let Some(_guard) = live() else { return };
+    if !tools_available(&["prometheus", "curl"]) {
+        assert!(std::env::var("CI").is_err(), "CI needs prometheus and curl");
+        eprintln!("skipped: no prometheus or curl");
+        return;
+    }
+    let mut host = HostLab::new("fleet");
+    let root = host.cgroups.relative_root();
+    let ports = [free_loopback_port(), free_loopback_port()];
+    assert_ne!(ports[0], ports[1]);
+    let mut traces = Vec::new();
+    for (node, port) in ["node-a", "node-b"].iter().zip(ports) {
+        host.cgroups.child(node).unwrap();
+        let metrics = format!("127.0.0.1:{port}");
+        traces.push(host_trace(
+            &format!("{root}/{node}"),
+            &["--format", "json", "--metrics", &metrics],
+        ));
+    }
+    let prometheus = Prometheus::start(&host.lab.dir, &ports);
+    host.run_app("node-a/app", &[0; 6]);
+    let spread: Vec<usize> = (0..36).map(|i| 1 + i % 3).collect();
+    host.run_app("node-b/app", &spread);
+    let name = "web.connbal.test.";
+    let query = |rule: &str| -> Option<f64> {
+        let result = prometheus.query(&format!("{rule}{{app=\"python3\",name=\"{name}\"}}"));
+        result.first()?["value"][1].as_str()?.parse().ok()
+    };
+    // Both agents scraped since the apps finished: all 42 connections in
+    // the fleet's cells.
+    let connections = || {
+        prometheus
+            .query(&format!(
+                "sum(connbal:fleet_balance_connections{{app=\"python3\",name=\"{name}\"}})"
+            ))
+            .first()
+            .and_then(|s| s["value"][1].as_str()?.parse::<f64>().ok())
+    };
+    wait_until(
+        Duration::from_secs(30),
+        || connections() == Some(42.0) && query("connbal:fleet_balance_chi_square").is_some(),
+        || format!("{:?}\n{}", connections(), prometheus.log()),
+    );
+    let fleet_chi_square = query("connbal:fleet_balance_chi_square").unwrap();
+    let fleet_uneven = query("connbal:fleet_balance_uneven").unwrap();
+    drop(prometheus);
+    // Offline, from the agents' own reports: each node's cells, summed.
+    let mut cells: BTreeMap<String, (f64, f64)> = BTreeMap::new();
+    for (trace, node) in traces.into_iter().zip(["node-a", "node-b"]) {
+        let (json, _) = stop_json(trace);
+        let client = format!("python3 in {root}/{node}/app");
+        let s = service_where(&json, |s| {
+            s["client"] == client.as_str() && s["name"] == name
+        });
+        // Alone, each node is uneven.
+        assert!(
+            s["balance"]["p_value"].as_f64().unwrap() < 0.01,
+            "{node}: {s}"
+        );
+        for cell in s["balance_cells"].as_array().unwrap() {
+            let entry = cells
+                .entry(cell["backend"].as_str().unwrap().to_string())
+                .or_default();
+            entry.0 += cell["connections"].as_f64().unwrap();
+            entry.1 += cell["expected"].as_f64().unwrap();
+        }
+    }
+    assert_eq!(cells.len(), 4, "{cells:?}");
+    let offline: f64 = cells
+        .values()
+        .map(|&(observed, expected)| (observed - expected).powi(2) / expected)
+        .sum();
+    assert!(
+        (fleet_chi_square - offline).abs() < 1e-6,
+        "rule {fleet_chi_square}, offline {offline}"
+    );
+    // Together, the fleet is even.
+    assert!(
+        fleet_uneven < 0.5,
+        "uneven {fleet_uneven}, chi-square {fleet_chi_square}"
+    );
 }
 
 /// A JVM resolves on its main thread and connects from a pool of worker

@@ -1065,7 +1065,7 @@ fn the_agent_image_traces_the_other_containers_as_the_daemonset_runs_it() {
         || format!("{by_backend:?}\n{}\n{}", scrape(), logs()),
     );
     // And a real Prometheus, on the same network, sees the same spread.
-    let prometheus = Prometheus::start_in(Some(&docker.ns), &docker.dir, 9464);
+    let prometheus = Prometheus::start_in(Some(&docker.ns), &docker.dir, &[9464]);
     let scraped = || -> BTreeMap<String, u64> {
         prometheus
             .query("sum by (backend) (connbal_connections_total{container=\"shop-each-1\"})")

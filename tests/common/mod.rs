@@ -540,13 +540,13 @@ pub struct Prometheus {
 }
 
 impl Prometheus {
-    pub fn start(dir: &std::path::Path, connbal_port: u16) -> Prometheus {
-        Self::start_in(None, dir, connbal_port)
+    pub fn start(dir: &std::path::Path, connbal_ports: &[u16]) -> Prometheus {
+        Self::start_in(None, dir, connbal_ports)
     }
 
-    /// In network namespace `ns`, when given (where the agent it scrapes
-    /// listens).
-    pub fn start_in(ns: Option<&str>, dir: &std::path::Path, connbal_port: u16) -> Prometheus {
+    /// In network namespace `ns`, when given (where the agents it scrapes
+    /// listen), scraping an agent on each of `connbal_ports`.
+    pub fn start_in(ns: Option<&str>, dir: &std::path::Path, connbal_ports: &[u16]) -> Prometheus {
         let rules = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
             .join("../deploy/prometheus/connbal.rules.yml")
             .canonicalize()
@@ -557,8 +557,13 @@ impl Prometheus {
             format!(
                 "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n\
                  rule_files:\n  - {}\n\
-                 scrape_configs:\n  - job_name: connbal\n    static_configs:\n      - targets: ['127.0.0.1:{connbal_port}']\n",
-                rules.display()
+                 scrape_configs:\n  - job_name: connbal\n    static_configs:\n      - targets: [{}]\n",
+                rules.display(),
+                connbal_ports
+                    .iter()
+                    .map(|port| format!("'127.0.0.1:{port}'"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
             ),
         )
         .unwrap();

@@ -154,6 +154,16 @@ pub fn model(report: &Report, input: &dyn Tally, max_series: usize) -> Vec<Famil
         "service_verdict_incomplete",
         "Present (1) for a verdict judged from input that may miss something (records lost, full tables, a trace begun within the TTL): alerts leave these out",
     );
+    let mut cell_connections = Family::new(
+        Kind::Gauge,
+        "service_balance_connections",
+        "Connections the balance test judged, per backend random choice could pick (a cell of its chi-square; sum a fleet's per backend)",
+    );
+    let mut cell_expected = Family::new(
+        Kind::FloatGauge,
+        "service_balance_expected_connections",
+        "Connections random choice over the answers in force would have given the backend (a cell of the balance test's chi-square; sum a fleet's per backend)",
+    );
     let mut asked_as = Family::new(
         Kind::Gauge,
         "service_asked_as",
@@ -200,7 +210,8 @@ pub fn model(report: &Report, input: &dyn Tally, max_series: usize) -> Vec<Famil
             + usize::from(service.balance.is_some())
             + service.verdicts.len()
             + service.verdicts.iter().filter(|v| !v.complete).count()
-            + service.asked_as.len();
+            + service.asked_as.len()
+            + 2 * service.balance_cells.len();
         if full || cost > budget {
             full = true;
             folded_series += 1;
@@ -231,6 +242,12 @@ pub fn model(report: &Report, input: &dyn Tally, max_series: usize) -> Vec<Famil
         );
         if let Some(balance) = &service.balance {
             p_value.add(labels.clone(), Value::FloatGauge(balance.p_value));
+        }
+        for cell in &service.balance_cells {
+            let backend = [("backend", cell.backend.to_string())];
+            let labels = joined(&labels[..2], &backend, &owner);
+            cell_connections.add(labels.clone(), Value::Gauge(to_i64(cell.connections)));
+            cell_expected.add(labels, Value::FloatGauge(cell.expected));
         }
         for asked in &service.asked_as {
             let asked = [("asked", asked.to_string())];
@@ -348,6 +365,8 @@ pub fn model(report: &Report, input: &dyn Tally, max_series: usize) -> Vec<Famil
         verdict_ok,
         verdict_incomplete,
         asked_as,
+        cell_connections,
+        cell_expected,
         behind_vip,
         folded,
         folded_total,

@@ -16,6 +16,9 @@ pub(super) struct Candidates {
     /// (connections, expected connections) of every backend random choice
     /// could pick: the cells of the chi-square test.
     pub cells: Vec<(u64, f64)>,
+    /// The backend of each cell, in the same order: a fleet's cells are
+    /// its nodes' summed per backend.
+    pub cell_backends: Vec<std::net::IpAddr>,
     /// The connections random choice is judged over.
     pub judged: u64,
     /// More than one answer set was in force over the run.
@@ -55,15 +58,13 @@ impl Candidates {
             [only] => Some(only),
             _ => None,
         };
-        let cells: Vec<(u64, f64)> = logs
-            .iter()
-            .filter(|l| l.expected > 0.0)
-            .map(|l| (l.observed, l.expected))
-            .collect();
+        let in_choice = || logs.iter().filter(|l| l.expected > 0.0);
+        let cells: Vec<(u64, f64)> = in_choice().map(|l| (l.observed, l.expected)).collect();
         Self {
             expectation,
             judged: cells.iter().map(|&(c, _)| c).sum(),
             cells,
+            cell_backends: in_choice().map(|l| l.address).collect(),
             // "Weighted by the connections made while each was offered."
             // A backend offered only while no connection was made never had
             // a chance: it is not among the unused.
@@ -82,17 +83,16 @@ impl Candidates {
 
     fn from_preferences(loads: &[BackendLoad]) -> Self {
         let best = loads.iter().filter_map(|l| l.srv).map(|s| s.priority).min();
-        let with_cells = |expectation, loads: Vec<(u64, f64)>, priority| {
-            let n: u64 = loads.iter().map(|&(c, _)| c).sum();
-            let cells = loads
-                .iter()
-                .filter(|&&(_, p)| p > 0.0)
-                .map(|&(c, p)| (c, p * n as f64))
-                .collect();
+        let with_cells = |expectation, addressed: Vec<(std::net::IpAddr, u64, f64)>, priority| {
+            let n: u64 = addressed.iter().map(|&(_, c, _)| c).sum();
+            let in_choice = || addressed.iter().filter(|&&(_, _, p)| p > 0.0);
+            let cells = in_choice().map(|&(_, c, p)| (c, p * n as f64)).collect();
+            let cell_backends = in_choice().map(|&(a, _, _)| a).collect();
             Self {
                 expectation,
-                loads,
+                loads: addressed.iter().map(|&(_, c, p)| (c, p)).collect(),
                 cells,
+                cell_backends,
                 judged: n,
                 over_answers_in_force: false,
                 priority,
@@ -102,19 +102,22 @@ impl Candidates {
             let p = 1.0 / loads.len().max(1) as f64;
             return with_cells(
                 Expectation::Uniform,
-                loads.iter().map(|l| (l.connections, p)).collect(),
+                loads
+                    .iter()
+                    .map(|l| (l.address, l.connections, p))
+                    .collect(),
                 None,
             );
         };
-        let chosen: Vec<(u64, u16)> = loads
+        let chosen: Vec<(std::net::IpAddr, u64, u16)> = loads
             .iter()
             .filter_map(|l| {
                 l.srv
                     .filter(|s| s.priority == best)
-                    .map(|s| (l.connections, s.weight))
+                    .map(|s| (l.address, l.connections, s.weight))
             })
             .collect();
-        let total_weight: u64 = chosen.iter().map(|&(_, w)| u64::from(w)).sum();
+        let total_weight: u64 = chosen.iter().map(|&(_, _, w)| u64::from(w)).sum();
         // RFC 2782: with every weight 0 the choice is uniform.
         let probability = |w: u16| {
             if total_weight == 0 {
@@ -125,7 +128,10 @@ impl Candidates {
         };
         with_cells(
             Expectation::SrvWeights,
-            chosen.iter().map(|&(c, w)| (c, probability(w))).collect(),
+            chosen
+                .iter()
+                .map(|&(a, c, w)| (a, c, probability(w)))
+                .collect(),
             Some(best),
         )
     }

@@ -28,8 +28,8 @@ mod wording;
 
 pub use statistics::{chance_of_unused, SIGNIFICANCE};
 pub use types::{
-    BackendLoad, Balance, Check, Expectation, FailingBackend, Family, Finding, Incomplete,
-    Judgement, Service, StaleBackend, Verdict,
+    BackendLoad, Balance, BalanceCell, Check, Expectation, FailingBackend, Family, Finding,
+    Incomplete, Judgement, Service, StaleBackend, Verdict,
 };
 pub use wording::{p_is, plural};
 
@@ -117,6 +117,17 @@ pub fn assess(
     let ttl_unsure = checks::ttl_depends_on_an_earlier_answer(&facts);
     completeness.mark(&mut verdicts, lookups.filter(|_| ttl_unsure));
     let balance = facts.balance;
+    let balance_cells = facts
+        .candidates
+        .cell_backends
+        .iter()
+        .zip(&facts.candidates.cells)
+        .map(|(&backend, &(connections, expected))| BalanceCell {
+            backend,
+            connections,
+            expected,
+        })
+        .collect();
     Service {
         client,
         name,
@@ -140,6 +151,7 @@ pub fn assess(
         family_used: family,
         resolver,
         balance,
+        balance_cells,
         verdicts,
     }
 }

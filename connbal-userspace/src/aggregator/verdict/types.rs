@@ -15,6 +15,14 @@ pub struct BackendLoad {
     pub srv: Option<SrvPreference>,
 }
 
+/// One cell of the balance test.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+pub struct BalanceCell {
+    pub backend: IpAddr,
+    pub connections: u64,
+    pub expected: f64,
+}
+
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Service {
     pub client: Client,
@@ -76,6 +84,12 @@ pub struct Service {
     pub resolver: bool,
     /// Present when the balance could be judged.
     pub balance: Option<Balance>,
+    /// The balance test's cells, before any pooling: each backend random
+    /// choice could pick, its connections judged and those random choice
+    /// would have given it. A fleet's cells are its nodes' summed per
+    /// backend (the recording rules in deploy/prometheus).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub balance_cells: Vec<BalanceCell>,
     pub verdicts: Vec<Verdict>,
 }
 
