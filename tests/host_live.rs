@@ -866,7 +866,8 @@ fn the_shipped_alerts_fire_for_the_misbehaving_client_only() {
 /// to the first backend, node-b's spreads over the other three: each
 /// node's own verdict is "uneven", the fleet's spread is even, and the
 /// recording rule's chi-square equals the one summed offline from the two
-/// JSON reports' cells.
+/// JSON reports' cells. Every query of the shipped Grafana dashboard
+/// answers from that Prometheus.
 #[test]
 fn a_fleets_balance_is_its_nodes_cells_summed_in_promql() {
     let Some(_guard) = live() else { return };
@@ -914,6 +915,33 @@ fn a_fleets_balance_is_its_nodes_cells_summed_in_promql() {
     );
     let fleet_chi_square = query("connbal:fleet_balance_chi_square").unwrap();
     let fleet_uneven = query("connbal:fleet_balance_uneven").unwrap();
+    // Every query of the shipped Grafana dashboard answers from this
+    // Prometheus, for this app and name.
+    let dashboard: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/grafana/connbal.json"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let mut asked = 0;
+    for panel in dashboard["panels"].as_array().unwrap() {
+        for target in panel["targets"].as_array().unwrap() {
+            let expr = target["expr"]
+                .as_str()
+                .unwrap()
+                .replace("$app", "python3")
+                .replace("$name", name);
+            let answer = prometheus.query(&expr);
+            assert!(
+                !answer.is_empty(),
+                "{}: {expr} returned nothing",
+                panel["title"]
+            );
+            asked += 1;
+        }
+    }
+    assert!(asked >= 5, "{asked}");
     drop(prometheus);
     // Offline, from the agents' own reports: each node's cells, summed.
     let mut cells: BTreeMap<String, (f64, f64)> = BTreeMap::new();
