@@ -57,6 +57,7 @@ use connbal_common::{
 };
 use core::mem::size_of;
 
+mod kernel;
 mod nat;
 mod open_sockets;
 

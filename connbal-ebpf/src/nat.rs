@@ -22,12 +22,9 @@
 //! No CO-RE in Rust eBPF: the offsets come from the running kernel's BTF;
 //! left 0, the tracepoint program records nothing.
 
+use crate::kernel::{offset, read, AF_INET, AF_INET6};
 use crate::{bump, submit_flags, EVENTS};
-use aya_ebpf::{
-    helpers::{bpf_ktime_get_ns, bpf_probe_read_kernel},
-    macros::btf_tracepoint,
-    programs::BtfTracePointContext,
-};
+use aya_ebpf::{helpers::bpf_ktime_get_ns, macros::btf_tracepoint, programs::BtfTracePointContext};
 use connbal_common::{
     record::{counter, NatRecord, RecordHeader, SocketOwner, KIND_NAT},
     tcp_flags,
@@ -54,8 +51,6 @@ const IP_CT_NEW: u64 = 2;
 const NFCT_INFOMASK: u64 = 7;
 /// `IPS_DST_NAT`: the destination was translated.
 const IPS_DST_NAT: u64 = 1 << 5;
-const AF_INET: u16 = 2;
-const AF_INET6: u16 = 10;
 const IPPROTO_TCP: u8 = 6;
 /// Within `struct nf_conntrack_tuple` (40 bytes, unchanged since conntrack
 /// began; the loader checks the size): `src` then `dst`, each an address
@@ -64,18 +59,6 @@ const TUPLE_DST: usize = 20;
 const MAN_PORT: usize = 16;
 const SRC_L3NUM: usize = 18;
 const DST_PROTONUM: usize = 38;
-
-#[inline(always)]
-fn offset(global: &u32) -> usize {
-    // SAFETY: a plain read of a static the loader may have rewritten.
-    unsafe { core::ptr::read_volatile(global) as usize }
-}
-
-#[inline(always)]
-fn read<T>(base: *const u8, at: usize) -> Option<T> {
-    // SAFETY: bpf_probe_read_kernel fails cleanly on a bad address.
-    unsafe { bpf_probe_read_kernel(base.add(at).cast::<T>()).ok() }
-}
 
 #[btf_tracepoint(function = "net_dev_start_xmit")]
 pub fn connbal_nat(ctx: BtfTracePointContext) -> i32 {

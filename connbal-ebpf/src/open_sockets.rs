@@ -20,13 +20,11 @@
 //! No CO-RE in Rust eBPF: the offsets come from the running kernel's BTF,
 //! set by the loader; left 0, the iterator records nothing.
 
+use crate::kernel::{offset, read, AF_INET, AF_INET6};
 use crate::{leader_comm, SOCKETS, SOCKETS_AT_START_MAX};
 use aya_ebpf::{
     bindings::{file, seq_file},
-    helpers::{
-        bpf_probe_read_kernel,
-        generated::{bpf_seq_write, bpf_sock_from_file},
-    },
+    helpers::generated::{bpf_seq_write, bpf_sock_from_file},
     macros::map,
     maps::LruHashMap,
 };
@@ -124,8 +122,6 @@ pub fn adopt(cookie: u64, cgroup_id: u64, remote: &[u8; 16], far: u32) -> bool {
     }
 }
 
-const AF_INET: u16 = 2;
-const AF_INET6: u16 = 10;
 const IPPROTO_TCP: u16 = 6;
 const TCP_ESTABLISHED: u8 = 1;
 const TCP_SYN_SENT: u8 = 2;
@@ -166,20 +162,6 @@ pub extern "C" fn connbal_open_sockets(ctx: *mut TaskFile) -> i32 {
         }
     }
     0
-}
-
-/// The static itself, read volatile: passed by value, the compiler would
-/// fold the 0 it was built with.
-#[inline(always)]
-fn offset(global: &u32) -> usize {
-    // SAFETY: a plain read of a static the loader may have rewritten.
-    unsafe { core::ptr::read_volatile(global) as usize }
-}
-
-#[inline(always)]
-fn read<T>(base: *const u8, at: usize) -> Option<T> {
-    // SAFETY: bpf_probe_read_kernel fails cleanly on a bad address.
-    unsafe { bpf_probe_read_kernel(base.add(at).cast::<T>()).ok() }
 }
 
 /// The socket behind `file`, if it is one that matters, recorded with

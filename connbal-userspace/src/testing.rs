@@ -151,3 +151,64 @@ impl MessageBuilder {
         self.bytes.clone()
     }
 }
+
+/// An aggregator that saw client 10.0.0.2 look `name` up at 10.0.0.53 and
+/// get `vip`'s address alone, then connect to `vip` once for each entry of
+/// `translated`, from ports 40001 on, each followed by its translation to
+/// the backend given (none: never translated).
+pub fn behind_a_vip(
+    name: &str,
+    vip: std::net::SocketAddr,
+    translated: &[Option<&str>],
+) -> crate::aggregator::Aggregator {
+    use crate::aggregator::{Aggregator, Config, Datagram, Event, Segment, Timestamp, Translation};
+    use std::net::{IpAddr, SocketAddr};
+    let mut agg = Aggregator::new(Config::default());
+    let client: SocketAddr = "10.0.0.2:40000".parse().expect("an address");
+    let server: SocketAddr = "10.0.0.53:53".parse().expect("an address");
+    let ts = Timestamp::from_secs(100);
+    let IpAddr::V4(address) = vip.ip() else {
+        panic!("an IPv4 VIP")
+    };
+    let query = MessageBuilder::new(1, false, [1, 0, 0, 0])
+        .question(name, TYPE_A)
+        .build();
+    let answer = MessageBuilder::new(1, true, [1, 1, 0, 0])
+        .question(name, TYPE_A)
+        .a(name, address.octets())
+        .build();
+    for (src, dst, payload) in [(client, server, &query), (server, client, &answer)] {
+        agg.process(&Event::Udp(Datagram {
+            ts,
+            src,
+            dst,
+            payload,
+            truncated: false,
+            owner: None,
+        }));
+    }
+    for (port, backend) in (40001..).zip(translated) {
+        let from = SocketAddr::new(client.ip(), port);
+        agg.process(&Event::Tcp(Segment {
+            ts,
+            src: from,
+            dst: vip,
+            flags: connbal_common::tcp_flags::SYN,
+            seq: 1,
+            payload: &[],
+            truncated: false,
+            ack: None,
+            first_of_flow: None,
+            owner: None,
+        }));
+        if let Some(backend) = backend {
+            agg.process(&Event::Nat(Translation {
+                ts,
+                client: from,
+                asked: vip,
+                backend: backend.parse().expect("a backend"),
+            }));
+        }
+    }
+    agg
+}

@@ -118,6 +118,17 @@ impl Harness {
         self.syn_from(CLIENT, backend, port)
     }
 
+    /// The client looks `name` up and gets `address` alone (a VIP).
+    fn answered_alone(&mut self, name: &str, address: [u8; 4]) {
+        self.query(1, name, TYPE_A);
+        self.respond(
+            &MessageBuilder::new(1, true, [1, 1, 0, 0])
+                .question(name, TYPE_A)
+                .a(name, address)
+                .build(),
+        );
+    }
+
     fn tsv(&self) -> String {
         render(&self.agg.report())
     }
@@ -487,13 +498,7 @@ fn a_single_a_answer_is_not_a_backend_set() {
 #[test]
 fn connections_to_a_vip_are_counted_by_the_backend_the_nat_chose() {
     let mut h = Harness::new();
-    h.query(1, "api.example", TYPE_A);
-    h.respond(
-        &MessageBuilder::new(1, true, [1, 1, 0, 0])
-            .question("api.example", TYPE_A)
-            .a("api.example", [10, 96, 0, 10])
-            .build(),
-    );
+    h.answered_alone("api.example", [10, 96, 0, 10]);
     let vip = sock("10.96.0.10", 80);
     let nat = |h: &mut Harness, client: SocketAddr, backend: &str| {
         let event = Event::Nat(Translation {
@@ -551,13 +556,7 @@ fn connections_to_a_vip_are_counted_by_the_backend_the_nat_chose() {
 #[test]
 fn a_syn_seen_before_and_after_the_dnat_gives_the_translation() {
     let mut h = Harness::new();
-    h.query(1, "api.example", TYPE_A);
-    h.respond(
-        &MessageBuilder::new(1, true, [1, 1, 0, 0])
-            .question("api.example", TYPE_A)
-            .a("api.example", [10, 96, 0, 10])
-            .build(),
-    );
+    h.answered_alone("api.example", [10, 96, 0, 10]);
     let vip = sock("10.96.0.10", 80);
     for (port, isn, pod) in [
         (50001, 777, "10.244.1.1"),

@@ -238,36 +238,11 @@ mod tests {
     /// connections whose translation was not seen.
     #[test]
     fn connections_behind_a_vip_are_series_per_backend() {
-        let mut agg = Aggregator::new(Config::default());
-        lookup(&mut agg, 1, None);
-        let vip: SocketAddr = "10.1.0.1:80".parse().unwrap();
-        for (port, backend) in [
-            (40001, Some("10.244.1.1:8080")),
-            (40002, Some("10.244.1.1:8080")),
-            (40003, None),
-        ] {
-            let client = SocketAddr::new(CLIENT.parse::<SocketAddr>().unwrap().ip(), port);
-            agg.process(&Event::Tcp(Segment {
-                ts: Timestamp::from_secs(100),
-                src: client,
-                dst: vip,
-                flags: connbal_common::tcp_flags::SYN,
-                seq: 1,
-                payload: &[],
-                truncated: false,
-                ack: None,
-                first_of_flow: None,
-                owner: None,
-            }));
-            if let Some(backend) = backend {
-                agg.process(&Event::Nat(crate::aggregator::Translation {
-                    ts: Timestamp::from_secs(100),
-                    client,
-                    asked: vip,
-                    backend: backend.parse().unwrap(),
-                }));
-            }
-        }
+        let agg = crate::testing::behind_a_vip(
+            "web.example",
+            "10.1.0.1:80".parse().unwrap(),
+            &[Some("10.244.1.1:8080"), Some("10.244.1.1:8080"), None],
+        );
         let none = Input {
             records: 0,
             kernel_records_lost: 0,

@@ -139,7 +139,7 @@ fn render_behind_vips(spreads: &[VipSpread], colour: bool) -> String {
                     balance.backends_seen
                 )),
                 VipFinding::Uneven => palette.bad(&format!(
-                    "uneven over the {} backends seen: not an even random choice ({p})",
+                    "uneven over the {} backends seen: not an even random choice ({p}); by design under an IPVS scheduler, internalTrafficPolicy: Local or trafficDistribution",
                     balance.backends_seen
                 )),
                 VipFinding::OneBackend => palette.bad(
@@ -326,60 +326,16 @@ mod tests {
     /// seen" when that is all there is.
     #[test]
     fn connections_behind_a_vip_get_a_section_of_their_own() {
-        use crate::aggregator::{
-            Aggregator, Config, Datagram, Event, Segment, Timestamp, Translation,
-        };
-        use crate::testing::MessageBuilder;
-        let mut agg = Aggregator::new(Config::default());
-        let client: std::net::SocketAddr = "10.0.0.2:40000".parse().unwrap();
-        let server: std::net::SocketAddr = "10.0.0.53:53".parse().unwrap();
-        let vip: std::net::SocketAddr = "10.96.0.10:80".parse().unwrap();
-        let ts = Timestamp::from_secs(100);
-        let query = MessageBuilder::new(1, false, [1, 0, 0, 0])
-            .question("api.example", crate::aggregator::dns::TYPE_A)
-            .build();
-        let answer = MessageBuilder::new(1, true, [1, 1, 0, 0])
-            .question("api.example", crate::aggregator::dns::TYPE_A)
-            .a("api.example", [10, 96, 0, 10])
-            .build();
-        for (src, dst, payload) in [(client, server, &query), (server, client, &answer)] {
-            agg.process(&Event::Udp(Datagram {
-                ts,
-                src,
-                dst,
-                payload,
-                truncated: false,
-                owner: None,
-            }));
-        }
-        for (port, backend) in [
-            (40001, Some("10.244.1.1:8080")),
-            (40002, Some("10.244.1.1:8080")),
-            (40003, Some("10.244.1.2:8080")),
-            (40004, None),
-        ] {
-            let from = std::net::SocketAddr::new(client.ip(), port);
-            agg.process(&Event::Tcp(Segment {
-                ts,
-                src: from,
-                dst: vip,
-                flags: connbal_common::tcp_flags::SYN,
-                seq: 1,
-                payload: &[],
-                truncated: false,
-                ack: None,
-                first_of_flow: None,
-                owner: None,
-            }));
-            if let Some(backend) = backend {
-                agg.process(&Event::Nat(Translation {
-                    ts,
-                    client: from,
-                    asked: vip,
-                    backend: backend.parse().unwrap(),
-                }));
-            }
-        }
+        let agg = crate::testing::behind_a_vip(
+            "api.example",
+            "10.96.0.10:80".parse().unwrap(),
+            &[
+                Some("10.244.1.1:8080"),
+                Some("10.244.1.1:8080"),
+                Some("10.244.1.2:8080"),
+                None,
+            ],
+        );
         let text = render(&agg.report(), false);
         assert!(
             text.starts_with(
