@@ -354,6 +354,27 @@ fn assert_clients(
     );
 }
 
+/// Stops the trace; its clients are the stub and one `python3` app in
+/// cgroup `cgroup`, with a lookup before each of its connections and every
+/// connection where its log `chosen` says. The report, for more checks.
+fn assert_one_app_beside_the_stub(
+    trace: Trace,
+    root: &str,
+    cgroup: &str,
+    chosen: &[String],
+) -> serde_json::Value {
+    let (json, stderr) = stop_json(trace);
+    let services = services(&json);
+    let app = format!("python3 in {root}/{cgroup}");
+    let stub = format!("dnsmasq in {root}/stub");
+    assert_clients(&services, &[&stub, &app], &stderr);
+    let s = &services[&app];
+    assert_eq!(s["lookups"], chosen.len() as u64, "{s}");
+    assert_eq!(s["connections"], chosen.len() as u64, "{s}");
+    assert_eq!(row_counts(&json, &app), counts(chosen));
+    json
+}
+
 /// SIGINT, then the report (stdout) and stderr once it exits.
 fn stop(trace: Trace) -> (String, String) {
     let finished = trace.stop("-INT");
@@ -1203,17 +1224,9 @@ fn a_daemon_resolving_over_a_socket_opened_before_the_trace_is_one_client() {
         .take_while(|line| line != "done")
         .collect();
     assert!(daemon.wait().unwrap().success());
-    let (json, stderr) = stop_json(trace);
-    let services = services(&json);
-    let app = format!("python3 in {root}/daemon");
-    let stub = format!("dnsmasq in {root}/stub");
     // Without the walk at start, its lookups are a client with no process
     // (its bare cgroup) and its connections follow no lookup of its own.
-    assert_clients(&services, &[&stub, &app], &stderr);
-    let s = &services[&app];
-    assert_eq!(s["lookups"], plan.len() as u64, "{s}");
-    assert_eq!(s["connections"], plan.len() as u64, "{s}");
-    assert_eq!(row_counts(&json, &app), counts(&chosen));
+    let json = assert_one_app_beside_the_stub(trace, &root, "daemon", &chosen);
     assert!(
         json["input"]["open_sockets_owned"].as_u64() >= Some(1),
         "{}",
@@ -1623,13 +1636,5 @@ fn a_python_app_whose_threads_rename_themselves_is_one_client() {
         &plan,
     );
     signal("-CONT");
-    let (json, stderr) = stop_json(trace);
-    let services = services(&json);
-    let app = format!("python3 in {root}/threads");
-    let stub = format!("dnsmasq in {root}/stub");
-    assert_clients(&services, &[&stub, &app], &stderr);
-    let s = &services[&app];
-    assert_eq!(s["connections"], plan.len() as u64, "{s}");
-    assert_eq!(s["lookups"], plan.len() as u64, "{s}");
-    assert_eq!(row_counts(&json, &app), counts(&chosen));
+    assert_one_app_beside_the_stub(trace, &root, "threads", &chosen);
 }
