@@ -888,9 +888,15 @@ fn note_server_socket(ctx: &Packet, ip: &Ip, ports: (u16, u16)) -> Option<()> {
 /// A header-only record: a TCP segment, or a server socket.
 #[inline(always)]
 fn emit_header(header: RecordHeader) {
-    match EVENTS.reserve::<RecordHeader>(0) {
+    emit(header);
+}
+
+/// A fixed-size record into the ring, counted as emitted or lost.
+#[inline(always)]
+fn emit<T: 'static>(record: T) {
+    match EVENTS.reserve::<T>(0) {
         Some(mut entry) => {
-            entry.write(header);
+            entry.write(record);
             entry.submit(submit_flags());
             bump(counter::RECORDS_EMITTED);
         }

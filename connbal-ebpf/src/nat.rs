@@ -22,11 +22,11 @@
 //! No CO-RE in Rust eBPF: the offsets come from the running kernel's BTF;
 //! left 0, the tracepoint program records nothing.
 
+use crate::emit;
 use crate::kernel::{offset, read, AF_INET, AF_INET6};
-use crate::{bump, submit_flags, EVENTS};
 use aya_ebpf::{helpers::bpf_ktime_get_ns, macros::btf_tracepoint, programs::BtfTracePointContext};
 use connbal_common::{
-    record::{counter, NatRecord, RecordHeader, SocketOwner, KIND_NAT},
+    record::{NatRecord, RecordHeader, SocketOwner, KIND_NAT},
     tcp_flags,
 };
 
@@ -123,18 +123,6 @@ fn translated_syn(ctx: &BtfTracePointContext) -> Option<()> {
     };
     emit(record);
     Some(())
-}
-
-#[inline(always)]
-fn emit(record: NatRecord) {
-    match EVENTS.reserve::<NatRecord>(0) {
-        Some(mut entry) => {
-            entry.write(record);
-            entry.submit(submit_flags());
-            bump(counter::RECORDS_EMITTED);
-        }
-        None => bump(counter::RECORDS_LOST),
-    }
 }
 
 /// A TCP record leaving a socket whose connect asked for another address
