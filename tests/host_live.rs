@@ -22,7 +22,9 @@ use xtask::cgroup::TestCgroup;
 use xtask::lab::Lab;
 
 static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
-const TOOLS: &[&str] = &["ip", "dnsmasq", "dig", "python3", "bpftool", "nft"];
+const TOOLS: &[&str] = &[
+    "ip", "dnsmasq", "dig", "python3", "bpftool", "nft", "musl-gcc",
+];
 const NAME: &str = "web.connbal.test";
 /// The app's choice among the sorted answer, connection by connection:
 /// 5 to the first backend, 3 to the second, 2 to the fourth, none to the
@@ -354,18 +356,18 @@ fn assert_clients(
     );
 }
 
-/// Stops the trace; its clients are the stub and one `python3` app in
+/// Stops the trace; its clients are the stub and one app, `command` in
 /// cgroup `cgroup`, with a lookup before each of its connections and every
 /// connection where its log `chosen` says. The report, for more checks.
 fn assert_one_app_beside_the_stub(
     trace: Trace,
     root: &str,
-    cgroup: &str,
+    (command, cgroup): (&str, &str),
     chosen: &[String],
 ) -> serde_json::Value {
     let (json, stderr) = stop_json(trace);
     let services = services(&json);
-    let app = format!("python3 in {root}/{cgroup}");
+    let app = format!("{command} in {root}/{cgroup}");
     let stub = format!("dnsmasq in {root}/stub");
     assert_clients(&services, &[&stub, &app], &stderr);
     let s = &services[&app];
@@ -642,8 +644,6 @@ fn kill_9_leaves_no_cgroup_program_behind() {
         "connbal_cgroup_ingress",
         "connbal_connect4",
         "connbal_connect6",
-        "connbal_sendmsg4",
-        "connbal_sendmsg6",
     ] {
         // bpftool shows program names cut to 15 characters.
         assert!(
@@ -651,6 +651,9 @@ fn kill_9_leaves_no_cgroup_program_behind() {
             "{program} attached: {shown}"
         );
     }
+    // A sendmsg hook anywhere makes the kernel lock the socket around
+    // every unconnected UDP send on the host (BENCHMARKS.md).
+    assert!(!shown.contains("sendmsg"), "a sendmsg hook: {shown}");
     let killed = trace.stop("-KILL");
     assert!(!killed.status.success());
     wait_until(
@@ -1226,12 +1229,52 @@ fn a_daemon_resolving_over_a_socket_opened_before_the_trace_is_one_client() {
     assert!(daemon.wait().unwrap().success());
     // Without the walk at start, its lookups are a client with no process
     // (its bare cgroup) and its connections follow no lookup of its own.
-    let json = assert_one_app_beside_the_stub(trace, &root, "daemon", &chosen);
+    let json = assert_one_app_beside_the_stub(trace, &root, ("python3", "daemon"), &chosen);
     assert!(
         json["input"]["open_sockets_owned"].as_u64() >= Some(1),
         "{}",
         json["input"]
     );
+}
+
+/// musl's resolver (Alpine's, and every static musl binary's) sends each
+/// query with `sendto` on a UDP socket it never connects, so no connect
+/// hook names it; the query's egress does, run in the sender's own
+/// syscall. Its lookups and connections are one client, in the network
+/// namespace the kernel gives its sockets.
+#[test]
+fn a_musl_app_resolving_with_sendto_is_one_client() {
+    let Some(_guard) = live() else { return };
+    let mut host = HostLab::new("musl");
+    let root = host.cgroups.relative_root();
+    let binary = build_musl_client(&host.lab.dir);
+    let ns = host.lab.client_ns.clone();
+    let trace = host_trace(&root, &["--format", "json"]);
+    let chosen = host.run_in(&ns, "musl", &[binary.to_str().unwrap()], PLAN_A);
+    let json = assert_one_app_beside_the_stub(trace, &root, ("musl-client", "musl"), &chosen);
+    let s = &services(&json)[&format!("musl-client in {root}/musl")];
+    assert_eq!(s["client_info"]["command"], "musl-client", "{s}");
+    // By address, its loopback lookups belong to its namespace, which the
+    // kernel program read from the sending task: the cookie the kernel
+    // gives a socket there.
+    let truth = Command::new("ip")
+        .args(["netns", "exec", &ns, "python3", "-c"])
+        .arg(
+            "import socket; s = socket.socket(); \
+             print(int.from_bytes(s.getsockopt(socket.SOL_SOCKET, 71, 8), 'little'))",
+        )
+        .output()
+        .expect("read the namespace's cookie");
+    let truth: u64 = String::from_utf8_lossy(&truth.stdout)
+        .trim()
+        .parse()
+        .unwrap();
+    let trace = host_trace(&root, &["--format", "json", "--by", "ip"]);
+    host.run_in(&ns, "musl", &[binary.to_str().unwrap()], PLAN_B);
+    let (json, stderr) = stop_json(trace);
+    let s = service_where(&json, |s| s["client_info"]["address"] == "127.0.0.1");
+    assert_eq!(s["client_info"]["netns_cookie"], truth, "{s}\n{stderr}");
+    assert_eq!(s["lookups"], PLAN_B.len() as u64, "{s}");
 }
 
 /// NodeLocal DNSCache as Kubernetes runs it: a cache on a link-local
@@ -1636,5 +1679,5 @@ fn a_python_app_whose_threads_rename_themselves_is_one_client() {
         &plan,
     );
     signal("-CONT");
-    assert_one_app_beside_the_stub(trace, &root, "threads", &chosen);
+    assert_one_app_beside_the_stub(trace, &root, ("python3", "threads"), &chosen);
 }

@@ -883,6 +883,52 @@ fn dns_over_tcp_through_dockers_dnat_is_counted() {
     assert_eq!(counts(&chosen).values().collect::<Vec<_>>(), [&3, &3, &3]);
 }
 
+/// A static musl binary in a container: musl's resolver sends each query
+/// to 127.0.0.11:53 with `sendto` on a socket it never connects, and
+/// Docker's DNAT moves it to a high port before the socket's egress
+/// program sees it. No hook names that socket; the egress program takes
+/// the task sending it, and the query is the one sent to 127.0.0.11:53.
+#[test]
+fn a_musl_container_resolving_with_sendto_through_dockers_dnat_is_counted() {
+    let Some(_guard) = live_tests(&ONE_AT_A_TIME, &[DOCKER_TOOLS, &["musl-gcc"]].concat()) else {
+        return;
+    };
+    let docker = Runtime::docker();
+    docker.start_backends();
+    build_musl_client(&docker.dir.join("app"));
+    let volume = format!("{}:/app:ro", docker.dir.join("app").display());
+    let plan = [0, 1, 2, 0, 1, 2, 0, 1, 2];
+    let trace = docker.trace();
+    let chosen: Vec<String> = docker
+        .ok(&[
+            "run",
+            "--network",
+            "webnet",
+            "-v",
+            &volume,
+            "--name",
+            "musl-client",
+            IMAGE,
+            "/app/musl-client",
+            "web",
+            &plan_text(&plan),
+        ])
+        .lines()
+        .map(str::to_string)
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+    let json = report_of(trace);
+    let s = service_where(&json, |s| {
+        s["client_info"]["container_name"] == "musl-client"
+    });
+    assert_eq!(s["name"], "web.", "{s}");
+    assert_eq!(s["client_info"]["command"], "musl-client", "{s}");
+    assert_eq!(s["lookups"], plan.len() as u64, "{s}");
+    assert_eq!(s["connections"], plan.len() as u64, "{s}");
+    assert_eq!(rows_of(&json, s), counts(&chosen), "{s}");
+    assert_eq!(counts(&chosen).values().collect::<Vec<_>>(), [&3, &3, &3]);
+}
+
 /// A daemon container started before the trace, resolving over one UDP
 /// socket it connected to Docker's embedded DNS at start (as nginx,
 /// HAProxy and c-ares do): its queries leave through Docker's DNAT to a

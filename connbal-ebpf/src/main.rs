@@ -4,8 +4,9 @@
 //!   which sees Ethernet frames;
 //! - host mode: cgroup_skb programs on a cgroup v2 subtree (every socket of
 //!   every process in it, in every network namespace), which see IP
-//!   packets at the socket, plus cgroup connect/sendmsg hooks that remember
-//!   which process owns each socket.
+//!   packets at the socket, plus cgroup connect hooks that remember which
+//!   process owns each socket (unconnected UDP sockets are named by their
+//!   first DNS datagram, whose egress runs in the sender's context).
 //!
 //! It keeps only what the aggregator needs (spec section 1): DNS messages
 //! (UDP port 53 either way, and TCP port-53 segments that carry payload),
@@ -36,12 +37,13 @@ use aya_ebpf::{
         bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_smp_processor_id, bpf_ktime_get_ns,
         bpf_probe_read_kernel,
         generated::{
-            bpf_get_current_task, bpf_get_netns_cookie, bpf_get_socket_cookie, bpf_skb_cgroup_id,
-            bpf_skb_load_bytes,
+            bpf_get_current_cgroup_id, bpf_get_current_comm as raw_get_current_comm,
+            bpf_get_current_task, bpf_get_netns_cookie, bpf_get_socket_cookie,
+            bpf_probe_read_kernel as raw_probe_read_kernel, bpf_skb_cgroup_id, bpf_skb_load_bytes,
         },
     },
     macros::{cgroup_skb, cgroup_sock_addr, classifier, map},
-    maps::{Array, LruHashMap, RingBuf},
+    maps::{Array, LruHashMap, PerCpuArray, RingBuf},
     programs::{SkBuffContext, SockAddrContext, TcContext},
     EbpfContext,
 };
@@ -104,9 +106,13 @@ static COUNTERS: Array<u64> = Array::with_max_entries(
 static FLOWS: LruHashMap<FlowKey, FlowState> = LruHashMap::with_max_entries(1 << 16, 0);
 
 /// Host mode: the process behind each socket, by socket cookie, from its
-/// last connect or sendmsg. LRU, so sockets that closed long ago make room.
+/// last connect or, for an unconnected UDP socket, its first DNS datagram. LRU, so sockets that closed long ago make room.
 #[map]
 static SOCKETS: LruHashMap<u64, SocketOwner> = LruHashMap::with_max_entries(1 << 16, 0);
+
+/// Host mode: where `adopt_sender` builds an owner before storing it.
+#[map]
+static OWNER_SCRATCH: PerCpuArray<SocketOwner> = PerCpuArray::with_max_entries(1, 0);
 
 /// Host mode: sockets found open at start (`open_sockets`), at most.
 const SOCKETS_AT_START_MAX: u32 = 1 << 14;
@@ -151,25 +157,13 @@ pub fn connbal_cgroup_ingress(ctx: SkBuffContext) -> i32 {
 
 #[cgroup_sock_addr(connect4)]
 pub fn connbal_connect4(ctx: SockAddrContext) -> i32 {
-    remember_owner(&ctx, true, false);
+    remember_owner(&ctx, false);
     CGROUP_ALLOW
 }
 
 #[cgroup_sock_addr(connect6)]
 pub fn connbal_connect6(ctx: SockAddrContext) -> i32 {
-    remember_owner(&ctx, true, true);
-    CGROUP_ALLOW
-}
-
-#[cgroup_sock_addr(sendmsg4)]
-pub fn connbal_sendmsg4(ctx: SockAddrContext) -> i32 {
-    remember_owner(&ctx, false, false);
-    CGROUP_ALLOW
-}
-
-#[cgroup_sock_addr(sendmsg6)]
-pub fn connbal_sendmsg6(ctx: SockAddrContext) -> i32 {
-    remember_owner(&ctx, false, true);
+    remember_owner(&ctx, true);
     CGROUP_ALLOW
 }
 
@@ -188,12 +182,7 @@ enum Hook {
     SocketIngress,
 }
 
-/// Remembers the calling process as the owner of the socket (connect and
-/// sendmsg run in its context; packets later may not). Only sockets that
-/// matter: every connect (TCP connection attempts follow it), UDP sends to
-/// port 53, and UDP sends from it (a resolver answering, which
-/// `KIND_SERVER` reports with its process).
-/// The address a connect or sendmsg asked for, as the app gave it (before
+/// The address a connect asked for, as the app gave it (before
 /// any NAT): (IP version, address in network byte order). `v6`: the
 /// program is an IPv6 hook; the verifier lets each read only its own
 /// family's field, so the choice is made per program, not at run time.
@@ -218,24 +207,21 @@ fn asked_address(ctx: &SockAddrContext, v6: bool) -> (u8, [u8; 16]) {
     }
 }
 
-/// The socket is bound to port 53: a DNS server's.
+/// Remembers the calling process as the owner of the socket it connects
+/// (connect runs in its context; packets later may not), with the address
+/// it asked for. Every connect: TCP connection attempts follow it, and a
+/// connected UDP socket's sends pass no other hook.
+///
+/// Unconnected UDP sockets (musl's resolver, dnsmasq and other stubs, a
+/// resolver answering) are named by their first DNS datagram instead
+/// (`adopt_sender`). A sendmsg hook would name them too, but the kernel
+/// takes the socket's lock around every unconnected `sendto` on the host
+/// once any cgroup has one, which cost a UDP request/response service
+/// about 5% of its rate (BENCHMARKS.md).
 #[inline(always)]
-fn sends_from_dns_port(ctx: &SockAddrContext) -> bool {
-    // SAFETY: the kernel hands sock_addr programs a full socket in `sk`;
-    // checked for null all the same, and only its port is read.
-    unsafe {
-        let sk = (*ctx.sock_addr).__bindgen_anon_1.sk;
-        !sk.is_null() && (*sk).src_port == u32::from(DNS_PORT)
-    }
-}
-
-#[inline(always)]
-fn remember_owner(ctx: &SockAddrContext, connect: bool, v6: bool) {
+fn remember_owner(ctx: &SockAddrContext, v6: bool) {
     // SAFETY: reading a field of the context the kernel handed us.
     let port = u16::from_be(unsafe { (*ctx.sock_addr).user_port } as u16);
-    if !connect && port != DNS_PORT && !sends_from_dns_port(ctx) {
-        return;
-    }
     // SAFETY: helper calls on the context the kernel handed us.
     let (cookie, netns_cookie) = unsafe {
         (
@@ -306,7 +292,7 @@ pub fn connbal_noop(_ctx: TcContext) -> i32 {
     TC_ACT_UNSPEC
 }
 
-/// Empty programs on host mode's six hooks: its floor, which `cargo xtask
+/// Empty programs on host mode's four hooks: its floor, which `cargo xtask
 /// bench-overhead` measures host mode against (the hooks themselves cost
 /// something before any program runs). Never attached in normal use.
 #[cgroup_skb(egress)]
@@ -326,16 +312,6 @@ pub fn connbal_empty_connect4(_ctx: SockAddrContext) -> i32 {
 
 #[cgroup_sock_addr(connect6)]
 pub fn connbal_empty_connect6(_ctx: SockAddrContext) -> i32 {
-    CGROUP_ALLOW
-}
-
-#[cgroup_sock_addr(sendmsg4)]
-pub fn connbal_empty_sendmsg4(_ctx: SockAddrContext) -> i32 {
-    CGROUP_ALLOW
-}
-
-#[cgroup_sock_addr(sendmsg6)]
-pub fn connbal_empty_sendmsg6(_ctx: SockAddrContext) -> i32 {
     CGROUP_ALLOW
 }
 
@@ -741,8 +717,9 @@ fn header(
     header
 }
 
-/// The packet's socket and, when a connect or sendmsg on it was seen (or
-/// the socket was open when the trace started), its process. Only records
+/// The packet's socket and, when a connect on it was seen (or the socket
+/// was open when the trace started, or is a UDP socket sending DNS), its
+/// process. Only records
 /// pay for this, never the packets dropped above, and only when the
 /// loader asked for owners.
 #[inline(always)]
@@ -776,7 +753,22 @@ fn add_owner(ctx: &Packet, protocol: u8, header: &mut RecordHeader) {
         (&header.dst_addr, header.src_port)
     };
     let far = open_sockets::far_key(local_port, protocol, header.ip_version);
-    if let Some(owner) = socket_owner(cookie, cgroup_id, remote, far) {
+    let mut owner = socket_owner(cookie, cgroup_id, remote, far);
+    if owner.is_none()
+        && ctx.hook == Hook::SocketEgress
+        && protocol == IPPROTO_UDP
+        && adopt_sender(
+            cookie,
+            cgroup_id,
+            &header.dst_addr,
+            asked_port_version(header.dst_port, header.ip_version),
+        )
+    {
+        // SAFETY: a lookup in our own map; the caller copies out what it
+        // needs.
+        owner = unsafe { SOCKETS.get(cookie) };
+    }
+    if let Some(owner) = owner {
         header.bits |= BIT_PROCESS;
         header.netns_cookie = owner.netns_cookie;
         header.tgid = owner.tgid;
@@ -829,12 +821,15 @@ const IPV6_LOOPBACK: [u8; 16] = [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1]
 /// a map lookup.
 #[inline(always)]
 fn docker_dns_destination(ctx: &Packet, ip: &Ip) -> bool {
-    ip.version == 4 && bytes::<4>(ctx, ip.addrs + 4).is_some_and(|b| b == [127, 0, 0, 11])
+    ip.version == 4 && bytes::<4>(ctx, ip.addrs + 4).is_some_and(|b| b == DOCKER_DNS)
 }
 
-/// The address a packet's socket asked for, when its last connect or
-/// sendmsg asked for port 53 in the packet's IP version: the DNS server
-/// the app meant, before a DNAT moved it.
+const DOCKER_DNS: [u8; 4] = [127, 0, 0, 11];
+
+/// The address a packet's socket asked for, when its last connect asked
+/// for port 53 in the packet's IP version (or it is an unconnected UDP
+/// socket sending to Docker's DNS): the DNS server the app meant, before a
+/// DNAT moved it.
 #[inline(always)]
 fn asked_dns(ctx: &Packet, ip: &Ip, local_port: u16) -> Option<[u8; 16]> {
     // SAFETY: helper calls on the context the kernel handed us.
@@ -848,12 +843,102 @@ fn asked_dns(ctx: &Packet, ip: &Ip, local_port: u16) -> Option<[u8; 16]> {
     // open since before the trace is still found by its far address.
     let (_, remote) = addresses(ctx, ip)?;
     let far = open_sockets::far_key(local_port, ip.protocol, ip.version);
-    let owner = socket_owner(cookie, cgroup_id, &remote, far)?;
-    (owner.asked_port == DNS_PORT && owner.asked_version == ip.version).then_some(owner.asked_addr)
+    match socket_owner(cookie, cgroup_id, &remote, far) {
+        Some(owner) => (owner.asked_port == DNS_PORT && owner.asked_version == ip.version)
+            .then_some(owner.asked_addr),
+        // An unconnected UDP socket (musl's resolver sends with `sendto`)
+        // leaves no asked address behind. Docker's DNAT of 127.0.0.11 moves
+        // only port 53, and nothing else listens there: such a datagram is
+        // a query to 127.0.0.11:53, sent by the task running this program.
+        None if ip.protocol == IPPROTO_UDP && docker_dns_destination(ctx, ip) => {
+            let mut asked = [0u8; 16];
+            asked[..4].copy_from_slice(&DOCKER_DNS);
+            adopt_sender(cookie, cgroup_id, &asked, asked_port_version(DNS_PORT, 4))
+                .then_some(asked)
+        }
+        None => None,
+    }
 }
 
-/// A UDP datagram a DNAT moved off port 53: when its socket's last connect
-/// or sendmsg asked for port 53, it is that DNS query, recorded as the app
+/// Names an unconnected UDP socket after the task sending its DNS
+/// datagram, and remembers that by cookie for the datagrams that follow
+/// (the responses arrive in softirq context, where the current task is
+/// anyone). A UDP send runs the egress program synchronously in the
+/// sender's own syscall (`udp_sendmsg` down to `ip_finish_output`, before
+/// any queue); the cgroup check refuses the rest: a socket handed to a
+/// process in another cgroup, or one that moved since it opened it.
+/// `asked`: the address the datagram went to, as the app gave it.
+/// Not inlined, and its owner is built in a per-CPU scratch slot, not on
+/// the stack: the packet programs' DNS records leave it 64 bytes.
+#[inline(never)]
+#[expect(
+    clippy::needless_borrows_for_generic_args,
+    reason = "the borrow hands the map helper the scratch slot itself; a copy would take the stack"
+)]
+fn adopt_sender(cookie: u64, cgroup_id: u64, asked: &[u8; 16], port_version: u32) -> bool {
+    // SAFETY: helper call without arguments.
+    if cookie == 0 || unsafe { bpf_get_current_cgroup_id() } != cgroup_id {
+        return false;
+    }
+    let Some(owner) = OWNER_SCRATCH.get_ptr_mut(0) else {
+        return false;
+    };
+    let pid_tgid = bpf_get_current_pid_tgid();
+    // SAFETY: `owner` is this CPU's scratch slot, which nothing else uses
+    // while this program runs; bpf_get_current_task has no preconditions.
+    unsafe {
+        let task = bpf_get_current_task() as *const u8;
+        let owner = &mut *owner;
+        owner.netns_cookie = open_sockets::task_netns_cookie(task);
+        owner.tgid = (pid_tgid >> 32) as u32;
+        owner.pid = pid_tgid as u32;
+        owner.asked_addr = *asked;
+        owner.asked_port = (port_version >> 8) as u16;
+        owner.asked_version = port_version as u8;
+        owner.reserved = [0; 5];
+        leader_comm_into(task, &mut owner.comm);
+        SOCKETS.insert(cookie, &*owner, 0).is_ok()
+    }
+}
+
+/// `task`'s thread-group leader's name written into `comm` in place (the
+/// copy `leader_comm` returns would take stack), or the calling thread's
+/// when the offsets are unknown or a read fails.
+#[inline(always)]
+fn leader_comm_into(task: *const u8, comm: &mut [u8; 16]) {
+    let dst: *mut core::ffi::c_void = comm.as_mut_ptr().cast();
+    // SAFETY: plain reads of statics the loader may have rewritten.
+    let (leader_at, comm_at) = unsafe {
+        (
+            core::ptr::read_volatile(core::ptr::addr_of!(LEADER_OFFSET)),
+            core::ptr::read_volatile(core::ptr::addr_of!(COMM_OFFSET)),
+        )
+    };
+    if leader_at != 0 && comm_at != 0 {
+        if let Some(leader) = kernel::read::<*const u8>(task, leader_at as usize) {
+            // SAFETY: the helper fails cleanly on a bad address and writes
+            // at most 16 bytes into `comm`.
+            let read = unsafe {
+                raw_probe_read_kernel(dst, 16, leader.wrapping_add(comm_at as usize).cast())
+            };
+            if read == 0 {
+                return;
+            }
+        }
+    }
+    // SAFETY: writes at most 16 bytes into `comm`.
+    unsafe { raw_get_current_comm(dst, 16) };
+}
+
+/// A port and an IP version in one word, for `adopt_sender`'s
+/// five-register call.
+#[inline(always)]
+fn asked_port_version(port: u16, version: u8) -> u32 {
+    u32::from(port) << 8 | u32::from(version)
+}
+
+/// A UDP datagram a DNAT moved off port 53: when its socket asked for
+/// port 53 (`asked_dns`), it is that DNS query, recorded as the app
 /// sent it (to the address and port it asked for), so that the response,
 /// which conntrack returns from port 53, finds it.
 #[inline(always)]

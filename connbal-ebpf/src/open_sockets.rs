@@ -1,10 +1,12 @@
 //! Host mode, once at start: the owners of sockets opened before the trace.
 //!
-//! The connect and sendmsg hooks name a socket's process when it connects
-//! or sends to an address. A daemon that connected its UDP socket to the
-//! resolver before connbal started (nginx, HAProxy, c-ares keep one for
-//! their lifetime) only calls `send` on it, which passes neither hook, so
-//! its lookups would belong to no process. This BPF iterator walks every
+//! The connect hooks name a socket's process when it connects, and the
+//! egress program names a UDP socket from the task sending its DNS. A
+//! daemon that connected its socket to the resolver before connbal
+//! started (nginx, HAProxy, c-ares keep one for their lifetime) passes no
+//! connect hook; over TCP, or with `-a` for any pool of connections, its
+//! packets may leave in softirq context, where the current task is anyone,
+//! so its lookups and flows would belong to no process. This BPF iterator walks every
 //! task's open files once (the kernel skips threads sharing their leader's
 //! file table), the way Inspektor Gadget's socket enricher does, and
 //! records the owner of each socket that matters.
@@ -65,6 +67,12 @@ static KN_ID_OFFSET: u32 = 0;
 /// `struct net.net_cookie`.
 #[no_mangle]
 static NET_COOKIE_OFFSET: u32 = 0;
+/// `struct task_struct.nsproxy` and `struct nsproxy.net_ns`: the network
+/// namespace of a task.
+#[no_mangle]
+static TASK_NSPROXY_OFFSET: u32 = 0;
+#[no_mangle]
+static NSPROXY_NET_OFFSET: u32 = 0;
 /// `struct task_struct.tgid` and `.pid`.
 #[no_mangle]
 static TASK_TGID_OFFSET: u32 = 0;
@@ -120,6 +128,23 @@ pub fn adopt(cookie: u64, cgroup_id: u64, remote: &[u8; 16], far: u32) -> bool {
         Some(owner) => SOCKETS.insert(cookie, owner, 0).is_ok(),
         None => false,
     }
+}
+
+/// The cookie of `task`'s network namespace; 0 when the offsets are
+/// unknown or a read fails (the record then names no namespace, as a
+/// record without a process does).
+#[inline(always)]
+pub fn task_netns_cookie(task: *const u8) -> u64 {
+    let nsproxy_at = offset(&TASK_NSPROXY_OFFSET);
+    if task.is_null() || nsproxy_at == 0 {
+        return 0;
+    }
+    read::<*const u8>(task, nsproxy_at)
+        .filter(|nsproxy| !nsproxy.is_null())
+        .and_then(|nsproxy| read::<*const u8>(nsproxy, offset(&NSPROXY_NET_OFFSET)))
+        .filter(|net| !net.is_null())
+        .and_then(|net| read::<u64>(net, offset(&NET_COOKIE_OFFSET)))
+        .unwrap_or(0)
 }
 
 const IPPROTO_TCP: u16 = 6;

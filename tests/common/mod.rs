@@ -681,3 +681,91 @@ pub fn manifest(kind: &str) -> serde_json::Value {
         .find(|m| m["kind"] == kind)
         .unwrap_or_else(|| panic!("no {kind} in deploy/kubernetes/connbal.yaml"))
 }
+
+/// A C client built with musl (`musl-gcc -static`), whose resolver sends
+/// each query with `sendto` on an unconnected UDP socket: the case no
+/// connect hook sees. Like the Python apps: for each choice of the plan
+/// (argv 2, comma-separated) it resolves the name (argv 1) with
+/// getaddrinfo, connects to port 80 of the chosen address of the sorted
+/// answer, sends a request, reads to the end; prints each address.
+const MUSL_CLIENT: &str = r#"
+#include <arpa/inet.h>
+#include <netdb.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/time.h>
+#include <unistd.h>
+
+static int by_text(const void *a, const void *b) { return strcmp(a, b); }
+
+int main(int argc, char **argv) {
+    if (argc != 3) {
+        fprintf(stderr, "usage: %s NAME PLAN\n", argv[0]);
+        return 2;
+    }
+    for (char *choice = strtok(argv[2], ","); choice; choice = strtok(NULL, ",")) {
+        struct addrinfo hints = {.ai_family = AF_INET, .ai_socktype = SOCK_STREAM}, *found;
+        int error = getaddrinfo(argv[1], "80", &hints, &found);
+        if (error) {
+            fprintf(stderr, "getaddrinfo %s: %s\n", argv[1], gai_strerror(error));
+            return 1;
+        }
+        char addrs[16][INET_ADDRSTRLEN];
+        int n = 0;
+        for (struct addrinfo *ai = found; ai && n < 16; ai = ai->ai_next) {
+            char text[INET_ADDRSTRLEN];
+            inet_ntop(AF_INET, &((struct sockaddr_in *)ai->ai_addr)->sin_addr, text, sizeof text);
+            int seen = 0;
+            for (int i = 0; i < n; i++) seen |= !strcmp(addrs[i], text);
+            if (!seen) strcpy(addrs[n++], text);
+        }
+        freeaddrinfo(found);
+        qsort(addrs, n, sizeof addrs[0], by_text);
+        const char *addr = addrs[atoi(choice) % n];
+        struct sockaddr_in to = {.sin_family = AF_INET, .sin_port = htons(80)};
+        inet_pton(AF_INET, addr, &to.sin_addr);
+        int fd = socket(AF_INET, SOCK_STREAM, 0);
+        struct timeval timeout = {.tv_sec = 5};
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof timeout);
+        setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &timeout, sizeof timeout);
+        if (connect(fd, (struct sockaddr *)&to, sizeof to)) {
+            perror(addr);
+            return 1;
+        }
+        const char request[] = "GET / HTTP/1.0\r\n\r\n";
+        if (write(fd, request, sizeof request - 1) < 0) {
+            perror("write");
+            return 1;
+        }
+        char buf[4096];
+        while (read(fd, buf, sizeof buf) > 0) {
+        }
+        close(fd);
+        printf("%s\n", addr);
+        fflush(stdout);
+    }
+    return 0;
+}
+"#;
+
+/// Builds `MUSL_CLIENT` into `dir` as the static binary `musl-client`
+/// (its process name), and returns its path.
+pub fn build_musl_client(dir: &Path) -> PathBuf {
+    let source = dir.join("musl-client.c");
+    let binary = dir.join("musl-client");
+    std::fs::write(&source, MUSL_CLIENT).expect("write the musl client's source");
+    let out = Command::new("musl-gcc")
+        .args(["-static", "-O2", "-Wall", "-Werror", "-o"])
+        .arg(&binary)
+        .arg(&source)
+        .output()
+        .expect("run musl-gcc");
+    assert!(
+        out.status.success(),
+        "musl-gcc: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    binary
+}

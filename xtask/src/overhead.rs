@@ -9,7 +9,7 @@
 //!
 //! The observers: nothing attached; the empty classifier (the floor of any
 //! TC program); `connbal trace --iface` (TC); empty programs on host
-//! mode's six hooks (its floor); host mode (`connbal trace --cgroup`,
+//! mode's four hooks (its floor); host mode (`connbal trace --cgroup`,
 //! cgroup programs on the client's sockets); and `tcpdump` with the same
 //! filter feeding `connbal replay -`. Every observer runs once per
 //! round, in an order rotated each round, and each result is divided by
@@ -87,8 +87,7 @@ impl Observer {
 
     /// The programs whose bpf_stats measure this observer's per-packet
     /// cost: a name prefix ("connbal_cgroup_" sums the cgroup_skb egress
-    /// and ingress programs; the connect and sendmsg hooks are not
-    /// per-packet).
+    /// and ingress programs; the connect hooks are not per-packet).
     fn programs(self) -> Option<&'static str> {
         match self {
             Observer::EmptyClassifier => Some("connbal_noop"),

@@ -36,6 +36,9 @@ pub const TEST_TOOLS: &[(&str, &str)] = &[
     ("podman", "podman"),
     ("podman", "netavark"),
     ("podman", "aardvark-dns"),
+    // A static musl client, whose resolver sends with `sendto` on an
+    // unconnected socket (host_live, runtimes_live).
+    ("musl-gcc", "musl-tools"),
     ("promtool", "prometheus"),
     ("prometheus", "prometheus"),
 ];

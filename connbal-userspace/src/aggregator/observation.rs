@@ -45,7 +45,8 @@ pub enum Observation {
 }
 
 /// The process and thread behind the packet's socket (host mode: from the
-/// socket's last connect or sendmsg), shown as `pid` and `tid`.
+/// socket's last connect, or an unconnected UDP socket's first DNS
+/// datagram), shown as `pid` and `tid`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 pub struct Thread {
     /// The process (thread group) id.

@@ -221,8 +221,9 @@ pub fn leader_comm_offsets(btf: &Btf) -> Result<(u32, u32), BtfError> {
     Ok((leader.byte_offset, comm.byte_offset))
 }
 
-/// Where the iterator over open sockets finds what it records, as the
-/// globals of the same names in the kernel program.
+/// Where the iterator over open sockets finds what it records, and where
+/// the packet programs find the network namespace of the task sending, as
+/// the globals of the same names in the kernel program.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct SocketLayout {
     pub socket_sk: u32,
@@ -240,11 +241,13 @@ pub struct SocketLayout {
     pub net_cookie: u32,
     pub task_tgid: u32,
     pub task_pid: u32,
+    pub task_nsproxy: u32,
+    pub nsproxy_net: u32,
 }
 
 impl SocketLayout {
     /// The globals to set, by name.
-    pub fn globals(&self) -> [(&'static str, u32); 15] {
+    pub fn globals(&self) -> [(&'static str, u32); 17] {
         [
             ("SOCKET_SK_OFFSET", self.socket_sk),
             ("SK_FAMILY_OFFSET", self.sk_family),
@@ -261,6 +264,8 @@ impl SocketLayout {
             ("NET_COOKIE_OFFSET", self.net_cookie),
             ("TASK_TGID_OFFSET", self.task_tgid),
             ("TASK_PID_OFFSET", self.task_pid),
+            ("TASK_NSPROXY_OFFSET", self.task_nsproxy),
+            ("NSPROXY_NET_OFFSET", self.nsproxy_net),
         ]
     }
 }
@@ -291,6 +296,8 @@ pub fn socket_layout(btf: &Btf) -> Result<SocketLayout, BtfError> {
         net_cookie: at("net", "net_cookie")?,
         task_tgid: at("task_struct", "tgid")?,
         task_pid: at("task_struct", "pid")?,
+        task_nsproxy: at("task_struct", "nsproxy")?,
+        nsproxy_net: at("nsproxy", "net_ns")?,
     })
 }
 
@@ -436,6 +443,8 @@ mod tests {
                 ("net", "net_cookie", layout.net_cookie),
                 ("task_struct", "tgid", layout.task_tgid),
                 ("task_struct", "pid", layout.task_pid),
+                ("task_struct", "nsproxy", layout.task_nsproxy),
+                ("nsproxy", "net_ns", layout.nsproxy_net),
                 ("sock", "sk_protocol", layout.sk_protocol),
             ] {
                 assert_eq!(

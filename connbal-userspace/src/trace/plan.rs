@@ -86,7 +86,7 @@ impl Plan {
             ..options.config.clone()
         };
         let owners = match (host_mode, by) {
-            // The connect and sendmsg hooks are there to name the process.
+            // The connect hooks and the egress program name the process.
             (true, _) => Owners::Process,
             // With --iface, owners cost helper calls per record: only when
             // a client is more than its address.

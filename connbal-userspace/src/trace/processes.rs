@@ -10,7 +10,8 @@
 //! the kernel has BTF (the loader hands it `task_struct`'s offsets, see
 //! `btf`), which also names a process gone before its records are read;
 //! this is the fallback without BTF, and catches a process that renamed
-//! its main thread after the socket's last connect or sendmsg.
+//! its main thread after the socket was named (its last connect, or an
+//! unconnected UDP socket's first DNS datagram).
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};

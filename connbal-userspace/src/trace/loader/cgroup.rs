@@ -1,5 +1,5 @@
-//! Host mode: the cgroup_skb programs and the connect/sendmsg hooks, as
-//! cgroup links on one cgroup v2 directory.
+//! Host mode: the cgroup_skb programs and the connect hooks, as cgroup
+//! links on one cgroup v2 directory.
 
 use super::{load, program, program_error, Loaded, LoaderError, Object, Options};
 use aya::programs::{CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, CgroupSockAddr};
@@ -11,26 +11,19 @@ const CGROUP_SKB_PROGRAMS: [(&str, CgroupSkbAttachType); 2] = [
     ("connbal_cgroup_egress", CgroupSkbAttachType::Egress),
     ("connbal_cgroup_ingress", CgroupSkbAttachType::Ingress),
 ];
-/// Host mode: the process behind each socket, at connect and sendmsg.
-const SOCK_ADDR_PROGRAMS: [&str; 4] = [
-    "connbal_connect4",
-    "connbal_connect6",
-    "connbal_sendmsg4",
-    "connbal_sendmsg6",
-];
+/// Host mode: the process behind each socket, at connect. There is no
+/// sendmsg hook: the kernel locks the socket around every unconnected UDP
+/// send once one is attached anywhere, and the egress program names those
+/// sockets from their first DNS datagram instead.
+const SOCK_ADDR_PROGRAMS: [&str; 2] = ["connbal_connect4", "connbal_connect6"];
 /// Host mode's floor (`--noop-program`): empty programs on the same hooks.
 const EMPTY_CGROUP_SKB_PROGRAMS: [(&str, CgroupSkbAttachType); 2] = [
     ("connbal_empty_skb_egress", CgroupSkbAttachType::Egress),
     ("connbal_empty_skb_ingress", CgroupSkbAttachType::Ingress),
 ];
-const EMPTY_SOCK_ADDR_PROGRAMS: [&str; 4] = [
-    "connbal_empty_connect4",
-    "connbal_empty_connect6",
-    "connbal_empty_sendmsg4",
-    "connbal_empty_sendmsg6",
-];
+const EMPTY_SOCK_ADDR_PROGRAMS: [&str; 2] = ["connbal_empty_connect4", "connbal_empty_connect6"];
 
-/// Host mode: the cgroup_skb programs and the connect/sendmsg hooks on each
+/// Host mode: the cgroup_skb programs and the connect hooks on each
 /// cgroup v2 directory of `cgroups`, so every socket in their subtrees is seen,
 /// in every network namespace, including those of processes started later.
 ///
