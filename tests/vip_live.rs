@@ -147,6 +147,13 @@ enum Mode {
 /// kube-proxy's rules in `mode`; checks the report's level behind the VIP
 /// against their logs.
 fn spread_behind_the_vip(mode: &Mode, tag: &str) {
+    spread_behind_the_vip_with(mode, tag, true);
+}
+
+/// As `spread_behind_the_vip`; without `vip_backends`, the trace runs with
+/// `--no-vip-backends`, and only the host-network client, translated at its
+/// own socket, gets the level behind the VIP.
+fn spread_behind_the_vip_with(mode: &Mode, tag: &str, vip_backends: bool) {
     let Some(_guard) = live_tests(&ONE_AT_A_TIME, TOOLS) else {
         return;
     };
@@ -182,6 +189,9 @@ fn spread_behind_the_vip(mode: &Mode, tag: &str) {
     trace_command
         .args(["trace", "--cgroup", &root])
         .args(["--format", "json"]);
+    if !vip_backends {
+        trace_command.arg("--no-vip-backends");
+    }
     let trace = Trace::spawn(trace_command);
     // The node's every interface, as an operator would capture it: the
     // pod's SYN arrives for the VIP and leaves for its pod.
@@ -231,6 +241,15 @@ fn spread_behind_the_vip(mode: &Mode, tag: &str) {
     );
     assert_eq!(&backends_of(from_capture), pod_log, "{from_capture}");
     let spreads = json["behind_vips"].as_array().expect("behind_vips");
+    if !vip_backends {
+        let pod = format!("python3 in {root}/pod");
+        let spread = spreads.iter().find(|s| s["client"] == pod.as_str());
+        assert!(
+            spread.is_none_or(|s| s["untranslated"] == CONNECTIONS as u64),
+            "no backend for the pod without the tracepoint: {spread:?}"
+        );
+        logs.remove(&pod);
+    }
     for (client, reached) in &logs {
         let spread = spreads
             .iter()
@@ -261,7 +280,15 @@ fn spread_behind_the_vip(mode: &Mode, tag: &str) {
             );
         }
     }
-    assert_eq!(spreads.len(), logs.len(), "{}", json["behind_vips"]);
+    assert_eq!(
+        spreads
+            .iter()
+            .filter(|s| s["untranslated"] != CONNECTIONS as u64)
+            .count(),
+        logs.len(),
+        "{}",
+        json["behind_vips"]
+    );
 }
 
 #[test]
@@ -272,6 +299,14 @@ fn a_services_pods_behind_kube_proxys_iptables_rules_are_counted_per_client() {
 #[test]
 fn session_affinity_behind_a_vip_reads_as_one_backend_not_as_uneven() {
     spread_behind_the_vip(&Mode::IptablesWithAffinity, "vip-affinity");
+}
+
+/// `--no-vip-backends` leaves the tracepoint off: the pod, translated on
+/// the node after its packet left its socket, gets no backend, and the
+/// host-network client, translated in its own OUTPUT chain, still does.
+#[test]
+fn without_the_tracepoint_only_a_host_network_client_is_followed_behind_the_vip() {
+    spread_behind_the_vip_with(&Mode::Iptables, "vip-off", false);
 }
 
 #[test]

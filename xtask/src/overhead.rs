@@ -61,15 +61,19 @@ enum Observer {
     Tc,
     EmptyHostMode,
     HostMode,
+    /// Host mode without the NAT tracepoint, which runs on every packet
+    /// the host sends: that tracepoint's share of host mode's cost.
+    HostModeNoVip,
     Tcpdump,
 }
 
-const OBSERVERS: [Observer; 6] = [
+const OBSERVERS: [Observer; 7] = [
     Observer::Nothing,
     Observer::EmptyClassifier,
     Observer::Tc,
     Observer::EmptyHostMode,
     Observer::HostMode,
+    Observer::HostModeNoVip,
     Observer::Tcpdump,
 ];
 
@@ -81,6 +85,7 @@ impl Observer {
             Observer::Tc => "connbal trace --iface (TC)",
             Observer::EmptyHostMode => "host mode: empty programs",
             Observer::HostMode => "connbal trace --cgroup (host mode)",
+            Observer::HostModeNoVip => "connbal trace --cgroup --no-vip-backends",
             Observer::Tcpdump => "tcpdump -w - FILTER \\| connbal replay -",
         }
     }
@@ -93,7 +98,7 @@ impl Observer {
             Observer::EmptyClassifier => Some("connbal_noop"),
             Observer::Tc => Some("connbal_tc"),
             Observer::EmptyHostMode => Some("connbal_empty_skb_"),
-            Observer::HostMode => Some("connbal_cgroup_"),
+            Observer::HostMode | Observer::HostModeNoVip => Some("connbal_cgroup_"),
             Observer::Nothing | Observer::Tcpdump => None,
         }
     }
@@ -102,7 +107,7 @@ impl Observer {
     fn floor(self) -> Option<Observer> {
         match self {
             Observer::Tc => Some(Observer::EmptyClassifier),
-            Observer::HostMode => Some(Observer::EmptyHostMode),
+            Observer::HostMode | Observer::HostModeNoVip => Some(Observer::EmptyHostMode),
             _ => None,
         }
     }
@@ -157,6 +162,11 @@ impl Setup<'_> {
                 self.connbal,
                 self.cgroup_name,
                 &[],
+            )?),
+            Observer::HostModeNoVip => Attached::Trace(bench::start_host_trace(
+                self.connbal,
+                self.cgroup_name,
+                &["--no-vip-backends"],
             )?),
             Observer::Tcpdump => Attached::Pipeline(Pipeline::start(self.lab, self.connbal)?),
         })

@@ -2,7 +2,7 @@
 
 use clap::{Args, ValueEnum};
 use connbal::aggregator::ClientBy;
-use connbal::trace::loader::AttachMode;
+use connbal::trace::loader::{AttachMode, Programs};
 use connbal::trace::{RuntimeSockets, TraceOptions};
 use std::time::Duration;
 
@@ -114,7 +114,15 @@ pub struct TraceArgs {
     #[arg(long, hide = true)]
     pub kernel_debug: bool,
 
-    /// Attach empty programs instead (the classifier, or host mode's six):
+    /// Host mode: do not follow connections that a DNAT sends on after
+    /// they leave their socket (pods behind a Kubernetes Service's VIP,
+    /// translated on the node). That view needs a tracepoint on every
+    /// packet the host sends, traced cgroup or not; a host-network
+    /// client's own DNAT is still followed, at its socket.
+    #[arg(long, conflicts_with = "interfaces")]
+    pub no_vip_backends: bool,
+
+    /// Attach empty programs instead (the classifier, or host mode's four):
     /// the floor for `cargo xtask bench-live` and `bench-overhead`.
     #[arg(long, hide = true)]
     pub noop_program: bool,
@@ -190,7 +198,13 @@ impl TraceArgs {
             },
             kernel_debug: self.kernel_debug,
             user: self.user,
-            noop_program: self.noop_program,
+            programs: if self.noop_program {
+                Programs::Empty
+            } else if self.no_vip_backends {
+                Programs::WithoutVipBackends
+            } else {
+                Programs::All
+            },
             metrics: self.metrics,
             metrics_max_series: self.metrics_max_series,
         }

@@ -89,8 +89,9 @@ pub struct TraceOptions {
     pub kernel_debug: bool,
     /// Switch to this user after attaching.
     pub user: Option<String>,
-    /// Attach the empty classifier (benchmarks' floor).
-    pub noop_program: bool,
+    /// Which programs: all, all but the NAT tracepoint
+    /// (`--no-vip-backends`), or the empty ones (benchmarks' floor).
+    pub programs: loader::Programs,
     /// Serve OpenMetrics here.
     pub metrics: Option<std::net::SocketAddr>,
     pub metrics_max_series: usize,

@@ -99,7 +99,7 @@ impl Plan {
             debug_log: options.kernel_debug,
             ring_size: options.ring_size,
             attach: options.attach,
-            noop: options.noop_program,
+            programs: options.programs,
         };
         Plan {
             host,
@@ -131,7 +131,7 @@ mod tests {
             attach: loader::AttachMode::Auto,
             kernel_debug: false,
             user: None,
-            noop_program: false,
+            programs: loader::Programs::All,
             metrics: None,
             metrics_max_series: DEFAULT_MAX_SERIES,
         }

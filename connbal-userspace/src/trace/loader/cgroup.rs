@@ -1,7 +1,7 @@
 //! Host mode: the cgroup_skb programs and the connect hooks, as cgroup
 //! links on one cgroup v2 directory.
 
-use super::{load, program, program_error, Loaded, LoaderError, Object, Options};
+use super::{load, program, program_error, Loaded, LoaderError, Object, Options, Programs};
 use aya::programs::{CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, CgroupSockAddr};
 use std::fs::File;
 use std::path::PathBuf;
@@ -57,7 +57,8 @@ pub fn load_and_attach_cgroup(
                 })
         })
         .collect::<Result<Vec<_>, _>>()?;
-    let (skb_programs, sock_addr_programs) = if options.noop {
+    let empty = options.programs == Programs::Empty;
+    let (skb_programs, sock_addr_programs) = if empty {
         (EMPTY_CGROUP_SKB_PROGRAMS, EMPTY_SOCK_ADDR_PROGRAMS)
     } else {
         (CGROUP_SKB_PROGRAMS, SOCK_ADDR_PROGRAMS)
@@ -93,13 +94,13 @@ pub fn load_and_attach_cgroup(
     // Sockets opened before now: their owners, once the hooks can no
     // longer miss a new one. Without it, a daemon's long-lived resolver
     // socket belongs to no process; the trace goes on either way.
-    let open_sockets = (!options.noop).then(|| {
+    let open_sockets = (!empty).then(|| {
         socket_layout
             .and_then(|_| super::open_sockets::record_owners(&mut ebpf).map_err(|e| described(&e)))
     });
     // Where a DNAT sent each new connection (a Service's VIP to its pod):
     // host-wide, so without it the report still stands, one level short.
-    let nat = (!options.noop).then(|| {
+    let nat = (options.programs == Programs::All).then(|| {
         conntrack_layout.and_then(|_| super::nat::attach(&mut ebpf).map_err(|e| described(&e)))
     });
     Ok(Loaded {

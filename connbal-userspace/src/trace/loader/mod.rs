@@ -105,8 +105,20 @@ pub struct Options {
     pub debug_log: bool,
     pub ring_size: u64,
     pub attach: AttachMode,
-    /// Attach the empty programs instead (benchmarks only).
-    pub noop: bool,
+    pub programs: Programs,
+}
+
+/// Which programs to attach.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Programs {
+    /// connbal's, all of them.
+    All,
+    /// Host mode without the NAT tracepoint, which runs for every packet
+    /// the host sends (`--no-vip-backends`).
+    WithoutVipBackends,
+    /// The empty programs on the same hooks (`--noop-program`,
+    /// benchmarks only).
+    Empty,
 }
 
 counter_set! {

@@ -5,7 +5,7 @@
 
 use super::{
     interface_index, load, netlink, program, program_error, AttachMode, Loaded, LoaderError,
-    Object, Options,
+    Object, Options, Programs,
 };
 use aya::programs::tc::{NlOptions, SchedClassifier, TcAttachOptions, TcAttachType};
 use aya::programs::LinkOrder;
@@ -30,7 +30,11 @@ pub fn load_and_attach(interfaces: &[String], options: &Options) -> Result<Loade
     let Object {
         mut ebpf, counters, ..
     } = load(options)?;
-    let name = if options.noop { NOOP_PROGRAM } else { PROGRAM };
+    let name = if options.programs == Programs::Empty {
+        NOOP_PROGRAM
+    } else {
+        PROGRAM
+    };
     let program: &mut SchedClassifier = program(&mut ebpf, name)?;
     program.load().map_err(program_error)?;
     let mode = match options.attach {
