@@ -1,6 +1,7 @@
 //! A bounded load generator for the namespace lab: bulk TCP, DNS queries
-//! with multi-answer responses, and connection attempts, from the client
-//! namespace to the server namespace. Every loop stops at a deadline.
+//! with multi-answer responses, connection attempts, and new connections
+//! at a given rate (`run_rates`), from the client namespace to the server
+//! namespace. Every loop stops at a deadline.
 
 use crate::lab::{Lab, CLIENT_V4, SERVER_V4};
 use anyhow::Result;
@@ -162,56 +163,9 @@ pub fn run_paced(lab: &Lab, mix: Mix, duration: Duration, rate: Option<u64>) -> 
         })?);
     }
     if matches!(mix, Mix::Dns | Mix::DnsChurn | Mix::All) {
-        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
-        servers.push(in_netns(&lab.server_ns, move || {
-            let socket = UdpSocket::bind((SERVER_V4, DNS_PORT))?;
-            socket.set_read_timeout(Some(Duration::from_millis(100)))?;
-            let _ = ready_tx.send(());
-            let mut buf = [0u8; 512];
-            while !stop_at() {
-                if let Ok((n, from)) = socket.recv_from(&mut buf) {
-                    if let Some(r) = answer(&buf[..n]) {
-                        let _ = socket.send_to(&r, from);
-                    }
-                }
-            }
-            Ok(())
-        })?);
-        ready_rx.recv_timeout(Duration::from_secs(5))?;
-        let sent = Arc::clone(&queries);
-        clients.push(in_netns(&lab.client_ns, move || {
-            let socket = UdpSocket::bind((CLIENT_V4, 0))?;
-            socket.connect((SERVER_V4, DNS_PORT))?;
-            socket.set_read_timeout(Some(Duration::from_millis(50)))?;
-            // Answers are drained by their own thread, so the sender's
-            // rate never depends on how fast they come back.
-            let receiver = socket.try_clone()?;
-            let drain = std::thread::spawn(move || {
-                let mut buf = [0u8; 512];
-                while !stop_at() {
-                    let _ = receiver.recv(&mut buf);
-                }
-            });
-            let mut id = 0u16;
-            let (start, mut done) = (Instant::now(), 0);
-            while !stop_at() {
-                for _ in 0..32 {
-                    id = id.wrapping_add(1);
-                    let query = if mix == Mix::DnsChurn {
-                        crate::gen::dns_query(id, &format!("n{id}.load.test"), 1)
-                    } else {
-                        crate::gen::dns_query(id, "web.load.test", 1)
-                    };
-                    if socket.send(&query).is_ok() {
-                        sent.fetch_add(1, Ordering::Relaxed);
-                    }
-                }
-                done += 32;
-                pace(start, done, rate);
-            }
-            let _ = drain.join();
-            Ok(())
-        })?);
+        let (server, client) = spawn_dns(lab, mix, deadline, rate, Arc::clone(&queries))?;
+        servers.push(server);
+        clients.push(client);
     }
     if matches!(mix, Mix::Syn | Mix::All) {
         let sent = Arc::clone(&attempts);
@@ -237,5 +191,150 @@ pub fn run_paced(lab: &Lab, mix: Mix, duration: Duration, rate: Option<u64>) -> 
         bulk_bytes: bulk_bytes.load(Ordering::Relaxed),
         dns_queries: queries.load(Ordering::Relaxed),
         connection_attempts: attempts.load(Ordering::Relaxed),
+    })
+}
+
+type Generator = JoinHandle<Result<()>>;
+
+/// The DNS server (four answers a query) and a client sending queries at
+/// `rate` a second (or as fast as it can) until `deadline`, counted in
+/// `sent`.
+fn spawn_dns(
+    lab: &Lab,
+    mix: Mix,
+    deadline: Instant,
+    rate: Option<u64>,
+    sent: Arc<AtomicU64>,
+) -> Result<(Generator, Generator)> {
+    let stop_at = move || Instant::now() >= deadline;
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    let server = in_netns(&lab.server_ns, move || {
+        let socket = UdpSocket::bind((SERVER_V4, DNS_PORT))?;
+        socket.set_read_timeout(Some(Duration::from_millis(100)))?;
+        let _ = ready_tx.send(());
+        let mut buf = [0u8; 512];
+        while !stop_at() {
+            if let Ok((n, from)) = socket.recv_from(&mut buf) {
+                if let Some(r) = answer(&buf[..n]) {
+                    let _ = socket.send_to(&r, from);
+                }
+            }
+        }
+        Ok(())
+    })?;
+    ready_rx.recv_timeout(Duration::from_secs(5))?;
+    let client = in_netns(&lab.client_ns, move || {
+        let socket = UdpSocket::bind((CLIENT_V4, 0))?;
+        socket.connect((SERVER_V4, DNS_PORT))?;
+        socket.set_read_timeout(Some(Duration::from_millis(50)))?;
+        // Answers are drained by their own thread, so the sender's
+        // rate never depends on how fast they come back.
+        let receiver = socket.try_clone()?;
+        let drain = std::thread::spawn(move || {
+            let mut buf = [0u8; 512];
+            while !stop_at() {
+                let _ = receiver.recv(&mut buf);
+            }
+        });
+        let mut id = 0u16;
+        let (start, mut done) = (Instant::now(), 0);
+        while !stop_at() {
+            for _ in 0..32 {
+                id = id.wrapping_add(1);
+                let query = if mix == Mix::DnsChurn {
+                    crate::gen::dns_query(id, &format!("n{id}.load.test"), 1)
+                } else {
+                    crate::gen::dns_query(id, "web.load.test", 1)
+                };
+                if socket.send(&query).is_ok() {
+                    sent.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            done += 32;
+            pace(start, done, rate);
+        }
+        let _ = drain.join();
+        Ok(())
+    })?;
+    Ok((server, client))
+}
+
+/// Where the connection generator's server accepts.
+pub const ACCEPT_PORT: u16 = 9002;
+
+/// Rates for `run_rates`, per second.
+#[derive(Clone, Copy, Debug)]
+pub struct Rates {
+    /// New TCP connections, each accepted and then reset by the client.
+    pub connections: u64,
+    /// DNS queries, each answered (so twice as many DNS messages).
+    pub dns_queries: u64,
+}
+
+/// What `run_rates` did, as its generators counted it.
+#[derive(Debug, Default)]
+pub struct Done {
+    pub connections: u64,
+    pub dns_queries: u64,
+}
+
+/// New connections and DNS queries at `rates` for `duration`: the load an
+/// always-on agent meets on a busy node. Each connection is accepted by
+/// the server, then closed by the client with a reset (SO_LINGER 0), so
+/// neither side keeps a TIME_WAIT entry and the client's ports never run
+/// out at ten thousand a second.
+pub fn run_rates(lab: &Lab, duration: Duration, rates: Rates) -> Result<Done> {
+    let deadline = Instant::now() + duration;
+    let stop_at = move || Instant::now() >= deadline;
+    let queries = Arc::new(AtomicU64::new(0));
+    let connections = Arc::new(AtomicU64::new(0));
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    let acceptor = in_netns(&lab.server_ns, move || {
+        let listener = TcpListener::bind((SERVER_V4, ACCEPT_PORT))?;
+        listener.set_nonblocking(true)?;
+        let _ = ready_tx.send(());
+        while !stop_at() {
+            match listener.accept() {
+                Ok((conn, _)) => drop(conn),
+                Err(_) => std::thread::sleep(Duration::from_micros(200)),
+            }
+        }
+        Ok(())
+    })?;
+    ready_rx.recv_timeout(Duration::from_secs(5))?;
+    let (dns_server, dns_client) = spawn_dns(
+        lab,
+        Mix::Dns,
+        deadline,
+        Some(rates.dns_queries),
+        Arc::clone(&queries),
+    )?;
+    let made = Arc::clone(&connections);
+    let connector = in_netns(&lab.client_ns, move || {
+        let to = SocketAddr::from((SERVER_V4, ACCEPT_PORT));
+        let reset = nix::sys::socket::sockopt::Linger;
+        let linger = nix::libc::linger {
+            l_onoff: 1,
+            l_linger: 0,
+        };
+        let (start, mut done) = (Instant::now(), 0);
+        while !stop_at() {
+            done += 1;
+            pace(start, done, Some(rates.connections));
+            if let Ok(conn) = TcpStream::connect_timeout(&to, Duration::from_millis(200)) {
+                let _ = nix::sys::socket::setsockopt(&conn, reset, &linger);
+                made.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        Ok(())
+    })?;
+    for handle in [connector, dns_client, acceptor, dns_server] {
+        handle
+            .join()
+            .map_err(|_| anyhow::anyhow!("load thread panicked"))??;
+    }
+    Ok(Done {
+        connections: connections.load(Ordering::Relaxed),
+        dns_queries: queries.load(Ordering::Relaxed),
     })
 }

@@ -70,6 +70,22 @@ enum Task {
         #[arg(long, default_value_t = 5)]
         rounds: usize,
     },
+    /// The agent's CPU budget (root): new connections and DNS messages at
+    /// a busy node's rates, observed by host mode, by connbal trace
+    /// --iface and by the tcpdump pipeline in turn; prints each one's CPU
+    /// in mCPU and what it lost.
+    BenchLoad {
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
+        /// New TCP connections per second.
+        #[arg(long, default_value_t = 10_000)]
+        connections: u64,
+        /// DNS queries per second, each answered.
+        #[arg(long, default_value_t = 4_000)]
+        dns_queries: u64,
+    },
     /// Profile the side-by-side comparison (root, perf): the same paced
     /// load observed by nothing, by connbal trace and by the tcpdump
     /// pipeline, each under `perf record -a`; prints where the machine's
@@ -145,6 +161,20 @@ fn main() -> Result<()> {
         Task::BenchOverhead { seconds, rounds } => {
             xtask::overhead::run(&xtask::ebpf::workspace_root(), seconds, rounds)
         }
+        Task::BenchLoad {
+            seconds,
+            rounds,
+            connections,
+            dns_queries,
+        } => xtask::bench::load(
+            &xtask::ebpf::workspace_root(),
+            seconds,
+            rounds,
+            xtask::load::Rates {
+                connections,
+                dns_queries,
+            },
+        ),
         Task::BenchProfile { seconds } => {
             xtask::bench::profile(&xtask::ebpf::workspace_root(), seconds)
         }
