@@ -1237,6 +1237,78 @@ fn a_daemon_resolving_over_a_socket_opened_before_the_trace_is_one_client() {
     );
 }
 
+/// An app that resolves and connects as fast as it can, for up to 30 s:
+/// load for the agent while it is stopped.
+const BUSY_APP: &str = r#"
+import socket, sys, time
+name, deadline = sys.argv[1], time.time() + 30
+i = 0
+while time.time() < deadline:
+    addrs = sorted({a[4][0] for a in socket.getaddrinfo(name, 80, socket.AF_INET, socket.SOCK_STREAM)})
+    try:
+        with socket.create_connection((addrs[i % len(addrs)], 80), timeout=5) as s:
+            s.sendall(b"GET / HTTP/1.0\r\n\r\n")
+            while s.recv(4096):
+                pass
+    except OSError:
+        pass
+    i += 1
+"#;
+
+/// A pod is stopped with SIGTERM, mid-load: the agent serving metrics
+/// under a client resolving and connecting as fast as it can exits 0
+/// with its report, and leaves nothing attached. (How fast it exits is
+/// `cargo xtask bench-load`'s to measure, not a test's.)
+#[test]
+fn sigterm_under_load_exits_zero_with_its_report_and_nothing_attached() {
+    let Some(_guard) = live() else { return };
+    let mut host = HostLab::new("term");
+    let root = host.cgroups.relative_root();
+    let script = host.lab.dir.join("busy.py");
+    std::fs::write(&script, BUSY_APP).unwrap();
+    let metrics = format!("127.0.0.1:{}", free_loopback_port());
+    let trace = host_trace(&root, &["--format", "json", "--metrics", &metrics]);
+    let dir = host.cgroups.child("busy").unwrap();
+    let mut busy = TestCgroup::command_in(&dir, "ip")
+        .args(["netns", "exec", &host.lab.client_ns, "python3"])
+        .arg(&script)
+        .arg(NAME)
+        .spawn()
+        .expect("start the busy app");
+    let attached = || -> String {
+        let out = Command::new("bpftool")
+            .args(["cgroup", "show"])
+            .arg(&host.cgroups.root)
+            .output()
+            .expect("bpftool cgroup show");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(attached().contains("connbal"), "attached while tracing");
+    let stopped = std::time::Instant::now();
+    let finished = trace.stop("-TERM");
+    let took = stopped.elapsed();
+    let _ = busy.kill();
+    let _ = busy.wait();
+    assert!(
+        finished.status.success(),
+        "{:?} after {took:?}: {}",
+        finished.status,
+        finished.stderr
+    );
+    assert!(!attached().contains("connbal"), "left: {}", attached());
+    let json: serde_json::Value = serde_json::from_str(&finished.stdout)
+        .unwrap_or_else(|e| panic!("JSON report: {e}\n{}", finished.stderr));
+    assert_eq!(
+        json["input"]["ended"], "signal SIGTERM",
+        "{}",
+        json["input"]
+    );
+    let s = &services(&json)[&format!("python3 in {root}/busy")];
+    assert!(s["lookups"].as_u64() > Some(10), "under load: {s}");
+    assert!(s["connections"].as_u64() > Some(10), "under load: {s}");
+}
+
 /// musl's resolver (Alpine's, and every static musl binary's) sends each
 /// query with `sendto` on a UDP socket it never connects, so no connect
 /// hook names it; the query's egress does, run in the sender's own

@@ -17,9 +17,10 @@ use super::{
     start_host_trace, start_trace, stop_trace, BpfStats, Pipeline,
 };
 use crate::load::{self, Rates};
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 use std::path::Path;
-use std::time::Duration;
+use std::process::Command;
+use std::time::{Duration, Instant};
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Observer {
@@ -147,7 +148,91 @@ pub fn load(root: &Path, seconds: u64, rounds: usize, rates: Rates) -> Result<()
         eprintln!("bench-load: round {}/{rounds} done", round + 1);
     }
     print_table(seconds, rounds, rates, &runs);
+    let mut stops = Vec::new();
+    for _ in 0..rounds {
+        stops.push(stop_under_load(
+            &connbal,
+            &lab,
+            (&load_cgroup, &load_cgroup_name),
+            rates,
+        )?);
+    }
+    print_stops(rates, &stops);
     Ok(())
+}
+
+/// How a host-mode trace serving metrics ended on SIGTERM under the load.
+struct Stop {
+    took: Duration,
+    success: bool,
+    left_attached: bool,
+}
+
+/// A pod is stopped with SIGTERM: host mode with `--metrics` under the
+/// load, SIGTERM three seconds in, timed until the process has exited.
+fn stop_under_load(
+    connbal: &Path,
+    lab: &crate::lab::Lab,
+    (cgroup, cgroup_name): (&Path, &str),
+    rates: Rates,
+) -> Result<Stop> {
+    use std::io::Read as _;
+    let trace = start_host_trace(connbal, cgroup_name, &["--metrics", "127.0.0.1:9478"])?;
+    let super::Tracer { mut child, stderr } = trace;
+    let mut stdout = child.stdout.take().context("trace's stdout")?;
+    let reader = std::thread::spawn(move || {
+        let mut report = String::new();
+        let _ = stdout.read_to_string(&mut report);
+    });
+    let (took, status) = inside_cgroup(cgroup, || {
+        std::thread::scope(|scope| {
+            let load = scope.spawn(|| load::run_rates(lab, Duration::from_secs(6), rates));
+            std::thread::sleep(Duration::from_secs(3));
+            let signalled = Instant::now();
+            nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(child.id() as i32),
+                nix::sys::signal::Signal::SIGTERM,
+            )?;
+            let status = child.wait()?;
+            let took = signalled.elapsed();
+            load.join()
+                .map_err(|_| anyhow::anyhow!("load thread panicked"))??;
+            Ok((took, status))
+        })
+    })?;
+    let _ = reader.join();
+    drop(stderr);
+    let shown = crate::lab::run(Command::new("bpftool").args(["cgroup", "show"]).arg(cgroup))?;
+    Ok(Stop {
+        took,
+        success: status.success(),
+        left_attached: String::from_utf8_lossy(&shown.stdout).contains("connbal"),
+    })
+}
+
+fn print_stops(rates: Rates, stops: &[Stop]) {
+    let mut millis: Vec<f64> = stops
+        .iter()
+        .map(|s| s.took.as_secs_f64() * 1000.0)
+        .collect();
+    let (lo, hi) = spread(&millis);
+    let all_ok = stops.iter().all(|s| s.success && !s.left_attached);
+    println!(
+        "\nSIGTERM to exit, host mode with --metrics under the same load ({} connections/s, {} DNS messages/s), {} runs: median {:.0} ms ({lo:.0}–{hi:.0}); exit status 0 and nothing left attached in every run: {}",
+        rates.connections,
+        2 * rates.dns_queries,
+        stops.len(),
+        median(&mut millis),
+        if all_ok { "yes" } else { "NO" }
+    );
+    println!(
+        "- SIGTERM to exit: {hi:.0} ms at most (target within 1 s, exit 0, nothing attached: {})",
+        if hi <= 1000.0 && all_ok {
+            "met"
+        } else {
+            "not met"
+        }
+    );
 }
 
 fn print_table(seconds: u64, rounds: usize, rates: Rates, runs: &[Vec<Run>; 3]) {
