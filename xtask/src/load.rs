@@ -58,6 +58,9 @@ fn answer(query: &[u8]) -> Option<Vec<u8>> {
     r[2] = 0x81;
     r[3] = 0x80;
     r[6..8].copy_from_slice(&4u16.to_be_bytes());
+    // No authority or additional records: a query's own (dig's EDNS
+    // record) is not echoed, so its count must not be either.
+    r[8..12].fill(0);
     let churn = query.get(13) == Some(&b'n');
     let [hi, lo] = [r[0], r[1]];
     for last in 11..15u8 {

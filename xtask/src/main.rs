@@ -110,6 +110,17 @@ enum Task {
         #[arg(long, default_value_t = 200)]
         slow_readers: usize,
     },
+    /// Host mode under workload churn (root): cgroups made and removed
+    /// under the traced root, each running a lookup and a connection
+    /// attempt; prints memory, the services in the exposition and the
+    /// clients forgotten over time.
+    BenchChurn {
+        #[arg(long, default_value_t = 1800)]
+        seconds: u64,
+        /// Cgroups made (and removed) per second.
+        #[arg(long, default_value_t = 10)]
+        rate: u64,
+    },
     /// Write the memory-test flood (random queries and TCP segments) as a
     /// pcap file, for measuring with /usr/bin/time -v.
     GenFlood {
@@ -175,6 +186,9 @@ fn main() -> Result<()> {
                 dns_queries,
             },
         ),
+        Task::BenchChurn { seconds, rate } => {
+            xtask::bench::churn(&xtask::ebpf::workspace_root(), seconds, rate)
+        }
         Task::BenchProfile { seconds } => {
             xtask::bench::profile(&xtask::ebpf::workspace_root(), seconds)
         }

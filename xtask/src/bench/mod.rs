@@ -1,16 +1,18 @@
 //! The benchmarks, one file each: `replay` (`cargo xtask bench-replay`),
-//! `live` (`bench-live`), `load` (`bench-load`), `profile`
-//! (`bench-profile`) and `soak` (`bench-soak`); `overhead.rs`
+//! `churn` (`bench-churn`), `live` (`bench-live`), `load` (`bench-load`),
+//! `profile` (`bench-profile`) and `soak` (`bench-soak`); `overhead.rs`
 //! uses the pieces here too. What they share: the release build, traces
 //! and the tcpdump pipeline started and stopped, CPU accounting, BPF run
 //! statistics, and connbal's JSON reports read as JSON.
 
+mod churn;
 mod live;
 mod load;
 mod profile;
 mod replay;
 mod soak;
 
+pub use churn::churn;
 pub use live::live;
 pub use load::load;
 pub use profile::profile;

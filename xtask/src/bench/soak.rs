@@ -142,7 +142,7 @@ fn print_sample(pid: u32, started: Instant, last: Scraped) {
 }
 
 /// A field of /proc/PID/status in KiB.
-fn status_kib(pid: u32, field: &str) -> Option<u64> {
+pub(super) fn status_kib(pid: u32, field: &str) -> Option<u64> {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()?
         .lines()
