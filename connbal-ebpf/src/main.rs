@@ -615,9 +615,9 @@ fn udp(ctx: &Packet, ip: &Ip, hook: Hook) -> Option<()> {
     let u: [u8; 8] = bytes(ctx, ip.l4)?;
     let (src_port, dst_port) = (be16([u[0], u[1]]), be16([u[2], u[3]]));
     if !is_dns_port(src_port, dst_port) {
-        // Leaving a socket for loopback, not port 53: Docker's embedded DNS
-        // after its DNAT, when the app asked for port 53.
-        if hook == Hook::SocketEgress && loopback_destination(ctx, ip) {
+        // Leaving a socket for 127.0.0.11, not port 53: Docker's embedded
+        // DNS after its DNAT, when the app asked for port 53.
+        if hook == Hook::SocketEgress && docker_dns_destination(ctx, ip) {
             return dnat_query(ctx, ip, (src_port, dst_port), u);
         }
         return None;
@@ -802,23 +802,12 @@ fn socket_owner(
     }
 }
 
-/// Whether the packet goes to a loopback address (127/8, ::1): the one
-/// check every other UDP datagram pays for the DNAT case below.
-#[inline(always)]
-fn loopback_destination(ctx: &Packet, ip: &Ip) -> bool {
-    if ip.version == 4 {
-        bytes::<1>(ctx, ip.addrs + 4).is_some_and(|b| b[0] == 127)
-    } else {
-        bytes::<16>(ctx, ip.addrs + 16).is_some_and(|b| b == IPV6_LOOPBACK)
-    }
-}
-
-const IPV6_LOOPBACK: [u8; 16] = [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1];
-
-/// Whether a TCP segment goes to 127.0.0.11, Docker's embedded DNS: TCP
-/// checks this one address rather than all of loopback, so that busy
-/// loopback TCP (sidecar proxies, local databases) pays a compare, never
-/// a map lookup.
+/// Whether a packet goes to 127.0.0.11, Docker's embedded DNS, the one
+/// loopback resolver reached through a DNAT (systemd-resolved, dnsmasq
+/// and other stubs listen on port 53 itself): the one check every other
+/// UDP datagram and TCP segment pays for the DNAT case, so that busy
+/// loopback traffic (a statsd client, sidecar proxies, local databases)
+/// pays a compare, never a map lookup.
 #[inline(always)]
 fn docker_dns_destination(ctx: &Packet, ip: &Ip) -> bool {
     ip.version == 4 && bytes::<4>(ctx, ip.addrs + 4).is_some_and(|b| b == DOCKER_DNS)
