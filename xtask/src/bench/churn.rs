@@ -11,8 +11,6 @@ use super::{build_release, report_count, start_host_trace, stop_trace};
 use crate::lab::SERVER_V4;
 use crate::load::{self, Mix};
 use anyhow::{bail, Context, Result};
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -129,7 +127,7 @@ fn print_sample(pid: u32, started: Instant, made: u64) {
         super::soak::status_kib(pid, field)
             .map_or("?".to_string(), |k| format!("{:.0}", k as f64 / 1024.0))
     };
-    let text = scrape().unwrap_or_default();
+    let text = super::soak::scrape_at(METRICS).unwrap_or_default();
     let services = text
         .lines()
         .filter(|l| l.starts_with("connbal_service_lookups_total{"))
@@ -148,14 +146,4 @@ fn print_sample(pid: u32, started: Instant, made: u64) {
         counter("connbal_aggregator_events_total", "clients_forgotten"),
         counter("connbal_input_events_total", "kernel_records_lost"),
     );
-}
-
-fn scrape() -> Option<String> {
-    let mut s = TcpStream::connect(METRICS).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(30))).ok()?;
-    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: churn\r\nConnection: close\r\n\r\n")
-        .ok()?;
-    let mut text = String::new();
-    s.read_to_string(&mut text).ok()?;
-    Some(text)
 }

@@ -155,7 +155,13 @@ pub(super) fn status_kib(pid: u32, field: &str) -> Option<u64> {
 
 /// One whole scrape of the metrics port, or `None` if it failed.
 fn scrape() -> Option<String> {
-    let mut s = TcpStream::connect(METRICS).ok()?;
+    scrape_at(METRICS)
+}
+
+/// One whole scrape of the metrics port at `address`, or `None` if it
+/// failed.
+pub(super) fn scrape_at(address: &str) -> Option<String> {
+    let mut s = TcpStream::connect(address).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(30))).ok()?;
     s.write_all(b"GET /metrics HTTP/1.1\r\nHost: soak\r\nConnection: close\r\n\r\n")
         .ok()?;
