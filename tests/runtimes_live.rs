@@ -851,36 +851,45 @@ fn dns_over_tcp_through_dockers_dnat_is_counted() {
     let docker = Runtime::docker();
     docker.start_backends();
     std::fs::write(docker.dir.join("app/tcp_client.py"), TCP_CLIENT).unwrap();
+    web_client_counted_exactly(
+        &docker,
+        "tcp-client",
+        &["python3", "/app/tcp_client.py", "web", "9"],
+    );
+}
+
+/// Runs `command` to its end in a container `name` on webnet, with the
+/// test's app directory at /app, under a trace; checks that its client
+/// resolved `web` before each of its 9 connections and connected where
+/// its log (one address a line) says, 3 to each backend. Its service,
+/// for more checks.
+fn web_client_counted_exactly(docker: &Runtime, name: &str, command: &[&str]) -> serde_json::Value {
     let volume = format!("{}:/app:ro", docker.dir.join("app").display());
     let trace = docker.trace();
-    let chosen: Vec<String> = docker
-        .ok(&[
+    let run = [
+        &[
             "run",
             "--network",
             "webnet",
             "-v",
             &volume,
             "--name",
-            "tcp-client",
+            name,
             IMAGE,
-            "python3",
-            "/app/tcp_client.py",
-            "web",
-            "9",
-        ])
-        .lines()
-        .map(str::to_string)
-        .collect();
+        ][..],
+        command,
+    ]
+    .concat();
+    let chosen: Vec<String> = docker.ok(&run).lines().map(str::to_string).collect();
     std::thread::sleep(Duration::from_millis(300));
     let json = report_of(trace);
-    let s = service_where(&json, |s| {
-        s["client_info"]["container_name"] == "tcp-client"
-    });
+    let s = service_where(&json, |s| s["client_info"]["container_name"] == name);
     assert_eq!(s["name"], "web.", "{s}");
     assert_eq!(s["lookups"], 9, "{s}");
     assert_eq!(s["connections"], 9, "{s}");
     assert_eq!(rows_of(&json, s), counts(&chosen), "{s}");
     assert_eq!(counts(&chosen).values().collect::<Vec<_>>(), [&3, &3, &3]);
+    s.clone()
 }
 
 /// A static musl binary in a container: musl's resolver sends each query
@@ -896,37 +905,13 @@ fn a_musl_container_resolving_with_sendto_through_dockers_dnat_is_counted() {
     let docker = Runtime::docker();
     docker.start_backends();
     build_musl_client(&docker.dir.join("app"));
-    let volume = format!("{}:/app:ro", docker.dir.join("app").display());
     let plan = [0, 1, 2, 0, 1, 2, 0, 1, 2];
-    let trace = docker.trace();
-    let chosen: Vec<String> = docker
-        .ok(&[
-            "run",
-            "--network",
-            "webnet",
-            "-v",
-            &volume,
-            "--name",
-            "musl-client",
-            IMAGE,
-            "/app/musl-client",
-            "web",
-            &plan_text(&plan),
-        ])
-        .lines()
-        .map(str::to_string)
-        .collect();
-    std::thread::sleep(Duration::from_millis(300));
-    let json = report_of(trace);
-    let s = service_where(&json, |s| {
-        s["client_info"]["container_name"] == "musl-client"
-    });
-    assert_eq!(s["name"], "web.", "{s}");
+    let s = web_client_counted_exactly(
+        &docker,
+        "musl-client",
+        &["/app/musl-client", "web", &plan_text(&plan)],
+    );
     assert_eq!(s["client_info"]["command"], "musl-client", "{s}");
-    assert_eq!(s["lookups"], plan.len() as u64, "{s}");
-    assert_eq!(s["connections"], plan.len() as u64, "{s}");
-    assert_eq!(rows_of(&json, s), counts(&chosen), "{s}");
-    assert_eq!(counts(&chosen).values().collect::<Vec<_>>(), [&3, &3, &3]);
 }
 
 /// A daemon container started before the trace, resolving over one UDP
