@@ -152,6 +152,27 @@ impl MessageBuilder {
     }
 }
 
+/// A DNS query from `client` to `server` and the answer back, as two UDP
+/// datagrams with no socket owner.
+pub fn exchange(
+    agg: &mut crate::aggregator::Aggregator,
+    ts: crate::aggregator::Timestamp,
+    (client, server): (std::net::SocketAddr, std::net::SocketAddr),
+    (query, answer): (&[u8], &[u8]),
+) {
+    use crate::aggregator::{Datagram, Event};
+    for (src, dst, payload) in [(client, server, query), (server, client, answer)] {
+        agg.process(&Event::Udp(Datagram {
+            ts,
+            src,
+            dst,
+            payload,
+            truncated: false,
+            owner: None,
+        }));
+    }
+}
+
 /// An aggregator that saw client 10.0.0.2 look `name` up at 10.0.0.53 and
 /// get `vip`'s address alone, then connect to `vip` once for each entry of
 /// `translated`, from ports 40001 on, each followed by its translation to
@@ -161,7 +182,7 @@ pub fn behind_a_vip(
     vip: std::net::SocketAddr,
     translated: &[Option<&str>],
 ) -> crate::aggregator::Aggregator {
-    use crate::aggregator::{Aggregator, Config, Datagram, Event, Segment, Timestamp, Translation};
+    use crate::aggregator::{Aggregator, Config, Event, Segment, Timestamp, Translation};
     use std::net::{IpAddr, SocketAddr};
     let mut agg = Aggregator::new(Config::default());
     let client: SocketAddr = "10.0.0.2:40000".parse().expect("an address");
@@ -177,16 +198,7 @@ pub fn behind_a_vip(
         .question(name, TYPE_A)
         .a(name, address.octets())
         .build();
-    for (src, dst, payload) in [(client, server, &query), (server, client, &answer)] {
-        agg.process(&Event::Udp(Datagram {
-            ts,
-            src,
-            dst,
-            payload,
-            truncated: false,
-            owner: None,
-        }));
-    }
+    exchange(&mut agg, ts, (client, server), (&query, &answer));
     for (port, backend) in (40001..).zip(translated) {
         let from = SocketAddr::new(client.ip(), port);
         agg.process(&Event::Tcp(Segment {

@@ -438,16 +438,7 @@ mod tests {
                 answer.a(&name, [10, 2, service, b + 1]);
             }
             let answer = answer.build();
-            for (src, dst, payload) in [(client, server, &query), (server, client, &answer)] {
-                agg.process(&Event::Udp(Datagram {
-                    ts,
-                    src,
-                    dst,
-                    payload,
-                    truncated: false,
-                    owner: None,
-                }));
-            }
+            crate::testing::exchange(&mut agg, ts, (client, server), (&query, &answer));
             for attempt in 0..u32::from(service % 7) {
                 seq += 1;
                 agg.process(&Event::Tcp(Segment {
