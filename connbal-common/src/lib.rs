@@ -119,6 +119,12 @@ pub mod record {
     /// (destination, the VIP), and a [`NatRecord`]'s tail the backend the
     /// kernel chose. Header and tail, no owner.
     pub const KIND_NAT: u8 = 4;
+    /// Host mode: a `getaddrinfo` call in libc returned (uprobes): the
+    /// name asked and the addresses given, with the caller as owner. A
+    /// lookup that never became a DNS packet (nss-resolve's Varlink to
+    /// systemd-resolved, nscd, /etc/hosts) is seen only here. A
+    /// [`LookupRecord`].
+    pub const KIND_LOOKUP: u8 = 5;
 
     /// `RecordHeader::bits`: the DNS payload came over TCP.
     pub const BIT_TCP: u8 = 1;
@@ -233,6 +239,51 @@ pub mod record {
 
     /// Bytes after the header in a [`NatRecord`] that carry the backend.
     pub const NAT_TAIL_LEN: usize = 18;
+
+    /// Bytes of the name asked a [`LookupRecord`] holds, its NUL included:
+    /// a DNS name in presentation form is at most 253.
+    pub const LOOKUP_NAME_LEN: usize = 256;
+    /// Addresses a [`LookupRecord`] holds, at most (distinct in a row:
+    /// glibc lists each address once per socket type).
+    pub const LOOKUP_ADDRESSES: usize = 16;
+
+    /// A [`KIND_LOOKUP`] record: the header (its owner fields set, with
+    /// `BIT_PROCESS`; no socket, no addresses), then the call.
+    #[repr(C)]
+    #[derive(Clone, Copy)]
+    pub struct LookupRecord {
+        pub header: RecordHeader,
+        /// `bpf_ktime_get_ns()` when the call began (the header's is when
+        /// it returned): a DNS answer the caller received in between was
+        /// this lookup on the wire.
+        pub started_ns: u64,
+        /// NUL-terminated, as the caller passed it.
+        pub name: [u8; LOOKUP_NAME_LEN],
+        /// Network byte order, IPv4 in the first 4 bytes; `versions` says
+        /// which.
+        pub addresses: [[u8; 16]; LOOKUP_ADDRESSES],
+        pub versions: [u8; LOOKUP_ADDRESSES],
+        /// Entries of `addresses` filled.
+        pub count: u8,
+        pub reserved: [u8; 7],
+    }
+
+    /// Where a [`LookupRecord`]'s fields sit after the header.
+    pub mod lookup_offset {
+        use super::{HEADER_LEN, LOOKUP_ADDRESSES, LOOKUP_NAME_LEN};
+        pub const STARTED_NS: usize = HEADER_LEN;
+        pub const NAME: usize = STARTED_NS + 8;
+        pub const ADDRESSES: usize = NAME + LOOKUP_NAME_LEN;
+        pub const VERSIONS: usize = ADDRESSES + 16 * LOOKUP_ADDRESSES;
+        pub const COUNT: usize = VERSIONS + LOOKUP_ADDRESSES;
+        pub const END: usize = COUNT + 1;
+    }
+
+    const _: () = assert!(
+        core::mem::offset_of!(LookupRecord, count) == lookup_offset::COUNT
+            && core::mem::offset_of!(LookupRecord, name) == lookup_offset::NAME
+            && core::mem::offset_of!(LookupRecord, addresses) == lookup_offset::ADDRESSES
+    );
 
     /// The payload size of the short DNS slot (a power of two, like
     /// `MAX_DNS_PAYLOAD`).

@@ -60,6 +60,7 @@ use connbal_common::{
 use core::mem::size_of;
 
 mod kernel;
+mod lookups;
 mod nat;
 mod open_sockets;
 

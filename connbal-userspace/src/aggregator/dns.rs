@@ -17,6 +17,9 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 pub const TYPE_A: u16 = 1;
 pub const TYPE_CNAME: u16 = 5;
 pub const TYPE_AAAA: u16 = 28;
+/// Not a DNS type (0 is reserved): the question of a lookup seen in libc's
+/// getaddrinfo, which asks for addresses of both families at once.
+pub const TYPE_GETADDRINFO: u16 = 0;
 pub const TYPE_SRV: u16 = 33;
 pub const TYPE_OPT: u16 = 41;
 pub const CLASS_IN: u16 = 1;
@@ -217,6 +220,9 @@ fn read_record(
     let rtype = decoder.read_u16()?.unverified(/* any type */);
     let class = decoder.read_u16()?.unverified(/* checked by the aggregator */);
     let ttl = decoder.read_u32()?.unverified(/* any TTL */);
+    // RFC 2181 section 8: a TTL with the top bit set is read as zero. It
+    // also keeps u32::MAX free to mean "no TTL" (`TTL_UNKNOWN`).
+    let ttl = if ttl > i32::MAX as u32 { 0 } else { ttl };
     let rdlength = decoder.read_u16()?.unverified(/* bounded just below */);
     let rdata_start = decoder.index();
     let rdata_end = rdata_start + usize::from(rdlength);

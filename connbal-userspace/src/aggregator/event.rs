@@ -96,6 +96,24 @@ pub enum Event<'a> {
     Server(ServerSocket<'a>),
     /// Host mode: where a DNAT sent a new TCP connection.
     Nat(Translation),
+    /// Host mode: a call to libc's getaddrinfo returned.
+    Lookup(Lookup<'a>),
+}
+
+/// A call to libc's `getaddrinfo` that returned `addresses` for `name`:
+/// a lookup whatever carried it (DNS, systemd-resolved's Varlink, nscd,
+/// /etc/hosts), with no TTL.
+#[derive(Clone, Copy, Debug)]
+pub struct Lookup<'a> {
+    /// When the call returned.
+    pub ts: Timestamp,
+    /// When it began: a DNS answer its thread received in between was
+    /// this lookup, seen on the wire.
+    pub started: Timestamp,
+    /// As the caller passed it.
+    pub name: &'a str,
+    pub addresses: &'a [std::net::IpAddr],
+    pub owner: Option<&'a Owner>,
 }
 
 /// A new TCP connection from `client` to the address it asked for
@@ -115,6 +133,7 @@ impl Event<'_> {
             Event::Tcp(s) => s.ts,
             Event::Server(s) => s.ts,
             Event::Nat(t) => t.ts,
+            Event::Lookup(l) => l.ts,
         }
     }
 }

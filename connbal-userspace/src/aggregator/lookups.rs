@@ -17,6 +17,10 @@ use std::sync::Arc;
 /// (client, name) pairs whose lookups and TTLs are tracked.
 pub const MAX_SERVICES: usize = 1 << 18;
 
+/// The TTL of an answer that carried none (a getaddrinfo call's): it is in
+/// force until the next answer, and never judged against.
+pub const TTL_UNKNOWN: u32 = u32::MAX;
+
 /// A question as asked: its name and type.
 pub type QuestionKey = (NameKey, u16);
 
@@ -182,6 +186,8 @@ pub struct ServiceLookups {
     pub answers_from_local: u64,
     pub local_server: Option<std::net::IpAddr>,
     answers: u64,
+    /// Answers that carried no TTL (getaddrinfo's).
+    pub without_ttl: u64,
     /// Connections credited here to addresses another name's unexpired
     /// answer held too, and (the first few of) those names.
     pub shared_connections: u64,
@@ -215,6 +221,7 @@ impl ServiceLookups {
             answers_from_local: 0,
             local_server: None,
             answers: 0,
+            without_ttl: 0,
             shared_connections: 0,
             shared_with: Vec::new(),
             asked_as: Vec::new(),
@@ -245,9 +252,14 @@ impl ServiceLookups {
             self.answers_from_local += 1;
             self.local_server.get_or_insert(server);
         }
-        self.ttl_min = self.ttl_min.min(ttl);
-        self.ttl_max = self.ttl_max.max(ttl);
-        let expires = Timestamp(at.0.saturating_add(u64::from(ttl) * NANOS));
+        let expires = if ttl == TTL_UNKNOWN {
+            self.without_ttl += 1;
+            Timestamp(u64::MAX)
+        } else {
+            self.ttl_min = self.ttl_min.min(ttl);
+            self.ttl_max = self.ttl_max.max(ttl);
+            Timestamp(at.0.saturating_add(u64::from(ttl) * NANOS))
+        };
         let room = self.questions.len() < MAX_QUESTIONS_PER_SERVICE;
         let index = match self.questions.iter().position(|q| q.key == question) {
             Some(i) => {
@@ -256,7 +268,8 @@ impl ServiceLookups {
                 // The same grace as connections get: a cache that refreshes
                 // just before the TTL ends (dnsmasq counts whole seconds
                 // and asks some 0.2 s early) honours it.
-                if at.0.saturating_add(EXPIRY_GRACE_NANOS) < q.expires.0 {
+                if q.expires.0 != u64::MAX && at.0.saturating_add(EXPIRY_GRACE_NANOS) < q.expires.0
+                {
                     q.within_ttl += 1;
                 }
                 q.expires = expires;

@@ -28,6 +28,7 @@ mod dns_tcp;
 mod event;
 mod flows;
 mod fresh;
+mod libc_lookups;
 mod lookups;
 mod name;
 mod observation;
@@ -44,7 +45,8 @@ pub use behind_vip::{VipBackend, VipBalance, VipFinding, VipSpread};
 pub use client::{cgroup, Client, ClientBy, ClientInfo, Container, ContainerNames, Workload};
 pub use dns_tcp::MAX_DNS_STREAMS;
 pub use event::{
-    Cgroup, Datagram, Event, Owner, Process, Segment, ServerSocket, Span, Timestamp, Translation,
+    Cgroup, Datagram, Event, Lookup, Owner, Process, Segment, ServerSocket, Span, Timestamp,
+    Translation,
 };
 pub use lookups::MAX_SERVICES;
 pub use observation::{AnsweredBackend, Observation};
@@ -134,6 +136,9 @@ pub struct Aggregator {
     /// Connections to an address a client got alone (a VIP), by the
     /// backend a DNAT chose.
     behind_vips: behind_vip::BehindVips,
+    /// Host mode: when each thread last received a matched DNS answer, so
+    /// that a getaddrinfo call that went over DNS counts once.
+    wire_answers: libc_lookups::WireAnswers,
 }
 
 impl Aggregator {
@@ -158,6 +163,7 @@ impl Aggregator {
             fresh: fresh::FreshAnswers::default(),
             waiting: waiting::WaitingFlows::default(),
             behind_vips: behind_vip::BehindVips::default(),
+            wire_answers: libc_lookups::WireAnswers::default(),
         }
     }
 
@@ -211,6 +217,7 @@ impl Aggregator {
                 self.resolvers.note(server);
             }
             Event::Nat(t) => self.behind_vips.translated(t),
+            Event::Lookup(l) => self.libc_lookup(l),
         }
     }
 

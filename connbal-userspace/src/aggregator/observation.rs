@@ -47,7 +47,7 @@ pub enum Observation {
 /// The process and thread behind the packet's socket (host mode: from the
 /// socket's last connect, or an unconnected UDP socket's first DNS
 /// datagram), shown as `pid` and `tid`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
 pub struct Thread {
     /// The process (thread group) id.
     pub pid: u32,
@@ -120,6 +120,7 @@ pub fn qtype_name(qtype: u16) -> &'static str {
         super::dns::TYPE_A => "A",
         super::dns::TYPE_AAAA => "AAAA",
         super::dns::TYPE_SRV => "SRV",
+        super::dns::TYPE_GETADDRINFO => "getaddrinfo",
         _ => "other",
     }
 }

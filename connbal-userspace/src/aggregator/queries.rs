@@ -242,6 +242,9 @@ impl Aggregator {
             return;
         }
         self.counters.responses_matched += 1;
+        if let Some(thread) = Thread::of(owner) {
+            self.wire_answers.note(thread, ts);
+        }
         // Its sender serves DNS. Known by address here; a local resolver's
         // own socket says so in host mode (`Datagram::from_server`).
         if !self.resolvers.is_last(src.ip()) {
@@ -273,7 +276,7 @@ impl Aggregator {
 /// `-F`: whether `name` contains `filter`, ignoring ASCII case as DNS names
 /// compare (RFC 4343). Hand-written: the standard library has no
 /// case-insensitive substring search, and this runs only with `-F`.
-fn name_contains(name: &str, filter: &str) -> bool {
+pub(super) fn name_contains(name: &str, filter: &str) -> bool {
     let (name, filter) = (name.as_bytes(), filter.as_bytes());
     filter.is_empty()
         || name

@@ -79,6 +79,16 @@ counter_set! {
         /// `-a`: flows found open before either end was a backend, forgotten
         /// (a cap) before DNS named one; they never counted.
         pub waiting_flows_evicted: u64,
+        /// Host mode: getaddrinfo calls that returned addresses and were
+        /// counted as lookups: no DNS answer reached their thread during
+        /// the call (systemd-resolved over Varlink, nscd, /etc/hosts).
+        pub libc_lookups: u64,
+        /// getaddrinfo calls whose thread received a matched DNS answer
+        /// during the call: that answer is the lookup, counted once.
+        pub libc_lookups_seen_as_dns: u64,
+        /// getaddrinfo calls not counted: a numeric address, no process
+        /// known, or `--by ip`, which has no address to credit them to.
+        pub libc_lookups_skipped: u64,
     }
 }
 

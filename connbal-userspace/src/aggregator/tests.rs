@@ -1584,6 +1584,7 @@ mod cname_chains;
 mod completeness;
 mod dual_stack;
 mod forget_clients;
+mod libc_lookups;
 mod resolvers;
 mod shared_names;
 mod srv_per_client;

@@ -39,6 +39,10 @@ client, backend and port:
   client  backend:port  conns  times-in-DNS  name";
 
 #[derive(Debug, Args)]
+#[expect(
+    clippy::struct_excessive_bools,
+    reason = "command-line switches: each bool is one --flag, resolved into the plan once"
+)]
 pub struct TraceArgs {
     /// Interface to trace, ingress and egress, with a TC filter; repeat for
     /// several. Without it, connbal traces host-wide, at the sockets.
@@ -121,6 +125,13 @@ pub struct TraceArgs {
     /// client's own DNAT is still followed, at its socket.
     #[arg(long, conflicts_with = "interfaces")]
     pub no_vip_backends: bool,
+
+    /// Host mode: do not probe libc's getaddrinfo. Those probes see the
+    /// lookups that never become a DNS packet (glibc asking
+    /// systemd-resolved over nss-resolve, nscd, /etc/hosts); each call
+    /// costs the app a few microseconds.
+    #[arg(long, conflicts_with = "interfaces")]
+    pub no_getaddrinfo: bool,
 
     /// Attach empty programs instead (the classifier, or host mode's four):
     /// the floor for `cargo xtask bench-live` and `bench-overhead`.
@@ -205,6 +216,7 @@ impl TraceArgs {
             } else {
                 Programs::All
             },
+            getaddrinfo: !self.no_getaddrinfo && !self.noop_program,
             metrics: self.metrics,
             metrics_max_series: self.metrics_max_series,
         }

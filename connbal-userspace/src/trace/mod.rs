@@ -92,6 +92,9 @@ pub struct TraceOptions {
     /// Which programs: all, all but the NAT tracepoint
     /// (`--no-vip-backends`), or the empty ones (benchmarks' floor).
     pub programs: loader::Programs,
+    /// Host mode: probe libc's getaddrinfo too (lookups that never
+    /// become a DNS packet).
+    pub getaddrinfo: bool,
     /// Serve OpenMetrics here.
     pub metrics: Option<std::net::SocketAddr>,
     pub metrics_max_series: usize,
@@ -683,6 +686,16 @@ impl Session {
                 "where a DNAT sent each connection (a Service's pods behind its VIP) is not known: {error}"
             ));
         }
+        match &self.loaded.lookups {
+            Some(Err(error)) => source_warnings.push(format!(
+                "lookups that never become a DNS packet (nss-resolve, nscd) are not seen: {error}"
+            )),
+            Some(Ok(probes)) if probes.files.is_empty() => source_warnings.push(format!(
+                "lookups that never become a DNS packet (nss-resolve, nscd) are not seen: no libc could be probed{}",
+                probes.first_failure.as_ref().map(|e| format!(" ({e})")).unwrap_or_default()
+            )),
+            _ => {}
+        }
         if let Some(Err(error)) = &self.loaded.open_sockets {
             source_warnings.push(format!(
                 "sockets open before the trace were given no process (each gets one when it next connects or sends to an address): {error}"
@@ -777,7 +790,14 @@ fn aggregate_record(
         ) {
             process.command = processes.command(process.tgid, process.command, now);
         }
-        match records::to_event(&header, item, clock, pipeline.all_tcp(), owner.as_ref()) {
+        let mut addresses = [std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED);
+            connbal_common::record::LOOKUP_ADDRESSES];
+        let event = if header.kind == connbal_common::record::KIND_LOOKUP {
+            records::lookup(&header, item, clock, owner.as_ref(), &mut addresses)
+        } else {
+            records::to_event(&header, item, clock, pipeline.all_tcp(), owner.as_ref())
+        };
+        match event {
             Some(event) => pipeline.event(&event),
             None => stats.unreadable_records += 1,
         }

@@ -100,6 +100,7 @@ impl Plan {
             ring_size: options.ring_size,
             attach: options.attach,
             programs: options.programs,
+            getaddrinfo: host_mode && options.getaddrinfo,
         };
         Plan {
             host,
@@ -132,6 +133,7 @@ mod tests {
             kernel_debug: false,
             user: None,
             programs: loader::Programs::All,
+            getaddrinfo: true,
             metrics: None,
             metrics_max_series: DEFAULT_MAX_SERIES,
         }

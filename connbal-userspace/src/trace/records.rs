@@ -3,11 +3,12 @@
 
 use super::cgroups::CgroupLookup;
 use crate::aggregator::{
-    Cgroup, Datagram, Event, Owner, Process, Segment, ServerSocket, Timestamp, Translation,
+    Cgroup, Datagram, Event, Lookup, Owner, Process, Segment, ServerSocket, Timestamp, Translation,
 };
 use connbal_common::record::{
-    RecordHeader, BIT_FLOW_NEW, BIT_PROCESS, BIT_SOCKET, BIT_TCP, BIT_TRUNCATED, HEADER_LEN,
-    KIND_DNS, KIND_NAT, KIND_SERVER, KIND_TCP, NAT_TAIL_LEN,
+    lookup_offset, RecordHeader, BIT_FLOW_NEW, BIT_PROCESS, BIT_SOCKET, BIT_TCP, BIT_TRUNCATED,
+    HEADER_LEN, KIND_DNS, KIND_NAT, KIND_SERVER, KIND_TCP, LOOKUP_ADDRESSES, LOOKUP_NAME_LEN,
+    NAT_TAIL_LEN,
 };
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
@@ -71,6 +72,42 @@ pub fn owner(h: &RecordHeader, cgroups: Option<&mut dyn CgroupLookup>) -> Option
             netns_cookie: h.netns_cookie,
         }),
     })
+}
+
+/// A `KIND_LOOKUP` record as an event, its addresses decoded into
+/// `addresses`; `None` when it does not parse (a name that is not UTF-8
+/// included: no DNS name is).
+pub fn lookup<'a>(
+    h: &RecordHeader,
+    item: &'a [u8],
+    clock: &Clock,
+    owner: Option<&'a Owner>,
+    addresses: &'a mut [IpAddr; LOOKUP_ADDRESSES],
+) -> Option<Event<'a>> {
+    let tail = item.get(..lookup_offset::END)?;
+    let started_ns = u64::from_ne_bytes(
+        tail[lookup_offset::STARTED_NS..lookup_offset::STARTED_NS + 8]
+            .try_into()
+            .ok()?,
+    );
+    let name = &tail[lookup_offset::NAME..lookup_offset::NAME + LOOKUP_NAME_LEN];
+    let name = std::str::from_utf8(&name[..name.iter().position(|&b| b == 0)?]).ok()?;
+    let count = usize::from(tail[lookup_offset::COUNT]);
+    if count > LOOKUP_ADDRESSES {
+        return None;
+    }
+    for (i, slot) in addresses.iter_mut().take(count).enumerate() {
+        let at = lookup_offset::ADDRESSES + 16 * i;
+        let bytes: [u8; 16] = tail[at..at + 16].try_into().ok()?;
+        *slot = address(tail[lookup_offset::VERSIONS + i], bytes)?;
+    }
+    Some(Event::Lookup(Lookup {
+        ts: clock.wall(h.ktime_ns),
+        started: clock.wall(started_ns),
+        name,
+        addresses: &addresses[..count],
+        owner,
+    }))
 }
 
 /// `None` for a record that does not parse (counted by the caller; it would
@@ -236,6 +273,65 @@ mod tests {
         // Cut short: refused, not misread.
         let short = &item[..HEADER_LEN + NAT_TAIL_LEN - 1];
         assert!(event(short, &Clock::from_offset(0), false).is_none());
+    }
+
+    fn lookup_record(name: &[u8], addresses: &[(u8, [u8; 16])]) -> Vec<u8> {
+        let header = RecordHeader {
+            kind: connbal_common::record::KIND_LOOKUP,
+            bits: BIT_SOCKET | BIT_PROCESS,
+            ktime_ns: 9_000,
+            tgid: 42,
+            pid: 43,
+            ..RecordHeader::default()
+        };
+        let mut b = header.to_bytes().to_vec();
+        b.resize(lookup_offset::END + 7, 0xee);
+        b[lookup_offset::STARTED_NS..lookup_offset::STARTED_NS + 8]
+            .copy_from_slice(&4_000u64.to_ne_bytes());
+        b[lookup_offset::NAME..lookup_offset::NAME + name.len()].copy_from_slice(name);
+        for (i, (version, address)) in addresses.iter().enumerate() {
+            let at = lookup_offset::ADDRESSES + 16 * i;
+            b[at..at + 16].copy_from_slice(address);
+            b[lookup_offset::VERSIONS + i] = *version;
+        }
+        b[lookup_offset::COUNT] = addresses.len() as u8;
+        b
+    }
+
+    #[test]
+    fn a_lookup_record_names_the_name_its_addresses_and_when_the_call_began() {
+        let mut v4 = [0; 16];
+        v4[..4].copy_from_slice(&[10, 0, 0, 7]);
+        let v6 = std::net::Ipv6Addr::LOCALHOST.octets();
+        let item = lookup_record(b"web.example\0", &[(4, v4), (6, v6)]);
+        let h = RecordHeader::from_bytes(&item).unwrap();
+        let mut addresses = [IpAddr::V4(Ipv4Addr::UNSPECIFIED); LOOKUP_ADDRESSES];
+        match lookup(&h, &item, &Clock::from_offset(1), None, &mut addresses) {
+            Some(Event::Lookup(l)) => assert_eq!(
+                (l.name, l.addresses.to_vec(), l.started, l.ts),
+                (
+                    "web.example",
+                    vec![
+                        "10.0.0.7".parse::<IpAddr>().unwrap(),
+                        "::1".parse().unwrap()
+                    ],
+                    Timestamp(4_001),
+                    Timestamp(9_001)
+                )
+            ),
+            other => panic!("{other:?}"),
+        }
+        // No NUL in the name, a bad version, a count past the array, cut
+        // short: refused, not misread.
+        let unterminated = lookup_record(&[b'a'; LOOKUP_NAME_LEN], &[(4, v4)]);
+        let bad_version = lookup_record(b"a\0", &[(5, v4)]);
+        let mut too_many = lookup_record(b"a\0", &[(4, v4)]);
+        too_many[lookup_offset::COUNT] = LOOKUP_ADDRESSES as u8 + 1;
+        let short = &lookup_record(b"a\0", &[(4, v4)])[..lookup_offset::END - 1];
+        for item in [&unterminated[..], &bad_version[..], &too_many[..], short] {
+            let h = RecordHeader::from_bytes(item).unwrap();
+            assert!(lookup(&h, item, &Clock::from_offset(0), None, &mut addresses).is_none());
+        }
     }
 
     #[test]

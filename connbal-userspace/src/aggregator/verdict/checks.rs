@@ -190,6 +190,7 @@ pub(super) fn ttl_judged(f: TtlFacts) -> Option<Judgement> {
     match (lookups, within_ttl) {
         (0, _) => None,
         (1, _) => Some(Judgement::SingleLookup { ttl }),
+        (_, 0) if ttl.is_none() => Some(Judgement::TtlUnknown { lookups }),
         (_, 0) => Some(Judgement::HonoursTtl { lookups, ttl }),
         _ if f.local_server.is_some() => Some(Judgement::ThroughLocalResolver {
             lookups,

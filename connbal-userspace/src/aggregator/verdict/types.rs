@@ -241,6 +241,7 @@ pub enum Finding {
     Uneven,
     SingleLookup,
     HonoursTtl,
+    TtlUnknown,
     ResolvesBeforeEveryConnection,
     ReresolvesWithinTtl,
     ThroughLocalResolver,
@@ -323,6 +324,11 @@ pub enum Judgement {
     HonoursTtl {
         lookups: u64,
         ttl: Option<(u32, u32)>,
+    },
+    /// Every lookup came through getaddrinfo (host mode), which carries
+    /// no TTL: nothing to judge them against.
+    TtlUnknown {
+        lookups: u64,
     },
     ResolvesBeforeEveryConnection {
         lookups: u64,
@@ -423,6 +429,7 @@ impl Judgement {
             Self::DoesNotReresolve { .. }
             | Self::SingleLookup { .. }
             | Self::HonoursTtl { .. }
+            | Self::TtlUnknown { .. }
             | Self::ResolvesBeforeEveryConnection { .. }
             | Self::ReresolvesWithinTtl { .. }
             | Self::ThroughLocalResolver { .. } => Check::Ttl,
@@ -446,6 +453,7 @@ impl Judgement {
             Self::DoesNotReresolve { .. } => Finding::DoesNotReresolve,
             Self::SingleLookup { .. } => Finding::SingleLookup,
             Self::HonoursTtl { .. } => Finding::HonoursTtl,
+            Self::TtlUnknown { .. } => Finding::TtlUnknown,
             Self::ResolvesBeforeEveryConnection { .. } => Finding::ResolvesBeforeEveryConnection,
             Self::ReresolvesWithinTtl { .. } => Finding::ReresolvesWithinTtl,
             Self::ThroughLocalResolver { .. } => Finding::ThroughLocalResolver,
@@ -475,6 +483,7 @@ impl Judgement {
                 | Finding::ConsistentWithRandom
                 | Finding::SingleLookup
                 | Finding::HonoursTtl
+                | Finding::TtlUnknown
                 | Finding::ThroughLocalResolver
                 | Finding::NoneStale
                 | Finding::PriorityHonoured

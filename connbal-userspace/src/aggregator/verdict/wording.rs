@@ -109,6 +109,9 @@ pub(super) fn text(judgement: &Judgement) -> String {
                 ttl_text(*ttl)
             )
         }
+        Judgement::TtlUnknown { lookups } => format!(
+            "{lookups} lookups, all through getaddrinfo, which gives no TTL: how often it re-resolves is not judged"
+        ),
         Judgement::SingleLookup { ttl } => format!("1 lookup ({})", ttl_text(*ttl)),
         Judgement::HonoursTtl { lookups, ttl } => format!(
             "honours the TTL: {lookups} lookups, none before the previous answer expired ({})",

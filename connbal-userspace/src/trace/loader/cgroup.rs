@@ -103,8 +103,13 @@ pub fn load_and_attach_cgroup(
     let nat = (options.programs == Programs::All).then(|| {
         conntrack_layout.and_then(|_| super::nat::attach(&mut ebpf).map_err(|e| described(&e)))
     });
+    // Lookups that never become a DNS packet: without them the report
+    // still holds every lookup that does.
+    let lookups = (options.getaddrinfo && !empty)
+        .then(|| super::lookups::attach(&mut ebpf, &dirs).map_err(|e| described(&e)));
     Ok(Loaded {
         nat,
+        lookups,
         open_sockets,
         ebpf,
         counters,

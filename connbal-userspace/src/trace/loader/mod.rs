@@ -7,12 +7,14 @@
 
 mod cgroup;
 mod clsact;
+mod lookups;
 mod nat;
 mod netlink;
 mod open_sockets;
 mod tc;
 
 pub use cgroup::load_and_attach_cgroup;
+pub use lookups::LibcProbes;
 pub use tc::load_and_attach;
 
 use super::btf::{ConntrackLayout, SocketLayout};
@@ -106,6 +108,8 @@ pub struct Options {
     pub ring_size: u64,
     pub attach: AttachMode,
     pub programs: Programs,
+    /// Host mode: the uprobes on libc's getaddrinfo.
+    pub getaddrinfo: bool,
 }
 
 /// Which programs to attach.
@@ -149,6 +153,8 @@ pub struct Loaded {
     pub open_sockets: Option<Result<u64, String>>,
     /// Host mode: whether the NAT tracepoint is attached, or why not.
     pub nat: Option<Result<(), String>>,
+    /// Host mode: the libc files whose getaddrinfo is probed, or why none.
+    pub lookups: Option<Result<lookups::LibcProbes, String>>,
     /// Held for the run: tells later connbal runs these filters are live.
     /// Declared after `ebpf`, so dropped after the filters are detached.
     _claims: Vec<netlink::InterfaceClaim>,
