@@ -459,6 +459,17 @@ fn apps_behind_a_local_stub_are_seen_with_their_own_lookups_and_connections() {
         );
         assert!(!s["pids"].as_array().unwrap().is_empty());
     }
+    // Each getaddrinfo call went over DNS to the stub: counted once, at
+    // its answer, which reached the calling thread during the call.
+    let counters = &json["counters"];
+    assert_eq!(
+        (
+            &counters["libc_lookups"],
+            &counters["libc_lookups_seen_as_dns"]
+        ),
+        (&0.into(), &((PLAN_A.len() + PLAN_B.len()) as u64).into()),
+        "{counters}"
+    );
 
     // The stub: its own upstream lookup (the apps' others came from its
     // cache), and no connection.
@@ -1347,6 +1358,67 @@ fn a_musl_app_resolving_with_sendto_is_one_client() {
     let s = service_where(&json, |s| s["client_info"]["address"] == "127.0.0.1");
     assert_eq!(s["client_info"]["netns_cookie"], truth, "{s}\n{stderr}");
     assert_eq!(s["lookups"], PLAN_B.len() as u64, "{s}");
+}
+
+/// nss-resolve, as Fedora, RHEL and Arch ship it: glibc asks a real
+/// systemd-resolved over Varlink, and no DNS packet leaves the app. The
+/// getaddrinfo probes see each lookup, the app's own, with no TTL;
+/// resolved's upstream lookups are its own. Without the probes
+/// (`--no-getaddrinfo`) the app's connections go to addresses it never
+/// looked up, and it is not in the report at all.
+#[test]
+fn an_app_resolving_over_nss_resolve_is_one_client_with_its_lookups() {
+    let Some(_guard) = live() else { return };
+    if xtask::resolved::unpacked().is_none() {
+        let in_ci = std::env::var("CI").is_ok_and(|v| v == "true");
+        assert!(
+            !in_ci,
+            "CI=true but systemd-resolved is not unpacked (cargo xtask test does it)"
+        );
+        eprintln!("skipped: systemd-resolved is not unpacked (cargo xtask test does it, as root)");
+        return;
+    }
+    let mut host = HostLab::new("nssresolve");
+    let root = host.cgroups.relative_root();
+    let ns = host.lab.client_ns.clone();
+    let daemon = host.cgroups.child("resolved").unwrap();
+    let resolved = host
+        .lab
+        .start_resolved(&ns, |program| TestCgroup::command_in(&daemon, program))
+        .expect("systemd-resolved");
+    let mut app: Vec<String> = resolved.wrapper();
+    app.extend(["python3".into(), host.app_script.display().to_string()]);
+    let app: Vec<&str> = app.iter().map(String::as_str).collect();
+
+    let trace = host_trace(&root, &["--format", "json"]);
+    let chosen = host.run_in(&ns, "app", &app, PLAN_A);
+    let (json, stderr) = stop_json(trace);
+    let found = services(&json);
+    let client = format!("python3 in {root}/app");
+    let daemon = format!("systemd-resolve in {root}/resolved");
+    assert_clients(&found, &[&client, &daemon], &stderr);
+    let s = &found[&client];
+    assert_eq!(s["lookups"], PLAN_A.len() as u64, "{s}");
+    assert_eq!(s["connections"], PLAN_A.len() as u64, "{s}");
+    assert_eq!(row_counts(&json, &client), counts(&chosen));
+    assert_eq!(verdict(s, "ttl")["finding"], "ttl_unknown", "{s}");
+    assert_eq!(found[&daemon]["connections"], 0);
+    let counters = &json["counters"];
+    assert_eq!(
+        (
+            &counters["libc_lookups"],
+            &counters["libc_lookups_seen_as_dns"]
+        ),
+        (&(PLAN_A.len() as u64).into(), &0.into()),
+        "{counters}"
+    );
+
+    let trace = host_trace(&root, &["--format", "json", "--no-getaddrinfo"]);
+    host.run_in(&ns, "app", &app, PLAN_B);
+    let (json, stderr) = stop_json(trace);
+    let without = services(&json);
+    assert!(!without.contains_key(&client), "{stderr}\n{without:?}");
+    assert_eq!(json["counters"]["libc_lookups"], 0);
 }
 
 /// NodeLocal DNSCache as Kubernetes runs it: a cache on a link-local

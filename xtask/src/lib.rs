@@ -11,5 +11,6 @@ mod layout;
 pub mod load;
 pub mod overhead;
 pub mod record;
+pub mod resolved;
 pub mod setup;
 pub mod snapshots;

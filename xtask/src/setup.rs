@@ -39,6 +39,9 @@ pub const TEST_TOOLS: &[(&str, &str)] = &[
     // A static musl client, whose resolver sends with `sendto` on an
     // unconnected socket (host_live, runtimes_live).
     ("musl-gcc", "musl-tools"),
+    // systemd-resolved is unpacked, not installed (`resolved`), and links
+    // the installed systemd's private library.
+    ("systemctl", "systemd"),
     ("promtool", "prometheus"),
     ("prometheus", "prometheus"),
 ];
@@ -68,18 +71,27 @@ pub fn install_test_packages() -> Result<()> {
             .filter(|(module, _)| !python_has(module))
             .map(|(_, p)| *p),
     );
-    if packages.is_empty() {
+    let resolved = crate::resolved::unpacked().is_none();
+    if packages.is_empty() && !resolved {
         return Ok(());
     }
     if !crate::lab::is_root() {
         eprintln!(
-            "xtask: not root, so not installing {} (needed for the root-only tests, which will skip)",
-            packages.join(" ")
+            "xtask: not root, so not installing {}{} (needed for the root-only tests, which will skip)",
+            packages.join(" "),
+            if resolved { " systemd-resolved (unpacked)" } else { "" }
         );
         return Ok(());
     }
-    eprintln!("xtask: installing {}", packages.join(" "));
-    apt_install(&packages)
+    if !packages.is_empty() {
+        eprintln!("xtask: installing {}", packages.join(" "));
+        apt_install(&packages)?;
+    }
+    if resolved {
+        let root = crate::resolved::unpack()?;
+        eprintln!("xtask: unpacked systemd-resolved into {}", root.display());
+    }
+    Ok(())
 }
 
 pub fn apt_install(packages: &[&str]) -> Result<()> {
