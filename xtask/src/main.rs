@@ -110,6 +110,14 @@ enum Task {
         #[arg(long, default_value_t = 200)]
         slow_readers: usize,
     },
+    /// What host mode's getaddrinfo probes cost the apps that call it
+    /// (root): calls per second with no trace, traced elsewhere, traced.
+    BenchGetaddrinfo {
+        #[arg(long, default_value_t = 5)]
+        seconds: u64,
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
+    },
     /// Host mode under workload churn (root): cgroups made and removed
     /// under the traced root, each running a lookup and a connection
     /// attempt; prints memory, the services in the exposition and the
@@ -186,6 +194,9 @@ fn main() -> Result<()> {
                 dns_queries,
             },
         ),
+        Task::BenchGetaddrinfo { seconds, rounds } => {
+            xtask::bench::lookups(&xtask::ebpf::workspace_root(), seconds, rounds)
+        }
         Task::BenchChurn { seconds, rate } => {
             xtask::bench::churn(&xtask::ebpf::workspace_root(), seconds, rate)
         }

@@ -1,5 +1,6 @@
 //! The benchmarks, one file each: `replay` (`cargo xtask bench-replay`),
 //! `churn` (`bench-churn`), `live` (`bench-live`), `load` (`bench-load`),
+//! `lookups` (`bench-getaddrinfo`),
 //! `profile` (`bench-profile`) and `soak` (`bench-soak`); `overhead.rs`
 //! uses the pieces here too. What they share: the release build, traces
 //! and the tcpdump pipeline started and stopped, CPU accounting, BPF run
@@ -8,6 +9,7 @@
 mod churn;
 mod live;
 mod load;
+mod lookups;
 mod profile;
 mod replay;
 mod soak;
@@ -15,6 +17,7 @@ mod soak;
 pub use churn::churn;
 pub use live::live;
 pub use load::load;
+pub use lookups::lookups;
 pub use profile::profile;
 pub use replay::replay;
 pub use soak::soak;
