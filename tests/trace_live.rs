@@ -513,6 +513,22 @@ fn proc_status(pid: &str, field: &str) -> String {
         .unwrap_or_default()
 }
 
+/// `field` of every thread of process `pid`, by thread name: capabilities
+/// are per thread, and /proc/PID/status shows the main thread's alone.
+fn thread_status(pid: &str, field: &str) -> Vec<(String, String)> {
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).expect("/proc task");
+    let mut found: Vec<(String, String)> = tasks
+        .flatten()
+        .map(|task| {
+            let tid = task.file_name().to_string_lossy().to_string();
+            let status = |f: &str| proc_status(&format!("{pid}/task/{tid}"), f);
+            (status("Name"), status(field))
+        })
+        .collect();
+    found.sort();
+    found
+}
+
 #[test]
 fn once_attached_the_trace_holds_no_capabilities() {
     let Some(_guard) = live() else { return };
@@ -529,6 +545,13 @@ fn once_attached_the_trace_holds_no_capabilities() {
                 proc_status(&pid, set),
                 "0000000000000000",
                 "{set} with {args:?}"
+            );
+            // Every thread: the ring buffer's reader too.
+            let threads = thread_status(&pid, set);
+            assert!(threads.len() >= 2, "{threads:?}");
+            assert!(
+                threads.iter().all(|(_, caps)| caps == "0000000000000000"),
+                "{set} with {args:?}: {threads:?}"
             );
         }
         assert_eq!(proc_status(&pid, "NoNewPrivs"), "1");
@@ -556,6 +579,11 @@ fn once_attached_the_trace_holds_no_capabilities() {
     // Netlink: only CAP_NET_ADMIN (bit 12) stays, to remove the filters on exit.
     let trace = start_trace(&lab, &["--attach", "netlink", "--user", "nobody"]);
     assert_eq!(proc_status(&trace.pid(), "CapEff"), "0000000000001000");
+    let threads = thread_status(&trace.pid(), "CapEff");
+    assert!(
+        threads.iter().all(|(_, caps)| caps == "0000000000001000"),
+        "{threads:?}"
+    );
     assert_eq!(proc_status(&trace.pid(), "CapBnd"), "0000000000001000");
     let finished = trace.stop("-TERM");
     assert!(finished.status.success(), "{}", finished.stderr);

@@ -330,10 +330,6 @@ async fn attach(mut options: TraceOptions) -> Result<Session, TraceError> {
         error: Box::new(error),
         verifier_log: None,
     })?;
-    let ring = RingReader::start(ring).map_err(|source| TraceError::Register {
-        what: "the ring buffer's reader thread",
-        source,
-    })?;
     let kernel_log = if options.kernel_debug {
         let logger = aya_log::EbpfLogger::init_with_logger(&mut loaded.ebpf, StderrLog)
             .map_err(TraceError::KernelLog)?;
@@ -366,6 +362,12 @@ async fn attach(mut options: TraceOptions) -> Result<Session, TraceError> {
 
     // Everything privileged is done: drop it all before reading a record.
     privileges::drop_after_attach(user.as_ref(), loaded.mode == Some(AttachMode::Netlink))?;
+    // Started after the drop: a thread keeps the capabilities it was
+    // created with (capset changes the calling thread's alone).
+    let ring = RingReader::start(ring).map_err(|source| TraceError::Register {
+        what: "the ring buffer's reader thread",
+        source,
+    })?;
 
     let serving = options
         .metrics

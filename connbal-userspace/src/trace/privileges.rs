@@ -100,7 +100,44 @@ pub fn drop_after_attach(
     // second. Not dumpable, only root (CAP_SYS_PTRACE) may.
     nix::sys::prctl::set_dumpable(false)
         .map_err(|e| DropError::Syscall("prctl(PR_SET_DUMPABLE)", e))?;
+    // capset changes the calling thread only: a thread started before
+    // this call would still hold everything. None should exist; check.
+    let allowed = keep.iter().fold(0u64, |mask, cap| mask | cap.bitmask());
+    if let Some(thread) = thread_holding_more_than(allowed) {
+        return Err(DropError::ThreadKept(thread));
+    }
     Ok(())
+}
+
+/// A thread of this process (`name (tid)`) whose effective or permitted
+/// capabilities go beyond `allowed`, if any; threads /proc cannot show
+/// (gone meanwhile) pass.
+fn thread_holding_more_than(allowed: u64) -> Option<String> {
+    let tasks = std::fs::read_dir("/proc/self/task").ok()?;
+    for task in tasks.flatten() {
+        let Ok(status) = std::fs::read_to_string(task.path().join("status")) else {
+            continue;
+        };
+        let field = |name: &str| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(name))
+                .map(str::trim)
+        };
+        let holds = ["CapEff:", "CapPrm:"].iter().any(|name| {
+            field(name)
+                .and_then(|hex| u64::from_str_radix(hex, 16).ok())
+                .is_some_and(|caps| caps & !allowed != 0)
+        });
+        if holds {
+            return Some(format!(
+                "{} ({})",
+                field("Name:").unwrap_or("?"),
+                task.file_name().to_string_lossy()
+            ));
+        }
+    }
+    None
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -109,6 +146,8 @@ pub enum DropError {
     Syscall(&'static str, nix::errno::Errno),
     #[error("dropping capabilities: {0}")]
     Caps(caps::errors::CapsError),
+    #[error("dropping capabilities: thread {0} still holds some (capset changes one thread)")]
+    ThreadKept(String),
 }
 
 #[cfg(test)]
