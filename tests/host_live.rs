@@ -23,7 +23,7 @@ use xtask::lab::Lab;
 
 static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
 const TOOLS: &[&str] = &[
-    "ip", "dnsmasq", "dig", "python3", "bpftool", "nft", "musl-gcc",
+    "ip", "dnsmasq", "dig", "python3", "bpftool", "nft", "musl-gcc", "gcc",
 ];
 const NAME: &str = "web.connbal.test";
 /// The app's choice among the sorted answer, connection by connection:
@@ -1390,13 +1390,32 @@ fn an_app_resolving_over_nss_resolve_is_one_client_with_its_lookups() {
     app.extend(["python3".into(), host.app_script.display().to_string()]);
     let app: Vec<&str> = app.iter().map(String::as_str).collect();
 
+    // A C client that resolves once, connects and exits, run once per
+    // connection: each process gone right after its lookup.
+    let short = build_glibc_client(&host.lab.dir);
+    let mut short_lived: Vec<String> = resolved.wrapper();
+    short_lived.push(short.display().to_string());
+    let short_lived: Vec<&str> = short_lived.iter().map(String::as_str).collect();
+
     let trace = host_trace(&root, &["--format", "json"]);
     let chosen = host.run_in(&ns, "app", &app, PLAN_A);
+    let mut chosen_short = Vec::new();
+    for &choice in PLAN_B {
+        chosen_short.extend(host.run_in(&ns, "short", &short_lived, &[choice]));
+    }
     let (json, stderr) = stop_json(trace);
     let found = services(&json);
     let client = format!("python3 in {root}/app");
     let daemon = format!("systemd-resolve in {root}/resolved");
-    assert_clients(&found, &[&client, &daemon], &stderr);
+    let short = format!("gai-client in {root}/short");
+    assert_clients(&found, &[&client, &daemon, &short], &stderr);
+    let s = &found[&short];
+    assert_eq!(
+        (&s["lookups"], &s["connections"]),
+        (&(PLAN_B.len() as u64).into(), &(PLAN_B.len() as u64).into()),
+        "{s}"
+    );
+    assert_eq!(row_counts(&json, &short), counts(&chosen_short));
     let s = &found[&client];
     assert_eq!(s["lookups"], PLAN_A.len() as u64, "{s}");
     assert_eq!(s["connections"], PLAN_A.len() as u64, "{s}");
@@ -1409,7 +1428,7 @@ fn an_app_resolving_over_nss_resolve_is_one_client_with_its_lookups() {
             &counters["libc_lookups"],
             &counters["libc_lookups_seen_as_dns"]
         ),
-        (&(PLAN_A.len() as u64).into(), &0.into()),
+        (&((PLAN_A.len() + PLAN_B.len()) as u64).into(), &0.into()),
         "{counters}"
     );
 

@@ -753,18 +753,29 @@ int main(int argc, char **argv) {
 /// Builds `MUSL_CLIENT` into `dir` as the static binary `musl-client`
 /// (its process name), and returns its path.
 pub fn build_musl_client(dir: &Path) -> PathBuf {
-    let source = dir.join("musl-client.c");
-    let binary = dir.join("musl-client");
-    std::fs::write(&source, MUSL_CLIENT).expect("write the musl client's source");
-    let out = Command::new("musl-gcc")
-        .args(["-static", "-O2", "-Wall", "-Werror", "-o"])
+    build_c_client(dir, ("musl-gcc", &["-static"]), "musl-client")
+}
+
+/// The same client against glibc, dynamically linked as most programs
+/// are (its getaddrinfo goes through NSS), as `gai-client`.
+pub fn build_glibc_client(dir: &Path) -> PathBuf {
+    build_c_client(dir, ("gcc", &[]), "gai-client")
+}
+
+fn build_c_client(dir: &Path, (compiler, flags): (&str, &[&str]), name: &str) -> PathBuf {
+    let source = dir.join(format!("{name}.c"));
+    let binary = dir.join(name);
+    std::fs::write(&source, MUSL_CLIENT).expect("write the C client's source");
+    let out = Command::new(compiler)
+        .args(flags)
+        .args(["-O2", "-Wall", "-Werror", "-o"])
         .arg(&binary)
         .arg(&source)
         .output()
-        .expect("run musl-gcc");
+        .unwrap_or_else(|e| panic!("run {compiler}: {e}"));
     assert!(
         out.status.success(),
-        "musl-gcc: {}",
+        "{compiler}: {}",
         String::from_utf8_lossy(&out.stderr)
     );
     binary
