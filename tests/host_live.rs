@@ -1362,7 +1362,9 @@ fn a_musl_app_resolving_with_sendto_is_one_client() {
 
 /// nss-resolve, as Fedora, RHEL and Arch ship it: glibc asks a real
 /// systemd-resolved over Varlink, and no DNS packet leaves the app. The
-/// getaddrinfo probes see each lookup, the app's own, with no TTL;
+/// getaddrinfo probes see each lookup, the app's own, and resolved's
+/// monitor gives each its TTL: asking the cache on its host before every
+/// connection is fine. Without the monitor the lookups carry no TTL;
 /// resolved's upstream lookups are its own. Without the probes
 /// (`--no-getaddrinfo`) the app's connections go to addresses it never
 /// looked up, and it is not in the report at all.
@@ -1397,7 +1399,8 @@ fn an_app_resolving_over_nss_resolve_is_one_client_with_its_lookups() {
     short_lived.push(short.display().to_string());
     let short_lived: Vec<&str> = short_lived.iter().map(String::as_str).collect();
 
-    let trace = host_trace(&root, &["--format", "json"]);
+    let monitor = resolved.monitor_socket().display().to_string();
+    let trace = host_trace(&root, &["--format", "json", "--resolved-monitor", &monitor]);
     let chosen = host.run_in(&ns, "app", &app, PLAN_A);
     let mut chosen_short = Vec::new();
     for &choice in PLAN_B {
@@ -1420,16 +1423,57 @@ fn an_app_resolving_over_nss_resolve_is_one_client_with_its_lookups() {
     assert_eq!(s["lookups"], PLAN_A.len() as u64, "{s}");
     assert_eq!(s["connections"], PLAN_A.len() as u64, "{s}");
     assert_eq!(row_counts(&json, &client), counts(&chosen));
-    assert_eq!(verdict(s, "ttl")["finding"], "ttl_unknown", "{s}");
+    // The lab's TTL, from resolved's answers; every lookup after the
+    // first came within it, from the cache on its host.
+    assert_eq!(
+        (&s["ttl_min_secs"], &s["ttl_max_secs"]),
+        (&300.into(), &300.into()),
+        "{s}"
+    );
+    assert_eq!(s["lookups_within_ttl"], PLAN_A.len() as u64 - 1, "{s}");
+    assert_eq!(
+        verdict(s, "ttl")["finding"],
+        "through_local_resolver",
+        "{s}"
+    );
     assert_eq!(found[&daemon]["connections"], 0);
     let counters = &json["counters"];
+    let calls = (PLAN_A.len() + PLAN_B.len()) as u64;
     assert_eq!(
         (
             &counters["libc_lookups"],
+            &counters["libc_lookups_given_a_ttl"],
             &counters["libc_lookups_seen_as_dns"]
         ),
-        (&((PLAN_A.len() + PLAN_B.len()) as u64).into(), &0.into()),
+        (&calls.into(), &calls.into(), &0.into()),
         "{counters}"
+    );
+
+    // Without the monitor: the same lookups, no TTL to judge them by.
+    let trace = host_trace(&root, &["--format", "json", "--resolved-monitor", "none"]);
+    host.run_in(&ns, "app", &app, PLAN_B);
+    let (json, stderr) = stop_json(trace);
+    let s = &services(&json)[&client];
+    assert_eq!(s["lookups"], PLAN_B.len() as u64, "{s}\n{stderr}");
+    assert_eq!(verdict(s, "ttl")["finding"], "ttl_unknown", "{s}");
+
+    // A monitor named that is not there: one line, before any record.
+    let out = connbal()
+        .args([
+            "trace",
+            "--cgroup",
+            &root,
+            "--resolved-monitor",
+            "/nonexistent/monitor",
+        ])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert_eq!(
+        err.trim_end(),
+        "connbal: --resolved-monitor: connecting to systemd-resolved's monitor /nonexistent/monitor: No such file or directory (os error 2)",
+        "{err}"
     );
 
     let trace = host_trace(&root, &["--format", "json", "--no-getaddrinfo"]);

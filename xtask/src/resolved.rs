@@ -117,6 +117,11 @@ impl Resolved {
     pub fn varlink_socket(&self) -> PathBuf {
         self.run.join("resolve/io.systemd.Resolve")
     }
+
+    /// Its monitor's socket, as the host sees it.
+    pub fn monitor_socket(&self) -> PathBuf {
+        self.run.join("resolve/io.systemd.Resolve.Monitor")
+    }
 }
 
 impl Lab {

@@ -153,7 +153,10 @@ impl Aggregator {
         (question_asked, question_key): (&dns::Question, NameKey),
         records: &[Record],
     ) -> Vec<AnsweredBackend> {
-        let local_server = is_local_resolver(server).then_some(server);
+        // Unspecified: a getaddrinfo call answered without DNS from the
+        // caller (systemd-resolved over Varlink, nscd, /etc/hosts): on its
+        // own host too.
+        let local_server = (is_local_resolver(server) || server.is_unspecified()).then_some(server);
         let mut answered = Vec::new();
         let question = question_asked.name.as_str();
         let mut credits = std::mem::take(&mut self.credits);

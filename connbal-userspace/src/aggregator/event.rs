@@ -98,6 +98,21 @@ pub enum Event<'a> {
     Nat(Translation),
     /// Host mode: a call to libc's getaddrinfo returned.
     Lookup(Lookup<'a>),
+    /// Host mode: systemd-resolved answered a query (its monitor).
+    ResolverAnswer(ResolverAnswer<'a>),
+}
+
+/// An answer systemd-resolved gave (to whom, its monitor does not say):
+/// what a getaddrinfo call over nss-resolve got, with the TTL the call
+/// itself does not carry.
+#[derive(Clone, Copy, Debug)]
+pub struct ResolverAnswer<'a> {
+    /// When connbal read it.
+    pub ts: Timestamp,
+    pub name: &'a str,
+    /// The least TTL of its records.
+    pub ttl: u32,
+    pub addresses: &'a [std::net::IpAddr],
 }
 
 /// A call to libc's `getaddrinfo` that returned `addresses` for `name`:
@@ -134,6 +149,7 @@ impl Event<'_> {
             Event::Server(s) => s.ts,
             Event::Nat(t) => t.ts,
             Event::Lookup(l) => l.ts,
+            Event::ResolverAnswer(a) => a.ts,
         }
     }
 }

@@ -11,8 +11,9 @@
 
 use super::client::ClientBy;
 use super::dns::{self, Record, RecordData, Section};
-use super::event::Lookup;
+use super::event::{Lookup, ResolverAnswer};
 use super::lookups::TTL_UNKNOWN;
+use super::name::NameKey;
 use super::observation::{Observation, Thread};
 use super::{Aggregator, FastMap, Timestamp};
 use std::net::{IpAddr, Ipv4Addr};
@@ -47,6 +48,61 @@ impl WireAnswers {
     }
 }
 
+/// Resolver answers remembered, by name; past it, those older than
+/// `STALE_NANOS` go, then all.
+const MAX_RESOLVER_ANSWERS: usize = 1 << 12;
+/// How far apart a getaddrinfo call's return and systemd-resolved's answer
+/// to it may be seen: the monitor's message is read by connbal, not
+/// stamped by the kernel, within a drain of the call's record.
+const JOIN_NANOS: u64 = 2_000_000_000;
+
+/// systemd-resolved's latest answer for each name.
+#[derive(Debug, Default)]
+pub struct ResolverAnswers {
+    latest: FastMap<NameKey, Recent>,
+}
+
+#[derive(Debug)]
+struct Recent {
+    at: Timestamp,
+    ttl: u32,
+    addresses: Vec<IpAddr>,
+}
+
+impl ResolverAnswers {
+    pub fn note(&mut self, name: NameKey, answer: &ResolverAnswer<'_>) {
+        if self.latest.len() >= MAX_RESOLVER_ANSWERS && !self.latest.contains_key(&name) {
+            let now = answer.ts.0;
+            self.latest
+                .retain(|_, recent| now.saturating_sub(recent.at.0) < STALE_NANOS);
+            if self.latest.len() >= MAX_RESOLVER_ANSWERS {
+                self.latest.clear();
+            }
+        }
+        self.latest.insert(
+            name,
+            Recent {
+                at: answer.ts,
+                // Never the "no TTL" mark, whatever the resolver said.
+                ttl: answer.ttl.min(TTL_UNKNOWN - 1),
+                addresses: answer.addresses.to_vec(),
+            },
+        );
+    }
+
+    /// The TTL of the answer `lookup` got, when resolved gave one for its
+    /// name near its return with an address it returned.
+    fn ttl_for(&self, name: NameKey, lookup: &Lookup<'_>) -> Option<u32> {
+        let recent = self.latest.get(&name)?;
+        let near = recent.at.0.abs_diff(lookup.ts.0) <= JOIN_NANOS;
+        let same = lookup
+            .addresses
+            .iter()
+            .any(|a| recent.addresses.contains(a));
+        (near && same).then_some(recent.ttl)
+    }
+}
+
 impl Aggregator {
     pub(super) fn libc_lookup(&mut self, lookup: &Lookup<'_>) {
         let Some(thread) = Thread::of(lookup.owner) else {
@@ -75,6 +131,10 @@ impl Aggregator {
             }
         }
         self.counters.libc_lookups += 1;
+        let key = self.names.key(&name);
+        let ttl = self.resolver_answers.ttl_for(key, lookup);
+        self.counters.libc_lookups_given_a_ttl += u64::from(ttl.is_some());
+        let ttl = ttl.unwrap_or(TTL_UNKNOWN);
         let client = self.client_of(IpAddr::V4(Ipv4Addr::UNSPECIFIED), lookup.owner);
         let records: Vec<Record> = lookup
             .addresses
@@ -83,7 +143,7 @@ impl Aggregator {
                 section: Section::Answer,
                 owner: name.clone(),
                 class: dns::CLASS_IN,
-                ttl: TTL_UNKNOWN,
+                ttl,
                 data: match address {
                     IpAddr::V4(v4) => RecordData::A(v4),
                     IpAddr::V6(v6) => RecordData::Aaaa(v6),
@@ -95,8 +155,8 @@ impl Aggregator {
             qtype: dns::TYPE_GETADDRINFO,
             qclass: dns::CLASS_IN,
         };
-        let key = self.names.key(&question.name);
-        // No server: whatever answered is not known here.
+        // No DNS from the caller: whatever answered is on its own host,
+        // over a local socket or a file, with no address to show.
         let server = IpAddr::V4(Ipv4Addr::UNSPECIFIED);
         let answered = self.apply_answer(lookup.ts, (&client, server), (&question, key), &records);
         if self.observations.enabled() {

@@ -45,8 +45,8 @@ pub use behind_vip::{VipBackend, VipBalance, VipFinding, VipSpread};
 pub use client::{cgroup, Client, ClientBy, ClientInfo, Container, ContainerNames, Workload};
 pub use dns_tcp::MAX_DNS_STREAMS;
 pub use event::{
-    Cgroup, Datagram, Event, Lookup, Owner, Process, Segment, ServerSocket, Span, Timestamp,
-    Translation,
+    Cgroup, Datagram, Event, Lookup, Owner, Process, ResolverAnswer, Segment, ServerSocket, Span,
+    Timestamp, Translation,
 };
 pub use lookups::MAX_SERVICES;
 pub use observation::{AnsweredBackend, Observation};
@@ -139,6 +139,9 @@ pub struct Aggregator {
     /// Host mode: when each thread last received a matched DNS answer, so
     /// that a getaddrinfo call that went over DNS counts once.
     wire_answers: libc_lookups::WireAnswers,
+    /// Host mode: systemd-resolved's recent answers, whose TTL a
+    /// getaddrinfo call over nss-resolve takes.
+    resolver_answers: libc_lookups::ResolverAnswers,
 }
 
 impl Aggregator {
@@ -164,6 +167,7 @@ impl Aggregator {
             waiting: waiting::WaitingFlows::default(),
             behind_vips: behind_vip::BehindVips::default(),
             wire_answers: libc_lookups::WireAnswers::default(),
+            resolver_answers: libc_lookups::ResolverAnswers::default(),
         }
     }
 
@@ -218,6 +222,11 @@ impl Aggregator {
             }
             Event::Nat(t) => self.behind_vips.translated(t),
             Event::Lookup(l) => self.libc_lookup(l),
+            Event::ResolverAnswer(a) => {
+                let mut name = a.name.trim_end_matches('.').to_string();
+                name.push('.');
+                self.resolver_answers.note(self.names.key(&name), a);
+            }
         }
     }
 

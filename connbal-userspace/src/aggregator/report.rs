@@ -86,6 +86,9 @@ counter_set! {
         /// getaddrinfo calls whose thread received a matched DNS answer
         /// during the call: that answer is the lookup, counted once.
         pub libc_lookups_seen_as_dns: u64,
+        /// Of `libc_lookups`, those that took the TTL of systemd-resolved's
+        /// answer to them (its monitor).
+        pub libc_lookups_given_a_ttl: u64,
         /// getaddrinfo calls not counted: a numeric address, no process
         /// known, or `--by ip`, which has no address to credit them to.
         pub libc_lookups_skipped: u64,

@@ -82,6 +82,10 @@ pub struct Cli {
 }
 
 #[derive(Debug, Subcommand)]
+#[expect(
+    clippy::large_enum_variant,
+    reason = "parsed once at start and consumed at once: a box would buy nothing"
+)]
 pub enum Command {
     /// Trace live, host-wide at the sockets (or on interfaces with --iface), with in-kernel eBPF filters.
     #[command(after_help = format!("{}\n\n{EXIT_CODES}", trace::EXAMPLES))]

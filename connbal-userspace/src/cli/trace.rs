@@ -3,7 +3,7 @@
 use clap::{Args, ValueEnum};
 use connbal::aggregator::ClientBy;
 use connbal::trace::loader::{AttachMode, Programs};
-use connbal::trace::{RuntimeSockets, TraceOptions};
+use connbal::trace::{ResolvedMonitor, RuntimeSockets, TraceOptions};
 use std::time::Duration;
 
 pub const EXAMPLES: &str = "\
@@ -133,6 +133,12 @@ pub struct TraceArgs {
     #[arg(long, conflicts_with = "interfaces")]
     pub no_getaddrinfo: bool,
 
+    /// Host mode: systemd-resolved's monitor socket, whose answers give
+    /// the getaddrinfo calls it served their TTL; `none` for none.
+    /// Default: /run/systemd/resolve/io.systemd.Resolve.Monitor, if there.
+    #[arg(long, value_name = "SOCKET", conflicts_with_all = ["interfaces", "no_getaddrinfo"])]
+    pub resolved_monitor: Option<std::path::PathBuf>,
+
     /// Attach empty programs instead (the classifier, or host mode's four):
     /// the floor for `cargo xtask bench-live` and `bench-overhead`.
     #[arg(long, hide = true)]
@@ -217,6 +223,11 @@ impl TraceArgs {
                 Programs::All
             },
             getaddrinfo: !self.no_getaddrinfo && !self.noop_program,
+            resolved_monitor: match self.resolved_monitor {
+                None => ResolvedMonitor::Default,
+                Some(path) if path.as_os_str() == "none" => ResolvedMonitor::None,
+                Some(path) => ResolvedMonitor::At(path),
+            },
             metrics: self.metrics,
             metrics_max_series: self.metrics_max_series,
         }

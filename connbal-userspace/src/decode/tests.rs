@@ -100,6 +100,7 @@ fn event(link: LinkType, data: &[u8], all_tcp: bool) -> (Option<String>, InputSt
             Event::Server(s) => format!("server {}", s.address),
             Event::Nat(t) => format!("nat {} > {} = {}", t.client, t.asked, t.backend),
             Event::Lookup(l) => format!("lookup {}", l.name),
+            Event::ResolverAnswer(a) => format!("resolver answer {}", a.name),
         });
     });
     let stats = InputStats {

@@ -18,12 +18,13 @@ mod plan;
 mod privileges;
 mod processes;
 mod records;
+mod resolved_monitor;
 mod ring_reader;
 mod runtimes;
 mod sinks;
 mod stdout_writer;
 
-use crate::aggregator::{ClientBy, Config, Span, Timestamp};
+use crate::aggregator::{ClientBy, Config, Event, Span, Timestamp};
 use crate::output::{self, Coverage, Finish, Format, OutputError, Printed, Style};
 use crate::pipeline::Pipeline;
 use crate::tally::Tally;
@@ -38,7 +39,7 @@ use ring_reader::{Batch, RingReader};
 use serde::Serialize;
 use sinks::{Due, Scope, Snapshot};
 use std::io;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 use stdout_writer::{StdoutWriter, Stream};
 use tokio::io::unix::AsyncFd;
@@ -61,6 +62,17 @@ pub enum RuntimeSockets {
     Default,
     These(Vec<PathBuf>),
     /// `--runtime-socket none`: containers are shown by id.
+    None,
+}
+
+/// Where systemd-resolved's monitor is (`--resolved-monitor`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum ResolvedMonitor {
+    /// `resolved_monitor::DEFAULT_SOCKET`, if there.
+    #[default]
+    Default,
+    At(PathBuf),
+    /// `--resolved-monitor none`.
     None,
 }
 
@@ -95,6 +107,9 @@ pub struct TraceOptions {
     /// Host mode: probe libc's getaddrinfo too (lookups that never
     /// become a DNS packet).
     pub getaddrinfo: bool,
+    /// Host mode, with getaddrinfo: systemd-resolved's monitor, for the
+    /// TTLs of the answers it gives over nss-resolve.
+    pub resolved_monitor: ResolvedMonitor,
     /// Serve OpenMetrics here.
     pub metrics: Option<std::net::SocketAddr>,
     pub metrics_max_series: usize,
@@ -143,6 +158,8 @@ pub enum TraceError {
     Metrics(#[from] MetricsError),
     #[error(transparent)]
     Privileges(#[from] privileges::DropError),
+    #[error("--resolved-monitor: {0}")]
+    ResolvedMonitor(#[from] resolved_monitor::MonitorError),
     #[error("reading the clocks: {0}")]
     Clock(nix::errno::Errno),
     #[error(transparent)]
@@ -291,6 +308,10 @@ struct Host {
     dirs: Vec<PathBuf>,
     cgroups: CgroupNames,
     processes: ProcessNames,
+    /// systemd-resolved's monitor, subscribed to while privileged.
+    monitor: Option<resolved_monitor::Monitor>,
+    /// Why the default one could not be subscribed to.
+    monitor_error: Option<String>,
 }
 
 /// Everything privileged: signal handlers, the program loaded and attached,
@@ -359,6 +380,29 @@ async fn attach(mut options: TraceOptions) -> Result<Session, TraceError> {
     }
     // With no sink left holding a sender, the channel reports closed.
     drop(due_tx);
+
+    // Its socket is resolved's own (mode 0600): subscribed to while root.
+    // One named on the command line must be there; the default may not.
+    let monitor = match (&host, &options.resolved_monitor) {
+        (Some(_), ResolvedMonitor::At(path)) if loader_options.getaddrinfo => {
+            Some(Ok(resolved_monitor::Monitor::connect(path)?))
+        }
+        (Some(_), ResolvedMonitor::Default)
+            if loader_options.getaddrinfo
+                && Path::new(resolved_monitor::DEFAULT_SOCKET).exists() =>
+        {
+            Some(
+                resolved_monitor::Monitor::connect(Path::new(resolved_monitor::DEFAULT_SOCKET))
+                    .map_err(|e| e.to_string()),
+            )
+        }
+        _ => None,
+    };
+    let (monitor, monitor_error) = match monitor {
+        Some(Ok(monitor)) => (Some(monitor), None),
+        Some(Err(error)) => (None, Some(error)),
+        None => (None, None),
+    };
 
     // Everything privileged is done: drop it all before reading a record.
     privileges::drop_after_attach(user.as_ref(), loaded.mode == Some(AttachMode::Netlink))?;
@@ -468,6 +512,8 @@ async fn attach(mut options: TraceOptions) -> Result<Session, TraceError> {
                 processes: ProcessNames::new(),
                 mount,
                 dirs,
+                monitor,
+                monitor_error,
             }
         }),
     })
@@ -518,6 +564,10 @@ impl Session {
                     let mut guard = ready.map_err(|source| TraceError::Wait { what: "kernel logs", source })?;
                     guard.get_inner_mut().flush();
                     guard.clear_ready();
+                }
+                _ = async { self.host.as_ref().and_then(|h| h.monitor.as_ref()).expect("guarded").readable().await }, if self.host.as_ref().is_some_and(|h| h.monitor.as_ref().is_some_and(|m| m.closed.is_none())) => {
+                    let host = self.host.as_mut().expect("guarded");
+                    drain_monitor(host, &mut self.pipeline);
                 }
                 _ = self.sigint.recv() => return Ok(Ending::Signal("SIGINT")),
                 _ = self.sigterm.recv() => return Ok(Ending::Signal("SIGTERM")),
@@ -698,6 +748,19 @@ impl Session {
             )),
             _ => {}
         }
+        if let Some(host) = &self.host {
+            if let Some(error) = &host.monitor_error {
+                source_warnings.push(format!("lookups over nss-resolve carry no TTL: {error}"));
+            }
+            if let Some(monitor) = &host.monitor {
+                if let Some(why) = &monitor.closed {
+                    source_warnings.push(format!(
+                        "systemd-resolved's monitor {} ended ({why}): later lookups over nss-resolve carry no TTL",
+                        monitor.path.display()
+                    ));
+                }
+            }
+        }
         if let Some(Err(error)) = &self.loaded.open_sockets {
             source_warnings.push(format!(
                 "sockets open before the trace were given no process (each gets one when it next connects or sends to an address): {error}"
@@ -760,11 +823,25 @@ fn aggregate(
 ) {
     let now = std::time::Instant::now();
     for batch in batches {
+        // resolved tells its monitor before it answers the caller, whose
+        // getaddrinfo record comes after: read what it said first.
+        if let Some(host) = host.as_deref_mut() {
+            drain_monitor(host, pipeline);
+        }
         for item in batch.records() {
             aggregate_record(item, pipeline, (clock, now), stats, host.as_deref_mut());
         }
     }
     pipeline.flush_events();
+}
+
+/// systemd-resolved's answers so far, to the aggregator.
+fn drain_monitor(host: &mut Host, pipeline: &mut Pipeline<StdoutWriter>) {
+    if let Some(monitor) = host.monitor.as_mut() {
+        monitor.drain(wall_clock_now(), |answer| {
+            pipeline.event(&Event::ResolverAnswer(*answer));
+        });
+    }
 }
 
 fn aggregate_record(

@@ -134,6 +134,7 @@ mod tests {
             user: None,
             programs: loader::Programs::All,
             getaddrinfo: true,
+            resolved_monitor: crate::trace::ResolvedMonitor::Default,
             metrics: None,
             metrics_max_series: DEFAULT_MAX_SERIES,
         }

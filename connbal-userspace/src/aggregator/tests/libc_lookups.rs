@@ -148,3 +148,45 @@ fn calls_that_cannot_be_credited_are_skipped_and_counted() {
     assert!(h.agg.report().services.is_empty());
     assert!(by_ip.agg.report().services.is_empty());
 }
+
+impl Harness {
+    /// systemd-resolved's answer for `name`, as its monitor streams it.
+    fn resolver_answer(&mut self, name: &str, ttl: u32) {
+        let addresses: Vec<IpAddr> = BACKENDS.iter().map(|a| a.parse().unwrap()).collect();
+        self.agg.process(&Event::ResolverAnswer(ResolverAnswer {
+            ts: self.ts(),
+            name,
+            ttl,
+            addresses: &addresses,
+        }));
+    }
+}
+
+/// nss-resolve with systemd-resolved's monitor: each call takes the TTL of
+/// resolved's answer to it, and asking it before every connection is the
+/// recommended setup (a cache on the host), not a client re-resolving too
+/// often. An answer for another name, or long before, gives nothing.
+#[test]
+fn calls_answered_by_systemd_resolved_take_its_ttl() {
+    let mut h = host_mode();
+    let java = app(101);
+    for i in 0..4 {
+        h.resolver_answer("web.svc.example", 30);
+        h.libc_lookup(&java, "web.svc.example", 2);
+        h.owned_syn(&java, BACKENDS[i % 2]);
+    }
+    let s = h.service("web.svc.example");
+    assert_eq!((s.lookups, s.lookups_within_ttl), (4, 3));
+    assert_eq!((s.ttl_min_secs, s.ttl_max_secs), (Some(30), Some(30)));
+    let ttl = check_of(&s, Check::Ttl);
+    assert_eq!(ttl.finding, Finding::ThroughLocalResolver);
+    assert!(ttl.text.contains("without DNS"), "{}", ttl.text);
+    assert_eq!(h.counters().libc_lookups_given_a_ttl, 4);
+
+    h.resolver_answer("other.example", 30);
+    h.libc_lookup(&java, "api.svc.example", 2);
+    h.resolver_answer("late.example", 30);
+    h.advance_ms(5_000);
+    h.libc_lookup(&java, "late.example", 2);
+    assert_eq!(h.counters().libc_lookups_given_a_ttl, 4);
+}

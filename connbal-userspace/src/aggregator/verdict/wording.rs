@@ -143,8 +143,13 @@ pub(super) fn text(judgement: &Judgement) -> String {
             connections,
             server,
         } => format!(
-            "{lookups} lookups for {}, {within_ttl} within the previous answer's TTL, all answered by the resolver on its own host at {server}: fine, that cache spares the upstream",
-            plural(*connections, "connection", "connections")
+            "{lookups} lookups for {}, {within_ttl} within the previous answer's TTL, all answered by the resolver on its own host {}: fine, that cache spares the upstream",
+            plural(*connections, "connection", "connections"),
+            if server.is_unspecified() {
+                "without DNS (systemd-resolved over nss-resolve, or nscd)".to_string()
+            } else {
+                format!("at {server}")
+            }
         ),
         Judgement::NoneStale { answer_sets } => format!(
             "{answer_sets} answer sets; no connection went to an address after the last answer holding it expired"
