@@ -1370,16 +1370,9 @@ fn a_musl_app_resolving_with_sendto_is_one_client() {
 /// looked up, and it is not in the report at all.
 #[test]
 fn an_app_resolving_over_nss_resolve_is_one_client_with_its_lookups() {
-    let Some(_guard) = live() else { return };
-    if xtask::resolved::unpacked().is_none() {
-        let in_ci = std::env::var("CI").is_ok_and(|v| v == "true");
-        assert!(
-            !in_ci,
-            "CI=true but systemd-resolved is not unpacked (cargo xtask test does it)"
-        );
-        eprintln!("skipped: systemd-resolved is not unpacked (cargo xtask test does it, as root)");
+    let Some(_guard) = live_with_host_resolvers() else {
         return;
-    }
+    };
     let mut host = HostLab::new("nssresolve");
     let root = host.cgroups.relative_root();
     let ns = host.lab.client_ns.clone();
@@ -1482,6 +1475,70 @@ fn an_app_resolving_over_nss_resolve_is_one_client_with_its_lookups() {
     let without = services(&json);
     assert!(!without.contains_key(&client), "{stderr}\n{without:?}");
     assert_eq!(json["counters"]["libc_lookups"], 0);
+}
+
+/// The live lock, when systemd-resolved and nscd are unpacked too.
+fn live_with_host_resolvers() -> Option<std::sync::MutexGuard<'static, ()>> {
+    let guard = live()?;
+    if !xtask::resolved::unpacked() {
+        let in_ci = std::env::var("CI").is_ok_and(|v| v == "true");
+        assert!(
+            !in_ci,
+            "CI=true but systemd-resolved and nscd are not unpacked (cargo xtask test does it)"
+        );
+        eprintln!("skipped: systemd-resolved and nscd are not unpacked (cargo xtask test does it, as root)");
+        return None;
+    }
+    Some(guard)
+}
+
+/// nscd, as RHEL hosts long ran it: glibc asks it over its socket (or
+/// reads its shared cache), and nscd asks DNS itself, on its own socket.
+/// The app's lookups are its own, with no TTL; nscd's upstream lookups are
+/// nscd's.
+#[test]
+fn an_app_resolving_through_nscd_is_one_client_with_its_lookups() {
+    let Some(_guard) = live_with_host_resolvers() else {
+        return;
+    };
+    let mut host = HostLab::new("nscd");
+    let root = host.cgroups.relative_root();
+    let ns = host.lab.client_ns.clone();
+    let daemon = host.cgroups.child("nscd").unwrap();
+    let nscd = host
+        .lab
+        .start_nscd(&ns, |program| TestCgroup::command_in(&daemon, program))
+        .expect("nscd");
+    let mut app: Vec<String> = nscd.wrapper();
+    app.extend(["python3".into(), host.app_script.display().to_string()]);
+    let app: Vec<&str> = app.iter().map(String::as_str).collect();
+    let trace = host_trace(&root, &["--format", "json"]);
+    let chosen = host.run_in(&ns, "app", &app, PLAN_A);
+    let (json, stderr) = stop_json(trace);
+    let found = services(&json);
+    let client = format!("python3 in {root}/app");
+    let s = &found[&client];
+    assert_eq!(s["lookups"], PLAN_A.len() as u64, "{s}\n{stderr}");
+    assert_eq!(s["connections"], PLAN_A.len() as u64, "{s}");
+    assert_eq!(row_counts(&json, &client), counts(&chosen));
+    assert_eq!(verdict(s, "ttl")["finding"], "ttl_unknown", "{s}");
+    // nscd asked the namespace's stub itself: its lookup, not the app's.
+    let nscd_client = format!("nscd in {root}/nscd");
+    assert!(
+        found.contains_key(&nscd_client),
+        "{stderr}\n{:?}",
+        found.keys()
+    );
+    assert_eq!(found[&nscd_client]["connections"], 0);
+    let counters = &json["counters"];
+    assert_eq!(
+        (
+            &counters["libc_lookups"],
+            &counters["libc_lookups_seen_as_dns"]
+        ),
+        (&(PLAN_A.len() as u64).into(), &0.into()),
+        "{counters}"
+    );
 }
 
 /// NodeLocal DNSCache as Kubernetes runs it: a cache on a link-local

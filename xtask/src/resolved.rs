@@ -1,10 +1,11 @@
-//! A real systemd-resolved for the tests, answering apps over Varlink as
-//! nss-resolve asks it (Fedora's and Arch's default), without touching the
-//! host: Debian's `systemd-resolved` and `libnss-resolve` packages are
-//! unpacked, never installed (installing would point the host's
-//! /etc/resolv.conf at it), and the daemon and its clients run in a lab
-//! namespace with their own /run, /etc/passwd and /etc/nsswitch.conf
-//! mounted over the host's inside their private mount namespace.
+//! Real resolvers on a client's own host, for the tests: systemd-resolved
+//! answering apps over Varlink as nss-resolve asks it (Fedora's and Arch's
+//! default), and nscd answering glibc over its socket. Neither touches the
+//! host: Debian's packages are unpacked, never installed (installing
+//! resolved would point the host's /etc/resolv.conf at it, nscd would
+//! start caching for the host), and each daemon and its clients run in a
+//! lab namespace with their own /run and /etc files mounted over the
+//! host's inside their private mount namespace.
 
 use crate::lab::{Lab, SERVER_V4};
 use anyhow::{bail, Context, Result};
@@ -13,99 +14,151 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// Where the packages are unpacked, one folder per systemd version.
-const CACHE: &str = "/var/cache/connbal-test/systemd-resolved";
+/// Where the packages are unpacked, one folder per program and version.
+const CACHE: &str = "/var/cache/connbal-test";
 /// The user resolved drops to; not on this host, so added to the passwd
 /// and group files its namespace sees.
 const USER: &str = "systemd-resolve:x:991:991::/:/usr/sbin/nologin";
 const GROUP: &str = "systemd-resolve:x:991:";
 
-/// The installed systemd's version: resolved links its private
-/// libsystemd-shared, so the packages must be that exact version.
-fn systemd_version() -> Result<String> {
+/// A program unpacked from Debian's packages of the version an installed
+/// package has: resolved links the installed systemd's private library,
+/// nscd the installed glibc's private symbols.
+struct Unpacked {
+    /// The folder under `CACHE`.
+    name: &'static str,
+    /// The installed package whose version it must have.
+    installed: &'static str,
+    packages: &'static [&'static str],
+    /// Files that must be there once unpacked.
+    files: &'static [&'static str],
+}
+
+const RESOLVED: Unpacked = Unpacked {
+    name: "systemd-resolved",
+    installed: "systemd",
+    packages: &["systemd-resolved", "libnss-resolve"],
+    files: &[
+        "lib/systemd/systemd-resolved",
+        "usr/lib/x86_64-linux-gnu/libnss_resolve.so.2",
+    ],
+};
+
+const NSCD: Unpacked = Unpacked {
+    name: "nscd",
+    installed: "libc6",
+    packages: &["nscd"],
+    files: &["usr/sbin/nscd"],
+};
+
+fn installed_version(package: &str) -> Result<String> {
     let out = Command::new("dpkg-query")
-        .args(["-W", "-f=${Version}", "systemd"])
+        .args(["-W", "-f=${Version}", package])
         .output()
-        .context("dpkg-query systemd")?;
+        .with_context(|| format!("dpkg-query {package}"))?;
     let version = String::from_utf8(out.stdout)?.trim().to_string();
     if !out.status.success() || version.is_empty() {
-        bail!("systemd is not installed (dpkg-query -W systemd)");
+        bail!("{package} is not installed (dpkg-query -W {package})");
     }
     Ok(version)
 }
 
-/// The unpacked packages' root, if there.
-pub fn unpacked() -> Option<PathBuf> {
-    let root = Path::new(CACHE).join(systemd_version().ok()?);
-    let ready = root.join("lib/systemd/systemd-resolved").is_file()
-        && root
-            .join("usr/lib/x86_64-linux-gnu/libnss_resolve.so.2")
-            .is_file();
-    ready.then_some(root)
-}
-
-/// Downloads and unpacks the packages (as root; `xtask setup-tests`).
-pub fn unpack() -> Result<PathBuf> {
-    if let Some(root) = unpacked() {
-        return Ok(root);
+impl Unpacked {
+    fn root(&self) -> Option<PathBuf> {
+        let version = installed_version(self.installed).ok()?;
+        let root = Path::new(CACHE).join(self.name).join(version);
+        self.files
+            .iter()
+            .all(|f| root.join(f).is_file())
+            .then_some(root)
     }
-    let version = systemd_version()?;
-    let root = Path::new(CACHE).join(&version);
-    let download = Path::new(CACHE).join("download");
-    fs::create_dir_all(&download)?;
-    crate::lab::run(
-        Command::new("apt-get")
-            .current_dir(&download)
-            .arg("download")
-            .arg(format!("systemd-resolved={version}"))
-            .arg(format!("libnss-resolve={version}")),
-    )
-    .context("apt-get download systemd-resolved libnss-resolve")?;
-    for deb in fs::read_dir(&download)? {
-        let deb = deb?.path();
-        if deb.extension().is_some_and(|e| e == "deb") {
-            crate::lab::run(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&root))
-                .with_context(|| format!("dpkg-deb -x {}", deb.display()))?;
-            fs::remove_file(&deb)?;
+
+    fn unpack(&self) -> Result<PathBuf> {
+        if let Some(root) = self.root() {
+            return Ok(root);
         }
+        let version = installed_version(self.installed)?;
+        let root = Path::new(CACHE).join(self.name).join(&version);
+        let download = Path::new(CACHE).join(self.name).join("download");
+        fs::create_dir_all(&download)?;
+        crate::lab::run(
+            Command::new("apt-get")
+                .current_dir(&download)
+                .arg("download")
+                .args(self.packages.iter().map(|p| format!("{p}={version}"))),
+        )
+        .with_context(|| format!("apt-get download {}", self.packages.join(" ")))?;
+        for deb in fs::read_dir(&download)? {
+            let deb = deb?.path();
+            if deb.extension().is_some_and(|e| e == "deb") {
+                crate::lab::run(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&root))
+                    .with_context(|| format!("dpkg-deb -x {}", deb.display()))?;
+                fs::remove_file(&deb)?;
+            }
+        }
+        self.root().with_context(|| {
+            format!(
+                "the unpacked {} lacks {}",
+                self.name,
+                self.files.join(" or ")
+            )
+        })
     }
-    unpacked().context("the unpacked packages lack systemd-resolved or libnss_resolve.so.2")?;
-    Ok(root)
 }
 
-/// A running systemd-resolved in a lab namespace, forwarding to the lab's
-/// authoritative server. Stopped with the lab.
-pub struct Resolved {
-    /// Its /run/systemd: the Varlink sockets appear here.
+/// Whether both are unpacked.
+pub fn unpacked() -> bool {
+    RESOLVED.root().is_some() && NSCD.root().is_some()
+}
+
+/// Downloads and unpacks both (as root; `cargo xtask test` does it).
+pub fn unpack() -> Result<()> {
+    RESOLVED.unpack()?;
+    NSCD.unpack()?;
+    Ok(())
+}
+
+/// A resolver daemon running in a lab namespace (systemd-resolved
+/// forwarding to the lab's authoritative server, or nscd asking the
+/// namespace's resolver), and how a client there reaches it. Stopped with
+/// the lab.
+pub struct HostResolver {
+    /// Its folder under /run (`systemd`, `nscd`), and what is mounted there.
+    run_at: &'static str,
     run: PathBuf,
+    /// Files mounted over those of /etc by the same name.
     etc: PathBuf,
-    lib: PathBuf,
+    etc_files: &'static str,
+    /// Put on the library path (libnss_resolve), if any.
+    lib: Option<PathBuf>,
 }
 
-/// Runs `"$@"` with resolved's /run/systemd, the passwd and group that
-/// name its user, nsswitch.conf asking it first, and libnss_resolve on
-/// the library path. `ip netns exec` has already given it a mount
-/// namespace of its own, a slave of the host's: nothing mounted here
-/// reaches the host. A tmpfs over /run, so that /run/systemd need not
+/// Runs `"$@"` with the daemon's folder of /run, its /etc files (resolved:
+/// passwd and group naming its user, nsswitch.conf asking it first), and
+/// libnss_resolve on the library path. `ip netns exec` has already given
+/// it a mount namespace of its own, a slave of the host's: nothing mounted
+/// here reaches the host. A tmpfs over /run, so that the folder need not
 /// exist on the host.
 const WRAP: &str = r#"set -e
 mount -t tmpfs connbal-run /run
-mkdir /run/systemd
-mount --bind "$CONNBAL_RUN" /run/systemd
-for f in passwd group nsswitch.conf; do mount --bind "$CONNBAL_ETC/$f" "/etc/$f"; done
-export LD_LIBRARY_PATH="$CONNBAL_LIB"
+mkdir "/run/$CONNBAL_RUN_AT"
+mount --bind "$CONNBAL_RUN" "/run/$CONNBAL_RUN_AT"
+for f in $CONNBAL_ETC_FILES; do mount --bind "$CONNBAL_ETC/$f" "/etc/$f"; done
+if [ -n "$CONNBAL_LIB" ]; then export LD_LIBRARY_PATH="$CONNBAL_LIB"; fi
 exec "$@""#;
 
-impl Resolved {
-    /// What runs a program as an nss-resolve host would, inside `ip netns
-    /// exec NS`: the program and its arguments follow.
+impl HostResolver {
+    /// What runs a program as a host with this resolver would, inside `ip
+    /// netns exec NS`: the program and its arguments follow.
     pub fn wrapper(&self) -> Vec<String> {
         let var = |name: &str, path: &Path| format!("{name}={}", path.display());
         vec![
             "env".into(),
+            format!("CONNBAL_RUN_AT={}", self.run_at),
             var("CONNBAL_RUN", &self.run),
             var("CONNBAL_ETC", &self.etc),
-            var("CONNBAL_LIB", &self.lib),
+            format!("CONNBAL_ETC_FILES={}", self.etc_files),
+            var("CONNBAL_LIB", self.lib.as_deref().unwrap_or(Path::new(""))),
             "sh".into(),
             "-c".into(),
             WRAP.into(),
@@ -131,9 +184,10 @@ impl Lab {
         &mut self,
         ns: &str,
         wrap: impl FnOnce(&str) -> Command,
-    ) -> Result<Resolved> {
-        let root = unpacked()
-            .context("systemd-resolved is not unpacked: run `cargo xtask setup-tests` as root")?;
+    ) -> Result<HostResolver> {
+        let root = RESOLVED
+            .root()
+            .context("systemd-resolved is not unpacked: `cargo xtask test` does it, as root")?;
         let (run, etc) = (self.dir.join("resolved-run"), self.dir.join("resolved-etc"));
         fs::create_dir_all(run.join("resolved.conf.d"))?;
         fs::create_dir_all(&etc)?;
@@ -153,10 +207,12 @@ impl Lab {
             etc.join("nsswitch.conf"),
             "passwd: files\ngroup: files\nhosts: resolve [!UNAVAIL=return] files\n",
         )?;
-        let resolved = Resolved {
+        let resolved = HostResolver {
+            run_at: "systemd",
             run,
             etc,
-            lib: root.join("usr/lib/x86_64-linux-gnu"),
+            etc_files: "passwd group nsswitch.conf",
+            lib: Some(root.join("usr/lib/x86_64-linux-gnu")),
         };
         let mut cmd = wrap("ip");
         cmd.args(["netns", "exec", ns])
@@ -164,17 +220,73 @@ impl Lab {
             .arg(root.join("lib/systemd/systemd-resolved"))
             .stdout(Stdio::null())
             .stderr(fs::File::create(self.dir.join("resolved.log"))?);
-        self.spawn("systemd-resolved", cmd)?;
+        self.spawn("resolved", cmd)?;
+        self.wait_for_socket(&resolved.varlink_socket(), "resolved")?;
+        Ok(resolved)
+    }
+
+    /// Starts nscd in `ns` (caching hosts only, asking the namespace's
+    /// resolver), in whatever `wrap` puts it, and waits for its socket.
+    pub fn start_nscd(
+        &mut self,
+        ns: &str,
+        wrap: impl FnOnce(&str) -> Command,
+    ) -> Result<HostResolver> {
+        let root = NSCD
+            .root()
+            .context("nscd is not unpacked: `cargo xtask test` does it, as root")?;
+        let (run, etc) = (self.dir.join("nscd-run"), self.dir.join("nscd-etc"));
+        fs::create_dir_all(&run)?;
+        fs::create_dir_all(&etc)?;
+        // Hosts only, nothing kept on disk.
+        let conf: String = ["passwd", "group", "services", "netgroup"]
+            .iter()
+            .map(|db| format!("enable-cache {db} no\n"))
+            .chain([
+                "enable-cache hosts yes\npositive-time-to-live hosts 3600\n".into(),
+                "persistent hosts no\nshared hosts yes\n".into(),
+            ])
+            .collect();
+        fs::write(etc.join("nscd.conf"), conf)?;
+        fs::write(
+            etc.join("nsswitch.conf"),
+            "passwd: files\ngroup: files\nhosts: files dns\n",
+        )?;
+        let nscd = HostResolver {
+            run_at: "nscd",
+            run,
+            etc,
+            etc_files: "nsswitch.conf",
+            lib: None,
+        };
+        let mut cmd = wrap("ip");
+        cmd.args(["netns", "exec", ns])
+            .args(nscd.wrapper())
+            .arg(root.join("usr/sbin/nscd"))
+            .arg("--foreground")
+            .arg(format!(
+                "--config-file={}",
+                nscd.etc.join("nscd.conf").display()
+            ))
+            .stdout(Stdio::null())
+            .stderr(fs::File::create(self.dir.join("nscd.log"))?);
+        self.spawn("nscd", cmd)?;
+        self.wait_for_socket(&nscd.run.join("socket"), "nscd")?;
+        Ok(nscd)
+    }
+
+    fn wait_for_socket(&self, socket: &Path, daemon: &str) -> Result<()> {
         let deadline = Instant::now() + Duration::from_secs(10);
-        while !resolved.varlink_socket().exists() {
+        while !socket.exists() {
             if Instant::now() > deadline {
                 bail!(
-                    "systemd-resolved made no Varlink socket in 10 s; its log: {}",
-                    fs::read_to_string(self.dir.join("resolved.log")).unwrap_or_default()
+                    "{daemon} made no socket {} in 10 s; its log: {}",
+                    socket.display(),
+                    fs::read_to_string(self.dir.join(format!("{daemon}.log"))).unwrap_or_default()
                 );
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-        Ok(resolved)
+        Ok(())
     }
 }

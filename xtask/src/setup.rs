@@ -71,7 +71,7 @@ pub fn install_test_packages() -> Result<()> {
             .filter(|(module, _)| !python_has(module))
             .map(|(_, p)| *p),
     );
-    let resolved = crate::resolved::unpacked().is_none();
+    let resolved = !crate::resolved::unpacked();
     if packages.is_empty() && !resolved {
         return Ok(());
     }
@@ -79,7 +79,7 @@ pub fn install_test_packages() -> Result<()> {
         eprintln!(
             "xtask: not root, so not installing {}{} (needed for the root-only tests, which will skip)",
             packages.join(" "),
-            if resolved { " systemd-resolved (unpacked)" } else { "" }
+            if resolved { " systemd-resolved and nscd (unpacked)" } else { "" }
         );
         return Ok(());
     }
@@ -88,8 +88,8 @@ pub fn install_test_packages() -> Result<()> {
         apt_install(&packages)?;
     }
     if resolved {
-        let root = crate::resolved::unpack()?;
-        eprintln!("xtask: unpacked systemd-resolved into {}", root.display());
+        crate::resolved::unpack()?;
+        eprintln!("xtask: unpacked systemd-resolved and nscd under /var/cache/connbal-test");
     }
     Ok(())
 }
