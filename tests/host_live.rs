@@ -23,7 +23,7 @@ use xtask::lab::Lab;
 
 static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
 const TOOLS: &[&str] = &[
-    "ip", "dnsmasq", "dig", "python3", "bpftool", "nft", "musl-gcc", "gcc",
+    "ip", "dnsmasq", "dig", "python3", "bpftool", "nft", "musl-gcc", "gcc", "go",
 ];
 const NAME: &str = "web.connbal.test";
 /// The app's choice among the sorted answer, connection by connection:
@@ -1537,6 +1537,30 @@ fn an_app_resolving_through_nscd_is_one_client_with_its_lookups() {
             &counters["libc_lookups_seen_as_dns"]
         ),
         (&(PLAN_A.len() as u64).into(), &0.into()),
+        "{counters}"
+    );
+}
+
+/// Go's own resolver (`PreferGo`, a static binary with no cgo): it sends
+/// its DNS itself and never calls getaddrinfo, so its lookups are seen at
+/// its sockets alone, once each.
+#[test]
+fn a_go_app_with_the_pure_go_resolver_is_one_client() {
+    let Some(_guard) = live() else { return };
+    let mut host = HostLab::new("go");
+    let root = host.cgroups.relative_root();
+    let binary = build_go_client(&host.lab.dir);
+    let ns = host.lab.client_ns.clone();
+    let trace = host_trace(&root, &["--format", "json"]);
+    let chosen = host.run_in(&ns, "go", &[binary.to_str().unwrap()], PLAN_A);
+    let json = assert_one_app_beside_the_stub(trace, &root, ("go-client", "go"), &chosen);
+    let counters = &json["counters"];
+    assert_eq!(
+        (
+            &counters["libc_lookups"],
+            &counters["libc_lookups_seen_as_dns"]
+        ),
+        (&0.into(), &0.into()),
         "{counters}"
     );
 }

@@ -750,6 +750,79 @@ int main(int argc, char **argv) {
 }
 "#;
 
+/// The same client in Go with the pure-Go resolver (`PreferGo`, and no
+/// cgo at all): its lookups are DNS it sends itself, never getaddrinfo.
+const GO_CLIENT: &str = r#"package main
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+)
+
+func main() {
+	name, plan := os.Args[1], strings.Split(os.Args[2], ",")
+	resolver := &net.Resolver{PreferGo: true}
+	for _, choice := range plan {
+		addrs, err := resolver.LookupIP(context.Background(), "ip4", name)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "lookup:", err)
+			os.Exit(1)
+		}
+		texts := []string{}
+		for _, a := range addrs {
+			texts = append(texts, a.String())
+		}
+		sort.Strings(texts)
+		n, _ := strconv.Atoi(choice)
+		addr := texts[n%len(texts)]
+		conn, err := net.DialTimeout("tcp", net.JoinHostPort(addr, "80"), 5*time.Second)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "connect:", err)
+			os.Exit(1)
+		}
+		conn.Write([]byte("GET / HTTP/1.0\r\n\r\n"))
+		buf := make([]byte, 4096)
+		for {
+			if _, err := conn.Read(buf); err != nil {
+				break
+			}
+		}
+		conn.Close()
+		fmt.Println(addr)
+	}
+}
+"#;
+
+/// Builds `GO_CLIENT` into `dir` as `go-client`, statically (CGO off), and
+/// returns its path.
+pub fn build_go_client(dir: &Path) -> PathBuf {
+    let source = dir.join("go-client.go");
+    let binary = dir.join("go-client");
+    std::fs::write(&source, GO_CLIENT).expect("write the Go client's source");
+    let out = Command::new("go")
+        .args(["build", "-o"])
+        .arg(&binary)
+        .arg(&source)
+        .env("CGO_ENABLED", "0")
+        .env("GOCACHE", dir.join("go-cache"))
+        .env("GOPATH", dir.join("go-path"))
+        .env("HOME", dir)
+        .output()
+        .expect("run go build");
+    assert!(
+        out.status.success(),
+        "go build: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    binary
+}
+
 /// Builds `MUSL_CLIENT` into `dir` as the static binary `musl-client`
 /// (its process name), and returns its path.
 pub fn build_musl_client(dir: &Path) -> PathBuf {

@@ -39,6 +39,8 @@ pub const TEST_TOOLS: &[(&str, &str)] = &[
     // A static musl client, whose resolver sends with `sendto` on an
     // unconnected socket (host_live, runtimes_live).
     ("musl-gcc", "musl-tools"),
+    // A Go client with Go's own resolver (host_live).
+    ("go", "golang-go"),
     // systemd-resolved is unpacked, not installed (`resolved`), and links
     // the installed systemd's private library.
     ("systemctl", "systemd"),
