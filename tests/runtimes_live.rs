@@ -398,10 +398,15 @@ impl Runtime {
 
     /// connbal on the runtime's cgroups, JSON, asking its API for names.
     fn trace(&self) -> Trace {
+        self.trace_with(&[])
+    }
+
+    /// The same, with more flags.
+    fn trace_with(&self, extra: &[&str]) -> Trace {
         let mut command = connbal();
         command.args(["trace", "--cgroup", &self.cgroups.relative_root()]);
         command.args(["--format", "json", "--runtime-socket"]);
-        command.arg(&self.api);
+        command.arg(&self.api).args(extra);
         Trace::spawn(command)
     }
 
@@ -864,32 +869,132 @@ fn dns_over_tcp_through_dockers_dnat_is_counted() {
 /// its log (one address a line) says, 3 to each backend. Its service,
 /// for more checks.
 fn web_client_counted_exactly(docker: &Runtime, name: &str, command: &[&str]) -> serde_json::Value {
-    let volume = format!("{}:/app:ro", docker.dir.join("app").display());
     let trace = docker.trace();
+    let chosen = run_web_client(docker, (name, &[]), command);
+    web_client_in(&report_of(trace), name, &chosen)
+}
+
+/// Runs `command` to its end in a container `name` on webnet with `flags`
+/// and the test's app directory at /app; returns its log.
+fn run_web_client(
+    docker: &Runtime,
+    (name, flags): (&str, &[&str]),
+    command: &[&str],
+) -> Vec<String> {
+    let volume = format!("{}:/app:ro", docker.dir.join("app").display());
     let run = [
-        &[
-            "run",
-            "--network",
-            "webnet",
-            "-v",
-            &volume,
-            "--name",
-            name,
-            IMAGE,
-        ][..],
+        &["run", "--network", "webnet", "-v", &volume, "--name", name][..],
+        flags,
+        &[IMAGE],
         command,
     ]
     .concat();
     let chosen: Vec<String> = docker.ok(&run).lines().map(str::to_string).collect();
     std::thread::sleep(Duration::from_millis(300));
-    let json = report_of(trace);
-    let s = service_where(&json, |s| s["client_info"]["container_name"] == name);
+    chosen
+}
+
+/// Checks that client `name` resolved `web` before each of its 9
+/// connections and connected where `chosen` says, 3 to each backend;
+/// returns its service.
+fn web_client_in(json: &serde_json::Value, name: &str, chosen: &[String]) -> serde_json::Value {
+    let s = service_where(json, |s| s["client_info"]["container_name"] == name);
     assert_eq!(s["name"], "web.", "{s}");
     assert_eq!(s["lookups"], 9, "{s}");
     assert_eq!(s["connections"], 9, "{s}");
-    assert_eq!(rows_of(&json, s), counts(&chosen), "{s}");
-    assert_eq!(counts(&chosen).values().collect::<Vec<_>>(), [&3, &3, &3]);
+    assert_eq!(rows_of(json, s), counts(chosen), "{s}");
+    assert_eq!(counts(chosen).values().collect::<Vec<_>>(), [&3, &3, &3]);
     s.clone()
+}
+
+/// A container started after the trace began, resolving `web` from its
+/// own /etc/hosts (`--add-host`): no DNS at all, so only getaddrinfo sees
+/// its lookups, in a libc file no process mapped when the trace began.
+/// With `--rescan-libc` the helper probes it within 500 ms of the
+/// container's start, and the client is counted exactly; without, its
+/// lookups are not seen and it is not in the report.
+#[test]
+fn a_container_of_an_image_started_later_is_probed_with_rescan_libc() {
+    let Some(_guard) = live_tests(&ONE_AT_A_TIME, DOCKER_TOOLS) else {
+        return;
+    };
+    let docker = Runtime::docker();
+    std::fs::write(docker.dir.join("app/client.py"), CLIENT).unwrap();
+    let trace = docker.trace_with(&["--rescan-libc"]);
+    docker.start_backends();
+    let hosts: Vec<String> = (1..=3)
+        .map(|i| {
+            let address = docker.ok(&[
+                "inspect",
+                "-f",
+                "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}",
+                &format!("backend{i}"),
+            ]);
+            format!("web:{}", address.trim())
+        })
+        .collect();
+    let flags: Vec<&str> = hosts
+        .iter()
+        .flat_map(|h| ["--add-host", h.as_str()])
+        .collect();
+    // The helper looks every 500 ms for processes started since; this
+    // dockerd's vfs driver gives each container a libc file of its own, so
+    // the client waits for a look before its first lookup.
+    let command = [
+        "sh",
+        "-c",
+        "sleep 2; exec python3 /app/client.py web each 9",
+    ];
+    let chosen = run_web_client(&docker, ("hosts-client", &flags), &command);
+    // The helper is connbal's one child, and holds only what probing
+    // needs: CAP_SYS_ADMIN (21), CAP_SYS_PTRACE (19), CAP_DAC_READ_SEARCH
+    // (2), CAP_PERFMON (38) and CAP_BPF (39); connbal itself holds none.
+    let trace_pid = trace.pid();
+    let children =
+        std::fs::read_to_string(format!("/proc/{trace_pid}/task/{trace_pid}/children")).unwrap();
+    let helper = children
+        .split_whitespace()
+        .next()
+        .expect("the helper")
+        .to_string();
+    let cap_eff = |pid: &str| {
+        std::fs::read_to_string(format!("/proc/{pid}/status"))
+            .unwrap()
+            .lines()
+            .find_map(|l| l.strip_prefix("CapEff:"))
+            .map(|v| v.trim().to_string())
+            .unwrap()
+    };
+    assert_eq!(cap_eff(&helper), "000000c000280004");
+    assert_eq!(cap_eff(&trace_pid), "0000000000000000");
+    let json = report_of(trace);
+    assert!(
+        !std::path::Path::new(&format!("/proc/{helper}")).exists(),
+        "the helper outlived the trace"
+    );
+    web_client_in(&json, "hosts-client", &chosen);
+    let counters = &json["counters"];
+    assert_eq!(counters["libc_lookups"], 9, "{counters}");
+    assert_eq!(counters["libc_lookups_seen_as_dns"], 0, "{counters}");
+
+    // Without it: the image's libc is not probed (its backends restarted
+    // after the trace began), and the client is not in the report.
+    for i in 1..=3 {
+        docker.ok(&["stop", "-t", "1", &format!("backend{i}")]);
+    }
+    let trace = docker.trace();
+    for i in 1..=3 {
+        docker.ok(&["start", &format!("backend{i}")]);
+    }
+    run_web_client(&docker, ("hosts-client-2", &flags), &command);
+    let json = report_of(trace);
+    let unseen = json["services"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|s| s["client_info"]["container_name"] != "hosts-client-2");
+    assert!(unseen, "{json}");
+    assert_eq!(json["counters"]["libc_lookups"], 0);
 }
 
 /// A static musl binary in a container: musl's resolver sends each query

@@ -18,6 +18,10 @@ fn main() -> ExitCode {
         Command::Man { page } => {
             cli::man(page).map_err(|e| connbal::output::OutputError::Stdout(e).into())
         }
+        Command::LibcProber {
+            entry_id,
+            return_id,
+        } => connbal::trace::run_libc_prober(entry_id, return_id).map_err(Into::into),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -110,6 +110,15 @@ pub enum Command {
         #[arg(value_enum)]
         page: Option<ManPage>,
     },
+    /// Host mode's helper that probes libc files (started by `connbal
+    /// trace`, never by hand).
+    #[command(hide = true)]
+    LibcProber {
+        #[arg(long)]
+        entry_id: u32,
+        #[arg(long)]
+        return_id: u32,
+    },
 }
 
 /// The subcommands with a page of their own.

@@ -2,6 +2,7 @@
 
 use clap::{Args, ValueEnum};
 use connbal::aggregator::ClientBy;
+use connbal::trace::loader::LibcProbing;
 use connbal::trace::loader::{AttachMode, Programs};
 use connbal::trace::{ResolvedMonitor, RuntimeSockets, TraceOptions};
 use std::time::Duration;
@@ -139,6 +140,15 @@ pub struct TraceArgs {
     #[arg(long, value_name = "SOCKET", conflicts_with_all = ["interfaces", "no_getaddrinfo"])]
     pub resolved_monitor: Option<std::path::PathBuf>,
 
+    /// Host mode: probe the libc files of processes started later too (a
+    /// container of a new image brings its own). A helper process does
+    /// the probing and keeps CAP_SYS_ADMIN, CAP_BPF, CAP_PERFMON,
+    /// CAP_SYS_PTRACE and CAP_DAC_READ_SEARCH for the whole trace (the
+    /// kernel asks CAP_SYS_ADMIN for a uprobe); without it, only those in
+    /// use at start are probed and connbal keeps no capability at all.
+    #[arg(long, conflicts_with_all = ["interfaces", "no_getaddrinfo"])]
+    pub rescan_libc: bool,
+
     /// Attach empty programs instead (the classifier, or host mode's four):
     /// the floor for `cargo xtask bench-live` and `bench-overhead`.
     #[arg(long, hide = true)]
@@ -222,7 +232,13 @@ impl TraceArgs {
             } else {
                 Programs::All
             },
-            getaddrinfo: !self.no_getaddrinfo && !self.noop_program,
+            libc: if self.no_getaddrinfo || self.noop_program {
+                LibcProbing::Off
+            } else if self.rescan_libc {
+                LibcProbing::Rescanning
+            } else {
+                LibcProbing::AtStart
+            },
             resolved_monitor: match self.resolved_monitor {
                 None => ResolvedMonitor::Default,
                 Some(path) if path.as_os_str() == "none" => ResolvedMonitor::None,

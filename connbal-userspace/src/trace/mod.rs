@@ -30,7 +30,7 @@ use crate::pipeline::Pipeline;
 use crate::tally::Tally;
 use cgroups::{CgroupError, CgroupLookup, CgroupNames};
 use connbal_common::record::RecordHeader;
-use loader::{AttachMode, KernelCounters, Loaded, LoaderError};
+use loader::{AttachMode, KernelCounters, LibcProbing, Loaded, LoaderError};
 use metrics_server::MetricsError;
 use plan::Plan;
 use processes::ProcessNames;
@@ -104,9 +104,9 @@ pub struct TraceOptions {
     /// Which programs: all, all but the NAT tracepoint
     /// (`--no-vip-backends`), or the empty ones (benchmarks' floor).
     pub programs: loader::Programs,
-    /// Host mode: probe libc's getaddrinfo too (lookups that never
-    /// become a DNS packet).
-    pub getaddrinfo: bool,
+    /// Host mode: whether and how libc's getaddrinfo is probed (lookups
+    /// that never become a DNS packet).
+    pub libc: loader::LibcProbing,
     /// Host mode, with getaddrinfo: systemd-resolved's monitor, for the
     /// TTLs of the answers it gives over nss-resolve.
     pub resolved_monitor: ResolvedMonitor,
@@ -158,6 +158,8 @@ pub enum TraceError {
     Metrics(#[from] MetricsError),
     #[error(transparent)]
     Privileges(#[from] privileges::DropError),
+    #[error(transparent)]
+    Prober(loader::ProberError),
     #[error("--resolved-monitor: {0}")]
     ResolvedMonitor(#[from] resolved_monitor::MonitorError),
     #[error("reading the clocks: {0}")]
@@ -250,6 +252,12 @@ impl Ending {
             Ending::CgroupGone(path) => format!("cgroup {path} disappeared"),
         }
     }
+}
+
+/// `connbal libc-prober`: the helper host mode starts to probe libc files
+/// (see `loader::lookups`).
+pub fn run_libc_prober(entry_id: u32, return_id: u32) -> Result<(), TraceError> {
+    loader::run_prober(entry_id, return_id).map_err(TraceError::Prober)
 }
 
 pub fn run(options: TraceOptions) -> Result<(), TraceError> {
@@ -384,11 +392,11 @@ async fn attach(mut options: TraceOptions) -> Result<Session, TraceError> {
     // Its socket is resolved's own (mode 0600): subscribed to while root.
     // One named on the command line must be there; the default may not.
     let monitor = match (&host, &options.resolved_monitor) {
-        (Some(_), ResolvedMonitor::At(path)) if loader_options.getaddrinfo => {
+        (Some(_), ResolvedMonitor::At(path)) if loader_options.libc != LibcProbing::Off => {
             Some(Ok(resolved_monitor::Monitor::connect(path)?))
         }
         (Some(_), ResolvedMonitor::Default)
-            if loader_options.getaddrinfo
+            if loader_options.libc != LibcProbing::Off
                 && Path::new(resolved_monitor::DEFAULT_SOCKET).exists() =>
         {
             Some(
@@ -738,15 +746,25 @@ impl Session {
                 "where a DNAT sent each connection (a Service's pods behind its VIP) is not known: {error}"
             ));
         }
-        match &self.loaded.lookups {
+        match &mut self.loaded.lookups {
             Some(Err(error)) => source_warnings.push(format!(
                 "lookups that never become a DNS packet (nss-resolve, nscd) are not seen: {error}"
             )),
-            Some(Ok(probes)) if probes.files.is_empty() => source_warnings.push(format!(
-                "lookups that never become a DNS packet (nss-resolve, nscd) are not seen: no libc could be probed{}",
-                probes.first_failure.as_ref().map(|e| format!(" ({e})")).unwrap_or_default()
-            )),
-            _ => {}
+            Some(Ok(probing)) => {
+                let probes = probing.probes();
+                if probes.files.is_empty() {
+                    source_warnings.push(format!(
+                        "lookups that never become a DNS packet (nss-resolve, nscd) are not seen: no libc could be probed{}",
+                        probes.first_failure.as_ref().map(|e| format!(" ({e})")).unwrap_or_default()
+                    ));
+                } else if let Some(error) = &probes.first_failure {
+                    source_warnings.push(format!(
+                        "getaddrinfo is not probed in {} libc files: {error}",
+                        probes.failed
+                    ));
+                }
+            }
+            None => {}
         }
         if let Some(host) = &self.host {
             if let Some(error) = &host.monitor_error {

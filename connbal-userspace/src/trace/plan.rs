@@ -100,7 +100,11 @@ impl Plan {
             ring_size: options.ring_size,
             attach: options.attach,
             programs: options.programs,
-            getaddrinfo: host_mode && options.getaddrinfo,
+            libc: if host_mode {
+                options.libc
+            } else {
+                loader::LibcProbing::Off
+            },
         };
         Plan {
             host,
@@ -133,7 +137,7 @@ mod tests {
             kernel_debug: false,
             user: None,
             programs: loader::Programs::All,
-            getaddrinfo: true,
+            libc: loader::LibcProbing::AtStart,
             resolved_monitor: crate::trace::ResolvedMonitor::Default,
             metrics: None,
             metrics_max_series: DEFAULT_MAX_SERIES,

@@ -63,12 +63,23 @@ pub fn drop_after_attach(
     user: Option<&nix::unistd::User>,
     keep_net_admin: bool,
 ) -> Result<(), DropError> {
-    use caps::{CapSet, Capability, CapsHashSet};
-    let keep: CapsHashSet = if keep_net_admin {
-        [Capability::CAP_NET_ADMIN].into_iter().collect()
+    let keep: &[caps::Capability] = if keep_net_admin {
+        &[caps::Capability::CAP_NET_ADMIN]
     } else {
-        CapsHashSet::new()
+        &[]
     };
+    keep_only(keep, user)
+}
+
+/// Drops every capability but `keep` (from every set, the bounding set
+/// included), optionally switching to `user`; sets no_new_privs and makes
+/// the process not dumpable; then checks that no thread holds more.
+pub fn keep_only(
+    keep: &[caps::Capability],
+    user: Option<&nix::unistd::User>,
+) -> Result<(), DropError> {
+    use caps::{CapSet, CapsHashSet};
+    let keep: CapsHashSet = keep.iter().copied().collect();
     // The bounding set first, while CAP_SETPCAP is still effective; a
     // process given only file capabilities may lack it, and then the
     // bounding set stays (permitted and effective still go below).

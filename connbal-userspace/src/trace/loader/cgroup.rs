@@ -105,8 +105,10 @@ pub fn load_and_attach_cgroup(
     });
     // Lookups that never become a DNS packet: without them the report
     // still holds every lookup that does.
-    let lookups = (options.getaddrinfo && !empty)
-        .then(|| super::lookups::attach(&mut ebpf, &dirs).map_err(|e| described(&e)));
+    let lookups = (options.libc != super::LibcProbing::Off && !empty).then(|| {
+        let rescan = options.libc == super::LibcProbing::Rescanning;
+        super::lookups::attach(&mut ebpf, &dirs, rescan).map_err(|e| described(&e))
+    });
     Ok(Loaded {
         nat,
         lookups,

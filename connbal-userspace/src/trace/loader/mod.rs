@@ -14,7 +14,7 @@ mod open_sockets;
 mod tc;
 
 pub use cgroup::load_and_attach_cgroup;
-pub use lookups::LibcProbes;
+pub use lookups::{run_prober, LibcProbes, Prober, ProberError, Probing};
 pub use tc::load_and_attach;
 
 use super::btf::{ConntrackLayout, SocketLayout};
@@ -109,7 +109,20 @@ pub struct Options {
     pub attach: AttachMode,
     pub programs: Programs,
     /// Host mode: the uprobes on libc's getaddrinfo.
-    pub getaddrinfo: bool,
+    pub libc: LibcProbing,
+}
+
+/// Host mode: whether and how libc's getaddrinfo is probed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LibcProbing {
+    /// `--no-getaddrinfo`, and `--iface`.
+    Off,
+    /// The libc files in use at start, by connbal before it drops its
+    /// capabilities.
+    AtStart,
+    /// Those and the ones that come later, by the helper
+    /// (`--rescan-libc`).
+    Rescanning,
 }
 
 /// Which programs to attach.
@@ -153,8 +166,8 @@ pub struct Loaded {
     pub open_sockets: Option<Result<u64, String>>,
     /// Host mode: whether the NAT tracepoint is attached, or why not.
     pub nat: Option<Result<(), String>>,
-    /// Host mode: the libc files whose getaddrinfo is probed, or why none.
-    pub lookups: Option<Result<lookups::LibcProbes, String>>,
+    /// Host mode: how libc's getaddrinfo is probed, or why it is not.
+    pub lookups: Option<Result<lookups::Probing, String>>,
     /// Held for the run: tells later connbal runs these filters are live.
     /// Declared after `ebpf`, so dropped after the filters are detached.
     _claims: Vec<netlink::InterfaceClaim>,
