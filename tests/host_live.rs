@@ -1565,6 +1565,48 @@ fn a_go_app_with_the_pure_go_resolver_is_one_client() {
     );
 }
 
+/// A child process killed and reaped when the test ends, failed or not.
+struct KilledOnDrop(std::process::Child);
+
+impl Drop for KilledOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// musl linked dynamically, as on Alpine: getaddrinfo is in musl's own
+/// loader, which host mode probes too, and musl's resolver sends its DNS
+/// with `sendto` from the calling thread. Each lookup is seen twice, at
+/// the socket and in getaddrinfo, and counts once.
+#[test]
+fn a_dynamic_musl_app_is_probed_and_counted_once() {
+    let Some(_guard) = live() else { return };
+    let mut host = HostLab::new("muslso");
+    let root = host.cgroups.relative_root();
+    let binary = build_dynamic_musl_client(&host.lab.dir);
+    let ns = host.lab.client_ns.clone();
+    // A musl process running when the trace starts: its loader is probed.
+    let _sleeper = KilledOnDrop(
+        Command::new(build_musl_sleeper(&host.lab.dir))
+            .arg("60")
+            .spawn()
+            .expect("start the musl sleeper"),
+    );
+    let trace = host_trace(&root, &["--format", "json"]);
+    let chosen = host.run_in(&ns, "musl", &[binary.to_str().unwrap()], PLAN_A);
+    let json = assert_one_app_beside_the_stub(trace, &root, ("musl-dynamic", "musl"), &chosen);
+    let counters = &json["counters"];
+    assert_eq!(
+        (
+            &counters["libc_lookups"],
+            &counters["libc_lookups_seen_as_dns"]
+        ),
+        (&0.into(), &(PLAN_A.len() as u64).into()),
+        "{counters}"
+    );
+}
+
 /// NodeLocal DNSCache as Kubernetes runs it: a cache on a link-local
 /// address (169.254.20.10) of the node, which every pod's
 /// resolv.conf names. One app asks it over UDP, one over TCP (glibc's

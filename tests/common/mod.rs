@@ -829,16 +829,37 @@ pub fn build_musl_client(dir: &Path) -> PathBuf {
     build_c_client(dir, ("musl-gcc", &["-static"]), "musl-client")
 }
 
+/// The same client against musl, dynamically linked as on Alpine (its
+/// getaddrinfo is in musl's loader, `ld-musl-x86_64.so.1`), as
+/// `musl-dynamic`.
+pub fn build_dynamic_musl_client(dir: &Path) -> PathBuf {
+    build_c_client(dir, ("musl-gcc", &[]), "musl-dynamic")
+}
+
+/// A dynamically linked musl program that sleeps for the seconds given:
+/// it keeps musl's loader mapped, as a long-running Alpine process does.
+pub fn build_musl_sleeper(dir: &Path) -> PathBuf {
+    build_c(
+        dir,
+        ("musl-gcc", &[]),
+        ("musl-sleeper", "#include <stdlib.h>\n#include <unistd.h>\nint main(int c, char **v) { return c > 1 ? (int)sleep(atoi(v[1])) : 2; }\n"),
+    )
+}
+
 /// The same client against glibc, dynamically linked as most programs
 /// are (its getaddrinfo goes through NSS), as `gai-client`.
 pub fn build_glibc_client(dir: &Path) -> PathBuf {
     build_c_client(dir, ("gcc", &[]), "gai-client")
 }
 
-fn build_c_client(dir: &Path, (compiler, flags): (&str, &[&str]), name: &str) -> PathBuf {
+fn build_c_client(dir: &Path, compiler: (&str, &[&str]), name: &str) -> PathBuf {
+    build_c(dir, compiler, (name, MUSL_CLIENT))
+}
+
+fn build_c(dir: &Path, (compiler, flags): (&str, &[&str]), (name, code): (&str, &str)) -> PathBuf {
     let source = dir.join(format!("{name}.c"));
     let binary = dir.join(name);
-    std::fs::write(&source, MUSL_CLIENT).expect("write the C client's source");
+    std::fs::write(&source, code).expect("write the C program's source");
     let out = Command::new(compiler)
         .args(flags)
         .args(["-O2", "-Wall", "-Werror", "-o"])
