@@ -1381,15 +1381,16 @@ fn an_app_resolving_over_nss_resolve_is_one_client_with_its_lookups() {
         .lab
         .start_resolved(&ns, |program| TestCgroup::command_in(&daemon, program))
         .expect("systemd-resolved");
-    let mut app: Vec<String> = resolved.wrapper();
-    app.extend(["python3".into(), host.app_script.display().to_string()]);
+    let app = behind(
+        &resolved,
+        &["python3", &host.app_script.display().to_string()],
+    );
     let app: Vec<&str> = app.iter().map(String::as_str).collect();
 
     // A C client that resolves once, connects and exits, run once per
     // connection: each process gone right after its lookup.
     let short = build_glibc_client(&host.lab.dir);
-    let mut short_lived: Vec<String> = resolved.wrapper();
-    short_lived.push(short.display().to_string());
+    let short_lived = behind(&resolved, &[&short.display().to_string()]);
     let short_lived: Vec<&str> = short_lived.iter().map(String::as_str).collect();
 
     let monitor = resolved.monitor_socket().display().to_string();
@@ -1477,6 +1478,13 @@ fn an_app_resolving_over_nss_resolve_is_one_client_with_its_lookups() {
     assert_eq!(json["counters"]["libc_lookups"], 0);
 }
 
+/// `program` as run on a host whose resolver is `resolver`.
+fn behind(resolver: &xtask::resolved::HostResolver, program: &[&str]) -> Vec<String> {
+    let mut wrapped = resolver.wrapper();
+    wrapped.extend(program.iter().map(ToString::to_string));
+    wrapped
+}
+
 /// The live lock, when systemd-resolved and nscd are unpacked too.
 fn live_with_host_resolvers() -> Option<std::sync::MutexGuard<'static, ()>> {
     let guard = live()?;
@@ -1509,8 +1517,7 @@ fn an_app_resolving_through_nscd_is_one_client_with_its_lookups() {
         .lab
         .start_nscd(&ns, |program| TestCgroup::command_in(&daemon, program))
         .expect("nscd");
-    let mut app: Vec<String> = nscd.wrapper();
-    app.extend(["python3".into(), host.app_script.display().to_string()]);
+    let app = behind(&nscd, &["python3", &host.app_script.display().to_string()]);
     let app: Vec<&str> = app.iter().map(String::as_str).collect();
     let trace = host_trace(&root, &["--format", "json"]);
     let chosen = host.run_in(&ns, "app", &app, PLAN_A);
