@@ -190,3 +190,48 @@ fn calls_answered_by_systemd_resolved_take_its_ttl() {
     h.libc_lookup(&java, "late.example", 2);
     assert_eq!(h.counters().libc_lookups_given_a_ttl, 4);
 }
+
+/// `--events`: a lookup seen in getaddrinfo is a DNS answer event of its
+/// own question type, from no server, naming the caller's thread and the
+/// backends it credited; one that went over DNS is that answer's event
+/// alone.
+#[test]
+fn events_show_a_libc_lookup_once_with_its_thread() {
+    let mut h = Harness::with(Config {
+        by: ClientBy::App,
+        match_sockets: true,
+        events: true,
+        ..Config::default()
+    });
+    let java = app(101);
+    h.libc_lookup(&java, "web.svc.example", 2);
+    h.owned_exchange(&java, 7, "api.svc.example");
+    h.libc_lookup(&java, "api.svc.example", 5);
+    let events: Vec<serde_json::Value> = h
+        .agg
+        .take_observations()
+        .map(|o| serde_json::to_value(&o).unwrap())
+        .collect();
+    let answers: Vec<(&str, &str, &str)> = events
+        .iter()
+        .filter(|e| e["event"] == "dns_answer")
+        .map(|e| {
+            (
+                e["question"].as_str().unwrap(),
+                e["qtype"].as_str().unwrap(),
+                e["server"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        answers,
+        [
+            ("web.svc.example.", "getaddrinfo", "0.0.0.0"),
+            ("api.svc.example.", "A", "127.0.0.1"),
+        ],
+        "{events:?}"
+    );
+    let first = &events[0];
+    assert_eq!((&first["pid"], &first["tid"]), (&100.into(), &101.into()));
+    assert_eq!(first["backends"].as_array().unwrap().len(), 2, "{first}");
+}
