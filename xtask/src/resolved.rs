@@ -214,14 +214,9 @@ impl Lab {
             etc_files: "passwd group nsswitch.conf",
             lib: Some(root.join("usr/lib/x86_64-linux-gnu")),
         };
-        let mut cmd = wrap("ip");
-        cmd.args(["netns", "exec", ns])
-            .args(resolved.wrapper())
-            .arg(root.join("lib/systemd/systemd-resolved"))
-            .stdout(Stdio::null())
-            .stderr(fs::File::create(self.dir.join("resolved.log"))?);
-        self.spawn("resolved", cmd)?;
-        self.wait_for_socket(&resolved.varlink_socket(), "resolved")?;
+        let program = [root.join("lib/systemd/systemd-resolved").into_os_string()];
+        let socket = resolved.varlink_socket();
+        self.start_daemon(("resolved", ns, wrap), &resolved, &program, &socket)?;
         Ok(resolved)
     }
 
@@ -259,20 +254,34 @@ impl Lab {
             etc_files: "nsswitch.conf",
             lib: None,
         };
+        let program = [
+            root.join("usr/sbin/nscd").into_os_string(),
+            "--foreground".into(),
+            format!("--config-file={}", nscd.etc.join("nscd.conf").display()).into(),
+        ];
+        let socket = nscd.run.join("socket");
+        self.start_daemon(("nscd", ns, wrap), &nscd, &program, &socket)?;
+        Ok(nscd)
+    }
+
+    /// Runs `program` in `ns` behind `resolver`'s mounts, in whatever
+    /// `wrap` puts it, its stderr in DAEMON.log of the lab; waits for
+    /// `socket`.
+    fn start_daemon(
+        &mut self,
+        (daemon, ns, wrap): (&str, &str, impl FnOnce(&str) -> Command),
+        resolver: &HostResolver,
+        program: &[std::ffi::OsString],
+        socket: &Path,
+    ) -> Result<()> {
         let mut cmd = wrap("ip");
         cmd.args(["netns", "exec", ns])
-            .args(nscd.wrapper())
-            .arg(root.join("usr/sbin/nscd"))
-            .arg("--foreground")
-            .arg(format!(
-                "--config-file={}",
-                nscd.etc.join("nscd.conf").display()
-            ))
+            .args(resolver.wrapper())
+            .args(program)
             .stdout(Stdio::null())
-            .stderr(fs::File::create(self.dir.join("nscd.log"))?);
-        self.spawn("nscd", cmd)?;
-        self.wait_for_socket(&nscd.run.join("socket"), "nscd")?;
-        Ok(nscd)
+            .stderr(fs::File::create(self.dir.join(format!("{daemon}.log")))?);
+        self.spawn(daemon, cmd)?;
+        self.wait_for_socket(socket, daemon)
     }
 
     fn wait_for_socket(&self, socket: &Path, daemon: &str) -> Result<()> {

@@ -57,6 +57,28 @@ pub struct LibcProbes {
     pub first_failure: Option<String>,
 }
 
+impl LibcProbes {
+    /// One file's probing, done or failed.
+    fn note(&mut self, file: PathBuf, attached: Result<(), String>) {
+        match attached {
+            Ok(()) => self.files.push(file),
+            Err(error) => {
+                self.failed += 1;
+                self.first_failure.get_or_insert(error);
+            }
+        }
+    }
+}
+
+/// `probe` on `file`'s getaddrinfo, for every process; the error names
+/// the file and the syscall's cause.
+fn attach_to(probe: &mut UProbe, file: &Path) -> Result<(), String> {
+    probe
+        .attach(SYMBOL, file, UProbeScope::AllProcesses)
+        .map(|_| ())
+        .map_err(|e| format!("{}: {}", file.display(), super::chain(&e)))
+}
+
 /// The helper, from connbal's side. Its status lines are read without
 /// blocking, when asked: no thread of connbal's own (a thread started
 /// before the capabilities are dropped would keep them).
@@ -151,21 +173,10 @@ pub fn attach(
         let mut probes = LibcProbes::default();
         for file in LibcScan::default().new_files(Path::new("/proc")) {
             let attached = [ENTRY, RETURN].into_iter().try_for_each(|name| {
-                let probe: &mut UProbe = program(ebpf, name)?;
-                probe
-                    .attach(SYMBOL, &file, UProbeScope::AllProcesses)
-                    .map(|_| ())
-                    .map_err(|e| {
-                        LoaderError::Load(format!("{}: {}", file.display(), super::chain(&e)))
-                    })
+                let probe: &mut UProbe = program(ebpf, name).map_err(|e| e.to_string())?;
+                attach_to(probe, &file)
             });
-            match attached {
-                Ok(()) => probes.files.push(file),
-                Err(error) => {
-                    probes.failed += 1;
-                    probes.first_failure.get_or_insert(error.to_string());
-                }
-            }
+            probes.note(file, attached);
         }
         return Ok(Probing::AtStart(probes));
     }
@@ -280,19 +291,10 @@ pub fn run_prober(entry_id: u32, return_id: u32) -> Result<(), ProberError> {
     let mut said = None;
     loop {
         for file in scan.new_files(Path::new("/proc")) {
-            let attached = probes.iter_mut().try_for_each(|probe| {
-                probe
-                    .attach(SYMBOL, &file, UProbeScope::AllProcesses)
-                    .map(|_| ())
-                    .map_err(|e| format!("{}: {}", file.display(), super::chain(&e)))
-            });
-            match attached {
-                Ok(()) => status.files.push(file),
-                Err(error) => {
-                    status.failed += 1;
-                    status.first_failure.get_or_insert(error);
-                }
-            }
+            let attached = probes
+                .iter_mut()
+                .try_for_each(|probe| attach_to(probe, &file));
+            status.note(file, attached);
         }
         if said.as_ref() != Some(&status) {
             println!("{}", serde_json::to_string(&status).unwrap_or_default());
