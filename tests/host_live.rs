@@ -2018,3 +2018,100 @@ fn a_python_app_whose_threads_rename_themselves_is_one_client() {
     signal("-CONT");
     assert_one_app_beside_the_stub(trace, &root, ("python3", "threads"), &chosen);
 }
+
+/// `--window` live: an app pinned to one backend, then, after more than
+/// the window with nothing to trace, spread evenly, then quiet again. A
+/// report soon after the even spread judges it alone (the trace's clock
+/// moved the window while the app was quiet), and the last, a window
+/// later, judges nothing: no balance verdict. The counts hold every
+/// connection throughout, as each log says.
+#[test]
+fn a_live_window_judges_the_recent_spread_and_counts_the_whole_trace() {
+    let Some(_guard) = live() else { return };
+    let mut host = HostLab::new("window");
+    let root = host.cgroups.relative_root();
+    // Marks every 10 s: a report within 5 s of the even spread's end has
+    // its older mark at least 21 s after the pinned connections and no
+    // later than the first even one (they take well under 5 s).
+    let trace = host_trace(
+        &root,
+        &["--format", "json", "--window", "20s", "--interval", "4s"],
+    );
+    let pinned = host.run_app("app", &[0; 12]);
+    std::thread::sleep(Duration::from_secs(21));
+    let plan: Vec<usize> = (0..16).map(|i| i % 4).collect();
+    let even = host.run_app("app", &plan);
+    let even_done = std::time::SystemTime::now();
+    std::thread::sleep(Duration::from_secs(21));
+    let (stdout, stderr) = stop(trace);
+    let reports: Vec<serde_json::Value> = serde_json::Deserializer::from_str(&stdout)
+        .into_iter()
+        .map(|r| r.unwrap_or_else(|e| panic!("{e}: {stdout}")))
+        .collect();
+    let app = format!("python3 in {root}/app");
+    let name = "web.connbal.test.";
+    let service = |report: &serde_json::Value| {
+        service_where(report, |s| s["client"] == app.as_str() && s["name"] == name).clone()
+    };
+    let ended = |report: &serde_json::Value| {
+        humantime::parse_rfc3339(report["span"]["end"].as_str().unwrap()).unwrap()
+    };
+    let mut whole = counts(&pinned);
+    for (backend, n) in counts(&even) {
+        *whole.entry(backend).or_default() += n;
+    }
+    // The first report after the even spread, and the last.
+    let soon = reports
+        .iter()
+        .find(|r| ended(r) > even_done)
+        .unwrap_or_else(|| panic!("no report after the spread: {stdout}\n{stderr}"));
+    assert!(
+        ended(soon).duration_since(even_done).unwrap() < Duration::from_secs(5),
+        "{soon}"
+    );
+    let last = reports.last().unwrap();
+    for report in [soon, last] {
+        let s = service(report);
+        assert_eq!(s["connections"], 28, "{s}\n{stderr}");
+        assert_eq!(s["lookups"], 28, "{s}");
+        for row in report["rows"].as_array().unwrap() {
+            if row["client"] == app.as_str() && row["name"] == name {
+                let backend = row["backend"].as_str().unwrap();
+                assert_eq!(row["conns"], whole[backend], "{row}");
+            }
+        }
+        assert!(
+            report["window"]["verdicts_since"].is_string(),
+            "{}",
+            report["window"]
+        );
+    }
+    let s = service(soon);
+    assert_eq!(s["window"]["connections"], 16, "{s}");
+    assert_eq!(s["window"]["lookups"], 16, "{s}");
+    let cells: BTreeMap<String, u64> = s["balance_cells"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            let backend = c["backend"].as_str().unwrap().to_string();
+            (backend, c["connections"].as_u64().unwrap())
+        })
+        .collect();
+    assert_eq!(cells, counts(&even), "{s}");
+    assert_eq!(
+        verdict(&s, "balance")["finding"],
+        "consistent_with_random",
+        "{s}"
+    );
+    let s = service(last);
+    assert_eq!(s["window"]["connections"], 0, "{s}");
+    assert!(
+        s["verdicts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|v| v["check"] != "balance"),
+        "{s}"
+    );
+}

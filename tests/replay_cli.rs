@@ -423,3 +423,56 @@ fn reports_say_the_time_span_and_close_with_a_summary() {
         "no summary on a stderr that is not a terminal"
     );
 }
+
+/// `--window` on a real capture whose second half comes an hour after its
+/// first: each service's verdicts judge exactly the connections of the
+/// second half (the whole run's minus the first half's alone), while its
+/// counts stay those of the whole run.
+#[test]
+fn a_window_judges_the_capture_after_an_hours_pause_and_counts_it_all() {
+    let mut bytes = recorded_pcap();
+    let starts = pcap_record_starts(&bytes);
+    let record = starts[starts.len() / 2];
+    let first_half = write_temp("first-half.pcap", &bytes[..record]);
+    let end = bytes.len();
+    for &start in starts.iter().filter(|&&s| s >= record && s < end) {
+        let secs = u32::from_le_bytes(bytes[start..start + 4].try_into().unwrap());
+        bytes[start..start + 4].copy_from_slice(&(secs + 3600).to_le_bytes());
+    }
+    let paused = write_temp("paused.pcap", &bytes);
+    let json = |args: &[&str]| -> serde_json::Value {
+        let out = replay(args);
+        assert!(out.status.success(), "{}", stderr(&out));
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    let paused = paused.to_str().unwrap();
+    let whole = json(&["--format", "json", paused]);
+    let windowed = json(&["--format", "json", "--window", "10m", paused]);
+    let before = json(&["--format", "json", first_half.to_str().unwrap()]);
+    assert!(whole.get("window").is_none());
+    assert_eq!(windowed["window"]["width_s"], 600.0);
+    assert_eq!(windowed["rows"], whole["rows"], "counts since the start");
+    let connections = |report: &serde_json::Value, client: &str, name: &str| {
+        report["services"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["client"] == client && s["name"] == name)
+            .map_or(0, |s| s["connections"].as_u64().unwrap())
+    };
+    let mut judged_after = 0;
+    for service in windowed["services"].as_array().unwrap() {
+        let (client, name) = (
+            service["client"].as_str().unwrap(),
+            service["name"].as_str().unwrap(),
+        );
+        assert_eq!(
+            service["connections"].as_u64().unwrap(),
+            connections(&whole, client, name)
+        );
+        let after = connections(&whole, client, name) - connections(&before, client, name);
+        assert_eq!(service["window"]["connections"], after, "{service}");
+        judged_after += after;
+    }
+    assert!(judged_after > 0, "the second half has connections");
+}

@@ -55,6 +55,11 @@ impl<W: Write> Pipeline<W> {
         self.aggregator.forget_clients(gone);
     }
 
+    /// The time is now `now` (see `Aggregator::advance`).
+    pub fn advance(&mut self, now: crate::aggregator::Timestamp) {
+        self.aggregator.advance(now);
+    }
+
     /// Records the source lost so far (a full ring buffer): the verdicts
     /// say they may be wrong.
     pub fn input_lost(&mut self, records: u64) {

@@ -109,6 +109,10 @@ enum Task {
         max_series: usize,
         #[arg(long, default_value_t = 200)]
         slow_readers: usize,
+        /// connbal's --window (e.g. 40s): its marks' memory under the same
+        /// load.
+        #[arg(long)]
+        window: Option<String>,
     },
     /// What host mode's getaddrinfo probes cost the apps that call it
     /// (root): calls per second with no trace, traced elsewhere, traced.
@@ -208,11 +212,12 @@ fn main() -> Result<()> {
             rate,
             max_series,
             slow_readers,
+            window,
         } => xtask::bench::soak(
             &xtask::ebpf::workspace_root(),
             seconds,
             (rate, max_series),
-            slow_readers,
+            (slow_readers, window.as_deref()),
         ),
         Task::BenchReplay { runs } => xtask::bench::replay(&xtask::ebpf::workspace_root(), runs),
         Task::GenCapture {

@@ -263,6 +263,21 @@ impl BackendTable {
         wanted: impl Fn(&Client, &str) -> bool,
     ) -> Vec<Row> {
         let mut rows = Vec::new();
+        self.visit_rows(outcomes_known, wanted, |row| rows.push(row));
+        rows.sort_by(Row::report_order);
+        rows
+    }
+
+    /// Every row of the services `wanted` keeps, in no order, one at a
+    /// time: a `--window` mark of a table at its cap keeps their counts
+    /// without holding every row at once.
+    pub fn visit_rows(
+        &self,
+        outcomes_known: bool,
+        wanted: impl Fn(&Client, &str) -> bool,
+        mut visit: impl FnMut(Row),
+    ) {
+        let mut scratch = Vec::new();
         for ((client, backend), b) in &self.entries.map {
             let first = (b.credits.len() > 1).then(|| b.credits[0].name.clone());
             for credit in b.credits.iter().filter(|c| wanted(client, &c.name)) {
@@ -270,11 +285,27 @@ impl BackendTable {
                     first_name: first.clone(),
                     address_dns: credit.address_dns,
                 };
-                rows_for(client, *backend, credit, outcomes_known, &shared, &mut rows);
+                rows_for(
+                    client,
+                    *backend,
+                    credit,
+                    outcomes_known,
+                    &shared,
+                    &mut scratch,
+                );
+                scratch.drain(..).for_each(&mut visit);
             }
         }
-        rows.sort_by(Row::report_order);
-        rows
+    }
+
+    /// How many rows [`Self::rows`] would give.
+    pub fn row_count(&self) -> usize {
+        self.entries
+            .map
+            .values()
+            .flat_map(|b| &b.credits)
+            .map(|c| c.ports.len().max(1))
+            .sum()
     }
 }
 

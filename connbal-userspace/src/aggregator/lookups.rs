@@ -10,7 +10,7 @@
 use super::client::Client;
 use super::fresh::FreshAnswers;
 use super::name::NameKey;
-use super::timeline::{Offer, SlotBudget, SrvSet, Timeline, EXPIRY_GRACE_NANOS};
+use super::timeline::{Offer, SlotBudget, SrvSet, Timeline, TimelineTally, EXPIRY_GRACE_NANOS};
 use super::{FastMap, Timestamp};
 use std::sync::Arc;
 
@@ -87,6 +87,10 @@ impl ServiceTable {
         } else {
             self.dropped += 1;
         }
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (&(Client, NameKey), &ServiceLookups)> {
+        self.services.iter().map(|(key, lookups)| (key, &**lookups))
     }
 
     pub fn get(&self, client: &Client, name: NameKey) -> Option<&ServiceLookups> {
@@ -172,7 +176,7 @@ const NANOS: u64 = 1_000_000_000;
 /// was asked as, kept to name them in the report.
 const MAX_SHARED_NAMES: usize = 4;
 
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct ServiceLookups {
     /// The credited name as first seen (the report's spelling).
     pub name: Arc<str>,
@@ -197,6 +201,18 @@ pub struct ServiceLookups {
     pub asked_as: Vec<Arc<str>>,
     /// The answers in force, and the connections judged against them.
     pub timeline: Timeline,
+}
+
+/// A service's counts at a `--window` mark (`ServiceLookups::tally`).
+#[derive(Clone, Debug, Default)]
+pub struct LookupTally {
+    /// (question, answers, within the TTL).
+    questions: Box<[(QuestionKey, u64, u64)]>,
+    answers: u64,
+    answers_from_local: u64,
+    without_ttl: u64,
+    shared_connections: u64,
+    timeline: TimelineTally,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -332,6 +348,57 @@ impl ServiceLookups {
             .iter()
             .max_by_key(|q| (q.answers, q.within_ttl))
             .map_or((0, 0), |q| (q.answers, q.within_ttl))
+    }
+
+    /// What a `--window` mark keeps of this service: its counts.
+    pub fn tally(&self) -> LookupTally {
+        LookupTally {
+            questions: self
+                .questions
+                .iter()
+                .map(|q| (q.key, q.answers, q.within_ttl))
+                .collect(),
+            answers: self.answers,
+            answers_from_local: self.answers_from_local,
+            without_ttl: self.without_ttl,
+            shared_connections: self.shared_connections,
+            timeline: self.timeline.tally(),
+        }
+    }
+
+    /// This service's lookups counting from `mark` on. What is not a count
+    /// (the TTLs seen, the names it shares addresses with, when its first
+    /// answer came) stays as it is since the start.
+    pub fn since(&self, mark: &LookupTally) -> ServiceLookups {
+        let questions = self
+            .questions
+            .iter()
+            .map(|q| {
+                let (answers, within_ttl) = mark
+                    .questions
+                    .iter()
+                    .find(|m| m.0 == q.key)
+                    .map_or((0, 0), |m| (m.1, m.2));
+                Question {
+                    answers: q.answers.saturating_sub(answers),
+                    within_ttl: q.within_ttl.saturating_sub(within_ttl),
+                    ..*q
+                }
+            })
+            .collect();
+        ServiceLookups {
+            questions,
+            answers: self.answers.saturating_sub(mark.answers),
+            answers_from_local: self
+                .answers_from_local
+                .saturating_sub(mark.answers_from_local),
+            without_ttl: self.without_ttl.saturating_sub(mark.without_ttl),
+            shared_connections: self
+                .shared_connections
+                .saturating_sub(mark.shared_connections),
+            timeline: self.timeline.since(&mark.timeline),
+            ..self.clone()
+        }
     }
 
     pub fn ttl_range(&self) -> Option<(u32, u32)> {

@@ -38,6 +38,7 @@ mod tcp_stream;
 mod timeline;
 pub mod verdict;
 mod waiting;
+mod window;
 
 pub use attempts::{Outcomes, MAX_ATTEMPTS};
 pub use backends::{Row, SrvPreference, MAX_BACKENDS, MAX_PORTS};
@@ -53,6 +54,7 @@ pub use observation::{AnsweredBackend, Observation};
 pub use queries::MAX_PENDING_QUERIES;
 pub use report::{Counters, LeftOut, Report};
 pub use verdict::Service;
+pub use window::Windowed;
 
 use answers::SrvTargets;
 use attempts::AttemptTable;
@@ -104,6 +106,10 @@ pub struct Config {
     /// so a name first looked up within its TTL of it may have had one in
     /// force already.
     pub live_since: Option<Timestamp>,
+    /// `--window`: judge the verdicts over about this much of the recent
+    /// past (between half of it and all of it); the counts stay since the
+    /// start.
+    pub window: Option<std::time::Duration>,
 }
 
 #[derive(Debug)]
@@ -142,12 +148,15 @@ pub struct Aggregator {
     /// Host mode: systemd-resolved's recent answers, whose TTL a
     /// getaddrinfo call over nss-resolve takes.
     resolver_answers: libc_lookups::ResolverAnswers,
+    /// `--window`: the marks the verdicts are judged from.
+    window: Option<window::Window>,
 }
 
 impl Aggregator {
     pub fn new(config: Config) -> Self {
         Self {
             observations: Observations::new(config.events),
+            window: config.window.map(window::Window::new),
             config,
             names: NameKeys::default(),
             pending: PendingQueries::default(),
@@ -203,6 +212,7 @@ impl Aggregator {
     }
 
     pub fn process(&mut self, event: &Event<'_>) {
+        self.advance(event.timestamp());
         self.maybe_sweep(event.timestamp());
         match event {
             Event::Udp(d) => {
@@ -227,6 +237,20 @@ impl Aggregator {
                 name.push('.');
                 self.resolver_answers.note(self.names.key(&name), a);
             }
+        }
+    }
+
+    /// The time is now `now`: with `--window`, a mark falls due on the
+    /// half-window grid. Events move it; a live trace also calls this
+    /// while its input is quiet.
+    pub fn advance(&mut self, now: Timestamp) {
+        let Some(due) = self.window.as_mut().and_then(|w| w.due(now)) else {
+            return;
+        };
+        let Some(window) = &self.window else { return };
+        let mark = self.mark(window.keys());
+        if let Some(window) = &mut self.window {
+            window.push(mark, due);
         }
     }
 

@@ -4,10 +4,10 @@
 use super::backends::{Row, ServiceSize};
 use super::client::Client;
 use super::verdict::{self, BackendLoad, Completeness, Service};
+use super::window::{Keys, Mark};
 use super::{Aggregator, FastSet};
 use crate::tally::counter_set;
 use serde::Serialize;
-use std::net::IpAddr;
 
 counter_set! {
     /// What the aggregator saw and skipped; printed with `-v` and in JSON.
@@ -124,6 +124,9 @@ pub struct Report {
     /// Host mode: each (client, name, VIP) whose connections a DNAT sent
     /// on, with the backends it chose.
     pub behind_vips: Vec<super::VipSpread>,
+    /// `--window`: the verdicts judge the counts since `since`; `None`
+    /// without it.
+    pub window: Option<super::Windowed>,
 }
 
 /// The services a report of the busiest ones left out, and their rows and
@@ -222,39 +225,78 @@ impl Aggregator {
             filter: self.config.filter.clone(),
             left_out,
             behind_vips: self.behind_vips.report(),
+            window: self.window.as_ref().map(super::window::Window::describe),
         }
+    }
+
+    /// Every count a verdict reads, now: a `--window` mark.
+    pub(super) fn mark(&self, keys: &Keys) -> Mark {
+        let mut mark = Mark::with_rows(self.backends.row_count());
+        // Outcomes are counted whether or not a reply was seen yet, so
+        // that a later report's can be taken from them.
+        self.backends
+            .visit_rows(true, |_, _| true, |row| mark.row(keys, &row));
+        for (key, lookups) in self.services.iter() {
+            mark.service(keys, key, lookups.tally());
+        }
+        mark.seal((self.input_lost, self.counters().tables_dropped()))
     }
 
     /// The verdicts for one (client, name) run of report-ordered rows.
     fn assess(&self, rows: &[Row], completeness: &Completeness) -> Service {
         let first = &rows[0];
-        // Rows come per port; the verdicts look at backend addresses.
-        let mut loads: Vec<(IpAddr, BackendLoad)> = Vec::new();
-        for row in rows {
-            match loads.last_mut() {
-                Some((addr, load)) if *addr == row.backend => load.connections += row.conns,
-                _ => loads.push((
-                    row.backend,
-                    BackendLoad {
-                        address: row.backend,
-                        connections: row.conns,
-                        srv: row.srv,
-                    },
-                )),
-            }
-        }
-        let loads: Vec<BackendLoad> = loads.into_iter().map(|(_, l)| l).collect();
-        let lookups = self
-            .services
-            .get(&first.client, self.names.key(&first.name));
+        let key = self.names.key(&first.name);
+        let lookups = self.services.get(&first.client, key);
+        let client = (first.client.clone(), self.resolvers.contains(&first.client));
         let mut service = verdict::assess(
-            (first.client.clone(), self.resolvers.contains(&first.client)),
+            client.clone(),
             first.name.clone(),
-            (&loads, rows.to_vec()),
+            (&loads_of(rows), rows.to_vec()),
             lookups,
             completeness,
         );
         (service.pids, service.more_pids) = self.pids.of(&first.client);
+        if let Some(mark) = self
+            .window
+            .as_ref()
+            .and_then(super::window::Window::judged_from)
+        {
+            let rows: Vec<Row> = rows.iter().map(|r| mark.row_since(r)).collect();
+            let lookups = lookups.map(|l| match mark.service(&first.client, key) {
+                Some(tally) => l.since(tally),
+                None => l.clone(),
+            });
+            let (records_lost, tables_dropped) = mark.losses();
+            let completeness = Completeness {
+                records_lost: completeness.records_lost.saturating_sub(records_lost),
+                tables_dropped: completeness.tables_dropped.saturating_sub(tables_dropped),
+                ..*completeness
+            };
+            let recent = verdict::assess(
+                client,
+                first.name.clone(),
+                (&loads_of(&rows), rows),
+                lookups.as_ref(),
+                &completeness,
+            );
+            service.judge_over(recent);
+        }
         service
     }
+}
+
+/// The verdicts look at backend addresses; rows come per port.
+fn loads_of(rows: &[Row]) -> Vec<BackendLoad> {
+    let mut loads: Vec<BackendLoad> = Vec::new();
+    for row in rows {
+        match loads.last_mut() {
+            Some(load) if load.address == row.backend => load.connections += row.conns,
+            _ => loads.push(BackendLoad {
+                address: row.backend,
+                connections: row.conns,
+                srv: row.srv,
+            }),
+        }
+    }
+    loads
 }

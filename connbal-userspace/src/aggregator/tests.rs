@@ -1590,4 +1590,5 @@ mod shared_names;
 mod srv_per_client;
 mod stale_host_wide;
 mod waiting_flows;
+mod window;
 mod wording;

@@ -126,7 +126,29 @@ pub struct LateUse {
     pub max_nanos: u64,
 }
 
-#[derive(Debug, Default)]
+/// A timeline's counts at a `--window` mark (`Timeline::tally`).
+#[derive(Clone, Debug, Default)]
+pub struct TimelineTally {
+    /// (address, expected, observed, stale), sorted by address.
+    logs: Box<[(AddrKey, f64, u64, u64)]>,
+    sets: u64,
+    late: u64,
+    first_choice: FirstChoice,
+}
+
+/// `now - then` of two sums of the same expectations: what rounding
+/// leaves of a difference of zero is zero, not a backend with a tiny
+/// expected count that the chi-square would divide by.
+fn difference(now: f64, then: f64) -> f64 {
+    let d = now - then;
+    if d < 1e-6 {
+        0.0
+    } else {
+        d
+    }
+}
+
+#[derive(Clone, Debug, Default)]
 pub struct Timeline {
     /// Latest answer to each question (by its index in the service's
     /// questions): the addresses it offered.
@@ -327,6 +349,77 @@ impl Timeline {
             }
         }
         out
+    }
+
+    /// What a `--window` mark keeps of this timeline: its counts, not
+    /// the answers in force.
+    pub fn tally(&self) -> TimelineTally {
+        TimelineTally {
+            // An address with nothing counted yet subtracts nothing: most
+            // services of a busy resolver's clients hold no connection.
+            logs: self
+                .addresses()
+                .iter()
+                .filter(|l| l.expected > 0.0 || l.observed > 0 || l.stale > 0)
+                .map(|l| (l.key, l.expected, l.observed, l.stale))
+                .collect(),
+            sets: self.sets,
+            late: self.late.connections,
+            first_choice: self.first_choice,
+        }
+    }
+
+    /// This timeline as it reads counting from `mark` on: the answers in
+    /// force as they are now, the connections and expectations since.
+    pub fn since(&self, mark: &TimelineTally) -> Timeline {
+        let mut addresses = self.addresses();
+        for log in &mut addresses {
+            let Ok(i) = mark.logs.binary_search_by_key(&log.key, |m| m.0) else {
+                continue;
+            };
+            let (_, expected, observed, stale) = mark.logs[i];
+            log.expected = difference(log.expected, expected);
+            log.observed = log.observed.saturating_sub(observed);
+            log.stale = log.stale.saturating_sub(stale);
+            if log.stale == 0 {
+                log.stale_max_nanos = 0;
+            }
+        }
+        let late = self.late.connections.saturating_sub(mark.late);
+        let first = mark.first_choice;
+        Timeline {
+            offers: self.offers.clone(),
+            srv: self.srv.clone(),
+            // Folded into `addresses` above.
+            in_force: self
+                .in_force
+                .iter()
+                .map(|c| Candidate {
+                    connections: 0,
+                    ..*c
+                })
+                .collect(),
+            in_force_connections: 0,
+            expires: self.expires,
+            // The set in force at the mark is one of the window's.
+            sets: self.sets - mark.sets + u64::from(mark.sets > 0),
+            addresses,
+            late: LateUse {
+                connections: late,
+                max_nanos: if late > 0 { self.late.max_nanos } else { 0 },
+            },
+            first_listed: self.first_listed,
+            listed: self.listed,
+            first_choice: FirstChoice {
+                connections: self
+                    .first_choice
+                    .connections
+                    .saturating_sub(first.connections),
+                to_first: self.first_choice.to_first.saturating_sub(first.to_first),
+                expected: difference(self.first_choice.expected, first.expected),
+            },
+            incomplete: self.incomplete,
+        }
     }
 
     /// The set in force closes: its connections go into the logs.

@@ -157,6 +157,13 @@ pub struct ReportArgs {
     /// verifier's log if it rejects the program).
     #[arg(short, long)]
     pub verbose: bool,
+
+    /// Judge the verdicts (balance, unused and failing backends, TTL use)
+    /// over the recent past, between D/2 and D of it, not since the start
+    /// (e.g. 10m for an agent). Counts stay since the start, so metrics
+    /// counters stay monotonic.
+    #[arg(long, value_name = "D", value_parser = trace::positive_duration)]
+    pub window: Option<std::time::Duration>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -186,6 +193,7 @@ impl ReportArgs {
             all_tcp: self.all_tcp,
             filter: self.filter.clone(),
             events: self.events,
+            window: self.window,
             ..Config::default()
         }
     }

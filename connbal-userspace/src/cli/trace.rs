@@ -274,7 +274,7 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
 
 /// A duration above zero and at most a year ("30s", "10m", "1h"): zero
 /// would end a trace at once or report in a busy loop.
-fn positive_duration(text: &str) -> Result<Duration, String> {
+pub(super) fn positive_duration(text: &str) -> Result<Duration, String> {
     const YEAR: Duration = Duration::from_hours(8760);
     let duration = humantime::parse_duration(text).map_err(|e| e.to_string())?;
     if duration.is_zero() {

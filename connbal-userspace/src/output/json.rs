@@ -29,6 +29,17 @@ struct JsonReport<'a, I: Serialize> {
     span: Option<JsonSpan>,
     /// Peak resident memory of the connbal process so far.
     peak_rss_kib: u64,
+    /// `--window`: the verdicts judge what happened since `verdicts_since`;
+    /// the counts are since the start.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    window: Option<JsonWindow>,
+}
+
+#[derive(Serialize)]
+struct JsonWindow {
+    width_s: f64,
+    /// RFC 3339; `null` before the first event.
+    verdicts_since: Option<String>,
 }
 
 /// RFC 3339 times in UTC, to the millisecond, and the seconds between.
@@ -101,6 +112,12 @@ pub fn write<I: Serialize>(
             duration_s: span.duration().as_secs_f64(),
         }),
         peak_rss_kib: super::peak_rss_kib(),
+        window: printed.report.window.map(|w| JsonWindow {
+            width_s: w.width_nanos as f64 / 1e9,
+            verdicts_since: w
+                .since
+                .map(|t| humantime::format_rfc3339_millis(t.to_system_time()).to_string()),
+        }),
     };
     if periodic {
         serde_json::to_writer(&mut *out, &json)?;

@@ -193,8 +193,19 @@ pub fn model(report: &Report, input: &dyn Tally, max_series: usize) -> Vec<Famil
         vec![("version", env!("CARGO_PKG_VERSION").to_string())],
         Value::Gauge(1),
     );
-    // The counters, the two fold series and build_info.
-    let always = aggregator_events.samples.len() + input_events.samples.len() + 3;
+    let mut window_start = Family::new(
+        Kind::FloatGauge,
+        "verdict_window_start_timestamp_seconds",
+        "With --window: when the time the verdicts, balance cells and unused backends judge began (the counters are since the start)",
+    );
+    if let Some(since) = report.window.and_then(|w| w.since) {
+        window_start.add(Vec::new(), Value::FloatGauge(since.0 as f64 / 1e9));
+    }
+    // The counters, the two fold series, build_info and the window.
+    let always = aggregator_events.samples.len()
+        + input_events.samples.len()
+        + 3
+        + window_start.samples.len();
     let mut budget = max_series.saturating_sub(always);
     // Services the report left out could not have fitted (see
     // `services_that_fit`), nor could any row once a service did not.
@@ -351,7 +362,7 @@ pub fn model(report: &Report, input: &dyn Tally, max_series: usize) -> Vec<Famil
     );
     folded_total.add(Vec::new(), Value::Counter(folded_connections));
 
-    vec![
+    let mut families = vec![
         connections,
         outcomes,
         appearances,
@@ -373,7 +384,12 @@ pub fn model(report: &Report, input: &dyn Tally, max_series: usize) -> Vec<Famil
         aggregator_events,
         input_events,
         build_info,
-    ]
+    ];
+    // Only with --window: an exposition without it is as it was.
+    if report.window.is_some() {
+        families.push(window_start);
+    }
+    families
 }
 
 fn joined(

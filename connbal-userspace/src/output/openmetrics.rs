@@ -62,6 +62,11 @@ pub fn encode(families: &[Family]) -> String {
                     g.set(gauge_value(v));
                 }),
             ),
+            (Kind::FloatGauge, Some(Value::FloatGauge(value))) => {
+                let gauge = FloatGauge::default();
+                gauge.set(value);
+                registry.register(family.name, family.help, gauge);
+            }
             (Kind::FloatGauge, _) => registry.register(
                 family.name,
                 family.help,

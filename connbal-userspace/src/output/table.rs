@@ -162,6 +162,19 @@ fn render_behind_vips(spreads: &[VipSpread], colour: bool) -> String {
     out
 }
 
+/// With `--window`: what the verdicts judge, since the counts do not.
+fn window_line(report: &Report) -> Option<String> {
+    let window = report.window?;
+    let width = crate::time::human_duration(std::time::Duration::from_nanos(window.width_nanos));
+    Some(match window.since {
+        Some(since) => format!(
+            "verdicts judge what happened since {} (--window {width}); counts are since the start",
+            humantime::format_rfc3339_seconds(since.to_system_time())
+        ),
+        None => format!("verdicts judge the last {width} at most (--window)"),
+    })
+}
+
 fn render_services(report: &Report, colour: bool) -> String {
     let palette = Palette { colour };
     let mut out = String::new();
@@ -178,6 +191,9 @@ fn render_services(report: &Report, colour: bool) -> String {
             out.push_str("no lookup with several backends seen yet\n");
         }
         return out;
+    }
+    if let Some(line) = window_line(report) {
+        let _ = writeln!(out, "{}\n", palette.dim(&line));
     }
     let mut client: Option<&Client> = None;
     for service in &report.services {
@@ -367,6 +383,7 @@ mod tests {
             filter: None,
             left_out: crate::aggregator::LeftOut::default(),
             behind_vips: Vec::new(),
+            window: None,
         };
         assert_eq!(
             render(&report, false),

@@ -588,6 +588,7 @@ impl Session {
                         continue;
                     };
                     self.catch_up();
+                    self.pipeline.advance(wall_clock_now());
                     self.stats.reports_built += 1;
                     let report = match due.scope() {
                         Scope::Whole => self.pipeline.report(),
@@ -610,6 +611,8 @@ impl Session {
                         return Ok(gone);
                     }
                     self.forget_gone_cgroups();
+                    // A quiet input still moves the window on.
+                    self.pipeline.advance(wall_clock_now());
                 }
             }
         }
@@ -722,6 +725,7 @@ impl Session {
             self.host.as_mut(),
         );
         self.catch_up();
+        self.pipeline.advance(wall_clock_now());
         self.stats.ended = Some(ending.describe());
         let report = self.pipeline.report();
         let mut source_warnings = Vec::new();

@@ -30,7 +30,7 @@ pub fn soak(
     root: &Path,
     seconds: u64,
     (rate, max_series): (u64, usize),
-    slow_readers: usize,
+    (slow_readers, window): (usize, Option<&str>),
 ) -> Result<()> {
     use crate::load::{self, Mix};
     if !crate::lab::is_root() {
@@ -39,11 +39,11 @@ pub fn soak(
     let connbal = build_release(root)?;
     let lab = crate::lab::Lab::new()?;
     let max_series = max_series.to_string();
-    let trace = start_trace(
-        &lab,
-        &connbal,
-        &["--metrics", METRICS, "--metrics-max-series", &max_series],
-    )?;
+    let mut args = vec!["--metrics", METRICS, "--metrics-max-series", &max_series];
+    if let Some(window) = window {
+        args.extend(["--window", window]);
+    }
+    let trace = start_trace(&lab, &connbal, &args)?;
     let pid = trace.child.id();
     let stop = Arc::new(AtomicBool::new(false));
     let last = Arc::new(Mutex::new(Scraped::default()));

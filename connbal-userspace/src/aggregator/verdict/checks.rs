@@ -179,7 +179,10 @@ pub(super) fn ttl_judged(f: TtlFacts) -> Option<Judgement> {
         ttl,
         ..
     } = f;
-    if lookups > 0 && f.late_connections > 0 {
+    // Late connections need an answer in force, so a lookup, but not one
+    // within a `--window`: a client that never resolves again has none
+    // there.
+    if f.late_connections > 0 {
         return Some(Judgement::DoesNotReresolve {
             late_connections: f.late_connections,
             late_max_secs: f.late_max_secs,

@@ -29,7 +29,7 @@ mod wording;
 pub use statistics::{chance_of_unused, SIGNIFICANCE};
 pub use types::{
     BackendLoad, Balance, BalanceCell, Check, Expectation, FailingBackend, Family, Finding,
-    Incomplete, Judgement, Service, StaleBackend, Verdict,
+    Incomplete, Judgement, Service, ServiceWindow, StaleBackend, Verdict,
 };
 pub use wording::{p_is, plural};
 
@@ -153,6 +153,7 @@ pub fn assess(
         balance,
         balance_cells,
         verdicts,
+        window: None,
     }
 }
 

@@ -91,6 +91,36 @@ pub struct Service {
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub balance_cells: Vec<BalanceCell>,
     pub verdicts: Vec<Verdict>,
+    /// `--window`: what the verdicts, balance and backends used were
+    /// judged over (the counts above stay since the start).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub window: Option<ServiceWindow>,
+}
+
+/// A service's counts within the window its verdicts judge.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct ServiceWindow {
+    pub connections: u64,
+    pub lookups: u64,
+    pub lookups_within_ttl: u64,
+}
+
+impl Service {
+    /// Takes the judgement of `recent`, the same service judged over the
+    /// window: its verdicts, its balance and the backends it used. The
+    /// counts stay since the start, as monotonic counters need.
+    pub fn judge_over(&mut self, recent: Service) {
+        self.window = Some(ServiceWindow {
+            connections: recent.connections,
+            lookups: recent.lookups,
+            lookups_within_ttl: recent.lookups_within_ttl,
+        });
+        self.backends_used = recent.backends_used;
+        self.family_used = recent.family_used;
+        self.balance = recent.balance;
+        self.balance_cells = recent.balance_cells;
+        self.verdicts = recent.verdicts;
+    }
 }
 
 #[expect(

@@ -97,7 +97,7 @@ pub(super) fn text(judgement: &Judgement) -> String {
             lookups,
             ttl,
         } => {
-            let how = if *lookups == 1 {
+            let how = if *lookups <= 1 {
                 "this client does not re-resolve".to_string()
             } else {
                 format!("this client re-resolves too rarely ({lookups} lookups)")
