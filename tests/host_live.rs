@@ -930,7 +930,9 @@ fn a_fleets_balance_is_its_nodes_cells_summed_in_promql() {
     host.run_app("node-b/app", &spread);
     let name = "web.connbal.test.";
     let query = |rule: &str| -> Option<f64> {
-        let result = prometheus.query(&format!("{rule}{{app=\"python3\",name=\"{name}\"}}"));
+        let result = prometheus.query(&format!(
+            "{rule}{{process_executable_name=\"python3\",dns_question_name=\"{name}\"}}"
+        ));
         result.first()?["value"][1].as_str()?.parse().ok()
     };
     // Both agents scraped since the apps finished: all 42 connections in
@@ -938,7 +940,7 @@ fn a_fleets_balance_is_its_nodes_cells_summed_in_promql() {
     let connections = || {
         prometheus
             .query(&format!(
-                "sum(connbal:fleet_balance_connections{{app=\"python3\",name=\"{name}\"}})"
+                "sum(connbal:fleet_balance_connections{{process_executable_name=\"python3\",dns_question_name=\"{name}\"}})"
             ))
             .first()
             .and_then(|s| s["value"][1].as_str()?.parse::<f64>().ok())

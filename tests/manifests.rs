@@ -121,6 +121,12 @@ fn the_daemonsets_arguments_are_connbals_and_its_probes_what_it_serves() {
             endpoint["relabelings"][0]["sourceLabels"][0], "__meta_kubernetes_pod_node_name",
             "{kind}"
         );
+        // OpenTelemetry's k8s.node.name, as connbal's own labels follow
+        // its conventions.
+        assert_eq!(
+            endpoint["relabelings"][0]["targetLabel"], "k8s_node_name",
+            "{kind}"
+        );
     }
     let service = manifest("Service");
     assert_eq!(&service["spec"]["selector"], labels);

@@ -1189,8 +1189,8 @@ fn the_agent_image_traces_the_other_containers_as_the_daemonset_runs_it() {
         by_backend.iter().all(|(backend, n)| {
             text.lines().any(|line| {
                 line.starts_with("connbal_connections_total{")
-                    && line.contains(&format!("backend=\"{backend}\""))
-                    && line.contains("container=\"shop-each-1\"")
+                    && line.contains(&format!("server_address=\"{backend}\""))
+                    && line.contains("container_name=\"shop-each-1\"")
                     && line.ends_with(&format!(" {n}"))
             })
         })
@@ -1204,10 +1204,10 @@ fn the_agent_image_traces_the_other_containers_as_the_daemonset_runs_it() {
     let prometheus = Prometheus::start_in(Some(&docker.ns), &docker.dir, &[9464]);
     let scraped = || -> BTreeMap<String, u64> {
         prometheus
-            .query("sum by (backend) (connbal_connections_total{container=\"shop-each-1\"})")
+            .query("sum by (server_address) (connbal_connections_total{container_name=\"shop-each-1\"})")
             .iter()
             .filter_map(|sample| {
-                let backend = sample["metric"]["backend"].as_str()?.to_string();
+                let backend = sample["metric"]["server_address"].as_str()?.to_string();
                 let value = sample["value"][1].as_str()?.parse().ok()?;
                 Some((backend, value))
             })
@@ -1294,8 +1294,10 @@ fn a_pods_container_on_containerd_is_named_from_kubelets_annotations() {
     std::thread::sleep(Duration::from_millis(500));
 
     let root = containerd.cgroups.relative_root();
+    let metrics = format!("127.0.0.1:{}", free_loopback_port());
     let mut command = connbal();
     command.args(["trace", "--cgroup", &root, "--format", "json"]);
+    command.args(["--metrics", &metrics]);
     command.arg("--runtime-state").arg(&containerd.api);
     let trace = Trace::spawn(command);
     let id = "5e".repeat(32);
@@ -1331,6 +1333,17 @@ fn a_pods_container_on_containerd_is_named_from_kubelets_annotations() {
         .map(str::to_string)
         .collect();
     std::thread::sleep(Duration::from_millis(300));
+    // The metrics name the pod with OpenTelemetry's k8s labels.
+    let exposition = String::from_utf8(
+        Command::new("curl")
+            .args(["-sf", &format!("http://{metrics}/metrics")])
+            .output()
+            .expect("curl")
+            .stdout,
+    )
+    .unwrap();
+    let lookups = "connbal_service_lookups_total{client=\"python3 in containerd prod/web-5d9c/app\",dns_question_name=\"web.test.\",process_executable_name=\"python3\",container_name=\"prod/web-5d9c/app\",k8s_namespace_name=\"prod\",k8s_pod_name=\"web-5d9c\",k8s_container_name=\"app\"} 9\n";
+    assert!(exposition.contains(lookups), "{lookups}{exposition}");
     let json = report_of(trace);
     let s = service_where(&json, |s| s["name"] == "web.test.");
     let info = &s["client_info"];

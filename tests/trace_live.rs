@@ -770,16 +770,16 @@ fn events_and_metrics_follow_a_live_trace() {
     );
     for (backend, port, conns, name) in &expected {
         let series = format!(
-            "connbal_connections_total{{client=\"198.51.100.10\",backend=\"{backend}\",port=\"{port}\",name=\"{name}\"}} {conns}\n"
+            "connbal_connections_total{{client=\"198.51.100.10\",server_address=\"{backend}\",server_port=\"{port}\",dns_question_name=\"{name}\"}} {conns}\n"
         );
         let series = series.replace(
-            "client=\"198.51.100.10\",backend=\"2001",
-            "client=\"2001:db8:100::10\",backend=\"2001",
+            "client=\"198.51.100.10\",server_address=\"2001",
+            "client=\"2001:db8:100::10\",server_address=\"2001",
         );
         assert!(metrics.contains(&series), "missing {series}in\n{metrics}");
     }
     assert!(metrics.contains(
-        "connbal_service_verdict_ok{client=\"198.51.100.10\",name=\"web.connbal.test.\",check=\"ttl\"} 0\n"
+        "connbal_service_verdict_ok{client=\"198.51.100.10\",dns_question_name=\"web.connbal.test.\",check=\"ttl\"} 0\n"
     ), "{metrics}");
     assert!(metrics.contains("connbal_input_events_total{counter=\"kernel_records_lost\"} 0\n"));
     assert!(metrics.contains("connbal_metrics_folded_series 0\n"));

@@ -15,6 +15,40 @@ use std::collections::HashMap;
 
 pub const DEFAULT_MAX_SERIES: usize = 10_000;
 
+/// Label names: OpenTelemetry's semantic conventions in Prometheus form
+/// (dots to underscores) where one exists, so that connbal's series join
+/// those of other OTel-named exporters (Beyla's, the collector's k8s
+/// attributes) on the same names.
+pub mod label {
+    /// connbal's client: an address, or an owner as `--by` groups it. No
+    /// convention names this.
+    pub const CLIENT: &str = "client";
+    /// `dns.question.name`: the name credited, the question's own or the
+    /// canonical name its CNAMEs led to (`connbal_service_asked_as` maps
+    /// the names asked to it).
+    pub const NAME: &str = "dns_question_name";
+    /// `server.address` and `server.port`: the backend DNS gave and the
+    /// client connected to (behind a VIP, the VIP).
+    pub const SERVER_ADDRESS: &str = "server_address";
+    pub const SERVER_PORT: &str = "server_port";
+    /// `network.peer.address` and `.port`: where a DNAT sent a connection
+    /// to a VIP, the peer the packets then reached.
+    pub const PEER_ADDRESS: &str = "network_peer_address";
+    pub const PEER_PORT: &str = "network_peer_port";
+    /// `process.executable.name`: the owner's command.
+    pub const EXECUTABLE: &str = "process_executable_name";
+    /// `container.name`: as the runtime's API names it, or its short id.
+    pub const CONTAINER: &str = "container_name";
+    /// `k8s.namespace.name`, `k8s.pod.name`, `k8s.container.name`, from
+    /// the labels kubelet sets on each container.
+    pub const K8S_NAMESPACE: &str = "k8s_namespace_name";
+    pub const K8S_POD: &str = "k8s_pod_name";
+    pub const K8S_CONTAINER: &str = "k8s_container_name";
+    /// A client outside any container: its cgroup's path. No convention
+    /// names this.
+    pub const CGROUP: &str = "cgroup";
+}
+
 /// Label names and values, in the order they are written.
 pub type Labels = Vec<(&'static str, String)>;
 
@@ -167,7 +201,7 @@ pub fn model(report: &Report, input: &dyn Tally, max_series: usize) -> Vec<Famil
     let mut asked_as = Family::new(
         Kind::Gauge,
         "service_asked_as",
-        "1 for each name the client asked that CNAMEs answered with the service's name (dns.question.name)",
+        "1 for each name the client asked (asked) that CNAMEs answered with the name credited (dns_question_name)",
     );
     // The cap counts every series of the exposition. The counter families
     // and the two fold series are always written; the rest of the budget
@@ -232,8 +266,8 @@ pub fn model(report: &Report, input: &dyn Tally, max_series: usize) -> Vec<Famil
         let owner = owner_labels(&service.client);
         let labels = joined(
             &[
-                ("client", service.client.to_string()),
-                ("name", service.name.to_string()),
+                (label::CLIENT, service.client.to_string()),
+                (label::NAME, service.name.to_string()),
             ],
             &[],
             &owner,
@@ -255,7 +289,7 @@ pub fn model(report: &Report, input: &dyn Tally, max_series: usize) -> Vec<Famil
             p_value.add(labels.clone(), Value::FloatGauge(balance.p_value));
         }
         for cell in &service.balance_cells {
-            let backend = [("backend", cell.backend.to_string())];
+            let backend = [(label::SERVER_ADDRESS, cell.backend.to_string())];
             let labels = joined(&labels[..2], &backend, &owner);
             cell_connections.add(labels.clone(), Value::Gauge(to_i64(cell.connections)));
             cell_expected.add(labels, Value::FloatGauge(cell.expected));
@@ -293,10 +327,13 @@ pub fn model(report: &Report, input: &dyn Tally, max_series: usize) -> Vec<Famil
         }
         budget -= cost;
         let backend = vec![
-            ("client", row.client.to_string()),
-            ("backend", row.backend.to_string()),
-            ("port", row.port.map_or("?".to_string(), |p| p.to_string())),
-            ("name", row.name.to_string()),
+            (label::CLIENT, row.client.to_string()),
+            (label::SERVER_ADDRESS, row.backend.to_string()),
+            (
+                label::SERVER_PORT,
+                row.port.map_or("?".to_string(), |p| p.to_string()),
+            ),
+            (label::NAME, row.name.to_string()),
         ];
         let owner = owner_labels(&row.client);
         connections.add(joined(&backend, &[], &owner), Value::Counter(row.conns));
@@ -318,21 +355,30 @@ pub fn model(report: &Report, input: &dyn Tally, max_series: usize) -> Vec<Famil
     let mut behind_vip = Family::new(
         Kind::Counter,
         "vip_backend_connections",
-        "Connection attempts from a client to an address DNS gave it alone (a Service's VIP), by the backend a DNAT sent them to (`backend=\"untranslated\"`: not seen)",
+        "Connection attempts from a client to an address DNS gave it alone (a Service's VIP, server_address and server_port), by the backend a DNAT sent them to (network_peer_address and network_peer_port; `network_peer_address=\"untranslated\"`: not seen)",
     );
     for spread in &report.behind_vips {
         let owner = owner_labels(&spread.client);
         let level = [
-            ("client", spread.client.to_string()),
-            ("name", spread.name.to_string()),
-            ("vip", spread.vip.to_string()),
+            (label::CLIENT, spread.client.to_string()),
+            (label::NAME, spread.name.to_string()),
+            (label::SERVER_ADDRESS, spread.vip.ip().to_string()),
+            (label::SERVER_PORT, spread.vip.port().to_string()),
         ];
-        let untranslated =
-            (spread.untranslated > 0).then_some(("untranslated".to_string(), spread.untranslated));
+        let untranslated = (spread.untranslated > 0).then(|| {
+            let peer = vec![(label::PEER_ADDRESS, "untranslated".to_string())];
+            (peer, spread.untranslated)
+        });
         let each = spread
             .backends
             .iter()
-            .map(|b| (b.backend.to_string(), b.connections))
+            .map(|b| {
+                let peer = vec![
+                    (label::PEER_ADDRESS, b.backend.ip().to_string()),
+                    (label::PEER_PORT, b.backend.port().to_string()),
+                ];
+                (peer, b.connections)
+            })
             .chain(untranslated);
         for (backend, count) in each {
             if full || budget == 0 {
@@ -342,10 +388,7 @@ pub fn model(report: &Report, input: &dyn Tally, max_series: usize) -> Vec<Famil
                 continue;
             }
             budget -= 1;
-            behind_vip.add(
-                joined(&level, &[("backend", backend)], &owner),
-                Value::Counter(count),
-            );
+            behind_vip.add(joined(&level, &backend, &owner), Value::Counter(count));
         }
     }
 
@@ -400,22 +443,34 @@ fn joined(
     first.iter().chain(then).chain(owner).cloned().collect()
 }
 
-/// For an owner client, `app` (its command) and `container` (the
-/// container's short id, or else the cgroup path): labels to aggregate a
-/// fleet by, bounded by the same series cap. None for a client known by
-/// address, whose series stay as they were.
+/// For an owner client, labels to aggregate a fleet by: its command, and
+/// its container's name (a pod's also its namespace, pod and container
+/// name, as kubelet labels them) or else its cgroup path. They add no
+/// series: the client label already tells owners apart. None for a client
+/// known by address, whose series stay as they were.
 fn owner_labels(client: &Client) -> Labels {
     if !client.is_owner() {
         return Vec::new();
     }
-    let container = match &client.workload().container {
-        Some(container) => container.shown_name().to_string(),
-        None => client.cgroup_path().unwrap_or_default(),
+    let mut labels = vec![(label::EXECUTABLE, client.command().unwrap_or_default())];
+    let Some(container) = &client.workload().container else {
+        labels.push((label::CGROUP, client.cgroup_path().unwrap_or_default()));
+        return labels;
     };
-    vec![
-        ("app", client.command().unwrap_or_default()),
-        ("container", container),
-    ]
+    labels.push((label::CONTAINER, container.shown_name().to_string()));
+    if let Some(names) = container.names.get() {
+        let pod = [
+            (label::K8S_NAMESPACE, &names.pod_namespace),
+            (label::K8S_POD, &names.pod_name),
+            (label::K8S_CONTAINER, &names.pod_container),
+        ];
+        for (name, value) in pod {
+            if let Some(value) = value {
+                labels.push((name, value.clone()));
+            }
+        }
+    }
+    labels
 }
 
 fn to_i64(v: u64) -> i64 {

@@ -185,16 +185,16 @@ mod tests {
         };
         let text = render(&report_with(2, 3), &input, 100);
         assert!(text.contains(
-            "connbal_connections_total{client=\"10.0.0.2\",backend=\"10.1.0.1\",port=\"443\",name=\"web.example.\"} 3\n"
+            "connbal_connections_total{client=\"10.0.0.2\",server_address=\"10.1.0.1\",server_port=\"443\",dns_question_name=\"web.example.\"} 3\n"
         ), "{text}");
         assert!(text.contains(
-            "connbal_dns_appearances_total{client=\"10.0.0.2\",backend=\"10.1.0.2\",port=\"?\",name=\"web.example.\"} 1\n"
+            "connbal_dns_appearances_total{client=\"10.0.0.2\",server_address=\"10.1.0.2\",server_port=\"?\",dns_question_name=\"web.example.\"} 1\n"
         ));
         assert!(text.contains(
-            "connbal_service_verdict_ok{client=\"10.0.0.2\",name=\"web.example.\",check=\"unused_backends\"} 1\n"
+            "connbal_service_verdict_ok{client=\"10.0.0.2\",dns_question_name=\"web.example.\",check=\"unused_backends\"} 1\n"
         ), "{text}");
         assert!(text.contains(
-            "connbal_service_backends_unused{client=\"10.0.0.2\",name=\"web.example.\"} 1\n"
+            "connbal_service_backends_unused{client=\"10.0.0.2\",dns_question_name=\"web.example.\"} 1\n"
         ));
         assert!(text.contains("connbal_input_events_total{counter=\"kernel_records_lost\"} 0\n"));
         assert!(text.contains("connbal_input_events_total{counter=\"records\"} 7\n"));
@@ -253,11 +253,16 @@ mod tests {
             kernel_records_lost: 0,
         };
         let text = render(&agg.report(), &none, 100);
-        let labels = "client=\"10.0.0.2\",name=\"web.example.\",vip=\"10.1.0.1:80\"";
-        for (backend, count) in [("10.244.1.1:8080", 2), ("untranslated", 1)] {
-            let line = format!(
-                "connbal_vip_backend_connections_total{{{labels},backend=\"{backend}\"}} {count}\n"
-            );
+        let labels = "client=\"10.0.0.2\",dns_question_name=\"web.example.\",server_address=\"10.1.0.1\",server_port=\"80\"";
+        for (peer, count) in [
+            (
+                "network_peer_address=\"10.244.1.1\",network_peer_port=\"8080\"",
+                2,
+            ),
+            ("network_peer_address=\"untranslated\"", 1),
+        ] {
+            let line =
+                format!("connbal_vip_backend_connections_total{{{labels},{peer}}} {count}\n");
             assert!(text.contains(&line), "{line}{text}");
         }
     }
@@ -300,7 +305,7 @@ mod tests {
             kernel_records_lost: 0,
         };
         let text = render(&agg.report(), &none, 100);
-        let labels = "client=\"10.0.0.2\",backend=\"10.1.0.1\",port=\"443\",name=\"web.example.\"";
+        let labels = "client=\"10.0.0.2\",server_address=\"10.1.0.1\",server_port=\"443\",dns_question_name=\"web.example.\"";
         for (outcome, count) in [("refused", 1), ("unanswered", 2)] {
             let line = format!(
                 "connbal_connection_outcomes_total{{{labels},outcome=\"{outcome}\"}} {count}\n"
@@ -338,10 +343,10 @@ mod tests {
         };
         let text = render(&agg.report(), &none, 100);
         assert!(text.contains(
-            "connbal_dns_appearances_total{client=\"curl in docker 3f2a1b4c5d6e\",backend=\"10.1.0.1\",port=\"?\",name=\"web.example.\",app=\"curl\",container=\"3f2a1b4c5d6e\"} 1\n"
+            "connbal_dns_appearances_total{client=\"curl in docker 3f2a1b4c5d6e\",server_address=\"10.1.0.1\",server_port=\"?\",dns_question_name=\"web.example.\",process_executable_name=\"curl\",container_name=\"3f2a1b4c5d6e\"} 1\n"
         ), "{text}");
         assert!(text.contains(
-            "connbal_service_lookups_total{client=\"curl in docker 3f2a1b4c5d6e\",name=\"web.example.\",app=\"curl\",container=\"3f2a1b4c5d6e\"} 1\n"
+            "connbal_service_lookups_total{client=\"curl in docker 3f2a1b4c5d6e\",dns_question_name=\"web.example.\",process_executable_name=\"curl\",container_name=\"3f2a1b4c5d6e\"} 1\n"
         ), "{text}");
 
         // Once its runtime named the container, the labels carry the name.
@@ -358,13 +363,74 @@ mod tests {
             .unwrap();
         let text = render(&agg.report(), &none, 100);
         assert!(text.contains(
-            "connbal_service_lookups_total{client=\"curl in docker shop-web-1\",name=\"web.example.\",app=\"curl\",container=\"shop-web-1\"} 1\n"
+            "connbal_service_lookups_total{client=\"curl in docker shop-web-1\",dns_question_name=\"web.example.\",process_executable_name=\"curl\",container_name=\"shop-web-1\"} 1\n"
         ), "{text}");
         let json = serde_json::to_value(agg.report().services[0].client.info()).unwrap();
         assert_eq!(json["container_name"], "shop-web-1");
         assert_eq!(json["compose_service"], "web");
         assert_eq!(json["container"], id);
         assert!(json.get("compose_project").is_none(), "{json}");
+    }
+
+    /// A pod's container carries OTel's k8s labels from kubelet's; a
+    /// client outside any container its cgroup's path.
+    #[test]
+    fn a_pods_client_gets_k8s_labels_and_a_plain_cgroup_its_path() {
+        use crate::aggregator::{cgroup, ClientBy, Process};
+        let mut agg = Aggregator::new(Config {
+            by: ClientBy::App,
+            ..Config::default()
+        });
+        let mut command = [0u8; 16];
+        command[..4].copy_from_slice(b"java");
+        let owner = |id: u64, path: &str| Owner {
+            cgroup: cgroup(id, Some(path)),
+            socket: id,
+            process: Some(Process {
+                tgid: 10,
+                pid: 10,
+                command,
+                netns_cookie: 1,
+            }),
+        };
+        let id = "3f2a1b4c5d6e7f8091a2b3c4d5e6f708192a3b4c5d6e7f8091a2b3c4d5e6f708";
+        let pod = owner(
+            5,
+            &format!("/kubepods.slice/kubepods-pod1.slice/cri-containerd-{id}.scope"),
+        );
+        pod.cgroup
+            .workload
+            .container
+            .as_ref()
+            .unwrap()
+            .names
+            .set(crate::aggregator::ContainerNames {
+                runtime: "containerd",
+                shown: "shop/web-5d9c/app".into(),
+                name: "app".into(),
+                pod_namespace: Some("shop".into()),
+                pod_name: Some("web-5d9c".into()),
+                pod_container: Some("app".into()),
+                ..Default::default()
+            })
+            .unwrap();
+        lookup(&mut agg, 2, Some(&pod));
+        lookup(
+            &mut agg,
+            2,
+            Some(&owner(6, "/system.slice/billing.service")),
+        );
+        let none = Input {
+            records: 0,
+            kernel_records_lost: 0,
+        };
+        let text = render(&agg.report(), &none, 100);
+        assert!(text.contains(
+            "connbal_service_lookups_total{client=\"java in containerd shop/web-5d9c/app\",dns_question_name=\"web.example.\",process_executable_name=\"java\",container_name=\"shop/web-5d9c/app\",k8s_namespace_name=\"shop\",k8s_pod_name=\"web-5d9c\",k8s_container_name=\"app\"} 1\n"
+        ), "{text}");
+        assert!(text.contains(
+            "connbal_service_lookups_total{client=\"java in /system.slice/billing.service\",dns_question_name=\"web.example.\",process_executable_name=\"java\",cgroup=\"/system.slice/billing.service\"} 1\n"
+        ), "{text}");
     }
 
     /// Series lines: every line that is not a comment.
@@ -405,7 +471,7 @@ mod tests {
             "{text}"
         );
         assert!(
-            text.contains("backend=\"10.1.0.1\",port=\"443\""),
+            text.contains("server_address=\"10.1.0.1\",server_port=\"443\""),
             "the busiest row stays: {text}"
         );
         assert!(text.contains("connbal_service_verdict_ok{"), "{text}");

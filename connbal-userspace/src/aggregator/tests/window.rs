@@ -211,15 +211,15 @@ fn metrics_carry_the_windows_verdicts_beside_counters_since_the_start() {
             .to_string()
     };
     assert!(
-        line("connbal_service_verdict_ok{client=\"172.16.101.190\",name=\"web.example.\",check=\"balance\"}")
+        line("connbal_service_verdict_ok{client=\"172.16.101.190\",dns_question_name=\"web.example.\",check=\"balance\"}")
             .ends_with(" 1")
     );
-    assert!(
-        line("connbal_connections_total{client=\"172.16.101.190\",backend=\"172.16.100.149\"")
-            .ends_with(" 220")
-    );
     assert!(line(
-        "connbal_service_balance_connections{client=\"172.16.101.190\",name=\"web.example.\",backend=\"172.16.100.149\"}"
+        "connbal_connections_total{client=\"172.16.101.190\",server_address=\"172.16.100.149\""
+    )
+    .ends_with(" 220"));
+    assert!(line(
+        "connbal_service_balance_connections{client=\"172.16.101.190\",dns_question_name=\"web.example.\",server_address=\"172.16.100.149\"}"
     )
     .ends_with(" 20"));
     let start = line("connbal_verdict_window_start_timestamp_seconds ");
