@@ -4,8 +4,12 @@
 //! what connbal serves. The image test in runtimes_live runs the same
 //! arguments in a real container.
 //!
-//! Not checked here: the manifests against the Kubernetes API's own
-//! schema. No schema and no API server are reachable from these machines.
+//! Each object of a built-in kind is also validated offline against the
+//! Kubernetes API's schema, through the official Python client's models
+//! (tests/k8s_schema.py): no API server or schema download is reachable
+//! from these machines. The Prometheus operator's PodMonitor and
+//! ServiceMonitor have no model there; the contract test below checks
+//! the fields of theirs that connbal depends on.
 
 mod common;
 use common::*;
@@ -131,4 +135,90 @@ fn the_daemonsets_arguments_are_connbals_and_its_probes_what_it_serves() {
     let service = manifest("Service");
     assert_eq!(&service["spec"]["selector"], labels);
     assert_eq!(service["spec"]["ports"][0]["name"], name);
+}
+
+/// Whether Debian's python3-kubernetes is there (`cargo xtask setup`
+/// installs it); CI must have it.
+fn have_the_kubernetes_client() -> bool {
+    let there = std::process::Command::new(SYSTEM_PYTHON)
+        .args(["-c", "import kubernetes"])
+        .output()
+        .is_ok_and(|out| out.status.success());
+    if !there {
+        assert!(std::env::var("CI").is_err(), "CI needs python3-kubernetes");
+        eprintln!("skipped: no python3-kubernetes (cargo xtask setup installs it)");
+    }
+    there
+}
+
+fn validate(path: &std::path::Path) -> std::process::Output {
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/k8s_schema.py");
+    std::process::Command::new(SYSTEM_PYTHON)
+        .arg(script)
+        .arg(path)
+        .output()
+        .expect("python3")
+}
+
+#[test]
+fn the_manifests_are_valid_against_the_kubernetes_api_schema() {
+    if !have_the_kubernetes_client() {
+        return;
+    }
+    let out = validate(&manifest_path());
+    let (stdout, stderr) = (stdout(&out), stderr(&out));
+    assert!(out.status.success(), "{stdout}{stderr}");
+    for object in [
+        "Namespace connbal: valid (V1Namespace)",
+        "DaemonSet connbal: valid (V1DaemonSet)",
+        "Service connbal: valid (V1Service)",
+    ] {
+        assert!(stdout.lines().any(|l| l == object), "{object}: {stdout}");
+    }
+}
+
+/// The validator finds what a person gets wrong: a misspelled field, a
+/// value of the wrong type, a required field left out.
+#[test]
+fn a_broken_daemonset_is_refused_with_each_fault_named() {
+    if !have_the_kubernetes_client() {
+        return;
+    }
+    let good = std::fs::read_to_string(manifest_path()).unwrap();
+    let broken = good
+        .replacen("          securityContext:", "          securityContex:", 1)
+        .replacen("containerPort: 9464", "containerPort: \"9464\"", 1);
+    assert_ne!(broken, good);
+    let unnamed = good.replacen(
+        "        - name: connbal\n",
+        "        - imagePullPolicy: IfNotPresent\n",
+        1,
+    );
+    assert_ne!(unnamed, good);
+    let dir = std::env::temp_dir().join(format!("connbal-k8s-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let container = "DaemonSet connbal.spec.template.spec.containers[0]";
+    for (text, faults) in [
+        (
+            broken,
+            vec![
+                format!("{container}.securityContex: no such field in V1Container"),
+                format!("{container}.ports[0].containerPort: expected an integer, got '9464'"),
+            ],
+        ),
+        (
+            unnamed,
+            vec!["DaemonSet connbal: Invalid value for `name`, must not be `None`".to_string()],
+        ),
+    ] {
+        let path = dir.join("connbal.yaml");
+        std::fs::write(&path, text).unwrap();
+        let out = validate(&path);
+        assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
+        let stderr = stderr(&out);
+        for fault in faults {
+            assert!(stderr.lines().any(|l| l == fault), "{fault}: {stderr}");
+        }
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
 }

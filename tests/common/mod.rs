@@ -653,12 +653,21 @@ fn in_ns(ns: Option<&str>, program: &str) -> Command {
     }
 }
 
+/// Debian's Python, whose modules are the packages `cargo xtask setup`
+/// installs (python3-yaml, python3-kubernetes): a `python3` earlier on
+/// PATH (a pyenv shim) may not see them.
+pub const SYSTEM_PYTHON: &str = "/usr/bin/python3";
+
+/// deploy/kubernetes/connbal.yaml.
+pub fn manifest_path() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/kubernetes/connbal.yaml")
+}
+
 /// The documents of deploy/kubernetes/connbal.yaml, as JSON (through
 /// Python's YAML reader: no YAML crate is a dependency).
 pub fn manifests() -> Vec<serde_json::Value> {
-    let path =
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/kubernetes/connbal.yaml");
-    let out = Command::new("python3")
+    let path = manifest_path();
+    let out = Command::new(SYSTEM_PYTHON)
         .args([
             "-c",
             "import json, sys, yaml; json.dump(list(yaml.safe_load_all(open(sys.argv[1]))), sys.stdout)",

@@ -49,11 +49,19 @@ pub const TEST_TOOLS: &[(&str, &str)] = &[
 ];
 
 /// Python modules the tests import, and the Debian package providing each
-/// (tests/manifests.rs reads the Kubernetes manifests with PyYAML).
-pub const TEST_PYTHON_MODULES: &[(&str, &str)] = &[("yaml", "python3-yaml")];
+/// (tests/manifests.rs reads the Kubernetes manifests with PyYAML and
+/// validates them against the official client's models of the API).
+pub const TEST_PYTHON_MODULES: &[(&str, &str)] = &[
+    ("yaml", "python3-yaml"),
+    ("kubernetes", "python3-kubernetes"),
+];
+
+/// Debian's Python, which the packages above extend: a `python3` earlier
+/// on PATH (a pyenv shim) does not see them.
+const SYSTEM_PYTHON: &str = "/usr/bin/python3";
 
 fn python_has(module: &str) -> bool {
-    Command::new("python3")
+    Command::new(SYSTEM_PYTHON)
         .args(["-c", &format!("import {module}")])
         .output()
         .is_ok_and(|out| out.status.success())
