@@ -19,7 +19,7 @@ use xtask::lab::{POD_PORT, SERVER_V4};
 
 static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
 const TOOLS: &[&str] = &[
-    "ip", "dnsmasq", "python3", "bpftool", "iptables", "nft", "tcpdump",
+    "ip", "dnsmasq", "python3", "bpftool", "iptables", "nft", "tcpdump", "nsenter",
 ];
 /// The lab's name with a single address, 203.0.113.50: the ClusterIP.
 const SERVICE: &str = "one.connbal.test";
@@ -185,8 +185,14 @@ fn spread_behind_the_vip_with(mode: &Mode, tag: &str, vip_backends: bool) {
     std::fs::write(&script, CLIENT).unwrap();
     let mut cgroups = TestCgroup::new(tag).expect("test cgroup");
     let root = cgroups.relative_root();
-    let mut trace_command = connbal();
+    // connbal on the node's network, as the DaemonSet runs it on the host
+    // network: kube-proxy's affinity lists are the node namespace's. Only
+    // the network namespace is entered, so the cgroup2 mount stays in
+    // view.
+    let mut trace_command = std::process::Command::new("nsenter");
     trace_command
+        .arg(format!("--net=/var/run/netns/{node}"))
+        .arg(env!("CARGO_BIN_EXE_connbal"))
         .args(["trace", "--cgroup", &root])
         .args(["--format", "json"]);
     if !vip_backends {
@@ -262,10 +268,17 @@ fn spread_behind_the_vip_with(mode: &Mode, tag: &str, vip_backends: bool) {
         assert_eq!(&backends_of(spread), reached, "{client}: {spread}");
         let finding = &spread["balance"]["finding"];
         if matches!(mode, Mode::IptablesWithAffinity) {
-            // Affinity pins each client to one pod: said as such, never
+            // Affinity pins each client to one pod: said as such, read
+            // from kube-proxy's affinity list that holds the client, never
             // "uneven", and no p-value over one backend.
             assert_eq!(reached.len(), 1, "{client}: {reached:?}");
-            assert_eq!(finding, "one_backend", "{spread}");
+            assert_eq!(finding, "session_affinity", "{spread}");
+            assert!(
+                spread["balance"]["affinity_list"]
+                    .as_str()
+                    .is_some_and(|l| l.starts_with("KUBE-SEP-")),
+                "{spread}"
+            );
             assert!(spread["balance"]["p_value"].is_null(), "{spread}");
         } else {
             // Thirty connections over three pods at random: more than one
@@ -297,7 +310,7 @@ fn a_services_pods_behind_kube_proxys_iptables_rules_are_counted_per_client() {
 }
 
 #[test]
-fn session_affinity_behind_a_vip_reads_as_one_backend_not_as_uneven() {
+fn session_affinity_behind_a_vip_is_read_from_kube_proxys_affinity_lists() {
     spread_behind_the_vip(&Mode::IptablesWithAffinity, "vip-affinity");
 }
 

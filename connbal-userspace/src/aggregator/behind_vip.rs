@@ -31,6 +31,9 @@ const MAX_LEVELS: usize = 1 << 14;
 /// Backends kept per level; past it, connections still count, as
 /// `backends_dropped`.
 const MAX_BACKENDS: usize = 256;
+/// Source addresses kept per level, to look up in kube-proxy's affinity
+/// lists: a client has one or two (IPv4 and IPv6).
+const MAX_SOURCES: usize = 4;
 /// How far apart an attempt and its translation may be: the same packet,
 /// seen in two places, microseconds apart; a SYN retransmitted is the
 /// same attempt.
@@ -63,6 +66,8 @@ struct Level {
     untranslated: u64,
     backends: BTreeMap<SocketAddr, u64>,
     backends_dropped: u64,
+    /// The addresses the client's connections came from.
+    sources: Vec<IpAddr>,
 }
 
 /// One (client, name, VIP) level of the report.
@@ -83,12 +88,32 @@ pub struct VipSpread {
     /// to judge.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub balance: Option<VipBalance>,
+    /// The addresses the client's connections came from (a few): what
+    /// kube-proxy's affinity lists hold.
+    #[serde(skip)]
+    pub sources: Vec<IpAddr>,
+}
+
+impl VipSpread {
+    /// Every connection went to one backend, and `list`, a session
+    /// affinity list the NAT rules keep (kube-proxy's `KUBE-SEP-…` for
+    /// `sessionAffinity: ClientIP`), holds the client: that is why.
+    pub fn pinned_by(&mut self, list: &str) {
+        if let Some(balance) = self
+            .balance
+            .as_mut()
+            .filter(|b| b.finding == VipFinding::OneBackend)
+        {
+            balance.finding = VipFinding::SessionAffinity;
+            balance.affinity_list = Some(list.to_string());
+        }
+    }
 }
 
 /// What the spread over the backends seen says. Which backends exist is
 /// the EndpointSlice's, which DNS never shows, so a backend that got
 /// nothing is not known and no "unused backend" is said.
-#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct VipBalance {
     pub finding: VipFinding,
     pub backends_seen: usize,
@@ -98,6 +123,9 @@ pub struct VipBalance {
     pub chi_square: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub p_value: Option<f64>,
+    /// For `session_affinity`: the affinity list that holds the client.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub affinity_list: Option<String>,
 }
 
 impl Eq for VipBalance {}
@@ -116,6 +144,10 @@ pub enum VipFinding {
     /// session affinity (`sessionAffinity: ClientIP`), or a Service of one
     /// ready endpoint.
     OneBackend,
+    /// Every connection to one backend, and the NAT's affinity list for
+    /// the Service's endpoints holds the client: session affinity by
+    /// design, read from kube-proxy's state (live, iptables mode).
+    SessionAffinity,
 }
 
 /// Every backend seen must be expected to get this many connections for
@@ -135,6 +167,7 @@ fn balance(counts: &[u64]) -> Option<VipBalance> {
             backends_seen: 1,
             chi_square: None,
             p_value: None,
+            affinity_list: None,
         });
     }
     let expected = n as f64 / k as f64;
@@ -155,6 +188,7 @@ fn balance(counts: &[u64]) -> Option<VipBalance> {
         backends_seen: k,
         chi_square: Some(chi_square),
         p_value: Some(p_value),
+        affinity_list: None,
     })
 }
 
@@ -229,7 +263,7 @@ impl BehindVips {
             self.attempts.insert(flow, (ts, client.clone(), name));
             self.by_isn.insert(isn, (ts, flow));
         }
-        self.count(key, backend);
+        self.count(key, backend, from.ip());
         true
     }
 
@@ -255,7 +289,12 @@ impl BehindVips {
         }
     }
 
-    fn count(&mut self, key: (Client, Arc<str>, SocketAddr), backend: Option<SocketAddr>) {
+    fn count(
+        &mut self,
+        key: (Client, Arc<str>, SocketAddr),
+        backend: Option<SocketAddr>,
+        source: IpAddr,
+    ) {
         let full = self.levels.len() >= MAX_LEVELS;
         let level = match self.levels.get_mut(&key) {
             Some(level) => level,
@@ -266,6 +305,9 @@ impl BehindVips {
             None => self.levels.entry(key).or_default(),
         };
         level.connections += 1;
+        if level.sources.len() < MAX_SOURCES && !level.sources.contains(&source) {
+            level.sources.push(source);
+        }
         match backend {
             Some(backend) => level.add_backend(backend),
             None => level.untranslated += 1,
@@ -313,6 +355,7 @@ impl BehindVips {
                     backends,
                     untranslated: level.untranslated,
                     backends_dropped: level.backends_dropped,
+                    sources: level.sources.clone(),
                 }
             })
             .collect();

@@ -131,7 +131,7 @@ fn render_behind_vips(spreads: &[VipSpread], colour: bool) -> String {
                 bar(share).trim_end(),
             );
         }
-        if let Some(balance) = spread.balance {
+        if let Some(balance) = &spread.balance {
             let p = balance.p_value.map(p_is).unwrap_or_default();
             let finding = match balance.finding {
                 VipFinding::Even => palette.good(&format!(
@@ -145,6 +145,10 @@ fn render_behind_vips(spreads: &[VipSpread], colour: bool) -> String {
                 VipFinding::OneBackend => palette.bad(
                     "every connection to one backend: session affinity (sessionAffinity: ClientIP), or one ready endpoint",
                 ),
+                VipFinding::SessionAffinity => palette.good(&format!(
+                    "every connection to one backend, by session affinity: the NAT's affinity list {} holds this client (sessionAffinity: ClientIP)",
+                    balance.affinity_list.as_deref().unwrap_or_default()
+                )),
             };
             let _ = writeln!(out, "    {finding}");
         }

@@ -6,6 +6,7 @@
 //! privileges dropped), [`Session::follow`] (the loop), and
 //! [`Session::finish`] (the last drain, the report, detaching).
 
+mod affinity;
 mod async_fd;
 pub(crate) mod btf;
 mod cgroup_watch;
@@ -590,10 +591,7 @@ impl Session {
                     self.catch_up();
                     self.pipeline.advance(wall_clock_now());
                     self.stats.reports_built += 1;
-                    let report = match due.scope() {
-                        Scope::Whole => self.pipeline.report(),
-                        Scope::Busiest(limit) => self.pipeline.report_busiest(limit),
-                    };
+                    let report = self.report(due.scope());
                     let delivered = due.deliver(&Snapshot {
                         report: &report,
                         stats: &self.stats,
@@ -616,6 +614,19 @@ impl Session {
                 }
             }
         }
+    }
+
+    /// A report of `scope`; in host mode, with the levels behind a VIP
+    /// that kube-proxy's affinity pinned said so.
+    fn report(&self, scope: Scope) -> crate::aggregator::Report {
+        let mut report = match scope {
+            Scope::Whole => self.pipeline.report(),
+            Scope::Busiest(limit) => self.pipeline.report_busiest(limit),
+        };
+        if self.host.is_some() {
+            affinity::mark_pinned(&mut report.behind_vips, Path::new(affinity::LISTS));
+        }
+        report
     }
 
     /// Everything the kernel has produced so far, and its counters.
@@ -727,7 +738,7 @@ impl Session {
         self.catch_up();
         self.pipeline.advance(wall_clock_now());
         self.stats.ended = Some(ending.describe());
-        let report = self.pipeline.report();
+        let report = self.report(Scope::Whole);
         let mut source_warnings = Vec::new();
         if self.stats.kernel.records_lost > 0 {
             source_warnings.push(format!(
