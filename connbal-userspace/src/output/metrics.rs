@@ -12,6 +12,7 @@ use crate::aggregator::verdict::Check;
 use crate::aggregator::{Client, Report, Row, Service};
 use crate::tally::Tally;
 use std::collections::HashMap;
+use std::sync::Arc;
 
 pub const DEFAULT_MAX_SERIES: usize = 10_000;
 
@@ -50,7 +51,59 @@ pub mod label {
 }
 
 /// Label names and values, in the order they are written.
-pub type Labels = Vec<(&'static str, String)>;
+pub type Labels = Vec<(&'static str, LabelValue)>;
+
+/// A label's value: a word connbal writes (a check, an outcome) or text
+/// shared by every sample of one client, service or row. A scrape that
+/// shows every series held each label's text once per sample, twice over
+/// (here and in the encoder's registry): 1.5 KB a series at the heap peak
+/// of a churning node's agent (BENCHMARKS.md, workload churn). Shared, a
+/// client's name is one string however many series carry it.
+#[derive(Clone, Debug, Eq)]
+pub enum LabelValue {
+    Fixed(&'static str),
+    Shared(Arc<str>),
+}
+
+impl LabelValue {
+    pub fn as_str(&self) -> &str {
+        match self {
+            LabelValue::Fixed(text) => text,
+            LabelValue::Shared(text) => text,
+        }
+    }
+}
+
+/// By text, whichever kind holds it.
+impl PartialEq for LabelValue {
+    fn eq(&self, other: &Self) -> bool {
+        self.as_str() == other.as_str()
+    }
+}
+
+impl std::hash::Hash for LabelValue {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.as_str().hash(state);
+    }
+}
+
+impl From<String> for LabelValue {
+    fn from(text: String) -> Self {
+        LabelValue::Shared(Arc::from(text))
+    }
+}
+
+impl From<&Arc<str>> for LabelValue {
+    fn from(text: &Arc<str>) -> Self {
+        LabelValue::Shared(Arc::clone(text))
+    }
+}
+
+impl From<&'static str> for LabelValue {
+    fn from(text: &'static str) -> Self {
+        LabelValue::Fixed(text)
+    }
+}
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Kind {
@@ -224,7 +277,7 @@ pub fn model(report: &Report, input: &dyn Tally, max_series: usize) -> Vec<Famil
         "1, labelled with the version of connbal that writes these series",
     );
     build_info.add(
-        vec![("version", env!("CARGO_PKG_VERSION").to_string())],
+        vec![("version", env!("CARGO_PKG_VERSION").into())],
         Value::Gauge(1),
     );
     let mut window_start = Family::new(
@@ -248,6 +301,7 @@ pub fn model(report: &Report, input: &dyn Tally, max_series: usize) -> Vec<Famil
     let mut folded_series =
         to_i64(u64::try_from(left_out.services + left_out.rows).unwrap_or(u64::MAX));
     let mut full = false;
+    let mut clients = ClientLabels::default();
     let mut services: Vec<&Service> = report.services.iter().collect();
     services.sort_by_key(|s| std::cmp::Reverse(s.connections));
     for service in services {
@@ -263,11 +317,11 @@ pub fn model(report: &Report, input: &dyn Tally, max_series: usize) -> Vec<Famil
             continue;
         }
         budget -= cost;
-        let owner = owner_labels(&service.client);
+        let (client, owner) = clients.of(&service.client);
         let labels = joined(
             &[
-                (label::CLIENT, service.client.to_string()),
-                (label::NAME, service.name.to_string()),
+                (label::CLIENT, client),
+                (label::NAME, (&service.name).into()),
             ],
             &[],
             &owner,
@@ -289,17 +343,17 @@ pub fn model(report: &Report, input: &dyn Tally, max_series: usize) -> Vec<Famil
             p_value.add(labels.clone(), Value::FloatGauge(balance.p_value));
         }
         for cell in &service.balance_cells {
-            let backend = [(label::SERVER_ADDRESS, cell.backend.to_string())];
+            let backend = [(label::SERVER_ADDRESS, cell.backend.to_string().into())];
             let labels = joined(&labels[..2], &backend, &owner);
             cell_connections.add(labels.clone(), Value::Gauge(to_i64(cell.connections)));
             cell_expected.add(labels, Value::FloatGauge(cell.expected));
         }
         for asked in &service.asked_as {
-            let asked = [("asked", asked.to_string())];
+            let asked = [("asked", asked.into())];
             asked_as.add(joined(&labels[..2], &asked, &owner), Value::Gauge(1));
         }
         for verdict in &service.verdicts {
-            let check = [("check", Check::name(verdict.check).to_string())];
+            let check = [("check", Check::name(verdict.check).into())];
             verdict_ok.add(
                 joined(&labels[..2], &check, &owner),
                 Value::Gauge(i64::from(verdict.ok)),
@@ -326,16 +380,16 @@ pub fn model(report: &Report, input: &dyn Tally, max_series: usize) -> Vec<Famil
             continue;
         }
         budget -= cost;
+        let (client, owner) = clients.of(&row.client);
         let backend = vec![
-            (label::CLIENT, row.client.to_string()),
-            (label::SERVER_ADDRESS, row.backend.to_string()),
+            (label::CLIENT, client),
+            (label::SERVER_ADDRESS, row.backend.to_string().into()),
             (
                 label::SERVER_PORT,
-                row.port.map_or("?".to_string(), |p| p.to_string()),
+                row.port.map_or("?".into(), |p| p.to_string().into()),
             ),
-            (label::NAME, row.name.to_string()),
+            (label::NAME, (&row.name).into()),
         ];
-        let owner = owner_labels(&row.client);
         connections.add(joined(&backend, &[], &owner), Value::Counter(row.conns));
         appearances.add(joined(&backend, &[], &owner), Value::Counter(row.dns));
         for (outcome, count) in [
@@ -344,7 +398,7 @@ pub fn model(report: &Report, input: &dyn Tally, max_series: usize) -> Vec<Famil
             ("unanswered", o.unanswered),
         ] {
             if count > 0 {
-                let outcome = [("outcome", outcome.to_string())];
+                let outcome = [("outcome", outcome.into())];
                 outcomes.add(joined(&backend, &outcome, &owner), Value::Counter(count));
             }
         }
@@ -358,15 +412,15 @@ pub fn model(report: &Report, input: &dyn Tally, max_series: usize) -> Vec<Famil
         "Connection attempts from a client to an address DNS gave it alone (a Service's VIP, server_address and server_port), by the backend a DNAT sent them to (network_peer_address and network_peer_port; `network_peer_address=\"untranslated\"`: not seen)",
     );
     for spread in &report.behind_vips {
-        let owner = owner_labels(&spread.client);
+        let (client, owner) = clients.of(&spread.client);
         let level = [
-            (label::CLIENT, spread.client.to_string()),
-            (label::NAME, spread.name.to_string()),
-            (label::SERVER_ADDRESS, spread.vip.ip().to_string()),
-            (label::SERVER_PORT, spread.vip.port().to_string()),
+            (label::CLIENT, client),
+            (label::NAME, (&spread.name).into()),
+            (label::SERVER_ADDRESS, spread.vip.ip().to_string().into()),
+            (label::SERVER_PORT, spread.vip.port().to_string().into()),
         ];
         let untranslated = (spread.untranslated > 0).then(|| {
-            let peer = vec![(label::PEER_ADDRESS, "untranslated".to_string())];
+            let peer = vec![(label::PEER_ADDRESS, "untranslated".into())];
             (peer, spread.untranslated)
         });
         let each = spread
@@ -374,8 +428,8 @@ pub fn model(report: &Report, input: &dyn Tally, max_series: usize) -> Vec<Famil
             .iter()
             .map(|b| {
                 let peer = vec![
-                    (label::PEER_ADDRESS, b.backend.ip().to_string()),
-                    (label::PEER_PORT, b.backend.port().to_string()),
+                    (label::PEER_ADDRESS, b.backend.ip().to_string().into()),
+                    (label::PEER_PORT, b.backend.port().to_string().into()),
                 ];
                 (peer, b.connections)
             })
@@ -436,11 +490,27 @@ pub fn model(report: &Report, input: &dyn Tally, max_series: usize) -> Vec<Famil
 }
 
 fn joined(
-    first: &[(&'static str, String)],
-    then: &[(&'static str, String)],
+    first: &[(&'static str, LabelValue)],
+    then: &[(&'static str, LabelValue)],
     owner: &Labels,
 ) -> Labels {
     first.iter().chain(then).chain(owner).cloned().collect()
+}
+
+/// Each client's label and owner labels, made once per exposition and
+/// shared by all of its series.
+#[derive(Default)]
+struct ClientLabels<'r> {
+    made: HashMap<&'r Client, (LabelValue, Labels)>,
+}
+
+impl<'r> ClientLabels<'r> {
+    fn of(&mut self, client: &'r Client) -> (LabelValue, Labels) {
+        self.made
+            .entry(client)
+            .or_insert_with(|| (client.to_string().into(), owner_labels(client)))
+            .clone()
+    }
 }
 
 /// For an owner client, labels to aggregate a fleet by: its command, and
@@ -452,12 +522,18 @@ fn owner_labels(client: &Client) -> Labels {
     if !client.is_owner() {
         return Vec::new();
     }
-    let mut labels = vec![(label::EXECUTABLE, client.command().unwrap_or_default())];
+    let mut labels = vec![(
+        label::EXECUTABLE,
+        client.command().unwrap_or_default().into(),
+    )];
     let Some(container) = &client.workload().container else {
-        labels.push((label::CGROUP, client.cgroup_path().unwrap_or_default()));
+        labels.push((
+            label::CGROUP,
+            client.cgroup_path().unwrap_or_default().into(),
+        ));
         return labels;
     };
-    labels.push((label::CONTAINER, container.shown_name().to_string()));
+    labels.push((label::CONTAINER, container.shown_name().to_string().into()));
     if let Some(names) = container.names.get() {
         let pod = [
             (label::K8S_NAMESPACE, &names.pod_namespace),
@@ -466,7 +542,7 @@ fn owner_labels(client: &Client) -> Labels {
         ];
         for (name, value) in pod {
             if let Some(value) = value {
-                labels.push((name, value.clone()));
+                labels.push((name, value.clone().into()));
             }
         }
     }
@@ -482,7 +558,7 @@ fn counter_family(name: &'static str, help: &'static str, tally: &dyn Tally) -> 
     let mut family = Family::new(Kind::Counter, name, help);
     tally.for_each_counter(&mut |counter, value| {
         family.add(
-            vec![("counter", counter.to_string())],
+            vec![("counter", counter.to_string().into())],
             Value::Counter(value),
         );
     });

@@ -8,7 +8,7 @@
 //! by the trace loop that owns the aggregator: nothing is kept up to date
 //! per packet.
 
-use super::metrics::{self, Family, Kind, Labels, Value};
+use super::metrics::{self, Family, Kind, LabelValue, Labels, Value};
 use crate::aggregator::Report;
 use crate::tally::Tally;
 use prometheus_client::metrics::counter::Counter;
@@ -82,6 +82,15 @@ pub fn encode(families: &[Family]) -> String {
     prometheus_client::encoding::text::encode(&mut text, &registry)
         .expect("writing to a String cannot fail");
     text
+}
+
+impl prometheus_client::encoding::EncodeLabelValue for LabelValue {
+    fn encode(
+        &self,
+        encoder: &mut prometheus_client::encoding::LabelValueEncoder,
+    ) -> Result<(), std::fmt::Error> {
+        prometheus_client::encoding::EncodeLabelValue::encode(&self.as_str(), encoder)
+    }
 }
 
 /// One series per sample of `family`, each given its value by `set`.
