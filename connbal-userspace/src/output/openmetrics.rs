@@ -324,33 +324,42 @@ mod tests {
         assert!(!text.contains("outcome=\"answered\""), "{text}");
     }
 
-    #[test]
-    fn owner_clients_get_app_and_container_labels() {
-        use crate::aggregator::{cgroup, ClientBy, Process};
-        let mut agg = Aggregator::new(Config {
-            by: ClientBy::App,
-            ..Config::default()
-        });
-        let mut command = [0u8; 16];
-        command[..4].copy_from_slice(b"curl");
-        let id = "3f2a1b4c5d6e7f8091a2b3c4d5e6f708192a3b4c5d6e7f8091a2b3c4d5e6f708";
-        let path = format!("/system.slice/docker-{id}.scope");
-        let owner = Owner {
-            cgroup: cgroup(5, Some(&path)),
-            socket: 1,
-            process: Some(Process {
+    /// The owner a process `command` in cgroup `id` at `path` gives its
+    /// socket.
+    fn owner_in(id: u64, path: &str, command: &[u8]) -> Owner {
+        let mut comm = [0u8; 16];
+        comm[..command.len()].copy_from_slice(command);
+        Owner {
+            cgroup: crate::aggregator::cgroup(id, Some(path)),
+            socket: id,
+            process: Some(crate::aggregator::Process {
                 tgid: 10,
                 pid: 10,
-                command,
+                command: comm,
                 netns_cookie: 1,
             }),
-        };
-        lookup(&mut agg, 2, Some(&owner));
+        }
+    }
+
+    /// `agg`'s exposition, with no input counters.
+    fn exposition_of(agg: &Aggregator) -> String {
         let none = Input {
             records: 0,
             kernel_records_lost: 0,
         };
-        let text = render(&agg.report(), &none, 100);
+        render(&agg.report(), &none, 100)
+    }
+
+    #[test]
+    fn owner_clients_get_app_and_container_labels() {
+        let mut agg = Aggregator::new(Config {
+            by: crate::aggregator::ClientBy::App,
+            ..Config::default()
+        });
+        let id = "3f2a1b4c5d6e7f8091a2b3c4d5e6f708192a3b4c5d6e7f8091a2b3c4d5e6f708";
+        let owner = owner_in(5, &format!("/system.slice/docker-{id}.scope"), b"curl");
+        lookup(&mut agg, 2, Some(&owner));
+        let text = exposition_of(&agg);
         assert!(text.contains(
             "connbal_dns_appearances_total{client=\"curl in docker 3f2a1b4c5d6e\",server_address=\"10.1.0.1\",server_port=\"?\",dns_question_name=\"web.example.\",process_executable_name=\"curl\",container_name=\"3f2a1b4c5d6e\"} 1\n"
         ), "{text}");
@@ -370,7 +379,7 @@ mod tests {
                 ..Default::default()
             })
             .unwrap();
-        let text = render(&agg.report(), &none, 100);
+        let text = exposition_of(&agg);
         assert!(text.contains(
             "connbal_service_lookups_total{client=\"curl in docker shop-web-1\",dns_question_name=\"web.example.\",process_executable_name=\"curl\",container_name=\"shop-web-1\"} 1\n"
         ), "{text}");
@@ -385,23 +394,11 @@ mod tests {
     /// client outside any container its cgroup's path.
     #[test]
     fn a_pods_client_gets_k8s_labels_and_a_plain_cgroup_its_path() {
-        use crate::aggregator::{cgroup, ClientBy, Process};
         let mut agg = Aggregator::new(Config {
-            by: ClientBy::App,
+            by: crate::aggregator::ClientBy::App,
             ..Config::default()
         });
-        let mut command = [0u8; 16];
-        command[..4].copy_from_slice(b"java");
-        let owner = |id: u64, path: &str| Owner {
-            cgroup: cgroup(id, Some(path)),
-            socket: id,
-            process: Some(Process {
-                tgid: 10,
-                pid: 10,
-                command,
-                netns_cookie: 1,
-            }),
-        };
+        let owner = |id: u64, path: &str| owner_in(id, path, b"java");
         let id = "3f2a1b4c5d6e7f8091a2b3c4d5e6f708192a3b4c5d6e7f8091a2b3c4d5e6f708";
         let pod = owner(
             5,
@@ -429,11 +426,7 @@ mod tests {
             2,
             Some(&owner(6, "/system.slice/billing.service")),
         );
-        let none = Input {
-            records: 0,
-            kernel_records_lost: 0,
-        };
-        let text = render(&agg.report(), &none, 100);
+        let text = exposition_of(&agg);
         assert!(text.contains(
             "connbal_service_lookups_total{client=\"java in containerd shop/web-5d9c/app\",dns_question_name=\"web.example.\",process_executable_name=\"java\",container_name=\"shop/web-5d9c/app\",k8s_namespace_name=\"shop\",k8s_pod_name=\"web-5d9c\",k8s_container_name=\"app\"} 1\n"
         ), "{text}");
