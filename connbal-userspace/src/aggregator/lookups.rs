@@ -386,18 +386,27 @@ impl ServiceLookups {
                 }
             })
             .collect();
+        // Field by field rather than `..self.clone()`, which would copy
+        // the timeline only to replace it.
         ServiceLookups {
+            name: self.name.clone(),
+            ttl_min: self.ttl_min,
+            ttl_max: self.ttl_max,
             questions,
-            answers: self.answers.saturating_sub(mark.answers),
+            first_answer: self.first_answer,
+            last_answer: self.last_answer,
             answers_from_local: self
                 .answers_from_local
                 .saturating_sub(mark.answers_from_local),
+            local_server: self.local_server,
+            answers: self.answers.saturating_sub(mark.answers),
             without_ttl: self.without_ttl.saturating_sub(mark.without_ttl),
             shared_connections: self
                 .shared_connections
                 .saturating_sub(mark.shared_connections),
+            shared_with: self.shared_with.clone(),
+            asked_as: self.asked_as.clone(),
             timeline: self.timeline.since(&mark.timeline),
-            ..self.clone()
         }
     }
 

@@ -244,11 +244,16 @@ impl Aggregator {
     /// half-window grid. Events move it; a live trace also calls this
     /// while its input is quiet.
     pub fn advance(&mut self, now: Timestamp) {
-        let Some(due) = self.window.as_mut().and_then(|w| w.due(now)) else {
+        let Some(window) = self.window.as_mut() else {
             return;
         };
-        let Some(window) = &self.window else { return };
-        let mark = self.mark(window.keys());
+        let Some(due) = window.due(now) else {
+            return;
+        };
+        // The keys' seed, copied so that the tables can be read while the
+        // window is held.
+        let keys = window.keys().clone();
+        let mark = self.mark(&keys);
         if let Some(window) = &mut self.window {
             window.push(mark, due);
         }

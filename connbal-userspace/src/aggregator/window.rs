@@ -64,7 +64,7 @@ pub struct Windowed {
 
 /// The hashes that key a mark's tallies: one seed per window, so that
 /// a mark and the report reading it agree.
-#[derive(Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub struct Keys(foldhash::fast::RandomState);
 
 impl Keys {
