@@ -125,6 +125,13 @@ pub mod record {
     /// systemd-resolved, nscd, /etc/hosts) is seen only here. A
     /// [`LookupRecord`].
     pub const KIND_LOOKUP: u8 = 5;
+    /// Host mode: the bytes a TCP connection to a VIP carried, a
+    /// [`TrafficRecord`]: the header holds the client (source) and the
+    /// address it connected to (destination), as its socket knows them,
+    /// with no owner. Sent when the connection closes; the walk over open
+    /// connections at a report (an iterator, not the ring) writes the
+    /// same record with `BIT_STILL_OPEN`.
+    pub const KIND_TRAFFIC: u8 = 6;
 
     /// `RecordHeader::bits`: the DNS payload came over TCP.
     pub const BIT_TCP: u8 = 1;
@@ -140,6 +147,9 @@ pub mod record {
     /// `RecordHeader::bits`: the process that last connected or sent on the
     /// socket is known; `tgid`, `pid`, `comm` and `netns_cookie` are set.
     pub const BIT_PROCESS: u8 = 16;
+    /// `RecordHeader::bits` of a [`KIND_TRAFFIC`] record: the connection
+    /// was still open, and its bytes are so far.
+    pub const BIT_STILL_OPEN: u8 = 32;
 
     /// Which owner fields records carry. The loader writes it, as a byte,
     /// into the program's `OWNERS` global before load (read-only data, so
@@ -239,6 +249,54 @@ pub mod record {
 
     /// Bytes after the header in a [`NatRecord`] that carry the backend.
     pub const NAT_TAIL_LEN: usize = 18;
+
+    /// A [`KIND_TRAFFIC`] record: the header, then the payload bytes the
+    /// connection carried each way (from `tcp_sock`: what was sent, each
+    /// byte once however often retransmitted, and what was received,
+    /// SYN and FIN not counted).
+    #[repr(C)]
+    #[derive(Clone, Copy)]
+    pub struct TrafficRecord {
+        pub header: RecordHeader,
+        pub bytes_sent: u64,
+        pub bytes_received: u64,
+    }
+
+    /// Bytes of a [`TrafficRecord`], header included.
+    pub const TRAFFIC_LEN: usize = HEADER_LEN + 16;
+
+    const _: () = assert!(core::mem::size_of::<TrafficRecord>() == TRAFFIC_LEN);
+
+    /// An address a DNAT was seen behind (a VIP), as the kernel's `VIPS`
+    /// map keys it: userspace adds each when it first sees a translation
+    /// to it, and only connections to these pay for a [`TrafficRecord`].
+    #[repr(C)]
+    #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+    pub struct VipKey {
+        /// Network byte order, IPv4 in the first 4 bytes.
+        pub addr: [u8; 16],
+        /// Host byte order.
+        pub port: u16,
+        /// 4 or 6.
+        pub version: u8,
+        pub reserved: [u8; 5],
+    }
+
+    /// Bytes of a [`VipKey`].
+    pub const VIP_KEY_LEN: usize = 24;
+
+    const _: () = assert!(core::mem::size_of::<VipKey>() == VIP_KEY_LEN);
+
+    impl VipKey {
+        /// The key as the kernel's map holds it.
+        pub fn to_bytes(&self) -> [u8; VIP_KEY_LEN] {
+            let mut b = [0; VIP_KEY_LEN];
+            b[..16].copy_from_slice(&self.addr);
+            b[16..18].copy_from_slice(&self.port.to_ne_bytes());
+            b[18] = self.version;
+            b
+        }
+    }
 
     /// Bytes of the name asked a [`LookupRecord`] holds, its NUL included:
     /// a DNS name in presentation form is at most 253.

@@ -63,6 +63,7 @@ mod kernel;
 mod lookups;
 mod nat;
 mod open_sockets;
+mod traffic;
 
 /// Set by the loader before load (read-only data, so the verifier prunes
 /// the branches that depend on it).

@@ -121,6 +121,11 @@ fn translated_syn(ctx: &BtfTracePointContext) -> Option<()> {
         backend_port: u16::from_be(read(reply, MAN_PORT)?),
         reserved: [0; 6],
     };
+    // Every translated SYN passes here, a host-network client's too (its
+    // OUTPUT chain's DNAT is as new at transmit), so this is where the
+    // traffic programs learn the VIP, before the connection's first byte.
+    // Not in `as_asked`: the packet programs' stack has no room for it.
+    crate::traffic::watch(version, record.header.dst_addr, record.header.dst_port);
     emit(record);
     Some(())
 }

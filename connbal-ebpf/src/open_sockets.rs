@@ -34,27 +34,27 @@ use connbal_common::{record::SocketOwner, DNS_PORT};
 
 /// `struct socket.sk`.
 #[no_mangle]
-static SOCKET_SK_OFFSET: u32 = 0;
+pub(crate) static SOCKET_SK_OFFSET: u32 = 0;
 /// `struct sock_common`'s family, state, own port, remote port and
 /// addresses, and network namespace (`skc_net`, whose first word is the
 /// `struct net *`).
 #[no_mangle]
-static SK_FAMILY_OFFSET: u32 = 0;
+pub(crate) static SK_FAMILY_OFFSET: u32 = 0;
 #[no_mangle]
-static SK_STATE_OFFSET: u32 = 0;
+pub(crate) static SK_STATE_OFFSET: u32 = 0;
 #[no_mangle]
-static SK_NUM_OFFSET: u32 = 0;
+pub(crate) static SK_NUM_OFFSET: u32 = 0;
 #[no_mangle]
-static SK_DPORT_OFFSET: u32 = 0;
+pub(crate) static SK_DPORT_OFFSET: u32 = 0;
 #[no_mangle]
-static SK_DADDR_OFFSET: u32 = 0;
+pub(crate) static SK_DADDR_OFFSET: u32 = 0;
 #[no_mangle]
-static SK_V6_DADDR_OFFSET: u32 = 0;
+pub(crate) static SK_V6_DADDR_OFFSET: u32 = 0;
 #[no_mangle]
 static SK_NET_OFFSET: u32 = 0;
 /// `struct sock.sk_protocol`.
 #[no_mangle]
-static SK_PROTOCOL_OFFSET: u32 = 0;
+pub(crate) static SK_PROTOCOL_OFFSET: u32 = 0;
 /// The socket's cgroup, as `bpf_skb_cgroup_id` reads it: `struct
 /// sock.sk_cgrp_data` plus `sock_cgroup_data.cgroup`, then
 /// `cgroup.kn`, then `kernfs_node.id`.
@@ -154,7 +154,7 @@ const TCP_SYN_SENT: u8 = 2;
 /// The kernel's `struct bpf_iter_meta`, of which only the output is used.
 #[repr(C)]
 pub struct IterMeta {
-    seq: *mut seq_file,
+    pub seq: *mut seq_file,
     session_id: u64,
     seq_num: u64,
 }
@@ -162,10 +162,10 @@ pub struct IterMeta {
 /// The kernel's `struct bpf_iter__task_file`, the iterator's context.
 #[repr(C)]
 pub struct TaskFile {
-    meta: *mut IterMeta,
-    task: *const u8,
-    fd: u32,
-    file: *mut file,
+    pub meta: *mut IterMeta,
+    pub task: *const u8,
+    pub fd: u32,
+    pub file: *mut file,
 }
 
 /// Writes one byte per recorded socket to the iterator's output, so the
@@ -261,4 +261,4 @@ unsafe fn record_owner(task: *const u8, file: *mut file) -> Option<()> {
     OPEN_SOCKETS.insert(far, owner, 0).ok()
 }
 
-const V4_MAPPED: [u8; 12] = [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff];
+pub const V4_MAPPED: [u8; 12] = [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff];

@@ -55,6 +55,11 @@ impl<W: Write> Pipeline<W> {
         self.aggregator.forget_clients(gone);
     }
 
+    /// Connections behind a VIP not known to have closed.
+    pub fn open_behind_vips(&self) -> usize {
+        self.aggregator.open_behind_vips()
+    }
+
     /// The time is now `now` (see `Aggregator::advance`).
     pub fn advance(&mut self, now: crate::aggregator::Timestamp) {
         self.aggregator.advance(now);

@@ -177,6 +177,25 @@ pub fn exchange(
 /// get `vip`'s address alone, then connect to `vip` once for each entry of
 /// `translated`, from ports 40001 on, each followed by its translation to
 /// the backend given (none: never translated).
+/// The bytes the `n`th connection `behind_a_vip` made (from 0) carried.
+pub fn carried_behind_a_vip(
+    agg: &mut crate::aggregator::Aggregator,
+    vip: std::net::SocketAddr,
+    n: u16,
+    (sent, received): (u64, u64),
+    open: bool,
+) {
+    use crate::aggregator::{Carried, Event, Timestamp};
+    agg.process(&Event::Traffic(Carried {
+        ts: Timestamp::from_secs(101),
+        client: std::net::SocketAddr::new([10, 0, 0, 2].into(), 40001 + n),
+        asked: vip,
+        sent,
+        received,
+        open,
+    }));
+}
+
 pub fn behind_a_vip(
     name: &str,
     vip: std::net::SocketAddr,

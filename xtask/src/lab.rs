@@ -34,9 +34,14 @@ listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
 listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
 listener.bind(("0.0.0.0", int(sys.argv[1])))
 listener.listen(128)
+# Its own address on connecting, and again for each line the client
+# sends, until the client closes: a connection reused for many requests.
 def answer(conn):
     with conn:
-        conn.sendall(conn.getsockname()[0].encode() + b"\n")
+        me = conn.getsockname()[0].encode() + b"\n"
+        conn.sendall(me)
+        for _ in conn.makefile("rb"):
+            conn.sendall(me)
 while True:
     conn, _ = listener.accept()
     threading.Thread(target=answer, args=(conn,), daemon=True).start()

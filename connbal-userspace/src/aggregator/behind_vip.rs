@@ -12,10 +12,16 @@
 //! socket reports its DNAT before the SYN, the tracepoint on the forwarded
 //! packet after it. Each waits a few seconds for the other in a bounded
 //! table; the backend set is only what was seen, as no DNS answer names it.
+//!
+//! A connection joined to its backend stays in a bounded table while it
+//! is open, for the bytes it carried (host mode's `Carried` events: at its
+//! close, and so far at each report's walk over open connections), so
+//! that "one pod gets everything" can read as "one connection carried
+//! everything".
 
 use super::bounded::FifoMap;
 use super::client::Client;
-use super::event::Translation;
+use super::event::{Carried, Translation};
 use super::Timestamp;
 use serde::Serialize;
 use std::collections::{BTreeMap, HashMap};
@@ -34,6 +40,14 @@ const MAX_BACKENDS: usize = 256;
 /// Source addresses kept per level, to look up in kube-proxy's affinity
 /// lists: a client has one or two (IPv4 and IPv6).
 const MAX_SOURCES: usize = 4;
+/// Connections joined to their backend and not yet closed, kept for
+/// their bytes; past it the oldest go, and their bytes are not counted.
+const MAX_OPEN: usize = 1 << 16;
+/// The busiest connections kept per level, for how few carried most of
+/// its bytes.
+const TOP_CONNECTIONS: usize = 8;
+/// "Most of the bytes": the share the fewest connections are counted to.
+const MOST_PER_MILLE: u64 = 900;
 /// How far apart an attempt and its translation may be: the same packet,
 /// seen in two places, microseconds apart; a SYN retransmitted is the
 /// same attempt.
@@ -56,6 +70,23 @@ pub struct BehindVips {
     levels: HashMap<(Client, Arc<str>, SocketAddr), Level>,
     /// Levels not kept because the table was full.
     pub levels_dropped: u64,
+    /// Connections joined to their backend, until they close.
+    open: FifoMap<Flow, Open>,
+    /// When the last walk over open connections ran: an open connection
+    /// it did not see has closed unseen, and is counted as last seen.
+    last_walk: Option<Timestamp>,
+}
+
+type LevelKey = (Client, Arc<str>, SocketAddr);
+
+/// A connection behind a VIP, open when last heard of.
+#[derive(Debug)]
+struct Open {
+    level: LevelKey,
+    backend: SocketAddr,
+    /// Its bytes so far, both ways, and when a walk saw it; `None` until
+    /// one did.
+    walked: Option<(Timestamp, u64)>,
 }
 
 #[derive(Debug, Default)]
@@ -64,10 +95,22 @@ struct Level {
     /// Connections whose translation was never seen (no NAT behind the
     /// address, or it was missed).
     untranslated: u64,
-    backends: BTreeMap<SocketAddr, u64>,
+    backends: BTreeMap<SocketAddr, BackendCounts>,
     backends_dropped: u64,
     /// The addresses the client's connections came from.
     sources: Vec<IpAddr>,
+    /// Connections closed with their bytes counted, and those bytes.
+    closed: u64,
+    closed_bytes: u64,
+    /// The busiest closed connections, (bytes, backend), busiest first.
+    top: Vec<(u64, SocketAddr)>,
+}
+
+#[derive(Debug, Default, Clone, Copy)]
+struct BackendCounts {
+    connections: u64,
+    /// Bytes of its closed connections, both ways.
+    bytes: u64,
 }
 
 /// One (client, name, VIP) level of the report.
@@ -92,6 +135,36 @@ pub struct VipSpread {
     /// kube-proxy's affinity lists hold.
     #[serde(skip)]
     pub sources: Vec<IpAddr>,
+    /// The bytes its connections carried, where host mode counted them.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub traffic: Option<VipTraffic>,
+}
+
+/// The bytes a level's connections carried (both ways, payload), from
+/// their sockets: at close, and so far for those open at the last walk.
+/// Connection reuse is the usual reason one pod gets everything
+/// (kubernetes/kubernetes#37932), and it shows here as one connection
+/// carrying most of the bytes.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct VipTraffic {
+    pub bytes: u64,
+    /// Connections whose bytes are counted: closed, or open at the last
+    /// walk.
+    pub connections_measured: u64,
+    /// Of those, still open at the last walk (their bytes so far).
+    pub still_open: u64,
+    /// The fewest connections that carried nine tenths of the bytes;
+    /// absent when more than the busiest few kept did.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub connections_for_most_bytes: Option<u64>,
+    /// The busiest connections, busiest first (a few).
+    pub busiest: Vec<VipConnectionBytes>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct VipConnectionBytes {
+    pub backend: SocketAddr,
+    pub bytes: u64,
 }
 
 impl VipSpread {
@@ -196,6 +269,10 @@ fn balance(counts: &[u64]) -> Option<VipBalance> {
 pub struct VipBackend {
     pub backend: SocketAddr,
     pub connections: u64,
+    /// Bytes its connections carried, both ways, where host mode counted
+    /// them.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bytes: Option<u64>,
 }
 
 impl Default for BehindVips {
@@ -207,6 +284,8 @@ impl Default for BehindVips {
             by_isn: FifoMap::with_cap(MAX_WAITING),
             levels: HashMap::new(),
             levels_dropped: 0,
+            open: FifoMap::with_cap(MAX_OPEN),
+            last_walk: None,
         }
     }
 }
@@ -259,12 +338,56 @@ impl BehindVips {
             .filter(|(seen, _)| apart(*seen, ts) <= JOIN_WINDOW_NS)
             .map(|(_, backend)| backend);
         let key = (client.clone(), name.clone(), to);
-        if backend.is_none() {
+        if let Some(backend) = backend {
+            self.joined(flow, key.clone(), backend);
+        } else {
             self.attempts.insert(flow, (ts, client.clone(), name));
             self.by_isn.insert(isn, (ts, flow));
         }
         self.count(key, backend, from.ip());
         true
+    }
+
+    /// `flow`, counted at `level`, went to `backend`: kept while open, for
+    /// its bytes.
+    fn joined(&mut self, flow: Flow, level: LevelKey, backend: SocketAddr) {
+        self.open.insert(
+            flow,
+            Open {
+                level,
+                backend,
+                walked: None,
+            },
+        );
+    }
+
+    /// Connections joined to a backend and not known to have closed: a
+    /// walk over open connections has something to find.
+    pub fn open_connections(&self) -> usize {
+        self.open.len()
+    }
+
+    /// The bytes a connection to a VIP carried: at its close, counted for
+    /// its backend; so far, remembered until the next.
+    pub fn carried(&mut self, c: &Carried) {
+        let flow = Flow {
+            client: c.client,
+            asked: c.asked,
+        };
+        let bytes = c.sent.saturating_add(c.received);
+        if c.open {
+            self.last_walk = Some(self.last_walk.map_or(c.ts, |walk| walk.max(c.ts)));
+            if let Some(open) = self.open.get_mut(&flow) {
+                open.walked = Some((c.ts, bytes));
+            }
+            return;
+        }
+        let Some(open) = self.open.remove(&flow) else {
+            return;
+        };
+        if let Some(level) = self.levels.get_mut(&open.level) {
+            level.closed_connection(open.backend, bytes);
+        }
     }
 
     /// Where a DNAT sent a connection.
@@ -275,9 +398,11 @@ impl BehindVips {
         };
         match self.attempts.remove(&flow) {
             Some((ts, client, name)) if apart(ts, t.ts) <= JOIN_WINDOW_NS => {
-                if let Some(level) = self.levels.get_mut(&(client, name, t.asked)) {
+                let key = (client, name, t.asked);
+                if let Some(level) = self.levels.get_mut(&key) {
                     level.untranslated = level.untranslated.saturating_sub(1);
                     level.add_backend(t.backend);
+                    self.joined(flow, key, t.backend);
                 }
             }
             // Before its attempt, or of a connection no level counts (a
@@ -319,23 +444,36 @@ impl BehindVips {
         self.names.retain(|(client, _), _| !gone(client));
         self.attempts.retain(|_, (_, client, _)| !gone(client));
         self.levels.retain(|(client, _, _), _| !gone(client));
+        self.open.retain(|_, open| !gone(&open.level.0));
     }
 
     /// Every level where a translation was seen, by client, name and
     /// VIP: an address no NAT was seen behind (any single-address name in
     /// a capture, say) is a plain address, as it always was.
     pub fn report(&self) -> Vec<VipSpread> {
+        let open = self.open_by_level();
         let mut spreads: Vec<VipSpread> = self
             .levels
             .iter()
             .filter(|(_, level)| !level.backends.is_empty() || level.backends_dropped > 0)
-            .map(|((client, name, vip), level)| {
+            .map(|(key, level)| {
+                let (client, name, vip) = key;
+                let open = open.get(key).map_or(&[][..], Vec::as_slice);
+                let traffic = level.traffic(open);
                 let mut backends: Vec<VipBackend> = level
                     .backends
                     .iter()
-                    .map(|(&backend, &connections)| VipBackend {
+                    .map(|(&backend, counts)| VipBackend {
                         backend,
-                        connections,
+                        connections: counts.connections,
+                        bytes: traffic.is_some().then(|| {
+                            counts.bytes
+                                + open
+                                    .iter()
+                                    .filter(|o| o.backend == backend)
+                                    .map(|o| o.bytes)
+                                    .sum::<u64>()
+                        }),
                     })
                     .collect();
                 backends.sort_by(|a, b| {
@@ -356,6 +494,7 @@ impl BehindVips {
                     untranslated: level.untranslated,
                     backends_dropped: level.backends_dropped,
                     sources: level.sources.clone(),
+                    traffic,
                 }
             })
             .collect();
@@ -364,15 +503,99 @@ impl BehindVips {
     }
 }
 
+/// An open connection's bytes so far, as the last walk saw them, or as
+/// an earlier one did for one that closed unseen since.
+#[derive(Clone, Copy, Debug)]
+struct OpenBytes {
+    backend: SocketAddr,
+    bytes: u64,
+    still_open: bool,
+}
+
+impl BehindVips {
+    fn open_by_level(&self) -> HashMap<&LevelKey, Vec<OpenBytes>> {
+        let mut by_level: HashMap<&LevelKey, Vec<OpenBytes>> = HashMap::new();
+        for open in self.open.values() {
+            if let Some((walked, bytes)) = open.walked {
+                by_level.entry(&open.level).or_default().push(OpenBytes {
+                    backend: open.backend,
+                    bytes,
+                    still_open: Some(walked) == self.last_walk,
+                });
+            }
+        }
+        by_level
+    }
+}
+
 impl Level {
     fn add_backend(&mut self, backend: SocketAddr) {
-        if let Some(count) = self.backends.get_mut(&backend) {
-            *count += 1;
+        if let Some(counts) = self.backends.get_mut(&backend) {
+            counts.connections += 1;
         } else if self.backends.len() < MAX_BACKENDS {
-            self.backends.insert(backend, 1);
+            self.backends.insert(
+                backend,
+                BackendCounts {
+                    connections: 1,
+                    bytes: 0,
+                },
+            );
         } else {
             self.backends_dropped += 1;
         }
+    }
+
+    fn closed_connection(&mut self, backend: SocketAddr, bytes: u64) {
+        self.closed += 1;
+        self.closed_bytes = self.closed_bytes.saturating_add(bytes);
+        if let Some(counts) = self.backends.get_mut(&backend) {
+            counts.bytes = counts.bytes.saturating_add(bytes);
+        }
+        keep_busiest(&mut self.top, (bytes, backend));
+    }
+
+    /// Its traffic: the closed connections' and `open`'s; `None` when no
+    /// connection's bytes are known (replay, or `--no-vip-backends`).
+    fn traffic(&self, open: &[OpenBytes]) -> Option<VipTraffic> {
+        if self.closed == 0 && open.is_empty() {
+            return None;
+        }
+        let mut top = self.top.clone();
+        for o in open {
+            keep_busiest(&mut top, (o.bytes, o.backend));
+        }
+        let bytes = self.closed_bytes + open.iter().map(|o| o.bytes).sum::<u64>();
+        let most = bytes.saturating_mul(MOST_PER_MILLE).div_ceil(1000);
+        let mut carried = 0u64;
+        let connections_for_most_bytes = if bytes == 0 {
+            Some(0)
+        } else {
+            top.iter()
+                .position(|(b, _)| {
+                    carried += b;
+                    carried >= most
+                })
+                .map(|i| i as u64 + 1)
+        };
+        Some(VipTraffic {
+            bytes,
+            connections_measured: self.closed + open.len() as u64,
+            still_open: open.iter().filter(|o| o.still_open).count() as u64,
+            connections_for_most_bytes,
+            busiest: top
+                .into_iter()
+                .map(|(bytes, backend)| VipConnectionBytes { backend, bytes })
+                .collect(),
+        })
+    }
+}
+
+/// Keeps the `TOP_CONNECTIONS` busiest in `top`, busiest first.
+fn keep_busiest(top: &mut Vec<(u64, SocketAddr)>, connection: (u64, SocketAddr)) {
+    let at = top.partition_point(|&(b, _)| b >= connection.0);
+    if at < TOP_CONNECTIONS {
+        top.insert(at, connection);
+        top.truncate(TOP_CONNECTIONS);
     }
 }
 

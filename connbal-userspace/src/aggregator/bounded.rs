@@ -81,6 +81,10 @@ impl<K: Hash + Eq + Clone, V> FifoMap<K, V> {
         before - self.map.len()
     }
 
+    pub fn values(&self) -> impl Iterator<Item = &V> {
+        self.map.values().map(|(_, value)| value)
+    }
+
     pub fn len(&self) -> usize {
         self.map.len()
     }

@@ -96,6 +96,8 @@ pub enum Event<'a> {
     Server(ServerSocket<'a>),
     /// Host mode: where a DNAT sent a new TCP connection.
     Nat(Translation),
+    /// Host mode: the bytes a connection to a VIP carried.
+    Traffic(Carried),
     /// Host mode: a call to libc's getaddrinfo returned.
     Lookup(Lookup<'a>),
     /// Host mode: systemd-resolved answered a query (its monitor).
@@ -141,6 +143,20 @@ pub struct Translation {
     pub backend: SocketAddr,
 }
 
+/// The bytes the connection from `client` to `asked` (a VIP) carried,
+/// as its socket counted them: when it closed, or so far.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Carried {
+    pub ts: Timestamp,
+    pub client: SocketAddr,
+    pub asked: SocketAddr,
+    /// Payload the peer acknowledged.
+    pub sent: u64,
+    pub received: u64,
+    /// Still open: the bytes so far, from the walk at a report.
+    pub open: bool,
+}
+
 impl Event<'_> {
     pub fn timestamp(&self) -> Timestamp {
         match self {
@@ -148,6 +164,7 @@ impl Event<'_> {
             Event::Tcp(s) => s.ts,
             Event::Server(s) => s.ts,
             Event::Nat(t) => t.ts,
+            Event::Traffic(c) => c.ts,
             Event::Lookup(l) => l.ts,
             Event::ResolverAnswer(a) => a.ts,
         }

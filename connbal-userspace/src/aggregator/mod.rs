@@ -42,12 +42,12 @@ mod window;
 
 pub use attempts::{Outcomes, MAX_ATTEMPTS};
 pub use backends::{Row, SrvPreference, MAX_BACKENDS, MAX_PORTS};
-pub use behind_vip::{VipBackend, VipBalance, VipFinding, VipSpread};
+pub use behind_vip::{VipBackend, VipBalance, VipFinding, VipSpread, VipTraffic};
 pub use client::{cgroup, Client, ClientBy, ClientInfo, Container, ContainerNames, Workload};
 pub use dns_tcp::MAX_DNS_STREAMS;
 pub use event::{
-    Cgroup, Datagram, Event, Lookup, Owner, Process, ResolverAnswer, Segment, ServerSocket, Span,
-    Timestamp, Translation,
+    Carried, Cgroup, Datagram, Event, Lookup, Owner, Process, ResolverAnswer, Segment,
+    ServerSocket, Span, Timestamp, Translation,
 };
 pub use lookups::MAX_SERVICES;
 pub use observation::{AnsweredBackend, Observation};
@@ -185,6 +185,11 @@ impl Aggregator {
     /// processes and waiting flows, their room given back to the caps, so
     /// that an agent's memory follows what runs now. Counted as
     /// `clients_forgotten`; their connections leave the report with them.
+    /// Connections behind a VIP not known to have closed.
+    pub fn open_behind_vips(&self) -> usize {
+        self.behind_vips.open_connections()
+    }
+
     pub fn forget_clients(&mut self, gone: &dyn Fn(&Client) -> bool) {
         let forgotten = self.services.forget(gone);
         self.backends.forget(gone);
@@ -231,6 +236,7 @@ impl Aggregator {
                 self.resolvers.note(server);
             }
             Event::Nat(t) => self.behind_vips.translated(t),
+            Event::Traffic(c) => self.behind_vips.carried(c),
             Event::Lookup(l) => self.libc_lookup(l),
             Event::ResolverAnswer(a) => {
                 let mut name = a.name.trim_end_matches('.').to_string();

@@ -583,6 +583,125 @@ fn a_syn_seen_before_and_after_the_dnat_gives_the_translation() {
     assert_two_pods_then_one(spread);
 }
 
+/// Behind a VIP (issue 26, item 4): the bytes each connection carried,
+/// at its close and so far while open, counted for the backend its
+/// translation named: one connection carrying nearly all of them is what
+/// "one pod gets everything" usually is. A walk that no longer sees an
+/// open connection leaves its bytes as last seen, no longer open; bytes
+/// of connections never joined to a backend count nowhere.
+#[test]
+fn the_bytes_behind_a_vip_show_how_few_connections_carried_them() {
+    let mut h = Harness::new();
+    h.answered_alone("api.example", [10, 96, 0, 10]);
+    let vip = sock("10.96.0.10", 80);
+    let connect = |h: &mut Harness, pod: &str| {
+        let from = h.syn("10.96.0.10", 80);
+        h.agg.process(&Event::Nat(Translation {
+            ts: h.ts(),
+            client: from,
+            asked: vip,
+            backend: sock(pod, 8080),
+        }));
+        h.advance_ms(1);
+        from
+    };
+    let carried = |h: &mut Harness, from, sent, received, open| {
+        h.agg.process(&Event::Traffic(Carried {
+            ts: h.ts(),
+            client: from,
+            asked: vip,
+            sent,
+            received,
+            open,
+        }));
+    };
+    let busy = connect(&mut h, "10.244.1.1");
+    let small: Vec<SocketAddr> = (0..3).map(|_| connect(&mut h, "10.244.1.2")).collect();
+    assert_eq!(h.agg.open_behind_vips(), 4);
+    for &from in &small {
+        carried(&mut h, from, 100, 900, false);
+    }
+    // A close seen twice counts once; an unknown connection nowhere.
+    carried(&mut h, small[0], 100, 900, false);
+    carried(&mut h, sock(CLIENT, 1), 5, 5, false);
+    let report = h.agg.report();
+    let traffic = report.behind_vips[0].traffic.clone().unwrap();
+    assert_eq!(
+        (
+            traffic.bytes,
+            traffic.connections_measured,
+            traffic.still_open
+        ),
+        (3_000, 3, 0)
+    );
+    assert_eq!(traffic.connections_for_most_bytes, Some(3));
+    // The long-lived connection, so far, from a walk.
+    h.advance_ms(1_000);
+    carried(&mut h, busy, 40_000, 960_000, true);
+    let report = h.agg.report();
+    let spread = &report.behind_vips[0];
+    let traffic = spread.traffic.clone().unwrap();
+    assert_eq!(
+        (
+            traffic.bytes,
+            traffic.connections_measured,
+            traffic.still_open
+        ),
+        (1_003_000, 4, 1)
+    );
+    assert_eq!(traffic.connections_for_most_bytes, Some(1));
+    assert_eq!(traffic.busiest[0].backend, sock("10.244.1.1", 8080));
+    assert_eq!(traffic.busiest[0].bytes, 1_000_000);
+    let bytes: Vec<(String, u64, Option<u64>)> = spread
+        .backends
+        .iter()
+        .map(|b| (b.backend.to_string(), b.connections, b.bytes))
+        .collect();
+    assert_eq!(
+        bytes,
+        [
+            ("10.244.1.2:8080".to_string(), 3, Some(3_000)),
+            ("10.244.1.1:8080".to_string(), 1, Some(1_000_000)),
+        ]
+    );
+    // A later walk that misses it: closed unseen, counted as last seen.
+    h.advance_ms(1_000);
+    carried(&mut h, sock(CLIENT, 2), 1, 1, true);
+    let traffic = h.agg.report().behind_vips[0].traffic.clone().unwrap();
+    assert_eq!((traffic.bytes, traffic.still_open), (1_003_000, 0));
+    // Its close: final bytes, replacing those so far.
+    carried(&mut h, busy, 50_000, 1_150_000, false);
+    assert_eq!(h.agg.open_behind_vips(), 0);
+    let traffic = h.agg.report().behind_vips[0].traffic.clone().unwrap();
+    assert_eq!(
+        (
+            traffic.bytes,
+            traffic.connections_measured,
+            traffic.still_open
+        ),
+        (1_203_000, 4, 0)
+    );
+}
+
+/// Without any bytes counted (replay, `--no-vip-backends`) a level has no
+/// traffic and its backends no bytes, as before.
+#[test]
+fn a_vip_without_bytes_counted_says_nothing_of_traffic() {
+    let mut h = Harness::new();
+    h.answered_alone("api.example", [10, 96, 0, 10]);
+    let vip = sock("10.96.0.10", 80);
+    let from = h.syn("10.96.0.10", 80);
+    h.agg.process(&Event::Nat(Translation {
+        ts: h.ts(),
+        client: from,
+        asked: vip,
+        backend: sock("10.244.1.1", 8080),
+    }));
+    let spread = &h.agg.report().behind_vips[0];
+    assert!(spread.traffic.is_none());
+    assert_eq!(spread.backends[0].bytes, None);
+}
+
 /// Checks docs/semantics.md section 3.
 #[test]
 fn opt_and_authority_records_are_skipped() {

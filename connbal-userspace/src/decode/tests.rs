@@ -99,6 +99,7 @@ fn event(link: LinkType, data: &[u8], all_tcp: bool) -> (Option<String>, InputSt
             ),
             Event::Server(s) => format!("server {}", s.address),
             Event::Nat(t) => format!("nat {} > {} = {}", t.client, t.asked, t.backend),
+            Event::Traffic(c) => format!("traffic {} > {}", c.client, c.asked),
             Event::Lookup(l) => format!("lookup {}", l.name),
             Event::ResolverAnswer(a) => format!("resolver answer {}", a.name),
         });

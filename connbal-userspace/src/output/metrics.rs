@@ -411,6 +411,13 @@ pub fn model(report: &Report, input: &dyn Tally, max_series: usize) -> Vec<Famil
         "vip_backend_connections",
         "Connection attempts from a client to an address DNS gave it alone (a Service's VIP, server_address and server_port), by the backend a DNAT sent them to (network_peer_address and network_peer_port; `network_peer_address=\"untranslated\"`: not seen)",
     );
+    // And the bytes their connections carried, where host mode counted
+    // them: what tells one busy connection from many.
+    let mut behind_vip_bytes = Family::new(
+        Kind::Counter,
+        "vip_backend_bytes",
+        "Bytes (payload, both ways) the connections behind a VIP carried, by backend, as their sockets counted them: closed connections', and open ones' so far",
+    );
     for spread in &report.behind_vips {
         let (client, owner) = clients.of(&spread.client);
         let level = [
@@ -421,7 +428,7 @@ pub fn model(report: &Report, input: &dyn Tally, max_series: usize) -> Vec<Famil
         ];
         let untranslated = (spread.untranslated > 0).then(|| {
             let peer = vec![(label::PEER_ADDRESS, "untranslated".into())];
-            (peer, spread.untranslated)
+            (peer, spread.untranslated, None)
         });
         let each = spread
             .backends
@@ -431,10 +438,10 @@ pub fn model(report: &Report, input: &dyn Tally, max_series: usize) -> Vec<Famil
                     (label::PEER_ADDRESS, b.backend.ip().to_string().into()),
                     (label::PEER_PORT, b.backend.port().to_string().into()),
                 ];
-                (peer, b.connections)
+                (peer, b.connections, b.bytes)
             })
             .chain(untranslated);
-        for (backend, count) in each {
+        for (backend, count, bytes) in each {
             if full || budget == 0 {
                 full = true;
                 folded_series += 1;
@@ -442,7 +449,11 @@ pub fn model(report: &Report, input: &dyn Tally, max_series: usize) -> Vec<Famil
                 continue;
             }
             budget -= 1;
-            behind_vip.add(joined(&level, &backend, &owner), Value::Counter(count));
+            let labels = joined(&level, &backend, &owner);
+            if let Some(bytes) = bytes {
+                behind_vip_bytes.add(labels.clone(), Value::Counter(bytes));
+            }
+            behind_vip.add(labels, Value::Counter(count));
         }
     }
 
@@ -482,6 +493,13 @@ pub fn model(report: &Report, input: &dyn Tally, max_series: usize) -> Vec<Famil
         input_events,
         build_info,
     ];
+    // Only where bytes were counted (host mode behind a VIP).
+    if !behind_vip_bytes.samples.is_empty() {
+        let at = families
+            .iter()
+            .position(|f| f.name == "vip_backend_connections");
+        families.insert(at.map_or(families.len(), |i| i + 1), behind_vip_bytes);
+    }
     // Only with --window: an exposition without it is as it was.
     if report.window.is_some() {
         families.push(window_start);

@@ -274,6 +274,36 @@ mod tests {
                 format!("connbal_vip_backend_connections_total{{{labels},{peer}}} {count}\n");
             assert!(text.contains(&line), "{line}{text}");
         }
+        // No bytes counted (replay): no bytes family at all.
+        assert!(!text.contains("vip_backend_bytes"), "{text}");
+    }
+
+    /// Where host mode counted them, each backend's bytes behind the VIP.
+    #[test]
+    fn the_bytes_behind_a_vip_are_series_per_backend() {
+        let vip = "10.1.0.1:80".parse().unwrap();
+        let mut agg = crate::testing::behind_a_vip(
+            "web.example",
+            vip,
+            &[Some("10.244.1.1:8080"), Some("10.244.1.2:8080"), None],
+        );
+        crate::testing::carried_behind_a_vip(&mut agg, vip, 0, (100, 900), false);
+        let none = Input {
+            records: 0,
+            kernel_records_lost: 0,
+        };
+        let text = render(&agg.report(), &none, 100);
+        let labels = "client=\"10.0.0.2\",dns_question_name=\"web.example.\",server_address=\"10.1.0.1\",server_port=\"80\"";
+        for (pod, bytes) in [("10.244.1.1", 1_000), ("10.244.1.2", 0)] {
+            let line = format!(
+                "connbal_vip_backend_bytes_total{{{labels},network_peer_address=\"{pod}\",network_peer_port=\"8080\"}} {bytes}\n"
+            );
+            assert!(text.contains(&line), "{line}{text}");
+        }
+        assert!(
+            !text.contains("connbal_vip_backend_bytes_total{client=\"10.0.0.2\",dns_question_name=\"web.example.\",server_address=\"10.1.0.1\",server_port=\"80\",network_peer_address=\"untranslated\""),
+            "{text}"
+        );
     }
 
     /// Outcomes per backend: the three attempts share a 4-tuple (each a

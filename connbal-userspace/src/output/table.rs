@@ -7,7 +7,7 @@
 //! terminal.
 
 use crate::aggregator::verdict::{p_is, plural};
-use crate::aggregator::{Client, Report, Service, VipFinding, VipSpread};
+use crate::aggregator::{Client, Report, Service, VipFinding, VipSpread, VipTraffic};
 use anstyle::{AnsiColor, Style};
 use std::fmt::Write as _;
 use std::io;
@@ -122,14 +122,21 @@ fn render_behind_vips(spreads: &[VipSpread], colour: bool) -> String {
         let translated: u64 = spread.backends.iter().map(|b| b.connections).sum();
         for backend in &spread.backends {
             let share = backend.connections as f64 / translated.max(1) as f64;
+            // The bytes in a column after the bar, padded to line up.
+            let (bar, bytes) = match backend.bytes {
+                Some(b) => (bar(share), format!(" {:>9}", human_bytes(b))),
+                None => (bar(share).trim_end().to_string(), String::new()),
+            };
             let _ = writeln!(
                 out,
-                "    {:<40}  {:>5}  {:>4.0}% {}",
+                "    {:<40}  {:>5}  {:>4.0}% {bar}{bytes}",
                 backend.backend.to_string(),
                 backend.connections,
                 share * 100.0,
-                bar(share).trim_end(),
             );
+        }
+        if let Some(traffic) = &spread.traffic {
+            let _ = writeln!(out, "    {}", traffic_line(traffic));
         }
         if let Some(balance) = &spread.balance {
             let p = balance.p_value.map(p_is).unwrap_or_default();
@@ -164,6 +171,52 @@ fn render_behind_vips(spreads: &[VipSpread], colour: bool) -> String {
         }
     }
     out
+}
+
+/// How many connections carried a VIP's bytes: one carrying nearly all
+/// reads as connection reuse, not the NAT's choice.
+fn traffic_line(traffic: &VipTraffic) -> String {
+    let measured = plural(traffic.connections_measured, "connection", "connections");
+    let open = if traffic.still_open > 0 {
+        format!(", {} still open", traffic.still_open)
+    } else {
+        String::new()
+    };
+    let most = match traffic.connections_for_most_bytes {
+        Some(0) => String::new(),
+        Some(1) => {
+            let busiest = &traffic.busiest[0];
+            format!(
+                "; one connection, to {}, carried {:.0}% of them",
+                busiest.backend,
+                busiest.bytes as f64 * 100.0 / traffic.bytes.max(1) as f64
+            )
+        }
+        Some(n) => format!("; {n} connections carried 90% of them"),
+        None => format!(
+            "; more than {} connections carried 90% of them",
+            traffic.busiest.len()
+        ),
+    };
+    format!(
+        "traffic: {} over {measured}{open}{most}",
+        human_bytes(traffic.bytes)
+    )
+}
+
+/// Bytes in the units a person reads: 1.2 MB, 640 kB, 12 B (decimal).
+fn human_bytes(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["kB", "MB", "GB", "TB", "PB"];
+    if bytes < 1000 {
+        return format!("{bytes} B");
+    }
+    let mut value = bytes as f64 / 1000.0;
+    let mut unit = 0;
+    while value >= 999.95 && unit + 1 < UNITS.len() {
+        value /= 1000.0;
+        unit += 1;
+    }
+    format!("{value:.1} {}", UNITS[unit])
 }
 
 /// With `--window`: what the verdicts judge, since the counts do not.
@@ -376,6 +429,65 @@ mod tests {
             "{text}"
         );
         assert!(!text.contains("no lookup"), "{text}");
+    }
+
+    /// With bytes counted: each backend's beside its connections, and how
+    /// few connections carried most of them.
+    #[test]
+    fn the_bytes_behind_a_vip_say_how_few_connections_carried_them() {
+        let vip = "10.96.0.10:80".parse().unwrap();
+        let mut agg = crate::testing::behind_a_vip(
+            "api.example",
+            vip,
+            &[
+                Some("10.244.1.1:8080"),
+                Some("10.244.1.1:8080"),
+                Some("10.244.1.2:8080"),
+            ],
+        );
+        let text = render(&agg.report(), false);
+        assert!(!text.contains("traffic"), "{text}");
+        crate::testing::carried_behind_a_vip(&mut agg, vip, 0, (100, 900), false);
+        crate::testing::carried_behind_a_vip(&mut agg, vip, 1, (1_000, 8_000), true);
+        crate::testing::carried_behind_a_vip(&mut agg, vip, 2, (10, 90), false);
+        let text = render(&agg.report(), false);
+        assert!(
+            text.contains("    10.244.1.1:8080                               2    67% ")
+                && text.contains(" 10.0 kB\n"),
+            "{text}"
+        );
+        let columns: Vec<usize> = text
+            .lines()
+            .filter(|l| l.ends_with('B'))
+            .map(|l| l.chars().count())
+            .collect();
+        assert_eq!(columns.len(), 2, "{text}");
+        assert_eq!(columns[0], columns[1], "the bytes line up: {text}");
+        assert!(text.contains("     100 B\n"), "{text}");
+        assert!(
+            text.contains(
+                "    traffic: 10.1 kB over 3 connections, 1 still open; 2 connections carried 90% of them\n"
+            ),
+            "{text}"
+        );
+        // The open one growing past nine tenths on its own.
+        crate::testing::carried_behind_a_vip(&mut agg, vip, 1, (1_000, 98_000), true);
+        let text = render(&agg.report(), false);
+        assert!(
+            text.contains(
+                "    traffic: 100.1 kB over 3 connections, 1 still open; one connection, to 10.244.1.1:8080, carried 99% of them\n"
+            ),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn bytes_read_in_decimal_units() {
+        assert_eq!(human_bytes(999), "999 B");
+        assert_eq!(human_bytes(1_000), "1.0 kB");
+        assert_eq!(human_bytes(999_949), "999.9 kB");
+        assert_eq!(human_bytes(999_950), "1.0 MB");
+        assert_eq!(human_bytes(3_200_000_000), "3.2 GB");
     }
 
     /// A report whose answers `-F` all left out says so, not "nothing seen".

@@ -243,11 +243,20 @@ pub struct SocketLayout {
     pub task_pid: u32,
     pub task_nsproxy: u32,
     pub nsproxy_net: u32,
+    /// What the traffic programs read besides: a socket's own addresses,
+    /// and the bytes a TCP socket carried.
+    pub sk_rcv_saddr: u32,
+    pub sk_v6_rcv_saddr: u32,
+    pub sk_flags: u32,
+    pub inet_sport: u32,
+    pub tcp_bytes_sent: u32,
+    pub tcp_bytes_retrans: u32,
+    pub tcp_bytes_received: u32,
 }
 
 impl SocketLayout {
     /// The globals to set, by name.
-    pub fn globals(&self) -> [(&'static str, u32); 17] {
+    pub fn globals(&self) -> [(&'static str, u32); 24] {
         [
             ("SOCKET_SK_OFFSET", self.socket_sk),
             ("SK_FAMILY_OFFSET", self.sk_family),
@@ -266,6 +275,13 @@ impl SocketLayout {
             ("TASK_PID_OFFSET", self.task_pid),
             ("TASK_NSPROXY_OFFSET", self.task_nsproxy),
             ("NSPROXY_NET_OFFSET", self.nsproxy_net),
+            ("SK_RCV_SADDR_OFFSET", self.sk_rcv_saddr),
+            ("SK_V6_RCV_SADDR_OFFSET", self.sk_v6_rcv_saddr),
+            ("SK_FLAGS_OFFSET", self.sk_flags),
+            ("INET_SPORT_OFFSET", self.inet_sport),
+            ("TCP_BYTES_SENT_OFFSET", self.tcp_bytes_sent),
+            ("TCP_BYTES_RETRANS_OFFSET", self.tcp_bytes_retrans),
+            ("TCP_BYTES_RECEIVED_OFFSET", self.tcp_bytes_received),
         ]
     }
 }
@@ -298,6 +314,13 @@ pub fn socket_layout(btf: &Btf) -> Result<SocketLayout, BtfError> {
         task_pid: at("task_struct", "pid")?,
         task_nsproxy: at("task_struct", "nsproxy")?,
         nsproxy_net: at("nsproxy", "net_ns")?,
+        sk_rcv_saddr: at("sock_common", "skc_rcv_saddr")?,
+        sk_v6_rcv_saddr: at("sock_common", "skc_v6_rcv_saddr")?,
+        sk_flags: at("sock_common", "skc_flags")?,
+        inet_sport: at("inet_sock", "inet_sport")?,
+        tcp_bytes_sent: at("tcp_sock", "bytes_sent")?,
+        tcp_bytes_retrans: at("tcp_sock", "bytes_retrans")?,
+        tcp_bytes_received: at("tcp_sock", "bytes_received")?,
     })
 }
 
@@ -425,15 +448,23 @@ mod tests {
         let layout = socket_layout(&btf).unwrap();
         let common = [
             layout.sk_daddr,
+            layout.sk_rcv_saddr,
             layout.sk_dport,
             layout.sk_num,
             layout.sk_family,
             layout.sk_state,
             layout.sk_net,
             layout.sk_v6_daddr,
+            layout.sk_v6_rcv_saddr,
         ];
         assert!(common.windows(2).all(|w| w[0] < w[1]), "{layout:?}");
         assert_eq!(layout.sk_dport + 2, layout.sk_num, "{layout:?}");
+        assert_eq!(layout.sk_daddr + 4, layout.sk_rcv_saddr, "{layout:?}");
+        assert_eq!(
+            layout.sk_v6_daddr + 16,
+            layout.sk_v6_rcv_saddr,
+            "{layout:?}"
+        );
         assert!(layout.sk_protocol > layout.sk_v6_daddr, "{layout:?}");
         if let Some(dump) = bpftool_dump() {
             for (strukt, member, bytes) in [
@@ -446,6 +477,10 @@ mod tests {
                 ("task_struct", "nsproxy", layout.task_nsproxy),
                 ("nsproxy", "net_ns", layout.nsproxy_net),
                 ("sock", "sk_protocol", layout.sk_protocol),
+                ("inet_sock", "inet_sport", layout.inet_sport),
+                ("tcp_sock", "bytes_sent", layout.tcp_bytes_sent),
+                ("tcp_sock", "bytes_retrans", layout.tcp_bytes_retrans),
+                ("tcp_sock", "bytes_received", layout.tcp_bytes_received),
             ] {
                 assert_eq!(
                     bits_of(&dump, strukt, member),

@@ -308,6 +308,9 @@ struct Session {
     writer: StdoutWriter,
     stats: TraceStats,
     host: Option<Host>,
+    /// Why the walk over open connections to VIPs failed, after which it
+    /// is not tried again.
+    traffic_walk_error: Option<String>,
 }
 
 /// Host mode: the traced cgroups, and the names of what runs under them.
@@ -494,6 +497,7 @@ async fn attach(mut options: TraceOptions) -> Result<Session, TraceError> {
         kernel_log,
         due: Some(due),
         loaded,
+        traffic_walk_error: None,
         clock,
         started: wall_clock_now(),
         stats,
@@ -589,6 +593,7 @@ impl Session {
                         continue;
                     };
                     self.catch_up();
+                    self.walk_open_traffic();
                     self.pipeline.advance(wall_clock_now());
                     self.stats.reports_built += 1;
                     let report = self.report(due.scope());
@@ -612,6 +617,37 @@ impl Session {
                     // A quiet input still moves the window on.
                     self.pipeline.advance(wall_clock_now());
                 }
+            }
+        }
+    }
+
+    /// Host mode, before a report: the bytes so far of each open
+    /// connection to a VIP, from one walk over every task's open files,
+    /// all at one time. A walk that fails is said once, at the end.
+    fn walk_open_traffic(&mut self) {
+        if !matches!(self.loaded.traffic, Some(Ok(()))) {
+            return;
+        }
+        if self.pipeline.open_behind_vips() == 0 || self.traffic_walk_error.is_some() {
+            return;
+        }
+        let records = match loader::traffic::walk_open(&mut self.loaded.ebpf) {
+            Ok(records) => records,
+            Err(error) => {
+                self.traffic_walk_error = Some(error.to_string());
+                return;
+            }
+        };
+        let now = wall_clock_now();
+        for item in records.chunks_exact(connbal_common::record::TRAFFIC_LEN) {
+            let event = RecordHeader::from_bytes(item)
+                .and_then(|header| records::to_event(&header, item, &self.clock, false, None));
+            match event {
+                Some(Event::Traffic(mut carried)) => {
+                    carried.ts = now;
+                    self.pipeline.event(&Event::Traffic(carried));
+                }
+                _ => self.stats.unreadable_records += 1,
             }
         }
     }
@@ -736,6 +772,7 @@ impl Session {
             self.host.as_mut(),
         );
         self.catch_up();
+        self.walk_open_traffic();
         self.pipeline.advance(wall_clock_now());
         self.stats.ended = Some(ending.describe());
         let report = self.report(Scope::Whole);
@@ -755,6 +792,16 @@ impl Session {
         }
         if let Some(host) = &self.host {
             source_warnings.extend(host.cgroups.runtime_notes());
+        }
+        if let Some(Err(error)) = &self.loaded.traffic {
+            source_warnings.push(format!(
+                "the bytes connections behind a VIP carried are not known: {error}"
+            ));
+        }
+        if let Some(error) = &self.traffic_walk_error {
+            source_warnings.push(format!(
+                "the bytes so far of connections still open behind a VIP are not known: {error}"
+            ));
         }
         if let Some(Err(error)) = &self.loaded.nat {
             source_warnings.push(format!(

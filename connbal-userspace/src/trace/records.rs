@@ -3,12 +3,13 @@
 
 use super::cgroups::CgroupLookup;
 use crate::aggregator::{
-    Cgroup, Datagram, Event, Lookup, Owner, Process, Segment, ServerSocket, Timestamp, Translation,
+    Carried, Cgroup, Datagram, Event, Lookup, Owner, Process, Segment, ServerSocket, Timestamp,
+    Translation,
 };
 use connbal_common::record::{
-    lookup_offset, RecordHeader, BIT_FLOW_NEW, BIT_PROCESS, BIT_SOCKET, BIT_TCP, BIT_TRUNCATED,
-    HEADER_LEN, KIND_DNS, KIND_NAT, KIND_SERVER, KIND_TCP, LOOKUP_ADDRESSES, LOOKUP_NAME_LEN,
-    NAT_TAIL_LEN,
+    lookup_offset, RecordHeader, BIT_FLOW_NEW, BIT_PROCESS, BIT_SOCKET, BIT_STILL_OPEN, BIT_TCP,
+    BIT_TRUNCATED, HEADER_LEN, KIND_DNS, KIND_NAT, KIND_SERVER, KIND_TCP, KIND_TRAFFIC,
+    LOOKUP_ADDRESSES, LOOKUP_NAME_LEN, NAT_TAIL_LEN, TRAFFIC_LEN,
 };
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
@@ -144,6 +145,18 @@ pub fn to_event<'a>(
                 backend: SocketAddr::new(address(h.ip_version, backend_addr)?, backend_port),
             }));
         }
+        KIND_TRAFFIC => {
+            let tail = item.get(HEADER_LEN..TRAFFIC_LEN)?;
+            let u64_at = |at: usize| tail[at..at + 8].try_into().ok().map(u64::from_ne_bytes);
+            return Some(Event::Traffic(Carried {
+                ts,
+                client: src,
+                asked: dst,
+                sent: u64_at(0)?,
+                received: u64_at(8)?,
+                open: h.bits & BIT_STILL_OPEN != 0,
+            }));
+        }
         _ => return None,
     };
     let truncated = h.bits & BIT_TRUNCATED != 0;
@@ -273,6 +286,37 @@ mod tests {
         // Cut short: refused, not misread.
         let short = &item[..HEADER_LEN + NAT_TAIL_LEN - 1];
         assert!(event(short, &Clock::from_offset(0), false).is_none());
+    }
+
+    #[test]
+    fn a_traffic_record_gives_the_bytes_each_way_and_whether_still_open() {
+        let mut tail = [0u8; 16];
+        tail[..8].copy_from_slice(&1_500u64.to_ne_bytes());
+        tail[8..].copy_from_slice(&70_000u64.to_ne_bytes());
+        for (bits, open) in [(0, false), (BIT_STILL_OPEN, true)] {
+            let item = record(KIND_TRAFFIC, 4, bits, &tail);
+            match event(&item, &Clock::from_offset(0), false) {
+                Some(Event::Traffic(c)) => assert_eq!(
+                    (
+                        c.client.to_string(),
+                        c.asked.to_string(),
+                        c.sent,
+                        c.received,
+                        c.open
+                    ),
+                    (
+                        "192.0.2.1:40000".into(),
+                        "192.0.2.53:53".into(),
+                        1_500,
+                        70_000,
+                        open
+                    )
+                ),
+                other => panic!("{other:?}"),
+            }
+            let short = &item[..TRAFFIC_LEN - 1];
+            assert!(event(short, &Clock::from_offset(0), false).is_none());
+        }
     }
 
     fn lookup_record(name: &[u8], addresses: &[(u8, [u8; 16])]) -> Vec<u8> {

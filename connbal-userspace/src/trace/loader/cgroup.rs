@@ -94,6 +94,13 @@ pub fn load_and_attach_cgroup(
     // Sockets opened before now: their owners, once the hooks can no
     // longer miss a new one. Without it, a daemon's long-lived resolver
     // socket belongs to no process; the trace goes on either way.
+    // The bytes connections to a VIP carried: without them the level
+    // behind a VIP still counts connections.
+    let traffic = (options.programs == Programs::All).then(|| {
+        socket_layout
+            .clone()
+            .and_then(|_| super::traffic::attach(&mut ebpf).map_err(|e| described(&e)))
+    });
     let open_sockets = (!empty).then(|| {
         socket_layout
             .and_then(|_| super::open_sockets::record_owners(&mut ebpf).map_err(|e| described(&e)))
@@ -111,6 +118,7 @@ pub fn load_and_attach_cgroup(
     });
     Ok(Loaded {
         nat,
+        traffic,
         lookups,
         open_sockets,
         ebpf,

@@ -12,6 +12,7 @@ mod nat;
 mod netlink;
 mod open_sockets;
 mod tc;
+pub mod traffic;
 
 pub use cgroup::load_and_attach_cgroup;
 pub use lookups::{run_prober, LibcProbes, Prober, ProberError, Probing};
@@ -166,6 +167,8 @@ pub struct Loaded {
     pub open_sockets: Option<Result<u64, String>>,
     /// Host mode: whether the NAT tracepoint is attached, or why not.
     pub nat: Option<Result<(), String>>,
+    /// Host mode: the bytes connections to a VIP carried, or why not.
+    pub traffic: Option<Result<(), String>>,
     /// Host mode: how libc's getaddrinfo is probed, or why it is not.
     pub lookups: Option<Result<lookups::Probing, String>>,
     /// Held for the run: tells later connbal runs these filters are live.

@@ -77,6 +77,7 @@ pub fn load_and_attach(interfaces: &[String], options: &Options) -> Result<Loade
     Ok(Loaded {
         open_sockets: None,
         nat: None,
+        traffic: None,
         lookups: None,
         ebpf,
         counters,
