@@ -37,58 +37,6 @@ for _ in range(n):
         print(s.makefile().readline().strip(), flush=True)
 ";
 
-/// kube-proxy's iptables mode for a ClusterIP Service with three
-/// endpoints: KUBE-SERVICES from PREROUTING (pods) and OUTPUT (the node's
-/// own clients), a KUBE-SVC chain choosing with `statistic mode random`
-/// at 1/3, then 1/2, then the rest, and a KUBE-SEP chain per endpoint
-/// doing the DNAT.
-///
-/// With `affinity`, `sessionAffinity: ClientIP` as kube-proxy writes it: a
-/// `recent` check per endpoint ahead of the random choice, and each
-/// endpoint's chain remembering the client's address.
-fn iptables_rules(pods: &[std::net::Ipv4Addr], affinity: bool) -> Vec<Vec<String>> {
-    let mut rules: Vec<Vec<String>> = Vec::new();
-    let mut rule = |args: &str| rules.push(args.split(' ').map(str::to_string).collect());
-    rule("-t nat -N KUBE-SERVICES");
-    rule("-t nat -N KUBE-SVC-CONNBALTEST");
-    rule("-t nat -A PREROUTING -m comment --comment kubernetes-service-portals -j KUBE-SERVICES");
-    rule("-t nat -A OUTPUT -m comment --comment kubernetes-service-portals -j KUBE-SERVICES");
-    rule(&format!(
-        "-t nat -A KUBE-SERVICES -d {VIP}/32 -p tcp -m comment --comment default/one:http -m tcp --dport 80 -j KUBE-SVC-CONNBALTEST"
-    ));
-    let recent = "-m recent --mask 255.255.255.255 --rsource --name";
-    for i in 0..pods.len() {
-        let sep = format!("KUBE-SEP-CONNBALTEST{i}");
-        rule(&format!("-t nat -N {sep}"));
-        if affinity {
-            rule(&format!(
-                "-t nat -A KUBE-SVC-CONNBALTEST {recent} {sep} --rcheck --seconds 10800 --reap -j {sep}"
-            ));
-        }
-    }
-    for (i, pod) in pods.iter().enumerate() {
-        let sep = format!("KUBE-SEP-CONNBALTEST{i}");
-        let remember = if affinity {
-            format!("{recent} {sep} --set ")
-        } else {
-            String::new()
-        };
-        rule(&format!(
-            "-t nat -A {sep} -p tcp {remember}-m tcp -j DNAT --to-destination {pod}:{POD_PORT}"
-        ));
-        let left = pods.len() - i;
-        if left > 1 {
-            rule(&format!(
-                "-t nat -A KUBE-SVC-CONNBALTEST -m statistic --mode random --probability {:.11} -j {sep}",
-                1.0 / left as f64
-            ));
-        } else {
-            rule(&format!("-t nat -A KUBE-SVC-CONNBALTEST -j {sep}"));
-        }
-    }
-    rules
-}
-
 /// kube-proxy's nftables mode: the service's chain picks its endpoint
 /// with `numgen random mod N vmap`.
 fn nftables_rules(pods: &[std::net::Ipv4Addr]) -> Vec<String> {
@@ -191,7 +139,11 @@ fn spread_behind_the_vip_with(mode: &Mode, tag: &str, vip_backends: bool) {
     match mode {
         Mode::Iptables | Mode::IptablesWithAffinity => {
             let affinity = matches!(mode, Mode::IptablesWithAffinity);
-            apply_iptables(&lab, &node, iptables_rules(&pods, affinity));
+            apply_iptables(
+                &lab,
+                &node,
+                xtask::lab::kube_proxy_iptables_rules(VIP, &pods, affinity),
+            );
         }
         Mode::Nftables => {
             for rule in nftables_rules(&pods) {
@@ -365,29 +317,6 @@ fn a_services_pods_behind_kube_proxys_nftables_rules_are_counted_per_client() {
     spread_behind_the_vip(&Mode::Nftables, "vip-nftables");
 }
 
-/// Holds one connection to the Service for many requests (the pod answers
-/// each line with its address again), then makes short connections, logs
-/// each ("held POD" and "short POD"), and keeps the first open until
-/// killed, after touching `ready`.
-const REUSING_CLIENT: &str = r#"
-import socket, sys, time
-name, requests, short, ready = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
-def vip():
-    return socket.getaddrinfo(name, 80, socket.AF_INET, socket.SOCK_STREAM)[0][4][0]
-held = socket.create_connection((vip(), 80), timeout=5)
-answers = held.makefile("rb")
-pod = answers.readline().strip().decode()
-for _ in range(requests):
-    held.sendall(b"x\n")
-    assert answers.readline().strip().decode() == pod
-print("held", pod, flush=True)
-for _ in range(short):
-    with socket.create_connection((vip(), 80), timeout=5) as s:
-        print("short", s.makefile().readline().strip(), flush=True)
-open(ready, "w").close()
-time.sleep(120)
-"#;
-
 /// Connection reuse (issue 26, item 4): "one pod gets everything" from a
 /// client that sends nearly all its requests over one connection reads,
 /// in the report, as one connection carrying nearly all the bytes. The
@@ -405,10 +334,14 @@ fn one_connection_carrying_the_traffic_behind_a_vip_is_said_so() {
     let mut lab = xtask::record::prepare_lab().expect("namespace lab");
     let pods = lab.add_pods(3).expect("pods");
     let node = lab.server_ns.clone();
-    apply_iptables(&lab, &node, iptables_rules(&pods, false));
+    apply_iptables(
+        &lab,
+        &node,
+        xtask::lab::kube_proxy_iptables_rules(VIP, &pods, false),
+    );
     lab.client_resolv_conf(&SERVER_V4.to_string()).unwrap();
     let script = lab.dir.join("reusing.py");
-    std::fs::write(&script, REUSING_CLIENT).unwrap();
+    std::fs::write(&script, xtask::lab::REUSING_CLIENT).unwrap();
     let ready = lab.dir.join("ready");
     let log = lab.dir.join("reusing.log");
     let mut cgroups = TestCgroup::new("vip-reuse").expect("test cgroup");
@@ -480,4 +413,7 @@ fn one_connection_carrying_the_traffic_behind_a_vip_is_said_so() {
         "{spread}"
     );
     assert_eq!(traffic["busiest"][0]["bytes"], held_bytes, "{spread}");
+    let walks = &json["input"]["open_connection_walks"];
+    assert!(walks["walks"].as_u64() >= Some(1), "{walks}");
+    assert!(walks["connections_read"].as_u64() >= Some(1), "{walks}");
 }

@@ -53,6 +53,81 @@ with socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=1) as s:
     assert s.recv(64).decode().strip() == sys.argv[1]
 ";
 
+/// kube-proxy's iptables mode for a ClusterIP Service (`vip`, port 80)
+/// with `pods` as endpoints (on `POD_PORT`): KUBE-SERVICES from
+/// PREROUTING (pods) and OUTPUT (the node's own clients), a KUBE-SVC
+/// chain choosing with `statistic mode random` at 1/N, then 1/(N-1), and
+/// so on, and a KUBE-SEP chain per endpoint doing the DNAT.
+///
+/// With `affinity`, `sessionAffinity: ClientIP` as kube-proxy writes it: a
+/// `recent` check per endpoint ahead of the random choice, and each
+/// endpoint's chain remembering the client's address.
+pub fn kube_proxy_iptables_rules(vip: &str, pods: &[Ipv4Addr], affinity: bool) -> Vec<Vec<String>> {
+    let mut rules: Vec<Vec<String>> = Vec::new();
+    let mut rule = |args: &str| rules.push(args.split(' ').map(str::to_string).collect());
+    rule("-t nat -N KUBE-SERVICES");
+    rule("-t nat -N KUBE-SVC-CONNBALTEST");
+    rule("-t nat -A PREROUTING -m comment --comment kubernetes-service-portals -j KUBE-SERVICES");
+    rule("-t nat -A OUTPUT -m comment --comment kubernetes-service-portals -j KUBE-SERVICES");
+    rule(&format!(
+        "-t nat -A KUBE-SERVICES -d {vip}/32 -p tcp -m comment --comment default/one:http -m tcp --dport 80 -j KUBE-SVC-CONNBALTEST"
+    ));
+    let recent = "-m recent --mask 255.255.255.255 --rsource --name";
+    for i in 0..pods.len() {
+        let sep = format!("KUBE-SEP-CONNBALTEST{i}");
+        rule(&format!("-t nat -N {sep}"));
+        if affinity {
+            rule(&format!(
+                "-t nat -A KUBE-SVC-CONNBALTEST {recent} {sep} --rcheck --seconds 10800 --reap -j {sep}"
+            ));
+        }
+    }
+    for (i, pod) in pods.iter().enumerate() {
+        let sep = format!("KUBE-SEP-CONNBALTEST{i}");
+        let remember = if affinity {
+            format!("{recent} {sep} --set ")
+        } else {
+            String::new()
+        };
+        rule(&format!(
+            "-t nat -A {sep} -p tcp {remember}-m tcp -j DNAT --to-destination {pod}:{POD_PORT}"
+        ));
+        let left = pods.len() - i;
+        if left > 1 {
+            rule(&format!(
+                "-t nat -A KUBE-SVC-CONNBALTEST -m statistic --mode random --probability {:.11} -j {sep}",
+                1.0 / left as f64
+            ));
+        } else {
+            rule(&format!("-t nat -A KUBE-SVC-CONNBALTEST -j {sep}"));
+        }
+    }
+    rules
+}
+
+/// Holds one connection to the Service for many requests (the pod answers
+/// each line with its address again), then makes short connections, logs
+/// each ("held POD" and "short POD"), and keeps the first open until
+/// killed, after touching `ready`.
+pub const REUSING_CLIENT: &str = r#"
+import socket, sys, time
+name, requests, short, ready = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
+def vip():
+    return socket.getaddrinfo(name, 80, socket.AF_INET, socket.SOCK_STREAM)[0][4][0]
+held = socket.create_connection((vip(), 80), timeout=5)
+answers = held.makefile("rb")
+pod = answers.readline().strip().decode()
+for _ in range(requests):
+    held.sendall(b"x\n")
+    assert answers.readline().strip().decode() == pod
+print("held", pod, flush=True)
+for _ in range(short):
+    with socket.create_connection((vip(), 80), timeout=5) as s:
+        print("short", s.makefile().readline().strip(), flush=True)
+open(ready, "w").close()
+time.sleep(120)
+"#;
+
 const PREFIX: &str = "cbl";
 /// Upper bound on any single lab operation that waits.
 const STEP_TIMEOUT: Duration = Duration::from_secs(10);

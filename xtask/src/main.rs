@@ -86,6 +86,14 @@ enum Task {
         #[arg(long, default_value_t = 4_000)]
         dns_queries: u64,
     },
+    /// What host mode's walk over open connections to VIPs costs a report
+    /// (root): a pod client behind a Service's VIP, and helper processes
+    /// holding these many unconnected sockets in turn; prints the longest
+    /// walk against the host's open files.
+    BenchWalk {
+        #[arg(long, value_delimiter = ',', default_values_t = [0, 95_000, 190_000, 380_000])]
+        sockets: Vec<u64>,
+    },
     /// Profile the side-by-side comparison (root, perf): the same paced
     /// load observed by nothing, by connbal trace and by the tcpdump
     /// pipeline, each under `perf record -a`; prints where the machine's
@@ -184,6 +192,7 @@ fn main() -> Result<()> {
         Task::BenchOverhead { seconds, rounds } => {
             xtask::overhead::run(&xtask::ebpf::workspace_root(), seconds, rounds)
         }
+        Task::BenchWalk { sockets } => xtask::bench::walk(&xtask::ebpf::workspace_root(), &sockets),
         Task::BenchLoad {
             seconds,
             rounds,

@@ -173,6 +173,10 @@ pub enum TraceError {
     CgroupGone(String),
 }
 
+/// Reports within this of the last walk over open connections to VIPs
+/// use its figures rather than walk again.
+const WALK_EVERY: Duration = Duration::from_secs(10);
+
 /// The "input" section of a trace report.
 #[derive(Clone, Debug, Serialize)]
 pub struct TraceStats {
@@ -210,6 +214,11 @@ pub struct TraceStats {
     /// resolver, say).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub open_sockets_owned: Option<u64>,
+    /// Host mode: walks over open connections to VIPs before reports,
+    /// the connections they read, and the longest walk, in microseconds
+    /// (its cost grows with the host's open files).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub open_connection_walks: Option<Walks>,
     pub kernel: KernelCounters,
     /// Why the trace ended (in the last report only): `signal SIGTERM`,
     /// `duration`, `output closed`, or what disappeared.
@@ -229,6 +238,13 @@ impl Tally for TraceStats {
         self.kernel
             .for_each_counter(&mut |name, value| visit(&format!("kernel_{name}"), value));
     }
+}
+
+#[derive(Clone, Copy, Debug, Default, Serialize)]
+pub struct Walks {
+    pub walks: u64,
+    pub connections_read: u64,
+    pub longest_us: u64,
 }
 
 /// Why a trace ended; JSON's input section says it (`ended`).
@@ -309,8 +325,9 @@ struct Session {
     stats: TraceStats,
     host: Option<Host>,
     /// Why the walk over open connections to VIPs failed, after which it
-    /// is not tried again.
+    /// is not tried again; and when the last one began.
     traffic_walk_error: Option<String>,
+    last_walk: Option<std::time::Instant>,
 }
 
 /// Host mode: the traced cgroups, and the names of what runs under them.
@@ -473,6 +490,7 @@ async fn attach(mut options: TraceOptions) -> Result<Session, TraceError> {
             .open_sockets
             .as_ref()
             .and_then(|found| found.as_ref().ok().copied()),
+        open_connection_walks: None,
         kernel: KernelCounters::default(),
         ended: None,
     };
@@ -498,6 +516,7 @@ async fn attach(mut options: TraceOptions) -> Result<Session, TraceError> {
         due: Some(due),
         loaded,
         traffic_walk_error: None,
+        last_walk: None,
         clock,
         started: wall_clock_now(),
         stats,
@@ -593,7 +612,7 @@ impl Session {
                         continue;
                     };
                     self.catch_up();
-                    self.walk_open_traffic();
+                    self.walk_open_traffic(false);
                     self.pipeline.advance(wall_clock_now());
                     self.stats.reports_built += 1;
                     let report = self.report(due.scope());
@@ -623,14 +642,22 @@ impl Session {
 
     /// Host mode, before a report: the bytes so far of each open
     /// connection to a VIP, from one walk over every task's open files,
-    /// all at one time. A walk that fails is said once, at the end.
-    fn walk_open_traffic(&mut self) {
+    /// all at one time. The walk costs about 0.6 µs per open file on the
+    /// host (BENCHMARKS.md), so reports in between the last walk and
+    /// `WALK_EVERY` after it use that walk's figures; the last report
+    /// always walks (`fresh`). A walk that fails is said once, at the end.
+    fn walk_open_traffic(&mut self, fresh: bool) {
         if !matches!(self.loaded.traffic, Some(Ok(()))) {
             return;
         }
         if self.pipeline.open_behind_vips() == 0 || self.traffic_walk_error.is_some() {
             return;
         }
+        if !fresh && self.last_walk.is_some_and(|at| at.elapsed() < WALK_EVERY) {
+            return;
+        }
+        let began = std::time::Instant::now();
+        self.last_walk = Some(began);
         let records = match loader::traffic::walk_open(&mut self.loaded.ebpf) {
             Ok(records) => records,
             Err(error) => {
@@ -638,6 +665,11 @@ impl Session {
                 return;
             }
         };
+        let took = u64::try_from(began.elapsed().as_micros()).unwrap_or(u64::MAX);
+        let walks = self.stats.open_connection_walks.get_or_insert_default();
+        walks.walks += 1;
+        walks.connections_read += (records.len() / connbal_common::record::TRAFFIC_LEN) as u64;
+        walks.longest_us = walks.longest_us.max(took);
         let now = wall_clock_now();
         for item in records.chunks_exact(connbal_common::record::TRAFFIC_LEN) {
             let event = RecordHeader::from_bytes(item)
@@ -772,7 +804,7 @@ impl Session {
             self.host.as_mut(),
         );
         self.catch_up();
-        self.walk_open_traffic();
+        self.walk_open_traffic(true);
         self.pipeline.advance(wall_clock_now());
         self.stats.ended = Some(ending.describe());
         let report = self.report(Scope::Whole);

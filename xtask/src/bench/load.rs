@@ -43,6 +43,7 @@ const OBSERVERS: [Observer; 3] = [Observer::HostMode, Observer::Tc, Observer::Pi
 
 /// Every program of connbal's, whichever observer attached it.
 const PROGRAMS: &str = "connbal_";
+const CLOSE_TRACEPOINT: &str = "connbal_closed";
 
 /// Records (or packets) still in flight when the load stops: the trace
 /// drains its ring on a timer, tcpdump hands over a block each second.
@@ -100,6 +101,8 @@ pub fn load(root: &Path, seconds: u64, rounds: usize, rates: Rates) -> Result<()
     // reads a run, on for the whole benchmark and for every observer).
     let _stats = BpfStats::enable()?;
     let mut runs: [Vec<Run>; 3] = Default::default();
+    // Host mode's close tracepoint alone (issue 26): (ns, runs) per round.
+    let mut closes: Vec<(u64, u64)> = Vec::new();
     for round in 0..rounds {
         for k in 0..OBSERVERS.len() {
             let o = (k + round) % OBSERVERS.len();
@@ -114,6 +117,7 @@ pub fn load(root: &Path, seconds: u64, rounds: usize, rates: Rates) -> Result<()
                     let pid = trace.child.id();
                     let before = process_cpu(pid);
                     let kernel_before = prog_stats(PROGRAMS)?.0;
+                    let closed_before = prog_stats(CLOSE_TRACEPOINT)?;
                     let done = if observer == Observer::HostMode {
                         inside_cgroup(&load_cgroup, || load::run_rates(&lab, duration, rates))?
                     } else {
@@ -122,6 +126,10 @@ pub fn load(root: &Path, seconds: u64, rounds: usize, rates: Rates) -> Result<()
                     std::thread::sleep(SETTLE);
                     let cpu = process_cpu(pid) - before;
                     let kernel_ns = prog_stats(PROGRAMS)?.0 - kernel_before;
+                    if observer == Observer::HostMode {
+                        let after = prog_stats(CLOSE_TRACEPOINT)?;
+                        closes.push((after.0 - closed_before.0, after.1 - closed_before.1));
+                    }
                     let json = stop_trace(trace)?;
                     let lost = report_count(&json, &["input", "kernel", "records_lost"])?;
                     Run::new(seconds, (cpu, kernel_ns), lost, &done, &json)?
@@ -148,6 +156,7 @@ pub fn load(root: &Path, seconds: u64, rounds: usize, rates: Rates) -> Result<()
         eprintln!("bench-load: round {}/{rounds} done", round + 1);
     }
     print_table(seconds, rounds, rates, &runs);
+    print_closes(seconds, &closes);
     let mut stops = Vec::new();
     for _ in 0..rounds {
         stops.push(stop_under_load(
@@ -159,6 +168,33 @@ pub fn load(root: &Path, seconds: u64, rounds: usize, rates: Rates) -> Result<()
     }
     print_stops(rates, &stops);
     Ok(())
+}
+
+/// Host mode's close tracepoint, which runs on every TCP state change on
+/// the host and records only connections to a VIP (none in this load).
+fn print_closes(seconds: u64, closes: &[(u64, u64)]) {
+    if closes.is_empty() {
+        return;
+    }
+    let mut mcpu: Vec<f64> = closes
+        .iter()
+        .map(|&(ns, _)| ns as f64 / 1e6 / seconds as f64)
+        .collect();
+    let mut per_run: Vec<f64> = closes
+        .iter()
+        .map(|&(ns, runs)| ns as f64 / runs.max(1) as f64)
+        .collect();
+    let mut runs_per_s: Vec<f64> = closes
+        .iter()
+        .map(|&(_, runs)| runs as f64 / seconds as f64)
+        .collect();
+    let ((mcpu_min, mcpu_max), (ns_min, ns_max)) = (spread(&mcpu), spread(&per_run));
+    println!(
+        "\nOf host mode's kernel programs, the close tracepoint ({CLOSE_TRACEPOINT}, on every TCP state change on the host): {:.1} mCPU ({mcpu_min:.1}–{mcpu_max:.1}), {:.0} runs/s, {:.0} ns a run ({ns_min:.0}–{ns_max:.0})",
+        median(&mut mcpu),
+        median(&mut runs_per_s),
+        median(&mut per_run),
+    );
 }
 
 /// How a host-mode trace serving metrics ended on SIGTERM under the load.

@@ -13,6 +13,7 @@ mod lookups;
 mod profile;
 mod replay;
 mod soak;
+mod walk;
 
 pub use churn::churn;
 pub use live::live;
@@ -21,6 +22,7 @@ pub use lookups::lookups;
 pub use profile::profile;
 pub use replay::replay;
 pub use soak::soak;
+pub use walk::walk;
 
 use anyhow::{Context, Result};
 use std::path::{Path, PathBuf};
