@@ -20,6 +20,7 @@ use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify, WatchDescriptor};
 use std::collections::HashMap;
 use std::os::fd::AsFd as _;
 use std::os::unix::fs::MetadataExt as _;
+use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
@@ -31,7 +32,8 @@ const MAX_WATCHES: usize = 1 << 16;
 const MAX_DEPTH: usize = 32;
 /// New cgroups waiting for the loop; past it they are named by the walk.
 const QUEUED_MAX: usize = 4096;
-/// How often the thread looks at its stop flag.
+/// How often the thread looks at its stop flag, should its wake-up be
+/// missed.
 const POLL_MS: u16 = 200;
 
 #[derive(Debug, thiserror::Error)]
@@ -46,6 +48,9 @@ pub enum WatchError {
 pub struct CgroupWatch {
     created: Receiver<Cgroup>,
     stop: Arc<AtomicBool>,
+    /// Dropped to wake the thread at once: its end then polls readable
+    /// (end of file), so a stopping trace does not wait out a poll.
+    wake: Option<UnixStream>,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -70,16 +75,18 @@ impl CgroupWatch {
         }
         let (tx, created) = sync_channel(QUEUED_MAX);
         let stop = Arc::new(AtomicBool::new(false));
+        let (wake, woken) = UnixStream::pair().map_err(WatchError::Thread)?;
         let thread = std::thread::Builder::new()
             .name("connbal-cgroups".into())
             .spawn({
                 let stop = Arc::clone(&stop);
-                move || watcher.run(&tx, &stop)
+                move || watcher.run(&tx, &stop, &woken)
             })
             .map_err(WatchError::Thread)?;
         Ok(Self {
             created,
             stop,
+            wake: Some(wake),
             thread: Some(thread),
         })
     }
@@ -93,6 +100,7 @@ impl CgroupWatch {
 impl Drop for CgroupWatch {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
+        drop(self.wake.take());
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
         }
@@ -144,10 +152,16 @@ impl Watcher {
         }
     }
 
-    fn run(mut self, tx: &SyncSender<Cgroup>, stop: &AtomicBool) {
+    fn run(mut self, tx: &SyncSender<Cgroup>, stop: &AtomicBool, woken: &UnixStream) {
         while !stop.load(Ordering::Relaxed) {
-            let mut fds = [PollFd::new(self.inotify.as_fd(), PollFlags::POLLIN)];
+            let mut fds = [
+                PollFd::new(self.inotify.as_fd(), PollFlags::POLLIN),
+                PollFd::new(woken.as_fd(), PollFlags::POLLIN),
+            ];
             if !matches!(poll(&mut fds, PollTimeout::from(POLL_MS)), Ok(n) if n > 0) {
+                continue;
+            }
+            if fds[1].any().unwrap_or(false) {
                 continue;
             }
             let Ok(events) = self.inotify.read_events() else {

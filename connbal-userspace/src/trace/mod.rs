@@ -647,7 +647,7 @@ impl Session {
     /// `WALK_EVERY` after it use that walk's figures; the last report
     /// always walks (`fresh`). A walk that fails is said once, at the end.
     fn walk_open_traffic(&mut self, fresh: bool) {
-        if !matches!(self.loaded.traffic, Some(Ok(()))) {
+        if !matches!(self.loaded.traffic, Some(Ok(_))) {
             return;
         }
         if self.pipeline.open_behind_vips() == 0 || self.traffic_walk_error.is_some() {

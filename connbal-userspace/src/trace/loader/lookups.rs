@@ -19,7 +19,7 @@
 
 use super::{program, program_error, LoaderError};
 use aya::maps::CgroupArray;
-use aya::programs::uprobe::UProbeScope;
+use aya::programs::uprobe::{UProbeLinkId, UProbeScope};
 use aya::programs::{ProbeKind, UProbe};
 use aya::Ebpf;
 use caps::Capability::{CAP_BPF, CAP_DAC_READ_SEARCH, CAP_PERFMON, CAP_SYS_ADMIN, CAP_SYS_PTRACE};
@@ -72,10 +72,9 @@ impl LibcProbes {
 
 /// `probe` on `file`'s getaddrinfo, for every process; the error names
 /// the file and the syscall's cause.
-fn attach_to(probe: &mut UProbe, file: &Path) -> Result<(), String> {
+fn attach_to(probe: &mut UProbe, file: &Path) -> Result<UProbeLinkId, String> {
     probe
         .attach(SYMBOL, file, UProbeScope::AllProcesses)
-        .map(|_| ())
         .map_err(|e| format!("{}: {}", file.display(), super::chain(&e)))
 }
 
@@ -121,8 +120,9 @@ impl Drop for Prober {
 /// How the probes were attached.
 #[derive(Debug)]
 pub enum Probing {
-    /// By connbal, once, to the libc files in use at start.
-    AtStart(LibcProbes),
+    /// By connbal, once, to the libc files in use at start; with each
+    /// probe's link, by program.
+    AtStart(LibcProbes, Vec<(&'static str, UProbeLinkId)>),
     /// By the helper, at start and to those that come later.
     Rescanning(Prober),
 }
@@ -130,7 +130,7 @@ pub enum Probing {
 impl Probing {
     pub fn probes(&mut self) -> LibcProbes {
         match self {
-            Probing::AtStart(probes) => probes.clone(),
+            Probing::AtStart(probes, _) => probes.clone(),
             Probing::Rescanning(prober) => prober.probes(),
         }
     }
@@ -171,14 +171,16 @@ pub fn attach(
     }
     if !rescan {
         let mut probes = LibcProbes::default();
+        let mut links = Vec::new();
         for file in LibcScan::default().new_files(Path::new("/proc")) {
             let attached = [ENTRY, RETURN].into_iter().try_for_each(|name| {
                 let probe: &mut UProbe = program(ebpf, name).map_err(|e| e.to_string())?;
-                attach_to(probe, &file)
+                links.push((name, attach_to(probe, &file)?));
+                Ok(())
             });
             probes.note(file, attached);
         }
-        return Ok(Probing::AtStart(probes));
+        return Ok(Probing::AtStart(probes, links));
     }
     let exe = std::env::current_exe()
         .map_err(|e| LoaderError::Load(format!("finding connbal's own binary: {e}")))?;
@@ -293,7 +295,7 @@ pub fn run_prober(entry_id: u32, return_id: u32) -> Result<(), ProberError> {
         for file in scan.new_files(Path::new("/proc")) {
             let attached = probes
                 .iter_mut()
-                .try_for_each(|probe| attach_to(probe, &file));
+                .try_for_each(|probe| attach_to(probe, &file).map(|_| ()));
             status.note(file, attached);
         }
         if said.as_ref() != Some(&status) {

@@ -22,7 +22,7 @@ use super::btf::{ConntrackLayout, SocketLayout};
 use super::counters::MappedCounters;
 use crate::tally::counter_set;
 use aya::maps::{Map, MapData, RingBuf};
-use aya::programs::ProgramError;
+use aya::programs::{tp_btf::BtfTracePointLinkId, BtfTracePoint, ProgramError, UProbe};
 use aya::{Ebpf, EbpfError, EbpfLoader};
 use connbal_common::record::{counter, Owners};
 use serde::Serialize;
@@ -165,15 +165,51 @@ pub struct Loaded {
     /// Host mode: how many sockets open before the trace were given their
     /// owner, or why none could be.
     pub open_sockets: Option<Result<u64, String>>,
-    /// Host mode: whether the NAT tracepoint is attached, or why not.
-    pub nat: Option<Result<(), String>>,
-    /// Host mode: the bytes connections to a VIP carried, or why not.
-    pub traffic: Option<Result<(), String>>,
+    /// Host mode: the NAT tracepoint's link, or why it is not attached.
+    pub nat: Option<Result<BtfTracePointLinkId, String>>,
+    /// Host mode: the close tracepoint's link (the bytes connections to a
+    /// VIP carried), or why not.
+    pub traffic: Option<Result<BtfTracePointLinkId, String>>,
     /// Host mode: how libc's getaddrinfo is probed, or why it is not.
     pub lookups: Option<Result<lookups::Probing, String>>,
     /// Held for the run: tells later connbal runs these filters are live.
     /// Declared after `ebpf`, so dropped after the filters are detached.
     _claims: Vec<netlink::InterfaceClaim>,
+}
+
+impl Drop for Loaded {
+    /// A tracepoint's or a uprobe's link waits out an RCU grace period as
+    /// it goes (about 110 ms each here, more than everything else a stop
+    /// does), so they go together, each on a thread of its own, before
+    /// the rest: a pod being stopped exits sooner.
+    fn drop(&mut self) {
+        let mut links: Vec<Box<dyn Send>> = Vec::new();
+        for (name, id) in [
+            (nat::PROGRAM, self.nat.take()),
+            (traffic::CLOSED, self.traffic.take()),
+        ] {
+            let Some(Ok(id)) = id else { continue };
+            if let Ok(tracepoint) = program::<BtfTracePoint>(&mut self.ebpf, name) {
+                if let Ok(link) = tracepoint.take_link(id) {
+                    links.push(Box::new(link));
+                }
+            }
+        }
+        if let Some(Ok(lookups::Probing::AtStart(_, probes))) = &mut self.lookups {
+            for (name, id) in std::mem::take(probes) {
+                if let Ok(probe) = program::<UProbe>(&mut self.ebpf, name) {
+                    if let Ok(link) = probe.take_link(id) {
+                        links.push(Box::new(link));
+                    }
+                }
+            }
+        }
+        std::thread::scope(|scope| {
+            for link in links {
+                scope.spawn(move || drop(link));
+            }
+        });
+    }
 }
 
 impl Loaded {

@@ -3,12 +3,12 @@
 //! iterator over open connections, run at each report.
 
 use super::{program, program_error, LoaderError};
-use aya::programs::{BtfTracePoint, Iter};
+use aya::programs::{tp_btf::BtfTracePointLinkId, BtfTracePoint, Iter};
 use aya::Ebpf;
 use connbal_common::record::TRAFFIC_LEN;
 use std::io::Read;
 
-const CLOSED: &str = "connbal_closed";
+pub const CLOSED: &str = "connbal_closed";
 const TRACEPOINT: &str = "inet_sock_set_state";
 const OPEN: &str = "connbal_open_traffic";
 /// Open connections read per walk, at most: a host with more open
@@ -16,17 +16,17 @@ const OPEN: &str = "connbal_open_traffic";
 const MAX_OPEN_PER_WALK: usize = 1 << 16;
 
 /// Loads and attaches the close tracepoint, and loads the iterator. The
-/// tracepoint's link lives in `ebpf`.
-pub fn attach(ebpf: &mut Ebpf) -> Result<(), LoaderError> {
+/// tracepoint's link lives in `ebpf` (see `nat::attach`).
+pub fn attach(ebpf: &mut Ebpf) -> Result<BtfTracePointLinkId, LoaderError> {
     let btf = aya::Btf::from_sys_fs().map_err(|e| LoaderError::Btf(e.to_string()))?;
     let tracepoint: &mut BtfTracePoint = program(ebpf, CLOSED)?;
     tracepoint.load(TRACEPOINT, &btf).map_err(program_error)?;
-    tracepoint
+    let link = tracepoint
         .attach()
         .map_err(|e| LoaderError::Load(format!("attaching to the {TRACEPOINT} tracepoint: {e}")))?;
     let iter: &mut Iter = program(ebpf, OPEN)?;
     iter.load("task_file", &btf).map_err(program_error)?;
-    Ok(())
+    Ok(link)
 }
 
 /// Walks every task's open files for connections to a VIP: their records
