@@ -203,7 +203,10 @@ pub fn behind_a_vip(
 ) -> crate::aggregator::Aggregator {
     use crate::aggregator::{Aggregator, Config, Event, Segment, Timestamp, Translation};
     use std::net::{IpAddr, SocketAddr};
-    let mut agg = Aggregator::new(Config::default());
+    let mut agg = Aggregator::new(Config {
+        connection_bytes: true,
+        ..Config::default()
+    });
     let client: SocketAddr = "10.0.0.2:40000".parse().expect("an address");
     let server: SocketAddr = "10.0.0.53:53".parse().expect("an address");
     let ts = Timestamp::from_secs(100);

@@ -75,6 +75,9 @@ pub struct BehindVips {
     /// When the last walk over open connections ran: an open connection
     /// it did not see has closed unseen, and is counted as last seen.
     last_walk: Option<Timestamp>,
+    /// Whether the source reports bytes at all; if not, `open` stays
+    /// empty.
+    follow_bytes: bool,
 }
 
 type LevelKey = (Client, Arc<str>, SocketAddr);
@@ -277,6 +280,14 @@ pub struct VipBackend {
 
 impl Default for BehindVips {
     fn default() -> Self {
+        Self::new(false)
+    }
+}
+
+impl BehindVips {
+    /// With `follow_bytes`, connections joined to a backend are kept until
+    /// they close, for the bytes the source reports.
+    pub fn new(follow_bytes: bool) -> Self {
         Self {
             names: FifoMap::with_cap(MAX_VIPS),
             attempts: FifoMap::with_cap(MAX_WAITING),
@@ -286,6 +297,7 @@ impl Default for BehindVips {
             levels_dropped: 0,
             open: FifoMap::with_cap(MAX_OPEN),
             last_walk: None,
+            follow_bytes,
         }
     }
 }
@@ -351,6 +363,9 @@ impl BehindVips {
     /// `flow`, counted at `level`, went to `backend`: kept while open, for
     /// its bytes.
     fn joined(&mut self, flow: Flow, level: LevelKey, backend: SocketAddr) {
+        if !self.follow_bytes {
+            return;
+        }
         self.open.insert(
             flow,
             Open {

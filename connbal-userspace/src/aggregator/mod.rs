@@ -83,6 +83,10 @@ const SWEEP_INTERVAL_NANOS: u64 = 10 * NANOS;
 pub const MAX_FLOWS: usize = 200_000;
 
 #[derive(Clone, Debug, Default)]
+#[expect(
+    clippy::struct_excessive_bools,
+    reason = "independent switches, each resolved once from a flag or the source"
+)]
 pub struct Config {
     /// `-a`: also count flows already open when the capture started.
     pub all_tcp: bool,
@@ -110,6 +114,10 @@ pub struct Config {
     /// past (between half of it and all of it); the counts stay since the
     /// start.
     pub window: Option<std::time::Duration>,
+    /// The source reports the bytes of connections behind a VIP (host
+    /// mode's traffic programs): keep each such connection until it
+    /// closes, for them. Without it (replay) none is kept.
+    pub connection_bytes: bool,
 }
 
 #[derive(Debug)]
@@ -157,6 +165,7 @@ impl Aggregator {
         Self {
             observations: Observations::new(config.events),
             window: config.window.map(window::Window::new),
+            behind_vips: behind_vip::BehindVips::new(config.connection_bytes),
             config,
             names: NameKeys::default(),
             pending: PendingQueries::default(),
@@ -174,7 +183,6 @@ impl Aggregator {
             input_lost: 0,
             fresh: fresh::FreshAnswers::default(),
             waiting: waiting::WaitingFlows::default(),
-            behind_vips: behind_vip::BehindVips::default(),
             wire_answers: libc_lookups::WireAnswers::default(),
             resolver_answers: libc_lookups::ResolverAnswers::default(),
         }

@@ -591,7 +591,10 @@ fn a_syn_seen_before_and_after_the_dnat_gives_the_translation() {
 /// of connections never joined to a backend count nowhere.
 #[test]
 fn the_bytes_behind_a_vip_show_how_few_connections_carried_them() {
-    let mut h = Harness::new();
+    let mut h = Harness::with(Config {
+        connection_bytes: true,
+        ..Config::default()
+    });
     h.answered_alone("api.example", [10, 96, 0, 10]);
     let vip = sock("10.96.0.10", 80);
     let connect = |h: &mut Harness, pod: &str| {
@@ -684,7 +687,8 @@ fn the_bytes_behind_a_vip_show_how_few_connections_carried_them() {
 }
 
 /// Without any bytes counted (replay, `--no-vip-backends`) a level has no
-/// traffic and its backends no bytes, as before.
+/// traffic and its backends no bytes, as before, and no connection is
+/// kept waiting for them.
 #[test]
 fn a_vip_without_bytes_counted_says_nothing_of_traffic() {
     let mut h = Harness::new();
@@ -697,6 +701,8 @@ fn a_vip_without_bytes_counted_says_nothing_of_traffic() {
         asked: vip,
         backend: sock("10.244.1.1", 8080),
     }));
+    // Nothing kept for bytes that will never come.
+    assert_eq!(h.agg.open_behind_vips(), 0);
     let spread = &h.agg.report().behind_vips[0];
     assert!(spread.traffic.is_none());
     assert_eq!(spread.backends[0].bytes, None);

@@ -502,6 +502,7 @@ async fn attach(mut options: TraceOptions) -> Result<Session, TraceError> {
                 // Answers given before now were not seen: the TTL verdicts
                 // of names first looked up within their TTL of it say so.
                 live_since: Some(wall_clock_now()),
+                connection_bytes: matches!(loaded.traffic, Some(Ok(_))),
                 ..options.config.clone()
             },
             writer.clone(),
