@@ -475,20 +475,19 @@ impl BehindVips {
                 let (client, name, vip) = key;
                 let open = open.get(key).map_or(&[][..], Vec::as_slice);
                 let traffic = level.traffic(open);
+                let mut open_bytes: HashMap<SocketAddr, u64> = HashMap::new();
+                for o in open {
+                    *open_bytes.entry(o.backend).or_default() += o.bytes;
+                }
                 let mut backends: Vec<VipBackend> = level
                     .backends
                     .iter()
                     .map(|(&backend, counts)| VipBackend {
                         backend,
                         connections: counts.connections,
-                        bytes: traffic.is_some().then(|| {
-                            counts.bytes
-                                + open
-                                    .iter()
-                                    .filter(|o| o.backend == backend)
-                                    .map(|o| o.bytes)
-                                    .sum::<u64>()
-                        }),
+                        bytes: traffic
+                            .is_some()
+                            .then(|| counts.bytes + open_bytes.get(&backend).copied().unwrap_or(0)),
                     })
                     .collect();
                 backends.sort_by(|a, b| {

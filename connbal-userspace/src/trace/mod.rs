@@ -643,7 +643,7 @@ impl Session {
 
     /// Host mode, before a report: the bytes so far of each open
     /// connection to a VIP, from one walk over every task's open files,
-    /// all at one time. The walk costs about 0.6 µs per open file on the
+    /// all at one time. The walk costs about 0.55 µs per open file on the
     /// host (BENCHMARKS.md), so reports in between the last walk and
     /// `WALK_EVERY` after it use that walk's figures; the last report
     /// always walks (`fresh`). A walk that fails is said once, at the end.
