@@ -10,6 +10,7 @@
 
 use aya::maps::{MapData, RingBuf};
 use std::os::fd::AsFd as _;
+use std::os::unix::net::UnixStream;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -53,6 +54,9 @@ pub(super) struct RingReader {
     batches: mpsc::UnboundedReceiver<Batch>,
     queued: Arc<AtomicUsize>,
     stop: Arc<AtomicBool>,
+    /// Dropped to wake the thread at once: its end then polls readable,
+    /// so a stopping trace does not wait out `POLL_EVERY`.
+    wake: Option<UnixStream>,
     thread: Option<JoinHandle<RingBuf<MapData>>>,
 }
 
@@ -61,16 +65,18 @@ impl RingReader {
         let (to_loop, batches) = mpsc::unbounded_channel();
         let queued = Arc::new(AtomicUsize::new(0));
         let stop = Arc::new(AtomicBool::new(false));
+        let (wake, woken) = UnixStream::pair()?;
         let thread = std::thread::Builder::new()
             .name("connbal-ring".into())
             .spawn({
                 let (queued, stop) = (Arc::clone(&queued), Arc::clone(&stop));
-                move || read(ring, &to_loop, &queued, &stop)
+                move || read(ring, &to_loop, &queued, (&stop, &woken))
             })?;
         Ok(Self {
             batches,
             queued,
             stop,
+            wake: Some(wake),
             thread: Some(thread),
         })
     }
@@ -96,6 +102,7 @@ impl RingReader {
     /// batches handed over, then what the ring still holds.
     pub fn stop(&mut self) -> Vec<Batch> {
         self.stop.store(true, Ordering::Relaxed);
+        drop(self.wake.take());
         let ring = self.thread.take().and_then(|thread| thread.join().ok());
         let mut rest = self.ready();
         if let Some(mut ring) = ring {
@@ -112,6 +119,7 @@ impl RingReader {
 impl Drop for RingReader {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
+        drop(self.wake.take());
     }
 }
 
@@ -121,14 +129,17 @@ fn read(
     mut ring: RingBuf<MapData>,
     to_loop: &mpsc::UnboundedSender<Batch>,
     queued: &AtomicUsize,
-    stop: &AtomicBool,
+    (stop, woken): (&AtomicBool, &UnixStream),
 ) -> RingBuf<MapData> {
     use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
     let timeout = PollTimeout::try_from(POLL_EVERY).unwrap_or(PollTimeout::NONE);
     while !stop.load(Ordering::Relaxed) {
         // Readable or not, the ring is read after the timeout: the kernel
         // wakes readers late on purpose.
-        let mut fds = [PollFd::new(ring.as_fd(), PollFlags::POLLIN)];
+        let mut fds = [
+            PollFd::new(ring.as_fd(), PollFlags::POLLIN),
+            PollFd::new(woken.as_fd(), PollFlags::POLLIN),
+        ];
         let _ = poll(&mut fds, timeout);
         loop {
             if queued.load(Ordering::Relaxed) >= QUEUED_MAX {
