@@ -41,7 +41,8 @@ const MAX_BACKENDS: usize = 256;
 /// lists: a client has one or two (IPv4 and IPv6).
 const MAX_SOURCES: usize = 4;
 /// Connections joined to their backend and not yet closed, kept for
-/// their bytes; past it the oldest go, and their bytes are not counted.
+/// their bytes; past it the oldest go, counted with their bytes as last
+/// seen.
 const MAX_OPEN: usize = 1 << 16;
 /// The busiest connections kept per level, for how few carried most of
 /// its bytes.
@@ -366,7 +367,12 @@ impl BehindVips {
         if !self.follow_bytes {
             return;
         }
-        self.open.insert(
+        // The same client port again before the old connection's close
+        // was seen: that one closed unseen.
+        if let Some(old) = self.open.remove(&flow) {
+            self.closed_unseen(&old);
+        }
+        let evicted = self.open.insert_evicting(
             flow,
             Open {
                 level,
@@ -374,6 +380,19 @@ impl BehindVips {
                 walked: None,
             },
         );
+        if let Some((_, oldest)) = evicted {
+            self.closed_unseen(&oldest);
+        }
+    }
+
+    /// A connection no longer followed, its close not seen: counted with
+    /// its bytes as a walk last saw them, as one that closed between two
+    /// walks is, so that a backend's bytes never go down (a counter in
+    /// the metrics).
+    fn closed_unseen(&mut self, open: &Open) {
+        if let (Some((_, bytes)), Some(level)) = (open.walked, self.levels.get_mut(&open.level)) {
+            level.closed_connection(open.backend, bytes);
+        }
     }
 
     /// Connections joined to a backend and not known to have closed: a

@@ -33,14 +33,19 @@ impl<K: Hash + Eq + Clone, V> FifoMap<K, V> {
     /// Inserts or replaces; returns true when an old entry was evicted to
     /// make room.
     pub fn insert(&mut self, key: K, value: V) -> bool {
+        self.insert_evicting(key, value).is_some()
+    }
+
+    /// Inserts or replaces; returns the entry evicted to make room, for a
+    /// table whose entries still count once gone.
+    pub fn insert_evicting(&mut self, key: K, value: V) -> Option<(K, V)> {
         let generation = self.next;
         self.next += 1;
-        let mut evicted = false;
+        let mut evicted = None;
         if self.map.len() >= self.cap && !self.map.contains_key(&key) {
             while let Some((old, g)) = self.order.pop_front() {
                 if self.map.get(&old).is_some_and(|(live, _)| *live == g) {
-                    self.map.remove(&old);
-                    evicted = true;
+                    evicted = self.map.remove(&old).map(|(_, value)| (old, value));
                     break;
                 }
             }

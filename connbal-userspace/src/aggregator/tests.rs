@@ -686,6 +686,76 @@ fn the_bytes_behind_a_vip_show_how_few_connections_carried_them() {
     );
 }
 
+/// A backend's bytes are a counter in the metrics: they never go down.
+/// A connection walked while open and then no longer followed, because
+/// its client port was used again before its close was seen or because
+/// the table of open connections pushed it out, keeps the bytes the walk
+/// saw, as one that closed between two walks does.
+#[test]
+fn a_backends_bytes_never_go_down_when_an_open_connection_is_no_longer_followed() {
+    let mut h = Harness::with(Config {
+        connection_bytes: true,
+        ..Config::default()
+    });
+    h.answered_alone("api.example", [10, 96, 0, 10]);
+    let connect = |h: &mut Harness, from: SocketAddr, vip_port: u16, isn: u32, pod: &str| {
+        let vip = sock("10.96.0.10", vip_port);
+        h.segment(from, vip, SYN, isn, &[]);
+        h.agg.process(&Event::Nat(Translation {
+            ts: h.ts(),
+            client: from,
+            asked: vip,
+            backend: sock(pod, 8080),
+        }));
+    };
+    let walked = |h: &mut Harness, from: SocketAddr, bytes: u64| {
+        h.agg.process(&Event::Traffic(Carried {
+            ts: h.ts(),
+            client: from,
+            asked: sock("10.96.0.10", 80),
+            sent: bytes,
+            received: 0,
+            open: true,
+        }));
+    };
+    let pod_bytes = |h: &Harness| -> Vec<(String, Option<u64>)> {
+        let report = h.agg.report();
+        let spread = report
+            .behind_vips
+            .iter()
+            .find(|s| s.vip.port() == 80)
+            .unwrap();
+        let mut bytes: Vec<(String, Option<u64>)> = spread
+            .backends
+            .iter()
+            .map(|b| (b.backend.to_string(), b.bytes))
+            .collect();
+        bytes.sort();
+        bytes
+    };
+    let oldest = sock(CLIENT, 1);
+    let reused = sock(CLIENT, 2);
+    connect(&mut h, oldest, 80, 1, "10.244.1.1");
+    connect(&mut h, reused, 80, 1, "10.244.1.2");
+    walked(&mut h, oldest, 5_000);
+    walked(&mut h, reused, 700);
+    let before = vec![
+        ("10.244.1.1:8080".to_string(), Some(5_000)),
+        ("10.244.1.2:8080".to_string(), Some(700)),
+    ];
+    assert_eq!(pod_bytes(&h), before);
+    // The same client port again, a new connection (another ISN).
+    h.advance_ms(100);
+    connect(&mut h, reused, 80, 2, "10.244.1.2");
+    assert_eq!(pod_bytes(&h), before);
+    // Enough connections to another port of the VIP to fill the table.
+    for port in 1..=u16::MAX {
+        connect(&mut h, sock(CLIENT, port), 81, 1, "10.244.1.3");
+    }
+    assert_eq!(h.agg.open_behind_vips(), 1 << 16);
+    assert_eq!(pod_bytes(&h), before);
+}
+
 /// Without any bytes counted (replay, `--no-vip-backends`) a level has no
 /// traffic and its backends no bytes, as before, and no connection is
 /// kept waiting for them.
