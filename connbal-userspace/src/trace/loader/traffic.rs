@@ -1,6 +1,13 @@
 //! Host mode: the bytes connections to a VIP carried (see the kernel
 //! program's `traffic.rs`): the tracepoint at each close, and the
 //! iterator over open connections, run at each report.
+//!
+//! The walk visits every open file on the host, not only connections to
+//! a VIP. Socket storage given to each such connection as it is
+//! established, walked by an `iter/bpf_sk_storage_map` program, would
+//! visit those alone; it was built and this kernel refused it: map
+//! iterators fail to load with EPERM (`bpf_map_elem` too, with an empty
+//! program), as fentry does. `WALK_EVERY` bounds the cost instead.
 
 use super::{program, program_error, LoaderError};
 use aya::programs::{tp_btf::BtfTracePointLinkId, BtfTracePoint, Iter};
