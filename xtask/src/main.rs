@@ -69,6 +69,11 @@ enum Task {
         seconds: u64,
         #[arg(long, default_value_t = 5)]
         rounds: usize,
+        /// Only the UDP ping-pong rate (host mode's target), without the
+        /// tcpdump pipeline or the bulk and per-packet runs: many rounds
+        /// in the time three full ones take.
+        #[arg(long)]
+        udp_only: bool,
     },
     /// The agent's CPU budget (root): new connections and DNS messages at
     /// a busy node's rates, observed by host mode, by connbal trace
@@ -189,9 +194,11 @@ fn main() -> Result<()> {
             Ok(())
         }
         Task::BenchLive { seconds } => xtask::bench::live(&xtask::ebpf::workspace_root(), seconds),
-        Task::BenchOverhead { seconds, rounds } => {
-            xtask::overhead::run(&xtask::ebpf::workspace_root(), seconds, rounds)
-        }
+        Task::BenchOverhead {
+            seconds,
+            rounds,
+            udp_only,
+        } => xtask::overhead::run(&xtask::ebpf::workspace_root(), seconds, rounds, udp_only),
         Task::BenchWalk { sockets } => xtask::bench::walk(&xtask::ebpf::workspace_root(), &sockets),
         Task::BenchLoad {
             seconds,

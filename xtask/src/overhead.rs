@@ -36,6 +36,15 @@
 //! moved ±5% between identical runs, against ±0.5% on one. On one CPU the
 //! round trip is CPU-bound, so every nanosecond a program adds to it
 //! shows. The observers' own processes are not pinned.
+//!
+//! While each observer with programs is attached, each of its per-packet
+//! programs also runs alone, in `BPF_PROG_TEST_RUN` (through `bpftool
+//! prog run`), on a frame of each load: the difference from the empty
+//! program on the same hook is what connbal's code adds, to a nanosecond
+//! or so, free of the hook's cost and the machine's noise, which the
+//! rates above cannot separate from a point or two. `--udp-only` runs
+//! only the UDP ping-pong, the load host mode's rate target is about,
+//! for many rounds in the time of a few.
 
 use crate::bench::{self, median, spread, BpfStats, Pipeline};
 use crate::lab::{Lab, SERVER_V4};
@@ -100,6 +109,25 @@ impl Observer {
             Observer::EmptyHostMode => Some("connbal_empty_skb_"),
             Observer::HostMode | Observer::HostModeNoVip => Some("connbal_cgroup_"),
             Observer::Nothing | Observer::Tcpdump => None,
+        }
+    }
+
+    /// Its per-packet programs by name, with their hook, for
+    /// `BPF_PROG_TEST_RUN` (`--no-vip-backends` runs host mode's own,
+    /// measured once).
+    fn test_run(self) -> &'static [(&'static str, &'static str)] {
+        match self {
+            Observer::Tc => &[("connbal_tc", "TC")],
+            Observer::EmptyClassifier => &[("connbal_noop", "TC")],
+            Observer::HostMode => &[
+                ("connbal_cgroup_egress", "cgroup_skb egress"),
+                ("connbal_cgroup_ingress", "cgroup_skb ingress"),
+            ],
+            Observer::EmptyHostMode => &[
+                ("connbal_empty_skb_egress", "cgroup_skb egress"),
+                ("connbal_empty_skb_ingress", "cgroup_skb ingress"),
+            ],
+            _ => &[],
         }
     }
 
@@ -352,7 +380,11 @@ fn signed_summary(values: &[f64]) -> String {
     format!("{:+.1}% ({lo:+.1} to {hi:+.1})", median(&mut sorted))
 }
 
-pub fn run(root: &Path, seconds: u64, rounds: usize) -> Result<()> {
+/// With `udp_only`, only the UDP ping-pong load, under every observer but
+/// the tcpdump pipeline, and no bulk or per-packet runs: host mode's rate
+/// target is a difference of one or two points, which three rounds of the
+/// whole bench on this shared machine do not separate from noise.
+pub fn run(root: &Path, seconds: u64, rounds: usize, udp_only: bool) -> Result<()> {
     if !crate::lab::is_root() {
         bail!("bench-overhead attaches eBPF programs in namespaces: run it as root");
     }
@@ -396,9 +428,16 @@ pub fn run(root: &Path, seconds: u64, rounds: usize) -> Result<()> {
         cgroup_name: &cgroup_name,
     };
 
+    let loads: Vec<Load> = LOADS
+        .into_iter()
+        .filter(|load| !udp_only || *load == Load::PingPong { tcp: false })
+        .collect();
+    let observers: Vec<usize> = (0..OBSERVERS.len())
+        .filter(|&o| !udp_only || OBSERVERS[o] != Observer::Tcpdump)
+        .collect();
     // A discarded run of each load first: the first one after the lab is
     // built pays for cold caches and ARP.
-    for load in LOADS {
+    for &load in &loads {
         setup.run(load)?;
     }
     let mut measured: Vec<Vec<Vec<Measured>>> =
@@ -407,17 +446,39 @@ pub fn run(root: &Path, seconds: u64, rounds: usize) -> Result<()> {
     // Host mode's NAT tracepoint runs for every packet the host sends,
     // traced cgroup or not: its cost per run, apart.
     let mut nat_ns: Vec<f64> = Vec::new();
+    let packets = write_test_packets(root)?;
+    let mut isolated: Vec<Isolated> = Vec::new();
     let started = Instant::now();
     for round in 0..rounds {
-        for k in 0..OBSERVERS.len() {
-            let o = (k + round) % OBSERVERS.len();
+        for k in 0..observers.len() {
+            let o = observers[(k + round) % observers.len()];
             let observer = OBSERVERS[o];
             let attached = setup.attach(observer)?;
             let outcome = (|| -> Result<()> {
                 for (l, load) in LOADS.into_iter().enumerate() {
-                    measured[l][o].push(setup.run(load)?);
+                    if loads.contains(&load) {
+                        measured[l][o].push(setup.run(load)?);
+                    }
                 }
-                if let Some(programs) = observer.programs() {
+                for &(program, hook) in observer.test_run() {
+                    for (packet, path) in &packets {
+                        let key = (hook, *packet);
+                        let at = isolated
+                            .iter()
+                            .position(|(k, _, _)| *k == key)
+                            .unwrap_or_else(|| {
+                                isolated.push((key, Vec::new(), Vec::new()));
+                                isolated.len() - 1
+                            });
+                        let ns = bench::prog_test_run_ns(program, path, TEST_RUN_REPEAT)?;
+                        if observer.floor().is_some() {
+                            isolated[at].1.push(ns);
+                        } else {
+                            isolated[at].2.push(ns);
+                        }
+                    }
+                }
+                if let (Some(programs), false) = (observer.programs(), udp_only) {
                     let _stats = BpfStats::enable()?;
                     let before = bench::prog_stats(programs)?;
                     let nat_before = bench::prog_stats(NAT_TRACEPOINT)?;
@@ -446,7 +507,79 @@ pub fn run(root: &Path, seconds: u64, rounds: usize) -> Result<()> {
         );
     }
     print_tables(seconds, rounds, &measured, &ns_per_packet, &nat_ns);
+    print_isolated(&isolated);
     Ok(())
+}
+
+/// A hook and a packet, with the ns per run of connbal's program and of
+/// the empty one there, a figure per round.
+type Isolated = ((&'static str, &'static str), Vec<f64>, Vec<f64>);
+
+/// Runs of each program in `BPF_PROG_TEST_RUN`, per measurement.
+const TEST_RUN_REPEAT: u32 = 5_000_000;
+
+/// The frames the programs are run on in isolation: what the ping-pong
+/// client sends (a 64-byte UDP datagram to sockperf's port) and a bulk
+/// TCP segment, as Ethernet frames (`BPF_PROG_TEST_RUN` takes one for
+/// cgroup_skb programs too, and hands them the packet from its IP
+/// header).
+fn write_test_packets(root: &Path) -> Result<Vec<(&'static str, std::path::PathBuf)>> {
+    let dir = root.join("target/bench-overhead");
+    std::fs::create_dir_all(&dir)?;
+    let frame = |protocol: u8, l4: Vec<u8>| -> Vec<u8> {
+        let mut f = vec![2, 2, 2, 2, 2, 2, 4, 4, 4, 4, 4, 4, 0x08, 0x00];
+        let total = u16::try_from(20 + l4.len()).expect("small");
+        f.extend_from_slice(&[0x45, 0]);
+        f.extend_from_slice(&total.to_be_bytes());
+        f.extend_from_slice(&[0, 1, 0x40, 0, 64, protocol, 0, 0]);
+        f.extend_from_slice(&crate::lab::CLIENT_V4.octets());
+        f.extend_from_slice(&SERVER_V4.octets());
+        f.extend_from_slice(&l4);
+        f
+    };
+    let mut udp = Vec::new();
+    udp.extend_from_slice(&40000u16.to_be_bytes());
+    udp.extend_from_slice(&SOCKPERF_UDP_PORT.to_be_bytes());
+    udp.extend_from_slice(&(8u16 + 64).to_be_bytes());
+    udp.extend_from_slice(&[0, 0]);
+    udp.extend_from_slice(&[b'x'; 64]);
+    let mut tcp = Vec::new();
+    tcp.extend_from_slice(&40000u16.to_be_bytes());
+    tcp.extend_from_slice(&IPERF_PORT.to_be_bytes());
+    tcp.extend_from_slice(&[0, 0, 0, 1, 0, 0, 0, 1, 0x50, 0x10, 0xff, 0xff, 0, 0, 0, 0]);
+    tcp.extend_from_slice(&[b'y'; 1400]);
+    let mut written = Vec::new();
+    for (name, bytes) in [
+        ("UDP, 64 B to sockperf", frame(17, udp)),
+        ("TCP, 1400 B bulk segment", frame(6, tcp)),
+    ] {
+        let path = dir.join(format!("{}.frame", name.split(',').next().unwrap_or(name)));
+        std::fs::write(&path, bytes).with_context(|| format!("writing {}", path.display()))?;
+        written.push((name, path));
+    }
+    Ok(written)
+}
+
+fn print_isolated(isolated: &[Isolated]) {
+    if isolated.is_empty() {
+        return;
+    }
+    println!("\nEach program in isolation (`bpftool prog run`, BPF_PROG_TEST_RUN, {TEST_RUN_REPEAT} runs on one frame, once per round while its observer is attached), against the empty program on the same hook; both include the test loop's own cost, so the difference is the program's code:\n");
+    println!(
+        "| hook | packet | connbal's program, ns per run | empty program | beyond it (medians) |"
+    );
+    println!("|---|---|---|---|---|");
+    for ((hook, packet), ns, floor) in isolated {
+        if ns.is_empty() || floor.is_empty() {
+            continue;
+        }
+        let beyond = median(&mut ns.clone()) - median(&mut floor.clone());
+        println!(
+            "| {hook} | {packet} | {} | {} | {beyond:+.0} |",
+            summary(ns, 0),
+            summary(floor, 0),
+        );
+    }
 }
 
 /// Starts the sockperf and iperf3 servers in the server namespace, in
@@ -531,13 +664,16 @@ fn print_tables(
     println!("|---|---|---|---|---|---|---|---|");
     let mut verdicts = Vec::new();
     for (l, load) in LOADS.into_iter().enumerate() {
-        if load == Load::Bulk {
+        if load == Load::Bulk || measured[l][nothing].is_empty() {
             continue;
         }
         let rates = |o: usize| -> Vec<f64> { measured[l][o].iter().map(|m| m.rate).collect() };
         let p99s = |o: usize| -> Vec<f64> { measured[l][o].iter().filter_map(|m| m.p99).collect() };
         let (base_rate, base_p99) = (rates(nothing), p99s(nothing));
         for (o, observer) in OBSERVERS.into_iter().enumerate() {
+            if measured[l][o].is_empty() {
+                continue;
+            }
             let (rate, p99) = (rates(o), p99s(o));
             let p50: Vec<f64> = measured[l][o].iter().filter_map(|m| m.p50).collect();
             let beyond = observer.floor().map_or("-".to_string(), |floor| {
@@ -571,6 +707,10 @@ fn print_tables(
     }
 
     let bulk = LOADS.iter().position(|l| *l == Load::Bulk).expect("listed");
+    if measured[bulk][nothing].is_empty() {
+        print_verdicts(&verdicts);
+        return;
+    }
     println!("\nBulk, {seconds} s a run, {rounds} rounds, same order:\n");
     println!("| observer | Gbit/s | change |");
     println!("|---|---|---|");
@@ -626,6 +766,10 @@ fn print_tables(
             summary(&ratio, 2)
         );
     }
+    print_verdicts(&verdicts);
+}
+
+fn print_verdicts(verdicts: &[String]) {
     println!("\nTargets (medians):\n");
     for line in verdicts {
         println!("{line}");
