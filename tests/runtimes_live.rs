@@ -539,14 +539,29 @@ fn run(command: &mut Command) {
     );
 }
 
-/// The image's root filesystem, built once per machine.
+/// The image's root filesystem, built once per machine (once per run of
+/// the tests, whichever asks first).
 fn rootfs() -> &'static str {
-    if !Path::new(ROOTFS).exists() {
-        std::fs::create_dir_all(Path::new(ROOTFS).parent().unwrap()).unwrap();
+    static BUILT: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _one_at_a_time = BUILT
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let path = Path::new(ROOTFS);
+    if !path.is_file() {
+        // A directory here is an earlier build that mmdebstrap wrote as a
+        // tree (it takes the format from the name, and `.partial` is no
+        // archive's): built again, as a tarball this time.
+        if path.is_dir() {
+            std::fs::remove_dir_all(path).unwrap();
+        }
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
         let partial = format!("{ROOTFS}.partial");
+        let _ = std::fs::remove_dir_all(&partial);
+        let _ = std::fs::remove_file(&partial);
         run(Command::new("mmdebstrap").args([
             "--variant=minbase",
             "--include=python3-minimal",
+            "--format=tar",
             "--quiet",
             "bookworm",
             &partial,
