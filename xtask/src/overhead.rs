@@ -461,21 +461,9 @@ pub fn run(root: &Path, seconds: u64, rounds: usize, udp_only: bool) -> Result<(
                     }
                 }
                 for &(program, hook) in observer.test_run() {
-                    for (packet, path) in &packets {
-                        let key = (hook, *packet);
-                        let at = isolated
-                            .iter()
-                            .position(|(k, _, _)| *k == key)
-                            .unwrap_or_else(|| {
-                                isolated.push((key, Vec::new(), Vec::new()));
-                                isolated.len() - 1
-                            });
+                    for &(packet, ref path) in &packets {
                         let ns = bench::prog_test_run_ns(program, path, TEST_RUN_REPEAT)?;
-                        if observer.floor().is_some() {
-                            isolated[at].1.push(ns);
-                        } else {
-                            isolated[at].2.push(ns);
-                        }
+                        Isolated::record(&mut isolated, hook, packet, observer, ns);
                     }
                 }
                 if let (Some(programs), false) = (observer.programs(), udp_only) {
@@ -513,7 +501,42 @@ pub fn run(root: &Path, seconds: u64, rounds: usize, udp_only: bool) -> Result<(
 
 /// A hook and a packet, with the ns per run of connbal's program and of
 /// the empty one there, a figure per round.
-type Isolated = ((&'static str, &'static str), Vec<f64>, Vec<f64>);
+struct Isolated {
+    hook: &'static str,
+    packet: &'static str,
+    connbal: Vec<f64>,
+    empty: Vec<f64>,
+}
+
+impl Isolated {
+    /// `observer`'s program on `hook` took `ns` a run on `packet`: connbal's
+    /// own if the observer has an empty floor, else the empty one's.
+    fn record(
+        all: &mut Vec<Isolated>,
+        hook: &'static str,
+        packet: &'static str,
+        observer: Observer,
+        ns: f64,
+    ) {
+        let at = all
+            .iter()
+            .position(|i| (i.hook, i.packet) == (hook, packet))
+            .unwrap_or_else(|| {
+                all.push(Isolated {
+                    hook,
+                    packet,
+                    connbal: Vec::new(),
+                    empty: Vec::new(),
+                });
+                all.len() - 1
+            });
+        if observer.floor().is_some() {
+            all[at].connbal.push(ns);
+        } else {
+            all[at].empty.push(ns);
+        }
+    }
+}
 
 /// Runs of each program in `BPF_PROG_TEST_RUN`, per measurement.
 const TEST_RUN_REPEAT: u32 = 5_000_000;
@@ -569,15 +592,17 @@ fn print_isolated(isolated: &[Isolated]) {
         "| hook | packet | connbal's program, ns per run | empty program | beyond it (medians) |"
     );
     println!("|---|---|---|---|---|");
-    for ((hook, packet), ns, floor) in isolated {
-        if ns.is_empty() || floor.is_empty() {
+    for runs in isolated {
+        if runs.connbal.is_empty() || runs.empty.is_empty() {
             continue;
         }
-        let beyond = median(&mut ns.clone()) - median(&mut floor.clone());
+        let beyond = median(&mut runs.connbal.clone()) - median(&mut runs.empty.clone());
         println!(
-            "| {hook} | {packet} | {} | {} | {beyond:+.0} |",
-            summary(ns, 0),
-            summary(floor, 0),
+            "| {} | {} | {} | {} | {beyond:+.0} |",
+            runs.hook,
+            runs.packet,
+            summary(&runs.connbal, 0),
+            summary(&runs.empty, 0),
         );
     }
 }
